@@ -1,0 +1,112 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+)
+
+// treeWriter is a NARVisitor that materialises a NAR as a tree at root.
+// Entry names were checked by the reader (no "/", "..", "." or NUL), and
+// every file is created with O_EXCL|O_NOFOLLOW, so nothing lands outside root.
+type treeWriter struct {
+	root     string
+	readOnly bool     // store trees: files 0444/0555, directories 0555
+	dirs     []string // directories to make read-only once filled
+	buf      []byte
+}
+
+var _ NARVisitor = (*treeWriter)(nil)
+
+func (t *treeWriter) path(rel string) string {
+	if rel == "" {
+		return t.root
+	}
+	return filepath.Join(t.root, filepath.FromSlash(rel))
+}
+
+func (t *treeWriter) Directory(rel string) error {
+	p := t.path(rel)
+	if err := os.Mkdir(p, 0o755); err != nil {
+		return err
+	}
+	t.dirs = append(t.dirs, p)
+	return nil
+}
+
+func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reader) error {
+	mode := os.FileMode(0o644)
+	if t.readOnly {
+		mode = 0o444
+	}
+	if executable {
+		mode |= 0o111
+	}
+	f, err := os.OpenFile(t.path(rel), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return err
+	}
+	if t.buf == nil {
+		t.buf = make([]byte, 256<<10)
+	}
+	_, err = io.CopyBuffer(onlyWriter{f}, onlyReader{r}, t.buf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (t *treeWriter) Symlink(rel, target string) error {
+	return os.Symlink(target, t.path(rel))
+}
+
+// finish makes directories read-only, deepest first, for store trees.
+func (t *treeWriter) finish() error {
+	if !t.readOnly {
+		return nil
+	}
+	for _, d := range slices.Backward(t.dirs) {
+		if err := os.Chmod(d, 0o555); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type onlyWriter struct{ io.Writer }
+
+// RestoreNAR unpacks the NAR on r into dir, which must not exist. On any
+// error, whatever was written is removed and dir does not exist.
+func RestoreNAR(r io.Reader, dir string) error {
+	if _, err := os.Lstat(dir); err == nil {
+		return fmt.Errorf("%s already exists; restore needs a new path", dir)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	t := &treeWriter{root: dir}
+	if _, err := ReadNAR(r, t); err != nil {
+		_ = removeTree(dir)
+		return err
+	}
+	return nil
+}
+
+// removeTree deletes a tree even when its directories are read-only, as
+// store trees are.
+func removeTree(root string) error {
+	err := os.RemoveAll(root)
+	if err == nil {
+		return nil
+	}
+	_ = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			_ = os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	return os.RemoveAll(root)
+}
