@@ -500,3 +500,5 @@ func checkEntryName(name string) error {
 	}
 	return nil
 }
+
+func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }

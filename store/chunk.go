@@ -1,0 +1,189 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ipfs/go-cid"
+	"github.com/jotfs/fastcdc-go"
+	mh "github.com/multiformats/go-multihash"
+	"github.com/zeebo/blake3"
+)
+
+// Content-defined chunk sizes. 64 KiB on average keeps the chunk index of a
+// 1 GiB NAR at about 16k entries (≈600 KiB), small enough to send in one
+// message and to sign through a manifest, while an edit or a rewritten store
+// path reference costs one ~64 KiB chunk rather than a whole file. The
+// 16 KiB floor bounds per-chunk overhead (a key in Badger, a request on the
+// wire); the 256 KiB ceiling bounds memory per chunk in flight and the work
+// lost to one bad chunk.
+const (
+	ChunkMin = 16 << 10
+	ChunkAvg = 64 << 10
+	ChunkMax = 256 << 10
+)
+
+// ChunkID is the BLAKE3-256 digest of a chunk's bytes: a plain value, turned
+// into a CIDv1 (raw codec, blake3 multihash) at the edges.
+type ChunkID [32]byte
+
+// SumChunk computes the ID of data.
+func SumChunk(data []byte) ChunkID { return ChunkID(blake3.Sum256(data)) }
+
+// CID is the CIDv1 (raw, blake3) of the chunk.
+func (c ChunkID) CID() cid.Cid {
+	m, _ := mh.Encode(c[:], mh.BLAKE3) // cannot fail: 32 bytes, known code
+	return cid.NewCidV1(cid.Raw, m)
+}
+
+func (c ChunkID) String() string { return c.CID().String() }
+
+// ChunkIDFromCID accepts only what CID produces: v1, raw codec, blake3-256.
+func ChunkIDFromCID(c cid.Cid) (ChunkID, error) {
+	var id ChunkID
+	if !c.Defined() || c.Version() != 1 || c.Type() != cid.Raw {
+		return id, fmt.Errorf("chunk CID %s: want CIDv1 with the raw codec", c)
+	}
+	d, err := mh.Decode(c.Hash())
+	if err != nil {
+		return id, fmt.Errorf("chunk CID %s: %w", c, err)
+	}
+	if d.Code != mh.BLAKE3 || len(d.Digest) != len(id) {
+		return id, fmt.Errorf("chunk CID %s: want a 32-byte blake3 multihash", c)
+	}
+	copy(id[:], d.Digest)
+	return id, nil
+}
+
+// ParseChunkID parses the string form of a chunk CID.
+func ParseChunkID(s string) (ChunkID, error) {
+	c, err := cid.Decode(s)
+	if err != nil {
+		return ChunkID{}, fmt.Errorf("chunk CID %q: %w", s, err)
+	}
+	return ChunkIDFromCID(c)
+}
+
+// ChunkRef is one entry of a chunk index.
+type ChunkRef struct {
+	ID   ChunkID
+	Size uint32
+}
+
+// ChunkIndex lists, in order, the chunks whose concatenation is one NAR.
+// A chunk's offset in the NAR is the sum of the sizes before it.
+type ChunkIndex []ChunkRef
+
+// NarSize is the total size of the chunks.
+func (ix ChunkIndex) NarSize() uint64 {
+	var n uint64
+	for _, c := range ix {
+		n += uint64(c.Size)
+	}
+	return n
+}
+
+// Offsets returns the NAR offset of every chunk.
+func (ix ChunkIndex) Offsets() []uint64 {
+	offs := make([]uint64, len(ix))
+	var n uint64
+	for i, c := range ix {
+		offs[i] = n
+		n += uint64(c.Size)
+	}
+	return offs
+}
+
+const chunkIndexVersion = 1
+
+// Encode is the canonical encoding: a version byte, the count, then each
+// chunk's 32-byte ID and size as uvarints.
+func (ix ChunkIndex) Encode() []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(ix)*(32+3))
+	b = append(b, chunkIndexVersion)
+	b = binary.AppendUvarint(b, uint64(len(ix)))
+	for _, c := range ix {
+		b = append(b, c.ID[:]...)
+		b = binary.AppendUvarint(b, uint64(c.Size))
+	}
+	return b
+}
+
+// ID content-addresses the index: the ChunkID of its encoding.
+func (ix ChunkIndex) ID() ChunkID { return SumChunk(ix.Encode()) }
+
+// ErrBadChunkIndex is wrapped by errors decoding a chunk index.
+var ErrBadChunkIndex = errors.New("invalid chunk index")
+
+// DecodeChunkIndex parses an encoded index strictly: every chunk between
+// 1 byte and ChunkMax, nothing trailing, the encoding canonical.
+func DecodeChunkIndex(b []byte) (ChunkIndex, error) {
+	bad := func(f string, a ...any) (ChunkIndex, error) {
+		return nil, fmt.Errorf("%w: %s", ErrBadChunkIndex, fmt.Sprintf(f, a...))
+	}
+	if len(b) == 0 || b[0] != chunkIndexVersion {
+		return bad("unknown version")
+	}
+	b = b[1:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 {
+		return bad("bad count")
+	}
+	b = b[k:]
+	if n > uint64(len(b)/33) {
+		return bad("count %d does not fit in %d bytes", n, len(b))
+	}
+	ix := make(ChunkIndex, n)
+	for i := range ix {
+		if len(b) < 33 {
+			return bad("truncated")
+		}
+		copy(ix[i].ID[:], b)
+		b = b[32:]
+		sz, k := binary.Uvarint(b)
+		if k <= 0 || sz == 0 || sz > ChunkMax {
+			return bad("chunk %d: bad size", i)
+		}
+		if k != len(binary.AppendUvarint(nil, sz)) {
+			return bad("chunk %d: non-canonical size", i)
+		}
+		ix[i].Size = uint32(sz)
+		b = b[k:]
+	}
+	if len(b) != 0 {
+		return bad("%d trailing bytes", len(b))
+	}
+	return ix, nil
+}
+
+// ChunkNAR cuts the NAR on r into content-defined chunks and hashes each.
+func ChunkNAR(r io.Reader) (ChunkIndex, error) {
+	var ix ChunkIndex
+	err := chunkStream(r, func(data []byte) error {
+		ix = append(ix, ChunkRef{ID: SumChunk(data), Size: uint32(len(data))})
+		return nil
+	})
+	return ix, err
+}
+
+// chunkStream calls fn with each chunk of r; data is only valid during fn.
+func chunkStream(r io.Reader, fn func(data []byte) error) error {
+	c, err := fastcdc.NewChunker(r, fastcdc.Options{MinSize: ChunkMin, AverageSize: ChunkAvg, MaxSize: ChunkMax})
+	if err != nil {
+		return err
+	}
+	for {
+		ch, err := c.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(ch.Data); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,306 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+)
+
+// staged is a NAR unpacked into a temporary tree inside the store, with
+// everything needed to register it.
+type staged struct {
+	tmp     string
+	narHash Hash
+	narSize uint64
+	index   ChunkIndex
+	skel    *skeleton
+}
+
+// ErrHashMismatch is returned when a NAR's hash or size differs from what
+// was expected of it.
+var ErrHashMismatch = errors.New("NAR hash mismatch")
+
+// stage unpacks the NAR on r into a fresh temporary tree, computing its
+// sha256, skeleton and chunk index in the same pass: parsing, hashing and
+// writing on this goroutine, chunking and BLAKE3 on another. Nothing is
+// synced yet. The caller owns the returned tree.
+func (s *Store) stage(ctx context.Context, r io.Reader) (*staged, error) {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	st := &staged{tmp: filepath.Join(s.treeDir, ".tmp-"+hex.EncodeToString(rnd[:]))}
+
+	pr, pw := io.Pipe()
+	chunked := make(chan error, 1)
+	go func() {
+		ix, err := ChunkNAR(pr)
+		st.index = ix
+		pr.CloseWithError(err) // unblock the writer if chunking failed
+		chunked <- err
+	}()
+
+	h := sha256.New()
+	tee := io.TeeReader(ctxReader{ctx, r}, multiWriter{h, pw})
+	tw := &treeWriter{root: st.tmp, readOnly: true}
+	nr := &narReader{r: newBufReader(tee), v: tw, capture: true}
+	size, err := nr.run()
+	pw.CloseWithError(err)
+	cerr := <-chunked
+	if err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = tw.finish()
+	}
+	if err != nil {
+		_ = removeTree(st.tmp)
+		return nil, err
+	}
+	st.narSize = uint64(size)
+	copy(st.narHash[:], h.Sum(nil))
+	st.skel = newSkeleton(nr.segs)
+	return st, nil
+}
+
+// multiWriter writes to a hash (which cannot fail) and then to a pipe.
+type multiWriter struct {
+	h hash.Hash
+	w io.Writer
+}
+
+func (m multiWriter) Write(p []byte) (int, error) {
+	m.h.Write(p)
+	return m.w.Write(p)
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// commit makes a staged tree the valid path described by info: it syncs the
+// tree to disk, renames it into place and registers it. References other
+// than the path itself must already be valid.
+func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
+	defer removeTree(st.tmp) // no-op once renamed
+	if err := CheckName(info.Path.Name); err != nil {
+		return nil, err
+	}
+	// Another writer may have made it valid meanwhile.
+	if pi, err := s.Lookup(info.Path); err == nil {
+		return pi, nil
+	}
+	for _, ref := range info.References {
+		if ref == info.Path {
+			continue
+		}
+		if ok, err := s.IsValid(ref); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, fmt.Errorf("cannot add %s: its reference %s is not valid in the store; add the references first", info.Path.Abs(s.storeDir), ref.Abs(s.storeDir))
+		}
+	}
+	final := s.TreePath(info.Path)
+	if err := removeTree(final); err != nil { // an unregistered leftover
+		return nil, err
+	}
+	if err := syncFS(st.tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(st.tmp, final); err != nil {
+		return nil, err
+	}
+	if err := syncDir(s.treeDir); err != nil {
+		return nil, err
+	}
+
+	pi := *info
+	pi.References = sortRefs(info.References)
+	pi.NarHash, pi.NarSize, pi.ChunkIndex = st.narHash, st.narSize, st.index.ID()
+	if pi.RegistrationTime.IsZero() {
+		pi.RegistrationTime = time.Now()
+	}
+	h := pi.Path.Hash
+
+	// The chunk index and chunk locations go first, in batches (a big NAR
+	// has more chunks than one transaction holds); the path becomes valid
+	// only with the final transaction. Open removes the entries of a path
+	// whose final transaction never happened.
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	if err := wb.Set(key(pfxIndex, h[:]), st.index.Encode()); err != nil {
+		return nil, err
+	}
+	for i, off := range st.index.Offsets() {
+		id := st.index[i].ID
+		if err := wb.Set(key(pfxChunk, id[:], h[:]), binary.AppendUvarint(nil, off)); err != nil {
+			return nil, err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return nil, err
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(key(pfxSkel, h[:]), st.skel.encode()); err != nil {
+			return err
+		}
+		for _, ref := range pi.References {
+			if err := txn.Set(key(pfxRef, ref.Hash[:], h[:]), nil); err != nil {
+				return err
+			}
+		}
+		return txn.Set(key(pfxInfo, h[:]), encodePathInfo(&pi))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registering %s: %w", pi.Path.Abs(s.storeDir), err)
+	}
+	return &pi, nil
+}
+
+// AddNAR reads the NAR of info.Path from r and makes the path valid.
+// info.NarHash and info.NarSize, when set, must match what arrives; on any
+// mismatch or error nothing becomes valid. Its references must be valid.
+func (s *Store) AddNAR(ctx context.Context, info *PathInfo, r io.Reader) (*PathInfo, error) {
+	defer s.pathLock(info.Path.Hash)()
+	if pi, err := s.Lookup(info.Path); err == nil {
+		// Already valid: drain nothing, the caller may skip sending.
+		return pi, nil
+	}
+	st, err := s.stage(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("adding %s: %w", info.Path.Abs(s.storeDir), err)
+	}
+	if (!info.NarHash.IsZero() && st.narHash != info.NarHash) || (info.NarSize != 0 && st.narSize != info.NarSize) {
+		removeTree(st.tmp)
+		return nil, fmt.Errorf("%w for %s: expected %s (%d bytes), got %s (%d bytes)",
+			ErrHashMismatch, info.Path.Abs(s.storeDir), info.NarHash, info.NarSize, st.narHash, st.narSize)
+	}
+	if err := s.checkCA(info, st.narHash); err != nil {
+		removeTree(st.tmp)
+		return nil, err
+	}
+	return s.commit(st, info)
+}
+
+// checkCA verifies a "fixed:r:sha256:" content address against the NAR
+// hash: such a path's name hash must recompute from its content.
+func (s *Store) checkCA(info *PathInfo, narHash Hash) error {
+	rest, ok := strings.CutPrefix(info.CA, "fixed:r:")
+	if !ok {
+		return nil // other forms cannot be checked from the NAR alone
+	}
+	h, err := ParseHash(rest)
+	if err != nil {
+		return fmt.Errorf("%s: bad CA %q: %w", info.Path.Abs(s.storeDir), info.CA, err)
+	}
+	if h != narHash {
+		return fmt.Errorf("%w for %s: its CA claims %s, NAR hashes to %s", ErrHashMismatch, info.Path.Abs(s.storeDir), h, narHash)
+	}
+	var refs []Path
+	self := false
+	for _, r := range info.References {
+		if r == info.Path {
+			self = true
+		} else {
+			refs = append(refs, r)
+		}
+	}
+	want, err := MakeSourcePath(s.storeDir, h, info.Path.Name, refs, self)
+	if err != nil {
+		return err
+	}
+	if want != info.Path {
+		return fmt.Errorf("%s: its content address gives %s", info.Path.Abs(s.storeDir), want.Abs(s.storeDir))
+	}
+	return nil
+}
+
+// AddTree adds the file, directory or symlink at src as a content-addressed
+// path named name (no references), exactly as `nix-store --add` does.
+func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error) {
+	if err := CheckName(name); err != nil {
+		return nil, fmt.Errorf("cannot add %s: %w; rename it or pass a valid name", src, err)
+	}
+	if _, err := os.Lstat(src); err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := DumpNAR(pw, src)
+		pw.CloseWithError(err)
+	}()
+	st, err := s.stage(ctx, pr)
+	pr.CloseWithError(errors.New("stopped reading"))
+	if err != nil {
+		return nil, fmt.Errorf("adding %s: %w", src, err)
+	}
+	p, err := MakeSourcePath(s.storeDir, st.narHash, name, nil, false)
+	if err != nil {
+		removeTree(st.tmp)
+		return nil, err
+	}
+	defer s.pathLock(p.Hash)()
+	return s.commit(st, &PathInfo{Path: p, CA: "fixed:r:" + st.narHash.String(), Ultimate: true})
+}
+
+// syncFS flushes the filesystem holding dir: one syncfs(2) makes a whole
+// freshly written tree durable, far cheaper than an fsync per file.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// dropMetadata deletes every record of path h except its reverse references
+// from others (which GC removes with the referrer).
+func (s *Store) dropMetadata(h PathHash) error {
+	ix, err := s.ChunkIndexOf(h)
+	if err != nil && !errors.Is(err, ErrNotValid) {
+		// A corrupt index still must not block removal.
+		s.log.Warn("dropping unreadable chunk index", "path", h, "err", err)
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, c := range ix {
+		if err := wb.Delete(key(pfxChunk, c.ID[:], h[:])); err != nil {
+			return err
+		}
+	}
+	for _, k := range [][]byte{key(pfxSkel, h[:]), key(pfxIndex, h[:])} {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}

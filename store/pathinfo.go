@@ -1,0 +1,107 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// PathInfo is what the store knows about a valid path, as Nix's ValidPathInfo
+// plus trove's chunk index ID.
+type PathInfo struct {
+	Path       Path
+	NarHash    Hash
+	NarSize    uint64
+	References []Path // sorted, may include Path itself
+	Deriver    Path   // zero when unknown
+	Sigs       []string
+	// CA is Nix's content-address assertion ("fixed:r:sha256:...",
+	// "text:sha256:..."), empty for input-addressed paths.
+	CA               string
+	RegistrationTime time.Time
+	Ultimate         bool    // built or added here rather than substituted
+	ChunkIndex       ChunkID // ID of the NAR's chunk index
+}
+
+// Fingerprint is the message Nix signs for a path:
+// "1;<path>;<narHash>;<narSize>;<refs, comma-joined full paths>".
+func (pi *PathInfo) Fingerprint(storeDir string) string {
+	refs := make([]string, len(pi.References))
+	for i, r := range pi.References {
+		refs[i] = r.Abs(storeDir)
+	}
+	slices.Sort(refs)
+	return "1;" + pi.Path.Abs(storeDir) + ";" + pi.NarHash.String() + ";" +
+		strconv.FormatUint(pi.NarSize, 10) + ";" + strings.Join(refs, ",")
+}
+
+// sortRefs sorts and de-duplicates references.
+func sortRefs(refs []Path) []Path {
+	refs = slices.Clone(refs)
+	slices.SortFunc(refs, Path.Compare)
+	return slices.Compact(refs)
+}
+
+// pathInfoRecord is the stored form of a PathInfo in Badger.
+type pathInfoRecord struct {
+	Path       string   `json:"path"`
+	NarHash    string   `json:"narHash"`
+	NarSize    uint64   `json:"narSize"`
+	References []string `json:"references,omitempty"`
+	Deriver    string   `json:"deriver,omitempty"`
+	Sigs       []string `json:"sigs,omitempty"`
+	CA         string   `json:"ca,omitempty"`
+	RegTime    int64    `json:"regTime"`
+	Ultimate   bool     `json:"ultimate,omitempty"`
+	ChunkIndex string   `json:"chunkIndex"`
+}
+
+func encodePathInfo(pi *PathInfo) []byte {
+	r := pathInfoRecord{
+		Path: pi.Path.String(), NarHash: pi.NarHash.String(), NarSize: pi.NarSize,
+		Sigs: pi.Sigs, CA: pi.CA, RegTime: pi.RegistrationTime.Unix(), Ultimate: pi.Ultimate,
+		ChunkIndex: pi.ChunkIndex.String(),
+	}
+	for _, ref := range pi.References {
+		r.References = append(r.References, ref.String())
+	}
+	if !pi.Deriver.IsZero() {
+		r.Deriver = pi.Deriver.String()
+	}
+	b, _ := json.Marshal(r) // cannot fail: strings and numbers
+	return b
+}
+
+func decodePathInfo(b []byte) (*PathInfo, error) {
+	var r pathInfoRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("corrupt path info in the store database: %w", err)
+	}
+	pi := &PathInfo{NarSize: r.NarSize, Sigs: r.Sigs, CA: r.CA, RegistrationTime: time.Unix(r.RegTime, 0), Ultimate: r.Ultimate}
+	var err error
+	if pi.Path, err = ParseBase(r.Path); err != nil {
+		return nil, err
+	}
+	if pi.NarHash, err = ParseHash(r.NarHash); err != nil {
+		return nil, err
+	}
+	for _, s := range r.References {
+		ref, err := ParseBase(s)
+		if err != nil {
+			return nil, err
+		}
+		pi.References = append(pi.References, ref)
+	}
+	if r.Deriver != "" {
+		if pi.Deriver, err = ParseBase(r.Deriver); err != nil {
+			return nil, err
+		}
+	}
+	if pi.ChunkIndex, err = ParseChunkID(r.ChunkIndex); err != nil {
+		return nil, err
+	}
+	return pi, nil
+}

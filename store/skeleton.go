@@ -1,0 +1,146 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// A skeleton describes a stored path's NAR as literal segments (framing,
+// names, symlink targets, padding) and references to the files of its tree,
+// so any byte range of the NAR can be produced from the tree without
+// keeping a second copy of the contents.
+type skeleton struct {
+	segs []segment
+	offs []int64 // NAR offset of each segment
+	size int64
+}
+
+func newSkeleton(segs []segment) *skeleton {
+	s := &skeleton{segs: segs, offs: make([]int64, len(segs))}
+	for i, g := range segs {
+		s.offs[i] = s.size
+		s.size += g.len()
+	}
+	return s
+}
+
+func (g segment) len() int64 {
+	if g.lit != nil {
+		return int64(len(g.lit))
+	}
+	return g.size
+}
+
+const (
+	segLit  = 0
+	segFile = 1
+)
+
+func (s *skeleton) encode() []byte {
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(s.segs)))
+	for _, g := range s.segs {
+		if g.lit != nil {
+			b = append(b, segLit)
+			b = binary.AppendUvarint(b, uint64(len(g.lit)))
+			b = append(b, g.lit...)
+		} else {
+			b = append(b, segFile)
+			b = binary.AppendUvarint(b, uint64(len(g.file)))
+			b = append(b, g.file...)
+			b = binary.AppendUvarint(b, uint64(g.size))
+		}
+	}
+	return b
+}
+
+var errBadSkeleton = errors.New("corrupt NAR skeleton in the store database")
+
+func decodeSkeleton(b []byte) (*skeleton, error) {
+	uv := func() (uint64, bool) {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			return 0, false
+		}
+		b = b[k:]
+		return v, true
+	}
+	n, ok := uv()
+	if !ok || n > uint64(len(b)) {
+		return nil, errBadSkeleton
+	}
+	segs := make([]segment, 0, n)
+	for range n {
+		if len(b) == 0 {
+			return nil, errBadSkeleton
+		}
+		kind := b[0]
+		b = b[1:]
+		l, ok := uv()
+		if !ok || l > uint64(len(b)) {
+			return nil, errBadSkeleton
+		}
+		data := b[:l:l]
+		b = b[l:]
+		switch kind {
+		case segLit:
+			segs = append(segs, segment{lit: data})
+		case segFile:
+			size, ok := uv()
+			if !ok || size == 0 || size > 1<<62 {
+				return nil, errBadSkeleton
+			}
+			segs = append(segs, segment{file: string(data), size: int64(size)})
+		default:
+			return nil, errBadSkeleton
+		}
+	}
+	if len(b) != 0 {
+		return nil, errBadSkeleton
+	}
+	return newSkeleton(segs), nil
+}
+
+// writeRange writes NAR bytes [off, off+n) of the tree at root to w.
+func (s *skeleton) writeRange(w io.Writer, root string, off, n int64, buf []byte) error {
+	if off < 0 || n < 0 || off+n > s.size {
+		return fmt.Errorf("NAR range %d+%d is outside the NAR's %d bytes", off, n, s.size)
+	}
+	i := sort.Search(len(s.offs), func(i int) bool { return s.offs[i] > off }) - 1
+	for ; n > 0; i++ {
+		g := s.segs[i]
+		rel := off - s.offs[i]
+		m := min(g.len()-rel, n)
+		if g.lit != nil {
+			if _, err := w.Write(g.lit[rel : rel+m]); err != nil {
+				return err
+			}
+		} else if err := copyFileRange(w, filepath.Join(root, filepath.FromSlash(g.file)), rel, m, buf); err != nil {
+			return err
+		}
+		off += m
+		n -= m
+	}
+	return nil
+}
+
+func copyFileRange(w io.Writer, name string, off, n int64, buf []byte) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	got, err := io.CopyBuffer(onlyWriter{w}, io.NewSectionReader(f, off, n), buf)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	if got != n {
+		return fmt.Errorf("reading %s: file is shorter than its NAR says; the store is damaged, run `trove verify`", name)
+	}
+	return nil
+}

@@ -1,0 +1,489 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Store is a trove store: Badger metadata in <home>/db and the physical
+// trees in <home>/store/<hash32>-<name>. One process owns a Store at a time.
+type Store struct {
+	home     string
+	storeDir string
+	treeDir  string
+	db       *badger.DB
+	lock     *os.File
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	inflight map[PathHash]*sync.Mutex // serialises writers of one path
+}
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// StoreDir is the logical store directory; DefaultStoreDir if empty.
+	// A store keeps the directory it was created with.
+	StoreDir string
+	Logger   *slog.Logger
+}
+
+// Badger keys. Path hashes are the 20 raw bytes.
+var (
+	keyStoreDir = []byte("meta/storedir")
+	pfxInfo     = []byte("p/") // p/<hash> → PathInfo record
+	pfxRef      = []byte("r/") // r/<ref><referrer> → "" (who refers to ref)
+	pfxSkel     = []byte("k/") // k/<hash> → NAR skeleton
+	pfxIndex    = []byte("i/") // i/<hash> → chunk index (written before p/)
+	pfxChunk    = []byte("c/") // c/<chunk id><hash> → uvarint NAR offset
+	pfxRoot     = []byte("g/") // g/<hash> → "" (explicit GC root)
+)
+
+func key(pfx []byte, parts ...[]byte) []byte {
+	k := bytes.Clone(pfx)
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
+}
+
+// ErrLocked is returned by Open when another process owns the store.
+var ErrLocked = errors.New("store is in use")
+
+// Open opens (creating if needed) the store under home.
+func Open(home string, opts Options) (*Store, error) {
+	if opts.StoreDir == "" {
+		opts.StoreDir = DefaultStoreDir
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if !filepath.IsAbs(opts.StoreDir) || filepath.Clean(opts.StoreDir) != opts.StoreDir || opts.StoreDir == "/" {
+		return nil, fmt.Errorf("store dir %q must be a clean absolute path other than /", opts.StoreDir)
+	}
+	s := &Store{
+		home: home, storeDir: opts.StoreDir, treeDir: filepath.Join(home, "store"),
+		log: opts.Logger, inflight: map[PathHash]*sync.Mutex{},
+	}
+	for _, d := range []string{home, s.treeDir, filepath.Join(home, "db")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("creating trove home: %w", err)
+		}
+	}
+	lock, err := lockHome(home)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
+	bopts := badger.DefaultOptions(filepath.Join(home, "db")).
+		WithLogger(nil).
+		WithSyncWrites(true).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2)
+	s.db, err = badger.Open(bopts)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("opening store database in %s: %w", home, err)
+	}
+	if err := s.checkStoreDir(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.cleanup(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("cleaning up after an interrupted write: %w", err)
+	}
+	return s, nil
+}
+
+// lockHome takes an exclusive flock on <home>/lock and writes our pid in it.
+func lockHome(home string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(home, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(f)
+		f.Close()
+		pid := strings.TrimSpace(string(b))
+		if pid == "" {
+			pid = "unknown"
+		}
+		return nil, fmt.Errorf("%w by pid %s (%s): stop that process, or run this command while `trove agent` is running so it goes through the agent", ErrLocked, pid, home)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// Close releases the database and the lock.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	if s.lock != nil {
+		s.lock.Close()
+	}
+	return err
+}
+
+// StoreDir is the logical store directory.
+func (s *Store) StoreDir() string { return s.storeDir }
+
+// Home is the trove home the store lives in.
+func (s *Store) Home() string { return s.home }
+
+// TreePath is where the tree of p lives on disk.
+func (s *Store) TreePath(p Path) string { return filepath.Join(s.treeDir, p.String()) }
+
+func (s *Store) checkStoreDir() error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyStoreDir)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return txn.Set(keyStoreDir, []byte(s.storeDir))
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if string(v) != s.storeDir {
+				return fmt.Errorf("this store uses store dir %s, not %s: pass --store-dir %s or use another --home", v, s.storeDir, v)
+			}
+			return nil
+		})
+	})
+}
+
+// cleanup removes what an interrupted write left behind: temporary trees,
+// trees that never became valid, and the chunk entries of paths whose
+// registration did not finish.
+func (s *Store) cleanup() error {
+	ents, err := os.ReadDir(s.treeDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if p, err := ParseBase(name); err == nil {
+			if ok, err := s.IsValid(p); err != nil || ok {
+				continue
+			}
+		}
+		s.log.Info("removing leftover of an interrupted write", "tree", name)
+		if err := removeTree(filepath.Join(s.treeDir, name)); err != nil {
+			return err
+		}
+	}
+	var orphans []PathHash
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxIndex})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var h PathHash
+			copy(h[:], it.Item().Key()[len(pfxIndex):])
+			if _, err := txn.Get(key(pfxInfo, h[:])); errors.Is(err, badger.ErrKeyNotFound) {
+				orphans = append(orphans, h)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, h := range orphans {
+		if err := s.dropMetadata(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pathLock serialises writers of one path within this process.
+func (s *Store) pathLock(h PathHash) func() {
+	s.mu.Lock()
+	m, ok := s.inflight[h]
+	if !ok {
+		m = &sync.Mutex{}
+		s.inflight[h] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// ErrNotValid reports that a path is not valid in the store.
+var ErrNotValid = errors.New("path is not valid in the store")
+
+// IsValid reports whether p is a valid path.
+func (s *Store) IsValid(p Path) (bool, error) {
+	pi, err := s.PathInfo(p.Hash)
+	if errors.Is(err, ErrNotValid) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return pi.Path == p, nil
+}
+
+// PathInfo returns the info of the valid path with digest h.
+func (s *Store) PathInfo(h PathHash) (*PathInfo, error) {
+	var pi *PathInfo
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		pi, err = getInfo(txn, h)
+		return err
+	})
+	return pi, err
+}
+
+func getInfo(txn *badger.Txn, h PathHash) (*PathInfo, error) {
+	item, err := txn.Get(key(pfxInfo, h[:]))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%s: %w", h, ErrNotValid)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var pi *PathInfo
+	err = item.Value(func(v []byte) error {
+		pi, err = decodePathInfo(v)
+		return err
+	})
+	return pi, err
+}
+
+// Lookup returns the info of p, checking the name as well as the digest.
+func (s *Store) Lookup(p Path) (*PathInfo, error) {
+	pi, err := s.PathInfo(p.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Abs(s.storeDir), ErrNotValid)
+	}
+	if pi.Path != p {
+		return nil, fmt.Errorf("%s: %w (the store has %s)", p.Abs(s.storeDir), ErrNotValid, pi.Path)
+	}
+	return pi, nil
+}
+
+// Paths calls fn with every valid path's info, in digest order.
+func (s *Store) Paths(ctx context.Context, fn func(*PathInfo) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxInfo, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var pi *PathInfo
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				pi, err = decodePathInfo(v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if err := fn(pi); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Referrers returns the valid paths that refer to h.
+func (s *Store) Referrers(h PathHash) ([]PathHash, error) {
+	var out []PathHash
+	err := s.db.View(func(txn *badger.Txn) error {
+		pfx := key(pfxRef, h[:])
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r PathHash
+			copy(r[:], it.Item().Key()[len(pfx):])
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Closure returns the infos of the closure of roots (the roots and
+// everything they reference, transitively), each once, references before
+// their referrers, so the result is an order in which the paths can be
+// registered.
+func (s *Store) Closure(roots ...Path) ([]*PathInfo, error) {
+	var out []*PathInfo
+	seen := map[PathHash]bool{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		var visit func(p Path, depth int) error
+		visit = func(p Path, depth int) error {
+			if seen[p.Hash] {
+				return nil
+			}
+			seen[p.Hash] = true
+			pi, err := getInfo(txn, p.Hash)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.Abs(s.storeDir), ErrNotValid)
+			}
+			for _, r := range pi.References {
+				if err := visit(r, depth+1); err != nil {
+					return err
+				}
+			}
+			out = append(out, pi)
+			return nil
+		}
+		for _, r := range roots {
+			if err := visit(r, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ChunkIndexOf returns the chunk index of a valid path.
+func (s *Store) ChunkIndexOf(h PathHash) (ChunkIndex, error) {
+	var ix ChunkIndex
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key(pfxIndex, h[:]))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("%s: %w", h, ErrNotValid)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			ix, err = DecodeChunkIndex(v)
+			return err
+		})
+	})
+	return ix, err
+}
+
+func (s *Store) skeleton(h PathHash) (*skeleton, error) {
+	var sk *skeleton
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key(pfxSkel, h[:]))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("%s: %w", h, ErrNotValid)
+		}
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		sk, err = decodeSkeleton(v)
+		return err
+	})
+	return sk, err
+}
+
+// WriteNAR writes bytes [off, off+n) of the NAR of valid path p to w,
+// produced from the tree; n < 0 means to the end.
+func (s *Store) WriteNAR(ctx context.Context, w io.Writer, p Path, off, n int64) error {
+	if _, err := s.Lookup(p); err != nil {
+		return err
+	}
+	sk, err := s.skeleton(p.Hash)
+	if err != nil {
+		return err
+	}
+	if n < 0 {
+		n = sk.size - off
+	}
+	return sk.writeRange(ctxWriter{ctx, w}, s.TreePath(p), off, n, make([]byte, 256<<10))
+}
+
+// ctxWriter stops a long copy when its context ends.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// ChunkLocation is where a chunk's bytes can be read locally.
+type ChunkLocation struct {
+	Path   PathHash
+	Offset int64
+}
+
+// FindChunk returns where in the store the chunk id can be read, if anywhere.
+func (s *Store) FindChunk(id ChunkID) ([]ChunkLocation, error) {
+	var out []ChunkLocation
+	err := s.db.View(func(txn *badger.Txn) error {
+		pfx := key(pfxChunk, id[:])
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfx, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var loc ChunkLocation
+			copy(loc.Path[:], it.Item().Key()[len(pfx):])
+			err := it.Item().Value(func(v []byte) error {
+				off, k := binary.Uvarint(v)
+				if k <= 0 {
+					return errors.New("corrupt chunk location")
+				}
+				loc.Offset = int64(off)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			out = append(out, loc)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReadChunk returns the bytes of chunk id from any valid path that holds it,
+// verified against id. It returns ErrNotValid if no path has it.
+func (s *Store) ReadChunk(ctx context.Context, id ChunkID, size uint32) ([]byte, error) {
+	locs, err := s.FindChunk(id)
+	if err != nil {
+		return nil, err
+	}
+	for _, loc := range locs {
+		pi, err := s.PathInfo(loc.Path)
+		if err != nil {
+			continue // registration unfinished or path collected
+		}
+		var buf bytes.Buffer
+		buf.Grow(int(size))
+		if err := s.WriteNAR(ctx, &buf, pi.Path, loc.Offset, int64(size)); err != nil {
+			s.log.Warn("cannot read chunk from its tree", "chunk", id, "path", pi.Path, "err", err)
+			continue
+		}
+		if SumChunk(buf.Bytes()) != id {
+			s.log.Warn("chunk bytes in tree do not match; the tree is damaged", "chunk", id, "path", pi.Path)
+			continue
+		}
+		return buf.Bytes(), nil
+	}
+	return nil, fmt.Errorf("chunk %s: %w", id, ErrNotValid)
+}
