@@ -193,4 +193,3 @@ func (s *Store) StoreSize(ctx context.Context) (paths int, bytes uint64, err err
 	})
 	return
 }
-
