@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -8,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sys/unix"
 )
 
 // staged is a NAR unpacked into a temporary tree inside the store, with
@@ -42,21 +41,24 @@ func (s *Store) stage(ctx context.Context, r io.Reader) (*staged, error) {
 	_, _ = rand.Read(rnd[:])
 	st := &staged{tmp: filepath.Join(s.treeDir, ".tmp-"+hex.EncodeToString(rnd[:]))}
 
-	pr, pw := io.Pipe()
+	// SHA-256, chunking and BLAKE3 run on their own goroutine, fed through a
+	// buffer so that neither side waits for the other on every write; this
+	// one parses and writes the tree. The two halves cost about the same.
+	cp := newBufPipe(8 << 20)
 	chunked := make(chan error, 1)
+	h := sha256.New()
 	go func() {
-		ix, err := ChunkNAR(pr)
+		ix, err := ChunkNAR(io.TeeReader(cp, h))
 		st.index = ix
-		pr.CloseWithError(err) // unblock the writer if chunking failed
+		cp.CloseRead(err) // unblock the writer if chunking failed
 		chunked <- err
 	}()
 
-	h := sha256.New()
-	tee := io.TeeReader(ctxReader{ctx, r}, multiWriter{h, pw})
+	tee := io.TeeReader(ctxReader{ctx, r}, cp)
 	tw := &treeWriter{root: st.tmp, readOnly: true}
-	nr := &narReader{r: newBufReader(tee), v: tw, capture: true}
+	nr := &narReader{r: bufio.NewReaderSize(tee, 1<<20), v: tw, capture: true}
 	size, err := nr.run()
-	pw.CloseWithError(err)
+	cp.CloseWrite(err)
 	cerr := <-chunked
 	if err == nil {
 		err = cerr
@@ -72,17 +74,6 @@ func (s *Store) stage(ctx context.Context, r io.Reader) (*staged, error) {
 	copy(st.narHash[:], h.Sum(nil))
 	st.skel = newSkeleton(nr.segs)
 	return st, nil
-}
-
-// multiWriter writes to a hash (which cannot fail) and then to a pipe.
-type multiWriter struct {
-	h hash.Hash
-	w io.Writer
-}
-
-func (m multiWriter) Write(p []byte) (int, error) {
-	m.h.Write(p)
-	return m.w.Write(p)
 }
 
 type ctxReader struct {
@@ -123,13 +114,9 @@ func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
 	if err := removeTree(final); err != nil { // an unregistered leftover
 		return nil, err
 	}
-	if err := syncFS(st.tmp); err != nil {
-		return nil, err
-	}
+	// The tree is not synced here: the path is registered as unsynced and a
+	// later Sync makes trees durable in bulk (see durability.go).
 	if err := os.Rename(st.tmp, final); err != nil {
-		return nil, err
-	}
-	if err := syncDir(s.treeDir); err != nil {
 		return nil, err
 	}
 
@@ -167,6 +154,9 @@ func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
 			if err := txn.Set(key(pfxRef, ref.Hash[:], h[:]), nil); err != nil {
 				return err
 			}
+		}
+		if err := txn.Set(key(pfxUnsynced, h[:]), []byte(s.bootID)); err != nil {
+			return err
 		}
 		return txn.Set(key(pfxInfo, h[:]), encodePathInfo(&pi))
 	})
@@ -243,13 +233,13 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error
 	if _, err := os.Lstat(src); err != nil {
 		return nil, err
 	}
-	pr, pw := io.Pipe()
+	pipe := newBufPipe(8 << 20)
 	go func() {
-		_, err := DumpNAR(pw, src)
-		pw.CloseWithError(err)
+		_, err := DumpNAR(pipe, src)
+		pipe.CloseWrite(err)
 	}()
-	st, err := s.stage(ctx, pr)
-	pr.CloseWithError(errors.New("stopped reading"))
+	st, err := s.stage(ctx, pipe)
+	pipe.CloseRead(errors.New("stopped reading"))
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", src, err)
 	}
@@ -260,26 +250,6 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error
 	}
 	defer s.pathLock(p.Hash)()
 	return s.commit(st, &PathInfo{Path: p, CA: "fixed:r:" + st.narHash.String(), Ultimate: true})
-}
-
-// syncFS flushes the filesystem holding dir: one syncfs(2) makes a whole
-// freshly written tree durable, far cheaper than an fsync per file.
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // dropMetadata deletes every record of path h except its reverse references

@@ -180,7 +180,7 @@ func readDirNames(dir string) ([]string, error) {
 // path to w, byte-identical to `nix-store --dump`. It returns the NAR size.
 func DumpNAR(w io.Writer, path string) (int64, error) {
 	var n int64
-	buf := make([]byte, 256<<10)
+	buf := make([]byte, 1<<20)
 	err := walkNAR(path, func(s segment) error {
 		if s.lit != nil {
 			m, err := w.Write(s.lit)
@@ -500,5 +500,3 @@ func checkEntryName(name string) error {
 	}
 	return nil
 }
-
-func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // treeWriter is a NARVisitor that materialises a NAR as a tree at root.
@@ -50,8 +52,13 @@ func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reade
 	if err != nil {
 		return err
 	}
+	if size >= 256<<10 {
+		// Reserving the extents up front makes ext4 and xfs write a large
+		// file several times faster than growing it write by write.
+		_ = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	}
 	if t.buf == nil {
-		t.buf = make([]byte, 256<<10)
+		t.buf = make([]byte, 1<<20)
 	}
 	_, err = io.CopyBuffer(onlyWriter{f}, onlyReader{r}, t.buf)
 	if cerr := f.Close(); err == nil {

@@ -27,6 +27,7 @@ type Store struct {
 	db       *badger.DB
 	lock     *os.File
 	log      *slog.Logger
+	bootID   string
 
 	mu       sync.Mutex
 	inflight map[PathHash]*sync.Mutex // serialises writers of one path
@@ -38,6 +39,10 @@ type Options struct {
 	// A store keeps the directory it was created with.
 	StoreDir string
 	Logger   *slog.Logger
+	// BootID identifies the running kernel boot; read from
+	// /proc/sys/kernel/random/boot_id when empty. Tests set it to
+	// simulate a reboot.
+	BootID string
 }
 
 // Badger keys. Path hashes are the 20 raw bytes.
@@ -49,6 +54,7 @@ var (
 	pfxIndex    = []byte("i/") // i/<hash> → chunk index (written before p/)
 	pfxChunk    = []byte("c/") // c/<chunk id><hash> → uvarint NAR offset
 	pfxRoot     = []byte("g/") // g/<hash> → "" (explicit GC root)
+	pfxUnsynced = []byte("u/") // u/<hash> → boot ID when registered, until synced
 )
 
 func key(pfx []byte, parts ...[]byte) []byte {
@@ -75,7 +81,10 @@ func Open(home string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		home: home, storeDir: opts.StoreDir, treeDir: filepath.Join(home, "store"),
-		log: opts.Logger, inflight: map[PathHash]*sync.Mutex{},
+		log: opts.Logger, inflight: map[PathHash]*sync.Mutex{}, bootID: opts.BootID,
+	}
+	if s.bootID == "" {
+		s.bootID = currentBootID()
 	}
 	for _, d := range []string{home, s.treeDir, filepath.Join(home, "db")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -108,6 +117,10 @@ func Open(home string, opts Options) (*Store, error) {
 	if err := s.cleanup(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("cleaning up after an interrupted write: %w", err)
+	}
+	if err := s.recoverUnsynced(context.Background()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("checking paths written before a restart: %w", err)
 	}
 	return s, nil
 }

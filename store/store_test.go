@@ -394,3 +394,67 @@ func TestOpenRemovesLeftovers(t *testing.T) {
 		t.Fatalf("store dir holds %v after Open", ents)
 	}
 }
+
+func TestRebootReverifiesUnsyncedPaths(t *testing.T) {
+	home := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(home, Options{BootID: "boot-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := addNARFor(t, s, "leaf", "leaf data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := addNARFor(t, s, "top", "top", leaf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := addNARFor(t, s, "other", "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// A power loss ate leaf's data before writeback.
+	f := s.TreePath(leaf.Path)
+	os.Chmod(f, 0o644)
+	os.WriteFile(f, nil, 0o444)
+
+	s, err = Open(home, Options{BootID: "boot-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		p    *PathInfo
+		want bool
+	}{{leaf, false}, {top, false}, {other, true}} {
+		if ok, _ := s.IsValid(tc.p.Path); ok != tc.want {
+			t.Errorf("%s valid = %v after reboot, want %v", tc.p.Path.Name, ok, tc.want)
+		}
+	}
+	if m, _ := s.unsynced(); len(m) != 0 {
+		t.Errorf("marks remain after recovery: %v", m)
+	}
+	var problems []Problem
+	s.Verify(ctx, nil, func(p Problem) { problems = append(problems, p) })
+	if len(problems) != 0 {
+		t.Errorf("problems after recovery: %v", problems)
+	}
+	s.Close()
+}
+
+func TestSyncClearsMarks(t *testing.T) {
+	s := openTestStore(t)
+	if _, err := addNARFor(t, s, "p", "data"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := s.unsynced(); len(m) != 1 {
+		t.Fatalf("%d marks after a write, want 1", len(m))
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := s.unsynced(); len(m) != 0 {
+		t.Fatalf("%d marks after Sync", len(m))
+	}
+}
