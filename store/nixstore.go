@@ -86,7 +86,8 @@ func (s *Store) ImportNix(ctx context.Context, paths []string, progress func(pi 
 	if _, err := exec.LookPath("nix"); err != nil {
 		return nil, ErrNixMissing
 	}
-	args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json", "-r", "--"}, paths...)
+	// Only the local Nix store: never let Nix try its substituters.
+	args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--offline", "--option", "substituters", "", "--json", "-r", "--"}, paths...)
 	out, err := runNix(ctx, "nix", args...)
 	if err != nil {
 		return nil, err
