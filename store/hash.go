@@ -58,6 +58,10 @@ func ParseHash(s string) (Hash, error) {
 }
 
 func decodeBase64Hash(h *Hash, whole, body string) error {
+	// The length check also refuses the \r and \n that the decoder skips.
+	if len(body) != base64.StdEncoding.EncodedLen(sha256.Size) {
+		return fmt.Errorf("hash %q: a sha256 digest has 44 base64 characters, not %d", whole, len(body))
+	}
 	b, err := base64.StdEncoding.Strict().DecodeString(body)
 	if err != nil {
 		return fmt.Errorf("hash %q: %w", whole, err)

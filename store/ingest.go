@@ -231,7 +231,7 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error
 		return nil, fmt.Errorf("cannot add %s: %w; rename it or pass a valid name", src, err)
 	}
 	if _, err := os.Lstat(src); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot add %s: %w", src, err)
 	}
 	pipe := newBufPipe(8 << 20)
 	go func() {
@@ -249,7 +249,8 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error
 		return nil, err
 	}
 	defer s.pathLock(p.Hash)()
-	return s.commit(st, &PathInfo{Path: p, CA: "fixed:r:" + st.narHash.String(), Ultimate: true})
+	// Like `nix-store --add`: content-addressed, so not "ultimate".
+	return s.commit(st, &PathInfo{Path: p, CA: "fixed:r:" + st.narHash.String()})
 }
 
 // dropMetadata deletes every record of path h except its reverse references

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -192,6 +193,16 @@ func DumpNAR(w io.Writer, path string) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+// HashPath returns the NAR hash and NAR size of the tree at path, as
+// `nix-hash --type sha256 --base32` and `nix-store --dump | wc -c` give.
+func HashPath(path string) (Hash, int64, error) {
+	h := sha256.New()
+	n, err := DumpNAR(h, path)
+	var sum Hash
+	h.Sum(sum[:0])
+	return sum, n, err
 }
 
 // copyFile copies exactly size bytes of the file at name to w; a file that

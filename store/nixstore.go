@@ -19,12 +19,12 @@ type NixPathInfo struct {
 	NarHash          string   `json:"narHash"`
 	NarSize          uint64   `json:"narSize"`
 	References       []string `json:"references"`
+	CA               string   `json:"ca,omitempty"`
 	ClosureSize      uint64   `json:"closureSize,omitempty"`
 	Deriver          string   `json:"deriver,omitempty"`
 	RegistrationTime int64    `json:"registrationTime,omitempty"`
 	Ultimate         bool     `json:"ultimate,omitempty"`
 	Signatures       []string `json:"signatures,omitempty"`
-	CA               string   `json:"ca,omitempty"`
 }
 
 // ToNix renders pi as `nix path-info --json` does.

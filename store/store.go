@@ -351,7 +351,7 @@ func (s *Store) Closure(roots ...Path) ([]*PathInfo, error) {
 			}
 			seen[p.Hash] = true
 			pi, err := getInfo(txn, p.Hash)
-			if err != nil {
+			if err != nil || pi.Path != p {
 				return fmt.Errorf("%s: %w", p.Abs(s.storeDir), ErrNotValid)
 			}
 			for _, r := range pi.References {

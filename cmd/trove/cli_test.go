@@ -1,0 +1,584 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// A file holding "hi\n" named README.x, as `nix-store --add` and
+// `nix path-info --json` (Nix 2.8) report it.
+const (
+	hiPath    = "/nix/store/57a5pbr9p18f0vf0l8hcp148k36nvdcq-README.x"
+	hiNarHash = "sha256:1xmr8jicvzszfzpz46g37mlpvbzjl2wpwvl2b05psipssyp1sm8h"
+	hiSRI     = "sha256-EFUdrtf6Rn0LWIJufrmg8q99aT3jGfLvd1//zaJEufY="
+	hiNarSize = 120
+)
+
+func writeHi(t testing.TB) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "README.x")
+	if err := os.WriteFile(src, []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func TestInitIsIdempotent(t *testing.T) {
+	home := newHome(t)
+	out := mustTrove(t, home, "init")
+	if want := "created trove home " + home + " (store dir /nix/store)\n"; out != want {
+		t.Errorf("first init printed %q, want %q", out, want)
+	}
+	for _, d := range []string{"db", "store"} {
+		if fi, err := os.Stat(filepath.Join(home, d)); err != nil || !fi.IsDir() {
+			t.Errorf("after init, %s/%s is not a directory: %v", home, d, err)
+		}
+	}
+	mustTrove(t, home, "add", writeHi(t))
+	out = mustTrove(t, home, "init")
+	if want := "trove home " + home + " already exists (store dir /nix/store, 1 path, 120 B)\n"; out != want {
+		t.Errorf("second init printed %q, want %q", out, want)
+	}
+	if got := mustTrove(t, home, "path-info", hiPath); got != hiPath+"\n" {
+		t.Errorf("after a second init the added path is gone: path-info printed %q", got)
+	}
+}
+
+func TestTroveHomeFromEnvironment(t *testing.T) {
+	home := newHome(t)
+	env := func(k string) string {
+		if k == "TROVE_HOME" {
+			return home
+		}
+		return ""
+	}
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), newApp(strings.NewReader(""), &out, &errb, env), []string{"init"}); code != 0 {
+		t.Fatalf("init with TROVE_HOME: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), home) {
+		t.Errorf("init with TROVE_HOME=%s printed %q", home, out.String())
+	}
+}
+
+func TestDefaultHome(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		euid int
+		want string
+	}{
+		{"root", map[string]string{"XDG_DATA_HOME": "/x", "HOME": "/root"}, 0, "/var/lib/trove"},
+		{"xdg", map[string]string{"XDG_DATA_HOME": "/x/data", "HOME": "/home/u"}, 1000, "/x/data/trove"},
+		{"relative xdg is ignored", map[string]string{"XDG_DATA_HOME": "data", "HOME": "/home/u"}, 1000, "/home/u/.local/share/trove"},
+		{"home", map[string]string{"HOME": "/home/u"}, 1000, "/home/u/.local/share/trove"},
+		{"nothing", nil, 1000, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := defaultHome(func(k string) string { return tc.env[k] }, tc.euid)
+			if got != tc.want || (err != nil) != (tc.want == "") {
+				t.Errorf("defaultHome = %q, %v; want %q", got, err, tc.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), "--home") {
+				t.Errorf("error %q does not say how to fix it", err)
+			}
+		})
+	}
+}
+
+func TestAddPrintsNixStorePath(t *testing.T) {
+	home := newHome(t)
+	src := writeHi(t)
+	if got := mustTrove(t, home, "add", src); got != hiPath+"\n" {
+		t.Fatalf("trove add printed %q, want %q (what nix-store --add prints)", got, hiPath)
+	}
+	// Adding again is harmless and prints the same path.
+	if got := mustTrove(t, home, "add", src); got != hiPath+"\n" {
+		t.Fatalf("second trove add printed %q", got)
+	}
+
+	tree := filepath.Join(t.TempDir(), "tree")
+	writeTree(t, tree, sampleTree)
+	out := mustTrove(t, home, "add", src, tree)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 2 || lines[0] != hiPath || !regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-tree$`).MatchString(lines[1]) {
+		t.Fatalf("trove add of two paths printed %q", out)
+	}
+
+	// --name renames; --store-dir changes the path (and a home keeps its store dir).
+	if got := mustTrove(t, home, "add", "--name", "hello", src); !strings.HasSuffix(got, "-hello\n") {
+		t.Errorf("add --name hello printed %q", got)
+	}
+	other := newHome(t)
+	got := mustTrove(t, other, "--store-dir", "/gnu/store", "add", src)
+	if !strings.HasPrefix(got, "/gnu/store/") || strings.Contains(got, "57a5pbr9p18f0vf0l8hcp148k36nvdcq") {
+		t.Errorf("add with --store-dir /gnu/store printed %q", got)
+	}
+	_, stderr, code := runTrove(t, other, "path-info", "--all")
+	if code != 1 || !strings.Contains(stderr, "--store-dir /gnu/store") {
+		t.Errorf("opening a /gnu/store home with the default store dir: exit %d, %q; want 1 and a hint", code, stderr)
+	}
+}
+
+func TestPathInfo(t *testing.T) {
+	home := newHome(t)
+	mustTrove(t, home, "add", writeHi(t))
+
+	for _, arg := range []string{hiPath, hiPath + "/below", filepath.Base(hiPath)} {
+		if got := mustTrove(t, home, "path-info", arg); got != hiPath+"\n" {
+			t.Errorf("path-info %s printed %q", arg, got)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "result")
+	if err := os.Symlink(hiPath, link); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustTrove(t, home, "path-info", link); got != hiPath+"\n" {
+		t.Errorf("path-info of a ./result-style symlink printed %q", got)
+	}
+
+	// Columns as nix path-info -sS lays them out.
+	if got, want := mustTrove(t, home, "path-info", "-sS", hiPath), hiPath+"\t        120\t        120\n"; got != want {
+		t.Errorf("path-info -sS printed %q, want %q", got, want)
+	}
+	if got := mustTrove(t, home, "path-info", "--sigs", hiPath); got != hiPath+"\tca:fixed:r:"+hiNarHash+"\n" {
+		t.Errorf("path-info --sigs printed %q", got)
+	}
+
+	for _, tc := range []struct {
+		args        []string
+		closureSize bool
+	}{
+		{[]string{"--json", hiPath}, false},
+		{[]string{"--json", "-r", "-S", hiPath}, true},
+		{[]string{"--json", "--all"}, false},
+	} {
+		out := mustTrove(t, home, append([]string{"path-info"}, tc.args...)...)
+		var infos []map[string]any
+		if err := json.Unmarshal([]byte(out), &infos); err != nil || len(infos) != 1 {
+			t.Fatalf("path-info %v printed %q, not a JSON array of one (%v)", tc.args, out, err)
+		}
+		got := infos[0]
+		want := map[string]any{
+			"path":       hiPath,
+			"narHash":    hiSRI,
+			"narSize":    float64(hiNarSize),
+			"references": []any{},
+			"ca":         "fixed:r:" + hiNarHash,
+		}
+		if tc.closureSize {
+			want["closureSize"] = float64(hiNarSize)
+		}
+		for k, v := range want {
+			if fmt.Sprint(got[k]) != fmt.Sprint(v) {
+				t.Errorf("path-info %v: %s = %v, want %v", tc.args, k, got[k], v)
+			}
+		}
+		if refs, ok := got["references"].([]any); !ok || refs == nil {
+			t.Errorf("path-info %v: references is %v, want an empty array as Nix prints", tc.args, got["references"])
+		}
+		if _, ok := got["closureSize"]; ok != tc.closureSize {
+			t.Errorf("path-info %v: closureSize present = %v, want %v", tc.args, ok, tc.closureSize)
+		}
+		if rt, _ := got["registrationTime"].(float64); rt <= 0 {
+			t.Errorf("path-info %v: registrationTime = %v", tc.args, got["registrationTime"])
+		}
+		for k := range got {
+			if !slices.Contains([]string{"path", "narHash", "narSize", "references", "ca", "closureSize", "deriver", "registrationTime", "ultimate", "signatures"}, k) {
+				t.Errorf("path-info %v: field %q is not one nix path-info --json prints", tc.args, k)
+			}
+		}
+	}
+}
+
+// closureFixture makes leaf ← mid ← top (top also refers to leaf) plus an
+// unrelated path, through the store API, and returns their full paths.
+func closureFixture(t *testing.T, home string) (leaf, mid, top, other string) {
+	t.Helper()
+	s := openStore(t, home)
+	l := addWithRefs(t, s, "leaf", "leaf data\n")
+	m := addWithRefs(t, s, "mid", "mid refers to leaf\n", l)
+	tp := addWithRefs(t, s, "top", "top refers to mid and leaf\n", m, l)
+	o := addWithRefs(t, s, "other", "unrelated\n")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	abs := func(p store.Path) string { return p.Abs(store.DefaultStoreDir) }
+	return abs(l), abs(m), abs(tp), abs(o)
+}
+
+func TestClosure(t *testing.T) {
+	home := newHome(t)
+	leaf, mid, top, other := closureFixture(t, home)
+
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"closure", top}, []string{leaf, mid, top}},
+		{[]string{"closure", mid}, []string{leaf, mid}},
+		{[]string{"closure", leaf, other}, []string{leaf, other}},
+		{[]string{"path-info", "-r", top}, []string{leaf, mid, top}},
+		{[]string{"path-info", top, leaf}, []string{leaf, top}},
+	} {
+		got := strings.Fields(mustTrove(t, home, tc.args...))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("trove %s printed %q, want %q (references first)", strings.Join(tc.args, " "), got, tc.want)
+		}
+	}
+
+	var got []string
+	if err := json.Unmarshal([]byte(mustTrove(t, home, "closure", "--json", top)), &got); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{leaf, mid, top}; !slices.Equal(got, want) {
+		t.Errorf("closure --json = %q, want %q", got, want)
+	}
+
+	var infos []store.NixPathInfo
+	if err := json.Unmarshal([]byte(mustTrove(t, home, "path-info", "--json", "-rS", top)), &infos); err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 3 || !slices.IsSortedFunc(infos, func(a, b store.NixPathInfo) int { return strings.Compare(a.Path, b.Path) }) {
+		t.Fatalf("path-info --json -r of top: %+v; want 3 entries sorted by path", infos)
+	}
+	byPath := map[string]store.NixPathInfo{}
+	for _, in := range infos {
+		byPath[in.Path] = in
+	}
+	if refs := byPath[top].References; !slices.Equal(refs, []string{leaf, mid}) && !slices.Equal(refs, []string{mid, leaf}) {
+		t.Errorf("references of top = %q", refs)
+	}
+	if want := byPath[leaf].NarSize + byPath[mid].NarSize + byPath[top].NarSize; byPath[top].ClosureSize != want {
+		t.Errorf("closureSize of top = %d, want %d", byPath[top].ClosureSize, want)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		corrupt func(t *testing.T, tree string)
+		kind    string
+	}{
+		{"same-size change", func(t *testing.T, tree string) { writeFile(t, filepath.Join(tree, "README"), "HELLO\n") }, "corrupt"},
+		{"appended bytes", func(t *testing.T, tree string) { writeFile(t, filepath.Join(tree, "lib", "data.txt"), "more") }, "corrupt"},
+		{"removed file", func(t *testing.T, tree string) { mustDo(t, os.Remove(filepath.Join(tree, "empty"))) }, "corrupt"},
+		{"lost executable bit", func(t *testing.T, tree string) { mustDo(t, os.Chmod(filepath.Join(tree, "bin", "run"), 0o644)) }, "corrupt"},
+		{"tree gone", func(t *testing.T, tree string) { mustDo(t, os.RemoveAll(tree)) }, "missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := newHome(t)
+			src := filepath.Join(t.TempDir(), "tree")
+			writeTree(t, src, sampleTree)
+			p := strings.TrimSpace(mustTrove(t, home, "add", src))
+			hi := strings.TrimSpace(mustTrove(t, home, "add", writeHi(t)))
+
+			if got := mustTrove(t, home, "verify", "--all"); got != "checked 2 paths, no problems\n" {
+				t.Fatalf("verify --all on a clean store printed %q", got)
+			}
+			if got := mustTrove(t, home, "verify", p); got != "checked 1 path, no problems\n" {
+				t.Fatalf("verify %s on a clean store printed %q", p, got)
+			}
+
+			tree := filepath.Join(home, "store", filepath.Base(p))
+			makeWritable(tree)
+			_ = filepath.WalkDir(tree, func(f string, d os.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() {
+					_ = os.Chmod(f, fileMode(t, f)|0o200) // u+w
+				}
+				return nil
+			})
+			tc.corrupt(t, tree)
+
+			stdout, stderr, code := runTrove(t, home, "verify", "--all")
+			if code != 1 {
+				t.Fatalf("verify --all after corruption: exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
+			}
+			if !strings.HasPrefix(stdout, p+": "+tc.kind+": ") || strings.Contains(stdout, hi) {
+				t.Errorf("verify --all printed %q; want one %q problem for %s", stdout, tc.kind, p)
+			}
+			if !strings.Contains(stderr, "trove: 1 problem found in 2 checked paths") {
+				t.Errorf("verify --all stderr = %q", stderr)
+			}
+
+			stdout, _, code = runTrove(t, home, "verify", "--json", p, hi)
+			var rep verifyReport
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != 1 {
+				t.Fatalf("verify --json: exit %d, %q (%v)", code, stdout, err)
+			}
+			if rep.Checked != 2 || len(rep.Problems) != 1 || rep.Problems[0].Path != p || rep.Problems[0].Kind != tc.kind {
+				t.Errorf("verify --json = %+v", rep)
+			}
+
+			// The sound path still verifies on its own.
+			if got := mustTrove(t, home, "verify", hi); got != "checked 1 path, no problems\n" {
+				t.Errorf("verify %s printed %q", hi, got)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, name, content string) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	mustDo(t, err)
+	defer f.Close()
+	if content == "more" {
+		_, err = f.Seek(0, 2)
+		mustDo(t, err)
+	}
+	_, err = f.WriteString(content)
+	mustDo(t, err)
+}
+
+func fileMode(t *testing.T, name string) os.FileMode {
+	fi, err := os.Stat(name)
+	mustDo(t, err)
+	return fi.Mode()
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGCKeepsRootsAndTheirClosures(t *testing.T) {
+	home := newHome(t)
+	leaf, mid, top, other := closureFixture(t, home)
+	hi := strings.TrimSpace(mustTrove(t, home, "add", "--root", writeHi(t)))
+
+	if got := mustTrove(t, home, "root", "add", filepath.Base(mid)); got != "added GC root "+mid+"\n" {
+		t.Errorf("root add printed %q", got)
+	}
+	if got := strings.Fields(mustTrove(t, home, "root", "list")); !slices.Equal(got, sorted(hi, mid)) {
+		t.Errorf("root list = %q", got)
+	}
+
+	// A dry run removes nothing.
+	out := mustTrove(t, home, "gc", "--dry-run")
+	if want := sortedLines(other, top) + "2 paths would be removed, "; !strings.HasPrefix(out, want) {
+		t.Errorf("gc --dry-run printed %q, want it to start %q", out, want)
+	}
+	mustTrove(t, home, "path-info", top, other)
+
+	// gc keeps mid's closure (leaf) and hi; removes top and other.
+	out = mustTrove(t, home, "gc")
+	if !strings.HasPrefix(out, sortedLines(other, top)) || !regexp.MustCompile(`\n2 paths removed, \d+ B freed\n$`).MatchString(out) {
+		t.Errorf("gc printed %q", out)
+	}
+	if got := strings.Fields(mustTrove(t, home, "path-info", "--all")); !slices.Equal(sorted(got...), sorted(leaf, mid, hi)) {
+		t.Errorf("after gc the store holds %q, want leaf, mid and hi", got)
+	}
+	if _, stderr, code := runTrove(t, home, "path-info", top); code != 1 || !strings.Contains(stderr, "not valid") {
+		t.Errorf("path-info of a collected path: exit %d, %q", code, stderr)
+	}
+	if got := mustTrove(t, home, "gc"); got != "0 paths removed, 0 B freed\n" {
+		t.Errorf("second gc printed %q", got)
+	}
+
+	// Removing the roots lets gc remove the rest.
+	if got := mustTrove(t, home, "root", "remove", mid, hi); got != "removed GC root "+mid+"\nremoved GC root "+hi+"\n" {
+		t.Errorf("root remove printed %q", got)
+	}
+	if got := mustTrove(t, home, "root", "list", "--json"); got != "[]\n" {
+		t.Errorf("root list --json with no roots printed %q", got)
+	}
+	var rep gcReport
+	if err := json.Unmarshal([]byte(mustTrove(t, home, "gc", "--json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Removed, sorted(leaf, mid, hi)) || rep.BytesFreed == 0 || rep.DryRun {
+		t.Errorf("gc --json = %+v", rep)
+	}
+	if got := mustTrove(t, home, "path-info", "--all"); got != "" {
+		t.Errorf("after the last gc the store still holds %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(home, "store", filepath.Base(hi))); !os.IsNotExist(err) {
+		t.Errorf("gc left the tree of %s on disk: %v", hi, err)
+	}
+
+	if _, stderr, code := runTrove(t, home, "root", "remove", hiPath); code != 1 || !strings.Contains(stderr, "is not a GC root") {
+		t.Errorf("root remove of a non-root: exit %d, %q", code, stderr)
+	}
+}
+
+func TestGCPrintsHumanBytes(t *testing.T) {
+	home := newHome(t)
+	src := filepath.Join(t.TempDir(), "big")
+	mustDo(t, os.WriteFile(src, bytes.Repeat([]byte("x"), 3<<20), 0o644))
+	mustTrove(t, home, "add", src)
+	if out := mustTrove(t, home, "gc"); !strings.HasSuffix(out, "1 path removed, 3.0 MiB freed\n") {
+		t.Errorf("gc printed %q", out)
+	}
+}
+
+func sorted(s ...string) []string { return slices.Sorted(slices.Values(s)) }
+
+func sortedLines(s ...string) string { return strings.Join(sorted(s...), "\n") + "\n" }
+
+func TestNARDumpRestoreRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+	}{
+		{"tree", sampleTree},
+		{"file", nil},
+		{"symlink", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "src")
+			switch tc.name {
+			case "file":
+				mustDo(t, os.WriteFile(src, []byte("just a file\n"), 0o755))
+			case "symlink":
+				mustDo(t, os.Symlink("../somewhere/else", src))
+			default:
+				writeTree(t, src, tc.files)
+			}
+			var nar bytes.Buffer
+			if stderr, code := runTroveIO(t, "", strings.NewReader(""), &nar, "nar", "dump", src); code != 0 {
+				t.Fatalf("nar dump: exit %d: %s", code, stderr)
+			}
+			dst := filepath.Join(dir, "dst")
+			if stderr, code := runTroveIO(t, "", bytes.NewReader(nar.Bytes()), &bytes.Buffer{}, "nar", "restore", dst); code != 0 {
+				t.Fatalf("nar restore: exit %d: %s", code, stderr)
+			}
+			var again bytes.Buffer
+			if stderr, code := runTroveIO(t, "", strings.NewReader(""), &again, "nar", "dump", dst); code != 0 {
+				t.Fatalf("nar dump of the restored tree: exit %d: %s", code, stderr)
+			}
+			if !bytes.Equal(nar.Bytes(), again.Bytes()) {
+				t.Fatalf("the restored tree dumps to a different NAR (%d vs %d bytes)", again.Len(), nar.Len())
+			}
+			want := store.Hash(sha256.Sum256(nar.Bytes())).String()
+			if got := mustTrove(t, "", "nar", "hash", src, dst); got != want+"\n"+want+"\n" {
+				t.Errorf("nar hash printed %q, want %s twice", got, want)
+			}
+
+			// The store agrees: the added path has that narHash and narSize.
+			home := newHome(t)
+			p := strings.TrimSpace(mustTrove(t, home, "add", src))
+			var infos []store.NixPathInfo
+			mustDo(t, json.Unmarshal([]byte(mustTrove(t, home, "path-info", "--json", p)), &infos))
+			if h, err := store.ParseHash(infos[0].NarHash); err != nil || h.String() != want || infos[0].NarSize != uint64(nar.Len()) {
+				t.Errorf("path-info says narHash %s narSize %d; nar hash says %s, %d bytes", infos[0].NarHash, infos[0].NarSize, want, nar.Len())
+			}
+		})
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	home := newHome(t)
+	mustTrove(t, home, "add", writeHi(t))
+	existing := t.TempDir()
+	missing := filepath.Join(existing, "does-not-exist")
+	target := filepath.Join(existing, "restored")
+
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		stdin string
+		code  int
+		msg   string
+	}{
+		{"add of a missing path", []string{"add", missing}, "", 1, "cannot add " + missing + ": no such file or directory"},
+		{"add with an invalid name", []string{"add", "--name", ".hidden", existing}, "", 1, "must not start with '.'"},
+		{"add --name with two paths", []string{"add", "--name", "x", existing, existing}, "", 2, "--name names one path"},
+		{"nar dump of a missing path", []string{"nar", "dump", missing}, "", 1, "dumping " + missing + ": no such file or directory"},
+		{"nar hash of a missing path", []string{"nar", "hash", missing}, "", 1, "no such file or directory"},
+		{"nar restore into an existing dir", []string{"nar", "restore", existing}, "", 1, existing + " already exists"},
+		{"nar restore of garbage", []string{"nar", "restore", target}, "this is not a NAR", 1, "invalid NAR"},
+		{"nar restore of nothing", []string{"nar", "restore", target}, "", 1, "invalid NAR"},
+		{"bad store path", []string{"path-info", "not-a-store-path"}, "", 2, `store path "not-a-store-path"`},
+		{"bad hash in store path", []string{"closure", "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x"}, "", 2, `store path hash "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"`},
+		{"path outside the store dir", []string{"verify", missing}, "", 2, "not in store directory /nix/store"},
+		{"path not in the store", []string{"path-info", "/nix/store/00000000000000000000000000000000-foo"}, "", 1, "/nix/store/00000000000000000000000000000000-foo: path is not valid in the store"},
+		{"root add of a path not in the store", []string{"root", "add", "00000000000000000000000000000000-foo"}, "", 1, "not valid"},
+		{"verify without paths", []string{"verify"}, "", 2, "give store paths or --all"},
+		{"verify with paths and --all", []string{"verify", "--all", hiPath}, "", 2, "give store paths or --all"},
+		{"path-info without paths", []string{"path-info"}, "", 2, "give store paths or --all"},
+		{"nar dump without a path", []string{"nar", "dump"}, "", 2, "wrong number of arguments (got none); usage: trove nar dump PATH"},
+		{"nar restore with two dirs", []string{"nar", "restore", "a", "b"}, "", 2, "wrong number of arguments (got 2 arguments)"},
+		{"closure without paths", []string{"closure"}, "", 2, "usage: trove closure STOREPATH..."},
+		{"unknown command", []string{"frobnicate"}, "", 2, `unknown command "frobnicate" for "trove"`},
+		{"unknown subcommand", []string{"nar", "frobnicate"}, "", 2, `unknown command "frobnicate" for "trove nar"`},
+		{"unknown flag", []string{"gc", "--frobnicate"}, "", 2, "unknown flag: --frobnicate"},
+		{"relative store dir", []string{"--store-dir", "nix/store", "gc"}, "", 2, "--store-dir \"nix/store\" must be a clean absolute path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			stderr, code := runTroveIO(t, home, strings.NewReader(tc.stdin), &out, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; stderr: %s", code, tc.code, stderr)
+			}
+			if !strings.HasPrefix(stderr, "trove: ") || !strings.Contains(stderr, tc.msg) {
+				t.Errorf("stderr %q, want \"trove: ...%s...\"", stderr, tc.msg)
+			}
+			if strings.Count(stderr, tc.msg) != 1 {
+				t.Errorf("stderr %q repeats the message", stderr)
+			}
+			if tc.code == 2 && !strings.Contains(stderr, "--help' for usage") {
+				t.Errorf("usage error %q does not point at --help", stderr)
+			}
+			if out.Len() != 0 {
+				t.Errorf("printed %q on standard output", out.String())
+			}
+		})
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Errorf("a failed nar restore left %s behind: %v", target, err)
+	}
+}
+
+func TestEveryCommandIsDocumented(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Hidden || c.Name() == "help" {
+			return
+		}
+		t.Run(c.CommandPath(), func(t *testing.T) {
+			if c.Short == "" || c.Long == "" || c.Example == "" {
+				t.Errorf("%s lacks a Short, Long or Example", c.CommandPath())
+			}
+			if strings.HasSuffix(c.Short, ".") {
+				t.Errorf("%s: Short %q ends with a period", c.CommandPath(), c.Short)
+			}
+			for _, line := range strings.Split(c.Example, "\n") {
+				if !strings.HasPrefix(line, "  trove ") && !strings.HasPrefix(line, "  ") {
+					t.Errorf("%s: example line %q is not indented", c.CommandPath(), line)
+				}
+			}
+			stdout := mustTrove(t, "", append(strings.Fields(strings.TrimPrefix(c.CommandPath(), "trove")), "--help")...)
+			if !strings.Contains(stdout, "Usage:") || !strings.Contains(stdout, "Examples:") {
+				t.Errorf("%s --help printed:\n%s", c.CommandPath(), stdout)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCmd(newApp(nil, nil, nil, nil)))
+
+	// With no command, trove shows its help, grouped.
+	out := mustTrove(t, "")
+	for _, want := range []string{"Store paths:", "Garbage collection:", "NAR archives:", "--home DIR", "--store-dir DIR"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trove with no arguments: help lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// app is one invocation of trove: its standard streams, its environment and
+// the global flags. Commands read everything from here, never from os
+// directly, so tests can run them in-process.
+type app struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	euid   int
+
+	// Global flags.
+	home     string
+	storeDir string
+	verbose  bool
+
+	log *slog.Logger
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, euid: os.Geteuid()}
+}
+
+// usageError is a wrong command line: exit status 2, with a pointer to --help.
+type usageError struct{ error }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// runError is a failure of a command that ran: exit status 1.
+type runError struct{ error }
+
+func (e runError) Unwrap() error { return e.error }
+
+// errReported is returned by a command that has already told the user what
+// went wrong (verify listing problems) and only needs exit status 1.
+var errReported = errors.New("failure already reported")
+
+// run executes the command line args and returns the exit status.
+func run(ctx context.Context, a *app, args []string) (code int) {
+	defer func() {
+		// A bug must not greet the user with a Go stack trace; -v shows it.
+		if r := recover(); r != nil {
+			fmt.Fprintf(a.stderr, "trove: internal error: %v (please report this; run with -v for details)\n", r)
+			if a.verbose {
+				a.stderr.Write(debug.Stack())
+			}
+			code = 1
+		}
+	}()
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	var re runError
+	if errors.As(err, &re) {
+		if !errors.Is(err, errReported) {
+			fmt.Fprintf(a.stderr, "trove: %v\n", re.error)
+		}
+		return 1
+	}
+	// Everything else was refused before a command ran: an unknown command
+	// or flag, a wrong number of arguments, a malformed argument.
+	fmt.Fprintf(a.stderr, "trove: %v\n", strings.TrimSpace(err.Error()))
+	if cmd == nil {
+		cmd = root
+	}
+	fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	return 2
+}
+
+const (
+	groupStore = "store"
+	groupGC    = "gc"
+	groupNAR   = "nar"
+	groupSetup = "setup"
+)
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "trove",
+		Short: "Share a Nix-style content-addressed store between machines, peer to peer",
+		Long: `trove keeps a store of immutable, content-addressed store paths, as Nix
+does, and (soon) shares it between machines peer to peer. Its NARs, narHashes
+and store paths are byte-identical to Nix's, so paths move between trove and
+Nix unchanged.
+
+The store lives in the trove home (--home): metadata in a Badger database
+under db/, and each path's tree under store/<hash>-<name>. The logical store
+directory (--store-dir, /nix/store by default) is the one store path hashes
+are computed against; the trees themselves stay inside the home.
+
+Store paths can be given as full paths (/nix/store/<hash>-<name>), paths
+below them (/nix/store/<hash>-<name>/bin/sh), bare <hash>-<name>, or a
+symlink to one such as ./result.
+
+Exit status: 0 on success, 1 when the command failed, 2 when the command
+line is wrong.`,
+		Example: `  trove init
+  trove add ./src
+  trove path-info --json -rS /nix/store/<hash>-src
+  trove verify --all
+  trove gc --dry-run`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return a.setup()
+		},
+	}
+	root.CompletionOptions.HiddenDefaultCmd = true
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	f := root.PersistentFlags()
+	f.StringVar(&a.home, "home", "", "trove home `DIR` (env TROVE_HOME; default $XDG_DATA_HOME/trove,\n~/.local/share/trove, or /var/lib/trove as root)")
+	f.StringVar(&a.storeDir, "store-dir", store.DefaultStoreDir, "logical store `DIR` that store paths are named under")
+	f.BoolVarP(&a.verbose, "verbose", "v", false, "log debug messages to standard error")
+
+	root.AddGroup(
+		&cobra.Group{ID: groupSetup, Title: "Setting up:"},
+		&cobra.Group{ID: groupStore, Title: "Store paths:"},
+		&cobra.Group{ID: groupGC, Title: "Garbage collection:"},
+		&cobra.Group{ID: groupNAR, Title: "NAR archives:"},
+	)
+	add := func(group string, cmds ...*cobra.Command) {
+		for _, c := range cmds {
+			c.GroupID = group
+			root.AddCommand(c)
+		}
+	}
+	add(groupSetup, newInitCmd(a))
+	add(groupStore, newAddCmd(a), newImportNixCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
+	add(groupGC, newGCCmd(a), newRootsCmd(a))
+	add(groupNAR, newNARCmd(a))
+
+	markRunErrors(root)
+	return root
+}
+
+// markRunErrors wraps every command's RunE so that its errors count as
+// failures (exit 1) unless the command itself called them usage errors.
+// Errors cobra raises before RunE (unknown commands, bad flags, argument
+// counts) stay unmarked and exit 2.
+func markRunErrors(c *cobra.Command) {
+	if inner := c.RunE; inner != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			err := inner(cmd, args)
+			var ue usageError
+			if err == nil || errors.As(err, &ue) {
+				return err
+			}
+			return runError{err}
+		}
+	}
+	for _, sub := range c.Commands() {
+		markRunErrors(sub)
+	}
+}
+
+// setup checks the global flags and sets up logging; it runs before every
+// command.
+func (a *app) setup() error {
+	level := slog.LevelWarn
+	if a.verbose {
+		level = slog.LevelDebug
+	}
+	a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	if !filepath.IsAbs(a.storeDir) || filepath.Clean(a.storeDir) != a.storeDir || a.storeDir == "/" {
+		return usagef("--store-dir %q must be a clean absolute path other than /, such as %s", a.storeDir, store.DefaultStoreDir)
+	}
+	return nil
+}
+
+// homeDir is the trove home: --home, else TROVE_HOME, else the default for
+// this user, made absolute.
+func (a *app) homeDir() (string, error) {
+	home := a.home
+	if home == "" {
+		home = a.getenv("TROVE_HOME")
+	}
+	if home == "" {
+		var err error
+		if home, err = defaultHome(a.getenv, a.euid); err != nil {
+			return "", err
+		}
+	}
+	return filepath.Abs(home)
+}
+
+// defaultHome follows DESIGN.md: /var/lib/trove for root, otherwise
+// $XDG_DATA_HOME/trove, falling back to ~/.local/share/trove.
+func defaultHome(getenv func(string) string, euid int) (string, error) {
+	if euid == 0 {
+		return "/var/lib/trove", nil
+	}
+	if x := getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "trove"), nil
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "trove"), nil
+	}
+	return "", errors.New("cannot choose a trove home: neither XDG_DATA_HOME nor HOME is set; pass --home DIR or set TROVE_HOME")
+}
+
+// openStore opens the store in the trove home, creating it if needed.
+func (a *app) openStore() (*store.Store, error) {
+	home, err := a.homeDir()
+	if err != nil {
+		return nil, err
+	}
+	a.log.Debug("opening store", "home", home, "storeDir", a.storeDir)
+	return store.Open(home, store.Options{StoreDir: a.storeDir, Logger: a.log})
+}
+
+// withStore runs fn with the store open and closes it afterwards, so the
+// lock on the home is held only while a command runs.
+func (a *app) withStore(fn func(*store.Store) error) (err error) {
+	s, err := a.openStore()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := s.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing the store: %w", cerr)
+		}
+	}()
+	return fn(s)
+}
+
+// parseStorePaths turns STOREPATH arguments into store paths: absolute
+// store paths, paths below them, bare <hash>-<name>, or symlinks to one of
+// those (like Nix's ./result). A malformed one is a usage error.
+func (a *app) parseStorePaths(args []string) ([]store.Path, error) {
+	out := make([]store.Path, 0, len(args))
+	for _, arg := range args {
+		p, err := store.ParsePathLoose(a.storeDir, arg)
+		if err != nil {
+			if target, lerr := os.Readlink(arg); lerr == nil {
+				if !filepath.IsAbs(target) {
+					target = filepath.Join(filepath.Dir(arg), target)
+				}
+				if q, terr := store.ParsePathLoose(a.storeDir, target); terr == nil {
+					out = append(out, q)
+					continue
+				}
+			}
+			return nil, usageError{err}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// groupRunE runs a command that only groups subcommands, like trove nar:
+// alone it shows its help; with an unknown subcommand it is a usage error
+// (cobra would otherwise show the help and exit 0).
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+	}
+	return cmd.Help()
+}
+
+// Argument-count checks with messages that show the command's usage line.
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return argCountError(cmd, len(args))
+		}
+		return nil
+	}
+}
+
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return argCountError(cmd, len(args))
+		}
+		return nil
+	}
+}
+
+func argCountError(cmd *cobra.Command, got int) error {
+	what := "none"
+	if got > 0 {
+		what = fmt.Sprintf("%d %s", got, plural(got, "argument", "arguments"))
+	}
+	return usagef("wrong number of arguments (got %s); usage: %s", what, cmd.UseLine())
+}
