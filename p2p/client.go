@@ -1,0 +1,268 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// requestTimeout bounds a have or info round trip.
+const requestTimeout = 30 * time.Second
+
+// BadDataError reports a peer that sent bytes that do not match what was
+// asked for: sync drops such a peer and records it.
+type BadDataError struct {
+	Peer   peer.ID
+	Detail string
+}
+
+func (e *BadDataError) Error() string { return fmt.Sprintf("peer %s sent bad data: %s", e.Peer, e.Detail) }
+
+// stream opens a stream to p that is reset when ctx ends.
+func (n *Node) stream(ctx context.Context, p peer.ID, proto protocol.ID) (network.Stream, func(), error) {
+	st, err := n.host.NewStream(ctx, p, proto)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening %s stream to %s: %w", proto, p, err)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		st.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	return st, func() { stop(); st.Close() }, nil
+}
+
+// Have asks p which of hashes it holds, in batches of MaxHaveHashes.
+func (n *Node) Have(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]bool, error) {
+	out := make([]bool, 0, len(hashes))
+	for len(hashes) > 0 {
+		batch := hashes[:min(len(hashes), MaxHaveHashes)]
+		hashes = hashes[len(batch):]
+		got, err := n.haveBatch(ctx, p, batch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+func (n *Node) haveBatch(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	st, done, err := n.stream(ctx, p, ProtoHave)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	req := HaveRequest{Hashes: make([][]byte, len(hashes))}
+	for i := range hashes {
+		req.Hashes[i] = hashes[i][:]
+	}
+	if err := writeMsg(st, &req); err != nil {
+		return nil, fmt.Errorf("have request to %s: %w", p, err)
+	}
+	st.CloseWrite()
+	var resp HaveResponse
+	if err := readMsg(bufio.NewReader(st), maxHaveResponse, &resp); err != nil {
+		return nil, fmt.Errorf("have answer from %s: %w", p, err)
+	}
+	if len(resp.Bitmap) != (len(hashes)+7)/8 {
+		return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("have bitmap of %d bytes for %d hashes", len(resp.Bitmap), len(hashes))}
+	}
+	out := make([]bool, len(hashes))
+	for i := range out {
+		out[i] = resp.Bitmap[i/8]&(1<<(i%8)) != 0
+	}
+	return out, nil
+}
+
+// RemoteInfo is a PathInfo as a peer described it, with its chunk index:
+// well-formed and self-consistent, but not yet believed.
+type RemoteInfo struct {
+	Info  *store.PathInfo
+	Index store.ChunkIndex
+}
+
+// Info asks p for the PathInfos and chunk indexes of hashes; entries are nil
+// where p does not hold the path.
+func (n *Node) Info(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]*RemoteInfo, error) {
+	out := make([]*RemoteInfo, 0, len(hashes))
+	for len(hashes) > 0 {
+		batch := hashes[:min(len(hashes), MaxInfoHashes)]
+		hashes = hashes[len(batch):]
+		got, err := n.infoBatch(ctx, p, batch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+func (n *Node) infoBatch(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]*RemoteInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	st, done, err := n.stream(ctx, p, ProtoInfo)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	req := InfoRequest{Hashes: make([][]byte, len(hashes))}
+	for i := range hashes {
+		req.Hashes[i] = hashes[i][:]
+	}
+	if err := writeMsg(st, &req); err != nil {
+		return nil, fmt.Errorf("info request to %s: %w", p, err)
+	}
+	st.CloseWrite()
+	var resp InfoResponse
+	if err := readMsg(bufio.NewReaderSize(st, 64<<10), MaxInfoResponse, &resp); err != nil {
+		return nil, fmt.Errorf("info answer from %s: %w", p, err)
+	}
+	if len(resp.Infos) != len(hashes) {
+		return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("%d infos for %d hashes", len(resp.Infos), len(hashes))}
+	}
+	out := make([]*RemoteInfo, len(hashes))
+	for i, w := range resp.Infos {
+		if w == nil {
+			continue
+		}
+		pi, ix, err := FromWire(w)
+		if err != nil {
+			return nil, &BadDataError{Peer: p, Detail: err.Error()}
+		}
+		if pi.Path.Hash != hashes[i] {
+			return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("asked for %s, got %s", hashes[i], pi.Path)}
+		}
+		out[i] = &RemoteInfo{Info: pi, Index: ix}
+	}
+	return out, nil
+}
+
+// ChunkWant is one thing to fetch over a chunks stream: a chunk by ID and
+// size, or a NAR byte range of a path.
+type ChunkWant struct {
+	Chunk  store.ChunkID
+	Size   uint32
+	Path   store.PathHash // with IsRange
+	Offset uint64
+	Length uint32
+	Range  bool
+}
+
+// ErrNotServed is returned (wrapped) for a want the peer says it cannot serve.
+var ErrNotServed = errors.New("peer does not have it")
+
+// Fetch sends wants to p over one pipelined chunks stream and calls got
+// with each answer in order. A chunk's bytes are verified against its ID
+// before got sees them (a mismatch is a *BadDataError); range bytes cannot
+// be verified here. data is only valid during got. A want p cannot serve
+// reaches got with a nil data and an error wrapping ErrNotServed; got
+// returning an error stops the fetch. window bounds requests in flight.
+func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window int, got func(i int, data []byte, err error) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, done, err := n.stream(ctx, p, ProtoChunks)
+	if err != nil {
+		return err
+	}
+	defer done()
+	window = max(window, 1)
+	tokens := make(chan struct{}, window)
+	werr := make(chan error, 1)
+	go func() {
+		bw := bufio.NewWriterSize(st, 16<<10)
+		for i, w := range wants {
+			select {
+			case tokens <- struct{}{}:
+			case <-ctx.Done():
+				werr <- ctx.Err()
+				return
+			}
+			req := ChunkRequest{Seq: uint64(i)}
+			if w.Range {
+				req.Path, req.Offset, req.Length = w.Path[:], w.Offset, w.Length
+			} else {
+				req.Chunk, req.Size = w.Chunk[:], w.Size
+			}
+			if err := writeMsg(bw, &req); err != nil {
+				werr <- err
+				return
+			}
+			// Flush when the window is full or the list ends, so a batch of
+			// small requests goes out in few packets.
+			if len(tokens) == cap(tokens) || i == len(wants)-1 {
+				if err := bw.Flush(); err != nil {
+					werr <- err
+					return
+				}
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			werr <- err
+			return
+		}
+		werr <- st.CloseWrite()
+	}()
+	r := bufio.NewReaderSize(st, 256<<10)
+	buf := make([]byte, store.ChunkMax)
+	for i, w := range wants {
+		var h ChunkHeader
+		if err := readMsg(r, maxChunkHeader, &h); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%w: stream ended after %d of %d answers", ErrProtocol, i, len(wants))
+			}
+			return n.fetchErr(ctx, p, err)
+		}
+		<-tokens
+		if h.Seq != uint64(i) {
+			return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d out of order (seq %d)", i, h.Seq)}
+		}
+		if h.Err != "" {
+			if err := got(i, nil, fmt.Errorf("%w: %s", ErrNotServed, h.Err)); err != nil {
+				return err
+			}
+			continue
+		}
+		want := w.Size
+		if w.Range {
+			want = w.Length
+		}
+		if h.Length != want {
+			return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d has %d bytes, asked for %d", i, h.Length, want)}
+		}
+		if int(h.Length) > cap(buf) {
+			buf = make([]byte, h.Length)
+		}
+		data := buf[:h.Length]
+		if _, err := io.ReadFull(r, data); err != nil {
+			return n.fetchErr(ctx, p, fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err))
+		}
+		if !w.Range && store.SumChunk(data) != w.Chunk {
+			return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s does not hash to its ID", w.Chunk)}
+		}
+		if err := got(i, data, nil); err != nil {
+			return err
+		}
+	}
+	return <-werr
+}
+
+func (n *Node) fetchErr(ctx context.Context, p peer.ID, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, ErrProtocol) {
+		return &BadDataError{Peer: p, Detail: err.Error()}
+	}
+	return fmt.Errorf("fetching from %s: %w", p, err)
+}

@@ -1,0 +1,267 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// DefaultPort is where an agent listens unless told otherwise, on TCP and
+// on UDP for QUIC.
+const DefaultPort = 4807
+
+// DefaultListen are the addresses an agent listens on by default: every
+// interface, both transports, IPv4 and IPv6.
+var DefaultListen = []string{
+	fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultPort),
+	fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultPort),
+	fmt.Sprintf("/ip6/::/tcp/%d", DefaultPort),
+	fmt.Sprintf("/ip6/::/udp/%d/quic-v1", DefaultPort),
+}
+
+// MDNSService is the mDNS service name trove agents announce.
+const MDNSService = "_trove._udp"
+
+// Config configures a Node. Key and Trust are required.
+type Config struct {
+	Key    crypto.PrivKey
+	Listen []string // multiaddrs; DefaultListen when empty
+	Trust  *TrustGroup
+	// ServePublic serves store contents to any peer, not only the trust group.
+	ServePublic bool
+	// Content is what the node serves; nil serves nothing.
+	Content Content
+	// MDNS finds peers on the LAN.
+	MDNS bool
+	// StaticPeers are dialled at start and redialled with backoff when they drop.
+	StaticPeers []peer.AddrInfo
+	// DHT joins trove's Kademlia DHT (protocol prefix /trove), bootstrapping
+	// from Bootstrap.
+	DHT       bool
+	Bootstrap []peer.AddrInfo
+	Logger    *slog.Logger
+}
+
+// Node is a running libp2p host with trove's protocols, discovery and limits.
+type Node struct {
+	host   host.Host
+	gater  *gater
+	dht    *dht.IpfsDHT
+	mdns   mdns.Service
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	static map[peer.ID]peer.AddrInfo // peers kept connected
+	bw     *metrics.BandwidthCounter
+}
+
+// New starts a node.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Key == nil || cfg.Trust == nil {
+		return nil, errors.New("p2p: Config needs Key and Trust")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(cfg.Listen) == 0 {
+		cfg.Listen = DefaultListen
+	}
+	listen := make([]ma.Multiaddr, 0, len(cfg.Listen))
+	for _, s := range cfg.Listen {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("listen address %q: %w", s, err)
+		}
+		listen = append(listen, a)
+	}
+	rm, err := rcmgr.NewResourceManager(newLimiter())
+	if err != nil {
+		return nil, err
+	}
+	cm, err := connmgr.NewConnManager(64, 256, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic}, log: cfg.Logger,
+		static: map[peer.ID]peer.AddrInfo{}, bw: metrics.NewBandwidthCounter(),
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(cfg.Key),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(n.gater),
+		libp2p.BandwidthReporter(n.bw),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("starting libp2p host: %w", err)
+	}
+	n.host = h
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if cfg.Content != nil {
+		s := &server{node: n, content: cfg.Content, log: cfg.Logger}
+		h.SetStreamHandler(ProtoHave, s.serve("have", s.handleHave))
+		h.SetStreamHandler(ProtoInfo, s.serve("info", s.handleInfo))
+		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
+	}
+	h.Network().Notify(&network.NotifyBundle{DisconnectedF: n.disconnected})
+	if cfg.DHT {
+		mode := dht.ModeServer
+		n.dht, err = dht.New(h, dht.Mode(mode), dht.ProtocolPrefix("/trove"),
+			dht.BootstrapPeers(cfg.Bootstrap...))
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("starting the DHT: %w", err)
+		}
+		for _, b := range cfg.Bootstrap {
+			n.KeepConnected(b)
+		}
+	}
+	for _, p := range cfg.StaticPeers {
+		n.KeepConnected(p)
+	}
+	if cfg.MDNS {
+		n.mdns = mdns.NewMdnsService(h, MDNSService, mdnsNotifee{n})
+		if err := n.mdns.Start(); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("starting mDNS: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// Host is the underlying libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// ID is this node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// AddrInfo is this node's ID and listen addresses.
+func (n *Node) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
+}
+
+// Trusted reports whether p may fetch from this node.
+func (n *Node) Trusted(p peer.ID) bool { return n.gater.allowed(p) }
+
+// Untrust drops p's connections after it left the trust group.
+func (n *Node) Untrust(p peer.ID) {
+	if !n.gater.allowed(p) {
+		n.host.Network().ClosePeer(p)
+	}
+}
+
+// Close stops discovery and the host.
+func (n *Node) Close() error {
+	n.cancel()
+	if n.mdns != nil {
+		n.mdns.Close()
+	}
+	if n.dht != nil {
+		n.dht.Close()
+	}
+	err := n.host.Close()
+	n.wg.Wait()
+	return err
+}
+
+// Protect keeps the connection manager from trimming p while tag is held,
+// for peers in the middle of a transfer.
+func (n *Node) Protect(p peer.ID, tag string) { n.host.ConnManager().Protect(p, tag) }
+
+// Unprotect releases Protect.
+func (n *Node) Unprotect(p peer.ID, tag string) { n.host.ConnManager().Unprotect(p, tag) }
+
+// Connect dials p.
+func (n *Node) Connect(ctx context.Context, p peer.AddrInfo) error {
+	return n.host.Connect(ctx, p)
+}
+
+type mdnsNotifee struct{ n *Node }
+
+// HandlePeerFound connects to trust-group peers found on the LAN and keeps
+// them connected; others are ignored (they could not fetch from us, and we
+// find what we need through peers we trust).
+func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	n := m.n
+	if ai.ID == n.host.ID() || !n.gater.trust.Contains(ai.ID) {
+		return
+	}
+	n.log.Debug("found peer on the LAN", "peer", ai.ID, "addrs", ai.Addrs)
+	n.KeepConnected(ai)
+}
+
+// KeepConnected dials p now and again with backoff whenever it is not
+// connected, until the node closes.
+func (n *Node) KeepConnected(ai peer.AddrInfo) {
+	n.mu.Lock()
+	_, running := n.static[ai.ID]
+	n.static[ai.ID] = ai
+	n.mu.Unlock()
+	n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+	if running {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		backoff := time.Second
+		for {
+			if n.host.Network().Connectedness(ai.ID) != network.Connected {
+				ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+				err := n.host.Connect(ctx, peer.AddrInfo{ID: ai.ID, Addrs: n.host.Peerstore().Addrs(ai.ID)})
+				cancel()
+				if err != nil {
+					n.log.Debug("cannot reach peer; will retry", "peer", ai.ID, "in", backoff, "err", err)
+				} else {
+					n.log.Info("connected to peer", "peer", ai.ID)
+					backoff = time.Second
+				}
+			}
+			// Jitter keeps a room of agents from redialling in lockstep.
+			wait := backoff/2 + rand.N(backoff/2+1)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			if n.host.Network().Connectedness(ai.ID) != network.Connected {
+				backoff = min(backoff*2, 2*time.Minute)
+			}
+		}
+	}()
+}
+
+func (n *Node) disconnected(_ network.Network, c network.Conn) {
+	n.log.Debug("disconnected", "peer", c.RemotePeer())
+}

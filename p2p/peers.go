@@ -1,0 +1,77 @@
+package p2p
+
+import (
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// PeerStatus describes one connected or known peer, for `trove peers`.
+type PeerStatus struct {
+	ID        string        `json:"id"`
+	Name      string        `json:"name,omitempty"`
+	Addrs     []string      `json:"addrs"`
+	Transport string        `json:"transport,omitempty"` // of the first live connection
+	Connected bool          `json:"connected"`
+	Latency   time.Duration `json:"latencyNs"`
+	BytesIn   int64         `json:"bytesIn"`
+	BytesOut  int64         `json:"bytesOut"`
+	Trusted   bool          `json:"trusted"`
+}
+
+// Peers lists the connected peers and the trust group's members.
+func (n *Node) Peers() []PeerStatus {
+	ids := map[peer.ID]bool{}
+	for _, p := range n.host.Network().Peers() {
+		ids[p] = true
+	}
+	for p := range n.gater.trust.Peers() {
+		ids[p] = true
+	}
+	var out []PeerStatus
+	for p := range ids {
+		st := PeerStatus{
+			ID: p.String(), Name: n.gater.trust.Name(p), Trusted: n.gater.trust.Contains(p),
+			Connected: n.host.Network().Connectedness(p) == network.Connected,
+			Latency:   n.host.Peerstore().LatencyEWMA(p),
+		}
+		for _, c := range n.host.Network().ConnsToPeer(p) {
+			if st.Transport == "" {
+				st.Transport = c.ConnState().Transport
+			}
+			st.Addrs = append(st.Addrs, c.RemoteMultiaddr().String())
+		}
+		if len(st.Addrs) == 0 {
+			for _, a := range n.host.Peerstore().Addrs(p) {
+				st.Addrs = append(st.Addrs, a.String())
+			}
+		}
+		bw := n.bw.GetBandwidthForPeer(p)
+		st.BytesIn, st.BytesOut = bw.TotalIn, bw.TotalOut
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b PeerStatus) int {
+		if a.Connected != b.Connected {
+			if a.Connected {
+				return -1
+			}
+			return 1
+		}
+		if a.Name != b.Name {
+			if a.Name < b.Name {
+				return -1
+			}
+			return 1
+		}
+		if a.ID < b.ID {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// ConnectedPeers returns the peers with a live connection.
+func (n *Node) ConnectedPeers() []peer.ID { return n.host.Network().Peers() }

@@ -1,0 +1,267 @@
+package p2p
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// Content is what the server answers from; *store.Store implements it.
+type Content interface {
+	PathInfo(h store.PathHash) (*store.PathInfo, error)
+	ChunkIndexOf(h store.PathHash) (store.ChunkIndex, error)
+	ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error)
+	WriteNAR(ctx context.Context, w io.Writer, p store.Path, off, n int64) error
+}
+
+var _ Content = (*store.Store)(nil)
+
+// Timeouts on the serving side: a request must arrive within idleTimeout of
+// the previous one, and a response must be taken by the peer within
+// writeTimeout, or the stream is reset (a peer that never reads its
+// responses holds nothing for long).
+const (
+	idleTimeout  = 60 * time.Second
+	writeTimeout = 30 * time.Second
+)
+
+type server struct {
+	node    *Node
+	content Content
+	log     *slog.Logger
+}
+
+// serve wraps a handler: it refuses peers outside the trust group, resets
+// the stream on any error, and disconnects a peer that broke the protocol.
+func (s *server) serve(name string, h func(ctx context.Context, st network.Stream, r *bufio.Reader) error) network.StreamHandler {
+	return func(st network.Stream) {
+		p := st.Conn().RemotePeer()
+		if !s.node.gater.allowed(p) {
+			s.log.Warn("refused stream from a peer outside the trust group", "peer", p, "protocol", name)
+			st.Reset()
+			return
+		}
+		ctx, cancel := context.WithCancel(s.node.ctx)
+		defer cancel()
+		err := h(ctx, st, bufio.NewReaderSize(st, 4<<10))
+		switch {
+		case err == nil || errors.Is(err, io.EOF):
+			st.Close()
+		case errors.Is(err, ErrProtocol):
+			s.log.Warn("peer broke the protocol; disconnecting", "peer", p, "protocol", name, "err", err)
+			st.Reset()
+			s.node.host.Network().ClosePeer(p)
+		default:
+			s.log.Debug("stream ended", "peer", p, "protocol", name, "err", err)
+			st.Reset()
+		}
+	}
+}
+
+// reserve charges n bytes to the stream's resource scope for the life of fn.
+func reserve(st network.Stream, n int, fn func() error) error {
+	if err := st.Scope().ReserveMemory(n, network.ReservationPriorityMedium); err != nil {
+		return fmt.Errorf("over the memory limit for %s: %w", st.Protocol(), err)
+	}
+	defer st.Scope().ReleaseMemory(n)
+	return fn()
+}
+
+func pathHashes(raw [][]byte, max int) ([]store.PathHash, error) {
+	if len(raw) > max {
+		return nil, fmt.Errorf("%w: %d hashes in one request, at most %d", ErrProtocol, len(raw), max)
+	}
+	out := make([]store.PathHash, len(raw))
+	for i, b := range raw {
+		if len(b) != store.HashLen {
+			return nil, fmt.Errorf("%w: a store path hash has %d bytes, not %d", ErrProtocol, len(b), store.HashLen)
+		}
+		copy(out[i][:], b)
+	}
+	return out, nil
+}
+
+func (s *server) handleHave(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+	st.SetReadDeadline(time.Now().Add(idleTimeout))
+	var req HaveRequest
+	if err := readMsg(r, maxRequest, &req); err != nil {
+		return err
+	}
+	hashes, err := pathHashes(req.Hashes, MaxHaveHashes)
+	if err != nil {
+		return err
+	}
+	bitmap := make([]byte, (len(hashes)+7)/8)
+	for i, h := range hashes {
+		if _, err := s.content.PathInfo(h); err == nil {
+			bitmap[i/8] |= 1 << (i % 8)
+		}
+	}
+	st.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return writeMsg(st, &HaveResponse{Bitmap: bitmap})
+}
+
+func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+	st.SetReadDeadline(time.Now().Add(idleTimeout))
+	var req InfoRequest
+	if err := readMsg(r, maxRequest, &req); err != nil {
+		return err
+	}
+	hashes, err := pathHashes(req.Hashes, MaxInfoHashes)
+	if err != nil {
+		return err
+	}
+	resp := InfoResponse{Infos: make([]*WireInfo, len(hashes))}
+	size := 0
+	for i, h := range hashes {
+		pi, err := s.content.PathInfo(h)
+		if err != nil {
+			continue
+		}
+		ix, err := s.content.ChunkIndexOf(h)
+		if err != nil {
+			continue
+		}
+		w := ToWire(pi, ix)
+		if size += len(w.ChunkIndex) + 1024; size > MaxInfoResponse {
+			break // the client asks again for the rest
+		}
+		resp.Infos[i] = w
+	}
+	return reserve(st, size, func() error {
+		st.SetWriteDeadline(time.Now().Add(writeTimeout))
+		return writeMsg(st, &resp)
+	})
+}
+
+// handleChunks serves a pipelined stream of chunk requests, in order.
+func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+	bw := bufio.NewWriterSize(st, 64<<10)
+	var buf bytes.Buffer
+	for {
+		st.SetReadDeadline(time.Now().Add(idleTimeout))
+		var req ChunkRequest
+		if err := readMsg(r, maxChunkHeader, &req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return bw.Flush()
+			}
+			return err
+		}
+		// Flush before blocking for the next request, not after each chunk:
+		// with a pipelined client the next request is usually buffered.
+		data, serr, err := s.chunkData(ctx, &req, &buf)
+		if err != nil {
+			return err
+		}
+		st.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if serr != nil {
+			if err := writeMsg(bw, &ChunkHeader{Seq: req.Seq, Err: serr.Error()}); err != nil {
+				return err
+			}
+		} else {
+			if err := writeMsg(bw, &ChunkHeader{Seq: req.Seq, Length: uint32(len(data))}); err != nil {
+				return err
+			}
+			if _, err := bw.Write(data); err != nil {
+				return err
+			}
+		}
+		if r.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// chunkData reads what req asks for. serr is an answer for the peer (we do
+// not have it); err a protocol violation.
+func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Buffer) (data []byte, serr, err error) {
+	switch {
+	case len(req.Chunk) > 0 && len(req.Path) == 0:
+		if len(req.Chunk) != len(store.ChunkID{}) || req.Size == 0 || req.Size > store.ChunkMax {
+			return nil, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
+		}
+		data, serr := s.content.ReadChunk(ctx, store.ChunkID(req.Chunk), req.Size)
+		return data, serr, nil
+	case len(req.Path) > 0 && len(req.Chunk) == 0:
+		if len(req.Path) != store.HashLen || req.Length == 0 || req.Length > MaxRangeLen {
+			return nil, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
+		}
+		pi, serr := s.content.PathInfo(store.PathHash(req.Path))
+		if serr != nil {
+			return nil, serr, nil
+		}
+		if req.Offset+uint64(req.Length) > pi.NarSize {
+			return nil, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
+		}
+		buf.Reset()
+		if serr := s.content.WriteNAR(ctx, buf, pi.Path, int64(req.Offset), int64(req.Length)); serr != nil {
+			return nil, serr, nil
+		}
+		return buf.Bytes(), nil, nil
+	}
+	return nil, nil, fmt.Errorf("%w: a chunk request names a chunk or a path range, not both or neither", ErrProtocol)
+}
+
+// ToWire converts a PathInfo and its chunk index to their wire form.
+func ToWire(pi *store.PathInfo, ix store.ChunkIndex) *WireInfo {
+	w := &WireInfo{
+		Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
+		Sigs: pi.Sigs, CA: pi.CA, ChunkIndex: ix.Encode(),
+	}
+	for _, r := range pi.References {
+		w.References = append(w.References, r.String())
+	}
+	if !pi.Deriver.IsZero() {
+		w.Deriver = pi.Deriver.String()
+	}
+	return w
+}
+
+// FromWire checks and converts a WireInfo: every field well-formed, and the
+// chunk index consistent with the NAR size. It says nothing about whether
+// the info is true; that needs a signature or a manifest (package sync).
+func FromWire(w *WireInfo) (*store.PathInfo, store.ChunkIndex, error) {
+	bad := func(f string, a ...any) (*store.PathInfo, store.ChunkIndex, error) {
+		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))
+	}
+	p, err := store.ParseBase(w.Path)
+	if err != nil {
+		return bad("%v", err)
+	}
+	if len(w.NarHash) != 32 || w.NarSize == 0 {
+		return bad("%s: bad narHash or narSize", w.Path)
+	}
+	pi := &store.PathInfo{Path: p, NarHash: store.Hash(w.NarHash), NarSize: w.NarSize, Sigs: w.Sigs, CA: w.CA}
+	for _, r := range w.References {
+		ref, err := store.ParseBase(r)
+		if err != nil {
+			return bad("%s: reference: %v", w.Path, err)
+		}
+		pi.References = append(pi.References, ref)
+	}
+	if w.Deriver != "" {
+		if pi.Deriver, err = store.ParseBase(w.Deriver); err != nil {
+			return bad("%s: deriver: %v", w.Path, err)
+		}
+	}
+	ix, err := store.DecodeChunkIndex(w.ChunkIndex)
+	if err != nil {
+		return bad("%s: %v", w.Path, err)
+	}
+	if ix.NarSize() != w.NarSize {
+		return bad("%s: chunk index covers %d bytes, narSize is %d", w.Path, ix.NarSize(), w.NarSize)
+	}
+	pi.ChunkIndex = ix.ID()
+	return pi, ix, nil
+}

@@ -1,0 +1,164 @@
+package p2p
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Protocol IDs. A change to a message bumps the version; a peer speaking
+// only an older one gets "protocols not supported" from libp2p.
+const (
+	ProtoHave   protocol.ID = "/trove/have/1.0.0"
+	ProtoInfo   protocol.ID = "/trove/info/1.0.0"
+	ProtoChunks protocol.ID = "/trove/chunks/1.0.0"
+)
+
+// Caps. A request larger than these is a protocol violation.
+const (
+	// MaxHaveHashes is the most path hashes one have request may carry;
+	// clients split larger queries.
+	MaxHaveHashes = 4096
+	// MaxInfoHashes is the most paths one info request may ask about.
+	MaxInfoHashes = 64
+	// MaxRangeLen is the longest NAR byte range one chunks request may ask.
+	MaxRangeLen = 4 << 20
+	// MaxInfoResponse caps an info response: the chunk index of a 64 GiB NAR.
+	MaxInfoResponse = 48 << 20
+	maxRequest      = 256 << 10
+	maxChunkHeader  = 1 << 10
+	maxHaveResponse = MaxHaveHashes/8 + 64
+)
+
+// ErrProtocol is wrapped by every error caused by a peer breaking the
+// protocol: oversized, truncated or malformed messages.
+var ErrProtocol = errors.New("protocol violation")
+
+// HaveRequest asks which of a batch of store paths the peer holds.
+type HaveRequest struct {
+	Hashes [][]byte `cbor:"1,keyasint"` // 20-byte store path digests
+}
+
+// HaveResponse answers with bit i (LSB first) set iff Hashes[i] is valid there.
+type HaveResponse struct {
+	Bitmap []byte `cbor:"1,keyasint"`
+}
+
+// InfoRequest asks for the PathInfos and chunk indexes of store paths.
+type InfoRequest struct {
+	Hashes [][]byte `cbor:"1,keyasint"`
+}
+
+// InfoResponse has one entry per requested hash, nil where the peer does not
+// hold the path.
+type InfoResponse struct {
+	Infos []*WireInfo `cbor:"1,keyasint"`
+}
+
+// WireInfo is a PathInfo as it travels, with its encoded chunk index.
+type WireInfo struct {
+	Path       string   `cbor:"1,keyasint"` // <hash32>-<name>
+	NarHash    []byte   `cbor:"2,keyasint"` // 32 bytes
+	NarSize    uint64   `cbor:"3,keyasint"`
+	References []string `cbor:"4,keyasint,omitempty"`
+	Deriver    string   `cbor:"5,keyasint,omitempty"`
+	Sigs       []string `cbor:"6,keyasint,omitempty"`
+	CA         string   `cbor:"7,keyasint,omitempty"`
+	ChunkIndex []byte   `cbor:"8,keyasint"` // store.ChunkIndex.Encode()
+}
+
+// ChunkRequest asks for one chunk by ID (Chunk set, Size its length per the
+// chunk index) or for a NAR byte range of a path (Path, Offset, Length).
+// Seq is echoed in the response header.
+type ChunkRequest struct {
+	Seq    uint64 `cbor:"1,keyasint"`
+	Chunk  []byte `cbor:"2,keyasint,omitempty"`
+	Size   uint32 `cbor:"3,keyasint,omitempty"`
+	Path   []byte `cbor:"4,keyasint,omitempty"`
+	Offset uint64 `cbor:"5,keyasint,omitempty"`
+	Length uint32 `cbor:"6,keyasint,omitempty"`
+}
+
+// ChunkHeader precedes Length raw bytes of data in a chunks stream; Err set
+// means the server cannot serve this request (and no data follows).
+type ChunkHeader struct {
+	Seq    uint64 `cbor:"1,keyasint"`
+	Length uint32 `cbor:"2,keyasint,omitempty"`
+	Err    string `cbor:"3,keyasint,omitempty"`
+}
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:   8,
+		MaxArrayElements:  MaxHaveHashes,
+		MaxMapPairs:       16,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// writeMsg writes v as a uvarint length and its CBOR encoding.
+func writeMsg(w io.Writer, v any) error {
+	b, err := encMode.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var hdr [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(hdr[:], uint64(len(b)))
+	if _, err := w.Write(append(hdr[:n:n], b...)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// readMsg reads one message of at most max bytes into v. io.EOF means the
+// stream ended cleanly before a message; everything else malformed wraps
+// ErrProtocol.
+func readMsg(r *bufio.Reader, max int, v any) error {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return io.EOF
+		}
+		return fmt.Errorf("%w: reading message length: %v", ErrProtocol, err)
+	}
+	if n > uint64(max) {
+		return fmt.Errorf("%w: message of %d bytes exceeds the cap of %d", ErrProtocol, n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return fmt.Errorf("%w: truncated message: %v", ErrProtocol, err)
+	}
+	if err := decMode.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	return nil
+}
+
+// decodeMsg decodes a message body; for fuzzing and tests.
+func decodeMsg(b []byte, v any) error {
+	if err := decMode.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	return nil
+}
