@@ -25,7 +25,9 @@ type BadDataError struct {
 	Detail string
 }
 
-func (e *BadDataError) Error() string { return fmt.Sprintf("peer %s sent bad data: %s", e.Peer, e.Detail) }
+func (e *BadDataError) Error() string {
+	return fmt.Sprintf("peer %s sent bad data: %s", e.Peer, e.Detail)
+}
 
 // stream opens a stream to p that is reset when ctx ends.
 func (n *Node) stream(ctx context.Context, p peer.ID, proto protocol.ID) (network.Stream, func(), error) {
