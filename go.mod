@@ -3,6 +3,7 @@ module github.com/trove-p2p/trove
 go 1.26.6
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/dustin/go-humanize v1.0.1
 	github.com/fxamacker/cbor/v2 v2.10.0

@@ -33,10 +33,7 @@ Added paths are not GC roots: trove gc removes them unless they are roots
 			}
 			return a.withStore(func(s *store.Store) error {
 				for _, src := range args {
-					abs, err := filepath.Abs(src)
-					if err != nil {
-						return err
-					}
+					abs := a.abs(src)
 					if _, err := os.Lstat(abs); err != nil {
 						return fmt.Errorf("cannot add %s: %w", src, bareError(err, abs))
 					}

@@ -36,7 +36,7 @@ prints how many paths and bytes it imported.`,
 					paths[i] = ps[0].Abs(a.storeDir)
 				}
 			}
-			showProgress := isTerminal(a.stderr)
+			showProgress := a.stderrIsTerminal()
 			return a.withStore(func(s *store.Store) error {
 				var bytes uint64
 				added, err := s.ImportNix(cmd.Context(), paths, func(pi *store.PathInfo) {

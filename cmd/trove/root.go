@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -32,10 +33,38 @@ type app struct {
 	verbose  bool
 
 	log *slog.Logger
+
+	// cwd resolves relative path arguments: the process's own directory, or
+	// the caller's when the command runs inside an agent.
+	cwd string
+	// agent is set when the command runs inside a running agent (through
+	// its control API): it then uses the agent's store and node.
+	agent *agent.Agent
+	// stderrTTY overrides the terminal check of stderr inside an agent.
+	stderrTTY *bool
+	// args is the command line, kept to forward it to a running agent.
+	args []string
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
-	return &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, euid: os.Geteuid()}
+	cwd, _ := os.Getwd()
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, euid: os.Geteuid(), cwd: cwd}
+}
+
+// abs makes a path argument absolute against the caller's directory.
+func (a *app) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(a.cwd, p)
+}
+
+// stderrIsTerminal says whether progress may be drawn on stderr.
+func (a *app) stderrIsTerminal() bool {
+	if a.stderrTTY != nil {
+		return *a.stderrTTY
+	}
+	return isTerminal(a.stderr)
 }
 
 // usageError is a wrong command line: exit status 2, with a pointer to --help.
@@ -64,11 +93,15 @@ func run(ctx context.Context, a *app, args []string) (code int) {
 			code = 1
 		}
 	}()
+	a.args = args
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
+	}
+	if errors.Is(err, errForward) {
+		return a.forward(ctx)
 	}
 	var re runError
 	if errors.As(err, &re) {
@@ -92,6 +125,7 @@ const (
 	groupGC    = "gc"
 	groupNAR   = "nar"
 	groupSetup = "setup"
+	groupAgent = "agent"
 )
 
 func newRootCmd(a *app) *cobra.Command {
@@ -138,6 +172,7 @@ line is wrong.`,
 
 	root.AddGroup(
 		&cobra.Group{ID: groupSetup, Title: "Setting up:"},
+		&cobra.Group{ID: groupAgent, Title: "The agent:"},
 		&cobra.Group{ID: groupStore, Title: "Store paths:"},
 		&cobra.Group{ID: groupGC, Title: "Garbage collection:"},
 		&cobra.Group{ID: groupNAR, Title: "NAR archives:"},
@@ -148,7 +183,8 @@ line is wrong.`,
 			root.AddCommand(c)
 		}
 	}
-	add(groupSetup, newInitCmd(a))
+	add(groupSetup, newInitCmd(a), newIDCmd(a), newPeerCmd(a))
+	add(groupAgent, newAgentCmd(a), newStatusCmd(a), newPeersCmd(a))
 	add(groupStore, newAddCmd(a), newImportNixCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
 	add(groupGC, newGCCmd(a), newRootsCmd(a))
 	add(groupNAR, newNARCmd(a))
@@ -232,10 +268,24 @@ func (a *app) openStore() (*store.Store, error) {
 	return store.Open(home, store.Options{StoreDir: a.storeDir, Logger: a.log})
 }
 
+// errForward says the command must run inside the agent that owns the home.
+var errForward = errors.New("forward to the agent")
+
 // withStore runs fn with the store open and closes it afterwards, so the
-// lock on the home is held only while a command runs.
+// lock on the home is held only while a command runs. Inside an agent it
+// uses the agent's store; when a running agent owns the store, the whole
+// command is forwarded to it.
 func (a *app) withStore(fn func(*store.Store) error) (err error) {
+	if a.agent != nil {
+		if a.agent.Store.StoreDir() != a.storeDir {
+			return fmt.Errorf("the running agent's store uses store dir %s, not %s", a.agent.Store.StoreDir(), a.storeDir)
+		}
+		return fn(a.agent.Store)
+	}
 	s, err := a.openStore()
+	if errors.Is(err, store.ErrLocked) && a.agentRunning() {
+		return errForward
+	}
 	if err != nil {
 		return err
 	}
@@ -255,9 +305,9 @@ func (a *app) parseStorePaths(args []string) ([]store.Path, error) {
 	for _, arg := range args {
 		p, err := store.ParsePathLoose(a.storeDir, arg)
 		if err != nil {
-			if target, lerr := os.Readlink(arg); lerr == nil {
+			if target, lerr := os.Readlink(a.abs(arg)); lerr == nil {
 				if !filepath.IsAbs(target) {
-					target = filepath.Join(filepath.Dir(arg), target)
+					target = filepath.Join(filepath.Dir(a.abs(arg)), target)
 				}
 				if q, terr := store.ParsePathLoose(a.storeDir, target); terr == nil {
 					out = append(out, q)

@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
+)
+
+// Config configures an agent.
+type Config struct {
+	Home     string
+	StoreDir string
+	// Listen, MDNS, Peers, DHT, Bootstrap and Public: see p2p.Config.
+	Listen    []string
+	MDNS      bool
+	Peers     []string // multiaddrs with /p2p/<id>
+	DHT       bool
+	Bootstrap []string
+	Public    bool
+	Logger    *slog.Logger
+	// Runner runs a CLI command line inside the agent for POST /v1/run;
+	// nil disables the endpoint.
+	Runner Runner
+	// SyncInterval is how often written trees are made durable (default 30s).
+	SyncInterval time.Duration
+}
+
+// Runner executes one command line inside the agent, writing its output to
+// stdout and stderr, and returns its exit status.
+type Runner func(ctx context.Context, a *Agent, req RunRequest, stdout, stderr io.Writer) int
+
+// Agent is a running trove agent.
+type Agent struct {
+	cfg   Config
+	Store *store.Store
+	Node  *p2p.Node
+	Trust *p2p.TrustGroup
+	log   *slog.Logger
+
+	trustMu sync.Mutex // serialises trust-group edits and their saving
+	srv     *http.Server
+	ln      net.Listener
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	started time.Time
+}
+
+// SocketPath is the control socket of a home.
+func SocketPath(home string) string { return filepath.Join(home, "agent.sock") }
+
+// ParsePeerAddrs parses multiaddrs that end in /p2p/<peer ID>.
+func ParsePeerAddrs(addrs []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, s := range addrs {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("peer address %q: %w", s, err)
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(m)
+		if err != nil {
+			return nil, fmt.Errorf("peer address %q must end in /p2p/<peer ID> (see `trove id` on that machine): %w", s, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
+
+// Start opens the store, starts the node and the control API.
+func Start(ctx context.Context, cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = 30 * time.Second
+	}
+	statics, err := ParsePeerAddrs(cfg.Peers)
+	if err != nil {
+		return nil, err
+	}
+	boots, err := ParsePeerAddrs(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	trust, err := LoadTrust(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	key, err := p2p.LoadOrCreateKey(filepath.Join(cfg.Home, "keys"))
+	if err != nil {
+		return nil, err
+	}
+	s, err := store.Open(cfg.Home, store.Options{StoreDir: cfg.StoreDir, Logger: cfg.Logger.With("component", "store")})
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, Store: s, Trust: trust, log: cfg.Logger, started: time.Now()}
+	a.Node, err = p2p.New(ctx, p2p.Config{
+		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: s,
+		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots,
+		Logger: cfg.Logger.With("component", "p2p"),
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := a.serveControl(); err != nil {
+		a.Node.Close()
+		s.Close()
+		return nil, err
+	}
+	bg, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	a.wg.Add(1)
+	go a.syncLoop(bg)
+	a.log.Info("agent started", "peer", a.Node.ID(), "addrs", a.Node.Host().Addrs(), "home", cfg.Home)
+	return a, nil
+}
+
+func (a *Agent) syncLoop(ctx context.Context) {
+	defer a.wg.Done()
+	t := time.NewTicker(a.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.Store.Sync(); err != nil {
+				a.log.Warn("syncing the store to disk failed", "err", err)
+			}
+		}
+	}
+}
+
+// Close stops the control API and the node, syncs and closes the store.
+func (a *Agent) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.srv.Shutdown(ctx)
+	a.stop()
+	a.wg.Wait()
+	nerr := a.Node.Close()
+	serr := a.Store.Sync()
+	cerr := a.Store.Close()
+	os.Remove(SocketPath(a.cfg.Home))
+	return errors.Join(nerr, serr, cerr)
+}
+
+// Allow adds a peer to the trust group and saves it.
+func (a *Agent) Allow(id peer.ID, name string) error {
+	a.trustMu.Lock()
+	defer a.trustMu.Unlock()
+	a.Trust.Allow(id, name)
+	return SaveTrust(a.cfg.Home, a.Trust)
+}
+
+// Remove drops a peer from the trust group, saves it and disconnects it.
+func (a *Agent) Remove(id peer.ID) (bool, error) {
+	a.trustMu.Lock()
+	defer a.trustMu.Unlock()
+	ok := a.Trust.Remove(id)
+	if err := SaveTrust(a.cfg.Home, a.Trust); err != nil {
+		return ok, err
+	}
+	a.Node.Untrust(id)
+	return ok, nil
+}
+
+// Status is what `trove status` shows.
+type Status struct {
+	PeerID         string   `json:"peerId"`
+	Addrs          []string `json:"addrs"`
+	PeersConnected int      `json:"peersConnected"`
+	TrustGroup     int      `json:"trustGroup"`
+	StorePaths     int      `json:"storePaths"`
+	StoreBytes     uint64   `json:"storeBytes"`
+	Transfers      int      `json:"transfersInFlight"`
+	UptimeSeconds  int64    `json:"uptimeSeconds"`
+	Public         bool     `json:"servesPublic"`
+}
+
+// Status reports on the running agent.
+func (a *Agent) Status(ctx context.Context) (*Status, error) {
+	n, bytes, err := a.Store.StoreSize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{
+		PeerID: a.Node.ID().String(), PeersConnected: len(a.Node.ConnectedPeers()),
+		TrustGroup: len(a.Trust.Peers()), StorePaths: n, StoreBytes: bytes,
+		UptimeSeconds: int64(time.Since(a.started).Seconds()), Public: a.cfg.Public,
+	}
+	for _, m := range a.Node.Host().Addrs() {
+		st.Addrs = append(st.Addrs, m.String()+"/p2p/"+st.PeerID)
+	}
+	return st, nil
+}

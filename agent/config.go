@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// FileConfig is $TROVE_HOME/config.toml. Command-line flags override it.
+//
+//	[agent]
+//	listen = ["/ip4/0.0.0.0/tcp/4807"]
+//	peers = ["/ip4/192.168.1.7/tcp/4807/p2p/12D3Koo..."]
+//	mdns = true
+//	dht = false
+//	bootstrap = []
+//	serve = "trusted"     # or "public"
+//	log_format = "text"   # or "json"
+type FileConfig struct {
+	Agent AgentSection `toml:"agent"`
+}
+
+// AgentSection is the [agent] table. Pointers distinguish "unset" from false.
+type AgentSection struct {
+	Listen    []string `toml:"listen"`
+	Peers     []string `toml:"peers"`
+	MDNS      *bool    `toml:"mdns"`
+	DHT       *bool    `toml:"dht"`
+	Bootstrap []string `toml:"bootstrap"`
+	Serve     string   `toml:"serve"`
+	LogFormat string   `toml:"log_format"`
+}
+
+// ConfigPath is where the config file lives in a home.
+func ConfigPath(home string) string { return filepath.Join(home, "config.toml") }
+
+// LoadConfig reads config.toml; a missing file is an empty config.
+func LoadConfig(home string) (*FileConfig, error) {
+	b, err := os.ReadFile(ConfigPath(home))
+	if errors.Is(err, os.ErrNotExist) {
+		return &FileConfig{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ConfigPath(home), err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses config.toml strictly: unknown keys and bad values are
+// errors, so a typo does not silently fall back to a default.
+func ParseConfig(b []byte) (*FileConfig, error) {
+	var c FileConfig
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown setting %s (known: agent.listen, agent.peers, agent.mdns, agent.dht, agent.bootstrap, agent.serve, agent.log_format)", strings.Join(keys, ", "))
+	}
+	switch c.Agent.Serve {
+	case "", "trusted", "public":
+	default:
+		return nil, fmt.Errorf("agent.serve = %q: want \"trusted\" or \"public\"", c.Agent.Serve)
+	}
+	switch c.Agent.LogFormat {
+	case "", "text", "json":
+	default:
+		return nil, fmt.Errorf("agent.log_format = %q: want \"text\" or \"json\"", c.Agent.LogFormat)
+	}
+	return &c, nil
+}

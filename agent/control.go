@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/trove-p2p/trove/p2p"
+)
+
+// RunRequest is a command line to run inside the agent.
+type RunRequest struct {
+	Args []string `json:"args"`
+	// Cwd is the caller's working directory: relative paths in Args are
+	// relative to it.
+	Cwd string `json:"cwd"`
+	// StderrTTY says the caller's stderr is a terminal (for progress display).
+	StderrTTY bool `json:"stderrTTY"`
+}
+
+// runFrame is one line of a /v1/run response: output on fd 1 or 2, or the
+// exit status that ends the stream.
+type runFrame struct {
+	FD   int    `json:"fd,omitempty"`
+	Data []byte `json:"data,omitempty"`
+	Exit *int   `json:"exit,omitempty"`
+}
+
+func (a *Agent) serveControl() error {
+	path := SocketPath(a.cfg.Home)
+	// A socket left by an agent that died: nothing listens, so remove it.
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("another agent is already listening on %s", path)
+	}
+	os.Remove(path)
+	old := syscall.Umask(0o177) // the socket is created 0600
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	a.ln = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", a.handleStatus)
+	mux.HandleFunc("GET /v1/peers", a.handlePeers)
+	mux.HandleFunc("POST /v1/run", a.handleRun)
+	a.srv = &http.Server{Handler: mux}
+	go a.srv.Serve(ln)
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := a.Status(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, st)
+}
+
+func (a *Agent) handlePeers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, a.Node.Peers())
+}
+
+func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Runner == nil {
+		http.Error(w, "this agent does not run commands", http.StatusNotImplemented)
+		return
+	}
+	var req RunRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		http.Error(w, "bad run request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	fw := &frameWriter{w: w, enc: json.NewEncoder(w)}
+	code := a.cfg.Runner(r.Context(), a, req, fw.fd(1), fw.fd(2))
+	fw.mu.Lock()
+	fw.enc.Encode(runFrame{Exit: &code})
+	fw.mu.Unlock()
+}
+
+// frameWriter multiplexes stdout and stderr into runFrames.
+type frameWriter struct {
+	mu  sync.Mutex
+	w   http.ResponseWriter
+	enc *json.Encoder
+}
+
+type fdWriter struct {
+	fw *frameWriter
+	fd int
+}
+
+func (f *frameWriter) fd(n int) io.Writer { return fdWriter{f, n} }
+
+func (d fdWriter) Write(p []byte) (int, error) {
+	d.fw.mu.Lock()
+	defer d.fw.mu.Unlock()
+	if err := d.fw.enc.Encode(runFrame{FD: d.fd, Data: p}); err != nil {
+		return 0, err
+	}
+	if fl, ok := d.fw.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+	return len(p), nil
+}
+
+// Client talks to a running agent's control API.
+type Client struct {
+	http *http.Client
+}
+
+// ErrNoAgent means no agent is listening in the home.
+var ErrNoAgent = errors.New("no trove agent is running in this home (start one with `trove agent`)")
+
+// Dial connects to the agent of home, or returns ErrNoAgent.
+func Dial(home string) (*Client, error) {
+	path := SocketPath(home)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, ErrNoAgent
+	}
+	c.Close()
+	return &Client{http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}, nil
+}
+
+func (c *Client) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("talking to the agent: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("agent: %s", b)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Status asks the agent for its status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	return &st, c.get(ctx, "/v1/status", &st)
+}
+
+// Peers asks the agent for its peers.
+func (c *Client) Peers(ctx context.Context) ([]p2p.PeerStatus, error) {
+	var ps []p2p.PeerStatus
+	return ps, c.get(ctx, "/v1/peers", &ps)
+}
+
+// Run runs a command line inside the agent, copying its output to stdout
+// and stderr, and returns its exit status.
+func (c *Client) Run(ctx context.Context, req RunRequest, stdout, stderr io.Writer) (int, error) {
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/v1/run", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return 0, fmt.Errorf("talking to the agent: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return 0, fmt.Errorf("agent: %s", b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var f runFrame
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
+			return 0, fmt.Errorf("agent sent a bad frame: %w", err)
+		}
+		switch {
+		case f.Exit != nil:
+			return *f.Exit, nil
+		case f.FD == 1:
+			stdout.Write(f.Data)
+		case f.FD == 2:
+			stderr.Write(f.Data)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("agent connection: %w", err)
+	}
+	return 0, errors.New("the agent stopped before the command finished")
+}

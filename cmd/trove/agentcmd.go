@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/p2p"
+)
+
+func newAgentCmd(a *app) *cobra.Command {
+	var (
+		listen, peers, bootstrap []string
+		mdns, dht                bool
+		serve, logFormat         string
+	)
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the agent: own the store, find peers, and serve them",
+		Long: `Run trove's agent until interrupted (Ctrl-C or SIGTERM stop it cleanly).
+
+The agent owns the store while it runs: other trove commands in the same
+home pass through it (over the control socket $TROVE_HOME/agent.sock,
+mode 0600), so they work the same with or without an agent.
+
+It listens on TCP and QUIC (default port 4807 on every interface), finds
+peers by mDNS on the LAN, dials the static peers given with --peer or in
+config.toml (and redials them with backoff when they drop), and with --dht
+joins trove's Kademlia DHT.
+
+Only peers in the trust group (trove peer allow) may fetch from it: others
+are refused right after the connection handshake and get nothing, not even
+an answer about which paths exist. A store can hold secrets (keys, tokens,
+private configuration), so serving is closed by default; --serve public
+opens it to anyone who can reach the agent.
+
+Settings come from $TROVE_HOME/config.toml ([agent] listen, peers, mdns,
+dht, bootstrap, serve, log_format); flags override them.`,
+		Example: `  trove agent
+  trove agent --listen /ip4/0.0.0.0/tcp/4807 --peer /ip4/192.168.1.7/tcp/4807/p2p/12D3KooW...
+  trove agent --dht --bootstrap /ip4/10.0.0.2/tcp/4807/p2p/12D3KooW...
+  trove agent --log-format json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			home, err := a.homeDir()
+			if err != nil {
+				return err
+			}
+			fc, err := agent.LoadConfig(home)
+			if err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if !f.Changed("listen") && len(fc.Agent.Listen) > 0 {
+				listen = fc.Agent.Listen
+			}
+			peers = append(peers, fc.Agent.Peers...)
+			bootstrap = append(bootstrap, fc.Agent.Bootstrap...)
+			if !f.Changed("mdns") && fc.Agent.MDNS != nil {
+				mdns = *fc.Agent.MDNS
+			}
+			if !f.Changed("dht") && fc.Agent.DHT != nil {
+				dht = *fc.Agent.DHT
+			}
+			if !f.Changed("serve") && fc.Agent.Serve != "" {
+				serve = fc.Agent.Serve
+			}
+			if !f.Changed("log-format") && fc.Agent.LogFormat != "" {
+				logFormat = fc.Agent.LogFormat
+			}
+			if serve != "trusted" && serve != "public" {
+				return usagef("--serve %q: want trusted or public", serve)
+			}
+			log, err := a.agentLogger(logFormat)
+			if err != nil {
+				return err
+			}
+			ag, err := agent.Start(cmd.Context(), agent.Config{
+				Home: home, StoreDir: a.storeDir, Listen: listen, MDNS: mdns, Peers: peers,
+				DHT: dht, Bootstrap: bootstrap, Public: serve == "public", Logger: log,
+				Runner: agentRunner(a.getenv),
+			})
+			if err != nil {
+				return err
+			}
+			if serve == "public" {
+				log.Warn("serving store contents to ANY peer that connects (--serve public)")
+			}
+			<-cmd.Context().Done()
+			log.Info("stopping")
+			return ag.Close()
+		},
+	}
+	f := c.Flags()
+	f.StringArrayVar(&listen, "listen", p2p.DefaultListen, "listen on `MULTIADDR` (repeatable)")
+	f.StringArrayVar(&peers, "peer", nil, "keep connected to the peer at `MULTIADDR` ending in /p2p/<id> (repeatable)")
+	f.BoolVar(&mdns, "mdns", true, "find peers on the LAN by mDNS")
+	f.BoolVar(&dht, "dht", false, "join trove's Kademlia DHT")
+	f.StringArrayVar(&bootstrap, "bootstrap", nil, "DHT bootstrap peer `MULTIADDR` (repeatable)")
+	f.StringVar(&serve, "serve", "trusted", "who may fetch from this agent: trusted (the trust group) or public (anyone)")
+	f.StringVar(&logFormat, "log-format", "", "log format: text or json (default text)")
+	return c
+}
+
+// agentLogger logs to stderr as text (on a terminal or not) or JSON.
+func (a *app) agentLogger(format string) (*slog.Logger, error) {
+	level := slog.LevelInfo
+	if a.verbose {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(a.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+func newIDCmd(a *app) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "id",
+		Short: "Print this machine's peer ID and addresses, to pair with other machines",
+		Long: `Print this agent's peer ID and the addresses it listens on. Give them to
+another machine's "trove peer allow" (the ID) and "--peer" (an address) to
+pair the two. The identity key is created on first use in $TROVE_HOME/keys.
+
+With a running agent the addresses are the live ones; otherwise they are
+the configured listen addresses.`,
+		Example: `  trove id
+  trove id --json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			type idOut struct {
+				ID      string   `json:"id"`
+				Addrs   []string `json:"addrs"`
+				Running bool     `json:"agentRunning"`
+			}
+			var out idOut
+			if a.agent != nil {
+				st, err := a.agent.Status(cmd.Context())
+				if err != nil {
+					return err
+				}
+				out = idOut{ID: st.PeerID, Addrs: st.Addrs, Running: true}
+			} else if a.agentRunning() {
+				return errForward
+			} else {
+				home, err := a.homeDir()
+				if err != nil {
+					return err
+				}
+				key, err := p2p.LoadOrCreateKey(filepath.Join(home, "keys"))
+				if err != nil {
+					return err
+				}
+				id, err := peerIDOf(key)
+				if err != nil {
+					return err
+				}
+				fc, err := agent.LoadConfig(home)
+				if err != nil {
+					return err
+				}
+				listen := p2p.DefaultListen
+				if len(fc.Agent.Listen) > 0 {
+					listen = fc.Agent.Listen
+				}
+				out = idOut{ID: id.String()}
+				for _, l := range listen {
+					out.Addrs = append(out.Addrs, l+"/p2p/"+id.String())
+				}
+			}
+			if asJSON {
+				return writeJSON(a.stdout, out)
+			}
+			fmt.Fprintln(a.stdout, out.ID)
+			if !out.Running {
+				fmt.Fprintln(a.stderr, "(no agent running: these are the addresses it will listen on)")
+			}
+			for _, addr := range out.Addrs {
+				fmt.Fprintln(a.stdout, addr)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}

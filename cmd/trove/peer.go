@@ -1,0 +1,292 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
+
+	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
+)
+
+func peerIDOf(k crypto.PrivKey) (peer.ID, error) { return peer.IDFromPrivateKey(k) }
+
+func newPeerCmd(a *app) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "peer",
+		Short: "Manage the trust group: the peers allowed to fetch from this machine",
+		Long: `The trust group is the set of peers (by peer ID) allowed to fetch from this
+agent. Everyone else is refused at connection time. Pair two machines by
+running "trove peer allow" on each with the other's ID (from "trove id").`,
+		Example: `  trove peer allow 12D3KooWQnT... --name laptop
+  trove peer list
+  trove peer remove 12D3KooWQnT...`,
+		RunE: groupRunE,
+	}
+	var name string
+	allow := &cobra.Command{
+		Use:   "allow PEERID",
+		Short: "Add a peer to the trust group",
+		Long: `Add the peer with this ID (printed by "trove id" on that machine) to the
+trust group, so it may fetch from this agent. With a running agent the change
+takes effect at once.`,
+		Example: `  trove peer allow 12D3KooWQnT... --name laptop`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := peer.Decode(args[0])
+			if err != nil {
+				return usagef("%q is not a peer ID (run `trove id` on the other machine): %v", args[0], err)
+			}
+			err = a.editTrust(func(ag *agent.Agent, g *p2p.TrustGroup) error {
+				if ag != nil {
+					return ag.Allow(id, name)
+				}
+				g.Allow(id, name)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "allowed %s%s\n", id, nameSuffix(name))
+			return nil
+		},
+	}
+	allow.Flags().StringVar(&name, "name", "", "a `NAME` for the peer, such as laptop")
+	remove := &cobra.Command{
+		Use:     "remove PEERID",
+		Aliases: []string{"rm"},
+		Short:   "Remove a peer from the trust group (and disconnect it)",
+		Long: `Remove the peer from the trust group. A running agent closes its connections
+at once and refuses it from then on.`,
+		Example: `  trove peer remove 12D3KooWQnT...`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := peer.Decode(args[0])
+			if err != nil {
+				return usagef("%q is not a peer ID: %v", args[0], err)
+			}
+			var was bool
+			err = a.editTrust(func(ag *agent.Agent, g *p2p.TrustGroup) error {
+				if ag != nil {
+					was, err = ag.Remove(id)
+					return err
+				}
+				was = g.Remove(id)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if !was {
+				return fmt.Errorf("%s is not in the trust group (see trove peer list)", id)
+			}
+			fmt.Fprintf(a.stdout, "removed %s\n", id)
+			return nil
+		},
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the trust group",
+		Long:    "List the peers in the trust group, with their names.",
+		Example: `  trove peer list --json`,
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var g *p2p.TrustGroup
+			if a.agent != nil {
+				g = a.agent.Trust
+			} else {
+				home, err := a.homeDir()
+				if err != nil {
+					return err
+				}
+				if g, err = agent.LoadTrust(home); err != nil {
+					return err
+				}
+			}
+			type entry struct {
+				ID   string `json:"id"`
+				Name string `json:"name,omitempty"`
+			}
+			out := []entry{}
+			for id, n := range g.Peers() {
+				out = append(out, entry{id.String(), n})
+			}
+			sortBy(out, func(e entry) string { return e.Name + "\x00" + e.ID })
+			if asJSON {
+				return writeJSON(a.stdout, out)
+			}
+			if len(out) == 0 {
+				fmt.Fprintln(a.stderr, "the trust group is empty: pair a machine with trove peer allow PEERID")
+			}
+			for _, e := range out {
+				fmt.Fprintf(a.stdout, "%s%s\n", e.ID, nameSuffix(e.Name))
+			}
+			return nil
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.AddCommand(allow, remove, list)
+	return c
+}
+
+func sortBy[T any](s []T, key func(T) string) {
+	slices.SortFunc(s, func(a, b T) int { return strings.Compare(key(a), key(b)) })
+}
+
+func nameSuffix(n string) string {
+	if n == "" {
+		return ""
+	}
+	return "\t" + n
+}
+
+// editTrust changes the trust group: through the agent when one runs (so
+// it takes effect at once), else in the file.
+func (a *app) editTrust(fn func(*agent.Agent, *p2p.TrustGroup) error) error {
+	if a.agent != nil {
+		return fn(a.agent, a.agent.Trust)
+	}
+	if a.agentRunning() {
+		return errForward
+	}
+	home, err := a.homeDir()
+	if err != nil {
+		return err
+	}
+	g, err := agent.LoadTrust(home)
+	if err != nil {
+		return err
+	}
+	if err := fn(nil, g); err != nil {
+		return err
+	}
+	return agent.SaveTrust(home, g)
+}
+
+func newStatusCmd(a *app) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent's state: peer ID, addresses, peers, store size",
+		Long: `Show the running agent's peer ID and addresses, how many peers are
+connected, the store's size and path count, and transfers in flight.
+Without a running agent it shows the store alone.`,
+		Example: `  trove status
+  trove status --json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.agent == nil {
+				if a.agentRunning() {
+					return errForward
+				}
+				return a.withStore(func(s *store.Store) error {
+					n, bytes, err := s.StoreSize(cmd.Context())
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(a.stdout, agent.Status{StorePaths: n, StoreBytes: bytes})
+					}
+					fmt.Fprintf(a.stdout, "agent:\tnot running (start it with trove agent)\nstore:\t%d %s, %s\n", n, plural(n, "path", "paths"), humanBytes(bytes))
+					return nil
+				})
+			}
+			st, err := a.agent.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, st)
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "peer ID:\t%s\n", st.PeerID)
+			for i, addr := range st.Addrs {
+				label := ""
+				if i == 0 {
+					label = "addresses:"
+				}
+				fmt.Fprintf(w, "%s\t%s\n", label, addr)
+			}
+			fmt.Fprintf(w, "peers:\t%d connected, %d in the trust group\n", st.PeersConnected, st.TrustGroup)
+			fmt.Fprintf(w, "store:\t%d %s, %s\n", st.StorePaths, plural(st.StorePaths, "path", "paths"), humanBytes(st.StoreBytes))
+			fmt.Fprintf(w, "transfers:\t%d in flight\n", st.Transfers)
+			fmt.Fprintf(w, "uptime:\t%s\n", time.Duration(st.UptimeSeconds)*time.Second)
+			if st.Public {
+				fmt.Fprintf(w, "serving:\tPUBLIC (anyone may fetch)\n")
+			}
+			return w.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func newPeersCmd(a *app) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "peers",
+		Short: "List connected and trusted peers with their traffic",
+		Long: `List the running agent's peers: each connected peer and each member of the
+trust group, with its name, addresses, transport, latency, bytes in and
+out, and whether it is trusted. Needs a running agent.`,
+		Example: `  trove peers
+  trove peers --json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.agent == nil {
+				if a.agentRunning() {
+					return errForward
+				}
+				return agent.ErrNoAgent
+			}
+			ps := a.agent.Node.Peers()
+			if asJSON {
+				if ps == nil {
+					ps = []p2p.PeerStatus{}
+				}
+				return writeJSON(a.stdout, ps)
+			}
+			if len(ps) == 0 {
+				fmt.Fprintln(a.stderr, "no peers: none connected and the trust group is empty")
+				return nil
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "PEER\tNAME\tSTATE\tTRANSPORT\tLATENCY\tIN\tOUT\tTRUSTED\tADDRESS")
+			for _, p := range ps {
+				state := "offline"
+				if p.Connected {
+					state = "connected"
+				}
+				addr := ""
+				if len(p.Addrs) > 0 {
+					addr = p.Addrs[0]
+				}
+				lat := "-"
+				if p.Latency > 0 {
+					lat = p.Latency.Round(time.Microsecond).String()
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", shortID(p.ID), p.Name, state, p.Transport, lat,
+					humanBytes(uint64(p.BytesIn)), humanBytes(uint64(p.BytesOut)), p.Trusted, addr)
+			}
+			return w.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func shortID(id string) string {
+	if len(id) > 16 {
+		return id[:8] + "…" + id[len(id)-6:]
+	}
+	return id
+}
