@@ -326,6 +326,9 @@ func TestNARVectors(t *testing.T) {
 				t.Errorf("narHash %s, want %s", h, tc.nix32)
 			}
 			requireSameNAR(t, "DumpNAR vs the test encoder", nar, tnNAR(tc.tree.sorted()))
+			if hp, size, err := HashPath(src); err != nil || hp != h || size != int64(tc.size) {
+				t.Errorf("HashPath = %v, %d, %v; want %v, %d", hp, size, err, h, tc.size)
+			}
 			p, err := MakeSourcePath(DefaultStoreDir, h, tc.name, nil, false)
 			if err != nil {
 				t.Fatal(err)

@@ -67,7 +67,10 @@ func (p Path) Compare(q Path) int { return strings.Compare(p.String(), q.String(
 var ErrInvalidName = errors.New("invalid store path name")
 
 // CheckName applies Nix's rule for the name part of a store path: 1 to 211
-// characters of A-Z a-z 0-9 + - . _ ? =, not starting with a dot.
+// characters of A-Z a-z 0-9 + - . _ ? =, and not "." or "..", nor starting
+// with ".-" or "..-". Nix 2.8 (and 2.21+) accept other names that start with
+// a dot, such as "-.zshrc" paths made by `nix-store --add .zshrc`, so trove
+// does too: refusing them would make real store paths unimportable.
 func CheckName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: empty", ErrInvalidName)
@@ -75,8 +78,8 @@ func CheckName(name string) error {
 	if len(name) > MaxNameLen {
 		return fmt.Errorf("%w %.40q...: %d characters, at most %d allowed", ErrInvalidName, name, len(name), MaxNameLen)
 	}
-	if name[0] == '.' {
-		return fmt.Errorf("%w %q: must not start with '.'", ErrInvalidName, name)
+	if name == "." || name == ".." || strings.HasPrefix(name, ".-") || strings.HasPrefix(name, "..-") {
+		return fmt.Errorf("%w %q: must not be \".\" or \"..\" or start with \".-\" or \"..-\"", ErrInvalidName, name)
 	}
 	for i := 0; i < len(name); i++ {
 		if !nameChar(name[i]) {
@@ -182,6 +185,9 @@ func MakeTextPath(storeDir string, contentHash Hash, name string, refs []Path) (
 func MakeFixedOutputPath(storeDir string, h Hash, recursive bool, name string, refs []Path, self bool) (Path, error) {
 	if recursive {
 		return MakeSourcePath(storeDir, h, name, refs, self)
+	}
+	if len(refs) > 0 || self {
+		return Path{}, fmt.Errorf("a flat fixed-output path cannot have references (%s)", name)
 	}
 	r := ""
 	inner := sha256.Sum256([]byte("fixed:out:" + r + "sha256:" + h.Hex() + ":"))

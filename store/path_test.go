@@ -34,8 +34,10 @@ func TestCheckName(t *testing.T) {
 		{"", false},
 		{".", false},
 		{"..", false},
-		{".hidden", false},
+		{".hidden", true}, // Nix 2.8: nix-store --add .hidden works
+		{"..hidden", true},
 		{".-", false},
+		{"..-x", false},
 		{"with space", false},
 		{"slash/in", false},
 		{"colon:", false},

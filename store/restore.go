@@ -61,6 +61,10 @@ func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reade
 		t.buf = make([]byte, 1<<20)
 	}
 	_, err = io.CopyBuffer(onlyWriter{f}, onlyReader{r}, t.buf)
+	if err == nil && executable {
+		// The exec bit is part of the NAR: set it exactly, whatever the umask.
+		err = f.Chmod(mode)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
