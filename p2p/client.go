@@ -247,7 +247,10 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		}
 		data := buf[:h.Length]
 		if _, err := io.ReadFull(r, data); err != nil {
-			return n.fetchErr(ctx, p, fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err))
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err)
+			}
+			return n.fetchErr(ctx, p, err)
 		}
 		if !w.Range && store.SumChunk(data) != w.Chunk {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s does not hash to its ID", w.Chunk)}

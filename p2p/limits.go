@@ -19,6 +19,13 @@ import (
 // stream's scope, so the memory column is enforced, not advisory. 32 chunk
 // streams per peer leave room for a deep pipeline from a fast peer; honest
 // transfers use one or two.
+//
+// A new stream waits in the transient scope, which all peers share, until
+// its protocol is negotiated (up to 10 s). A peer's inbound streams are
+// capped at the sum of the per-peer column plus 32 for libp2p's own
+// protocols (identify, ping, the DHT): 76, below the smallest autoscaled
+// transient limit (128), so one peer opening streams it never negotiates
+// cannot take every transient slot.
 var protocolLimits = []struct {
 	proto       protocol.ID
 	streams     int
@@ -33,7 +40,9 @@ var protocolLimits = []struct {
 
 func newLimiter() rcmgr.Limiter {
 	cfg := rcmgr.DefaultLimits
+	peerIn := 32
 	for _, l := range protocolLimits {
+		peerIn += l.streamsPeer
 		base := rcmgr.BaseLimit{
 			Streams: l.streams, StreamsInbound: l.streams, StreamsOutbound: l.streams, Memory: l.memory,
 		}
@@ -43,5 +52,7 @@ func newLimiter() rcmgr.Limiter {
 		cfg.AddProtocolLimit(l.proto, base, rcmgr.BaseLimitIncrease{})
 		cfg.AddProtocolPeerLimit(l.proto, peerBase, rcmgr.BaseLimitIncrease{})
 	}
+	cfg.PeerBaseLimit.StreamsInbound = peerIn
+	cfg.PeerLimitIncrease.StreamsInbound = 0
 	return rcmgr.NewFixedLimiter(cfg.AutoScale())
 }

@@ -129,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.host = h
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.Content != nil {
-		s := &server{node: n, content: cfg.Content, log: cfg.Logger}
+		s := &server{node: n, content: cfg.Content, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
 		h.SetStreamHandler(ProtoHave, s.serve("have", s.handleHave))
 		h.SetStreamHandler(ProtoInfo, s.serve("info", s.handleInfo))
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))

@@ -28,8 +28,9 @@ var _ Content = (*store.Store)(nil)
 // Timeouts on the serving side: a request must arrive within idleTimeout of
 // the previous one, and a response must be taken by the peer within
 // writeTimeout, or the stream is reset (a peer that never reads its
-// responses holds nothing for long).
-const (
+// responses holds nothing for long). Variables so that tests can shorten
+// them; a server copies them when it starts.
+var (
 	idleTimeout  = 60 * time.Second
 	writeTimeout = 30 * time.Second
 )
@@ -38,6 +39,9 @@ type server struct {
 	node    *Node
 	content Content
 	log     *slog.Logger
+	// idle and write are idleTimeout and writeTimeout as they were when the
+	// node started.
+	idle, write time.Duration
 }
 
 // serve wraps a handler: it refuses peers outside the trust group, resets
@@ -91,7 +95,7 @@ func pathHashes(raw [][]byte, max int) ([]store.PathHash, error) {
 }
 
 func (s *server) handleHave(ctx context.Context, st network.Stream, r *bufio.Reader) error {
-	st.SetReadDeadline(time.Now().Add(idleTimeout))
+	st.SetReadDeadline(time.Now().Add(s.idle))
 	var req HaveRequest
 	if err := readMsg(r, maxRequest, &req); err != nil {
 		return err
@@ -106,12 +110,12 @@ func (s *server) handleHave(ctx context.Context, st network.Stream, r *bufio.Rea
 			bitmap[i/8] |= 1 << (i % 8)
 		}
 	}
-	st.SetWriteDeadline(time.Now().Add(writeTimeout))
+	st.SetWriteDeadline(time.Now().Add(s.write))
 	return writeMsg(st, &HaveResponse{Bitmap: bitmap})
 }
 
 func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Reader) error {
-	st.SetReadDeadline(time.Now().Add(idleTimeout))
+	st.SetReadDeadline(time.Now().Add(s.idle))
 	var req InfoRequest
 	if err := readMsg(r, maxRequest, &req); err != nil {
 		return err
@@ -138,7 +142,7 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 		resp.Infos[i] = w
 	}
 	return reserve(st, size, func() error {
-		st.SetWriteDeadline(time.Now().Add(writeTimeout))
+		st.SetWriteDeadline(time.Now().Add(s.write))
 		return writeMsg(st, &resp)
 	})
 }
@@ -148,7 +152,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	bw := bufio.NewWriterSize(st, 64<<10)
 	var buf bytes.Buffer
 	for {
-		st.SetReadDeadline(time.Now().Add(idleTimeout))
+		st.SetReadDeadline(time.Now().Add(s.idle))
 		var req ChunkRequest
 		if err := readMsg(r, maxChunkHeader, &req); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -162,7 +166,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 		if err != nil {
 			return err
 		}
-		st.SetWriteDeadline(time.Now().Add(writeTimeout))
+		st.SetWriteDeadline(time.Now().Add(s.write))
 		if serr != nil {
 			if err := writeMsg(bw, &ChunkHeader{Seq: req.Seq, Err: serr.Error()}); err != nil {
 				return err

@@ -132,13 +132,20 @@ func writeMsg(w io.Writer, v any) error {
 }
 
 // readMsg reads one message of at most max bytes into v. io.EOF means the
-// stream ended cleanly before a message; everything else malformed wraps
-// ErrProtocol.
+// stream ended cleanly before a message. A message that is oversized,
+// malformed or cut short by the end of the stream wraps ErrProtocol. An
+// error of the stream itself (a reset, a deadline, a closed connection) is
+// returned wrapped but without ErrProtocol: a peer that cancels, stalls or
+// goes away has not broken the protocol.
 func readMsg(r *bufio.Reader, max int, v any) error {
-	n, err := binary.ReadUvarint(r)
+	br := byteReader{r: r}
+	n, err := binary.ReadUvarint(&br)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
+		switch {
+		case errors.Is(err, io.EOF):
 			return io.EOF
+		case br.err != nil && !errors.Is(br.err, io.EOF):
+			return fmt.Errorf("reading message length: %w", br.err)
 		}
 		return fmt.Errorf("%w: reading message length: %v", ErrProtocol, err)
 	}
@@ -147,12 +154,30 @@ func readMsg(r *bufio.Reader, max int, v any) error {
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("reading a message: %w", err)
+		}
 		return fmt.Errorf("%w: truncated message: %v", ErrProtocol, err)
 	}
 	if err := decMode.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return nil
+}
+
+// byteReader remembers the error of the reader under it, to tell a failing
+// stream from a malformed length.
+type byteReader struct {
+	r   *bufio.Reader
+	err error
+}
+
+func (b *byteReader) ReadByte() (byte, error) {
+	c, err := b.r.ReadByte()
+	if err != nil {
+		b.err = err
+	}
+	return c, err
 }
 
 // decodeMsg decodes a message body; for fuzzing and tests.

@@ -107,7 +107,7 @@ func TestParseBase(t *testing.T) {
 		{helloHash + "_hello", ""},
 		{helloHash[:31] + "-hello", ""},
 		{"e" + helloHash[1:] + "-hello", ""},
-		{helloHash + "-.hidden", ""},
+		{helloHash + "-.-hidden", ""},
 		{helloHash + "-bad name", ""},
 		{helloHash + "-sub/dir", ""},
 		{"", ""},
