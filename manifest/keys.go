@@ -1,0 +1,205 @@
+package manifest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// PublicKey is a named Ed25519 public key, written "name:base64(32 bytes)".
+type PublicKey struct {
+	Name string
+	Key  ed25519.PublicKey
+}
+
+func (k PublicKey) String() string { return k.Name + ":" + base64.StdEncoding.EncodeToString(k.Key) }
+
+// SecretKey is a named Ed25519 private key, written "name:base64(64 bytes)"
+// (seed then public key), as Nix writes it.
+type SecretKey struct {
+	Name string
+	Key  ed25519.PrivateKey
+}
+
+func (k SecretKey) String() string { return k.Name + ":" + base64.StdEncoding.EncodeToString(k.Key) }
+
+// Public returns the public half.
+func (k SecretKey) Public() PublicKey {
+	return PublicKey{Name: k.Name, Key: k.Key.Public().(ed25519.PublicKey)}
+}
+
+// Sign signs msg and returns Nix's signature form "name:base64(sig)".
+func (k SecretKey) Sign(msg string) string {
+	return k.Name + ":" + base64.StdEncoding.EncodeToString(ed25519.Sign(k.Key, []byte(msg)))
+}
+
+// GenerateKey makes a new key pair named name.
+func GenerateKey(name string) (SecretKey, error) {
+	if err := checkKeyName(name); err != nil {
+		return SecretKey{}, err
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return SecretKey{}, err
+	}
+	return SecretKey{Name: name, Key: priv}, nil
+}
+
+func checkKeyName(name string) error {
+	if name == "" || strings.ContainsAny(name, ": \t\r\n") {
+		return fmt.Errorf("key name %q: must be non-empty without ':' or spaces (e.g. laptop-1)", name)
+	}
+	return nil
+}
+
+func splitKey(s, what string, size int) (string, []byte, error) {
+	name, b64, ok := strings.Cut(strings.TrimSpace(s), ":")
+	if !ok {
+		return "", nil, fmt.Errorf("%s %q: want NAME:BASE64", what, s)
+	}
+	if err := checkKeyName(name); err != nil {
+		return "", nil, fmt.Errorf("%s: %w", what, err)
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(b64)
+	if err != nil || len(b) != size || strings.ContainsAny(b64, "\r\n") {
+		return "", nil, fmt.Errorf("%s %q: want %d bytes of base64 after the name", what, name, size)
+	}
+	return name, b, nil
+}
+
+// ParsePublicKey parses "name:base64" of 32 bytes.
+func ParsePublicKey(s string) (PublicKey, error) {
+	name, b, err := splitKey(s, "public key", ed25519.PublicKeySize)
+	return PublicKey{Name: name, Key: b}, err
+}
+
+// ParseSecretKey parses "name:base64" of 64 bytes, checking that its
+// public half matches its seed.
+func ParseSecretKey(s string) (SecretKey, error) {
+	name, b, err := splitKey(s, "secret key", ed25519.PrivateKeySize)
+	if err != nil {
+		return SecretKey{}, err
+	}
+	k := ed25519.PrivateKey(b)
+	if !bytes.Equal(ed25519.NewKeyFromSeed(k.Seed()), k) {
+		return SecretKey{}, fmt.Errorf("secret key %q: its public half does not match its seed", name)
+	}
+	return SecretKey{Name: name, Key: k}, nil
+}
+
+// Verify reports whether sig ("name:base64") is k's signature of msg.
+func (k PublicKey) Verify(msg, sig string) bool {
+	name, b64, ok := strings.Cut(sig, ":")
+	if !ok || name != k.Name {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(b) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(k.Key, []byte(msg), b)
+}
+
+// Keyring is a set of trusted public keys, kept in a file with one
+// "name:base64" per line (the format of Nix's trusted-public-keys). It is
+// safe for concurrent use.
+type Keyring struct {
+	mu   sync.RWMutex
+	file string
+	keys []PublicKey
+}
+
+// TrustedKeysPath is the keyring file of a trove home.
+func TrustedKeysPath(home string) string { return filepath.Join(home, "trusted-keys") }
+
+// LoadKeyring reads the keyring file; a missing file is an empty keyring.
+func LoadKeyring(file string) (*Keyring, error) {
+	kr := &Keyring{file: file}
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return kr, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for line := 1; sc.Scan(); line++ {
+		s := strings.TrimSpace(sc.Text())
+		if s == "" || strings.HasPrefix(s, "#") {
+			continue
+		}
+		k, err := ParsePublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", file, line, err)
+		}
+		kr.keys = append(kr.keys, k)
+	}
+	return kr, sc.Err()
+}
+
+// Keys returns the trusted keys.
+func (kr *Keyring) Keys() []PublicKey {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return slices.Clone(kr.keys)
+}
+
+// Add trusts k (replacing a key of the same name) and saves the file.
+func (kr *Keyring) Add(k PublicKey) error {
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	kr.keys = slices.DeleteFunc(kr.keys, func(o PublicKey) bool { return o.Name == k.Name })
+	kr.keys = append(kr.keys, k)
+	return kr.save()
+}
+
+// Remove stops trusting the key named name; it reports whether there was one.
+func (kr *Keyring) Remove(name string) (bool, error) {
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	n := len(kr.keys)
+	kr.keys = slices.DeleteFunc(kr.keys, func(o PublicKey) bool { return o.Name == name })
+	if len(kr.keys) == n {
+		return false, nil
+	}
+	return true, kr.save()
+}
+
+func (kr *Keyring) save() error {
+	var b strings.Builder
+	b.WriteString("# Public keys trove trusts (NAME:BASE64, as Nix's trusted-public-keys).\n")
+	for _, k := range kr.keys {
+		b.WriteString(k.String() + "\n")
+	}
+	tmp := kr.file + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, kr.file)
+}
+
+// VerifyPathInfo reports whether one of pi's signatures is valid under a
+// trusted key, over Nix's fingerprint of the path. The name of the key
+// that vouched is returned.
+func (kr *Keyring) VerifyPathInfo(storeDir string, pi *store.PathInfo) (string, bool) {
+	fp := pi.Fingerprint(storeDir)
+	for _, k := range kr.Keys() {
+		for _, sig := range pi.Sigs {
+			if k.Verify(fp, sig) {
+				return k.Name, true
+			}
+		}
+	}
+	return "", false
+}
