@@ -205,7 +205,7 @@ func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Bu
 		if serr != nil {
 			return nil, serr, nil
 		}
-		if req.Offset+uint64(req.Length) > pi.NarSize {
+		if req.Offset > pi.NarSize || uint64(req.Length) > pi.NarSize-req.Offset {
 			return nil, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
 		}
 		buf.Reset()

@@ -178,6 +178,7 @@ func (s *Store) deletePath(pi *PathInfo) error {
 	if err != nil {
 		return err
 	}
+	s.forgetSkeleton(h)
 	if err := removeTree(s.TreePath(pi.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

@@ -31,7 +31,12 @@ type Store struct {
 
 	mu       sync.Mutex
 	inflight map[PathHash]*sync.Mutex // serialises writers of one path
+	skels    map[PathHash]*skeleton   // decoded skeletons of valid paths (bounded); guarded by mu
 }
+
+// maxCachedSkeletons bounds the skeleton cache: serving a path's chunks
+// decodes its skeleton once rather than once per chunk.
+const maxCachedSkeletons = 64
 
 // Options configure Open. The zero value is usable.
 type Options struct {
@@ -82,6 +87,7 @@ func Open(home string, opts Options) (*Store, error) {
 	s := &Store{
 		home: home, storeDir: opts.StoreDir, treeDir: filepath.Join(home, "store"),
 		log: opts.Logger, inflight: map[PathHash]*sync.Mutex{}, bootID: opts.BootID,
+		skels: map[PathHash]*skeleton{},
 	}
 	if s.bootID == "" {
 		s.bootID = currentBootID()
@@ -392,7 +398,12 @@ func (s *Store) ChunkIndexOf(h PathHash) (ChunkIndex, error) {
 }
 
 func (s *Store) skeleton(h PathHash) (*skeleton, error) {
-	var sk *skeleton
+	s.mu.Lock()
+	sk := s.skels[h]
+	s.mu.Unlock()
+	if sk != nil {
+		return sk, nil
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key(pfxSkel, h[:]))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -408,7 +419,24 @@ func (s *Store) skeleton(h PathHash) (*skeleton, error) {
 		sk, err = decodeSkeleton(v)
 		return err
 	})
+	if err == nil {
+		s.mu.Lock()
+		if len(s.skels) >= maxCachedSkeletons {
+			for k := range s.skels { // evict one at random
+				delete(s.skels, k)
+				break
+			}
+		}
+		s.skels[h] = sk
+		s.mu.Unlock()
+	}
 	return sk, err
+}
+
+func (s *Store) forgetSkeleton(h PathHash) {
+	s.mu.Lock()
+	delete(s.skels, h)
+	s.mu.Unlock()
 }
 
 // WriteNAR writes bytes [off, off+n) of the NAR of valid path p to w,
