@@ -1,0 +1,85 @@
+package sync
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func (f *fetch) snapshot(done bool) Progress {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	used := 0
+	for _, ps := range f.peers {
+		if ps.bytes > 0 {
+			used++
+		}
+	}
+	return Progress{
+		PathsDone: f.pathsDone, PathsTotal: len(f.pl.items),
+		BytesDone: f.bytesDone, BytesTotal: f.bytesTotal, BytesFetched: f.bytesFetched,
+		PeersUsed: used, Elapsed: time.Since(f.start), Done: done,
+	}
+}
+
+// progressLoop reports progress five times a second until stopped; the
+// returned stop is idempotent and sends a final report.
+func (f *fetch) progressLoop() (stop func()) {
+	if f.sy.opts.Progress == nil {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				f.sy.opts.Progress(f.snapshot(false))
+			}
+		}
+	}()
+	stopped := false
+	return func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		close(quit)
+		<-finished
+		f.sy.opts.Progress(f.snapshot(true))
+	}
+}
+
+func (f *fetch) report(r *Report) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r.PathsFetched = f.pathsDone
+	r.BytesFetched, r.BytesReused, r.BytesResumed, r.NarBytes = f.bytesFetched, f.bytesReused, f.bytesResumed, f.bytesTotal
+	for _, ps := range f.peers {
+		pr := PeerReport{ID: ps.id.String(), BytesFetched: ps.bytes, BadData: ps.bad, Dropped: ps.dropped}
+		if !ps.first.IsZero() && ps.last.After(ps.first) {
+			pr.Seconds = ps.last.Sub(ps.first).Seconds()
+			pr.RateMBps = float64(ps.bytes) / 1e6 / pr.Seconds
+		}
+		r.Peers = append(r.Peers, pr)
+	}
+	slices.SortFunc(r.Peers, func(a, b PeerReport) int { return int(b.BytesFetched - a.BytesFetched) })
+}

@@ -1,0 +1,404 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
+)
+
+// Options configure a Syncer.
+type Options struct {
+	// Keys are the trusted public keys; a PathInfo signed by one is believed.
+	Keys *manifest.Keyring
+	// Vouched holds PathInfos already believed (from a verified manifest),
+	// with their chunk index IDs; a peer's info must agree with them.
+	Vouched map[store.PathHash]*store.PathInfo
+	// NoCheckSigs believes every PathInfo a peer sends. For tests only: it
+	// lets any peer make any content valid under any path name.
+	NoCheckSigs bool
+	// Window is the number of chunk requests in flight per peer (default 16).
+	Window int
+	// Ingest is how many paths are unpacked at once (default 2).
+	Ingest int
+	// StallTimeout drops a peer that sends nothing for this long while it
+	// has requests outstanding (default 15s).
+	StallTimeout time.Duration
+	// SpoolDir holds the NARs of paths being fetched (default <home>/partial).
+	SpoolDir string
+	// Progress, if set, is called about five times a second and at the end.
+	Progress func(Progress)
+	Logger   *slog.Logger
+}
+
+// Syncer fetches closures into a store through a p2p node.
+type Syncer struct {
+	store *store.Store
+	node  *p2p.Node
+	opts  Options
+	log   *slog.Logger
+}
+
+// New returns a Syncer.
+func New(s *store.Store, n *p2p.Node, opts Options) *Syncer {
+	if opts.Window <= 0 {
+		opts.Window = 16
+	}
+	if opts.Ingest <= 0 {
+		opts.Ingest = 2
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = 15 * time.Second
+	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = filepath.Join(s.Home(), "partial")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Syncer{store: s, node: n, opts: opts, log: opts.Logger}
+}
+
+// Report summarises a sync.
+type Report struct {
+	Roots        []string     `json:"roots"`
+	PathsTotal   int          `json:"pathsInClosure"`
+	PathsFetched int          `json:"pathsFetched"`
+	BytesFetched int64        `json:"bytesFetched"`
+	BytesReused  int64        `json:"bytesReusedLocally"`
+	BytesResumed int64        `json:"bytesResumed"`
+	NarBytes     int64        `json:"narBytes"`
+	Seconds      float64      `json:"seconds"`
+	Peers        []PeerReport `json:"peers"`
+}
+
+// PeerReport is one peer's part in a sync.
+type PeerReport struct {
+	ID           string  `json:"id"`
+	BytesFetched int64   `json:"bytesFetched"`
+	Seconds      float64 `json:"seconds"`
+	RateMBps     float64 `json:"rateMBps"`
+	BadData      int     `json:"badData"`
+	Dropped      string  `json:"dropped,omitempty"` // why it was dropped for this sync
+}
+
+// Progress is a snapshot for a live display.
+type Progress struct {
+	PathsDone, PathsTotal int
+	BytesDone, BytesTotal int64 // NAR bytes in place (fetched, reused or resumed)
+	BytesFetched          int64
+	PeersUsed             int
+	Elapsed               time.Duration
+	Done                  bool
+}
+
+// Sync makes the closures of roots valid in the store.
+func (sy *Syncer) Sync(ctx context.Context, roots []store.Path) (*Report, error) {
+	start := time.Now()
+	rep := &Report{}
+	for _, r := range roots {
+		rep.Roots = append(rep.Roots, r.Abs(sy.store.StoreDir()))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pl, err := sy.plan(ctx, roots)
+	if err != nil {
+		return rep, err
+	}
+	rep.PathsTotal = pl.closureSize
+	if len(pl.items) == 0 {
+		rep.Seconds = time.Since(start).Seconds()
+		sy.progress(Progress{PathsTotal: 0, Done: true, Elapsed: time.Since(start)})
+		return rep, nil
+	}
+	f := newFetch(sy, pl, start)
+	err = f.run(ctx)
+	f.report(rep)
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, err
+}
+
+func (sy *Syncer) progress(p Progress) {
+	if sy.opts.Progress != nil {
+		sy.opts.Progress(p)
+	}
+}
+
+// item is one path to fetch.
+type item struct {
+	info      *store.PathInfo
+	index     store.ChunkIndex
+	offs      []uint64
+	infoFrom  peer.ID // who told us info and index (blamed if the NAR is wrong)
+	providers []peer.ID
+	done      chan struct{} // closed once valid locally
+	err       error
+}
+
+type plan struct {
+	items       []*item // references first
+	byHash      map[store.PathHash]*item
+	closureSize int
+}
+
+// plan learns the missing part of the closures of roots from the peers.
+func (sy *Syncer) plan(ctx context.Context, roots []store.Path) (*plan, error) {
+	pl := &plan{byHash: map[store.PathHash]*item{}}
+	seen := map[store.PathHash]bool{}
+	var frontier []store.Path
+	for _, r := range roots {
+		if !seen[r.Hash] {
+			seen[r.Hash] = true
+			frontier = append(frontier, r)
+		}
+	}
+	var local []store.Path
+	for len(frontier) > 0 {
+		var want []store.Path
+		for _, p := range frontier {
+			if ok, err := sy.store.IsValid(p); err != nil {
+				return nil, err
+			} else if ok {
+				local = append(local, p) // its closure is valid here too
+				continue
+			}
+			want = append(want, p)
+		}
+		frontier = nil
+		if len(want) == 0 {
+			break
+		}
+		got, err := sy.learn(ctx, want)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range got {
+			pl.byHash[it.info.Path.Hash] = it
+			for _, ref := range it.info.References {
+				if !seen[ref.Hash] {
+					seen[ref.Hash] = true
+					frontier = append(frontier, ref)
+				}
+			}
+		}
+	}
+	// Order references first.
+	var visit func(it *item)
+	placed := map[store.PathHash]bool{}
+	visit = func(it *item) {
+		if placed[it.info.Path.Hash] {
+			return
+		}
+		placed[it.info.Path.Hash] = true
+		for _, ref := range it.info.References {
+			if dep, ok := pl.byHash[ref.Hash]; ok {
+				visit(dep)
+			}
+		}
+		pl.items = append(pl.items, it)
+	}
+	for _, r := range roots {
+		if it, ok := pl.byHash[r.Hash]; ok {
+			visit(it)
+		}
+	}
+	localClosure, err := sy.store.Closure(local...)
+	if err != nil {
+		return nil, err
+	}
+	pl.closureSize = len(pl.items) + len(localClosure)
+	return pl, nil
+}
+
+// learn finds providers for paths and a believable PathInfo for each.
+func (sy *Syncer) learn(ctx context.Context, want []store.Path) ([]*item, error) {
+	hashes := make([]store.PathHash, len(want))
+	for i, p := range want {
+		hashes[i] = p.Hash
+	}
+	providers := sy.locate(ctx, hashes)
+	var out []*item
+	var problems []error
+	for i, p := range want {
+		it, err := sy.believe(ctx, p, providers[i])
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		out = append(out, it)
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	return out, nil
+}
+
+// locate asks every connected peer which of hashes it has, and the DHT for
+// those no connected peer has.
+func (sy *Syncer) locate(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
+	out := make([][]peer.ID, len(hashes))
+	var mu gosync.Mutex
+	var wg gosync.WaitGroup
+	ask := func(peers []peer.ID) {
+		for _, p := range peers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				has, err := sy.node.Have(ctx, p, hashes)
+				if err != nil {
+					sy.log.Debug("have query failed", "peer", p, "err", err)
+					return
+				}
+				mu.Lock()
+				for i, h := range has {
+					if h {
+						out[i] = append(out[i], p)
+					}
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	ask(sy.node.ConnectedPeers())
+	// Only what nobody connected has goes to the DHT: a lookup costs
+	// seconds, a have query a round trip.
+	var more []peer.ID
+	for i, h := range hashes {
+		if len(out[i]) > 0 {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		provs, err := sy.node.FindProviders(lctx, p2p.PathKey(h), 8)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, ai := range provs {
+			if sy.node.Connect(ctx, ai) == nil && !slices.Contains(more, ai.ID) {
+				more = append(more, ai.ID)
+			}
+		}
+	}
+	if len(more) > 0 {
+		ask(more)
+	}
+	for i := range out {
+		slices.Sort(out[i])
+		out[i] = slices.Compact(out[i])
+	}
+	return out
+}
+
+// believe gets p's PathInfo and chunk index from one of its providers and
+// checks that it may be trusted.
+func (sy *Syncer) believe(ctx context.Context, p store.Path, providers []peer.ID) (*item, error) {
+	where := p.Abs(sy.store.StoreDir())
+	if len(providers) == 0 {
+		return nil, fmt.Errorf("%s: no peer has it (asked %d connected %s); connect a peer that has it (--from ADDR) or check `trove peers`",
+			where, len(sy.node.ConnectedPeers()), plural(len(sy.node.ConnectedPeers()), "peer", "peers"))
+	}
+	var last error
+	for _, prov := range providers {
+		infos, err := sy.node.Info(ctx, prov, []store.PathHash{p.Hash})
+		if err != nil {
+			last = err
+			continue
+		}
+		ri := infos[0]
+		if ri == nil {
+			last = fmt.Errorf("peer %s said it has %s, then had no info for it", prov, where)
+			continue
+		}
+		if ri.Info.Path != p {
+			last = fmt.Errorf("peer %s described %s as %s", prov, where, ri.Info.Path)
+			continue
+		}
+		if err := sy.trust(ri.Info); err != nil {
+			last = err
+			continue
+		}
+		return &item{
+			info: ri.Info, index: ri.Index, offs: ri.Index.Offsets(), infoFrom: prov,
+			providers: providers, done: make(chan struct{}),
+		}, nil
+	}
+	return nil, fmt.Errorf("%s: %w", where, last)
+}
+
+// ErrUntrusted is wrapped by errors about PathInfos nothing vouches for.
+var ErrUntrusted = errors.New("not signed by a trusted key")
+
+// trust decides whether a PathInfo from a peer may be believed.
+func (sy *Syncer) trust(pi *store.PathInfo) error {
+	where := pi.Path.Abs(sy.store.StoreDir())
+	if v, ok := sy.opts.Vouched[pi.Path.Hash]; ok {
+		if v.Path != pi.Path || v.NarHash != pi.NarHash || v.NarSize != pi.NarSize ||
+			!slices.Equal(v.References, pi.References) || v.ChunkIndex != pi.ChunkIndex {
+			return fmt.Errorf("%s: the peer's path info differs from the signed manifest", where)
+		}
+		return nil
+	}
+	if sy.opts.NoCheckSigs {
+		return nil
+	}
+	if sy.opts.Keys != nil {
+		if _, ok := sy.opts.Keys.VerifyPathInfo(sy.store.StoreDir(), pi); ok {
+			return nil
+		}
+	}
+	if caMatches(sy.store.StoreDir(), pi) {
+		return nil // its name is its content's hash: the NAR check proves it
+	}
+	if len(pi.Sigs) == 0 {
+		return fmt.Errorf("%s: %w: it has no signature and is not content-addressed; trust its publisher's key with `trove trust add NAME:KEY`", where, ErrUntrusted)
+	}
+	names := make([]string, len(pi.Sigs))
+	for i, s := range pi.Sigs {
+		names[i], _, _ = strings.Cut(s, ":")
+	}
+	return fmt.Errorf("%s: %w (signed by %v); trust one of them with `trove trust add NAME:KEY`", where, ErrUntrusted, names)
+}
+
+// caMatches reports whether pi claims a recursive sha256 content address
+// from which its store path recomputes. AddNAR then checks the NAR hash
+// against that address, so such a path needs no signature.
+func caMatches(storeDir string, pi *store.PathInfo) bool {
+	rest, ok := strings.CutPrefix(pi.CA, "fixed:r:")
+	if !ok {
+		return false
+	}
+	h, err := store.ParseHash(rest)
+	if err != nil || h != pi.NarHash {
+		return false
+	}
+	var refs []store.Path
+	self := false
+	for _, r := range pi.References {
+		if r == pi.Path {
+			self = true
+		} else {
+			refs = append(refs, r)
+		}
+	}
+	want, err := store.MakeSourcePath(storeDir, h, pi.Path.Name, refs, self)
+	return err == nil && want == pi.Path
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -1,0 +1,226 @@
+package sync
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
+)
+
+// peerNode is a store with a real libp2p node on loopback.
+type peerNode struct {
+	store *store.Store
+	node  *p2p.Node
+	trust *p2p.TrustGroup
+	home  string
+}
+
+func newPeer(t testing.TB, content p2p.Content) *peerNode {
+	t.Helper()
+	home := t.TempDir()
+	s, err := store.Open(home, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if content == nil {
+		content = s
+	}
+	key, _, _ := crypto.GenerateEd25519Key(nil)
+	trust := p2p.NewTrustGroup(nil)
+	n, err := p2p.New(context.Background(), p2p.Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: trust, Content: content})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return &peerNode{store: s, node: n, trust: trust, home: home}
+}
+
+// connect pairs a with each of others and connects them.
+func connect(t testing.TB, a *peerNode, others ...*peerNode) {
+	t.Helper()
+	for _, b := range others {
+		a.trust.Allow(b.node.ID(), "")
+		b.trust.Allow(a.node.ID(), "")
+		if err := a.node.Connect(context.Background(), b.node.AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// closure builds a chain of n input-addressed paths in s, each referring
+// to the previous, with files of the given size, signed by key. It returns
+// them references first.
+func closure(t testing.TB, s *store.Store, key manifest.SecretKey, n, size int, seed uint64) []*store.PathInfo {
+	t.Helper()
+	var out []*store.PathInfo
+	r := rand.New(rand.NewPCG(seed, 1))
+	for i := range n {
+		dir := t.TempDir()
+		data := make([]byte, size)
+		for j := range data {
+			data[j] = byte(r.Uint32())
+		}
+		os.MkdirAll(filepath.Join(dir, "p", "lib"), 0o755)
+		os.WriteFile(filepath.Join(dir, "p", "lib", "data"), data, 0o644)
+		var refs []store.Path
+		if i > 0 {
+			prev := out[i-1].Path
+			refs = append(refs, prev)
+			os.WriteFile(filepath.Join(dir, "p", "ref"), []byte(prev.Abs(s.StoreDir())), 0o644)
+		}
+		var nar bytes.Buffer
+		store.DumpNAR(&nar, filepath.Join(dir, "p"))
+		p, _ := store.MakePath(s.StoreDir(), "output:out", store.Hash(sha256.Sum256([]byte(fmt.Sprint(seed, i)))), fmt.Sprintf("pkg%d", i))
+		info := &store.PathInfo{Path: p, NarHash: store.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len()), References: refs}
+		info.Sigs = []string{key.Sign(info.Fingerprint(s.StoreDir()))}
+		pi, err := s.AddNAR(context.Background(), info, &nar)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, pi)
+	}
+	return out
+}
+
+func testKeys(t testing.TB) (manifest.SecretKey, *manifest.Keyring) {
+	sk, err := manifest.GenerateKey("test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, _ := manifest.LoadKeyring(filepath.Join(t.TempDir(), "keys"))
+	kr.Add(sk.Public())
+	return sk, kr
+}
+
+func narOf(t testing.TB, s *store.Store, p store.Path) []byte {
+	var b bytes.Buffer
+	if err := s.WriteNAR(context.Background(), &b, p, 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func requireSameClosure(t testing.TB, from, to *store.Store, paths []*store.PathInfo) {
+	t.Helper()
+	for _, pi := range paths {
+		got, err := to.Lookup(pi.Path)
+		if err != nil {
+			t.Fatalf("%s not valid after sync: %v", pi.Path, err)
+		}
+		if got.NarHash != pi.NarHash || !bytes.Equal(narOf(t, to, pi.Path), narOf(t, from, pi.Path)) {
+			t.Fatalf("%s differs after sync", pi.Path)
+		}
+	}
+	var problems []store.Problem
+	to.Verify(context.Background(), nil, func(p store.Problem) { problems = append(problems, p) })
+	if len(problems) > 0 {
+		t.Fatalf("store has problems after sync: %v", problems)
+	}
+}
+
+func TestSyncFromTwoSeeders(t *testing.T) {
+	sk, kr := testKeys(t)
+	a, b, c := newPeer(t, nil), newPeer(t, nil), newPeer(t, nil)
+	paths := closure(t, a.store, sk, 6, 700<<10, 1)
+	closure(t, b.store, sk, 6, 700<<10, 1) // b holds the same closure
+	connect(t, c, a, b)
+	root := paths[len(paths)-1].Path
+	var last Progress
+	rep, err := New(c.store, c.node, Options{Keys: kr, Progress: func(p Progress) { last = p }}).Sync(context.Background(), []store.Path{root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameClosure(t, a.store, c.store, paths)
+	if rep.PathsFetched != 6 || rep.BytesFetched != rep.NarBytes || !last.Done || last.PathsDone != 6 {
+		t.Fatalf("report %+v, last progress %+v", rep, last)
+	}
+	used := 0
+	for _, p := range rep.Peers {
+		if p.BytesFetched > 0 {
+			used++
+		}
+	}
+	if used != 2 {
+		t.Fatalf("fetched from %d peers, want both: %+v", used, rep.Peers)
+	}
+	// Nothing to do the second time.
+	rep, err = New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root})
+	if err != nil || rep.PathsFetched != 0 || rep.BytesFetched != 0 {
+		t.Fatalf("second sync: %+v %v", rep, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.home, "partial")); len(ents) != 0 {
+		t.Fatalf("spool files left: %v", ents)
+	}
+}
+
+func TestSyncRefusesUnsignedPaths(t *testing.T) {
+	sk, _ := testKeys(t)
+	_, otherKeys := testKeys(t)
+	a, c := newPeer(t, nil), newPeer(t, nil)
+	paths := closure(t, a.store, sk, 2, 10<<10, 2)
+	connect(t, c, a)
+	root := paths[1].Path
+	_, err := New(c.store, c.node, Options{Keys: otherKeys}).Sync(context.Background(), []store.Path{root})
+	if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "test-1") {
+		t.Fatalf("sync of paths signed by an untrusted key: %v", err)
+	}
+	if ok, _ := c.store.IsValid(root); ok {
+		t.Fatal("an untrusted path became valid")
+	}
+	// --no-check-sigs takes them.
+	if _, err := New(c.store, c.node, Options{NoCheckSigs: true}).Sync(context.Background(), []store.Path{root}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSyncReusesLocalChunks(t *testing.T) {
+	sk, kr := testKeys(t)
+	a, c := newPeer(t, nil), newPeer(t, nil)
+	// Generation 1 and 2 share a big file; only a small one differs.
+	big := make([]byte, 2<<20)
+	r := rand.New(rand.NewPCG(5, 5))
+	for i := range big {
+		big[i] = byte(r.Uint32())
+	}
+	mk := func(s *store.Store, gen int) *store.PathInfo {
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, "cfg"), 0o755)
+		os.WriteFile(filepath.Join(dir, "cfg", "big"), big, 0o644)
+		os.WriteFile(filepath.Join(dir, "cfg", "version"), []byte(fmt.Sprint("generation ", gen)), 0o644)
+		pi, err := s.AddTree(context.Background(), filepath.Join(dir, "cfg"), "cfg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pi
+	}
+	mk(a.store, 1)
+	g1c := mk(c.store, 1)
+	g2 := mk(a.store, 2)
+	_ = g1c
+	connect(t, c, a)
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{g2.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sk
+	if rep.BytesFetched*10 > rep.NarBytes || rep.BytesReused == 0 {
+		t.Fatalf("fetched %d of %d bytes (reused %d): local chunks not reused", rep.BytesFetched, rep.NarBytes, rep.BytesReused)
+	}
+	requireSameClosure(t, a.store, c.store, []*store.PathInfo{g2})
+}
+
+var _ = time.Second
