@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -46,17 +47,26 @@ type Runner func(ctx context.Context, a *Agent, req RunRequest, stdout, stderr i
 // Agent is a running trove agent.
 type Agent struct {
 	cfg   Config
+	Home  string
 	Store *store.Store
 	Node  *p2p.Node
 	Trust *p2p.TrustGroup
 	log   *slog.Logger
 
-	trustMu sync.Mutex // serialises trust-group edits and their saving
-	srv     *http.Server
-	ln      net.Listener
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	started time.Time
+	trustMu   sync.Mutex // serialises trust-group edits and their saving
+	srv       *http.Server
+	ln        net.Listener
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	started   time.Time
+	transfers atomic.Int32
+}
+
+// BeginTransfer counts a sync in flight for Status; call the result when
+// it ends.
+func (a *Agent) BeginTransfer() (end func()) {
+	a.transfers.Add(1)
+	return func() { a.transfers.Add(-1) }
 }
 
 // SocketPath is the control socket of a home.
@@ -107,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, Store: s, Trust: trust, log: cfg.Logger, started: time.Now()}
+	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now()}
 	a.Node, err = p2p.New(ctx, p2p.Config{
 		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: s,
 		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots,
@@ -203,6 +213,7 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 		PeerID: a.Node.ID().String(), PeersConnected: len(a.Node.ConnectedPeers()),
 		TrustGroup: len(a.Trust.Peers()), StorePaths: n, StoreBytes: bytes,
 		UptimeSeconds: int64(time.Since(a.started).Seconds()), Public: a.cfg.Public,
+		Transfers: int(a.transfers.Load()),
 	}
 	for _, m := range a.Node.Host().Addrs() {
 		st.Addrs = append(st.Addrs, m.String()+"/p2p/"+st.PeerID)

@@ -185,7 +185,8 @@ line is wrong.`,
 	}
 	add(groupSetup, newInitCmd(a), newIDCmd(a), newPeerCmd(a))
 	add(groupAgent, newAgentCmd(a), newStatusCmd(a), newPeersCmd(a))
-	add(groupStore, newAddCmd(a), newImportNixCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
+	add(groupStore, newAddCmd(a), newImportNixCmd(a), newSyncCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
+	add(groupSetup, newTrustCmd(a), newKeyCmd(a))
 	add(groupGC, newGCCmd(a), newRootsCmd(a))
 	add(groupNAR, newNARCmd(a))
 

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trove-p2p/trove/manifest"
+)
+
+func (a *app) keyring() (*manifest.Keyring, error) {
+	home, err := a.homeDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return nil, err
+	}
+	return manifest.LoadKeyring(manifest.TrustedKeysPath(home))
+}
+
+func newTrustCmd(a *app) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "trust",
+		Short: "Manage the public keys whose signatures make paths believable",
+		Long: `A path fetched from a peer is believed only if a trusted key signed it (or it
+is content-addressed). Keys are in Nix's format, NAME:BASE64, the same as
+Nix's trusted-public-keys and what nix-store --generate-binary-cache-key or
+trove key generate print. They are kept in $TROVE_HOME/trusted-keys.`,
+		Example: `  trove trust add cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=
+  trove trust list
+  trove trust remove cache.nixos.org-1`,
+		RunE: groupRunE,
+	}
+	add := &cobra.Command{
+		Use:     "add NAME:BASE64KEY...",
+		Short:   "Trust public keys",
+		Long:    "Trust each public key (NAME:BASE64 of 32 bytes); a key with the same name is replaced.",
+		Example: `  trove trust add laptop-1:x3kdt34NgfK5lwae4wX9xqxJmcAL9K4u7ftLAO74+e0=`,
+		Args:    minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kr, err := a.keyring()
+			if err != nil {
+				return err
+			}
+			for _, s := range args {
+				k, err := manifest.ParsePublicKey(s)
+				if err != nil {
+					return usageError{err}
+				}
+				if err := kr.Add(k); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "trusted %s\n", k.Name)
+			}
+			return nil
+		},
+	}
+	remove := &cobra.Command{
+		Use:     "remove NAME...",
+		Aliases: []string{"rm"},
+		Short:   "Stop trusting keys",
+		Long:    "Stop trusting the keys with these names.",
+		Example: `  trove trust remove laptop-1`,
+		Args:    minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kr, err := a.keyring()
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				ok, err := kr.Remove(name)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return fmt.Errorf("no trusted key is named %q (see trove trust list)", name)
+				}
+				fmt.Fprintf(a.stdout, "removed %s\n", name)
+			}
+			return nil
+		},
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List trusted keys",
+		Long:    "List the trusted public keys, one NAME:BASE64 per line.",
+		Example: `  trove trust list --json`,
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kr, err := a.keyring()
+			if err != nil {
+				return err
+			}
+			keys := kr.Keys()
+			if asJSON {
+				out := []string{}
+				for _, k := range keys {
+					out = append(out, k.String())
+				}
+				return writeJSON(a.stdout, out)
+			}
+			if len(keys) == 0 {
+				fmt.Fprintln(a.stderr, "no trusted keys: add one with trove trust add NAME:BASE64KEY")
+			}
+			for _, k := range keys {
+				fmt.Fprintln(a.stdout, k)
+			}
+			return nil
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.AddCommand(add, remove, list)
+	return c
+}
+
+func newKeyCmd(a *app) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "key",
+		Short: "Make signing keys",
+		Long: `Make signing keys in Nix's format, interchangeable with
+nix-store --generate-binary-cache-key.`,
+		Example: `  trove key generate laptop-1`,
+		RunE:    groupRunE,
+	}
+	var out string
+	gen := &cobra.Command{
+		Use:   "generate NAME",
+		Short: "Generate a signing key pair and print its public key",
+		Long: `Generate an Ed25519 key pair named NAME. The secret key is written (mode
+0600) to $TROVE_HOME/keys/NAME.secret, or to --out; the public key
+(NAME:BASE64) is printed, to give to "trove trust add" on other machines.`,
+		Example: `  trove key generate laptop-1
+  trove key generate laptop-1 --out ./laptop-1.secret`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sk, err := manifest.GenerateKey(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			file := out
+			if file == "" {
+				home, err := a.homeDir()
+				if err != nil {
+					return err
+				}
+				file = filepath.Join(home, "keys", args[0]+".secret")
+			} else {
+				file = a.abs(file)
+			}
+			if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("writing the secret key: %w (it is never overwritten; remove it first or pass --out)", err)
+			}
+			_, err = fmt.Fprintln(f, sk.String())
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "secret key written to %s\n", file)
+			fmt.Fprintln(a.stdout, sk.Public())
+			return nil
+		},
+	}
+	gen.Flags().StringVarP(&out, "out", "o", "", "write the secret key to `FILE`")
+	c.AddCommand(gen)
+	return c
+}
