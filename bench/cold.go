@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// cold: sync of the ≈1 GiB, ≈100-path closure from one seeder on loopback,
+// against real `nix copy --from http://127.0.0.1:PORT` from an uncompressed
+// binary cache of the same closure. Also reports the syncing process's
+// peak RSS (the memory scenario).
+func runCold(e *Env) ([]Result, error) {
+	if !HaveNix() {
+		return []Result{{Scenario: "cold", Skipped: "nix not installed"}}, nil
+	}
+	f, err := e.fixture("")
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.startSeeder("cold", f.Top)
+	if err != nil {
+		return nil, err
+	}
+	defer s.ag.Close()
+	cacheDir := filepath.Join(e.Dir, "cache-cold")
+	if err := MakeCache(e.Ctx, f, cacheDir); err != nil {
+		return nil, err
+	}
+	url, stop, err := serveCache(cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+
+	// Alternate the two, twice, and keep each one's best time.
+	var best *syncRun
+	var nixBest float64
+	for round := range 2 {
+		home, err := e.syncHome(fmt.Sprintf("cold-%d", round), s)
+		if err != nil {
+			return nil, err
+		}
+		r, err := e.troveSync(home, f.Top, s)
+		if err != nil {
+			return nil, err
+		}
+		if r.Report.BytesFetched != f.NarBytes {
+			return nil, fmt.Errorf("cold sync fetched %d bytes of a %d-byte closure", r.Report.BytesFetched, f.NarBytes)
+		}
+		if best == nil || r.Wall < best.Wall {
+			best = r
+		}
+		removeAll(home)
+		d, err := e.nixCopy(url, f.Top)
+		if err != nil {
+			return nil, err
+		}
+		if nixBest == 0 || d.Seconds() < nixBest {
+			nixBest = d.Seconds()
+		}
+		e.logf("cold round %d: trove %.2fs, nix copy %.2fs", round, r.Wall.Seconds(), d.Seconds())
+	}
+	size := fmt.Sprintf("%d paths, %s", len(f.Paths), human(f.NarBytes))
+	return []Result{
+		ratioRow(Result{Scenario: "cold", Metric: "sync wall time (" + size + ")", Unit: "s",
+			Trove: best.Wall.Seconds(), Baseline: nixBest, BaselineName: "nix copy --from http (loopback)", Target: "≤ 1.0×"}, 1.0, false),
+		{Scenario: "memory", Metric: "peak RSS of the syncing process (" + size + ")", Unit: "MiB",
+			Trove: float64(best.MaxRSS) / (1 << 20), Target: "≤ 200 MiB", Met: met(best.MaxRSS <= 200<<20)},
+	}, nil
+}
