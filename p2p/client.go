@@ -150,6 +150,46 @@ func (n *Node) infoBatch(ctx context.Context, p peer.ID, hashes []store.PathHash
 	return out, nil
 }
 
+// InfoClosure asks p for the infos of the closures of roots, in one round
+// trip. The result may be incomplete (the peer lacks a root, or the
+// answer was cut at the size cap); callers fill gaps with Info.
+func (n *Node) InfoClosure(ctx context.Context, p peer.ID, roots []store.PathHash) ([]*RemoteInfo, error) {
+	if len(roots) > MaxInfoHashes {
+		roots = roots[:MaxInfoHashes]
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	st, done, err := n.stream(ctx, p, ProtoInfo)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	req := InfoRequest{Hashes: make([][]byte, len(roots)), Closure: true}
+	for i := range roots {
+		req.Hashes[i] = roots[i][:]
+	}
+	if err := writeMsg(st, &req); err != nil {
+		return nil, fmt.Errorf("info request to %s: %w", p, err)
+	}
+	st.CloseWrite()
+	var resp InfoResponse
+	if err := readMsg(bufio.NewReaderSize(st, 64<<10), MaxInfoResponse, &resp); err != nil {
+		return nil, fmt.Errorf("info answer from %s: %w", p, err)
+	}
+	out := make([]*RemoteInfo, 0, len(resp.Infos))
+	for _, w := range resp.Infos {
+		if w == nil {
+			return nil, &BadDataError{Peer: p, Detail: "empty entry in a closure answer"}
+		}
+		pi, ix, err := FromWire(w)
+		if err != nil {
+			return nil, &BadDataError{Peer: p, Detail: err.Error()}
+		}
+		out = append(out, &RemoteInfo{Info: pi, Index: ix})
+	}
+	return out, nil
+}
+
 // ChunkWant is one thing to fetch over a chunks stream: a chunk by ID and
 // size, or a NAR byte range of a path.
 type ChunkWant struct {

@@ -21,6 +21,7 @@ type Content interface {
 	ChunkIndexOf(h store.PathHash) (store.ChunkIndex, error)
 	ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error)
 	WriteNAR(ctx context.Context, w io.Writer, p store.Path, off, n int64) error
+	Closure(roots ...store.Path) ([]*store.PathInfo, error)
 }
 
 var _ Content = (*store.Store)(nil)
@@ -124,6 +125,9 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 	if err != nil {
 		return err
 	}
+	if req.Closure {
+		return s.infoClosure(st, hashes)
+	}
 	resp := InfoResponse{Infos: make([]*WireInfo, len(hashes))}
 	size := 0
 	for i, h := range hashes {
@@ -136,10 +140,47 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 			continue
 		}
 		w := ToWire(pi, ix)
-		if size += len(w.ChunkIndex) + 1024; size > MaxInfoResponse {
+		n := len(w.ChunkIndex) + 1024
+		if size+n > MaxInfoResponse {
 			break // the client asks again for the rest
 		}
+		size += n
 		resp.Infos[i] = w
+	}
+	return reserve(st, size, func() error {
+		st.SetWriteDeadline(time.Now().Add(s.write))
+		return writeMsg(st, &resp)
+	})
+}
+
+// infoClosure answers a Closure info request: the infos of everything in
+// the closures of the requested paths it holds, references first.
+func (s *server) infoClosure(st network.Stream, hashes []store.PathHash) error {
+	var roots []store.Path
+	for _, h := range hashes {
+		if pi, err := s.content.PathInfo(h); err == nil {
+			roots = append(roots, pi.Path)
+		}
+	}
+	var resp InfoResponse
+	size := 0
+	if len(roots) > 0 {
+		infos, err := s.content.Closure(roots...)
+		if err != nil {
+			return err
+		}
+		for _, pi := range infos {
+			ix, err := s.content.ChunkIndexOf(pi.Path.Hash)
+			if err != nil {
+				continue
+			}
+			w := ToWire(pi, ix)
+			if size += len(w.ChunkIndex) + 1024; size > MaxInfoResponse {
+				resp.Truncated = true // the client asks level by level for the rest
+				break
+			}
+			resp.Infos = append(resp.Infos, w)
+		}
 	}
 	return reserve(st, size, func() error {
 		st.SetWriteDeadline(time.Now().Add(s.write))

@@ -49,15 +49,20 @@ type HaveResponse struct {
 	Bitmap []byte `cbor:"1,keyasint"`
 }
 
-// InfoRequest asks for the PathInfos and chunk indexes of store paths.
+// InfoRequest asks for the PathInfos and chunk indexes of store paths, or,
+// with Closure, of everything in their closures (one round trip instead of
+// one per level of the reference graph).
 type InfoRequest struct {
-	Hashes [][]byte `cbor:"1,keyasint"`
+	Hashes  [][]byte `cbor:"1,keyasint"`
+	Closure bool     `cbor:"2,keyasint,omitempty"`
 }
 
 // InfoResponse has one entry per requested hash, nil where the peer does not
-// hold the path.
+// hold the path. For a Closure request it lists the closure instead,
+// references first, and Truncated says the size cap cut it short.
 type InfoResponse struct {
-	Infos []*WireInfo `cbor:"1,keyasint"`
+	Infos     []*WireInfo `cbor:"1,keyasint"`
+	Truncated bool        `cbor:"2,keyasint,omitempty"`
 }
 
 // WireInfo is a PathInfo as it travels, with its encoded chunk index.

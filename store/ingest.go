@@ -36,7 +36,7 @@ var ErrHashMismatch = errors.New("NAR hash mismatch")
 // sha256, skeleton and chunk index in the same pass: parsing, hashing and
 // writing on this goroutine, chunking and BLAKE3 on another. Nothing is
 // synced yet. The caller owns the returned tree.
-func (s *Store) stage(ctx context.Context, r io.Reader) (*staged, error) {
+func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*staged, error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	st := &staged{tmp: filepath.Join(s.treeDir, ".tmp-"+hex.EncodeToString(rnd[:]))}
@@ -48,8 +48,15 @@ func (s *Store) stage(ctx context.Context, r io.Reader) (*staged, error) {
 	chunked := make(chan error, 1)
 	h := sha256.New()
 	go func() {
-		ix, err := ChunkNAR(io.TeeReader(cp, h))
-		st.index = ix
+		var err error
+		if known != nil {
+			// The caller verified every chunk against this index while
+			// assembling the NAR; only the hash is left to compute.
+			st.index = known
+			_, err = io.Copy(h, cp)
+		} else {
+			st.index, err = ChunkNAR(io.TeeReader(cp, h))
+		}
 		cp.CloseRead(err) // unblock the writer if chunking failed
 		chunked <- err
 	}()
@@ -71,6 +78,10 @@ func (s *Store) stage(ctx context.Context, r io.Reader) (*staged, error) {
 		return nil, err
 	}
 	st.narSize = uint64(size)
+	if known != nil && known.NarSize() != st.narSize {
+		removeTree(st.tmp)
+		return nil, fmt.Errorf("%w: the chunk index covers %d bytes, the NAR has %d", ErrHashMismatch, known.NarSize(), st.narSize)
+	}
 	copy(st.narHash[:], h.Sum(nil))
 	st.skel = newSkeleton(nr.segs)
 	return st, nil
@@ -170,12 +181,19 @@ func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
 // info.NarHash and info.NarSize, when set, must match what arrives; on any
 // mismatch or error nothing becomes valid. Its references must be valid.
 func (s *Store) AddNAR(ctx context.Context, info *PathInfo, r io.Reader) (*PathInfo, error) {
+	return s.AddNARIndexed(ctx, info, nil, r)
+}
+
+// AddNARIndexed is AddNAR for a NAR whose chunk index the caller knows and
+// has verified chunk by chunk while assembling r (as sync does), so the
+// store need not cut and hash the chunks again. nil means unknown.
+func (s *Store) AddNARIndexed(ctx context.Context, info *PathInfo, index ChunkIndex, r io.Reader) (*PathInfo, error) {
 	defer s.pathLock(info.Path.Hash)()
 	if pi, err := s.Lookup(info.Path); err == nil {
 		// Already valid: drain nothing, the caller may skip sending.
 		return pi, nil
 	}
-	st, err := s.stage(ctx, r)
+	st, err := s.stage(ctx, r, index)
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", info.Path.Abs(s.storeDir), err)
 	}
@@ -238,7 +256,7 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error
 		_, err := DumpNAR(pipe, src)
 		pipe.CloseWrite(err)
 	}()
-	st, err := s.stage(ctx, pipe)
+	st, err := s.stage(ctx, pipe, nil)
 	pipe.CloseRead(errors.New("stopped reading"))
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", src, err)
