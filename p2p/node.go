@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
@@ -75,7 +76,7 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	static map[peer.ID]peer.AddrInfo // peers kept connected
+	static map[peer.ID]chan struct{} // peers kept connected → wakes their dialler
 	bw     *metrics.BandwidthCounter
 }
 
@@ -108,7 +109,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic}, log: cfg.Logger,
-		static: map[peer.ID]peer.AddrInfo{}, bw: metrics.NewBandwidthCounter(),
+		static: map[peer.ID]chan struct{}{}, bw: metrics.NewBandwidthCounter(),
 	}
 	h, err := libp2p.New(
 		libp2p.Identity(cfg.Key),
@@ -222,14 +223,28 @@ func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 }
 
 // KeepConnected dials p now and again with backoff whenever it is not
-// connected, until the node closes.
+// connected, until the node closes. Calling it again for a peer already
+// kept (mDNS saw it again, say) wakes the dialler at once and clears
+// libp2p's own dial backoff, so a healed link reconnects in moments.
 func (n *Node) KeepConnected(ai peer.AddrInfo) {
 	n.mu.Lock()
-	_, running := n.static[ai.ID]
-	n.static[ai.ID] = ai
+	wake, running := n.static[ai.ID]
+	if !running {
+		wake = make(chan struct{}, 1)
+		n.static[ai.ID] = wake
+	}
 	n.mu.Unlock()
 	n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
 	if running {
+		if n.host.Network().Connectedness(ai.ID) != network.Connected {
+			if sw, ok := n.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+				sw.Backoff().Clear(ai.ID)
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
 		return
 	}
 	n.wg.Add(1)
@@ -237,26 +252,28 @@ func (n *Node) KeepConnected(ai peer.AddrInfo) {
 		defer n.wg.Done()
 		backoff := time.Second
 		for {
-			if n.host.Network().Connectedness(ai.ID) != network.Connected {
+			if n.host.Network().Connectedness(ai.ID) == network.Connected {
+				// Reset only for a connection that lasted: a peer whose gater
+				// refuses us completes the handshake and then closes.
+				backoff = time.Second
+			} else {
 				ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 				err := n.host.Connect(ctx, peer.AddrInfo{ID: ai.ID, Addrs: n.host.Peerstore().Addrs(ai.ID)})
 				cancel()
 				if err != nil {
 					n.log.Debug("cannot reach peer; will retry", "peer", ai.ID, "in", backoff, "err", err)
 				} else {
-					n.log.Info("connected to peer", "peer", ai.ID)
-					backoff = time.Second
+					n.log.Debug("dialled peer", "peer", ai.ID)
 				}
+				backoff = min(backoff*2, 2*time.Minute)
 			}
 			// Jitter keeps a room of agents from redialling in lockstep.
 			wait := backoff/2 + rand.N(backoff/2+1)
 			select {
 			case <-n.ctx.Done():
 				return
+			case <-wake:
 			case <-time.After(wait):
-			}
-			if n.host.Network().Connectedness(ai.ID) != network.Connected {
-				backoff = min(backoff*2, 2*time.Minute)
 			}
 		}
 	}()
