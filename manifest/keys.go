@@ -115,9 +115,10 @@ func (k PublicKey) Verify(msg, sig string) bool {
 // "name:base64" per line (the format of Nix's trusted-public-keys). It is
 // safe for concurrent use.
 type Keyring struct {
-	mu   sync.RWMutex
-	file string
-	keys []PublicKey
+	mu      sync.RWMutex
+	file    string
+	keys    []PublicKey
+	configs map[string][]string // key name → configuration names it may sign ("*" = any)
 }
 
 // TrustedKeysPath is the keyring file of a trove home.
@@ -125,7 +126,7 @@ func TrustedKeysPath(home string) string { return filepath.Join(home, "trusted-k
 
 // LoadKeyring reads the keyring file; a missing file is an empty keyring.
 func LoadKeyring(file string) (*Keyring, error) {
-	kr := &Keyring{file: file}
+	kr := &Keyring{file: file, configs: map[string][]string{}}
 	b, err := os.ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
 		return kr, nil
@@ -139,9 +140,17 @@ func LoadKeyring(file string) (*Keyring, error) {
 		if s == "" || strings.HasPrefix(s, "#") {
 			continue
 		}
-		k, err := ParsePublicKey(s)
+		keyStr, scope, _ := strings.Cut(s, " ")
+		k, err := ParsePublicKey(keyStr)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", file, line, err)
+		}
+		if scope = strings.TrimSpace(scope); scope != "" {
+			list, ok := strings.CutPrefix(scope, "configs=")
+			if !ok {
+				return nil, fmt.Errorf("%s:%d: after the key, only configs=NAME,... may follow", file, line)
+			}
+			kr.configs[k.Name] = strings.Split(list, ",")
 		}
 		kr.keys = append(kr.keys, k)
 	}
@@ -156,18 +165,62 @@ func (kr *Keyring) Keys() []PublicKey {
 }
 
 // Add trusts k (replacing a key of the same name) and saves the file.
-func (kr *Keyring) Add(k PublicKey) error {
+// configs are the configuration names k may publish ("*" for any); with
+// none, k vouches for store paths only.
+func (kr *Keyring) Add(k PublicKey, configs ...string) error {
+	for _, c := range configs {
+		if c != "*" {
+			if err := CheckName(c); err != nil {
+				return err
+			}
+		}
+	}
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	kr.keys = slices.DeleteFunc(kr.keys, func(o PublicKey) bool { return o.Name == k.Name })
 	kr.keys = append(kr.keys, k)
+	delete(kr.configs, k.Name)
+	if len(configs) > 0 {
+		kr.configs[k.Name] = slices.Clone(configs)
+	}
 	return kr.save()
+}
+
+// Configs returns the configuration names key name may publish.
+func (kr *Keyring) Configs(name string) []string {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return slices.Clone(kr.configs[name])
+}
+
+// ErrUntrustedPublisher is wrapped when a manifest's publisher is not
+// trusted for its configuration name.
+var ErrUntrustedPublisher = errors.New("publisher is not trusted for this configuration")
+
+// VerifyManifest checks that m's publisher key is trusted for m's name.
+// (Decode already checked the signature against that key.)
+func (kr *Keyring) VerifyManifest(m *Manifest) error {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	for _, k := range kr.keys {
+		if k.Name != m.Publisher.Name || !bytes.Equal(k.Key, m.Publisher.Key) {
+			continue
+		}
+		for _, c := range kr.configs[k.Name] {
+			if c == "*" || c == m.Name {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: %w: key %s is trusted, but not for %q; run `trove trust add %s --config %s`", m.Name, ErrUntrustedPublisher, k.Name, m.Name, k, m.Name)
+	}
+	return fmt.Errorf("%s: %w: it is signed by %s, which is not a trusted key; run `trove trust add %s --config %s` if you trust it", m.Name, ErrUntrustedPublisher, m.Publisher.Name, m.Publisher, m.Name)
 }
 
 // Remove stops trusting the key named name; it reports whether there was one.
 func (kr *Keyring) Remove(name string) (bool, error) {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
+	delete(kr.configs, name)
 	n := len(kr.keys)
 	kr.keys = slices.DeleteFunc(kr.keys, func(o PublicKey) bool { return o.Name == name })
 	if len(kr.keys) == n {
@@ -180,7 +233,11 @@ func (kr *Keyring) save() error {
 	var b strings.Builder
 	b.WriteString("# Public keys trove trusts (NAME:BASE64, as Nix's trusted-public-keys).\n")
 	for _, k := range kr.keys {
-		b.WriteString(k.String() + "\n")
+		b.WriteString(k.String())
+		if c := kr.configs[k.Name]; len(c) > 0 {
+			b.WriteString(" configs=" + strings.Join(c, ","))
+		}
+		b.WriteString("\n")
 	}
 	tmp := kr.file + ".tmp"
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {

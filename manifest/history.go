@@ -1,0 +1,173 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// History keeps the manifests this machine knows, one file per generation
+// under <home>/manifests/<name>/<generation>.manifest. Only manifests that
+// decode, verify, and carry a signature from a key trusted for their name
+// get in; a generation at or below the newest known is refused unless it is
+// the very same manifest, so a peer cannot replay or downgrade.
+type History struct {
+	dir  string
+	keys *Keyring
+	mu   sync.Mutex
+}
+
+// ManifestsDir is where a home keeps manifests.
+func ManifestsDir(home string) string { return filepath.Join(home, "manifests") }
+
+// OpenHistory opens the history of a home.
+func OpenHistory(home string, keys *Keyring) *History {
+	return &History{dir: ManifestsDir(home), keys: keys}
+}
+
+// ErrStale means a manifest is not newer than what is already known.
+var ErrStale = errors.New("not newer than the newest known generation")
+
+// Add verifies and stores an encoded manifest. It returns the manifest and
+// whether it was new.
+func (h *History) Add(b []byte) (*Manifest, bool, error) {
+	m, err := Decode(b)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := h.keys.VerifyManifest(m); err != nil {
+		return nil, false, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	newest, err := h.newestGen(m.Name)
+	if err != nil {
+		return nil, false, err
+	}
+	file := h.file(m.Name, m.Generation)
+	if m.Generation <= newest {
+		if old, err := os.ReadFile(file); err == nil && string(old) == string(b) {
+			return m, false, nil // the same manifest again
+		}
+		return nil, false, fmt.Errorf("%s generation %d: %w (%d)", m.Name, m.Generation, ErrStale, newest)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return nil, false, err
+	}
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return nil, false, err
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return nil, false, err
+	}
+	return m, true, nil
+}
+
+func (h *History) file(name string, gen uint64) string {
+	return filepath.Join(h.dir, name, strconv.FormatUint(gen, 10)+".manifest")
+}
+
+// Generations lists the generation numbers known for name, ascending.
+func (h *History) Generations(name string) ([]uint64, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(filepath.Join(h.dir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, e := range ents {
+		s, ok := strings.CutSuffix(e.Name(), ".manifest")
+		if !ok {
+			continue
+		}
+		if g, err := strconv.ParseUint(s, 10, 64); err == nil && g > 0 {
+			out = append(out, g)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (h *History) newestGen(name string) (uint64, error) {
+	gens, err := h.Generations(name)
+	if err != nil || len(gens) == 0 {
+		return 0, err
+	}
+	return gens[len(gens)-1], nil
+}
+
+// ErrUnknown means no such manifest is known here.
+var ErrUnknown = errors.New("no such configuration generation is known here")
+
+// Get returns generation gen of name (0 = the newest), verified again.
+func (h *History) Get(name string, gen uint64) (*Manifest, []byte, error) {
+	if err := CheckName(name); err != nil {
+		return nil, nil, err
+	}
+	if gen == 0 {
+		g, err := h.newestGen(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if g == 0 {
+			return nil, nil, fmt.Errorf("%s: %w", name, ErrUnknown)
+		}
+		gen = g
+	}
+	b, err := os.ReadFile(h.file(name, gen))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%s@%d: %w", name, gen, ErrUnknown)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := Decode(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", h.file(name, gen), err)
+	}
+	return m, b, nil
+}
+
+// Names lists the configurations with at least one known generation.
+func (h *History) Names() ([]string, error) {
+	ents, err := os.ReadDir(h.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && CheckName(e.Name()) == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// ParseRef parses NAME or NAME@N (N ≥ 1); gen 0 means the newest.
+func ParseRef(s string) (name string, gen uint64, err error) {
+	name, g, ok := strings.Cut(s, "@")
+	if err := CheckName(name); err != nil {
+		return "", 0, err
+	}
+	if ok {
+		gen, err = strconv.ParseUint(g, 10, 64)
+		if err != nil || gen == 0 {
+			return "", 0, fmt.Errorf("%q: the generation after @ must be a number from 1", s)
+		}
+	}
+	return name, gen, nil
+}

@@ -1,0 +1,329 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+	"github.com/zeebo/blake3"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// Manifest is one signed generation of a named configuration: its root
+// store path, how to activate it, and the PathInfos (with chunk index IDs)
+// of its whole closure, so a follower can believe every path and every
+// chunk index through this one signature.
+type Manifest struct {
+	Name       string
+	Generation uint64
+	Root       store.Path
+	Activate   string // command relative to the root, "" for none
+	Created    time.Time
+	Publisher  PublicKey
+	Previous   ID // zero for generation 1
+	Paths      []*store.PathInfo
+	Sig        string // Publisher's signature of the body
+}
+
+// ID content-addresses a signed manifest: BLAKE3 of its encoding.
+type ID [32]byte
+
+// IsZero reports whether id is unset.
+func (id ID) IsZero() bool { return id == ID{} }
+
+// CID renders the ID as a CIDv1 (raw, blake3).
+func (id ID) CID() cid.Cid {
+	m, _ := mh.Encode(id[:], mh.BLAKE3)
+	return cid.NewCidV1(cid.Raw, m)
+}
+
+func (id ID) String() string { return id.CID().String() }
+
+// ParseID parses the string form of an ID.
+func ParseID(s string) (ID, error) {
+	c, err := store.ParseChunkID(s) // same shape: CIDv1 raw blake3-256
+	return ID(c), err
+}
+
+// Limits on what a manifest may hold: a hostile one cannot make us
+// allocate without bound.
+const (
+	MaxManifestSize = 64 << 20
+	maxPaths        = 1 << 20
+	maxNameLen      = 64
+)
+
+// CheckName validates a configuration name: 1–64 characters of
+// A-Z a-z 0-9 . _ -, not starting with '.' or '-'. Names become file and
+// topic names, so "/" and ".." are impossible by construction.
+func CheckName(name string) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("configuration name %q: 1 to %d characters", name, maxNameLen)
+	}
+	if name[0] == '.' || name[0] == '-' {
+		return fmt.Errorf("configuration name %q: must not start with '.' or '-'", name)
+	}
+	for _, c := range []byte(name) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("configuration name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}
+
+// checkActivate validates the activation command path: relative, inside
+// the root, clean.
+func checkActivate(rel string) error {
+	if rel == "" {
+		return nil
+	}
+	if path.IsAbs(rel) || path.Clean(rel) != rel || rel == "." || strings.HasPrefix(rel, "../") || rel == ".." || strings.ContainsRune(rel, 0) {
+		return fmt.Errorf("activation command %q: must be a clean path relative to the root, like bin/activate", rel)
+	}
+	return nil
+}
+
+// wire forms. Integer keys keep the encoding compact; Core Deterministic
+// Encoding makes it canonical, so the signature and the ID are stable.
+type wireBody struct {
+	Version    uint64     `cbor:"1,keyasint"`
+	Name       string     `cbor:"2,keyasint"`
+	Generation uint64     `cbor:"3,keyasint"`
+	Root       string     `cbor:"4,keyasint"`
+	Activate   string     `cbor:"5,keyasint,omitempty"`
+	Created    int64      `cbor:"6,keyasint"`
+	Publisher  string     `cbor:"7,keyasint"`
+	Previous   []byte     `cbor:"8,keyasint,omitempty"`
+	Paths      []wirePath `cbor:"9,keyasint"`
+}
+
+type wirePath struct {
+	Path       string   `cbor:"1,keyasint"`
+	NarHash    []byte   `cbor:"2,keyasint"`
+	NarSize    uint64   `cbor:"3,keyasint"`
+	References []string `cbor:"4,keyasint,omitempty"`
+	Deriver    string   `cbor:"5,keyasint,omitempty"`
+	CA         string   `cbor:"6,keyasint,omitempty"`
+	ChunkIndex []byte   `cbor:"7,keyasint"`
+}
+
+type wireSigned struct {
+	Body []byte `cbor:"1,keyasint"`
+	Sig  string `cbor:"2,keyasint"`
+}
+
+const formatVersion = 1
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic(err)
+	}
+	if decMode, err = (cbor.DecOptions{
+		DupMapKey: cbor.DupMapKeyEnforcedAPF, MaxNestedLevels: 8, MaxArrayElements: maxPaths,
+		MaxMapPairs: 16, IndefLength: cbor.IndefLengthForbidden, TagsMd: cbor.TagsForbidden,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}).DecMode(); err != nil {
+		panic(err)
+	}
+}
+
+// signedMessage is what the publisher signs: a domain prefix (so a
+// manifest signature can never pass as a Nix path signature) and the body.
+func signedMessage(body []byte) string { return "trove-manifest-1\n" + string(body) }
+
+func (m *Manifest) body() ([]byte, error) {
+	if err := CheckName(m.Name); err != nil {
+		return nil, err
+	}
+	if err := checkActivate(m.Activate); err != nil {
+		return nil, err
+	}
+	w := wireBody{
+		Version: formatVersion, Name: m.Name, Generation: m.Generation, Root: m.Root.String(),
+		Activate: m.Activate, Created: m.Created.Unix(), Publisher: m.Publisher.String(),
+	}
+	if !m.Previous.IsZero() {
+		w.Previous = m.Previous[:]
+	}
+	for _, pi := range m.Paths {
+		wp := wirePath{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize, CA: pi.CA, ChunkIndex: pi.ChunkIndex[:]}
+		for _, r := range pi.References {
+			wp.References = append(wp.References, r.String())
+		}
+		if !pi.Deriver.IsZero() {
+			wp.Deriver = pi.Deriver.String()
+		}
+		w.Paths = append(w.Paths, wp)
+	}
+	return encMode.Marshal(w)
+}
+
+// Sign fills Publisher and Sig, after checking the manifest is well-formed
+// and its closure closed.
+func (m *Manifest) Sign(k SecretKey) error {
+	m.Publisher = k.Public()
+	slices.SortFunc(m.Paths, func(a, b *store.PathInfo) int { return a.Path.Compare(b.Path) })
+	if err := m.checkClosure(); err != nil {
+		return err
+	}
+	b, err := m.body()
+	if err != nil {
+		return err
+	}
+	m.Sig = k.Sign(signedMessage(b))
+	return nil
+}
+
+// Encode is the signed manifest's canonical bytes.
+func (m *Manifest) Encode() ([]byte, error) {
+	if m.Sig == "" {
+		return nil, errors.New("manifest is not signed")
+	}
+	b, err := m.body()
+	if err != nil {
+		return nil, err
+	}
+	return encMode.Marshal(wireSigned{Body: b, Sig: m.Sig})
+}
+
+// ID is the content address of the signed manifest.
+func (m *Manifest) ID() (ID, error) {
+	b, err := m.Encode()
+	if err != nil {
+		return ID{}, err
+	}
+	return ID(blake3.Sum256(b)), nil
+}
+
+// ErrBadManifest is wrapped by every decoding and verification failure.
+var ErrBadManifest = errors.New("invalid manifest")
+
+// Decode parses a signed manifest strictly and checks its signature
+// against its own publisher key and that its closure is closed. Whether
+// that key is trusted for the name is the Keyring's question (Verify).
+func Decode(b []byte) (*Manifest, error) {
+	bad := func(f string, a ...any) (*Manifest, error) {
+		return nil, fmt.Errorf("%w: %s", ErrBadManifest, fmt.Sprintf(f, a...))
+	}
+	if len(b) > MaxManifestSize {
+		return bad("%d bytes, at most %d", len(b), MaxManifestSize)
+	}
+	var s wireSigned
+	if err := decMode.Unmarshal(b, &s); err != nil {
+		return bad("%v", err)
+	}
+	var w wireBody
+	if err := decMode.Unmarshal(s.Body, &w); err != nil {
+		return bad("%v", err)
+	}
+	if w.Version != formatVersion {
+		return bad("format version %d; this trove reads version %d (upgrade trove)", w.Version, formatVersion)
+	}
+	m := &Manifest{Name: w.Name, Generation: w.Generation, Activate: w.Activate, Created: time.Unix(w.Created, 0), Sig: s.Sig}
+	if err := CheckName(w.Name); err != nil {
+		return bad("%v", err)
+	}
+	if err := checkActivate(w.Activate); err != nil {
+		return bad("%v", err)
+	}
+	if w.Generation == 0 {
+		return bad("generation 0")
+	}
+	var err error
+	if m.Root, err = store.ParseBase(w.Root); err != nil {
+		return bad("root: %v", err)
+	}
+	if m.Publisher, err = ParsePublicKey(w.Publisher); err != nil {
+		return bad("%v", err)
+	}
+	if len(w.Previous) != 0 {
+		if len(w.Previous) != 32 {
+			return bad("previous manifest ID has %d bytes", len(w.Previous))
+		}
+		m.Previous = ID(w.Previous)
+	}
+	for _, wp := range w.Paths {
+		pi := &store.PathInfo{NarSize: wp.NarSize, CA: wp.CA}
+		if pi.Path, err = store.ParseBase(wp.Path); err != nil {
+			return bad("path: %v", err)
+		}
+		if len(wp.NarHash) != 32 || wp.NarSize == 0 || len(wp.ChunkIndex) != 32 {
+			return bad("%s: bad narHash, narSize or chunk index ID", wp.Path)
+		}
+		pi.NarHash, pi.ChunkIndex = store.Hash(wp.NarHash), store.ChunkID(wp.ChunkIndex)
+		for _, r := range wp.References {
+			ref, err := store.ParseBase(r)
+			if err != nil {
+				return bad("%s: reference: %v", wp.Path, err)
+			}
+			pi.References = append(pi.References, ref)
+		}
+		if !slices.IsSortedFunc(pi.References, store.Path.Compare) {
+			return bad("%s: references not sorted", wp.Path)
+		}
+		if wp.Deriver != "" {
+			if pi.Deriver, err = store.ParseBase(wp.Deriver); err != nil {
+				return bad("%s: deriver: %v", wp.Path, err)
+			}
+		}
+		m.Paths = append(m.Paths, pi)
+	}
+	if !slices.IsSortedFunc(m.Paths, func(a, b *store.PathInfo) int { return a.Path.Compare(b.Path) }) {
+		return bad("paths not sorted")
+	}
+	// Re-encoding must give the same body: the encoding is canonical.
+	if again, err := m.body(); err != nil || string(again) != string(s.Body) {
+		return bad("not in canonical form")
+	}
+	if !m.Publisher.Verify(signedMessage(s.Body), s.Sig) {
+		return bad("signature does not verify with its publisher key %s", m.Publisher.Name)
+	}
+	if err := m.checkClosure(); err != nil {
+		return bad("%v", err)
+	}
+	return m, nil
+}
+
+// checkClosure requires the root and every reference to be listed.
+func (m *Manifest) checkClosure() error {
+	have := make(map[store.Path]bool, len(m.Paths))
+	for _, pi := range m.Paths {
+		if have[pi.Path] {
+			return fmt.Errorf("%s is listed twice", pi.Path)
+		}
+		have[pi.Path] = true
+	}
+	if !have[m.Root] {
+		return fmt.Errorf("the root %s is not among the manifest's paths", m.Root)
+	}
+	for _, pi := range m.Paths {
+		for _, r := range pi.References {
+			if !have[r] {
+				return fmt.Errorf("the closure is not closed: %s refers to %s, which is not listed", pi.Path, r)
+			}
+		}
+	}
+	return nil
+}
+
+// Vouched returns the manifest's PathInfos by hash, for sync.Options.Vouched.
+func (m *Manifest) Vouched() map[store.PathHash]*store.PathInfo {
+	out := make(map[store.PathHash]*store.PathInfo, len(m.Paths))
+	for _, pi := range m.Paths {
+		out[pi.Path.Hash] = pi
+	}
+	return out
+}

@@ -1,0 +1,217 @@
+package manifest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+func testPath(t testing.TB, name string) store.Path {
+	p, err := store.MakePath(store.DefaultStoreDir, "output:out", store.Hash(sha256.Sum256([]byte(name))), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func testManifest(t testing.TB, gen uint64) *Manifest {
+	leaf, root := testPath(t, "leaf"), testPath(t, "system")
+	return &Manifest{
+		Name: "laptop", Generation: gen, Root: root, Activate: "bin/activate",
+		Created: time.Unix(1_790_000_000, 0),
+		Paths: []*store.PathInfo{
+			{Path: root, NarHash: store.Hash{1}, NarSize: 100, References: []store.Path{leaf}, ChunkIndex: store.ChunkID{2}},
+			{Path: leaf, NarHash: store.Hash{3}, NarSize: 50, ChunkIndex: store.ChunkID{4}},
+		},
+	}
+}
+
+func signed(t testing.TB, m *Manifest, k SecretKey) []byte {
+	t.Helper()
+	if err := m.Sign(k); err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestManifestRoundTrip(t *testing.T) {
+	k, _ := GenerateKey("laptop-1")
+	m := testManifest(t, 1)
+	b := signed(t, m, k)
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "laptop" || got.Generation != 1 || got.Root != m.Root || got.Activate != "bin/activate" ||
+		len(got.Paths) != 2 || got.Publisher.String() != k.Public().String() {
+		t.Fatalf("decoded %+v", got)
+	}
+	again, _ := got.Encode()
+	if !bytes.Equal(again, b) {
+		t.Fatal("re-encoding differs: not canonical")
+	}
+	id1, _ := m.ID()
+	id2, _ := got.ID()
+	if id1 != id2 || id1.IsZero() {
+		t.Fatal("IDs differ")
+	}
+	if back, err := ParseID(id1.String()); err != nil || back != id1 {
+		t.Fatalf("ParseID(%s) = %v, %v", id1, back, err)
+	}
+}
+
+// TestTamperedManifestsAreRefused changes each field after signing.
+func TestTamperedManifestsAreRefused(t *testing.T) {
+	k, _ := GenerateKey("laptop-1")
+	other, _ := GenerateKey("laptop-1") // same name, different key
+	for _, tc := range []struct {
+		name   string
+		tamper func(m *Manifest)
+	}{
+		{"name", func(m *Manifest) { m.Name = "desktop" }},
+		{"generation", func(m *Manifest) { m.Generation = 99 }},
+		{"root", func(m *Manifest) { m.Root = m.Paths[1].Path }},
+		{"activate", func(m *Manifest) { m.Activate = "bin/evil" }},
+		{"created", func(m *Manifest) { m.Created = m.Created.Add(time.Hour) }},
+		{"previous", func(m *Manifest) { m.Previous = ID{9} }},
+		{"narHash", func(m *Manifest) { m.Paths[0].NarHash[0] ^= 1 }},
+		{"narSize", func(m *Manifest) { m.Paths[1].NarSize++ }},
+		{"chunk index", func(m *Manifest) { m.Paths[1].ChunkIndex[0] ^= 1 }},
+		{"references", func(m *Manifest) { m.Paths[0].References = nil }},
+		{"publisher", func(m *Manifest) { m.Publisher = other.Public() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testManifest(t, 1)
+			signed(t, m, k)
+			tc.tamper(m)
+			sig := m.Sig
+			b, err := m.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Decode(b); !errors.Is(err, ErrBadManifest) {
+				t.Fatalf("tampered %s (sig %s...) decoded: %v", tc.name, sig[:12], err)
+			}
+		})
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	k, _ := GenerateKey("laptop-1")
+	notClosed := testManifest(t, 1)
+	notClosed.Paths = notClosed.Paths[:1] // root refers to leaf, not listed
+	if err := notClosed.Sign(k); err == nil || !strings.Contains(err.Error(), "not closed") {
+		t.Fatalf("signing an open closure: %v", err)
+	}
+	for _, name := range []string{"", "a/b", "..", ".hidden", "-x", "x y", strings.Repeat("a", 65)} {
+		m := testManifest(t, 1)
+		m.Name = name
+		if err := m.Sign(k); err == nil {
+			t.Errorf("signed a manifest named %q", name)
+		}
+	}
+	for _, act := range []string{"/bin/sh", "../x", "a/../../b", "./x"} {
+		m := testManifest(t, 1)
+		m.Activate = act
+		if err := m.Sign(k); err == nil {
+			t.Errorf("signed activation %q", act)
+		}
+	}
+	for _, b := range [][]byte{nil, []byte("garbage"), bytes.Repeat([]byte{0x9f}, 10)} {
+		if _, err := Decode(b); !errors.Is(err, ErrBadManifest) {
+			t.Errorf("Decode(%q) = %v", b, err)
+		}
+	}
+}
+
+func TestHistoryTrustAndReplay(t *testing.T) {
+	home := t.TempDir()
+	k, _ := GenerateKey("laptop-1")
+	kr, _ := LoadKeyring(filepath.Join(home, "trusted-keys"))
+	h := OpenHistory(home, kr)
+	g1 := signed(t, testManifest(t, 1), k)
+	if _, _, err := h.Add(g1); !errors.Is(err, ErrUntrustedPublisher) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	kr.Add(k.Public()) // trusted for paths only
+	if _, _, err := h.Add(g1); !errors.Is(err, ErrUntrustedPublisher) || !strings.Contains(err.Error(), "--config laptop") {
+		t.Fatalf("key not trusted for the name: %v", err)
+	}
+	kr.Add(k.Public(), "laptop")
+	if _, isNew, err := h.Add(g1); err != nil || !isNew {
+		t.Fatalf("trusted g1: %v %v", isNew, err)
+	}
+	if _, isNew, err := h.Add(g1); err != nil || isNew {
+		t.Fatalf("same manifest again: %v %v", isNew, err)
+	}
+	g2m := testManifest(t, 2)
+	g2 := signed(t, g2m, k)
+	if _, _, err := h.Add(g2); err != nil {
+		t.Fatal(err)
+	}
+	// A different generation 1 (replay/downgrade) is refused.
+	old := testManifest(t, 1)
+	old.Activate = "bin/other"
+	if _, _, err := h.Add(signed(t, old, k)); !errors.Is(err, ErrStale) {
+		t.Fatalf("replayed generation 1: %v", err)
+	}
+	m, _, err := h.Get("laptop", 0)
+	if err != nil || m.Generation != 2 {
+		t.Fatalf("newest = %v, %v", m, err)
+	}
+	if gens, _ := h.Generations("laptop"); fmt.Sprint(gens) != "[1 2]" {
+		t.Fatalf("generations %v", gens)
+	}
+	if _, _, err := h.Get("laptop", 7); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("absent generation: %v", err)
+	}
+	// The keyring file keeps scopes across a reload.
+	again, err := LoadKeyring(filepath.Join(home, "trusted-keys"))
+	if err != nil || fmt.Sprint(again.Configs("laptop-1")) != "[laptop]" {
+		t.Fatalf("reloaded scopes %v, %v", again.Configs("laptop-1"), err)
+	}
+}
+
+func TestParseRef(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		name string
+		gen  uint64
+		ok   bool
+	}{{"laptop", "laptop", 0, true}, {"laptop@3", "laptop", 3, true}, {"laptop@0", "", 0, false}, {"laptop@x", "", 0, false}, {"a/b@1", "", 0, false}} {
+		name, gen, err := ParseRef(tc.in)
+		if (err == nil) != tc.ok || name != tc.name || gen != tc.gen {
+			t.Errorf("ParseRef(%q) = %q %d %v", tc.in, name, gen, err)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	k, _ := GenerateKey("fuzz-1")
+	m := testManifest(f, 1)
+	m.Sign(k)
+	b, _ := m.Encode()
+	f.Add(b)
+	f.Add([]byte{0xa2, 0x01, 0x40, 0x02, 0x60})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := m.Encode()
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted a manifest that does not re-encode to itself")
+		}
+	})
+}
