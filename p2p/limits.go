@@ -54,5 +54,11 @@ func newLimiter() rcmgr.Limiter {
 	}
 	cfg.PeerBaseLimit.StreamsInbound = peerIn
 	cfg.PeerLimitIncrease.StreamsInbound = 0
+	// One stream's memory must admit the largest info answer the handler
+	// reserves. At ReservationPriorityMedium a reservation may fill only
+	// 153/256 of a limit, so libp2p's default of 16 MiB refused any answer
+	// over 9.5 MiB; 2×MaxInfoResponse admits 57 MiB. The protocol and
+	// per-peer limits above still bound the total.
+	cfg.StreamBaseLimit.Memory = max(cfg.StreamBaseLimit.Memory, 2*MaxInfoResponse)
 	return rcmgr.NewFixedLimiter(cfg.AutoScale())
 }

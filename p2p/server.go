@@ -175,10 +175,13 @@ func (s *server) infoClosure(st network.Stream, hashes []store.PathHash) error {
 				continue
 			}
 			w := ToWire(pi, ix)
-			if size += len(w.ChunkIndex) + 1024; size > MaxInfoResponse {
+			n := len(w.ChunkIndex) + 1024
+			// A decoder takes at most MaxHaveHashes array elements.
+			if size+n > MaxInfoResponse || len(resp.Infos) == MaxHaveHashes {
 				resp.Truncated = true // the client asks level by level for the rest
 				break
 			}
+			size += n
 			resp.Infos = append(resp.Infos, w)
 		}
 	}

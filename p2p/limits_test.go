@@ -1,0 +1,131 @@
+package p2p
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// bigIndexContent holds paths whose chunk indexes have n chunks each, so
+// that info answers are as large as the caps allow without a real NAR of
+// tens of GiB behind them.
+type bigIndexContent struct{ n int }
+
+func (c bigIndexContent) index(h store.PathHash) store.ChunkIndex {
+	ix := make(store.ChunkIndex, c.n)
+	for i := range ix {
+		copy(ix[i].ID[:], h[:])
+		binary.BigEndian.PutUint64(ix[i].ID[24:], uint64(i))
+		ix[i].Size = store.ChunkAvg
+	}
+	return ix
+}
+
+func (c bigIndexContent) PathInfo(h store.PathHash) (*store.PathInfo, error) {
+	return &store.PathInfo{Path: store.Path{Hash: h, Name: "big"}, NarHash: store.Hash{1}, NarSize: c.index(h).NarSize()}, nil
+}
+
+func (c bigIndexContent) ChunkIndexOf(h store.PathHash) (store.ChunkIndex, error) {
+	return c.index(h), nil
+}
+
+func (bigIndexContent) ReadChunk(context.Context, store.ChunkID, uint32) ([]byte, error) {
+	return nil, store.ErrNotValid
+}
+
+func (bigIndexContent) WriteNAR(context.Context, io.Writer, store.Path, int64, int64) error {
+	return store.ErrNotValid
+}
+
+// TestInfoAnswersUpToTheCap: info answers as large as MaxInfoResponse
+// allows get through the resource manager: one path whose chunk index is
+// 40 MB (a NAR of about 70 GiB would have that), and a full batch of 64
+// paths with 600 KB indexes each (1 GiB NARs), 38 MB in all.
+func TestInfoAnswersUpToTheCap(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		chunks int
+		paths  int
+	}{
+		{"one huge index", 1_150_000, 1},
+		{"64 indexes of 1 GiB NARs", 1 << 14, MaxInfoHashes},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
+			a := startNode(t, Config{Trust: ta, Content: bigIndexContent{tc.chunks}})
+			b := startNode(t, Config{Trust: tb})
+			pair(a, b, ta, tb)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := b.Connect(ctx, a.AddrInfo()); err != nil {
+				t.Fatal(err)
+			}
+			hs := make([]store.PathHash, tc.paths)
+			for i := range hs {
+				hs[i][0], hs[i][1] = byte(i), 1
+			}
+			infos, err := b.Info(ctx, a.ID(), hs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, ri := range infos {
+				if ri == nil || len(ri.Index) != tc.chunks {
+					t.Fatalf("info %d missing or short", i)
+				}
+			}
+		})
+	}
+}
+
+func (c bigIndexContent) Closure(roots ...store.Path) ([]*store.PathInfo, error) {
+	var out []*store.PathInfo
+	for _, r := range roots {
+		pi, err := c.PathInfo(r.Hash)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pi)
+	}
+	return out, nil
+}
+
+// wideClosure is a bigIndexContent whose every path has a closure of
+// `paths` paths.
+type wideClosure struct {
+	bigIndexContent
+	paths int
+}
+
+func (c wideClosure) Closure(...store.Path) ([]*store.PathInfo, error) {
+	out := make([]*store.PathInfo, c.paths)
+	for i := range out {
+		out[i], _ = c.PathInfo(store.PathHash{byte(i), byte(i >> 8), 7})
+	}
+	return out, nil
+}
+
+// TestInfoClosureOfManyPaths: a closure of more paths than a decoder takes
+// array elements comes back cut short (the rest is asked for with Info),
+// not as an answer the client must reject as a protocol violation.
+func TestInfoClosureOfManyPaths(t *testing.T) {
+	ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
+	a := startNode(t, Config{Trust: ta, Content: wideClosure{bigIndexContent{1}, MaxHaveHashes + 900}})
+	b := startNode(t, Config{Trust: tb})
+	pair(a, b, ta, tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.Connect(ctx, a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := b.InfoClosure(ctx, a.ID(), []store.PathHash{{1, 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != MaxHaveHashes {
+		t.Fatalf("%d infos, want the first %d", len(infos), MaxHaveHashes)
+	}
+}
