@@ -119,7 +119,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now()}
 	a.Node, err = p2p.New(ctx, p2p.Config{
-		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: s,
+		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s},
 		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots,
 		Logger: cfg.Logger.With("component", "p2p"),
 	})

@@ -103,7 +103,7 @@ func BenchmarkChunksThroughput(b *testing.B) {
 	} {
 		b.Run(tr.name, func(b *testing.B) {
 			ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
-			srv := startNode(b, Config{Listen: []string{tr.listen}, Trust: ta, Content: s})
+			srv := startNode(b, Config{Listen: []string{tr.listen}, Trust: ta, Content: StoreContent{Store: s}})
 			cli := startNode(b, Config{Listen: []string{tr.listen}, Trust: tb})
 			pair(srv, cli, ta, tb)
 			srv.Host().SetStreamHandler(blastProto, serveBlast)

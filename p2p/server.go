@@ -26,6 +26,16 @@ type Content interface {
 
 var _ Content = (*store.Store)(nil)
 
+// StoreContent serves a store to peers without re-hashing each chunk it
+// sends (store.ChunkData): receivers verify every chunk on arrival. Use it
+// as Config.Content; a bare *store.Store also works, verifying twice.
+type StoreContent struct{ *store.Store }
+
+// ReadChunk reads a chunk for a peer.
+func (c StoreContent) ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+	return c.ChunkData(ctx, id, size)
+}
+
 // Timeouts on the serving side: a request must arrive within idleTimeout of
 // the previous one, and a response must be taken by the peer within
 // writeTimeout, or the stream is reset (a peer that never reads its
@@ -193,43 +203,74 @@ func (s *server) infoClosure(st network.Stream, hashes []store.PathHash) error {
 
 // handleChunks serves a pipelined stream of chunk requests, in order.
 func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+	// A reader goroutine parses requests and reads their data from the
+	// store a few answers ahead, while this one writes to the network, so
+	// disk and network overlap instead of taking turns. The read-ahead
+	// depth bounds the memory one stream holds.
+	type answer struct {
+		seq  uint64
+		data []byte
+		serr error // for the peer: we cannot serve this one
+		err  error // ends the stream (io.EOF: the peer is done asking)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answers := make(chan answer, chunkReadAhead)
+	go func() {
+		defer close(answers)
+		for {
+			st.SetReadDeadline(time.Now().Add(s.idle))
+			var req ChunkRequest
+			a := answer{}
+			if a.err = readMsg(r, maxChunkHeader, &req); a.err == nil {
+				var buf bytes.Buffer
+				a.seq = req.Seq
+				a.data, a.serr, a.err = s.chunkData(ctx, &req, &buf)
+			}
+			select {
+			case answers <- a:
+			case <-ctx.Done():
+				return
+			}
+			if a.err != nil {
+				return
+			}
+		}
+	}()
 	bw := bufio.NewWriterSize(st, 64<<10)
-	var buf bytes.Buffer
-	for {
-		st.SetReadDeadline(time.Now().Add(s.idle))
-		var req ChunkRequest
-		if err := readMsg(r, maxChunkHeader, &req); err != nil {
-			if errors.Is(err, io.EOF) {
+	for a := range answers {
+		if a.err != nil {
+			if errors.Is(a.err, io.EOF) {
 				return bw.Flush()
 			}
-			return err
-		}
-		// Flush before blocking for the next request, not after each chunk:
-		// with a pipelined client the next request is usually buffered.
-		data, serr, err := s.chunkData(ctx, &req, &buf)
-		if err != nil {
-			return err
+			return a.err
 		}
 		st.SetWriteDeadline(time.Now().Add(s.write))
-		if serr != nil {
-			if err := writeMsg(bw, &ChunkHeader{Seq: req.Seq, Err: serr.Error()}); err != nil {
+		if a.serr != nil {
+			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Err: a.serr.Error()}); err != nil {
 				return err
 			}
 		} else {
-			if err := writeMsg(bw, &ChunkHeader{Seq: req.Seq, Length: uint32(len(data))}); err != nil {
+			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Length: uint32(len(a.data))}); err != nil {
 				return err
 			}
-			if _, err := bw.Write(data); err != nil {
+			if _, err := bw.Write(a.data); err != nil {
 				return err
 			}
 		}
-		if r.Buffered() == 0 {
+		// Flush when nothing more is ready, not after each chunk.
+		if len(answers) == 0 {
 			if err := bw.Flush(); err != nil {
 				return err
 			}
 		}
 	}
+	return bw.Flush()
 }
+
+// chunkReadAhead is how many answers a chunks stream prepares ahead of
+// the one it is sending.
+const chunkReadAhead = 4
 
 // chunkData reads what req asks for. serr is an answer for the peer (we do
 // not have it); err a protocol violation.

@@ -144,3 +144,39 @@ func copyFileRange(w io.Writer, name string, off, n int64, buf []byte) error {
 	}
 	return nil
 }
+
+// readAt fills dst with NAR bytes starting at off, reading file contents
+// straight into dst.
+func (s *skeleton) readAt(dst []byte, root string, off int64) error {
+	n := int64(len(dst))
+	if off < 0 || off+n > s.size {
+		return fmt.Errorf("NAR range %d+%d is outside the NAR's %d bytes", off, n, s.size)
+	}
+	i := sort.Search(len(s.offs), func(i int) bool { return s.offs[i] > off }) - 1
+	for len(dst) > 0 {
+		g := s.segs[i]
+		rel := off - s.offs[i]
+		m := min(g.len()-rel, int64(len(dst)))
+		if g.lit != nil {
+			copy(dst[:m], g.lit[rel:rel+m])
+		} else if err := readFileAt(dst[:m], filepath.Join(root, filepath.FromSlash(g.file)), rel); err != nil {
+			return err
+		}
+		dst = dst[m:]
+		off += m
+		i++
+	}
+	return nil
+}
+
+func readFileAt(dst []byte, name string, off int64) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(dst, off); err != nil {
+		return fmt.Errorf("reading %s: %w; the store is damaged, run `trove verify`", name, err)
+	}
+	return nil
+}

@@ -31,7 +31,12 @@ type Store struct {
 
 	mu       sync.Mutex
 	inflight map[PathHash]*sync.Mutex // serialises writers of one path
-	skels    map[PathHash]*skeleton   // decoded skeletons of valid paths (bounded); guarded by mu
+	skels    map[PathHash]cachedSkeleton // decoded skeletons of valid paths (bounded); guarded by mu
+	// chunkLocs remembers where chunks are, filled a whole path's index at
+	// a time when one of its chunks is read: serving a path then costs one
+	// index lookup rather than a database scan per chunk. Bounded; cleared
+	// when full or when a path is deleted. Guarded by mu.
+	chunkLocs map[ChunkID]ChunkLocation
 }
 
 // maxCachedSkeletons bounds the skeleton cache: serving a path's chunks
@@ -87,7 +92,7 @@ func Open(home string, opts Options) (*Store, error) {
 	s := &Store{
 		home: home, storeDir: opts.StoreDir, treeDir: filepath.Join(home, "store"),
 		log: opts.Logger, inflight: map[PathHash]*sync.Mutex{}, bootID: opts.BootID,
-		skels: map[PathHash]*skeleton{},
+		skels: map[PathHash]cachedSkeleton{}, chunkLocs: map[ChunkID]ChunkLocation{},
 	}
 	if s.bootID == "" {
 		s.bootID = currentBootID()
@@ -397,14 +402,25 @@ func (s *Store) ChunkIndexOf(h PathHash) (ChunkIndex, error) {
 	return ix, err
 }
 
-func (s *Store) skeleton(h PathHash) (*skeleton, error) {
+// cachedSkeleton is a decoded skeleton and the tree it describes.
+type cachedSkeleton struct {
+	sk   *skeleton
+	tree string
+}
+
+// skeleton returns the decoded skeleton of valid path h and its tree.
+func (s *Store) skeleton(h PathHash) (*skeleton, string, error) {
 	s.mu.Lock()
-	sk := s.skels[h]
+	c, ok := s.skels[h]
 	s.mu.Unlock()
-	if sk != nil {
-		return sk, nil
+	if ok {
+		return c.sk, c.tree, nil
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
+		pi, err := getInfo(txn, h)
+		if err != nil {
+			return err
+		}
 		item, err := txn.Get(key(pfxSkel, h[:]))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%s: %w", h, ErrNotValid)
@@ -416,26 +432,30 @@ func (s *Store) skeleton(h PathHash) (*skeleton, error) {
 		if err != nil {
 			return err
 		}
-		sk, err = decodeSkeleton(v)
+		c.tree = s.TreePath(pi.Path)
+		c.sk, err = decodeSkeleton(v)
 		return err
 	})
-	if err == nil {
-		s.mu.Lock()
-		if len(s.skels) >= maxCachedSkeletons {
-			for k := range s.skels { // evict one at random
-				delete(s.skels, k)
-				break
-			}
-		}
-		s.skels[h] = sk
-		s.mu.Unlock()
+	if err != nil {
+		return nil, "", err
 	}
-	return sk, err
+	s.mu.Lock()
+	if len(s.skels) >= maxCachedSkeletons {
+		for k := range s.skels { // evict one at random
+			delete(s.skels, k)
+			break
+		}
+	}
+	s.skels[h] = c
+	s.mu.Unlock()
+	return c.sk, c.tree, nil
 }
 
+// forgetSkeleton drops what the caches know of a path being deleted.
 func (s *Store) forgetSkeleton(h PathHash) {
 	s.mu.Lock()
 	delete(s.skels, h)
+	clear(s.chunkLocs)
 	s.mu.Unlock()
 }
 
@@ -445,15 +465,20 @@ func (s *Store) WriteNAR(ctx context.Context, w io.Writer, p Path, off, n int64)
 	if _, err := s.Lookup(p); err != nil {
 		return err
 	}
-	sk, err := s.skeleton(p.Hash)
+	sk, tree, err := s.skeleton(p.Hash)
 	if err != nil {
 		return err
 	}
 	if n < 0 {
 		n = sk.size - off
 	}
-	return sk.writeRange(ctxWriter{ctx, w}, s.TreePath(p), off, n, make([]byte, 256<<10))
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	return sk.writeRange(ctxWriter{ctx, w}, tree, off, n, *buf)
 }
+
+// copyBufs recycles the buffers of long copies from trees.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // ctxWriter stops a long copy when its context ends.
 type ctxWriter struct {
@@ -503,28 +528,79 @@ func (s *Store) FindChunk(id ChunkID) ([]ChunkLocation, error) {
 }
 
 // ReadChunk returns the bytes of chunk id from any valid path that holds it,
-// verified against id. It returns ErrNotValid if no path has it.
+// verified against id: what local reuse needs, since a damaged tree must
+// not end up inside another path. It returns ErrNotValid if no path has it.
 func (s *Store) ReadChunk(ctx context.Context, id ChunkID, size uint32) ([]byte, error) {
+	return s.readChunk(ctx, id, size, true)
+}
+
+// ChunkData is ReadChunk without the hash check, for serving peers: every
+// receiver verifies each chunk against its ID on arrival (and blames us if
+// our tree is damaged), so hashing here too would only halve the rate.
+func (s *Store) ChunkData(ctx context.Context, id ChunkID, size uint32) ([]byte, error) {
+	return s.readChunk(ctx, id, size, false)
+}
+
+func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify bool) ([]byte, error) {
+	if size == 0 || size > ChunkMax {
+		return nil, fmt.Errorf("chunk %s: size %d out of range", id, size)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, size)
+	s.mu.Lock()
+	cached, ok := s.chunkLocs[id]
+	s.mu.Unlock()
+	if ok {
+		if sk, tree, err := s.skeleton(cached.Path); err == nil && sk.readAt(buf, tree, cached.Offset) == nil &&
+			(!verify || SumChunk(buf) == id) {
+			return buf, nil
+		}
+	}
 	locs, err := s.FindChunk(id)
 	if err != nil {
 		return nil, err
 	}
 	for _, loc := range locs {
-		pi, err := s.PathInfo(loc.Path)
+		sk, tree, err := s.skeleton(loc.Path)
 		if err != nil {
 			continue // registration unfinished or path collected
 		}
-		var buf bytes.Buffer
-		buf.Grow(int(size))
-		if err := s.WriteNAR(ctx, &buf, pi.Path, loc.Offset, int64(size)); err != nil {
-			s.log.Warn("cannot read chunk from its tree", "chunk", id, "path", pi.Path, "err", err)
+		if err := sk.readAt(buf, tree, loc.Offset); err != nil {
+			s.log.Warn("cannot read chunk from its tree", "chunk", id, "tree", tree, "err", err)
 			continue
 		}
-		if SumChunk(buf.Bytes()) != id {
-			s.log.Warn("chunk bytes in tree do not match; the tree is damaged", "chunk", id, "path", pi.Path)
+		if verify && SumChunk(buf) != id {
+			s.log.Warn("chunk bytes in tree do not match; the tree is damaged", "chunk", id, "tree", tree)
 			continue
 		}
-		return buf.Bytes(), nil
+		s.rememberChunks(loc.Path)
+		return buf, nil
 	}
 	return nil, fmt.Errorf("chunk %s: %w", id, ErrNotValid)
+}
+
+// maxChunkLocs bounds the chunk location cache (about 100 bytes an entry).
+const maxChunkLocs = 1 << 17
+
+// rememberChunks caches the locations of every chunk of path h.
+func (s *Store) rememberChunks(h PathHash) {
+	ix, err := s.ChunkIndexOf(h)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.chunkLocs)+len(ix) > maxChunkLocs {
+		clear(s.chunkLocs)
+	}
+	if len(ix) > maxChunkLocs {
+		return
+	}
+	var off uint64
+	for _, c := range ix {
+		s.chunkLocs[c.ID] = ChunkLocation{Path: h, Offset: int64(off)}
+		off += uint64(c.Size)
+	}
 }

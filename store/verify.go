@@ -61,7 +61,7 @@ func (s *Store) verifyOne(pi *PathInfo, report func(Problem)) {
 	// recorded skeleton (catching added, removed or retyped entries and
 	// changed modes or symlinks), then the NAR produced through the
 	// skeleton must hash to narHash (catching changed contents).
-	sk, err := s.skeleton(pi.Path.Hash)
+	sk, _, err := s.skeleton(pi.Path.Hash)
 	if err != nil {
 		report(Problem{Path: pi.Path, Kind: "corrupt", Detail: "its NAR skeleton is unreadable: " + err.Error()})
 		return

@@ -142,7 +142,7 @@ func (a *app) withNode(ctx context.Context, froms []peer.AddrInfo, fn func(*stor
 		mdns := fc.Agent.MDNS == nil || *fc.Agent.MDNS
 		n, err := p2p.New(ctx, p2p.Config{
 			Key: key, Listen: []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
-			Trust: trust, Content: s, MDNS: mdns, Logger: a.log,
+			Trust: trust, Content: p2p.StoreContent{Store: s}, MDNS: mdns, Logger: a.log,
 		})
 		if err != nil {
 			return err
