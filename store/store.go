@@ -30,7 +30,7 @@ type Store struct {
 	bootID   string
 
 	mu       sync.Mutex
-	inflight map[PathHash]*sync.Mutex // serialises writers of one path
+	inflight map[PathHash]*sync.Mutex    // serialises writers of one path
 	skels    map[PathHash]cachedSkeleton // decoded skeletons of valid paths (bounded); guarded by mu
 	// chunkLocs remembers where chunks are, filled a whole path's index at
 	// a time when one of its chunks is read: serving a path then costs one
