@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -53,6 +54,8 @@ type Config struct {
 	ServePublic bool
 	// Content is what the node serves; nil serves nothing.
 	Content Content
+	// Manifests answers the manifest protocol; nil serves none.
+	Manifests ManifestSource
 	// MDNS finds peers on the LAN.
 	MDNS bool
 	// StaticPeers are dialled at start and redialled with backoff when they drop.
@@ -77,6 +80,8 @@ type Node struct {
 
 	mu     sync.Mutex
 	static map[peer.ID]chan struct{} // peers kept connected → wakes their dialler
+	ps     *pubsub.PubSub
+	topics topics
 	bw     *metrics.BandwidthCounter
 }
 
@@ -134,6 +139,15 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		h.SetStreamHandler(ProtoHave, s.serve("have", s.handleHave))
 		h.SetStreamHandler(ProtoInfo, s.serve("info", s.handleInfo))
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
+	}
+	if cfg.Manifests != nil {
+		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
+		h.SetStreamHandler(ProtoManifest, s.serve("manifest", s.handleManifest))
+	}
+	n.ps, err = pubsub.NewGossipSub(n.ctx, h, pubsub.WithMaxMessageSize(maxAnnouncement*4))
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("starting gossipsub: %w", err)
 	}
 	h.Network().Notify(&network.NotifyBundle{DisconnectedF: n.disconnected})
 	if cfg.DHT {

@@ -47,9 +47,10 @@ var (
 )
 
 type server struct {
-	node    *Node
-	content Content
-	log     *slog.Logger
+	node      *Node
+	content   Content
+	manifests ManifestSource
+	log       *slog.Logger
 	// idle and write are idleTimeout and writeTimeout as they were when the
 	// node started.
 	idle, write time.Duration

@@ -1,0 +1,165 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Configurations travel two ways: the manifest protocol answers "the
+// newest (or Nth) manifest of NAME" with the signed bytes, and a gossipsub
+// topic per name carries small announcements of new generations. Neither
+// is trusted: a follower verifies every manifest it fetches, and an
+// announcement is only a hint to go and fetch.
+
+// ProtoManifest serves signed manifests.
+const ProtoManifest = "/trove/manifest/1.0.0"
+
+// MaxManifestBytes caps a manifest on the wire.
+const MaxManifestBytes = 64 << 20
+
+// maxAnnouncement caps a gossiped announcement.
+const maxAnnouncement = 1 << 10
+
+// ManifestRequest asks for generation Generation of Name (0 = newest).
+type ManifestRequest struct {
+	Name       string `cbor:"1,keyasint"`
+	Generation uint64 `cbor:"2,keyasint,omitempty"`
+}
+
+// ManifestResponse carries the signed manifest, empty when unknown.
+type ManifestResponse struct {
+	Manifest []byte `cbor:"1,keyasint,omitempty"`
+}
+
+// Announcement says a generation of a configuration exists.
+type Announcement struct {
+	Name       string `cbor:"1,keyasint"`
+	Generation uint64 `cbor:"2,keyasint"`
+	ID         []byte `cbor:"3,keyasint"` // the manifest's ID
+}
+
+// ManifestSource is what the manifest protocol answers from.
+type ManifestSource interface {
+	// ManifestBytes returns generation gen (0 = newest) of name, or an
+	// error if it is not known here.
+	ManifestBytes(name string, gen uint64) ([]byte, error)
+}
+
+func (s *server) handleManifest(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+	st.SetReadDeadline(time.Now().Add(s.idle))
+	var req ManifestRequest
+	if err := readMsg(r, maxRequest, &req); err != nil {
+		return err
+	}
+	var resp ManifestResponse
+	if b, err := s.manifests.ManifestBytes(req.Name, req.Generation); err == nil && len(b) <= MaxManifestBytes {
+		resp.Manifest = b
+	}
+	return reserve(st, len(resp.Manifest), func() error {
+		st.SetWriteDeadline(time.Now().Add(s.write))
+		return writeMsg(st, &resp)
+	})
+}
+
+// ErrNoManifest means the peer does not know that configuration generation.
+var ErrNoManifest = errors.New("peer has no such manifest")
+
+// Manifest asks p for generation gen (0 = newest) of name.
+func (n *Node) Manifest(ctx context.Context, p peer.ID, name string, gen uint64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	st, done, err := n.stream(ctx, p, ProtoManifest)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if err := writeMsg(st, &ManifestRequest{Name: name, Generation: gen}); err != nil {
+		return nil, err
+	}
+	st.CloseWrite()
+	var resp ManifestResponse
+	if err := readMsg(bufio.NewReaderSize(st, 64<<10), MaxManifestBytes+64, &resp); err != nil {
+		return nil, fmt.Errorf("manifest from %s: %w", p, err)
+	}
+	if len(resp.Manifest) == 0 {
+		return nil, fmt.Errorf("%s@%d from %s: %w", name, gen, p, ErrNoManifest)
+	}
+	return resp.Manifest, nil
+}
+
+func topicName(name string) string { return "/trove/config/" + name }
+
+// topics holds joined gossipsub topics.
+type topics struct {
+	mu     sync.Mutex
+	joined map[string]*pubsub.Topic
+}
+
+func (n *Node) topic(name string) (*pubsub.Topic, error) {
+	n.topics.mu.Lock()
+	defer n.topics.mu.Unlock()
+	if t, ok := n.topics.joined[name]; ok {
+		return t, nil
+	}
+	t, err := n.ps.Join(topicName(name))
+	if err != nil {
+		return nil, err
+	}
+	if n.topics.joined == nil {
+		n.topics.joined = map[string]*pubsub.Topic{}
+	}
+	n.topics.joined[name] = t
+	return t, nil
+}
+
+// Announce publishes an announcement of a new generation on name's topic.
+func (n *Node) Announce(ctx context.Context, a Announcement) error {
+	t, err := n.topic(a.Name)
+	if err != nil {
+		return err
+	}
+	b, err := encMode.Marshal(&a)
+	if err != nil {
+		return err
+	}
+	return t.Publish(ctx, b)
+}
+
+// Subscribe calls fn with each announcement on name's topic until ctx ends.
+// Malformed announcements are dropped.
+func (n *Node) Subscribe(ctx context.Context, name string, fn func(from peer.ID, a Announcement)) error {
+	t, err := n.topic(name)
+	if err != nil {
+		return err
+	}
+	sub, err := t.Subscribe()
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer sub.Cancel()
+		for {
+			msg, err := sub.Next(ctx)
+			if err != nil {
+				return
+			}
+			if msg.ReceivedFrom == n.host.ID() || len(msg.Data) > maxAnnouncement {
+				continue
+			}
+			var a Announcement
+			if decodeMsg(msg.Data, &a) != nil || a.Name != name || len(a.ID) != 32 {
+				continue
+			}
+			fn(msg.ReceivedFrom, a)
+		}
+	}()
+	return nil
+}
