@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
@@ -53,13 +54,21 @@ type Agent struct {
 	Trust *p2p.TrustGroup
 	log   *slog.Logger
 
-	trustMu   sync.Mutex // serialises trust-group edits and their saving
-	srv       *http.Server
-	ln        net.Listener
-	stop      context.CancelFunc
-	wg        sync.WaitGroup
-	started   time.Time
-	transfers atomic.Int32
+	// Keys are the trusted public keys; History the known manifests.
+	Keys    *manifest.Keyring
+	History *manifest.History
+
+	trustMu    sync.Mutex // serialises trust-group edits and their saving
+	followMu   sync.Mutex // guards subscribed and follows.json
+	subscribed map[string]bool
+	kicks      chan struct{}
+	bg         context.Context // lives as long as the agent
+	srv        *http.Server
+	ln         net.Listener
+	stop       context.CancelFunc
+	wg         sync.WaitGroup
+	started    time.Time
+	transfers  atomic.Int32
 }
 
 // BeginTransfer counts a sync in flight for Status; call the result when
@@ -117,9 +126,15 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now()}
+	keys, err := manifest.LoadKeyring(manifest.TrustedKeysPath(cfg.Home))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now(),
+		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, kicks: make(chan struct{}, 1)}
 	a.Node, err = p2p.New(ctx, p2p.Config{
-		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s},
+		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s}, Manifests: historyBytes{a.History},
 		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots,
 		Logger: cfg.Logger.With("component", "p2p"),
 	})
@@ -133,9 +148,13 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	bg, stop := context.WithCancel(context.Background())
-	a.stop = stop
+	a.stop, a.bg = stop, bg
 	a.wg.Add(1)
 	go a.syncLoop(bg)
+	if err := a.startFollowing(bg); err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.log.Info("agent started", "peer", a.Node.ID(), "addrs", a.Node.Host().Addrs(), "home", cfg.Home)
 	return a, nil
 }

@@ -1,0 +1,122 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	gosync "sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
+)
+
+// Publish makes generation N+1 of name from the closure of root, which must
+// be valid locally, signs it with key and records it in the history. The
+// caller announces it.
+func Publish(s *store.Store, h *manifest.History, key manifest.SecretKey, name string, root store.Path, activate string) (*manifest.Manifest, []byte, error) {
+	if err := manifest.CheckName(name); err != nil {
+		return nil, nil, err
+	}
+	closure, err := s.Closure(root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot publish %s: %w", root.Abs(s.StoreDir()), err)
+	}
+	m := &manifest.Manifest{Name: name, Generation: 1, Root: root, Activate: activate, Created: time.Now(), Paths: closure}
+	if prev, prevBytes, err := h.Get(name, 0); err == nil {
+		m.Generation = prev.Generation + 1
+		m.Previous, _ = idOf(prevBytes)
+	} else if !errors.Is(err, manifest.ErrUnknown) {
+		return nil, nil, err
+	}
+	if err := m.Sign(key); err != nil {
+		return nil, nil, err
+	}
+	b, err := m.Encode()
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, _, err := h.Add(b); err != nil {
+		return nil, nil, fmt.Errorf("recording the new generation: %w", err)
+	}
+	return m, b, nil
+}
+
+func idOf(b []byte) (manifest.ID, error) {
+	m, err := manifest.Decode(b)
+	if err != nil {
+		return manifest.ID{}, err
+	}
+	return m.ID()
+}
+
+// ResolveManifest asks every connected peer for generation gen (0 = newest)
+// of name, keeps every manifest that verifies and is trusted, and returns
+// the requested one (or the newest known, here or from any peer).
+func ResolveManifest(ctx context.Context, n *p2p.Node, h *manifest.History, name string, gen uint64) (*manifest.Manifest, error) {
+	var wg gosync.WaitGroup
+	var mu gosync.Mutex
+	var problems []error
+	for _, p := range n.ConnectedPeers() {
+		wg.Add(1)
+		go func(p peer.ID) {
+			defer wg.Done()
+			b, err := n.Manifest(ctx, p, name, gen)
+			if err != nil {
+				return // most peers do not follow every configuration
+			}
+			if _, _, err := h.Add(b); err != nil && !errors.Is(err, manifest.ErrStale) {
+				mu.Lock()
+				problems = append(problems, fmt.Errorf("from %s: %w", p, err))
+				mu.Unlock()
+			}
+		}(p)
+	}
+	wg.Wait()
+	m, _, err := h.Get(name, gen)
+	if err != nil {
+		if len(problems) > 0 {
+			return nil, errors.Join(append([]error{err}, problems...)...)
+		}
+		return nil, fmt.Errorf("%w (asked %d connected %s)", err, len(n.ConnectedPeers()), plural(len(n.ConnectedPeers()), "peer", "peers"))
+	}
+	return m, nil
+}
+
+// SyncManifest fetches m's closure, believing exactly the PathInfos the
+// manifest lists.
+func (sy *Syncer) SyncManifest(ctx context.Context, m *manifest.Manifest) (*Report, error) {
+	opts := sy.opts
+	opts.Vouched = m.Vouched()
+	return New(sy.store, sy.node, opts).Sync(ctx, []store.Path{m.Root})
+}
+
+// ActivateOptions say how to activate a generation.
+type ActivateOptions struct {
+	Run     bool          // run the activation command
+	Timeout time.Duration // for the activation command; 0 = none
+	Wait    time.Duration // for another activation of the same profile
+	Stdout  io.Writer
+	Stderr  io.Writer
+}
+
+// Activate switches profile m.Name to m's generation (its closure must be
+// valid) and, if asked, runs its activation command.
+func Activate(ctx context.Context, p *Profiles, m *manifest.Manifest, o ActivateOptions) error {
+	unlock, err := p.Lock(m.Name, o.Wait)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := p.Switch(m.Name, m.Generation, m.Root); err != nil {
+		return err
+	}
+	if !o.Run {
+		return nil
+	}
+	return p.RunActivation(ctx, m.Name, m.Generation, m.Root, m.Activate, o.Timeout, o.Stdout, o.Stderr)
+}
