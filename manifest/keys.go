@@ -119,6 +119,42 @@ type Keyring struct {
 	file    string
 	keys    []PublicKey
 	configs map[string][]string // key name → configuration names it may sign ("*" = any)
+	stamp   fileStamp           // of the file as last read: another process may edit it
+}
+
+type fileStamp struct {
+	mod  int64
+	size int64
+}
+
+func stampOf(file string) fileStamp {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{fi.ModTime().UnixNano(), fi.Size()}
+}
+
+// refresh re-reads the file if another process changed it (a running agent
+// sees `trove trust add` at once). Called without mu held.
+func (kr *Keyring) refresh() {
+	if kr.file == "" {
+		return
+	}
+	st := stampOf(kr.file)
+	kr.mu.RLock()
+	same := st == kr.stamp
+	kr.mu.RUnlock()
+	if same {
+		return
+	}
+	fresh, err := LoadKeyring(kr.file)
+	if err != nil {
+		return // keep what we had; the next edit through trove fixes the file
+	}
+	kr.mu.Lock()
+	kr.keys, kr.configs, kr.stamp = fresh.keys, fresh.configs, fresh.stamp
+	kr.mu.Unlock()
 }
 
 // TrustedKeysPath is the keyring file of a trove home.
@@ -126,7 +162,7 @@ func TrustedKeysPath(home string) string { return filepath.Join(home, "trusted-k
 
 // LoadKeyring reads the keyring file; a missing file is an empty keyring.
 func LoadKeyring(file string) (*Keyring, error) {
-	kr := &Keyring{file: file, configs: map[string][]string{}}
+	kr := &Keyring{file: file, configs: map[string][]string{}, stamp: stampOf(file)}
 	b, err := os.ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
 		return kr, nil
@@ -159,6 +195,7 @@ func LoadKeyring(file string) (*Keyring, error) {
 
 // Keys returns the trusted keys.
 func (kr *Keyring) Keys() []PublicKey {
+	kr.refresh()
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
 	return slices.Clone(kr.keys)
@@ -175,6 +212,7 @@ func (kr *Keyring) Add(k PublicKey, configs ...string) error {
 			}
 		}
 	}
+	kr.refresh()
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	kr.keys = slices.DeleteFunc(kr.keys, func(o PublicKey) bool { return o.Name == k.Name })
@@ -188,6 +226,7 @@ func (kr *Keyring) Add(k PublicKey, configs ...string) error {
 
 // Configs returns the configuration names key name may publish.
 func (kr *Keyring) Configs(name string) []string {
+	kr.refresh()
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
 	return slices.Clone(kr.configs[name])
@@ -200,6 +239,7 @@ var ErrUntrustedPublisher = errors.New("publisher is not trusted for this config
 // VerifyManifest checks that m's publisher key is trusted for m's name.
 // (Decode already checked the signature against that key.)
 func (kr *Keyring) VerifyManifest(m *Manifest) error {
+	kr.refresh()
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
 	for _, k := range kr.keys {
@@ -218,6 +258,7 @@ func (kr *Keyring) VerifyManifest(m *Manifest) error {
 
 // Remove stops trusting the key named name; it reports whether there was one.
 func (kr *Keyring) Remove(name string) (bool, error) {
+	kr.refresh()
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	delete(kr.configs, name)
@@ -243,7 +284,11 @@ func (kr *Keyring) save() error {
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	return os.Rename(tmp, kr.file)
+	if err := os.Rename(tmp, kr.file); err != nil {
+		return err
+	}
+	kr.stamp = stampOf(kr.file)
+	return nil
 }
 
 // VerifyPathInfo reports whether one of pi's signatures is valid under a

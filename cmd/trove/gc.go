@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/store"
+	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 type gcReport struct {
@@ -32,7 +33,7 @@ With --dry-run, only print what would be removed. With --json, print
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(func(s *store.Store) error {
-				res, err := s.GC(cmd.Context(), dryRun)
+				res, err := s.GC(cmd.Context(), dryRun, trovesync.OpenProfiles(s).Roots)
 				if err != nil && res != nil && !dryRun && len(res.Removed) > 0 {
 					fmt.Fprintf(a.stderr, "trove: removed %d %s (%s) before the error\n",
 						len(res.Removed), plural(len(res.Removed), "path", "paths"), humanBytes(res.BytesFreed))

@@ -121,11 +121,12 @@ func run(ctx context.Context, a *app, args []string) (code int) {
 }
 
 const (
-	groupStore = "store"
-	groupGC    = "gc"
-	groupNAR   = "nar"
-	groupSetup = "setup"
-	groupAgent = "agent"
+	groupStore  = "store"
+	groupGC     = "gc"
+	groupNAR    = "nar"
+	groupSetup  = "setup"
+	groupAgent  = "agent"
+	groupConfig = "config"
 )
 
 func newRootCmd(a *app) *cobra.Command {
@@ -173,6 +174,7 @@ line is wrong.`,
 	root.AddGroup(
 		&cobra.Group{ID: groupSetup, Title: "Setting up:"},
 		&cobra.Group{ID: groupAgent, Title: "The agent:"},
+		&cobra.Group{ID: groupConfig, Title: "Configurations:"},
 		&cobra.Group{ID: groupStore, Title: "Store paths:"},
 		&cobra.Group{ID: groupGC, Title: "Garbage collection:"},
 		&cobra.Group{ID: groupNAR, Title: "NAR archives:"},
@@ -185,6 +187,7 @@ line is wrong.`,
 	}
 	add(groupSetup, newInitCmd(a), newIDCmd(a), newPeerCmd(a))
 	add(groupAgent, newAgentCmd(a), newStatusCmd(a), newPeersCmd(a))
+	add(groupConfig, newPublishCmd(a), newFollowCmd(a), newUnfollowCmd(a), newActivateCmd(a), newRollbackCmd(a), newGenerationsCmd(a), newManifestCmd(a))
 	add(groupStore, newAddCmd(a), newImportNixCmd(a), newSyncCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
 	add(groupSetup, newTrustCmd(a), newKeyCmd(a))
 	add(groupGC, newGCCmd(a), newRootsCmd(a))

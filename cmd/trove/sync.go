@@ -23,10 +23,12 @@ func newSyncCmd(a *app) *cobra.Command {
 		noCheckSigs bool
 	)
 	c := &cobra.Command{
-		Use:   "sync STOREPATH...",
-		Short: "Fetch the closures of store paths from peers, verified",
+		Use:   "sync (STOREPATH | NAME[@N])...",
+		Short: "Fetch closures or configurations from peers, verified",
 		Long: `Make the store hold the whole closure of each STOREPATH, fetched from
-whichever peers have its parts, with every byte verified.
+whichever peers have its parts, with every byte verified. For a
+configuration NAME (or NAME@N), first get its newest (or Nth) signed
+manifest from the peers, verify it, and fetch its closure.
 
 A path is believed only if it is signed by a trusted key (trove trust add),
 or content-addressed so that its name recomputes from its content. Chunks
@@ -44,12 +46,22 @@ On a terminal a progress line shows bytes, rate, paths and peers; piped,
 only a line per finished path; --json prints a summary when done.`,
 		Example: `  trove sync /nix/store/<hash>-hello-2.12
   trove sync --from /ip4/192.168.1.7/tcp/4807/p2p/12D3KooW... ./result
-  trove sync --json /nix/store/<hash>-system`,
+  trove sync --json /nix/store/<hash>-system
+  trove sync laptop@4`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			paths, err := a.parseStorePaths(args)
-			if err != nil {
-				return err
+			var paths []store.Path
+			var refs []string
+			for _, arg := range args {
+				ps, perr := a.parseStorePaths([]string{arg})
+				if perr == nil {
+					paths = append(paths, ps...)
+					continue
+				}
+				if _, _, err := manifest.ParseRef(arg); err != nil {
+					return perr
+				}
+				refs = append(refs, arg)
 			}
 			froms, err := agent.ParsePeerAddrs(from)
 			if err != nil {
@@ -67,9 +79,28 @@ only a line per finished path; --json prints a summary when done.`,
 					defer a.agent.BeginTransfer()()
 				}
 				show := newSyncProgress(a, asJSON)
-				rep, err := trovesync.New(s, n, trovesync.Options{
-					Keys: keys, NoCheckSigs: noCheckSigs, Progress: show.update, Logger: a.log,
-				}).Sync(cmd.Context(), paths)
+				opts := trovesync.Options{Keys: keys, NoCheckSigs: noCheckSigs, Progress: show.update, Logger: a.log}
+				if len(refs) > 0 {
+					h := manifest.OpenHistory(s.Home(), keys)
+					if a.agent != nil {
+						h = a.agent.History
+					}
+					vouched := map[store.PathHash]*store.PathInfo{}
+					for _, ref := range refs {
+						name, gen, _ := manifest.ParseRef(ref)
+						m, err := trovesync.ResolveManifest(cmd.Context(), n, h, name, gen)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(a.stderr, "%s: generation %d, %d paths, published by %s\n", name, m.Generation, len(m.Paths), m.Publisher.Name)
+						for k, v := range m.Vouched() {
+							vouched[k] = v
+						}
+						paths = append(paths, m.Root)
+					}
+					opts.Vouched = vouched
+				}
+				rep, err := trovesync.New(s, n, opts).Sync(cmd.Context(), paths)
 				show.finish()
 				if asJSON && rep != nil {
 					if jerr := writeJSON(a.stdout, rep); jerr != nil && err == nil {

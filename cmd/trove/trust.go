@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -34,12 +35,17 @@ trove key generate print. They are kept in $TROVE_HOME/trusted-keys.`,
   trove trust remove cache.nixos.org-1`,
 		RunE: groupRunE,
 	}
+	var configs []string
 	add := &cobra.Command{
-		Use:     "add NAME:BASE64KEY...",
-		Short:   "Trust public keys",
-		Long:    "Trust each public key (NAME:BASE64 of 32 bytes); a key with the same name is replaced.",
-		Example: `  trove trust add laptop-1:x3kdt34NgfK5lwae4wX9xqxJmcAL9K4u7ftLAO74+e0=`,
-		Args:    minArgs(1),
+		Use:   "add NAME:BASE64KEY...",
+		Short: "Trust public keys",
+		Long: `Trust each public key (NAME:BASE64 of 32 bytes); a key with the same name is
+replaced. A trusted key vouches for the store paths it signs. With --config
+NAME (repeatable, or "*" for any) it may also publish those configurations;
+a manifest from any other key is refused.`,
+		Example: `  trove trust add laptop-1:x3kdt34NgfK5lwae4wX9xqxJmcAL9K4u7ftLAO74+e0=
+  trove trust add laptop-1:x3kdt34NgfK5lwae4wX9xqxJmcAL9K4u7ftLAO74+e0= --config laptop`,
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kr, err := a.keyring()
 			if err != nil {
@@ -50,14 +56,19 @@ trove key generate print. They are kept in $TROVE_HOME/trusted-keys.`,
 				if err != nil {
 					return usageError{err}
 				}
-				if err := kr.Add(k); err != nil {
-					return err
+				if err := kr.Add(k, configs...); err != nil {
+					return usageError{err}
 				}
-				fmt.Fprintf(a.stdout, "trusted %s\n", k.Name)
+				if len(configs) > 0 {
+					fmt.Fprintf(a.stdout, "trusted %s, also to publish %s\n", k.Name, strings.Join(configs, ", "))
+				} else {
+					fmt.Fprintf(a.stdout, "trusted %s\n", k.Name)
+				}
 			}
 			return nil
 		},
 	}
+	add.Flags().StringArrayVar(&configs, "config", nil, "also trust the key to publish configuration `NAME` (repeatable; * for any)")
 	remove := &cobra.Command{
 		Use:     "remove NAME...",
 		Aliases: []string{"rm"},
@@ -108,7 +119,11 @@ trove key generate print. They are kept in $TROVE_HOME/trusted-keys.`,
 				fmt.Fprintln(a.stderr, "no trusted keys: add one with trove trust add NAME:BASE64KEY")
 			}
 			for _, k := range keys {
-				fmt.Fprintln(a.stdout, k)
+				if c := kr.Configs(k.Name); len(c) > 0 {
+					fmt.Fprintf(a.stdout, "%s\tconfigs: %s\n", k, strings.Join(c, ","))
+				} else {
+					fmt.Fprintln(a.stdout, k)
+				}
 			}
 			return nil
 		},
