@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	gosync "sync"
 	"time"
@@ -50,6 +51,11 @@ type itemState struct {
 	wants    []*want // the chunks that had to be fetched
 	left     int
 	complete chan struct{} // closed when every chunk is in the spool
+	// stale is closed when the peer that described the item was dropped
+	// and no other peer serves its chunks: its chunk index may be a lie
+	// that only the liar can serve, so the item must be described again.
+	stale   chan struct{}
+	isStale bool
 }
 
 type want struct {
@@ -57,6 +63,7 @@ type want struct {
 	ref      store.ChunkRef
 	off      uint64
 	done     bool
+	old      bool // its item was restarted under another description
 	inflight map[peer.ID]bool
 }
 
@@ -111,10 +118,11 @@ func (f *fetch) run(ctx context.Context) error {
 	for _, it := range f.pl.items {
 		f.bytesTotal += int64(it.info.NarSize)
 	}
+	sweepSpools(f.sy.opts.SpoolDir, f.sy.store)
 	// Prepare every item: resume from its spool, reuse local chunks.
 	for _, it := range f.pl.items {
-		st, err := f.prepare(ctx, it)
-		if err != nil {
+		st := &itemState{it: it}
+		if err := f.prepare(ctx, st); err != nil {
 			return err
 		}
 		f.items[it.info.Path.Hash] = st
@@ -170,26 +178,31 @@ func (f *fetch) run(ctx context.Context) error {
 	return err
 }
 
-// prepare opens an item's spool and decides which chunks must be fetched.
-func (f *fetch) prepare(ctx context.Context, it *item) (*itemState, error) {
-	sp, err := openSpool(f.sy.opts.SpoolDir, it.info.Path, it.info.NarSize)
+// prepare opens the spool of st's item and decides which chunks must be
+// fetched, (re)setting st in place.
+func (f *fetch) prepare(ctx context.Context, st *itemState) error {
+	f.mu.Lock()
+	it := st.it
+	path, size := it.info.Path, it.info.NarSize
+	f.mu.Unlock()
+	sp, fresh, err := openSpool(f.sy.opts.SpoolDir, path, size)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	st := &itemState{it: it, spool: sp, complete: make(chan struct{})}
 	buf := make([]byte, store.ChunkMax)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	*st = itemState{it: it, spool: sp, complete: make(chan struct{}), stale: make(chan struct{})}
 	for i, c := range it.index {
 		off := it.offs[i]
-		if sp.has(c, off, buf) {
+		if !fresh && sp.has(c, off, buf) {
 			f.bytesResumed += int64(c.Size)
 			f.bytesDone += int64(c.Size)
 			continue
 		}
 		if data, err := f.sy.store.ReadChunk(ctx, c.ID, c.Size); err == nil {
 			if err := sp.writeAt(data, off); err != nil {
-				return nil, err
+				return err
 			}
 			f.bytesReused += int64(c.Size)
 			f.bytesDone += int64(c.Size)
@@ -204,7 +217,8 @@ func (f *fetch) prepare(ctx context.Context, it *item) (*itemState, error) {
 	if st.left == 0 {
 		close(st.complete)
 	}
-	return st, nil
+	f.cond.Broadcast()
+	return nil
 }
 
 // canServe says whether p may be asked for w.
@@ -218,8 +232,10 @@ func (f *fetch) take(p peer.ID, n int) []*want {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for {
+		// A peer stays until the end even when nothing is left to fetch:
+		// an item whose NAR proves its chunk index a lie is fetched again.
 		ps := f.peers[p]
-		if f.failed != nil || f.left == 0 || ps.dropped != "" {
+		if f.failed != nil || ps.dropped != "" {
 			return nil
 		}
 		var batch []*want
@@ -339,7 +355,9 @@ func (f *fetch) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error 
 		w := batch[i]
 		if err != nil { // the peer does not have it after all (lied in have)
 			f.mu.Lock()
-			f.peers[p].lacks[w.st.it.info.Path.Hash] = true
+			if !w.old { // not a chunk of a description since replaced
+				f.peers[p].lacks[w.st.it.info.Path.Hash] = true
+			}
 			f.mu.Unlock()
 			return nil
 		}
@@ -360,19 +378,27 @@ func (f *fetch) deliver(p peer.ID, w *want, data []byte) error {
 		return nil
 	}
 	w.done = true
+	sp := w.st.spool
 	f.mu.Unlock()
-	if err := w.st.spool.writeAt(data, w.off); err != nil {
-		f.fail(fmt.Errorf("writing %s: %w", w.st.spool.path, err))
-		return err
-	}
+	err := sp.writeAt(data, w.off)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err != nil {
+		if w.old && errors.Is(err, os.ErrClosed) {
+			return nil // its item was restarted and the old spool removed
+		}
+		f.setFailed(fmt.Errorf("writing %s: %w", sp.path, err))
+		return err
+	}
 	ps := f.peers[p]
 	ps.bytes += int64(len(data))
 	ps.last = time.Now()
 	f.bytesFetched += int64(len(data))
-	f.bytesDone += int64(len(data))
 	f.left--
+	if w.old {
+		return nil
+	}
+	f.bytesDone += int64(len(data))
 	w.st.left--
 	if w.st.left == 0 {
 		close(w.st.complete)
@@ -418,7 +444,7 @@ func (f *fetch) checkProviders() {
 		return
 	}
 	for _, st := range f.items {
-		if st.left == 0 {
+		if st.left == 0 || st.isStale {
 			continue
 		}
 		alive := false
@@ -429,6 +455,11 @@ func (f *fetch) checkProviders() {
 			}
 		}
 		if !alive {
+			if f.redescribable(st) {
+				st.isStale = true
+				close(st.stale)
+				continue
+			}
 			var why []string
 			for _, p := range st.it.providers {
 				if ps := f.peers[p]; ps != nil {
@@ -446,19 +477,75 @@ func (f *fetch) checkProviders() {
 	}
 }
 
+// redescribable says whether an item nobody can serve any more should be
+// described again: the peer that described it was dropped, so its chunk
+// index may be one that only that peer can serve, and another provider is
+// still there to ask. Called with mu held.
+func (f *fetch) redescribable(st *itemState) bool {
+	if ps := f.peers[st.it.infoFrom]; ps == nil || ps.dropped == "" {
+		return false
+	}
+	return len(f.others(st.it)) > 0
+}
+
+// others are the providers of it other than its describer that are not
+// dropped. Called with mu held.
+func (f *fetch) others(it *item) []peer.ID {
+	var out []peer.ID
+	for _, p := range it.providers {
+		if ps := f.peers[p]; p != it.infoFrom && (ps == nil || ps.dropped == "") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// wait waits until every chunk of st is in its spool, or st is stale.
+func (f *fetch) wait(ctx context.Context, st *itemState) (stale bool, err error) {
+	select {
+	case <-st.complete:
+		return false, nil
+	default:
+	}
+	select {
+	case <-st.complete:
+		return false, nil
+	case <-st.stale:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-f.failedC:
+		return false, f.failure()
+	}
+}
+
 // ingest waits for an item's chunks and references, then unpacks and
 // registers it. A NAR that does not hash to the believed narHash means the
 // peer that described it (its chunk index) lied: it is dropped and the
-// item is fetched again by another peer's description.
+// item is fetched again by another peer's description; so is an item whose
+// describer was dropped while its chunks are still missing.
 func (f *fetch) ingest(ctx context.Context, it *item) error {
+	f.mu.Lock()
 	st := f.items[it.info.Path.Hash]
-	for attempt := 0; ; attempt++ {
-		select {
-		case <-st.complete:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-f.failedC:
-			return f.failure()
+	f.mu.Unlock()
+	for attempt := 0; ; {
+		stale, err := f.wait(ctx, st)
+		if err != nil {
+			return err
+		}
+		if stale {
+			f.mu.Lock()
+			from, why, others := it.infoFrom, f.peer(it.infoFrom).dropped, f.others(it)
+			f.mu.Unlock()
+			fresh, berr := f.sy.believe(ctx, it.info.Path, others)
+			if berr != nil {
+				return fmt.Errorf("peer %s, which described %s, was dropped (%s), and no other peer gives a usable description: %w",
+					from, it.info.Path.Abs(f.sy.store.StoreDir()), why, berr)
+			}
+			if err := f.restart(ctx, st, fresh); err != nil {
+				return err
+			}
+			continue
 		}
 		for _, ref := range it.info.References {
 			if dep, ok := f.pl.byHash[ref.Hash]; ok && dep != it {
@@ -470,7 +557,7 @@ func (f *fetch) ingest(ctx context.Context, it *item) error {
 			}
 		}
 		info := *it.info
-		_, err := f.sy.store.AddNAR(ctx, &info, st.spool.reader())
+		_, err = f.sy.store.AddNARIndexed(ctx, &info, it.index, st.spool.reader())
 		if err == nil {
 			st.spool.remove()
 			close(it.done)
@@ -482,18 +569,14 @@ func (f *fetch) ingest(ctx context.Context, it *item) error {
 		if !errors.Is(err, store.ErrHashMismatch) && !errors.Is(err, store.ErrBadNAR) || attempt >= 2 {
 			return err
 		}
+		attempt++
 		// The chunks matched the index, so the index (or the info) lied.
 		f.mu.Lock()
 		liar := f.peer(it.infoFrom)
 		liar.bad++
 		f.drop(liar, "described "+it.info.Path.String()+" with a chunk index that does not produce its NAR")
+		others := f.others(it)
 		f.mu.Unlock()
-		var others []peer.ID
-		for _, p := range it.providers {
-			if p != it.infoFrom {
-				others = append(others, p)
-			}
-		}
 		fresh, berr := f.sy.believe(ctx, it.info.Path, others)
 		if berr != nil {
 			return fmt.Errorf("%w; and no other peer gives a usable description: %v", err, berr)
@@ -504,30 +587,27 @@ func (f *fetch) ingest(ctx context.Context, it *item) error {
 	}
 }
 
-// restart refetches an item under a new description.
+// restart refetches an item under a new description. The chunks of the
+// old one still wanted are abandoned, and what peers lacked of it is
+// forgotten: they lacked chunks of the old index.
 func (f *fetch) restart(ctx context.Context, st *itemState, fresh *item) error {
-	st.spool.remove()
-	it := st.it
-	it.info, it.index, it.offs, it.infoFrom, it.providers = fresh.info, fresh.index, fresh.offs, fresh.infoFrom, fresh.providers
-	nst, err := f.prepare(ctx, it)
-	if err != nil {
-		return err
-	}
 	f.mu.Lock()
-	*st = *nst
 	for _, w := range st.wants {
-		w.st = st
-	}
-	if st.left == 0 {
-		select {
-		case <-st.complete:
-		default:
-			close(st.complete)
+		if !w.done {
+			w.done = true
+			f.left--
 		}
+		w.old = true
 	}
-	f.cond.Broadcast()
+	it := st.it
+	for _, ps := range f.peers {
+		delete(ps.lacks, it.info.Path.Hash)
+	}
+	it.info, it.index, it.offs, it.infoFrom, it.providers = fresh.info, fresh.index, fresh.offs, fresh.infoFrom, fresh.providers
+	old := st.spool
 	f.mu.Unlock()
-	return nil
+	old.remove()
+	return f.prepare(ctx, st)
 }
 
 func (f *fetch) failure() error {

@@ -117,6 +117,7 @@ func (sy *Syncer) Sync(ctx context.Context, roots []store.Path) (*Report, error)
 		return rep, err
 	}
 	rep.PathsTotal = pl.closureSize
+	sy.log.Debug("planned", "missing", len(pl.items), "closure", pl.closureSize, "took", time.Since(start))
 	if len(pl.items) == 0 {
 		rep.Seconds = time.Since(start).Seconds()
 		sy.progress(Progress{PathsTotal: 0, Done: true, Elapsed: time.Since(start)})
@@ -124,6 +125,7 @@ func (sy *Syncer) Sync(ctx context.Context, roots []store.Path) (*Report, error)
 	}
 	f := newFetch(sy, pl, start)
 	err = f.run(ctx)
+	sy.log.Debug("fetched", "took", time.Since(start), "err", err)
 	f.report(rep)
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, err
@@ -153,49 +155,66 @@ type plan struct {
 }
 
 // plan learns the missing part of the closures of roots from the peers.
+// The first provider asked describes a root's whole closure in one answer,
+// so planning costs two or three round trips whatever the graph's depth.
 func (sy *Syncer) plan(ctx context.Context, roots []store.Path) (*plan, error) {
 	pl := &plan{byHash: map[store.PathHash]*item{}}
+	described := map[store.PathHash]described{}
 	seen := map[store.PathHash]bool{}
-	var frontier []store.Path
-	for _, r := range roots {
-		if !seen[r.Hash] {
-			seen[r.Hash] = true
-			frontier = append(frontier, r)
-		}
-	}
 	var local []store.Path
-	for len(frontier) > 0 {
-		var want []store.Path
-		for _, p := range frontier {
-			if ok, err := sy.store.IsValid(p); err != nil {
-				return nil, err
-			} else if ok {
-				local = append(local, p) // its closure is valid here too
-				continue
-			}
+	var want []store.Path
+	// consider queues p, or notes it as local: a valid path's closure is valid.
+	consider := func(p store.Path) error {
+		if seen[p.Hash] {
+			return nil
+		}
+		seen[p.Hash] = true
+		ok, err := sy.store.IsValid(p)
+		if err != nil {
+			return err
+		}
+		if ok {
+			local = append(local, p)
+		} else {
 			want = append(want, p)
 		}
-		frontier = nil
-		if len(want) == 0 {
-			break
+		return nil
+	}
+	for _, r := range roots {
+		if err := consider(r); err != nil {
+			return nil, err
 		}
-		got, err := sy.learn(ctx, want)
+	}
+	for len(want) > 0 {
+		// Everything already described joins this round, so the whole
+		// closure is located with one batch of have queries.
+		for i := 0; i < len(want); i++ {
+			if d, ok := described[want[i].Hash]; ok {
+				for _, ref := range d.ri.Info.References {
+					if err := consider(ref); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		batch := want
+		want = nil
+		got, err := sy.learn(ctx, batch, described)
 		if err != nil {
 			return nil, err
 		}
 		for _, it := range got {
 			pl.byHash[it.info.Path.Hash] = it
 			for _, ref := range it.info.References {
-				if !seen[ref.Hash] {
-					seen[ref.Hash] = true
-					frontier = append(frontier, ref)
+				if err := consider(ref); err != nil {
+					return nil, err
 				}
 			}
 		}
 	}
 	// Order references first.
-	var visit func(it *item)
 	placed := map[store.PathHash]bool{}
+	var visit func(it *item)
 	visit = func(it *item) {
 		if placed[it.info.Path.Hash] {
 			return
@@ -221,16 +240,49 @@ func (sy *Syncer) plan(ctx context.Context, roots []store.Path) (*plan, error) {
 	return pl, nil
 }
 
-// learn finds providers for paths and a believable PathInfo for each.
-func (sy *Syncer) learn(ctx context.Context, want []store.Path) ([]*item, error) {
+// described is a peer's description of a path, not yet believed.
+type described struct {
+	ri   *p2p.RemoteInfo
+	from peer.ID
+}
+
+// learn finds providers for paths and a believable PathInfo for each,
+// asking for whole closures of what is not described yet.
+func (sy *Syncer) learn(ctx context.Context, want []store.Path, desc map[store.PathHash]described) ([]*item, error) {
 	hashes := make([]store.PathHash, len(want))
 	for i, p := range want {
 		hashes[i] = p.Hash
 	}
 	providers := sy.locate(ctx, hashes)
+	// Ask each path's first provider for the closures of the undescribed.
+	ask := map[peer.ID][]store.PathHash{}
+	for i, h := range hashes {
+		if _, ok := desc[h]; !ok && len(providers[i]) > 0 {
+			ask[providers[i][0]] = append(ask[providers[i][0]], h)
+		}
+	}
+	for p, hs := range ask {
+		ris, err := sy.node.InfoClosure(ctx, p, hs)
+		if err != nil {
+			sy.log.Debug("closure info failed", "peer", p, "err", err)
+			continue
+		}
+		for _, ri := range ris {
+			if _, ok := desc[ri.Info.Path.Hash]; !ok {
+				desc[ri.Info.Path.Hash] = described{ri: ri, from: p}
+			}
+		}
+	}
 	var out []*item
 	var problems []error
 	for i, p := range want {
+		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(providers[i], d.from) && sy.trust(d.ri.Info) == nil {
+			out = append(out, &item{
+				info: d.ri.Info, index: d.ri.Index, offs: d.ri.Index.Offsets(), infoFrom: d.from,
+				providers: providers[i], done: make(chan struct{}),
+			})
+			continue
+		}
 		it, err := sy.believe(ctx, p, providers[i])
 		if err != nil {
 			problems = append(problems, err)
@@ -367,6 +419,14 @@ func (sy *Syncer) trust(pi *store.PathInfo) error {
 	names := make([]string, len(pi.Sigs))
 	for i, s := range pi.Sigs {
 		names[i], _, _ = strings.Cut(s, ":")
+	}
+	if sy.opts.Keys != nil {
+		for _, k := range sy.opts.Keys.Keys() {
+			if slices.Contains(names, k.Name) {
+				// A trusted key's signature that fails: the info was altered.
+				return fmt.Errorf("%s: %w: its signature by %s does not match it (its narHash, size or references were altered, or the signature is corrupt)", where, ErrUntrusted, k.Name)
+			}
+		}
 	}
 	return fmt.Errorf("%s: %w (signed by %v); trust one of them with `trove trust add NAME:KEY`", where, ErrUntrusted, names)
 }
