@@ -306,6 +306,11 @@ func (n *Node) fetchErr(ctx context.Context, p peer.ID, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	// A peer that goes away (reset, closed connection) mid-chunk is not
+	// lying; only one that ends its stream early on purpose is.
+	if errors.Is(err, network.ErrReset) || n.host.Network().Connectedness(p) != network.Connected {
+		return fmt.Errorf("fetching from %s: the peer went away: %w", p, err)
+	}
 	if errors.Is(err, ErrProtocol) {
 		return &BadDataError{Peer: p, Detail: err.Error()}
 	}

@@ -282,6 +282,9 @@ func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Bu
 			return nil, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
 		}
 		data, serr := s.content.ReadChunk(ctx, store.ChunkID(req.Chunk), req.Size)
+		if serr != nil && ctx.Err() != nil {
+			return nil, nil, ctx.Err() // shutting down, not "we lack it"
+		}
 		return data, serr, nil
 	case len(req.Path) > 0 && len(req.Chunk) == 0:
 		if len(req.Path) != store.HashLen || req.Length == 0 || req.Length > MaxRangeLen {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 	"github.com/jotfs/fastcdc-go"
@@ -168,9 +169,15 @@ func ChunkNAR(r io.Reader) (ChunkIndex, error) {
 	return ix, err
 }
 
+// newChunkerMu serialises fastcdc.NewChunker, which rewrites a
+// package-wide table on every call (harmlessly with seed 0, but racily).
+var newChunkerMu sync.Mutex
+
 // chunkStream calls fn with each chunk of r; data is only valid during fn.
 func chunkStream(r io.Reader, fn func(data []byte) error) error {
+	newChunkerMu.Lock()
 	c, err := fastcdc.NewChunker(r, fastcdc.Options{MinSize: ChunkMin, AverageSize: ChunkAvg, MaxSize: ChunkMax})
+	newChunkerMu.Unlock()
 	if err != nil {
 		return err
 	}

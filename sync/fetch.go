@@ -238,6 +238,11 @@ func (f *fetch) take(p peer.ID, n int) []*want {
 		if f.failed != nil || ps.dropped != "" {
 			return nil
 		}
+		// Share what is left among the peers still working, so one peer
+		// does not take a whole small remainder while others idle.
+		if live := f.livePeers(); live > 1 {
+			n = max(4, min(n, len(f.pending)/live))
+		}
 		var batch []*want
 		rest := f.pending[:0]
 		for _, w := range f.pending {
@@ -614,4 +619,15 @@ func (f *fetch) failure() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.failed
+}
+
+// livePeers counts peers not dropped; called with mu held.
+func (f *fetch) livePeers() int {
+	n := 0
+	for _, ps := range f.peers {
+		if ps.dropped == "" {
+			n++
+		}
+	}
+	return n
 }
