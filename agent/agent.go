@@ -20,6 +20,7 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Config configures an agent.
@@ -39,6 +40,9 @@ type Config struct {
 	Runner Runner
 	// SyncInterval is how often written trees are made durable (default 30s).
 	SyncInterval time.Duration
+	// FollowProgress, if set, sees the progress of every sync the agent
+	// makes to follow a configuration (the demo draws it).
+	FollowProgress func(config string, p trovesync.Progress)
 }
 
 // Runner executes one command line inside the agent, writing its output to

@@ -158,7 +158,11 @@ func (a *Agent) followOnce(ctx context.Context, f Follow) error {
 	}
 	if ok, _ := a.Store.IsValid(m.Root); !ok {
 		end := a.BeginTransfer()
-		rep, err := trovesync.New(a.Store, a.Node, trovesync.Options{Keys: a.Keys, Logger: a.log}).SyncManifest(ctx, m)
+		opts := trovesync.Options{Keys: a.Keys, Logger: a.log}
+		if fp := a.cfg.FollowProgress; fp != nil {
+			opts.Progress = func(p trovesync.Progress) { fp(f.Name, p) }
+		}
+		rep, err := trovesync.New(a.Store, a.Node, opts).SyncManifest(ctx, m)
 		end()
 		if err != nil {
 			return err

@@ -295,6 +295,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		if !w.Range && store.SumChunk(data) != w.Chunk {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s does not hash to its ID", w.Chunk)}
 		}
+		n.countChunk(p, true, len(data))
 		if err := got(i, data, nil); err != nil {
 			return err
 		}

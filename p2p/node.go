@@ -82,6 +82,7 @@ type Node struct {
 	static map[peer.ID]chan struct{} // peers kept connected → wakes their dialler
 	ps     *pubsub.PubSub
 	topics topics
+	chunks chunkCounter
 	bw     *metrics.BandwidthCounter
 }
 

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -16,9 +17,13 @@ type PeerStatus struct {
 	Transport string        `json:"transport,omitempty"` // of the first live connection
 	Connected bool          `json:"connected"`
 	Latency   time.Duration `json:"latencyNs"`
-	BytesIn   int64         `json:"bytesIn"`
-	BytesOut  int64         `json:"bytesOut"`
-	Trusted   bool          `json:"trusted"`
+	BytesIn   int64         `json:"bytesIn"`  // all protocols (libp2p's meter: updated every second)
+	BytesOut  int64         `json:"bytesOut"` // all protocols
+	// ChunkBytesIn and ChunkBytesOut count store data fetched from and
+	// served to the peer, exactly and at once.
+	ChunkBytesIn  int64 `json:"chunkBytesIn"`
+	ChunkBytesOut int64 `json:"chunkBytesOut"`
+	Trusted       bool  `json:"trusted"`
 }
 
 // Peers lists the connected peers and the trust group's members.
@@ -50,6 +55,7 @@ func (n *Node) Peers() []PeerStatus {
 		}
 		bw := n.bw.GetBandwidthForPeer(p)
 		st.BytesIn, st.BytesOut = bw.TotalIn, bw.TotalOut
+		st.ChunkBytesIn, st.ChunkBytesOut = n.chunkBytes(p)
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b PeerStatus) int {
@@ -75,3 +81,29 @@ func (n *Node) Peers() []PeerStatus {
 
 // ConnectedPeers returns the peers with a live connection.
 func (n *Node) ConnectedPeers() []peer.ID { return n.host.Network().Peers() }
+
+// chunkCounter counts store data moved per peer.
+type chunkCounter struct {
+	mu      sync.Mutex
+	in, out map[peer.ID]int64
+}
+
+func (n *Node) countChunk(p peer.ID, in bool, bytes int) {
+	c := &n.chunks
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.in == nil {
+		c.in, c.out = map[peer.ID]int64{}, map[peer.ID]int64{}
+	}
+	if in {
+		c.in[p] += int64(bytes)
+	} else {
+		c.out[p] += int64(bytes)
+	}
+}
+
+func (n *Node) chunkBytes(p peer.ID) (in, out int64) {
+	n.chunks.mu.Lock()
+	defer n.chunks.mu.Unlock()
+	return n.chunks.in[p], n.chunks.out[p]
+}

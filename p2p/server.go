@@ -258,6 +258,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			if _, err := bw.Write(a.data); err != nil {
 				return err
 			}
+			s.node.countChunk(st.Conn().RemotePeer(), false, len(a.data))
 		}
 		// Flush when nothing more is ready, not after each chunk.
 		if len(answers) == 0 {

@@ -103,11 +103,14 @@ func TestPublishFollowActivateRollback(t *testing.T) {
 	// Generation 2 changes one small file: followers fetch only that.
 	bytesIn := func(a *agent.Agent) (n int64) {
 		for _, p := range a.Node.Peers() {
-			n += p.BytesIn
+			n += p.ChunkBytesIn
 		}
 		return n
 	}
 	beforeB, beforeC := bytesIn(B), bytesIn(C)
+	if beforeB < 2<<20 || beforeC < 2<<20 {
+		t.Fatalf("generation 1 moved only %d and %d bytes: the counters do not count", beforeB, beforeC)
+	}
 	p2 := strings.TrimSpace(mustTrove(t, homes[0], "add", writeConfig(t, filepath.Join(src, "2"), "generation two")))
 	mustTrove(t, homes[0], "publish", "laptop", p2, "--activate", "bin/activate")
 	for _, h := range homes[1:] {
@@ -186,4 +189,21 @@ func profileTree(t *testing.T, home string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestDemoRuns(t *testing.T) {
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "trove-demo-*"))
+	out, stderr, code := runTrove(t, "", "demo")
+	if code != 0 {
+		t.Fatalf("demo failed: %s\n%s", out, stderr)
+	}
+	for _, want := range []string{"published home generation 2", "switched home from generation 2 to 1", "activated generation 1", "What moved where", "Done in"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "trove-demo-*"))
+	if len(after) > len(before) {
+		t.Errorf("demo left %v behind", after)
+	}
 }

@@ -185,7 +185,7 @@ line is wrong.`,
 			root.AddCommand(c)
 		}
 	}
-	add(groupSetup, newInitCmd(a), newIDCmd(a), newPeerCmd(a))
+	add(groupSetup, newDemoCmd(a), newInitCmd(a), newIDCmd(a), newPeerCmd(a))
 	add(groupAgent, newAgentCmd(a), newStatusCmd(a), newPeersCmd(a))
 	add(groupConfig, newPublishCmd(a), newFollowCmd(a), newUnfollowCmd(a), newActivateCmd(a), newRollbackCmd(a), newGenerationsCmd(a), newManifestCmd(a))
 	add(groupStore, newAddCmd(a), newImportNixCmd(a), newSyncCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
