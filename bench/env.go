@@ -141,6 +141,12 @@ type syncRun struct {
 // separate process (so its wall time and peak RSS are its own).
 func (e *Env) troveSync(home, top string, seeders ...*seeder) (*syncRun, error) {
 	args := []string{"--home", home, "sync", "--json"}
+	if os.Getenv("TROVE_BENCH_VERBOSE") != "" {
+		args = append(args, "-v")
+	}
+	if p := os.Getenv("TROVE_BENCH_CPUPROFILE"); p != "" {
+		args = append(args, "--cpuprofile", p)
+	}
 	for _, s := range seeders {
 		args = append(args, "--from", s.addr)
 	}
@@ -154,6 +160,9 @@ func (e *Env) troveSync(home, top string, seeders ...*seeder) (*syncRun, error) 
 	r := &syncRun{Wall: time.Since(start)}
 	if err != nil {
 		return nil, fmt.Errorf("trove sync: %v: %s", err, errb.String())
+	}
+	if os.Getenv("TROVE_BENCH_VERBOSE") != "" {
+		e.logf("%s", errb.String())
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.MaxRSS = ru.Maxrss * 1024

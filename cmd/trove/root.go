@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -28,9 +29,10 @@ type app struct {
 	euid   int
 
 	// Global flags.
-	home     string
-	storeDir string
-	verbose  bool
+	home       string
+	storeDir   string
+	verbose    bool
+	cpuProfile string
 
 	log *slog.Logger
 
@@ -44,6 +46,16 @@ type app struct {
 	stderrTTY *bool
 	// args is the command line, kept to forward it to a running agent.
 	args []string
+	// profFile receives the CPU profile (hidden --cpuprofile flag).
+	profFile *os.File
+}
+
+func (a *app) stopProfile() {
+	if a.profFile != nil {
+		pprof.StopCPUProfile()
+		a.profFile.Close()
+		a.profFile = nil
+	}
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
@@ -96,6 +108,7 @@ func run(ctx context.Context, a *app, args []string) (code int) {
 	a.args = args
 	root := newRootCmd(a)
 	root.SetArgs(args)
+	defer a.stopProfile()
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
@@ -170,6 +183,8 @@ line is wrong.`,
 	f.StringVar(&a.home, "home", "", "trove home `DIR` (env TROVE_HOME; default $XDG_DATA_HOME/trove,\n~/.local/share/trove, or /var/lib/trove as root)")
 	f.StringVar(&a.storeDir, "store-dir", store.DefaultStoreDir, "logical store `DIR` that store paths are named under")
 	f.BoolVarP(&a.verbose, "verbose", "v", false, "log debug messages to standard error")
+	f.StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of this command to `FILE`")
+	f.MarkHidden("cpuprofile")
 
 	root.AddGroup(
 		&cobra.Group{ID: groupSetup, Title: "Setting up:"},
@@ -225,6 +240,16 @@ func (a *app) setup() error {
 		level = slog.LevelDebug
 	}
 	a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	if a.cpuProfile != "" && a.agent == nil {
+		f, err := os.Create(a.abs(a.cpuProfile))
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		a.profFile = f
+	}
 	if !filepath.IsAbs(a.storeDir) || filepath.Clean(a.storeDir) != a.storeDir || a.storeDir == "/" {
 		return usagef("--store-dir %q must be a clean absolute path other than /, such as %s", a.storeDir, store.DefaultStoreDir)
 	}
