@@ -41,32 +41,46 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 	_, _ = rand.Read(rnd[:])
 	st := &staged{tmp: filepath.Join(s.treeDir, ".tmp-"+hex.EncodeToString(rnd[:]))}
 
-	// SHA-256, chunking and BLAKE3 run on their own goroutine, fed through a
-	// buffer so that neither side waits for the other on every write; this
-	// one parses and writes the tree. The two halves cost about the same.
-	cp := newBufPipe(8 << 20)
-	chunked := make(chan error, 1)
+	// Three stages, each on its own goroutine and fed through a buffer so
+	// none waits for another on every write: this one parses and writes the
+	// tree; one computes SHA-256; one cuts and BLAKE3-hashes chunks (unless
+	// the caller already verified the chunks against a known index). On two
+	// cores the three cost about two cores' worth of time in all.
+	hp := newBufPipe(8 << 20)
+	hashed := make(chan error, 1)
 	h := sha256.New()
 	go func() {
-		var err error
-		if known != nil {
-			// The caller verified every chunk against this index while
-			// assembling the NAR; only the hash is left to compute.
-			st.index = known
-			_, err = io.Copy(h, cp)
-		} else {
-			st.index, err = ChunkNAR(io.TeeReader(cp, h))
-		}
-		cp.CloseRead(err) // unblock the writer if chunking failed
-		chunked <- err
+		_, err := io.Copy(h, hp)
+		hp.CloseRead(err)
+		hashed <- err
 	}()
+	var sinks io.Writer = hp
+	cp := newBufPipe(8 << 20)
+	chunked := make(chan error, 1)
+	if known != nil {
+		st.index = known
+		cp.CloseWrite(nil)
+		chunked <- nil
+	} else {
+		sinks = io.MultiWriter(hp, cp)
+		go func() {
+			var err error
+			st.index, err = ChunkNAR(cp)
+			cp.CloseRead(err) // unblock the writer if chunking failed
+			chunked <- err
+		}()
+	}
 
-	tee := io.TeeReader(ctxReader{ctx, r}, cp)
+	tee := io.TeeReader(ctxReader{ctx, r}, sinks)
 	tw := &treeWriter{root: st.tmp, readOnly: true}
 	nr := &narReader{r: bufio.NewReaderSize(tee, 1<<20), v: tw, capture: true}
 	size, err := nr.run()
+	hp.CloseWrite(err)
 	cp.CloseWrite(err)
-	cerr := <-chunked
+	herr, cerr := <-hashed, <-chunked
+	if err == nil {
+		err = herr
+	}
 	if err == nil {
 		err = cerr
 	}
