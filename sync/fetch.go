@@ -150,6 +150,11 @@ func (f *fetch) run(ctx context.Context) error {
 	}
 	f.checkProviders()
 	f.mu.Unlock()
+	workers.Add(1)
+	go func() {
+		defer workers.Done()
+		f.relocate(ctx, startWorker)
+	}()
 
 	// Ingest in plan order (references first), a few at a time; each waits
 	// for its references to be valid.
@@ -630,4 +635,58 @@ func (f *fetch) livePeers() int {
 		}
 	}
 	return n
+}
+
+// relocateEvery is how often a running fetch asks connected peers again
+// which unfinished paths they have.
+var relocateEvery = 500 * time.Millisecond
+
+// relocate keeps re-asking connected peers for the paths still being
+// fetched and adds those that have them (another follower that just
+// finished a path, a peer that connected late) as providers with workers
+// of their own. This is what lets a room of followers serve each other
+// instead of all pulling from the one seeder.
+func (f *fetch) relocate(ctx context.Context, startWorker func(peer.ID)) {
+	t := time.NewTicker(relocateEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.failedC:
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		var open []*item
+		for _, it := range f.pl.items {
+			if st := f.items[it.info.Path.Hash]; st != nil && st.left > 0 {
+				open = append(open, it)
+			}
+		}
+		f.mu.Unlock()
+		if len(open) == 0 {
+			continue
+		}
+		hashes := make([]store.PathHash, len(open))
+		for i, it := range open {
+			hashes[i] = it.info.Path.Hash
+		}
+		found := f.sy.locateConnected(ctx, hashes)
+		f.mu.Lock()
+		for i, it := range open {
+			for _, p := range found[i] {
+				if slices.Contains(it.providers, p) {
+					continue
+				}
+				it.providers = append(it.providers, p)
+				if _, ok := f.peers[p]; !ok {
+					f.peer(p)
+					startWorker(p)
+				}
+			}
+		}
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	}
 }

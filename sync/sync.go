@@ -296,6 +296,37 @@ func (sy *Syncer) learn(ctx context.Context, want []store.Path, desc map[store.P
 	return out, nil
 }
 
+// locateConnected asks only the connected peers which of hashes they have.
+func (sy *Syncer) locateConnected(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
+	return sy.ask(ctx, sy.node.ConnectedPeers(), hashes)
+}
+
+// ask sends one have query to each of peers, in parallel.
+func (sy *Syncer) ask(ctx context.Context, peers []peer.ID, hashes []store.PathHash) [][]peer.ID {
+	out := make([][]peer.ID, len(hashes))
+	var mu gosync.Mutex
+	var wg gosync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			has, err := sy.node.Have(ctx, p, hashes)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			for i, h := range has {
+				if h {
+					out[i] = append(out[i], p)
+				}
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // locate asks every connected peer which of hashes it has, and the DHT for
 // those no connected peer has.
 func (sy *Syncer) locate(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
