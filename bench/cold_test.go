@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -48,16 +49,26 @@ type testLog struct{ t testing.TB }
 
 func (l testLog) Write(p []byte) (int, error) { l.t.Logf("%s", p); return len(p), nil }
 
-func TestColdQuick(t *testing.T) {
-	if !HaveNix() {
-		t.Skip("nix not installed")
+// TestQuickBench runs every scenario at --quick size (the LAN ones only as
+// root) and requires each to produce figures rather than fail.
+func TestQuickBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the benchmark scenarios; skipped with -short")
 	}
 	quick := os.Getenv("TROVE_BENCH_FULL") == ""
-	rs, err := runCold(testEnv(t, quick))
+	tab, err := Run(context.Background(), Options{Quick: quick, Trove: buildTrove(t), Log: testLog{t}, PlotDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range rs {
-		t.Logf("%+v", r)
+	var b strings.Builder
+	tab.Print(&b)
+	t.Logf("\n%s", b.String())
+	for _, r := range tab.Results {
+		if strings.HasPrefix(r.Skipped, "failed") {
+			t.Errorf("%s: %s", r.Scenario, r.Skipped)
+		}
+		if r.Skipped == "" && r.Trove <= 0 {
+			t.Errorf("%s: no figure: %+v", r.Scenario, r)
+		}
 	}
 }

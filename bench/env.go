@@ -28,6 +28,10 @@ type Env struct {
 
 	nixKey, nixPub string
 	fixtures       map[string]*Fixture
+
+	// For the plots.
+	swarmRates map[int]float64
+	fanoutDone []time.Duration
 }
 
 func (e *Env) logf(format string, a ...any) {
@@ -227,4 +231,3 @@ func human(n int64) string {
 	}
 	return ""
 }
-

@@ -1,0 +1,128 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Scenario is one benchmark.
+type Scenario struct {
+	Name string
+	What string
+	Run  func(*Env) ([]Result, error)
+}
+
+// Scenarios are all of trove's benchmarks, in table order.
+var Scenarios = []Scenario{
+	{"add", "trove add vs nix-store --add of the same tree", runAdd},
+	{"cold", "sync of a Nix-built closure from one seeder vs nix copy from a binary cache (also: memory)", runCold},
+	{"incremental", "generation N→N+1 after a deep change: bytes fetched vs what nix copy moves", runIncremental},
+	{"swarm", "sync rate from 1, 2, 4 seeders on 100 Mbit/s links (root)", runSwarm},
+	{"fanout", "one seeder, many followers on 100 Mbit/s links (root)", runFanout},
+}
+
+// Options configure a benchmark run.
+type Options struct {
+	Quick   bool
+	Names   []string // scenarios to run; all when empty ("memory" runs with "cold")
+	Trove   string   // the trove binary
+	PlotDir string   // write SVG charts here when set
+	Log     io.Writer
+}
+
+// Table is the outcome of a run.
+type Table struct {
+	Machine string    `json:"machine"`
+	When    time.Time `json:"when"`
+	Quick   bool      `json:"quick"`
+	Limits  Limits    `json:"limits"`
+	Results []Result  `json:"results"`
+}
+
+// Run runs the chosen scenarios and measures the hardware limits.
+func Run(ctx context.Context, o Options) (*Table, error) {
+	for _, n := range o.Names {
+		if n != "memory" && !slices.ContainsFunc(Scenarios, func(s Scenario) bool { return s.Name == n }) {
+			return nil, fmt.Errorf("no scenario %q (have: add, cold, incremental, memory, swarm, fanout)", n)
+		}
+	}
+	dir, err := os.MkdirTemp("", "trove-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer removeAll(dir)
+	e := &Env{Ctx: ctx, Dir: dir, Quick: o.Quick, Trove: o.Trove, Log: o.Log}
+	t := &Table{Machine: fmt.Sprintf("%s/%s, %d cores", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()), When: time.Now().UTC(), Quick: o.Quick}
+	e.logf("measuring hardware limits...")
+	t.Limits = MeasureLimits(dir, o.Quick)
+	for _, s := range Scenarios {
+		if len(o.Names) > 0 && !slices.Contains(o.Names, s.Name) && !(s.Name == "cold" && slices.Contains(o.Names, "memory")) {
+			continue
+		}
+		e.logf("running %s: %s", s.Name, s.What)
+		rs, err := s.Run(e)
+		if err != nil {
+			rs = []Result{{Scenario: s.Name, Skipped: "failed: " + err.Error()}}
+		}
+		t.Results = append(t.Results, rs...)
+	}
+	if o.PlotDir != "" {
+		if err := e.writePlots(o.PlotDir); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+// Print writes the table for people.
+func (t *Table) Print(w io.Writer) {
+	fmt.Fprintf(w, "trove bench, %s, %s%s\n\n", t.Machine, t.When.Format("2006-01-02 15:04 UTC"), map[bool]string{true: " (--quick)"}[t.Quick])
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tmetric\ttrove\tbaseline\tratio\ttarget\tmet\t")
+	for _, r := range t.Results {
+		if r.Skipped != "" {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\n", r.Scenario, "skipped: "+r.Skipped)
+			continue
+		}
+		base, ratio, ok := "", "", ""
+		if r.Baseline > 0 {
+			base = fmt.Sprintf("%s %s (%s)", num(r.Baseline), r.Unit, r.BaselineName)
+		}
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.3g×", r.Ratio)
+		}
+		if r.Met != nil {
+			ok = map[bool]string{true: "yes", false: "NO"}[*r.Met]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Metric, num(r.Trove), r.Unit, base, ratio, r.Target, ok)
+		if r.Note != "" {
+			fmt.Fprintf(tw, "\t  %s\t\t\t\t\t\t\n", r.Note)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nlimits measured in this run: sha256 %.0f MB/s, BLAKE3 %.0f MB/s (one core), loopback TCP %.0f MB/s, disk write+fsync %.0f MB/s\n",
+		t.Limits.SHA256MBps, t.Limits.BLAKE3MBps, t.Limits.LoopbackMBps, t.Limits.DiskMBps)
+}
+
+// JSON writes the table for machines.
+func (t *Table) JSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(t)
+}
+
+func num(f float64) string {
+	s := fmt.Sprintf("%.3g", f)
+	if strings.Contains(s, "e") {
+		s = fmt.Sprintf("%.0f", f)
+	}
+	return s
+}

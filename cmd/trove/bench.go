@@ -1,0 +1,68 @@
+package main
+
+import (
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trove-p2p/trove/bench"
+)
+
+func newBenchCmd(a *app) *cobra.Command {
+	var quick, asJSON bool
+	var plotDir string
+	c := &cobra.Command{
+		Use:   "bench [--quick] [--json] [--plot DIR] [SCENARIO...]",
+		Short: "Measure trove against Nix and the hardware, in one table",
+		Long: `Run trove's benchmark scenarios and print one table: for each, trove's figure,
+a baseline measured in the same run (the real Nix where it is installed),
+the ratio, the target, and whether it was met; then the hardware limits
+measured in the same run (sha256 and BLAKE3 speed, loopback TCP, disk).
+
+Scenarios: add (trove add vs nix-store --add), cold (sync of a Nix-built
+≈1 GiB, ≈100-path closure from one seeder vs nix copy from an uncompressed
+binary cache on loopback), memory (peak RSS of that sync), incremental
+(generation N→N+1 after a deep change: bytes fetched vs nix copy), swarm
+(1, 2, 4 seeders on 100 Mbit/s links) and fanout (one seeder, 16 followers)
+— the last two run in network namespaces and need root and iproute2.
+
+Fixtures are built with real Nix, offline; without Nix those scenarios say
+"skipped: nix not installed". --quick uses small sizes (for CI). Absolute
+times vary between runs and machines: read the ratios.`,
+		Example: `  trove bench --quick
+  trove bench cold incremental
+  sudo trove bench --plot ./plots swarm fanout
+  trove bench --json > bench.json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			var log io.Writer = a.stderr
+			if asJSON && !a.stderrIsTerminal() {
+				log = io.Discard
+			}
+			t, err := bench.Run(cmd.Context(), bench.Options{Quick: quick, Names: args, Trove: self, PlotDir: a.absOrEmpty(plotDir), Log: log})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return t.JSON(a.stdout)
+			}
+			t.Print(a.stdout)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&quick, "quick", false, "small sizes (under two minutes)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringVar(&plotDir, "plot", "", "write SVG charts to `DIR`")
+	return c
+}
+
+func (a *app) absOrEmpty(p string) string {
+	if p == "" {
+		return ""
+	}
+	return a.abs(p)
+}
