@@ -146,15 +146,18 @@ func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "trove",
 		Short: "Share a Nix-style content-addressed store between machines, peer to peer",
-		Long: `trove keeps a store of immutable, content-addressed store paths, as Nix
-does, and (soon) shares it between machines peer to peer. Its NARs, narHashes
-and store paths are byte-identical to Nix's, so paths move between trove and
-Nix unchanged.
+		Long: `trove shares a Nix-style content-addressed store between machines, peer to
+peer. Every machine runs "trove agent"; agents in a trust group fetch the
+missing parts of a closure from each other in verified, deduplicated chunks,
+and follow signed configurations from your other machines, activating each
+new generation with rollback. NARs, narHashes, store paths and signatures
+are byte-identical to Nix's.
 
 The store lives in the trove home (--home): metadata in a Badger database
 under db/, and each path's tree under store/<hash>-<name>. The logical store
 directory (--store-dir, /nix/store by default) is the one store path hashes
-are computed against; the trees themselves stay inside the home.
+are computed against; the trees themselves stay inside the home. While an
+agent runs, other commands in the same home run inside it.
 
 Store paths can be given as full paths (/nix/store/<hash>-<name>), paths
 below them (/nix/store/<hash>-<name>/bin/sh), bare <hash>-<name>, or a
@@ -162,11 +165,12 @@ symlink to one such as ./result.
 
 Exit status: 0 on success, 1 when the command failed, 2 when the command
 line is wrong.`,
-		Example: `  trove init
-  trove add ./src
-  trove path-info --json -rS /nix/store/<hash>-src
-  trove verify --all
-  trove gc --dry-run`,
+		Example: `  trove demo                        # see it work: three agents on this computer
+  trove agent &                     # run the agent
+  trove peer allow 12D3KooW... --name desktop
+  trove sync /nix/store/<hash>-hello-2.12
+  trove follow laptop --activate --run
+  trove publish laptop ./result --activate bin/switch-to-configuration`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
