@@ -207,7 +207,7 @@ line is wrong.`,
 	add(groupSetup, newDemoCmd(a), newBenchCmd(a), newInitCmd(a), newIDCmd(a), newPeerCmd(a))
 	add(groupAgent, newAgentCmd(a), newStatusCmd(a), newPeersCmd(a))
 	add(groupConfig, newPublishCmd(a), newFollowCmd(a), newUnfollowCmd(a), newActivateCmd(a), newRollbackCmd(a), newGenerationsCmd(a), newManifestCmd(a))
-	add(groupStore, newAddCmd(a), newImportNixCmd(a), newImportCacheCmd(a), newSyncCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
+	add(groupStore, newAddCmd(a), newImportNixCmd(a), newSyncCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
 	add(groupSetup, newTrustCmd(a), newKeyCmd(a))
 	add(groupGC, newGCCmd(a), newRootsCmd(a))
 	add(groupNAR, newNARCmd(a))
