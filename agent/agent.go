@@ -40,9 +40,13 @@ type Config struct {
 	Runner Runner
 	// SyncInterval is how often written trees are made durable (default 30s).
 	SyncInterval time.Duration
+	// Sources are directories whose trove bundles are imported (source.go).
+	Sources []string
 	// FollowProgress, if set, sees the progress of every sync the agent
 	// makes to follow a configuration (the demo draws it).
 	FollowProgress func(config string, p trovesync.Progress)
+	// Cache is the Nix binary-cache endpoint (cache.go).
+	Cache CacheConfig
 }
 
 // Runner executes one command line inside the agent, writing its output to
@@ -73,6 +77,7 @@ type Agent struct {
 	wg         sync.WaitGroup
 	started    time.Time
 	transfers  atomic.Int32
+	cache      net.Listener // the binary-cache endpoint's, or nil (cache.go)
 }
 
 // BeginTransfer counts a sync in flight for Status; call the result when
@@ -155,10 +160,15 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.stop, a.bg = stop, bg
 	a.wg.Add(1)
 	go a.syncLoop(bg)
+	if err := a.startCache(bg); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if err := a.startFollowing(bg); err != nil {
 		a.Close()
 		return nil, err
 	}
+	a.startSources(bg)
 	a.log.Info("agent started", "peer", a.Node.ID(), "addrs", a.Node.Host().Addrs(), "home", cfg.Home)
 	return a, nil
 }

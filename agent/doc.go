@@ -1,7 +1,8 @@
 // Package agent wires a running trove agent together: it owns the store,
 // starts the p2p node with the trust group and discovery settings, keeps
 // the trust group on disk, syncs written trees periodically, and serves
-// the local control API on a unix socket in the trove home.
+// the local control API on a unix socket in the trove home, and, with
+// Config.Cache, the Nix binary-cache endpoint (cache.go, package nixcache).
 //
 // The control API is HTTP+JSON on $TROVE_HOME/agent.sock (mode 0600, so
 // only the agent's user can use it): GET /v1/status, GET /v1/peers, and

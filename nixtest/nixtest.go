@@ -42,6 +42,10 @@ func env(t testing.TB) []string {
 		}
 		kv = append(kv, k+"="+dir)
 	}
+	// Tests run offline: without this, a Nix command that meets a path it
+	// does not have asks cache.nixos.org and retries for seconds. Options
+	// given on a command line still win.
+	kv = append(kv, "NIX_CONFIG=substituters =")
 	return kv
 }
 

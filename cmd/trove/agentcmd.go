@@ -16,6 +16,8 @@ func newAgentCmd(a *app) *cobra.Command {
 		listen, peers, bootstrap []string
 		mdns, dht                bool
 		serve, logFormat         string
+		cache                    cacheFlags
+		sources                  []string
 	)
 	c := &cobra.Command{
 		Use:   "agent",
@@ -38,11 +40,28 @@ private configuration), so serving is closed by default; --serve public
 opens it to anyone who can reach the agent.
 
 Settings come from $TROVE_HOME/config.toml ([agent] listen, peers, mdns,
-dht, bootstrap, serve, log_format); flags override them.`,
+dht, bootstrap, serve, log_format); flags override them.
+
+With --cache-listen HOST:PORT it also serves the Nix binary-cache protocol
+there, so Nix can substitute from this store: add http://HOST:PORT to
+Nix's substituters and the public half of the cache's signing key
+(--cache-key NAME, made by trove key generate) to its trusted-public-keys.
+With --cache-from-peers, a path Nix asks for that the store lacks is
+fetched from peers first (what the trusted keys vouch for), so every Nix
+build on the machine fetches from the LAN; a path no peer has within
+--cache-timeout is answered 404.
+
+With --source DIR (repeatable) it imports the trove bundles (files named
+*.trove, in DIR or up to three directories down) found under DIR, such as
+a mounted USB stick, on start and every 30 seconds: each is verified as by
+trove bundle import, and a followed configuration (follow --activate)
+whose new generation a bundle brought is activated.`,
 		Example: `  trove agent
   trove agent --listen /ip4/0.0.0.0/tcp/4807 --peer /ip4/192.168.1.7/tcp/4807/p2p/12D3KooW...
   trove agent --dht --bootstrap /ip4/10.0.0.2/tcp/4807/p2p/12D3KooW...
-  trove agent --log-format json`,
+  trove agent --log-format json
+  trove agent --cache-listen 127.0.0.1:4808 --cache-from-peers --cache-key laptop-1
+  trove agent --source /media/usb`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			home, err := a.homeDir()
@@ -78,10 +97,14 @@ dht, bootstrap, serve, log_format); flags override them.`,
 			if err != nil {
 				return err
 			}
+			cacheCfg, err := cache.config(cmd, home, log)
+			if err != nil {
+				return err
+			}
 			ag, err := agent.Start(cmd.Context(), agent.Config{
 				Home: home, StoreDir: a.storeDir, Listen: listen, MDNS: mdns, Peers: peers,
 				DHT: dht, Bootstrap: bootstrap, Public: serve == "public", Logger: log,
-				Runner: agentRunner(a.getenv),
+				Runner: agentRunner(a.getenv), Cache: cacheCfg, Sources: absAll(a, sources),
 			})
 			if err != nil {
 				return err
@@ -102,6 +125,8 @@ dht, bootstrap, serve, log_format); flags override them.`,
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "DHT bootstrap peer `MULTIADDR` (repeatable)")
 	f.StringVar(&serve, "serve", "trusted", "who may fetch from this agent: trusted (the trust group) or public (anyone)")
 	f.StringVar(&logFormat, "log-format", "", "log format: text or json (default text)")
+	cache.register(f)
+	f.StringArrayVar(&sources, "source", nil, "import the trove bundles under `DIR` (a USB stick), now and every 30s (repeatable)")
 	return c
 }
 

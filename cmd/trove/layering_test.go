@@ -22,7 +22,7 @@ func TestLayering(t *testing.T) {
 		"sync":     {"agent", "nixcache", "bundle", "bench", "testnet"},
 		"agent":    {"bench", "testnet"},
 		"nixcache": {"agent", "bench", "testnet"},
-		"bundle":   {"agent", "bench", "testnet"},
+		"bundle":   {"agent", "p2p", "sync", "nixcache", "bench", "testnet"},
 	}
 	for pkg, bad := range forbidden {
 		files, _ := filepath.Glob(filepath.Join("..", "..", pkg, "*.go"))

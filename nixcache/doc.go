@@ -1,0 +1,15 @@
+// Package nixcache speaks Nix's binary-cache protocol, both ways: it serves
+// a trove store to Nix clients over HTTP (nix-cache-info, narinfo and NARs
+// streamed from the store's trees, signed with the agent's key, optionally
+// fetching missing paths from the swarm on demand), and it imports closures
+// from Nix binary caches (file:// and http(s)://, uncompressed, xz, zstd or
+// bzip2), believing a path only through a trusted signature or a content
+// address that recomputes, and verifying every NAR against its narHash.
+//
+// The narinfo parser is strict: required fields, well-formed values, no
+// duplicates, so that bytes from a cache are refused with a clear error
+// rather than half understood.
+//
+// nixcache decides nothing about peers: serving from the swarm goes through
+// the Source interface, which PeerSource implements with p2p and sync.
+package nixcache

@@ -1,0 +1,109 @@
+package nixcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
+	trovesync "github.com/trove-p2p/trove/sync"
+)
+
+// PeerSource finds paths among a node's peers and fetches their closures
+// with sync, which believes a PathInfo only through a key in the keyring
+// (or a content address that recomputes) and verifies every chunk.
+type PeerSource struct {
+	store *store.Store
+	node  *p2p.Node
+	keys  *manifest.Keyring
+	log   *slog.Logger
+	// syncing admits one sync at a time: syncs of overlapping closures
+	// would fetch the same paths twice into the same spool files.
+	syncing chan struct{}
+}
+
+var _ Source = (*PeerSource)(nil)
+
+// NewPeerSource returns a Source over the peers of n, fetching into s and
+// trusting the keys in keys.
+func NewPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slog.Logger) *PeerSource {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &PeerSource{store: s, node: n, keys: keys, log: log, syncing: make(chan struct{}, 1)}
+}
+
+// Find asks every connected peer whether it has h and learns the path's
+// name from the first that does. It returns as soon as it knows: a path
+// nobody connected has costs one round trip. It does not ask the DHT: the
+// DHT knows only closure roots, so nearly every lookup there would miss,
+// and each miss would cost Nix the whole timeout.
+func (ps *PeerSource) Find(ctx context.Context, h store.PathHash) (store.Path, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the queries still out once one answered
+	peers := ps.node.ConnectedPeers()
+	type answer struct {
+		p   peer.ID
+		has bool
+	}
+	answers := make(chan answer, len(peers))
+	for _, p := range peers {
+		go func() {
+			has, err := ps.node.Have(ctx, p, []store.PathHash{h})
+			if err != nil {
+				ps.log.Debug("have query failed", "peer", p, "err", err)
+			}
+			answers <- answer{p, err == nil && has[0]}
+		}()
+	}
+	for range peers {
+		select {
+		case a := <-answers:
+			if !a.has {
+				continue
+			}
+			if path, ok := ps.name(ctx, a.p, h); ok {
+				return path, nil
+			}
+		case <-ctx.Done():
+			return store.Path{}, ctx.Err()
+		}
+	}
+	return store.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", ErrNotFound, h, len(peers))
+}
+
+// name asks p for the info of h, for the path's name.
+func (ps *PeerSource) name(ctx context.Context, p peer.ID, h store.PathHash) (store.Path, bool) {
+	ris, err := ps.node.Info(ctx, p, []store.PathHash{h})
+	if err != nil || ris[0] == nil {
+		ps.log.Debug("peer has a path but no info for it", "peer", p, "hash", h, "err", err)
+		return store.Path{}, false
+	}
+	return ris[0].Info.Path, true
+}
+
+// Fetch syncs the closure of p from the connected peers. A closure that
+// nothing trusted vouches for is ErrNotFound: it cannot be served.
+func (ps *PeerSource) Fetch(ctx context.Context, p store.Path) error {
+	select {
+	case ps.syncing <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-ps.syncing }()
+	if ok, err := ps.store.IsValid(p); err != nil || ok {
+		return err // fetched meanwhile, for another request
+	}
+	_, err := trovesync.New(ps.store, ps.node, trovesync.Options{Keys: ps.keys, Logger: ps.log}).Sync(ctx, []store.Path{p})
+	if errors.Is(err, trovesync.ErrUntrusted) {
+		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
+			"path", p.Abs(ps.store.StoreDir()), "err", err)
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}
