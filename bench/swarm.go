@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,9 +84,14 @@ type lanReport struct {
 	Seconds      float64 `json:"seconds"`
 }
 
-func lanSync(lan *testnet.LAN, i int, top string) (*lanReport, error) {
+func lanSync(e *Env, lan *testnet.LAN, i int, top string) (*lanReport, error) {
 	var r lanReport
-	out := lan.Trove(i, "sync", "--json", top)
+	ctx, cancel := context.WithTimeout(e.Ctx, 10*time.Minute)
+	defer cancel()
+	out, err := lan.Run(ctx, i, "sync", "--json", top)
+	if err != nil {
+		return nil, err
+	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		return nil, fmt.Errorf("sync on agent %d printed %q", i, out)
 	}
@@ -119,7 +125,7 @@ func runSwarm(e *Env) ([]Result, error) {
 				lan.Stop(running)
 			}
 			lan.WaitPeers(0, k)
-			r, err := lanSync(lan, 0, f.Top)
+			r, err := lanSync(e, lan, 0, f.Top)
 			if err != nil {
 				return nil, err
 			}
@@ -172,7 +178,7 @@ func runFanout(e *Env) ([]Result, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[i] = lanSync(lan, i, f.Top)
+				_, errs[i] = lanSync(e, lan, i, f.Top)
 				done[i] = time.Since(start)
 			}()
 		}

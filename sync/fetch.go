@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	gosync "sync"
@@ -119,8 +120,18 @@ func (f *fetch) run(ctx context.Context) error {
 		f.bytesTotal += int64(it.info.NarSize)
 	}
 	sweepSpools(f.sy.opts.SpoolDir, f.sy.store)
-	// Prepare every item: resume from its spool, reuse local chunks.
-	for _, it := range f.pl.items {
+	// Prepare every item: resume from its spool, reuse local chunks. The
+	// fetch order is the plan's (references first, so unpacking keeps up)
+	// rotated to start at a random path: a room of machines syncing the
+	// same closure at once then finishes different paths first and can
+	// serve them to each other, instead of all waiting on the seeder for
+	// the same ones.
+	order := slices.Clone(f.pl.items)
+	if n := len(order); n > 1 {
+		k := rand.IntN(n)
+		order = append(order[k:], order[:k]...)
+	}
+	for _, it := range order {
 		st := &itemState{it: it}
 		if err := f.prepare(ctx, st); err != nil {
 			return err
@@ -584,12 +595,13 @@ func (f *fetch) ingest(ctx context.Context, it *item) error {
 		f.mu.Lock()
 		liar := f.peer(it.infoFrom)
 		liar.bad++
-		f.drop(liar, "described "+it.info.Path.String()+" with a chunk index that does not produce its NAR")
+		why := "described " + it.info.Path.String() + " with a chunk index that does not produce its NAR"
+		f.drop(liar, why)
 		others := f.others(it)
 		f.mu.Unlock()
 		fresh, berr := f.sy.believe(ctx, it.info.Path, others)
 		if berr != nil {
-			return fmt.Errorf("%w; and no other peer gives a usable description: %v", err, berr)
+			return fmt.Errorf("peer %s %s (%w); and no other peer gives a usable description: %v", liar.id, why, err, berr)
 		}
 		if err := f.restart(ctx, st, fresh); err != nil {
 			return err

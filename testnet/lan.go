@@ -243,6 +243,13 @@ func (l *LAN) pair() error {
 func (l *LAN) trove(i int, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	return l.Run(ctx, i, args...)
+}
+
+// Run runs a trove command line in agent i's home until it ends or ctx
+// does, and returns its standard output, or an error with its standard
+// error. Unlike Trove it does not fail the test, so goroutines may call it.
+func (l *LAN) Run(ctx context.Context, i int, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, l.bin, append([]string{"--home", l.nodes[i].home}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
