@@ -33,6 +33,10 @@ const syncChildEnv = "TROVE_SYNC_CHILD_HOME"
 const childWindow = 4
 
 func TestMain(m *testing.M) {
+	if home := os.Getenv(switchChildEnv); home != "" {
+		switchChild(home)
+		return
+	}
 	if home := os.Getenv(syncChildEnv); home != "" {
 		if err := syncChild(home); err != nil {
 			fmt.Fprintln(os.Stderr, "sync child:", err)
