@@ -350,6 +350,7 @@ func newActivateCmd(a *app) *cobra.Command {
 	var gen uint64
 	var runIt, dryRun bool
 	var timeout time.Duration
+	var nixProfile string
 	c := &cobra.Command{
 		Use:   "activate NAME",
 		Short: "Switch a profile to a generation of a configuration",
@@ -359,10 +360,13 @@ The switch is one atomic rename: the profile always points at a whole
 generation. --run runs the generation's activation command with its output
 shown; if it fails, the new generation stays selected (as NixOS does) and
 trove says how to roll back. --dry-run says what would be fetched and what
-would change, and changes nothing.`,
+would change, and changes nothing. --nix-profile PATH also imports the
+closure into the local Nix store and sets that real Nix profile to it
+(nix-env -p PATH --set), so a NixOS machine can switch with its own tools.`,
 		Example: `  trove activate laptop --run
   trove activate laptop --generation 3
-  trove activate laptop --dry-run`,
+  trove activate laptop --dry-run
+  trove activate laptop --nix-profile /nix/var/nix/profiles/system`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -412,6 +416,12 @@ would change, and changes nothing.`,
 					return err
 				}
 				fmt.Fprintf(a.stdout, "switched %s from generation %d to %d\n", name, cur, m.Generation)
+				if nixProfile != "" {
+					if nerr := setNixProfile(cmd.Context(), s, h, a.abs(nixProfile), m.Root); nerr != nil {
+						return nerr
+					}
+					fmt.Fprintf(a.stdout, "set Nix profile %s to %s\n", a.abs(nixProfile), m.Root.Abs(s.StoreDir()))
+				}
 				return err
 			})
 		},
@@ -420,6 +430,7 @@ would change, and changes nothing.`,
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "say what would happen, change nothing")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (e.g. 5m)")
+	c.Flags().StringVar(&nixProfile, "nix-profile", "", "also set the real Nix profile `PATH` (imports the closure into Nix)")
 	return c
 }
 
