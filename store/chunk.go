@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/ipfs/go-cid"
-	"github.com/jotfs/fastcdc-go"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/zeebo/blake3"
 )
@@ -169,27 +167,18 @@ func ChunkNAR(r io.Reader) (ChunkIndex, error) {
 	return ix, err
 }
 
-// newChunkerMu serialises fastcdc.NewChunker, which rewrites a
-// package-wide table on every call (harmlessly with seed 0, but racily).
-var newChunkerMu sync.Mutex
-
 // chunkStream calls fn with each chunk of r; data is only valid during fn.
 func chunkStream(r io.Reader, fn func(data []byte) error) error {
-	newChunkerMu.Lock()
-	c, err := fastcdc.NewChunker(r, fastcdc.Options{MinSize: ChunkMin, AverageSize: ChunkAvg, MaxSize: ChunkMax})
-	newChunkerMu.Unlock()
-	if err != nil {
-		return err
-	}
+	c := newCDCReader(r)
 	for {
-		ch, err := c.Next()
+		data, err := c.next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if err := fn(ch.Data); err != nil {
+		if err := fn(data); err != nil {
 			return err
 		}
 	}
