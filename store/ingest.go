@@ -50,7 +50,7 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 	hashed := make(chan error, 1)
 	h := sha256.New()
 	go func() {
-		_, err := io.Copy(h, hp)
+		_, err := io.CopyBuffer(onlyWriter{h}, onlyReader{hp}, make([]byte, 1<<20))
 		hp.CloseRead(err)
 		hashed <- err
 	}()
