@@ -111,7 +111,7 @@ func (c *contents) unvouched(storeDir string) []string {
 	}
 	var out []string
 	for _, pi := range c.infos {
-		if !listed[pi.Path.Hash] && len(pi.Sigs) == 0 && !caMatches(storeDir, pi) {
+		if !listed[pi.Path.Hash] && len(pi.Sigs) == 0 && !pi.ContentAddressed(storeDir) {
 			out = append(out, pi.Path.Abs(storeDir))
 		}
 	}

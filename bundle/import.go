@@ -277,7 +277,7 @@ func believe(storeDir string, keys *manifest.Keyring, pi *store.PathInfo, vouche
 			return nil
 		}
 	}
-	if caMatches(storeDir, pi) {
+	if pi.ContentAddressed(storeDir) {
 		return nil // AddNAR checks the NAR against the content address
 	}
 	if len(pi.Sigs) == 0 {
@@ -304,29 +304,4 @@ func findPath(m *manifest.Manifest, p store.Path) *store.PathInfo {
 		return nil
 	}
 	return m.Paths[i]
-}
-
-// caMatches reports whether pi claims a recursive sha256 content address
-// from which its store path recomputes; AddNAR then checks the NAR against
-// that address (and sync believes such paths the same way).
-func caMatches(storeDir string, pi *store.PathInfo) bool {
-	rest, ok := strings.CutPrefix(pi.CA, "fixed:r:")
-	if !ok {
-		return false
-	}
-	h, err := store.ParseHash(rest)
-	if err != nil || h != pi.NarHash {
-		return false
-	}
-	var refs []store.Path
-	self := false
-	for _, r := range pi.References {
-		if r == pi.Path {
-			self = true
-		} else {
-			refs = append(refs, r)
-		}
-	}
-	want, err := store.MakeSourcePath(storeDir, h, pi.Path.Name, refs, self)
-	return err == nil && want == pi.Path
 }

@@ -90,25 +90,7 @@ func trusted(storeDir string, keys *manifest.Keyring, pi *store.PathInfo) bool {
 			return true
 		}
 	}
-	rest, ok := strings.CutPrefix(pi.CA, "fixed:r:")
-	if !ok {
-		return false
-	}
-	h, err := store.ParseHash(rest)
-	if err != nil || h != pi.NarHash {
-		return false
-	}
-	var refs []store.Path
-	self := false
-	for _, r := range pi.References {
-		if r == pi.Path {
-			self = true
-		} else {
-			refs = append(refs, r)
-		}
-	}
-	want, err := store.MakeSourcePath(storeDir, h, pi.Path.Name, refs, self)
-	return err == nil && want == pi.Path
+	return pi.ContentAddressed(storeDir)
 }
 
 // binaryCache reads the files of a Nix binary cache.

@@ -105,3 +105,29 @@ func decodePathInfo(b []byte) (*PathInfo, error) {
 	}
 	return pi, nil
 }
+
+// ContentAddressed reports whether pi claims a recursive sha256 content
+// address ("fixed:r:sha256:…") equal to its narHash, from which its store
+// path recomputes. Such a path needs no signature to be believed: AddNAR
+// checks the NAR against that hash, so its name vouches for its content.
+func (pi *PathInfo) ContentAddressed(storeDir string) bool {
+	rest, ok := strings.CutPrefix(pi.CA, "fixed:r:")
+	if !ok {
+		return false
+	}
+	h, err := ParseHash(rest)
+	if err != nil || h != pi.NarHash {
+		return false
+	}
+	var refs []Path
+	self := false
+	for _, r := range pi.References {
+		if r == pi.Path {
+			self = true
+		} else {
+			refs = append(refs, r)
+		}
+	}
+	want, err := MakeSourcePath(storeDir, h, pi.Path.Name, refs, self)
+	return err == nil && want == pi.Path
+}

@@ -441,7 +441,7 @@ func (sy *Syncer) trust(pi *store.PathInfo) error {
 			return nil
 		}
 	}
-	if caMatches(sy.store.StoreDir(), pi) {
+	if pi.ContentAddressed(sy.store.StoreDir()) {
 		return nil // its name is its content's hash: the NAR check proves it
 	}
 	if len(pi.Sigs) == 0 {
@@ -460,31 +460,6 @@ func (sy *Syncer) trust(pi *store.PathInfo) error {
 		}
 	}
 	return fmt.Errorf("%s: %w (signed by %v); trust one of them with `trove trust add NAME:KEY`", where, ErrUntrusted, names)
-}
-
-// caMatches reports whether pi claims a recursive sha256 content address
-// from which its store path recomputes. AddNAR then checks the NAR hash
-// against that address, so such a path needs no signature.
-func caMatches(storeDir string, pi *store.PathInfo) bool {
-	rest, ok := strings.CutPrefix(pi.CA, "fixed:r:")
-	if !ok {
-		return false
-	}
-	h, err := store.ParseHash(rest)
-	if err != nil || h != pi.NarHash {
-		return false
-	}
-	var refs []store.Path
-	self := false
-	for _, r := range pi.References {
-		if r == pi.Path {
-			self = true
-		} else {
-			refs = append(refs, r)
-		}
-	}
-	want, err := store.MakeSourcePath(storeDir, h, pi.Path.Name, refs, self)
-	return err == nil && want == pi.Path
 }
 
 func plural(n int, one, many string) string {
