@@ -56,12 +56,42 @@ func idOf(b []byte) (manifest.ID, error) {
 
 // ResolveManifest asks every connected peer for generation gen (0 = newest)
 // of name, keeps every manifest that verifies and is trusted, and returns
-// the requested one (or the newest known, here or from any peer).
+// the requested one (or the newest known, here or from any peer). When no
+// connected peer has the configuration and the DHT is on, it connects to
+// the peers the DHT says provide the name and asks them.
 func ResolveManifest(ctx context.Context, n *p2p.Node, h *manifest.History, name string, gen uint64) (*manifest.Manifest, error) {
+	problems := askManifest(ctx, n, h, n.ConnectedPeers(), name, gen)
+	if _, _, err := h.Get(name, gen); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		provs, derr := n.FindProviders(lctx, p2p.ConfigKey(name), 8)
+		cancel()
+		if derr == nil {
+			var more []peer.ID
+			for _, ai := range provs {
+				if n.Connect(ctx, ai) == nil {
+					more = append(more, ai.ID)
+				}
+			}
+			problems = append(problems, askManifest(ctx, n, h, more, name, gen)...)
+		}
+	}
+	m, _, err := h.Get(name, gen)
+	if err != nil {
+		if len(problems) > 0 {
+			return nil, errors.Join(append([]error{err}, problems...)...)
+		}
+		return nil, fmt.Errorf("%w (asked %d connected %s)", err, len(n.ConnectedPeers()), plural(len(n.ConnectedPeers()), "peer", "peers"))
+	}
+	return m, nil
+}
+
+// askManifest asks peers for a manifest in parallel and records what
+// verifies; it returns what went wrong with the ones that did not.
+func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []peer.ID, name string, gen uint64) []error {
 	var wg gosync.WaitGroup
 	var mu gosync.Mutex
 	var problems []error
-	for _, p := range n.ConnectedPeers() {
+	for _, p := range peers {
 		wg.Add(1)
 		go func(p peer.ID) {
 			defer wg.Done()
@@ -77,14 +107,7 @@ func ResolveManifest(ctx context.Context, n *p2p.Node, h *manifest.History, name
 		}(p)
 	}
 	wg.Wait()
-	m, _, err := h.Get(name, gen)
-	if err != nil {
-		if len(problems) > 0 {
-			return nil, errors.Join(append([]error{err}, problems...)...)
-		}
-		return nil, fmt.Errorf("%w (asked %d connected %s)", err, len(n.ConnectedPeers()), plural(len(n.ConnectedPeers()), "peer", "peers"))
-	}
-	return m, nil
+	return problems
 }
 
 // SyncManifest fetches m's closure, believing exactly the PathInfos the
