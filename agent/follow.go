@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ipfs/go-cid"
 	"io"
 	"os"
 	"path/filepath"
@@ -222,8 +223,12 @@ func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string
 	if err := a.subscribe(a.bg, name); err != nil {
 		a.log.Debug("subscribing to own configuration", "err", err)
 	}
-	if err := a.Node.Provide(ctx, p2p.ConfigKey(name)); err != nil && !errors.Is(err, p2p.ErrNoDHT) {
-		a.log.Warn("announcing on the DHT failed", "err", err)
+	// On the DHT go the configuration's name and its closure's root, never
+	// the paths or chunks inside it.
+	for _, key := range []cid.Cid{p2p.ConfigKey(name), p2p.PathKey(root.Hash)} {
+		if err := a.Node.Provide(ctx, key); err != nil && !errors.Is(err, p2p.ErrNoDHT) {
+			a.log.Warn("announcing on the DHT failed", "err", err)
+		}
 	}
 	return m, nil
 }
