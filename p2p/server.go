@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/trove-p2p/trove/store"
 )
@@ -213,10 +214,15 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 		data []byte
 		serr error // for the peer: we cannot serve this one
 		err  error // ends the stream (io.EOF: the peer is done asking)
+		cost int64 // of the read-ahead budget, returned once sent
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	answers := make(chan answer, chunkReadAhead)
+	// Answers prepared ahead are bounded in bytes as well as in number:
+	// a peer asking for 4 MiB ranges and never reading must not make us
+	// hold chunkReadAhead of them.
+	budget := semaphore.NewWeighted(readAheadBytes)
 	go func() {
 		defer close(answers)
 		for {
@@ -224,6 +230,13 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			var req ChunkRequest
 			a := answer{}
 			if a.err = readMsg(r, maxChunkHeader, &req); a.err == nil {
+				a.cost = int64(max(req.Length, req.Size))
+				if a.cost > readAheadBytes || a.cost < 0 {
+					a.cost = readAheadBytes
+				}
+				if err := budget.Acquire(ctx, a.cost); err != nil {
+					return
+				}
 				var buf bytes.Buffer
 				a.seq = req.Seq
 				a.data, a.serr, a.err = s.chunkData(ctx, &req, &buf)
@@ -260,6 +273,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			}
 			s.node.countChunk(st.Conn().RemotePeer(), false, len(a.data))
 		}
+		budget.Release(a.cost)
 		// Flush when nothing more is ready, not after each chunk.
 		if len(answers) == 0 {
 			if err := bw.Flush(); err != nil {
@@ -271,8 +285,11 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 }
 
 // chunkReadAhead is how many answers a chunks stream prepares ahead of
-// the one it is sending.
-const chunkReadAhead = 4
+// the one it is sending, and readAheadBytes how many bytes they may hold.
+const (
+	chunkReadAhead = 4
+	readAheadBytes = 4 << 20
+)
 
 // chunkData reads what req asks for. serr is an answer for the peer (we do
 // not have it); err a protocol violation.
@@ -299,6 +316,7 @@ func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Bu
 			return nil, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
 		}
 		buf.Reset()
+		buf.Grow(int(req.Length)) // one allocation, not a doubling series
 		if serr := s.content.WriteNAR(ctx, buf, pi.Path, int64(req.Offset), int64(req.Length)); serr != nil {
 			return nil, serr, nil
 		}
