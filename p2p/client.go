@@ -45,11 +45,30 @@ func (n *Node) stream(ctx context.Context, p peer.ID, proto protocol.ID) (networ
 
 // Have asks p which of hashes it holds, in batches of MaxHaveHashes.
 func (n *Node) Have(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]bool, error) {
-	out := make([]bool, 0, len(hashes))
+	return inBatches(hashes, MaxHaveHashes, func(batch []store.PathHash) ([]bool, error) {
+		var resp HaveResponse
+		if err := n.roundTrip(ctx, p, ProtoHave, &HaveRequest{Hashes: rawHashes(batch)}, maxHaveResponse, &resp); err != nil {
+			return nil, err
+		}
+		if len(resp.Bitmap) != (len(batch)+7)/8 {
+			return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("have bitmap of %d bytes for %d hashes", len(resp.Bitmap), len(batch))}
+		}
+		out := make([]bool, len(batch))
+		for i := range out {
+			out[i] = resp.Bitmap[i/8]&(1<<(i%8)) != 0
+		}
+		return out, nil
+	})
+}
+
+// inBatches calls fn on consecutive batches of at most size hashes and
+// concatenates the answers.
+func inBatches[T any](hashes []store.PathHash, size int, fn func([]store.PathHash) ([]T, error)) ([]T, error) {
+	out := make([]T, 0, len(hashes))
 	for len(hashes) > 0 {
-		batch := hashes[:min(len(hashes), MaxHaveHashes)]
+		batch := hashes[:min(len(hashes), size)]
 		hashes = hashes[len(batch):]
-		got, err := n.haveBatch(ctx, p, batch)
+		got, err := fn(batch)
 		if err != nil {
 			return nil, err
 		}
@@ -58,34 +77,32 @@ func (n *Node) Have(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]
 	return out, nil
 }
 
-func (n *Node) haveBatch(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]bool, error) {
+func rawHashes(hs []store.PathHash) [][]byte {
+	out := make([][]byte, len(hs))
+	for i := range hs {
+		out[i] = hs[i][:]
+	}
+	return out
+}
+
+// roundTrip sends one request on a new stream to p and reads one answer
+// of at most max bytes, within requestTimeout.
+func (n *Node) roundTrip(ctx context.Context, p peer.ID, proto protocol.ID, req any, max int, resp any) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	st, done, err := n.stream(ctx, p, ProtoHave)
+	st, done, err := n.stream(ctx, p, proto)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer done()
-	req := HaveRequest{Hashes: make([][]byte, len(hashes))}
-	for i := range hashes {
-		req.Hashes[i] = hashes[i][:]
-	}
-	if err := writeMsg(st, &req); err != nil {
-		return nil, fmt.Errorf("have request to %s: %w", p, err)
+	if err := writeMsg(st, req); err != nil {
+		return fmt.Errorf("%s request to %s: %w", proto, p, err)
 	}
 	st.CloseWrite()
-	var resp HaveResponse
-	if err := readMsg(bufio.NewReader(st), maxHaveResponse, &resp); err != nil {
-		return nil, fmt.Errorf("have answer from %s: %w", p, err)
+	if err := readMsg(bufio.NewReaderSize(st, 64<<10), max, resp); err != nil {
+		return fmt.Errorf("%s answer from %s: %w", proto, p, err)
 	}
-	if len(resp.Bitmap) != (len(hashes)+7)/8 {
-		return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("have bitmap of %d bytes for %d hashes", len(resp.Bitmap), len(hashes))}
-	}
-	out := make([]bool, len(hashes))
-	for i := range out {
-		out[i] = resp.Bitmap[i/8]&(1<<(i%8)) != 0
-	}
-	return out, nil
+	return nil
 }
 
 // RemoteInfo is a PathInfo as a peer described it, with its chunk index:
@@ -98,57 +115,30 @@ type RemoteInfo struct {
 // Info asks p for the PathInfos and chunk indexes of hashes; entries are nil
 // where p does not hold the path.
 func (n *Node) Info(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]*RemoteInfo, error) {
-	out := make([]*RemoteInfo, 0, len(hashes))
-	for len(hashes) > 0 {
-		batch := hashes[:min(len(hashes), MaxInfoHashes)]
-		hashes = hashes[len(batch):]
-		got, err := n.infoBatch(ctx, p, batch)
-		if err != nil {
+	return inBatches(hashes, MaxInfoHashes, func(batch []store.PathHash) ([]*RemoteInfo, error) {
+		var resp InfoResponse
+		if err := n.roundTrip(ctx, p, ProtoInfo, &InfoRequest{Hashes: rawHashes(batch)}, MaxInfoResponse, &resp); err != nil {
 			return nil, err
 		}
-		out = append(out, got...)
-	}
-	return out, nil
-}
-
-func (n *Node) infoBatch(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]*RemoteInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	st, done, err := n.stream(ctx, p, ProtoInfo)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	req := InfoRequest{Hashes: make([][]byte, len(hashes))}
-	for i := range hashes {
-		req.Hashes[i] = hashes[i][:]
-	}
-	if err := writeMsg(st, &req); err != nil {
-		return nil, fmt.Errorf("info request to %s: %w", p, err)
-	}
-	st.CloseWrite()
-	var resp InfoResponse
-	if err := readMsg(bufio.NewReaderSize(st, 64<<10), MaxInfoResponse, &resp); err != nil {
-		return nil, fmt.Errorf("info answer from %s: %w", p, err)
-	}
-	if len(resp.Infos) != len(hashes) {
-		return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("%d infos for %d hashes", len(resp.Infos), len(hashes))}
-	}
-	out := make([]*RemoteInfo, len(hashes))
-	for i, w := range resp.Infos {
-		if w == nil {
-			continue
+		if len(resp.Infos) != len(batch) {
+			return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("%d infos for %d hashes", len(resp.Infos), len(batch))}
 		}
-		pi, ix, err := FromWire(w)
-		if err != nil {
-			return nil, &BadDataError{Peer: p, Detail: err.Error()}
+		out := make([]*RemoteInfo, len(batch))
+		for i, w := range resp.Infos {
+			if w == nil {
+				continue
+			}
+			pi, ix, err := FromWire(w)
+			if err != nil {
+				return nil, &BadDataError{Peer: p, Detail: err.Error()}
+			}
+			if pi.Path.Hash != batch[i] {
+				return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("asked for %s, got %s", batch[i], pi.Path)}
+			}
+			out[i] = &RemoteInfo{Info: pi, Index: ix}
 		}
-		if pi.Path.Hash != hashes[i] {
-			return nil, &BadDataError{Peer: p, Detail: fmt.Sprintf("asked for %s, got %s", hashes[i], pi.Path)}
-		}
-		out[i] = &RemoteInfo{Info: pi, Index: ix}
-	}
-	return out, nil
+		return out, nil
+	})
 }
 
 // InfoClosure asks p for the infos of the closures of roots, in one round
@@ -158,24 +148,9 @@ func (n *Node) InfoClosure(ctx context.Context, p peer.ID, roots []store.PathHas
 	if len(roots) > MaxInfoHashes {
 		roots = roots[:MaxInfoHashes]
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	st, done, err := n.stream(ctx, p, ProtoInfo)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	req := InfoRequest{Hashes: make([][]byte, len(roots)), Closure: true}
-	for i := range roots {
-		req.Hashes[i] = roots[i][:]
-	}
-	if err := writeMsg(st, &req); err != nil {
-		return nil, fmt.Errorf("info request to %s: %w", p, err)
-	}
-	st.CloseWrite()
 	var resp InfoResponse
-	if err := readMsg(bufio.NewReaderSize(st, 64<<10), MaxInfoResponse, &resp); err != nil {
-		return nil, fmt.Errorf("info answer from %s: %w", p, err)
+	if err := n.roundTrip(ctx, p, ProtoInfo, &InfoRequest{Hashes: rawHashes(roots), Closure: true}, MaxInfoResponse, &resp); err != nil {
+		return nil, err
 	}
 	out := make([]*RemoteInfo, 0, len(resp.Infos))
 	for _, w := range resp.Infos {

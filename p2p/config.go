@@ -74,20 +74,9 @@ var ErrNoManifest = errors.New("peer has no such manifest")
 
 // Manifest asks p for generation gen (0 = newest) of name.
 func (n *Node) Manifest(ctx context.Context, p peer.ID, name string, gen uint64) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	st, done, err := n.stream(ctx, p, ProtoManifest)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	if err := writeMsg(st, &ManifestRequest{Name: name, Generation: gen}); err != nil {
-		return nil, err
-	}
-	st.CloseWrite()
 	var resp ManifestResponse
-	if err := readMsg(bufio.NewReaderSize(st, 64<<10), MaxManifestBytes+64, &resp); err != nil {
-		return nil, fmt.Errorf("manifest from %s: %w", p, err)
+	if err := n.roundTrip(ctx, p, ProtoManifest, &ManifestRequest{Name: name, Generation: gen}, MaxManifestBytes+64, &resp); err != nil {
+		return nil, err
 	}
 	if len(resp.Manifest) == 0 {
 		return nil, fmt.Errorf("%s@%d from %s: %w", name, gen, p, ErrNoManifest)
