@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -21,13 +22,38 @@ const RequireEnv = "TROVE_REQUIRE_NIX"
 func Require(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("nix-store"); err == nil {
-		return
+		usableOnce.Do(probe)
+		if unusable == "" {
+			return
+		}
+		if os.Getenv(RequireEnv) == "1" {
+			t.Fatal(unusable + " (" + RequireEnv + "=1 is set)")
+			return
+		}
+		t.Skip(unusable)
 	}
 	if os.Getenv(RequireEnv) == "1" {
 		t.Fatal(MissingMessage + " (" + RequireEnv + "=1 is set)")
 		return
 	}
 	t.Skip(MissingMessage)
+}
+
+var (
+	usableOnce sync.Once
+	unusable   string // why installed Nix cannot be used here, if it cannot
+)
+
+// probe checks that this user can reach the Nix store: as a normal user
+// without access to nix-daemon, every store operation fails.
+func probe() {
+	var stderr bytes.Buffer
+	cmd := exec.Command("nix-store", "--query", "--hash", "/nix/store/00000000000000000000000000000000-trove-probe")
+	cmd.Stderr = &stderr
+	cmd.Run() // the path is never valid; only how it fails matters
+	if msg := stderr.String(); strings.Contains(msg, "Permission denied") || strings.Contains(msg, "cannot connect") {
+		unusable = "Nix is installed but this user cannot use its store (" + strings.TrimSpace(msg) + "); run the Nix interop tests as root or with nix-daemon access"
+	}
 }
 
 // env returns XDG_CACHE_HOME, XDG_CONFIG_HOME and XDG_DATA_HOME pointing

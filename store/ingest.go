@@ -84,9 +84,6 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 	if err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = tw.finish()
-	}
 	if err != nil {
 		_ = removeTree(st.tmp)
 		return nil, err

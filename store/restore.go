@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -16,9 +15,12 @@ import (
 // Entry names were checked by the reader (no "/", "..", "." or NUL), and
 // every file is created with O_EXCL|O_NOFOLLOW, so nothing lands outside root.
 type treeWriter struct {
-	root     string
-	readOnly bool     // store trees: files 0444/0555, directories 0555
-	dirs     []string // directories to make read-only once filled
+	root string
+	// readOnly marks store trees: files 0444 (0555 if executable). Their
+	// directories stay owner-writable (0755) so that whoever owns a trove
+	// home can delete it with rm -rf, as tests and `trove demo` do; verify
+	// catches anything added to a tree.
+	readOnly bool
 	buf      []byte
 }
 
@@ -33,11 +35,7 @@ func (t *treeWriter) path(rel string) string {
 
 func (t *treeWriter) Directory(rel string) error {
 	p := t.path(rel)
-	if err := os.Mkdir(p, 0o755); err != nil {
-		return err
-	}
-	t.dirs = append(t.dirs, p)
-	return nil
+	return os.Mkdir(p, 0o755)
 }
 
 func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reader) error {
@@ -73,19 +71,6 @@ func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reade
 
 func (t *treeWriter) Symlink(rel, target string) error {
 	return os.Symlink(target, t.path(rel))
-}
-
-// finish makes directories read-only, deepest first, for store trees.
-func (t *treeWriter) finish() error {
-	if !t.readOnly {
-		return nil
-	}
-	for _, d := range slices.Backward(t.dirs) {
-		if err := os.Chmod(d, 0o555); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 type onlyWriter struct{ io.Writer }

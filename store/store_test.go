@@ -104,7 +104,7 @@ func TestStoredTreeIsReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rel, want := range map[string]os.FileMode{"": 0o555 | os.ModeDir, "f": 0o444, "x": 0o555} {
+	for rel, want := range map[string]os.FileMode{"f": 0o444, "x": 0o555} {
 		fi, err := os.Lstat(filepath.Join(s.TreePath(pi.Path), rel))
 		if err != nil {
 			t.Fatal(err)
@@ -112,6 +112,10 @@ func TestStoredTreeIsReadOnly(t *testing.T) {
 		if fi.Mode() != want {
 			t.Errorf("%q: mode %v, want %v", rel, fi.Mode(), want)
 		}
+	}
+	// Directories stay owner-writable: the owner can remove a home.
+	if fi, _ := os.Lstat(s.TreePath(pi.Path)); fi.Mode().Perm()&0o200 == 0 {
+		t.Errorf("tree directory mode %v: the owner cannot remove its entries", fi.Mode())
 	}
 }
 
