@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/trove-p2p/trove/store"
 )
 
 // Fixture is a closure built by real Nix: Paths packages, package 0 the
@@ -135,7 +137,7 @@ func runCmd(ctx context.Context, env []string, name string, args ...string) (str
 // HaveNix reports whether the real Nix tools are installed.
 func HaveNix() bool {
 	_, err := exec.LookPath("nix-build")
-	return err == nil
+	return err == nil && store.NixUsable() == nil
 }
 
 // BuildFixture builds the fixture with nix-build, offline, in dir (blobs

@@ -2,11 +2,11 @@ package nixtest
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -22,15 +22,15 @@ const RequireEnv = "TROVE_REQUIRE_NIX"
 func Require(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("nix-store"); err == nil {
-		usableOnce.Do(probe)
-		if unusable == "" {
+		err := usable()
+		if err == nil {
 			return
 		}
 		if os.Getenv(RequireEnv) == "1" {
-			t.Fatal(unusable + " (" + RequireEnv + "=1 is set)")
+			t.Fatal(err.Error() + " (" + RequireEnv + "=1 is set)")
 			return
 		}
-		t.Skip(unusable)
+		t.Skip(err.Error())
 	}
 	if os.Getenv(RequireEnv) == "1" {
 		t.Fatal(MissingMessage + " (" + RequireEnv + "=1 is set)")
@@ -39,21 +39,19 @@ func Require(t testing.TB) {
 	t.Skip(MissingMessage)
 }
 
-var (
-	usableOnce sync.Once
-	unusable   string // why installed Nix cannot be used here, if it cannot
-)
-
-// probe checks that this user can reach the Nix store: as a normal user
-// without access to nix-daemon, every store operation fails.
-func probe() {
+// usable reports why this user cannot use the installed Nix's store (as
+// a normal user without nix-daemon access), nil if it can. It mirrors
+// store.NixUsable, which this package cannot import (store's own tests
+// import nixtest).
+func usable() error {
 	var stderr bytes.Buffer
 	cmd := exec.Command("nix-store", "--query", "--hash", "/nix/store/00000000000000000000000000000000-trove-probe")
 	cmd.Stderr = &stderr
-	cmd.Run() // the path is never valid; only how it fails matters
-	if msg := stderr.String(); strings.Contains(msg, "Permission denied") || strings.Contains(msg, "cannot connect") {
-		unusable = "Nix is installed but this user cannot use its store (" + strings.TrimSpace(msg) + "); run the Nix interop tests as root or with nix-daemon access"
+	_ = cmd.Run() // the path is never valid; only how it fails matters
+	if msg := strings.TrimSpace(stderr.String()); strings.Contains(msg, "Permission denied") || strings.Contains(msg, "cannot connect") {
+		return errors.New("Nix is installed but this user cannot use its store (" + msg + "); run the Nix interop tests as root or with nix-daemon access")
 	}
+	return nil
 }
 
 // env returns XDG_CACHE_HOME, XDG_CONFIG_HOME and XDG_DATA_HOME pointing

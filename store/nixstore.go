@@ -9,6 +9,7 @@ import (
 	"io"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -162,4 +163,21 @@ func runNix(ctx context.Context, name string, args ...string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w: %s", name, err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return out, nil
+}
+
+// NixUsable reports why the local Nix cannot be used by this process (nil
+// when it can): not installed, or installed but its store unreachable, as
+// for a normal user without access to nix-daemon.
+func NixUsable() error {
+	if _, err := exec.LookPath("nix-store"); err != nil {
+		return ErrNixMissing
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command("nix-store", "--query", "--hash", "/nix/store/00000000000000000000000000000000-trove-probe")
+	cmd.Stderr = &stderr
+	_ = cmd.Run() // the path is never valid; only how it fails matters
+	if msg := strings.TrimSpace(stderr.String()); strings.Contains(msg, "Permission denied") || strings.Contains(msg, "cannot connect") {
+		return fmt.Errorf("Nix is installed but this user cannot use its store (%s); run as root or with nix-daemon access", msg)
+	}
+	return nil
 }
