@@ -86,6 +86,7 @@ func lineChart(title, xlabel, ylabel string, pts, ref [][2]float64) string {
 	fmt.Fprintf(&b, `<text x="16" y="%.0f" text-anchor="middle" transform="rotate(-90 16 %.0f)">%s</text>`, h/2, h/2, ylabel)
 	if len(ref) > 0 {
 		fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="#999" stroke-dasharray="6,4"/>`, path(ref))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="#777">dashed: perfect scaling</text>`, m+10, m+14)
 	}
 	fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="#1f6feb" stroke-width="2.5"/>`, path(pts))
 	for _, p := range pts {
