@@ -548,11 +548,14 @@ func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify b
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, size)
+	// The buffer is made only once a location is known: sync asks for every
+	// chunk of a cold closure, and almost all of them are not here.
+	var buf []byte
 	s.mu.Lock()
 	cached, ok := s.chunkLocs[id]
 	s.mu.Unlock()
 	if ok {
+		buf = make([]byte, size)
 		if sk, tree, err := s.skeleton(cached.Path); err == nil && sk.readAt(buf, tree, cached.Offset) == nil &&
 			(!verify || SumChunk(buf) == id) {
 			return buf, nil
@@ -566,6 +569,9 @@ func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify b
 		sk, tree, err := s.skeleton(loc.Path)
 		if err != nil {
 			continue // registration unfinished or path collected
+		}
+		if buf == nil {
+			buf = make([]byte, size)
 		}
 		if err := sk.readAt(buf, tree, loc.Offset); err != nil {
 			s.log.Warn("cannot read chunk from its tree", "chunk", id, "tree", tree, "err", err)

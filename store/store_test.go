@@ -462,3 +462,14 @@ func TestSyncClearsMarks(t *testing.T) {
 		t.Fatalf("%d marks after Sync", len(m))
 	}
 }
+
+// BenchmarkReadAbsentChunk is what a cold sync pays per chunk to learn it
+// must fetch it.
+func BenchmarkReadAbsentChunk(b *testing.B) {
+	s := openTestStore(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		s.ReadChunk(ctx, SumChunk([]byte{byte(i), byte(i >> 8)}), ChunkAvg)
+	}
+}

@@ -199,32 +199,39 @@ func (f *fetch) run(ctx context.Context) error {
 func (f *fetch) prepare(ctx context.Context, st *itemState) error {
 	f.mu.Lock()
 	it := st.it
-	path, size := it.info.Path, it.info.NarSize
+	path, size, index, offs := it.info.Path, it.info.NarSize, it.index, it.offs
 	f.mu.Unlock()
 	sp, fresh, err := openSpool(f.sy.opts.SpoolDir, path, size)
 	if err != nil {
 		return err
 	}
+	// Look at the spool and the store without the lock: workers of other
+	// paths keep going meanwhile (this also runs when a path restarts).
+	var resumed, reused int64
+	var missing []int
 	buf := make([]byte, store.ChunkMax)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	*st = itemState{it: it, spool: sp, complete: make(chan struct{}), stale: make(chan struct{})}
-	for i, c := range it.index {
-		off := it.offs[i]
-		if !fresh && sp.has(c, off, buf) {
-			f.bytesResumed += int64(c.Size)
-			f.bytesDone += int64(c.Size)
+	for i, c := range index {
+		if !fresh && sp.has(c, offs[i], buf) {
+			resumed += int64(c.Size)
 			continue
 		}
 		if data, err := f.sy.store.ReadChunk(ctx, c.ID, c.Size); err == nil {
-			if err := sp.writeAt(data, off); err != nil {
+			if err := sp.writeAt(data, offs[i]); err != nil {
 				return err
 			}
-			f.bytesReused += int64(c.Size)
-			f.bytesDone += int64(c.Size)
+			reused += int64(c.Size)
 			continue
 		}
-		w := &want{st: st, ref: c, off: off, inflight: map[peer.ID]bool{}}
+		missing = append(missing, i)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	*st = itemState{it: it, spool: sp, complete: make(chan struct{}), stale: make(chan struct{})}
+	f.bytesResumed += resumed
+	f.bytesReused += reused
+	f.bytesDone += resumed + reused
+	for _, i := range missing {
+		w := &want{st: st, ref: index[i], off: offs[i], inflight: map[peer.ID]bool{}}
 		st.wants = append(st.wants, w)
 		st.left++
 		f.left++
