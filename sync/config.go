@@ -130,16 +130,24 @@ type ActivateOptions struct {
 // Activate switches profile m.Name to m's generation (its closure must be
 // valid) and, if asked, runs its activation command.
 func Activate(ctx context.Context, p *Profiles, m *manifest.Manifest, o ActivateOptions) error {
-	unlock, err := p.Lock(m.Name, o.Wait)
+	return p.Activate(ctx, m.Name, m.Generation, m.Root, m.Activate, o)
+}
+
+// Activate switches profile name to generation gen with the given root
+// under the profile's lock and, if asked, runs its activation command
+// (rel, relative to the root). Activating a new generation and rolling
+// back to an old one are the same operation.
+func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root store.Path, rel string, o ActivateOptions) error {
+	unlock, err := p.Lock(name, o.Wait)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if err := p.Switch(m.Name, m.Generation, m.Root); err != nil {
+	if err := p.Switch(name, gen, root); err != nil {
 		return err
 	}
 	if !o.Run {
 		return nil
 	}
-	return p.RunActivation(ctx, m.Name, m.Generation, m.Root, m.Activate, o.Timeout, o.Stdout, o.Stderr)
+	return p.RunActivation(ctx, name, gen, root, rel, o.Timeout, o.Stdout, o.Stderr)
 }

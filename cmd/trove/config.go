@@ -476,27 +476,26 @@ one atomic rename; --run runs that generation's activation command again.`,
 				if err != nil {
 					return err
 				}
-				unlock, err := prof.Lock(name, 30*time.Second)
-				if err != nil {
-					return err
+				var rel string
+				if runIt {
+					h, err := a.history()
+					if err != nil {
+						return err
+					}
+					m, _, err := h.Get(name, target)
+					if err != nil {
+						return fmt.Errorf("cannot run the activation command: %w", err)
+					}
+					rel = m.Activate
 				}
-				defer unlock()
-				if err := prof.Switch(name, target, root); err != nil {
+				err = prof.Activate(cmd.Context(), name, target, root, rel, trovesync.ActivateOptions{
+					Run: runIt, Timeout: timeout, Wait: 30 * time.Second, Stdout: a.stdout, Stderr: a.stderr})
+				var ae *trovesync.ActivationError
+				if err != nil && !errors.As(err, &ae) {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "switched %s from generation %d to %d\n", name, cur, target)
-				if !runIt {
-					return nil
-				}
-				h, err := a.history()
-				if err != nil {
-					return err
-				}
-				m, _, err := h.Get(name, target)
-				if err != nil {
-					return fmt.Errorf("cannot run the activation command: %w", err)
-				}
-				return prof.RunActivation(cmd.Context(), name, target, root, m.Activate, timeout, a.stdout, a.stderr)
+				return err
 			})
 		},
 	}
