@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -223,31 +222,15 @@ func (s *Store) AddNARIndexed(ctx context.Context, info *PathInfo, index ChunkIn
 // checkCA verifies a "fixed:r:sha256:" content address against the NAR
 // hash: such a path's name hash must recompute from its content.
 func (s *Store) checkCA(info *PathInfo, narHash Hash) error {
-	rest, ok := strings.CutPrefix(info.CA, "fixed:r:")
-	if !ok {
+	h, want, ok, err := info.caPath(s.storeDir)
+	switch {
+	case !ok:
 		return nil // other forms cannot be checked from the NAR alone
-	}
-	h, err := ParseHash(rest)
-	if err != nil {
-		return fmt.Errorf("%s: bad CA %q: %w", info.Path.Abs(s.storeDir), info.CA, err)
-	}
-	if h != narHash {
+	case err != nil:
+		return fmt.Errorf("%s: %w", info.Path.Abs(s.storeDir), err)
+	case h != narHash:
 		return fmt.Errorf("%w for %s: its CA claims %s, NAR hashes to %s", ErrHashMismatch, info.Path.Abs(s.storeDir), h, narHash)
-	}
-	var refs []Path
-	self := false
-	for _, r := range info.References {
-		if r == info.Path {
-			self = true
-		} else {
-			refs = append(refs, r)
-		}
-	}
-	want, err := MakeSourcePath(s.storeDir, h, info.Path.Name, refs, self)
-	if err != nil {
-		return err
-	}
-	if want != info.Path {
+	case want != info.Path:
 		return fmt.Errorf("%s: its content address gives %s", info.Path.Abs(s.storeDir), want.Abs(s.storeDir))
 	}
 	return nil

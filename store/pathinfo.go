@@ -111,13 +111,20 @@ func decodePathInfo(b []byte) (*PathInfo, error) {
 // path recomputes. Such a path needs no signature to be believed: AddNAR
 // checks the NAR against that hash, so its name vouches for its content.
 func (pi *PathInfo) ContentAddressed(storeDir string) bool {
+	h, want, ok, err := pi.caPath(storeDir)
+	return ok && err == nil && h == pi.NarHash && want == pi.Path
+}
+
+// caPath reads a "fixed:r:sha256:" content address: its hash and the
+// store path it implies for pi's name and references. ok is false for any
+// other kind of CA (which the NAR alone cannot check).
+func (pi *PathInfo) caPath(storeDir string) (h Hash, want Path, ok bool, err error) {
 	rest, ok := strings.CutPrefix(pi.CA, "fixed:r:")
 	if !ok {
-		return false
+		return h, want, false, nil
 	}
-	h, err := ParseHash(rest)
-	if err != nil || h != pi.NarHash {
-		return false
+	if h, err = ParseHash(rest); err != nil {
+		return h, want, true, fmt.Errorf("bad CA %q: %w", pi.CA, err)
 	}
 	var refs []Path
 	self := false
@@ -128,6 +135,6 @@ func (pi *PathInfo) ContentAddressed(storeDir string) bool {
 			refs = append(refs, r)
 		}
 	}
-	want, err := MakeSourcePath(storeDir, h, pi.Path.Name, refs, self)
-	return err == nil && want == pi.Path
+	want, err = MakeSourcePath(storeDir, h, pi.Path.Name, refs, self)
+	return h, want, true, err
 }
