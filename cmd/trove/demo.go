@@ -119,7 +119,7 @@ func runDemo(ctx context.Context, a *app, keep bool) error {
 			d.say("\nThe homes are kept in %s.", dir)
 			return
 		}
-		removeReadOnlyTree(dir)
+		os.RemoveAll(dir)
 	}()
 	start := time.Now()
 
@@ -301,17 +301,4 @@ func dirSize(root string) int64 {
 		return nil
 	})
 	return n
-}
-
-// removeReadOnlyTree deletes dir although store trees inside it are
-// read-only (a user who is not root cannot unlink entries of a directory
-// without write permission on it).
-func removeReadOnlyTree(dir string) {
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.IsDir() {
-			os.Chmod(p, 0o755)
-		}
-		return nil
-	})
-	os.RemoveAll(dir)
 }
