@@ -177,6 +177,12 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	if r.rep.BytesFetched == 0 {
 		t.Fatalf("nothing arrived before the seeder left: %+v", r.rep)
 	}
+	// Leaving is not lying: the departed seeder is not blamed for bad data.
+	for _, p := range r.rep.Peers {
+		if p.BadData > 0 {
+			t.Errorf("the seeder that left was recorded as sending bad data: %+v", p)
+		}
+	}
 	if n := checkNothingCorrupt(t, c.store, paths); n == len(paths) {
 		t.Fatal("every path became valid without the seeder")
 	}
