@@ -264,9 +264,21 @@ func TestClosureAndGC(t *testing.T) {
 	if ok, _ := s.IsValid(top.Path); !ok {
 		t.Fatal("dry run removed something")
 	}
+	// Reading a chunk of top fills the location and skeleton caches; GC
+	// must empty them, or a deleted path would still be served.
+	topIndex, err := s.ChunkIndexOf(top.Path.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadChunk(ctx, topIndex[0].ID, topIndex[0].Size); err != nil {
+		t.Fatal(err)
+	}
 	res, err := s.GC(ctx, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := s.ReadChunk(ctx, topIndex[0].ID, topIndex[0].Size); !errors.Is(err, ErrNotValid) {
+		t.Fatalf("a chunk of a collected path is still served: %v", err)
 	}
 	want := []Path{other.Path, top.Path}
 	slices.SortFunc(want, Path.Compare)
