@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -45,23 +44,24 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 	// tree; one computes SHA-256; one cuts and BLAKE3-hashes chunks (unless
 	// the caller already verified the chunks against a known index). On two
 	// cores the three cost about two cores' worth of time in all.
-	hp := newBufPipe(8 << 20)
+	hp := newPooledPipe()
 	hashed := make(chan error, 1)
 	h := sha256.New()
 	go func() {
-		_, err := io.CopyBuffer(onlyWriter{h}, onlyReader{hp}, make([]byte, 1<<20))
+		buf := getBuf()
+		defer putBuf(buf)
+		_, err := io.CopyBuffer(onlyWriter{h}, onlyReader{hp}, buf)
 		hp.CloseRead(err)
 		hashed <- err
 	}()
-	var sinks io.Writer = hp
-	cp := newBufPipe(8 << 20)
+	sinks, pipes := io.Writer(hp), []*bufPipe{hp}
 	chunked := make(chan error, 1)
 	if known != nil {
 		st.index = known
-		cp.CloseWrite(nil)
 		chunked <- nil
 	} else {
-		sinks = io.MultiWriter(hp, cp)
+		cp := newPooledPipe()
+		sinks, pipes = io.MultiWriter(hp, cp), append(pipes, cp)
 		go func() {
 			var err error
 			st.index, err = ChunkNAR(cp)
@@ -71,12 +71,19 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 	}
 
 	tee := io.TeeReader(ctxReader{ctx, r}, sinks)
-	tw := &treeWriter{root: st.tmp, readOnly: true}
-	nr := &narReader{r: bufio.NewReaderSize(tee, 1<<20), v: tw, capture: true}
+	tw := &treeWriter{root: st.tmp, readOnly: true, buf: getBuf()}
+	defer putBuf(tw.buf)
+	br := getReader(tee)
+	defer putReader(br)
+	nr := &narReader{r: br, v: tw, capture: true}
 	size, err := nr.run()
-	hp.CloseWrite(err)
-	cp.CloseWrite(err)
+	for _, p := range pipes {
+		p.CloseWrite(err)
+	}
 	herr, cerr := <-hashed, <-chunked
+	for _, p := range pipes {
+		p.recycle() // both ends are done with it
+	}
 	if err == nil {
 		err = herr
 	}
@@ -198,11 +205,33 @@ func (s *Store) AddNAR(ctx context.Context, info *PathInfo, r io.Reader) (*PathI
 // has verified chunk by chunk while assembling r (as sync does), so the
 // store need not cut and hash the chunks again. nil means unknown.
 func (s *Store) AddNARIndexed(ctx context.Context, info *PathInfo, index ChunkIndex, r io.Reader) (*PathInfo, error) {
-	defer s.pathLock(info.Path.Hash)()
 	if pi, err := s.Lookup(info.Path); err == nil {
 		// Already valid: drain nothing, the caller may skip sending.
 		return pi, nil
 	}
+	x, err := s.StageNAR(ctx, info, index, r)
+	if err != nil {
+		return nil, err
+	}
+	return x.Commit()
+}
+
+// A Staged NAR is unpacked into a temporary tree and checked against its
+// PathInfo, but not valid yet: Commit makes it valid once its references
+// are, Discard throws it away. A crash meanwhile leaves only a temporary
+// tree, which Open removes.
+type Staged struct {
+	s    *Store
+	info PathInfo
+	st   *staged
+}
+
+// StageNAR reads the NAR of info.Path from r into a temporary tree and
+// checks it: info.NarHash and info.NarSize, when set, must match what
+// arrived, and so must a content address. index is as for AddNARIndexed.
+// Unlike AddNARIndexed it does not need the references to be valid, so a
+// NAR can be unpacked as soon as it arrives and committed later.
+func (s *Store) StageNAR(ctx context.Context, info *PathInfo, index ChunkIndex, r io.Reader) (*Staged, error) {
 	st, err := s.stage(ctx, r, index)
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", info.Path.Abs(s.storeDir), err)
@@ -216,8 +245,18 @@ func (s *Store) AddNARIndexed(ctx context.Context, info *PathInfo, index ChunkIn
 		removeTree(st.tmp)
 		return nil, err
 	}
-	return s.commit(st, info)
+	return &Staged{s: s, info: *info, st: st}, nil
 }
+
+// Commit makes the staged NAR the valid path: its references other than
+// itself must be valid by now.
+func (x *Staged) Commit() (*PathInfo, error) {
+	defer x.s.pathLock(x.info.Path.Hash)()
+	return x.s.commit(x.st, &x.info)
+}
+
+// Discard removes the staged tree.
+func (x *Staged) Discard() { removeTree(x.st.tmp) }
 
 // checkCA verifies a "fixed:r:sha256:" content address against the NAR
 // hash: such a path's name hash must recompute from its content.

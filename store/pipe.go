@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"io"
 	"sync"
 )
@@ -23,6 +24,45 @@ func newBufPipe(size int) *bufPipe {
 	p := &bufPipe{buf: make([]byte, size)}
 	p.cond.L = &p.mu
 	return p
+}
+
+// pipeSize is the buffer of the pipes between ingest stages.
+const pipeSize = 8 << 20
+
+// Ingest buffers are recycled: a sync stages one NAR after another, and
+// allocating (and zeroing) fresh megabytes for each costs more than
+// parsing small NARs.
+var (
+	pipeBufs = sync.Pool{New: func() any { return new([pipeSize]byte) }}
+	bufs     = sync.Pool{New: func() any { return new([1 << 20]byte) }}
+	readers  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
+)
+
+// newPooledPipe is a bufPipe of pipeSize bytes whose buffer goes back to a
+// pool with recycle.
+func newPooledPipe() *bufPipe {
+	p := &bufPipe{buf: pipeBufs.Get().(*[pipeSize]byte)[:]}
+	p.cond.L = &p.mu
+	return p
+}
+
+// recycle returns the buffer of a pooled pipe; the caller guarantees that
+// neither end will touch the pipe again.
+func (p *bufPipe) recycle() {
+	pipeBufs.Put((*[pipeSize]byte)(p.buf))
+	p.buf = nil
+}
+
+func getBuf() []byte  { return bufs.Get().(*[1 << 20]byte)[:] }
+func putBuf(b []byte) { bufs.Put((*[1 << 20]byte)(b)) }
+func getReader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
 }
 
 func (p *bufPipe) Write(b []byte) (int, error) {

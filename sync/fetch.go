@@ -41,22 +41,29 @@ type fetch struct {
 	failedC chan struct{}
 	peers   map[peer.ID]*peerState
 	items   map[store.PathHash]*itemState
+	// ready holds the items an ingest worker should take next: every chunk
+	// is in, or the item is stale. Items are unpacked in the order they
+	// complete, whatever their place in the graph, and committed once their
+	// references are (referrers says whom to look at after a commit).
+	ready     []*itemState
+	referrers map[store.PathHash][]*itemState
 
 	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
 	pathsDone                                                      int
 }
 
 type itemState struct {
-	it       *item
-	spool    *spool
-	wants    []*want // the chunks that had to be fetched
-	left     int
-	complete chan struct{} // closed when every chunk is in the spool
-	// stale is closed when the peer that described the item was dropped
+	it    *item
+	spool *spool
+	wants []*want // the chunks that had to be fetched
+	left  int
+	// isStale is set when the peer that described the item was dropped
 	// and no other peer serves its chunks: its chunk index may be a lie
 	// that only the liar can serve, so the item must be described again.
-	stale   chan struct{}
 	isStale bool
+	// staged is the unpacked, verified NAR waiting for its references to
+	// become valid before it is committed.
+	staged *store.Staged
 }
 
 type want struct {
@@ -80,7 +87,8 @@ type peerState struct {
 }
 
 func newFetch(sy *Syncer, pl *plan, start time.Time) *fetch {
-	f := &fetch{sy: sy, pl: pl, start: start, peers: map[peer.ID]*peerState{}, items: map[store.PathHash]*itemState{}, failedC: make(chan struct{})}
+	f := &fetch{sy: sy, pl: pl, start: start, peers: map[peer.ID]*peerState{}, items: map[store.PathHash]*itemState{},
+		referrers: map[store.PathHash][]*itemState{}, failedC: make(chan struct{})}
 	f.cond = gosync.NewCond(&f.mu)
 	return f
 }
@@ -121,11 +129,11 @@ func (f *fetch) run(ctx context.Context) error {
 	}
 	sweepSpools(f.sy.opts.SpoolDir, f.sy.store)
 	// Prepare every item: resume from its spool, reuse local chunks. The
-	// fetch order is the plan's (references first, so unpacking keeps up)
-	// rotated to start at a random path: a room of machines syncing the
-	// same closure at once then finishes different paths first and can
-	// serve them to each other, instead of all waiting on the seeder for
-	// the same ones.
+	// fetch order is the plan's (references first) rotated to start at a
+	// random path: a room of machines syncing the same closure at once then
+	// finishes different paths first and can serve them to each other,
+	// instead of all waiting on the seeder for the same ones. Items are
+	// unpacked as they complete, whatever the order, so this costs nothing.
 	order := slices.Clone(f.pl.items)
 	if n := len(order); n > 1 {
 		k := rand.IntN(n)
@@ -137,6 +145,9 @@ func (f *fetch) run(ctx context.Context) error {
 			return err
 		}
 		f.items[it.info.Path.Hash] = st
+	}
+	for _, st := range f.items {
+		f.addReferrer(st)
 	}
 	stopProgress := f.progressLoop()
 	defer stopProgress()
@@ -167,12 +178,20 @@ func (f *fetch) run(ctx context.Context) error {
 		f.relocate(ctx, startWorker)
 	}()
 
-	// Ingest in plan order (references first), a few at a time; each waits
-	// for its references to be valid.
+	stopWatch := context.AfterFunc(ctx, func() { f.fail(ctx.Err()) })
+	defer stopWatch()
+
+	// A few ingest workers unpack items as they complete and commit them
+	// references first.
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(f.sy.opts.Ingest)
-	for _, it := range f.pl.items {
-		g.Go(func() error { return f.ingest(gctx, it) })
+	for range f.sy.opts.Ingest {
+		g.Go(func() error {
+			err := f.ingestLoop(gctx)
+			if err != nil {
+				f.fail(err)
+			}
+			return err
+		})
 	}
 	err := g.Wait()
 	f.mu.Lock()
@@ -184,6 +203,12 @@ func (f *fetch) run(ctx context.Context) error {
 	}
 	f.setFailed(err)
 	err = f.failed
+	for _, st := range f.items {
+		if st.staged != nil { // never committed: a reference failed
+			st.staged.Discard()
+			st.staged = nil
+		}
+	}
 	f.mu.Unlock()
 	cancel()
 	workers.Wait()
@@ -226,7 +251,7 @@ func (f *fetch) prepare(ctx context.Context, st *itemState) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	*st = itemState{it: it, spool: sp, complete: make(chan struct{}), stale: make(chan struct{})}
+	*st = itemState{it: it, spool: sp}
 	f.bytesResumed += resumed
 	f.bytesReused += reused
 	f.bytesDone += resumed + reused
@@ -238,7 +263,7 @@ func (f *fetch) prepare(ctx context.Context, st *itemState) error {
 		f.pending = append(f.pending, w)
 	}
 	if st.left == 0 {
-		close(st.complete)
+		f.ready = append(f.ready, st)
 	}
 	f.cond.Broadcast()
 	return nil
@@ -429,7 +454,7 @@ func (f *fetch) deliver(p peer.ID, w *want, data []byte) error {
 	f.bytesDone += int64(len(data))
 	w.st.left--
 	if w.st.left == 0 {
-		close(w.st.complete)
+		f.ready = append(f.ready, w.st)
 	}
 	f.cond.Broadcast()
 	return nil
@@ -485,7 +510,8 @@ func (f *fetch) checkProviders() {
 		if !alive {
 			if f.redescribable(st) {
 				st.isStale = true
-				close(st.stale)
+				f.ready = append(f.ready, st)
+				f.cond.Broadcast()
 				continue
 			}
 			var why []string
@@ -528,90 +554,141 @@ func (f *fetch) others(it *item) []peer.ID {
 	return out
 }
 
-// wait waits until every chunk of st is in its spool, or st is stale.
-func (f *fetch) wait(ctx context.Context, st *itemState) (stale bool, err error) {
-	select {
-	case <-st.complete:
-		return false, nil
-	default:
-	}
-	select {
-	case <-st.complete:
-		return false, nil
-	case <-st.stale:
-		return true, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-f.failedC:
-		return false, f.failure()
-	}
-}
-
-// ingest waits for an item's chunks and references, then unpacks and
-// registers it. A NAR that does not hash to the believed narHash means the
-// peer that described it (its chunk index) lied: it is dropped and the
-// item is fetched again by another peer's description; so is an item whose
-// describer was dropped while its chunks are still missing.
-func (f *fetch) ingest(ctx context.Context, it *item) error {
-	f.mu.Lock()
-	st := f.items[it.info.Path.Hash]
-	f.mu.Unlock()
-	for attempt := 0; ; {
-		stale, err := f.wait(ctx, st)
-		if err != nil {
+// ingestLoop takes ready items until every item is valid or the fetch
+// failed.
+func (f *fetch) ingestLoop(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		for len(f.ready) == 0 && f.failed == nil && f.pathsDone < len(f.pl.items) {
+			f.cond.Wait()
+		}
+		if f.failed != nil {
+			err := f.failed
+			f.mu.Unlock()
+			if errors.Is(err, errFinished) {
+				return nil
+			}
 			return err
 		}
-		if stale {
-			f.mu.Lock()
-			from, why, others := it.infoFrom, f.peer(it.infoFrom).dropped, f.others(it)
-			f.mu.Unlock()
-			fresh, berr := f.sy.believe(ctx, it.info.Path, others)
-			if berr != nil {
-				return fmt.Errorf("peer %s, which described %s, was dropped (%s), and no other peer gives a usable description: %w",
-					from, it.info.Path.Abs(f.sy.store.StoreDir()), why, berr)
-			}
-			if err := f.restart(ctx, st, fresh); err != nil {
-				return err
-			}
-			continue
-		}
-		for _, ref := range it.info.References {
-			if dep, ok := f.pl.byHash[ref.Hash]; ok && dep != it {
-				select {
-				case <-dep.done:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-		}
-		info := *it.info
-		_, err = f.sy.store.AddNARIndexed(ctx, &info, it.index, st.spool.reader())
-		if err == nil {
-			st.spool.remove()
-			close(it.done)
-			f.mu.Lock()
-			f.pathsDone++
+		if len(f.ready) == 0 { // every item is valid
 			f.mu.Unlock()
 			return nil
 		}
-		if !errors.Is(err, store.ErrHashMismatch) && !errors.Is(err, store.ErrBadNAR) || attempt >= 2 {
+		st := f.ready[0]
+		f.ready[0] = nil
+		f.ready = f.ready[1:]
+		f.mu.Unlock()
+		if err := f.ingest(ctx, st); err != nil {
 			return err
 		}
-		attempt++
-		// The chunks matched the index, so the index (or the info) lied.
+	}
+}
+
+// ingest unpacks an item whose chunks are all in and commits it (or hands
+// it to whoever commits its last reference). A NAR that does not hash to
+// the believed narHash means the peer that described it (its chunk index)
+// lied: it is dropped and the item is fetched again by another peer's
+// description; so is a stale item, whose describer was dropped while its
+// chunks are still missing.
+func (f *fetch) ingest(ctx context.Context, st *itemState) error {
+	f.mu.Lock()
+	it, stale, sp := st.it, st.isStale, st.spool
+	info := *it.info
+	f.mu.Unlock()
+	if stale {
 		f.mu.Lock()
-		liar := f.peer(it.infoFrom)
-		liar.bad++
-		why := "described " + it.info.Path.String() + " with a chunk index that does not produce its NAR"
-		f.drop(liar, why)
-		others := f.others(it)
+		from, why, others := it.infoFrom, f.peer(it.infoFrom).dropped, f.others(it)
 		f.mu.Unlock()
 		fresh, berr := f.sy.believe(ctx, it.info.Path, others)
 		if berr != nil {
-			return fmt.Errorf("peer %s %s (%w); and no other peer gives a usable description: %v", liar.id, why, err, berr)
+			return fmt.Errorf("peer %s, which described %s, was dropped (%s), and no other peer gives a usable description: %w",
+				from, it.info.Path.Abs(f.sy.store.StoreDir()), why, berr)
 		}
-		if err := f.restart(ctx, st, fresh); err != nil {
+		return f.restart(ctx, st, fresh)
+	}
+	x, err := f.sy.store.StageNAR(ctx, &info, it.index, sp.reader())
+	if err == nil {
+		return f.commit(st, x)
+	}
+	if !errors.Is(err, store.ErrHashMismatch) && !errors.Is(err, store.ErrBadNAR) || it.attempts >= 2 {
+		return err
+	}
+	it.attempts++
+	// The chunks matched the index, so the index (or the info) lied.
+	f.mu.Lock()
+	liar := f.peer(it.infoFrom)
+	liar.bad++
+	why := "described " + it.info.Path.String() + " with a chunk index that does not produce its NAR"
+	f.drop(liar, why)
+	others := f.others(it)
+	f.mu.Unlock()
+	fresh, berr := f.sy.believe(ctx, it.info.Path, others)
+	if berr != nil {
+		return fmt.Errorf("peer %s %s (%w); and no other peer gives a usable description: %v", liar.id, why, err, berr)
+	}
+	return f.restart(ctx, st, fresh)
+}
+
+// commit makes st's staged NAR valid if its references are, then every
+// staged referrer whose references have all become valid, and so on; a
+// staged item whose references are not all valid waits for the commit of
+// the last of them.
+func (f *fetch) commit(st *itemState, x *store.Staged) error {
+	type job struct {
+		st *itemState
+		x  *store.Staged
+	}
+	var next []job
+	f.mu.Lock()
+	if f.refsValid(st.it) {
+		next = append(next, job{st, x})
+	} else {
+		st.staged = x
+	}
+	f.mu.Unlock()
+	for len(next) > 0 {
+		j := next[0]
+		next = next[1:]
+		if _, err := j.x.Commit(); err != nil {
+			j.x.Discard()
+			for _, o := range next {
+				o.x.Discard()
+			}
 			return err
+		}
+		j.st.spool.remove()
+		f.mu.Lock()
+		j.st.it.valid = true
+		f.pathsDone++
+		for _, r := range f.referrers[j.st.it.info.Path.Hash] {
+			if r.staged != nil && f.refsValid(r.it) {
+				next = append(next, job{r, r.staged})
+				r.staged = nil
+			}
+		}
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	}
+	return nil
+}
+
+// refsValid says whether every reference of it in the plan is valid.
+// Called with mu held.
+func (f *fetch) refsValid(it *item) bool {
+	for _, ref := range it.info.References {
+		if dep, ok := f.pl.byHash[ref.Hash]; ok && dep != it && !dep.valid {
+			return false
+		}
+	}
+	return true
+}
+
+// addReferrer records st as a referrer of its references in the plan.
+// Called with mu held, or before the workers start.
+func (f *fetch) addReferrer(st *itemState) {
+	for _, ref := range st.it.info.References {
+		if dep, ok := f.pl.byHash[ref.Hash]; ok && dep != st.it && !slices.Contains(f.referrers[ref.Hash], st) {
+			f.referrers[ref.Hash] = append(f.referrers[ref.Hash], st)
 		}
 	}
 }
@@ -633,6 +710,7 @@ func (f *fetch) restart(ctx context.Context, st *itemState, fresh *item) error {
 		delete(ps.lacks, it.info.Path.Hash)
 	}
 	it.info, it.index, it.offs, it.infoFrom, it.providers = fresh.info, fresh.index, fresh.offs, fresh.infoFrom, fresh.providers
+	f.addReferrer(st)
 	old := st.spool
 	f.mu.Unlock()
 	old.remove()

@@ -144,8 +144,8 @@ type item struct {
 	offs      []uint64
 	infoFrom  peer.ID // who told us info and index (blamed if the NAR is wrong)
 	providers []peer.ID
-	done      chan struct{} // closed once valid locally
-	err       error
+	valid     bool // committed locally; guarded by fetch.mu
+	attempts  int  // descriptions proved wrong so far
 }
 
 type plan struct {
@@ -279,7 +279,7 @@ func (sy *Syncer) learn(ctx context.Context, want []store.Path, desc map[store.P
 		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(providers[i], d.from) && sy.trust(d.ri.Info) == nil {
 			out = append(out, &item{
 				info: d.ri.Info, index: d.ri.Index, offs: d.ri.Index.Offsets(), infoFrom: d.from,
-				providers: providers[i], done: make(chan struct{}),
+				providers: providers[i],
 			})
 			continue
 		}
@@ -414,7 +414,7 @@ func (sy *Syncer) believe(ctx context.Context, p store.Path, providers []peer.ID
 		}
 		return &item{
 			info: ri.Info, index: ri.Index, offs: ri.Index.Offsets(), infoFrom: prov,
-			providers: providers, done: make(chan struct{}),
+			providers: providers,
 		}, nil
 	}
 	return nil, fmt.Errorf("%s: %w", where, last)
