@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 )
 
 // A skeleton describes a stored path's NAR as literal segments (framing,
@@ -147,7 +149,7 @@ func copyFileRange(w io.Writer, name string, off, n int64, buf []byte) error {
 
 // readAt fills dst with NAR bytes starting at off, reading file contents
 // straight into dst.
-func (s *skeleton) readAt(dst []byte, root string, off int64) error {
+func (s *skeleton) readAt(dst []byte, root string, off int64, files *fileCache) error {
 	n := int64(len(dst))
 	if off < 0 || off+n > s.size {
 		return fmt.Errorf("NAR range %d+%d is outside the NAR's %d bytes", off, n, s.size)
@@ -159,7 +161,7 @@ func (s *skeleton) readAt(dst []byte, root string, off int64) error {
 		m := min(g.len()-rel, int64(len(dst)))
 		if g.lit != nil {
 			copy(dst[:m], g.lit[rel:rel+m])
-		} else if err := readFileAt(dst[:m], filepath.Join(root, filepath.FromSlash(g.file)), rel); err != nil {
+		} else if err := files.readAt(dst[:m], filepath.Join(root, filepath.FromSlash(g.file)), rel); err != nil {
 			return err
 		}
 		dst = dst[m:]
@@ -167,6 +169,77 @@ func (s *skeleton) readAt(dst []byte, root string, off int64) error {
 		i++
 	}
 	return nil
+}
+
+// fileCache keeps tree files open for serving chunks: a chunk comes from
+// one or two files, and opening each for every 64 KiB read cost half as
+// much as the read. Bounded; a nil cache opens and closes every time.
+type fileCache struct {
+	mu    sync.Mutex
+	files map[string]*os.File
+}
+
+// maxOpenFiles bounds the file descriptors a fileCache holds.
+const maxOpenFiles = 128
+
+func newFileCache() *fileCache { return &fileCache{files: map[string]*os.File{}} }
+
+func (c *fileCache) readAt(dst []byte, name string, off int64) error {
+	if c == nil {
+		return readFileAt(dst, name, off)
+	}
+	c.mu.Lock()
+	f := c.files[name]
+	c.mu.Unlock()
+	if f == nil {
+		var err error
+		if f, err = os.Open(name); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if old := c.files[name]; old != nil {
+			f.Close()
+			f = old
+		} else {
+			if len(c.files) >= maxOpenFiles {
+				for k, g := range c.files { // evict one at random
+					g.Close()
+					delete(c.files, k)
+					break
+				}
+			}
+			c.files[name] = f
+		}
+		c.mu.Unlock()
+	}
+	if _, err := f.ReadAt(dst, off); errors.Is(err, os.ErrClosed) {
+		return readFileAt(dst, name, off) // evicted while we read
+	} else if err != nil {
+		return fmt.Errorf("reading %s: %w; the store is damaged, run `trove verify`", name, err)
+	}
+	return nil
+}
+
+// forget closes the files of the tree at root (being deleted).
+func (c *fileCache) forget(root string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, f := range c.files {
+		if name == root || strings.HasPrefix(name, root+"/") {
+			f.Close()
+			delete(c.files, name)
+		}
+	}
+}
+
+// close closes every file.
+func (c *fileCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, f := range c.files {
+		f.Close()
+		delete(c.files, name)
+	}
 }
 
 func readFileAt(dst []byte, name string, off int64) error {

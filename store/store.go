@@ -37,6 +37,7 @@ type Store struct {
 	// index lookup rather than a database scan per chunk. Bounded; cleared
 	// when full or when a path is deleted. Guarded by mu.
 	chunkLocs map[ChunkID]ChunkLocation
+	files     *fileCache // open tree files, for serving chunks
 }
 
 // maxCachedSkeletons bounds the skeleton cache: serving a path's chunks
@@ -92,7 +93,7 @@ func Open(home string, opts Options) (*Store, error) {
 	s := &Store{
 		home: home, storeDir: opts.StoreDir, treeDir: filepath.Join(home, "store"),
 		log: opts.Logger, inflight: map[PathHash]*sync.Mutex{}, bootID: opts.BootID,
-		skels: map[PathHash]cachedSkeleton{}, chunkLocs: map[ChunkID]ChunkLocation{},
+		skels: map[PathHash]cachedSkeleton{}, chunkLocs: map[ChunkID]ChunkLocation{}, files: newFileCache(),
 	}
 	if s.bootID == "" {
 		s.bootID = currentBootID()
@@ -159,6 +160,7 @@ func lockHome(home string) (*os.File, error) {
 
 // Close releases the database and the lock.
 func (s *Store) Close() error {
+	s.files.close()
 	err := s.db.Close()
 	if s.lock != nil {
 		s.lock.Close()
@@ -454,9 +456,13 @@ func (s *Store) skeleton(h PathHash) (*skeleton, string, error) {
 // forgetSkeleton drops what the caches know of a path being deleted.
 func (s *Store) forgetSkeleton(h PathHash) {
 	s.mu.Lock()
+	c, ok := s.skels[h]
 	delete(s.skels, h)
 	clear(s.chunkLocs)
 	s.mu.Unlock()
+	if ok {
+		s.files.forget(c.tree)
+	}
 }
 
 // WriteNAR writes bytes [off, off+n) of the NAR of valid path p to w,
@@ -531,17 +537,19 @@ func (s *Store) FindChunk(id ChunkID) ([]ChunkLocation, error) {
 // verified against id: what local reuse needs, since a damaged tree must
 // not end up inside another path. It returns ErrNotValid if no path has it.
 func (s *Store) ReadChunk(ctx context.Context, id ChunkID, size uint32) ([]byte, error) {
-	return s.readChunk(ctx, id, size, true)
+	return s.readChunk(ctx, id, size, true, nil)
 }
 
 // ChunkData is ReadChunk without the hash check, for serving peers: every
 // receiver verifies each chunk against its ID on arrival (and blames us if
 // our tree is damaged), so hashing here too would only halve the rate.
-func (s *Store) ChunkData(ctx context.Context, id ChunkID, size uint32) ([]byte, error) {
-	return s.readChunk(ctx, id, size, false)
+// The chunk is read into dst when it has room (a server recycles its
+// buffers), else into a new slice.
+func (s *Store) ChunkData(ctx context.Context, id ChunkID, size uint32, dst []byte) ([]byte, error) {
+	return s.readChunk(ctx, id, size, false, dst)
 }
 
-func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify bool) ([]byte, error) {
+func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify bool, dst []byte) ([]byte, error) {
 	if size == 0 || size > ChunkMax {
 		return nil, fmt.Errorf("chunk %s: size %d out of range", id, size)
 	}
@@ -554,9 +562,15 @@ func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify b
 	s.mu.Lock()
 	cached, ok := s.chunkLocs[id]
 	s.mu.Unlock()
+	newBuf := func() []byte {
+		if uint32(cap(dst)) >= size {
+			return dst[:size]
+		}
+		return make([]byte, size)
+	}
 	if ok {
-		buf = make([]byte, size)
-		if sk, tree, err := s.skeleton(cached.Path); err == nil && sk.readAt(buf, tree, cached.Offset) == nil &&
+		buf = newBuf()
+		if sk, tree, err := s.skeleton(cached.Path); err == nil && sk.readAt(buf, tree, cached.Offset, s.files) == nil &&
 			(!verify || SumChunk(buf) == id) {
 			return buf, nil
 		}
@@ -571,9 +585,9 @@ func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify b
 			continue // registration unfinished or path collected
 		}
 		if buf == nil {
-			buf = make([]byte, size)
+			buf = newBuf()
 		}
-		if err := sk.readAt(buf, tree, loc.Offset); err != nil {
+		if err := sk.readAt(buf, tree, loc.Offset, s.files); err != nil {
 			s.log.Warn("cannot read chunk from its tree", "chunk", id, "tree", tree, "err", err)
 			continue
 		}

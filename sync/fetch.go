@@ -17,6 +17,13 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
+// streamsPerPeer is how many workers, each with its own stream, fetch
+// from one peer at once. A muxed stream starts with a 256 KiB receive
+// window that grows only on links slower than loopback, so one stream
+// leaves a fast peer idle while its reader verifies and stores a chunk;
+// two keep it busy (a 1 GiB sync over loopback: 2.05 s against 2.4 s).
+const streamsPerPeer = 2
+
 // batchSize is how many chunk requests one stream carries. A new stream
 // per batch lets the scheduler re-rank peers and hand work to new ones;
 // with a window of pipelined requests inside, the cost is one round trip
@@ -155,11 +162,13 @@ func (f *fetch) run(ctx context.Context) error {
 	// Peer workers: every provider of anything.
 	var workers gosync.WaitGroup
 	startWorker := func(p peer.ID) {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			f.worker(ctx, p)
-		}()
+		for range streamsPerPeer {
+			workers.Add(1)
+			go func() {
+				defer workers.Done()
+				f.worker(ctx, p)
+			}()
+		}
 	}
 	f.mu.Lock()
 	for _, it := range f.pl.items {

@@ -98,6 +98,16 @@ func syncChild(home string) error {
 	return err
 }
 
+// received is how many chunk bytes c has had from s.
+func received(c, s *peerNode) int64 {
+	for _, p := range c.node.Peers() {
+		if p.ID == s.node.ID().String() {
+			return p.ChunkBytesIn
+		}
+	}
+	return 0
+}
+
 // countingStore serves a store, counting the chunks it serves; each takes
 // delay, and after block chunks (if > 0) it serves nothing more but
 // blocks until the node closes, signalling blocked once.
@@ -158,6 +168,13 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the seeder was never asked for enough chunks")
 	}
+	// The seeder reads ahead on each stream: wait until chunks it read
+	// have arrived, then take it away.
+	for deadline := time.Now().Add(10 * time.Second); received(c, seeder) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no chunk arrived from the seeder")
+		}
+	}
 	seeder.node.Close()
 	var r result
 	select {
@@ -215,7 +232,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	cs := &countingStore{delay: 2 * time.Millisecond}
 	var paths []*store.PathInfo
 	seeder := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
-		paths = closure(t, s, sk, 10, 1<<20, 31)
+		paths = closure(t, s, sk, 10, 2<<20, 31)
 		cs.Store = s
 		return cs
 	}})
@@ -274,8 +291,9 @@ func TestSyncSurvivesKill(t *testing.T) {
 			t.Fatalf("round %d: child did not start", round)
 		}
 		// Kill after a random number of chunks (0: while planning), then
-		// a random moment more. Six rounds of at most 11 chunks, 5 more
-		// while sleeping and 5 in flight cannot fetch the ~150 chunks.
+		// a random moment more. Six rounds of at most 11 chunks, 10 more
+		// while sleeping (two streams) and 10 in flight cannot fetch the
+		// ~300 chunks.
 		target := cs.served.Load() + int64(r.IntN(12))
 		exited, finished := false, false
 		deadline := time.Now().Add(20 * time.Second)
@@ -331,8 +349,8 @@ func TestSyncSurvivesKill(t *testing.T) {
 		t.Fatalf("the seeder served %d chunks in the last sync, which fetched %d bytes", fetched, rep.BytesFetched)
 	}
 	// Every chunk was served once, plus at most what was in flight (the
-	// window, and one being read) at each kill.
-	if total, most := cs.served.Load(), int64(chunks+kills*(childWindow+1)); total > most {
+	// window, and one being read, on each stream) at each kill.
+	if total, most := cs.served.Load(), int64(chunks+kills*streamsPerPeer*(childWindow+1)); total > most {
 		t.Fatalf("the seeder served %d chunks for a closure of %d chunks with %d kills: more than those in flight were fetched again", total, chunks, kills)
 	}
 	t.Logf("%d chunks served for %d in the closure over %d kills", cs.served.Load(), chunks, kills)
