@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -48,9 +49,7 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 	hashed := make(chan error, 1)
 	h := sha256.New()
 	go func() {
-		buf := getBuf()
-		defer putBuf(buf)
-		_, err := io.CopyBuffer(onlyWriter{h}, onlyReader{hp}, buf)
+		_, err := io.CopyBuffer(onlyWriter{h}, onlyReader{hp}, make([]byte, 1<<20))
 		hp.CloseRead(err)
 		hashed <- err
 	}()
@@ -71,11 +70,8 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 	}
 
 	tee := io.TeeReader(ctxReader{ctx, r}, sinks)
-	tw := &treeWriter{root: st.tmp, readOnly: true, buf: getBuf()}
-	defer putBuf(tw.buf)
-	br := getReader(tee)
-	defer putReader(br)
-	nr := &narReader{r: br, v: tw, capture: true}
+	tw := &treeWriter{root: st.tmp, readOnly: true}
+	nr := &narReader{r: bufio.NewReaderSize(tee, 1<<20), v: tw, capture: true}
 	size, err := nr.run()
 	for _, p := range pipes {
 		p.CloseWrite(err)

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"io"
 	"sync"
 )
@@ -29,14 +28,10 @@ func newBufPipe(size int) *bufPipe {
 // pipeSize is the buffer of the pipes between ingest stages.
 const pipeSize = 8 << 20
 
-// Ingest buffers are recycled: a sync stages one NAR after another, and
-// allocating (and zeroing) fresh megabytes for each costs more than
-// parsing small NARs.
-var (
-	pipeBufs = sync.Pool{New: func() any { return new([pipeSize]byte) }}
-	bufs     = sync.Pool{New: func() any { return new([1 << 20]byte) }}
-	readers  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
-)
+// The pipes' buffers are recycled: a sync stages one NAR after another,
+// and allocating (and zeroing) 8 MiB afresh for each costs more than
+// parsing a small NAR.
+var pipeBufs = sync.Pool{New: func() any { return new([pipeSize]byte) }}
 
 // newPooledPipe is a bufPipe of pipeSize bytes whose buffer goes back to a
 // pool with recycle.
@@ -51,18 +46,6 @@ func newPooledPipe() *bufPipe {
 func (p *bufPipe) recycle() {
 	pipeBufs.Put((*[pipeSize]byte)(p.buf))
 	p.buf = nil
-}
-
-func getBuf() []byte  { return bufs.Get().(*[1 << 20]byte)[:] }
-func putBuf(b []byte) { bufs.Put((*[1 << 20]byte)(b)) }
-func getReader(r io.Reader) *bufio.Reader {
-	br := readers.Get().(*bufio.Reader)
-	br.Reset(r)
-	return br
-}
-func putReader(br *bufio.Reader) {
-	br.Reset(nil)
-	readers.Put(br)
 }
 
 func (p *bufPipe) Write(b []byte) (int, error) {
