@@ -319,6 +319,11 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			}
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		// Shutting down with answers owed: a reset, which the peer reads
+		// as us going away, not as a stream ended early on purpose.
+		return err
+	}
 	return bw.Flush()
 }
 

@@ -28,7 +28,8 @@ type Options struct {
 	// NoCheckSigs believes every PathInfo a peer sends. For tests only: it
 	// lets any peer make any content valid under any path name.
 	NoCheckSigs bool
-	// Window is the number of chunk requests in flight per peer (default 16).
+	// Window is the number of chunk requests in flight per peer (default
+	// 16), shared by its streams.
 	Window int
 	// Ingest is how many paths are unpacked at once (default 2).
 	Ingest int
