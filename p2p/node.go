@@ -220,7 +220,10 @@ func (n *Node) Unprotect(p peer.ID, tag string) { n.host.ConnManager().Unprotect
 
 // Connect dials p.
 func (n *Node) Connect(ctx context.Context, p peer.AddrInfo) error {
-	return n.host.Connect(ctx, p)
+	// Dial now, whatever backoff an earlier failed dial left: a provider
+	// the DHT just returned may have been unreachable a moment ago (or
+	// dialled without addresses by a background lookup).
+	return n.host.Connect(network.WithForceDirectDial(ctx, "asked to connect"), p)
 }
 
 type mdnsNotifee struct{ n *Node }

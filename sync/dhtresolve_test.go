@@ -83,6 +83,16 @@ func TestResolveManifestThroughDHT(t *testing.T) {
 	for len(res.ConnectedPeers()) == 0 && ctx.Err() == nil { // joined through the bootstrap node
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The resolver's routing table fills a moment after it connects: wait
+	// until a lookup can succeed at all, so that the test is about
+	// resolving, not about how soon the DHT is ready.
+	for {
+		provs, _ := res.FindProviders(ctx, p2p.ConfigKey("laptop"), 1)
+		if len(provs) > 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// Only the DHT may lead the resolver to the publisher.
 	res.Host().Network().ClosePeer(pub.ID())
 	pub.Host().Network().ClosePeer(res.ID())

@@ -17,13 +17,19 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
-// streamsPerPeer is how many workers, each with its own stream, fetch
-// from one peer at once, sharing the peer's window of requests. A muxed
-// stream starts with a 256 KiB receive window that grows only on links
-// slower than loopback, so one stream leaves a fast peer idle part of the
-// time; two keep it busy (a 1 GiB sync over loopback: 2.05 s against
-// 2.4 s), with as many requests in flight as one had.
-const streamsPerPeer = 2
+// A peer is fetched from by one worker with its own stream, and by a
+// second once a batch has come faster than fastStream: a muxed stream
+// starts with a 256 KiB receive window that grows only on links slower
+// than loopback, so on a fast link one stream leaves the peer idle part of
+// the time, and two keep it busy (a 1 GiB sync over loopback: 2.05 s
+// against 2.4 s). The streams share the peer's window of requests. On
+// slower links a second stream would only ask one peer for more at once,
+// which in a room of followers means more from the seeder and less from
+// each other.
+const (
+	streamsPerPeer = 2
+	fastStream     = 200e6 // bytes per second
+)
 
 // batchSize is how many chunk requests one stream carries. A new stream
 // per batch lets the scheduler re-rank peers and hand work to new ones;
@@ -58,6 +64,9 @@ type fetch struct {
 
 	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
 	pathsDone                                                      int
+
+	// startWorker starts one more worker for a peer; called with mu held.
+	startWorker func(peer.ID)
 }
 
 type itemState struct {
@@ -103,6 +112,7 @@ type peerState struct {
 	dropped  string
 	failures int
 	lacks    map[store.PathHash]bool
+	streams  int // workers started
 }
 
 func newFetch(sy *Syncer, pl *plan, start time.Time) *fetch {
@@ -173,21 +183,19 @@ func (f *fetch) run(ctx context.Context) error {
 
 	// Peer workers: every provider of anything.
 	var workers gosync.WaitGroup
-	startWorker := func(p peer.ID) {
-		for range streamsPerPeer {
-			workers.Add(1)
-			go func() {
-				defer workers.Done()
-				f.worker(ctx, p)
-			}()
-		}
+	f.startWorker = func(p peer.ID) {
+		f.peer(p).streams++
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			f.worker(ctx, p)
+		}()
 	}
 	f.mu.Lock()
 	for _, it := range f.pl.items {
 		for _, p := range it.providers {
 			if _, ok := f.peers[p]; !ok {
-				f.peer(p)
-				startWorker(p)
+				f.startWorker(p)
 			}
 		}
 	}
@@ -196,7 +204,7 @@ func (f *fetch) run(ctx context.Context) error {
 	workers.Add(1)
 	go func() {
 		defer workers.Done()
-		f.relocate(ctx, startWorker)
+		f.relocate(ctx)
 	}()
 
 	stopWatch := context.AfterFunc(ctx, func() { f.fail(ctx.Err()) })
@@ -376,9 +384,11 @@ func (f *fetch) worker(ctx context.Context, p peer.ID) {
 		if batch == nil {
 			return
 		}
+		began := time.Now()
 		err := f.fetchBatch(ctx, p, batch)
 		f.release(p, batch)
 		if err == nil {
+			f.widen(p, batch, time.Since(began))
 			continue
 		}
 		if ctx.Err() != nil {
@@ -414,6 +424,22 @@ func (f *fetch) worker(ctx context.Context, p peer.ID) {
 
 var errStalled = errors.New("peer stalled")
 
+// widen gives p a second stream if batch came fast.
+func (f *fetch) widen(p peer.ID, batch []*want, d time.Duration) {
+	var bytes int64
+	for _, w := range batch {
+		bytes += int64(w.ref.Size)
+	}
+	if bytes < 1<<20 || float64(bytes)/d.Seconds() < fastStream {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ps := f.peers[p]; ps.streams < streamsPerPeer && ps.dropped == "" && f.failed == nil {
+		f.startWorker(p)
+	}
+}
+
 // fetchBatch requests batch from p, delivering each verified chunk.
 func (f *fetch) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error {
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -429,8 +455,8 @@ func (f *fetch) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error 
 	if ps.first.IsZero() {
 		ps.first = time.Now()
 	}
+	window := max(1, f.sy.opts.Window/ps.streams)
 	f.mu.Unlock()
-	window := max(1, f.sy.opts.Window/streamsPerPeer)
 	err := f.sy.node.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
 		watchdog.Reset(f.sy.opts.StallTimeout)
 		w := batch[i]
@@ -783,7 +809,7 @@ var relocateEvery = 500 * time.Millisecond
 // finished a path, a peer that connected late) as providers with workers
 // of their own. This is what lets a room of followers serve each other
 // instead of all pulling from the one seeder.
-func (f *fetch) relocate(ctx context.Context, startWorker func(peer.ID)) {
+func (f *fetch) relocate(ctx context.Context) {
 	t := time.NewTicker(relocateEvery)
 	defer t.Stop()
 	for {
@@ -818,8 +844,7 @@ func (f *fetch) relocate(ctx context.Context, startWorker func(peer.ID)) {
 				}
 				it.providers = append(it.providers, p)
 				if _, ok := f.peers[p]; !ok {
-					f.peer(p)
-					startWorker(p)
+					f.startWorker(p)
 				}
 			}
 		}

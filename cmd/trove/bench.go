@@ -22,7 +22,9 @@ measured in the same run (sha256 and BLAKE3 speed, loopback TCP, disk).
 
 Scenarios: add (trove add vs nix-store --add), cold (sync of a Nix-built
 ≈1 GiB, ≈100-path closure from one seeder vs nix copy from an uncompressed
-binary cache on loopback), memory (peak RSS of that sync), incremental
+binary cache on loopback, and vs the floor: the same bytes through one
+libp2p TLS stream, hashed with SHA-256 and BLAKE3, no disk), memory (peak
+RSS of that sync), incremental
 (generation N→N+1 after a deep change: bytes fetched vs nix copy), swarm
 (1, 2, 4 seeders on 100 Mbit/s links) and fanout (one seeder, 16 followers)
 — the last two run in network namespaces and need root and iproute2.
