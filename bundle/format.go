@@ -64,14 +64,8 @@ func init() {
 }
 
 func encodeInfo(pi *store.PathInfo) ([]byte, error) {
-	w := wireInfo{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize, Sigs: pi.Sigs, CA: pi.CA}
-	for _, r := range pi.References {
-		w.References = append(w.References, r.String())
-	}
-	if !pi.Deriver.IsZero() {
-		w.Deriver = pi.Deriver.String()
-	}
-	return encMode.Marshal(w)
+	return encMode.Marshal(wireInfo{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
+		References: pi.RefNames(), Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA})
 }
 
 // decodeInfo parses one info strictly: what it claims is checked later.
@@ -80,30 +74,17 @@ func decodeInfo(b []byte) (*store.PathInfo, error) {
 	if err := decMode.Unmarshal(b, &w); err != nil {
 		return nil, err
 	}
-	pi := &store.PathInfo{NarSize: w.NarSize, CA: w.CA, Sigs: w.Sigs}
-	var err error
-	if pi.Path, err = store.ParseBase(w.Path); err != nil {
+	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
+	if err != nil {
 		return nil, err
 	}
-	if len(w.NarHash) != len(pi.NarHash) || w.NarSize == 0 || w.NarSize > maxNARSize {
-		return nil, fmt.Errorf("%s: bad narHash or narSize", pi.Path)
+	if w.NarSize > maxNARSize {
+		return nil, fmt.Errorf("%s: narSize %d is too large", pi.Path, w.NarSize)
 	}
-	pi.NarHash = store.Hash(w.NarHash)
-	for _, r := range w.References {
-		ref, err := store.ParseBase(r)
-		if err != nil {
-			return nil, fmt.Errorf("%s: reference: %w", pi.Path, err)
-		}
-		pi.References = append(pi.References, ref)
-	}
+	pi.CA, pi.Sigs = w.CA, w.Sigs
 	for i := 1; i < len(pi.References); i++ {
 		if pi.References[i-1].Compare(pi.References[i]) >= 0 {
 			return nil, fmt.Errorf("%s: references not sorted and unique", pi.Path)
-		}
-	}
-	if w.Deriver != "" {
-		if pi.Deriver, err = store.ParseBase(w.Deriver); err != nil {
-			return nil, fmt.Errorf("%s: deriver: %w", pi.Path, err)
 		}
 	}
 	if len(w.Sigs) > maxSigs {

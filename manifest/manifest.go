@@ -159,14 +159,8 @@ func (m *Manifest) body() ([]byte, error) {
 		w.Previous = m.Previous[:]
 	}
 	for _, pi := range m.Paths {
-		wp := wirePath{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize, CA: pi.CA, ChunkIndex: pi.ChunkIndex[:]}
-		for _, r := range pi.References {
-			wp.References = append(wp.References, r.String())
-		}
-		if !pi.Deriver.IsZero() {
-			wp.Deriver = pi.Deriver.String()
-		}
-		w.Paths = append(w.Paths, wp)
+		w.Paths = append(w.Paths, wirePath{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
+			References: pi.RefNames(), Deriver: pi.DeriverName(), CA: pi.CA, ChunkIndex: pi.ChunkIndex[:]})
 	}
 	return encMode.Marshal(w)
 }
@@ -256,28 +250,16 @@ func Decode(b []byte) (*Manifest, error) {
 		m.Previous = ID(w.Previous)
 	}
 	for _, wp := range w.Paths {
-		pi := &store.PathInfo{NarSize: wp.NarSize, CA: wp.CA}
-		if pi.Path, err = store.ParseBase(wp.Path); err != nil {
-			return bad("path: %v", err)
+		pi, err := store.PathInfoFromNames(wp.Path, wp.NarHash, wp.NarSize, wp.References, wp.Deriver)
+		if err != nil {
+			return bad("%v", err)
 		}
-		if len(wp.NarHash) != 32 || wp.NarSize == 0 || len(wp.ChunkIndex) != 32 {
-			return bad("%s: bad narHash, narSize or chunk index ID", wp.Path)
+		if len(wp.ChunkIndex) != len(pi.ChunkIndex) {
+			return bad("%s: bad chunk index ID", wp.Path)
 		}
-		pi.NarHash, pi.ChunkIndex = store.Hash(wp.NarHash), store.ChunkID(wp.ChunkIndex)
-		for _, r := range wp.References {
-			ref, err := store.ParseBase(r)
-			if err != nil {
-				return bad("%s: reference: %v", wp.Path, err)
-			}
-			pi.References = append(pi.References, ref)
-		}
+		pi.CA, pi.ChunkIndex = wp.CA, store.ChunkID(wp.ChunkIndex)
 		if !slices.IsSortedFunc(pi.References, store.Path.Compare) {
 			return bad("%s: references not sorted", wp.Path)
-		}
-		if wp.Deriver != "" {
-			if pi.Deriver, err = store.ParseBase(wp.Deriver); err != nil {
-				return bad("%s: deriver: %v", wp.Path, err)
-			}
 		}
 		m.Paths = append(m.Paths, pi)
 	}

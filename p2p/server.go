@@ -370,17 +370,10 @@ func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Bu
 
 // ToWire converts a PathInfo and its chunk index to their wire form.
 func ToWire(pi *store.PathInfo, ix store.ChunkIndex) *WireInfo {
-	w := &WireInfo{
-		Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
-		Sigs: pi.Sigs, CA: pi.CA, ChunkIndex: ix.Encode(),
+	return &WireInfo{
+		Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize, References: pi.RefNames(),
+		Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA, ChunkIndex: ix.Encode(),
 	}
-	for _, r := range pi.References {
-		w.References = append(w.References, r.String())
-	}
-	if !pi.Deriver.IsZero() {
-		w.Deriver = pi.Deriver.String()
-	}
-	return w
 }
 
 // FromWire checks and converts a WireInfo: every field well-formed, and the
@@ -390,26 +383,11 @@ func FromWire(w *WireInfo) (*store.PathInfo, store.ChunkIndex, error) {
 	bad := func(f string, a ...any) (*store.PathInfo, store.ChunkIndex, error) {
 		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))
 	}
-	p, err := store.ParseBase(w.Path)
+	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
 	if err != nil {
 		return bad("%v", err)
 	}
-	if len(w.NarHash) != 32 || w.NarSize == 0 {
-		return bad("%s: bad narHash or narSize", w.Path)
-	}
-	pi := &store.PathInfo{Path: p, NarHash: store.Hash(w.NarHash), NarSize: w.NarSize, Sigs: w.Sigs, CA: w.CA}
-	for _, r := range w.References {
-		ref, err := store.ParseBase(r)
-		if err != nil {
-			return bad("%s: reference: %v", w.Path, err)
-		}
-		pi.References = append(pi.References, ref)
-	}
-	if w.Deriver != "" {
-		if pi.Deriver, err = store.ParseBase(w.Deriver); err != nil {
-			return bad("%s: deriver: %v", w.Path, err)
-		}
-	}
+	pi.Sigs, pi.CA = w.Sigs, w.CA
 	ix, err := store.DecodeChunkIndex(w.ChunkIndex)
 	if err != nil {
 		return bad("%s: %v", w.Path, err)

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -310,4 +312,46 @@ func FuzzParsePath(f *testing.F) {
 			t.Fatalf("ParseHash accepted %q as %v; the canonical form is %q", s, h, canon)
 		}
 	})
+}
+
+// TestPathInfoFromNames: the one conversion formats use to read a
+// PathInfo round-trips what RefNames and DeriverName write, and refuses
+// each malformed field.
+func TestPathInfoFromNames(t *testing.T) {
+	other := helloHash[:31] + "a-dep"
+	hash := make([]byte, 32)
+	hash[0] = 7
+	for _, tc := range []struct {
+		name    string
+		path    string
+		narHash []byte
+		narSize uint64
+		refs    []string
+		deriver string
+		ok      bool
+	}{
+		{"minimal", helloBase, hash, 1, nil, "", true},
+		{"refs and deriver", helloBase, hash, 99, []string{other, helloBase}, helloHash + "-hello.drv", true},
+		{"bad path", "hello", hash, 1, nil, "", false},
+		{"short hash", helloBase, hash[:31], 1, nil, "", false},
+		{"zero size", helloBase, hash, 0, nil, "", false},
+		{"bad reference", helloBase, hash, 1, []string{"/nix/store/" + other}, "", false},
+		{"bad deriver", helloBase, hash, 1, nil, "x.drv", false},
+	} {
+		pi, err := PathInfoFromNames(tc.path, tc.narHash, tc.narSize, tc.refs, tc.deriver)
+		if !tc.ok {
+			if err == nil {
+				t.Errorf("%s: accepted: %+v", tc.name, pi)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if pi.Path.String() != tc.path || !bytes.Equal(pi.NarHash[:], tc.narHash) || pi.NarSize != tc.narSize ||
+			!slices.Equal(pi.RefNames(), tc.refs) || pi.DeriverName() != tc.deriver {
+			t.Errorf("%s: got %+v, refs %v, deriver %q", tc.name, pi, pi.RefNames(), pi.DeriverName())
+		}
+	}
 }

@@ -38,6 +38,57 @@ func (pi *PathInfo) Fingerprint(storeDir string) string {
 		strconv.FormatUint(pi.NarSize, 10) + ";" + strings.Join(refs, ",")
 }
 
+// Formats that carry a PathInfo (wire messages, bundles, manifests) name
+// paths by their base names (<hash32>-<name>) and hashes by their raw
+// bytes. RefNames, DeriverName and PathInfoFromNames are the one
+// conversion each way.
+
+// RefNames returns the base names of pi's references.
+func (pi *PathInfo) RefNames() []string {
+	var out []string
+	for _, r := range pi.References {
+		out = append(out, r.String())
+	}
+	return out
+}
+
+// DeriverName returns the base name of pi's deriver, "" when unknown.
+func (pi *PathInfo) DeriverName() string {
+	if pi.Deriver.IsZero() {
+		return ""
+	}
+	return pi.Deriver.String()
+}
+
+// PathInfoFromNames builds a PathInfo from the fields formats carry,
+// checking each is well-formed: path, references and deriver (unless
+// empty) are base names, narHash is 32 bytes, narSize is not zero. It says
+// nothing about whether the info is true.
+func PathInfoFromNames(path string, narHash []byte, narSize uint64, refs []string, deriver string) (*PathInfo, error) {
+	p, err := ParseBase(path)
+	if err != nil {
+		return nil, fmt.Errorf("path: %w", err)
+	}
+	pi := &PathInfo{Path: p, NarSize: narSize}
+	if len(narHash) != len(pi.NarHash) || narSize == 0 {
+		return nil, fmt.Errorf("%s: bad narHash or narSize", path)
+	}
+	pi.NarHash = Hash(narHash)
+	for _, r := range refs {
+		ref, err := ParseBase(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s: reference: %w", path, err)
+		}
+		pi.References = append(pi.References, ref)
+	}
+	if deriver != "" {
+		if pi.Deriver, err = ParseBase(deriver); err != nil {
+			return nil, fmt.Errorf("%s: deriver: %w", path, err)
+		}
+	}
+	return pi, nil
+}
+
 // sortRefs sorts and de-duplicates references.
 func sortRefs(refs []Path) []Path {
 	refs = slices.Clone(refs)
