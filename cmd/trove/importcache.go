@@ -54,19 +54,7 @@ Seed one machine of a LAN this way; the others then fetch from it.`,
 				for _, pi := range added {
 					bytes += pi.NarSize
 				}
-				if err != nil {
-					if len(added) > 0 {
-						fmt.Fprintf(a.stderr, "trove: imported %d %s (%s) before the error; running the command again resumes\n",
-							len(added), plural(len(added), "path", "paths"), humanBytes(bytes))
-					}
-					return err
-				}
-				if len(added) == 0 {
-					fmt.Fprintln(a.stdout, "nothing to import: every path of the closure is already in the store")
-					return nil
-				}
-				fmt.Fprintf(a.stdout, "imported %d %s, %s\n", len(added), plural(len(added), "path", "paths"), humanBytes(bytes))
-				return nil
+				return a.reportImport(len(added), bytes, err)
 			})
 		},
 	}

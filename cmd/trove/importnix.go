@@ -45,20 +45,26 @@ prints how many paths and bytes it imported.`,
 						fmt.Fprintf(a.stderr, "imported %s (%s)\n", pi.Path.Abs(s.StoreDir()), humanBytes(pi.NarSize))
 					}
 				})
-				if err != nil {
-					if len(added) > 0 {
-						fmt.Fprintf(a.stderr, "trove: imported %d %s (%s) before the error; running the command again resumes\n",
-							len(added), plural(len(added), "path", "paths"), humanBytes(bytes))
-					}
-					return err
-				}
-				if len(added) == 0 {
-					fmt.Fprintln(a.stdout, "nothing to import: every path of the closure is already in the store")
-					return nil
-				}
-				fmt.Fprintf(a.stdout, "imported %d %s, %s\n", len(added), plural(len(added), "path", "paths"), humanBytes(bytes))
-				return nil
+				return a.reportImport(len(added), bytes, err)
 			})
 		},
 	}
+}
+
+// reportImport says what an import added (n paths, bytes NAR bytes): on
+// err, how much was kept before it.
+func (a *app) reportImport(n int, bytes uint64, err error) error {
+	switch {
+	case err != nil:
+		if n > 0 {
+			fmt.Fprintf(a.stderr, "trove: imported %d %s (%s) before the error; running the command again resumes\n",
+				n, plural(n, "path", "paths"), humanBytes(bytes))
+		}
+		return err
+	case n == 0:
+		fmt.Fprintln(a.stdout, "nothing to import: every path of the closure is already in the store")
+	default:
+		fmt.Fprintf(a.stdout, "imported %d %s, %s\n", n, plural(n, "path", "paths"), humanBytes(bytes))
+	}
+	return nil
 }
