@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -483,5 +485,104 @@ func BenchmarkReadAbsentChunk(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		s.ReadChunk(ctx, SumChunk([]byte{byte(i), byte(i >> 8)}), ChunkAvg)
+	}
+}
+
+// TestStageBeforeReferences: a NAR can be unpacked and checked before its
+// references are valid (sync unpacks paths in the order they arrive); only
+// the commit needs them, and a staged tree is not a valid path meanwhile.
+func TestStageBeforeReferences(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	dep, _ := MakePath(s.storeDir, "output:out", Hash{7}, "dep")
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"top": "top data"})
+	nar := narOf(t, filepath.Join(dir, "top"))
+	top, _ := MakePath(s.storeDir, "output:out", Hash{8}, "top")
+	info := &PathInfo{Path: top, NarHash: Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: []Path{dep}}
+
+	x, err := s.StageNAR(ctx, info, nil, bytes.NewReader(nar))
+	if err != nil {
+		t.Fatalf("staging before the reference is valid: %v", err)
+	}
+	if ok, _ := s.IsValid(top); ok {
+		t.Fatal("a staged path is valid before its commit")
+	}
+	if _, err := x.Commit(); err == nil || !strings.Contains(err.Error(), "is not valid") {
+		t.Fatalf("commit with its reference missing: %v", err)
+	}
+	if ents, _ := os.ReadDir(s.treeDir); len(ents) != 0 {
+		t.Fatalf("a failed commit left %d entries in the tree directory", len(ents))
+	}
+	// The reference arrives; a fresh stage of the same NAR now commits.
+	dir2 := t.TempDir()
+	writeTree(t, dir2, map[string]string{"dep": "dep data"})
+	depNAR := narOf(t, filepath.Join(dir2, "dep"))
+	if _, err := s.AddNAR(ctx, &PathInfo{Path: dep, NarHash: Hash(sha256.Sum256(depNAR)), NarSize: uint64(len(depNAR))}, bytes.NewReader(depNAR)); err != nil {
+		t.Fatal(err)
+	}
+	x, err = s.StageNAR(ctx, info, nil, bytes.NewReader(nar))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Commit(); err != nil {
+		t.Fatalf("commit once the reference is valid: %v", err)
+	}
+	if ok, _ := s.IsValid(top); !ok {
+		t.Fatal("committed path is not valid")
+	}
+	var probs []Problem
+	if _, err := s.Verify(ctx, nil, func(p Problem) { probs = append(probs, p) }); err != nil || len(probs) > 0 {
+		t.Fatalf("store does not verify: %v %v", err, probs)
+	}
+}
+
+// TestChunkDataManyFiles serves every chunk of a tree of more files than
+// the store keeps open, from several goroutines at once: files are evicted
+// while others read them, and every chunk must still come back whole.
+func TestChunkDataManyFiles(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	files := map[string]string{}
+	for i := range 3 * maxOpenFiles {
+		files[fmt.Sprintf("f%03d", i)] = string(randomBytes(uint64(i), 40<<10))
+	}
+	writeTree(t, dir, files)
+	pi, err := s.AddTree(ctx, dir, "many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := s.ChunkIndexOf(pi.Path.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, ChunkMax)
+			for i := range ix {
+				c := ix[(i+g*len(ix)/4)%len(ix)]
+				data, err := s.ChunkData(ctx, c.ID, c.Size, buf)
+				if err == nil && SumChunk(data) != c.ID {
+					err = fmt.Errorf("chunk %s came back with other bytes", c.ID)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := len(s.files.files); n > maxOpenFiles {
+		t.Errorf("%d files open, at most %d", n, maxOpenFiles)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
@@ -224,3 +225,40 @@ func TestSyncReusesLocalChunks(t *testing.T) {
 }
 
 var _ = time.Second
+
+// TestWidenOnlyFastPeers: a peer gets its second stream only after a big
+// enough batch came faster than fastStream, and never a third.
+func TestWidenOnlyFastPeers(t *testing.T) {
+	const p = peer.ID("peer")
+	batch := func(chunks int) []*want {
+		var b []*want
+		for range chunks {
+			b = append(b, &want{ref: store.ChunkRef{Size: 64 << 10}})
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name    string
+		chunks  int // of 64 KiB
+		took    time.Duration
+		streams int
+		dropped string
+		want    bool
+	}{
+		{"loopback", 64, 10 * time.Millisecond, 1, "", true},             // 4 MiB at ~420 MB/s
+		{"100 Mbit/s link", 64, 340 * time.Millisecond, 1, "", false},    // ~12 MB/s
+		{"small endgame batch", 4, 100 * time.Microsecond, 1, "", false}, // fast but 256 KiB
+		{"already two", 64, 10 * time.Millisecond, 2, "", false},
+		{"dropped", 64, 10 * time.Millisecond, 1, "sent bad data", false},
+	} {
+		f := &fetch{peers: map[peer.ID]*peerState{}}
+		ps := f.peer(p)
+		ps.streams, ps.dropped = tc.streams, tc.dropped
+		started := 0
+		f.startWorker = func(peer.ID) { started++ }
+		f.widen(p, batch(tc.chunks), tc.took)
+		if got := started == 1; got != tc.want || started > 1 {
+			t.Errorf("%s: started %d workers, want a second stream: %v", tc.name, started, tc.want)
+		}
+	}
+}
