@@ -313,6 +313,7 @@ func (sy *Syncer) ask(ctx context.Context, peers []peer.ID, hashes []store.PathH
 			defer wg.Done()
 			has, err := sy.node.Have(ctx, p, hashes)
 			if err != nil {
+				sy.log.Debug("have query failed", "peer", p, "err", err)
 				return
 			}
 			mu.Lock()
@@ -331,31 +332,7 @@ func (sy *Syncer) ask(ctx context.Context, peers []peer.ID, hashes []store.PathH
 // locate asks every connected peer which of hashes it has, and the DHT for
 // those no connected peer has.
 func (sy *Syncer) locate(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
-	out := make([][]peer.ID, len(hashes))
-	var mu gosync.Mutex
-	var wg gosync.WaitGroup
-	ask := func(peers []peer.ID) {
-		for _, p := range peers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				has, err := sy.node.Have(ctx, p, hashes)
-				if err != nil {
-					sy.log.Debug("have query failed", "peer", p, "err", err)
-					return
-				}
-				mu.Lock()
-				for i, h := range has {
-					if h {
-						out[i] = append(out[i], p)
-					}
-				}
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-	}
-	ask(sy.node.ConnectedPeers())
+	out := sy.ask(ctx, sy.node.ConnectedPeers(), hashes)
 	// Only what nobody connected has goes to the DHT: a lookup costs
 	// seconds, a have query a round trip.
 	var more []peer.ID
@@ -376,7 +353,9 @@ func (sy *Syncer) locate(ctx context.Context, hashes []store.PathHash) [][]peer.
 		}
 	}
 	if len(more) > 0 {
-		ask(more)
+		for i, ps := range sy.ask(ctx, more, hashes) {
+			out[i] = append(out[i], ps...)
+		}
 	}
 	for i := range out {
 		slices.Sort(out[i])
