@@ -27,8 +27,8 @@ import (
 // which in a room of followers means more from the seeder and less from
 // each other.
 const (
-	streamsPerPeer = 2
-	fastStream     = 200e6 // bytes per second
+	maxStreamsPerPeer = 2
+	fastStream        = 200e6 // bytes per second
 )
 
 // batchSize is how many chunk requests one stream carries. A new stream
@@ -435,7 +435,7 @@ func (f *fetch) widen(p peer.ID, batch []*want, d time.Duration) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if ps := f.peers[p]; ps.streams < streamsPerPeer && ps.dropped == "" && f.failed == nil {
+	if ps := f.peers[p]; ps.streams < maxStreamsPerPeer && ps.dropped == "" && f.failed == nil {
 		f.startWorker(p)
 	}
 }

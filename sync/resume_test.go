@@ -350,7 +350,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	}
 	// Every chunk was served once, plus at most what was in flight (the
 	// window, and one being read on each stream) at each kill.
-	if total, most := cs.served.Load(), int64(chunks+kills*(childWindow+streamsPerPeer)); total > most {
+	if total, most := cs.served.Load(), int64(chunks+kills*(childWindow+maxStreamsPerPeer)); total > most {
 		t.Fatalf("the seeder served %d chunks for a closure of %d chunks with %d kills: more than those in flight were fetched again", total, chunks, kills)
 	}
 	t.Logf("%d chunks served for %d in the closure over %d kills", cs.served.Load(), chunks, kills)
