@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/store"
@@ -35,13 +33,7 @@ same paths in the same order.`,
 				for i, pi := range infos {
 					out[i] = pi.Path.Abs(s.StoreDir())
 				}
-				if asJSON {
-					return writeJSON(a.stdout, out)
-				}
-				for _, p := range out {
-					fmt.Fprintln(a.stdout, p)
-				}
-				return nil
+				return writeList(a.stdout, asJSON, out)
 			})
 		},
 	}

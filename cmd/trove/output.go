@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"path/filepath"
@@ -27,6 +28,17 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// writeList prints a listing: one item a line, or with asJSON a JSON array.
+func writeList(w io.Writer, asJSON bool, items []string) error {
+	if asJSON {
+		return writeJSON(w, items)
+	}
+	for _, it := range items {
+		fmt.Fprintln(w, it)
+	}
+	return nil
 }
 
 func plural(n int, one, many string) string {

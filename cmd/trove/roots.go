@@ -101,13 +101,7 @@ of store paths.`,
 				for i, p := range roots {
 					out[i] = p.Abs(s.StoreDir())
 				}
-				if asJSON {
-					return writeJSON(a.stdout, out)
-				}
-				for _, p := range out {
-					fmt.Fprintln(a.stdout, p)
-				}
-				return nil
+				return writeList(a.stdout, asJSON, out)
 			})
 		},
 	}
