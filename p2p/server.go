@@ -281,6 +281,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	}()
 	// A buffer bigger than a chunk: header and data of several answers go
 	// to the muxer as one write, rather than a small frame for each header.
+	rec, _ := s.content.(recycler)
 	bw := answerWriters.Get().(*bufio.Writer)
 	bw.Reset(st)
 	defer func() {
@@ -307,8 +308,8 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				return err
 			}
 			s.node.countChunk(st.Conn().RemotePeer(), false, len(a.data))
-			if r, ok := s.content.(recycler); ok && a.isChunk {
-				r.Recycle(a.data) // written: bw and the muxer copied it
+			if rec != nil && a.isChunk {
+				rec.Recycle(a.data) // written: bw and the muxer copied it
 			}
 		}
 		budget.Release(a.cost)
