@@ -47,6 +47,9 @@ type Config struct {
 	FollowProgress func(config string, p trovesync.Progress)
 	// Cache is the Nix binary-cache endpoint (cache.go).
 	Cache CacheConfig
+	// ActivationTimeout bounds the activation commands of followed
+	// configurations that set none (default sync.DefaultActivationTimeout).
+	ActivationTimeout time.Duration
 }
 
 // Runner executes one command line inside the agent, writing its output to
@@ -67,10 +70,11 @@ type Agent struct {
 	History *manifest.History
 
 	trustMu    sync.Mutex // serialises trust-group edits and their saving
-	followMu   sync.Mutex // guards subscribed and follows.json
+	followMu   sync.Mutex // guards subscribed, followers and follows.json
 	subscribed map[string]bool
-	kicks      chan struct{}
-	bg         context.Context // lives as long as the agent
+	followers  map[string]*follower // by configuration name (follow.go)
+	kicks      chan struct{}        // wakes the learner (follow.go)
+	bg         context.Context      // lives as long as the agent
 	srv        *http.Server
 	ln         net.Listener
 	stop       context.CancelFunc
@@ -141,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now(),
-		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, kicks: make(chan struct{}, 1)}
+		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, followers: map[string]*follower{}, kicks: make(chan struct{}, 1)}
 	a.Node, err = p2p.New(ctx, p2p.Config{
 		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s}, Manifests: historyBytes{a.History},
 		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots,
@@ -234,6 +238,8 @@ type Status struct {
 	Transfers      int      `json:"transfersInFlight"`
 	UptimeSeconds  int64    `json:"uptimeSeconds"`
 	Public         bool     `json:"servesPublic"`
+	// Follows are the followed configurations and where each stands.
+	Follows []FollowStatus `json:"follows"`
 }
 
 // Status reports on the running agent.
@@ -250,6 +256,9 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 	}
 	for _, m := range a.Node.Host().Addrs() {
 		st.Addrs = append(st.Addrs, m.String()+"/p2p/"+st.PeerID)
+	}
+	if st.Follows, err = a.FollowStatuses(); err != nil {
+		return nil, err
 	}
 	return st, nil
 }

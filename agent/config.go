@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
+
+	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // FileConfig is $TROVE_HOME/config.toml. Command-line flags override it.
@@ -20,6 +23,7 @@ import (
 //	bootstrap = []
 //	serve = "trusted"     # or "public"
 //	log_format = "text"   # or "json"
+//	timeout = "10m"       # for every activation command (follow, activate, rollback)
 type FileConfig struct {
 	Agent AgentSection `toml:"agent"`
 }
@@ -33,6 +37,29 @@ type AgentSection struct {
 	Bootstrap []string `toml:"bootstrap"`
 	Serve     string   `toml:"serve"`
 	LogFormat string   `toml:"log_format"`
+	Timeout   string   `toml:"timeout"`
+}
+
+// ActivationTimeout is how long an activation command may run: timeout,
+// or sync.DefaultActivationTimeout.
+func (s AgentSection) ActivationTimeout() time.Duration {
+	if d, err := parseTimeout(s.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return trovesync.DefaultActivationTimeout
+}
+
+// parseTimeout parses a timeout setting: a Go duration ("90s", "10m")
+// above zero, or "" for the default (0).
+func parseTimeout(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("timeout %q: want a duration above zero such as \"90s\" or \"10m\"", s)
+	}
+	return d, nil
 }
 
 // ConfigPath is where the config file lives in a home.
@@ -67,7 +94,7 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("unknown setting %s (known: agent.listen, agent.peers, agent.mdns, agent.dht, agent.bootstrap, agent.serve, agent.log_format)", strings.Join(keys, ", "))
+		return nil, fmt.Errorf("unknown setting %s (known: agent.listen, agent.peers, agent.mdns, agent.dht, agent.bootstrap, agent.serve, agent.log_format, agent.timeout)", strings.Join(keys, ", "))
 	}
 	switch c.Agent.Serve {
 	case "", "trusted", "public":
@@ -78,6 +105,9 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 	case "", "text", "json":
 	default:
 		return nil, fmt.Errorf("agent.log_format = %q: want \"text\" or \"json\"", c.Agent.LogFormat)
+	}
+	if _, err := parseTimeout(c.Agent.Timeout); err != nil {
+		return nil, fmt.Errorf("agent.%w", err)
 	}
 	return &c, nil
 }

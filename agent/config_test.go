@@ -3,6 +3,7 @@ package agent
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -18,11 +19,14 @@ dht = true
 bootstrap = []
 serve = "public"
 log_format = "json"
+timeout = "90s"
 `, ""},
 		{"unknown key", "[agent]\nlisten_on = []\n", "unknown setting agent.listen_on"},
 		{"unknown table", "[agnet]\nmdns = true\n", "unknown setting"},
 		{"bad serve", "[agent]\nserve = \"everyone\"\n", `want "trusted" or "public"`},
 		{"bad log format", "[agent]\nlog_format = \"xml\"\n", "log_format"},
+		{"bad timeout", "[agent]\ntimeout = \"ten minutes\"\n", "agent.timeout"},
+		{"zero timeout", "[agent]\ntimeout = \"0s\"\n", "above zero"},
 		{"wrong type", "[agent]\nmdns = \"yes\"\n", "mdns"},
 		{"not toml", "[agent\n", "expected"},
 	} {
@@ -32,7 +36,7 @@ log_format = "json"
 				if err != nil {
 					t.Fatal(err)
 				}
-				if tc.name == "full" && (*c.Agent.DHT != true || *c.Agent.MDNS != false || c.Agent.Serve != "public") {
+				if tc.name == "full" && (*c.Agent.DHT != true || *c.Agent.MDNS != false || c.Agent.Serve != "public" || c.Agent.ActivationTimeout() != 90*time.Second) {
 					t.Fatalf("parsed %+v", c.Agent)
 				}
 				return

@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/trove-p2p/trove/bundle"
 	"github.com/trove-p2p/trove/manifest"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Bundle sources (Config.Sources, `trove agent --source DIR`): trove
@@ -159,41 +156,8 @@ func (a *Agent) importBundle(ctx context.Context, path string) error {
 	for _, m := range rep.Manifests {
 		if m.New {
 			a.log.Info("bundle brought a configuration generation", "bundle", path, "config", m.Name, "generation", m.Generation)
-			if err := a.activateFollowed(ctx, m.Name); err != nil {
-				a.log.Warn("activating a configuration from a bundle failed", "config", m.Name, "err", err)
-			}
+			a.wakeFollower(m.Name)
 		}
-	}
-	return nil
-}
-
-// activateFollowed activates the newest generation of name if this machine
-// follows it with --activate and the generation's closure is valid.
-func (a *Agent) activateFollowed(ctx context.Context, name string) error {
-	fs, err := LoadFollows(a.Home)
-	if err != nil {
-		return err
-	}
-	for _, f := range fs {
-		if f.Name != name || !f.Activate {
-			continue
-		}
-		m, _, err := a.History.Get(name, 0)
-		if err != nil {
-			return err
-		}
-		if ok, err := a.Store.IsValid(m.Root); err != nil || !ok {
-			return err // its closure came in another bundle, or will
-		}
-		prof := trovesync.OpenProfiles(a.Store)
-		if cur, err := prof.Current(name); err != nil || cur >= m.Generation {
-			return err
-		}
-		err = trovesync.Activate(ctx, prof, m, trovesync.ActivateOptions{Run: f.Run, Wait: time.Minute, Stdout: io.Discard, Stderr: logWriter{a}})
-		if err != nil {
-			return fmt.Errorf("generation %d: %w", m.Generation, err)
-		}
-		a.log.Info("activated configuration", "config", name, "generation", m.Generation, "from", "bundle")
 	}
 	return nil
 }

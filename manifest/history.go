@@ -14,8 +14,10 @@ import (
 // History keeps the manifests this machine knows, one file per generation
 // under <home>/manifests/<name>/<generation>.manifest. Only manifests that
 // decode, verify, and carry a signature from a key trusted for their name
-// get in; a generation at or below the newest known is refused unless it is
-// the very same manifest, so a peer cannot replay or downgrade.
+// get in, and a generation already known is never replaced by a different
+// manifest. An older generation not known yet gets in (someone asked for
+// it: trove sync NAME@N), but the newest never goes down, and automatic
+// following acts only on the newest, so a peer cannot downgrade a follower.
 type History struct {
 	dir  string
 	keys *Keyring
@@ -33,6 +35,9 @@ func OpenHistory(home string, keys *Keyring) *History {
 // ErrStale means a manifest is not newer than what is already known.
 var ErrStale = errors.New("not newer than the newest known generation")
 
+// ErrConflict means a different manifest of the same generation is known.
+var ErrConflict = errors.New("a different manifest of this generation is already known here")
+
 // Add verifies and stores an encoded manifest. It returns the manifest and
 // whether it was new.
 func (h *History) Add(b []byte) (*Manifest, bool, error) {
@@ -45,16 +50,15 @@ func (h *History) Add(b []byte) (*Manifest, bool, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	newest, err := h.newestGen(m.Name)
-	if err != nil {
-		return nil, false, err
-	}
 	file := h.file(m.Name, m.Generation)
-	if m.Generation <= newest {
-		if old, err := os.ReadFile(file); err == nil && string(old) == string(b) {
-			return m, false, nil // the same manifest again
-		}
-		return nil, false, fmt.Errorf("%s generation %d: %w (%d)", m.Name, m.Generation, ErrStale, newest)
+	old, err := os.ReadFile(file)
+	switch {
+	case err == nil && string(old) == string(b):
+		return m, false, nil // the same manifest again
+	case err == nil:
+		return nil, false, fmt.Errorf("%s generation %d: %w (signed by %s)", m.Name, m.Generation, ErrConflict, m.Publisher.Name)
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, false, err
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return nil, false, err

@@ -232,6 +232,20 @@ func (kr *Keyring) Configs(name string) []string {
 	return slices.Clone(kr.configs[name])
 }
 
+// Publishers returns the trusted keys that may publish configuration name.
+func (kr *Keyring) Publishers(name string) []PublicKey {
+	kr.refresh()
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	var out []PublicKey
+	for _, k := range kr.keys {
+		if slices.Contains(kr.configs[k.Name], "*") || slices.Contains(kr.configs[k.Name], name) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // ErrUntrustedPublisher is wrapped when a manifest's publisher is not
 // trusted for its configuration name.
 var ErrUntrustedPublisher = errors.New("publisher is not trusted for this configuration")

@@ -160,11 +160,11 @@ func TestHistoryTrustAndReplay(t *testing.T) {
 	if _, _, err := h.Add(g2); err != nil {
 		t.Fatal(err)
 	}
-	// A different generation 1 (replay/downgrade) is refused.
+	// A different generation 1 is refused.
 	old := testManifest(t, 1)
 	old.Activate = "bin/other"
-	if _, _, err := h.Add(signed(t, old, k)); !errors.Is(err, ErrStale) {
-		t.Fatalf("replayed generation 1: %v", err)
+	if _, _, err := h.Add(signed(t, old, k)); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a different generation 1: %v", err)
 	}
 	m, _, err := h.Get("laptop", 0)
 	if err != nil || m.Generation != 2 {
@@ -175,6 +175,22 @@ func TestHistoryTrustAndReplay(t *testing.T) {
 	}
 	if _, _, err := h.Get("laptop", 7); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("absent generation: %v", err)
+	}
+	// An older generation not known yet gets in when asked for (trove
+	// sync laptop@3 after generation 4 is known); the newest stays.
+	g4 := signed(t, testManifest(t, 4), k)
+	g3 := signed(t, testManifest(t, 3), k)
+	if _, _, err := h.Add(g4); err != nil {
+		t.Fatal(err)
+	}
+	if _, isNew, err := h.Add(g3); err != nil || !isNew {
+		t.Fatalf("older generation 3 after 4: %v %v", isNew, err)
+	}
+	if m, _, err := h.Get("laptop", 0); err != nil || m.Generation != 4 {
+		t.Fatalf("newest after adding generation 3 = %v, %v", m, err)
+	}
+	if m, _, err := h.Get("laptop", 3); err != nil || m.Generation != 3 {
+		t.Fatalf("generation 3 = %v, %v", m, err)
 	}
 	// The keyring file keeps scopes across a reload.
 	again, err := LoadKeyring(filepath.Join(home, "trusted-keys"))

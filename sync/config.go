@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	gosync "sync"
 	"time"
 
@@ -60,7 +61,25 @@ func idOf(b []byte) (manifest.ID, error) {
 // connected peer has the configuration and the DHT is on, it connects to
 // the peers the DHT says provide the name and asks them.
 func ResolveManifest(ctx context.Context, n *p2p.Node, h *manifest.History, name string, gen uint64) (*manifest.Manifest, error) {
-	problems := askManifest(ctx, n, h, n.ConnectedPeers(), name, gen)
+	refused := Learn(ctx, n, h, name, gen)
+	m, _, err := h.Get(name, gen)
+	if err != nil {
+		if len(refused) > 0 {
+			return nil, errors.Join(append([]error{err}, refused...)...)
+		}
+		return nil, fmt.Errorf("%w (asked %d connected %s)", err, len(n.ConnectedPeers()), plural(len(n.ConnectedPeers()), "peer", "peers"))
+	}
+	return m, nil
+}
+
+// Learn asks every connected peer for generation gen (0 = newest) of name
+// and records in h every answer that verifies and is trusted; when none of
+// them had it and the DHT is on, it asks the peers the DHT says provide the
+// name. It returns why it refused the answers it did not record (a key not
+// trusted for name, a bad signature, a different manifest of a known
+// generation), each naming the peer.
+func Learn(ctx context.Context, n *p2p.Node, h *manifest.History, name string, gen uint64) (refused []error) {
+	refused = askManifest(ctx, n, h, n.ConnectedPeers(), name, gen)
 	if _, _, err := h.Get(name, gen); err != nil {
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		provs, derr := n.FindProviders(lctx, p2p.ConfigKey(name), 8)
@@ -72,17 +91,10 @@ func ResolveManifest(ctx context.Context, n *p2p.Node, h *manifest.History, name
 					more = append(more, ai.ID)
 				}
 			}
-			problems = append(problems, askManifest(ctx, n, h, more, name, gen)...)
+			refused = append(refused, askManifest(ctx, n, h, more, name, gen)...)
 		}
 	}
-	m, _, err := h.Get(name, gen)
-	if err != nil {
-		if len(problems) > 0 {
-			return nil, errors.Join(append([]error{err}, problems...)...)
-		}
-		return nil, fmt.Errorf("%w (asked %d connected %s)", err, len(n.ConnectedPeers()), plural(len(n.ConnectedPeers()), "peer", "peers"))
-	}
-	return m, nil
+	return refused
 }
 
 // askManifest asks peers for a manifest in parallel and records what
@@ -99,7 +111,7 @@ func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []
 			if err != nil {
 				return // most peers do not follow every configuration
 			}
-			if _, _, err := h.Add(b); err != nil && !errors.Is(err, manifest.ErrStale) {
+			if _, _, err := h.Add(b); err != nil {
 				mu.Lock()
 				problems = append(problems, fmt.Errorf("from %s: %w", p, err))
 				mu.Unlock()
@@ -118,13 +130,39 @@ func (sy *Syncer) SyncManifest(ctx context.Context, m *manifest.Manifest) (*Repo
 	return New(sy.store, sy.node, opts).Sync(ctx, []store.Path{m.Root})
 }
 
+// DefaultActivationTimeout bounds an activation command when nothing else
+// is configured: a hanging command must not hold a profile for ever.
+const DefaultActivationTimeout = 10 * time.Minute
+
 // ActivateOptions say how to activate a generation.
 type ActivateOptions struct {
-	Run     bool          // run the activation command
-	Timeout time.Duration // for the activation command; 0 = none
-	Wait    time.Duration // for another activation of the same profile
-	Stdout  io.Writer
-	Stderr  io.Writer
+	Run bool // run the activation command
+	// Timeout bounds the activation command (0: DefaultActivationTimeout);
+	// when it passes, the command's whole process group is killed.
+	Timeout time.Duration
+	// Wait bounds the wait for another activation of the same profile
+	// (0: DefaultActivationTimeout and a little more, the longest another
+	// activation with the default timeout can hold the profile).
+	Wait time.Duration
+	// OnWait, if set, is told once that another activation holds the
+	// profile, and which.
+	OnWait func(holder string)
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+func (o ActivateOptions) timeout() time.Duration {
+	if o.Timeout > 0 {
+		return o.Timeout
+	}
+	return DefaultActivationTimeout
+}
+
+func (o ActivateOptions) wait() time.Duration {
+	if o.Wait > 0 {
+		return o.Wait
+	}
+	return DefaultActivationTimeout + 15*time.Second
 }
 
 // Activate switches profile m.Name to m's generation (its closure must be
@@ -135,10 +173,17 @@ func Activate(ctx context.Context, p *Profiles, m *manifest.Manifest, o Activate
 
 // Activate switches profile name to generation gen with the given root
 // under the profile's lock and, if asked, runs its activation command
-// (rel, relative to the root). Activating a new generation and rolling
-// back to an old one are the same operation.
+// (rel, relative to the root) for at most the timeout. Activating a new
+// generation and rolling back to an old one are the same operation.
 func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root store.Path, rel string, o ActivateOptions) error {
-	unlock, err := p.Lock(name, o.Wait)
+	holder := func() string {
+		h := fmt.Sprintf("generation %d, pid %d", gen, os.Getpid())
+		if o.Run && rel != "" {
+			h += fmt.Sprintf(", running %s until %s at the latest", rel, time.Now().Add(o.timeout()).Format("15:04:05"))
+		}
+		return h
+	}
+	unlock, err := p.Lock(ctx, name, holder, o.wait(), o.OnWait)
 	if err != nil {
 		return err
 	}
@@ -149,5 +194,5 @@ func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root s
 	if !o.Run {
 		return nil
 	}
-	return p.RunActivation(ctx, name, gen, root, rel, o.Timeout, o.Stdout, o.Stderr)
+	return p.RunActivation(ctx, name, gen, root, rel, o.timeout(), o.Stdout, o.Stderr)
 }

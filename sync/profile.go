@@ -127,8 +127,12 @@ func (p *Profiles) Current(name string) (uint64, error) {
 }
 
 // Lock takes the profile's activation lock, waiting up to wait for another
-// activation to finish; it fails clearly rather than hanging for ever.
-func (p *Profiles) Lock(name string, wait time.Duration) (unlock func(), err error) {
+// activation to finish (an activation holds it at most its timeout); it
+// fails clearly rather than hanging for ever. holder says who takes it (it
+// is written into the lock file, so that a waiter can say what it waits
+// for, and is called once the lock is taken); onWait, if set, is told once, with the current holder, that this
+// call has to wait.
+func (p *Profiles) Lock(ctx context.Context, name string, holder func() string, wait time.Duration, onWait func(holder string)) (unlock func(), err error) {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -137,17 +141,118 @@ func (p *Profiles) Lock(name string, wait time.Duration) (unlock func(), err err
 		return nil, err
 	}
 	deadline := time.Now().Add(wait)
+	told := false
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			if f.Truncate(0) == nil {
+				f.WriteAt([]byte(holder()+"\n"), 0)
+			}
+			return func() { f.Truncate(0); f.Close() }, nil
 		}
+		other := lockHolder(f)
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("another activation of %s is in progress; try again when it has finished", name)
+			return nil, fmt.Errorf("another activation of %s is in progress (%s); try again when it has finished", name, other)
 		}
-		time.Sleep(50 * time.Millisecond)
+		if !told && onWait != nil {
+			onWait(other)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+}
+
+// lockHolder reads who holds a profile's lock, as Lock wrote it.
+func lockHolder(f *os.File) string {
+	b := make([]byte, 256)
+	n, _ := f.ReadAt(b, 0)
+	if s := strings.TrimSpace(string(b[:n])); s != "" {
+		return s
+	}
+	return "held by another process"
+}
+
+// highestFile records a profile's high-water mark (see Highest).
+func (p *Profiles) highestFile(name string) string {
+	return filepath.Join(p.dir, "."+name+".highest")
+}
+
+// Highest is the highest generation profile name has been switched to:
+// automatic following activates only generations above it, so that a
+// manual rollback (or an activation of an older generation) holds until the
+// user resumes (Resume, or activating the newest). It is never below the
+// current generation. A profile that has no record yet (made by an older
+// trove) counts its newest generation link.
+func (p *Profiles) Highest(name string) (uint64, error) {
+	cur, err := p.Current(name)
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile(p.highestFile(name))
+	if errors.Is(err, os.ErrNotExist) {
+		ents, err := os.ReadDir(p.dir)
+		if errors.Is(err, os.ErrNotExist) {
+			return cur, nil
+		}
+		h := cur
+		for _, e := range ents {
+			if n, ok := genOf(name, e.Name()); ok {
+				h = max(h, n)
+			}
+		}
+		return h, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	h, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.highestFile(name), err)
+	}
+	return max(cur, h), nil
+}
+
+// HeldBack reports whether name is held at an older generation than the
+// highest it was switched to, and both numbers.
+func (p *Profiles) HeldBack(name string) (held bool, current, highest uint64, err error) {
+	if current, err = p.Current(name); err != nil {
+		return false, 0, 0, err
+	}
+	if highest, err = p.Highest(name); err != nil {
+		return false, 0, 0, err
+	}
+	return current < highest, current, highest, nil
+}
+
+// Resume lets automatic following move on from the current generation:
+// generations above it may be activated again.
+func (p *Profiles) Resume(name string) error {
+	if err := manifest.CheckName(name); err != nil {
+		return err
+	}
+	cur, err := p.Current(name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return err
+	}
+	return p.writeHighest(name, cur)
+}
+
+func (p *Profiles) writeHighest(name string, gen uint64) error {
+	file := p.highestFile(name)
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(gen, 10)+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, file)
 }
 
 // symlinkAtomic makes link point at target by renaming a fresh symlink over it.
@@ -183,8 +288,19 @@ func (p *Profiles) Switch(name string, gen uint64, root store.Path) error {
 			return err
 		}
 	}
+	highest, err := p.Highest(name)
+	if err != nil {
+		return err
+	}
 	if err := symlinkAtomic(filepath.Base(link), filepath.Join(p.dir, name)); err != nil {
 		return err
+	}
+	// Recorded after the switch: until then Highest counts the current
+	// generation, so a crash in between loses nothing.
+	if gen > highest {
+		if err := p.writeHighest(name, gen); err != nil {
+			return err
+		}
 	}
 	d, err := os.Open(p.dir)
 	if err == nil {

@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -40,20 +41,27 @@ func TestTwoActivationsAtOnce(t *testing.T) {
 	}
 	defer s.Close()
 	p := OpenProfiles(s)
-	unlock, err := p.Lock("laptop", time.Second)
+	ctx := context.Background()
+	holder := func() string { return "generation 4, the first" }
+	unlock, err := p.Lock(ctx, "laptop", holder, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := p.Lock("laptop", 300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "another activation of laptop is in progress") {
+	var told string
+	_, err = p.Lock(ctx, "laptop", holder, 300*time.Millisecond, func(h string) { told = h })
+	if err == nil || !strings.Contains(err.Error(), "another activation of laptop is in progress (generation 4, the first)") {
 		t.Fatalf("second activation: %v", err)
+	}
+	if told != "generation 4, the first" {
+		t.Fatalf("the waiter was told %q", told)
 	}
 	if time.Since(start) < 250*time.Millisecond {
 		t.Fatal("the second activation did not wait")
 	}
 	// It waits and proceeds when the first finishes.
 	go func() { time.Sleep(200 * time.Millisecond); unlock() }()
-	unlock2, err := p.Lock("laptop", 5*time.Second)
+	unlock2, err := p.Lock(ctx, "laptop", holder, 5*time.Second, nil)
 	if err != nil {
 		t.Fatalf("waiting activation: %v", err)
 	}
@@ -128,4 +136,109 @@ func TestKillDuringActivation(t *testing.T) {
 		}
 		s.Close()
 	}
+}
+
+// treeWithActivation adds a tree whose bin/activate is script.
+func treeWithActivation(t testing.TB, s *store.Store, script string) store.Path {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "cfg")
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "activate"), []byte(script), 0o755)
+	pi, err := s.AddTree(context.Background(), dir, "cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pi.Path
+}
+
+// TestHeldBack: a rollback holds the profile below its highest generation
+// until Resume or an activation of the newest.
+func TestHeldBack(t *testing.T) {
+	s, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := OpenProfiles(s)
+	roots := twoGenerations(t, s)
+	ctx := context.Background()
+	check := func(step string, wantHeld bool, wantCur, wantHighest uint64) {
+		t.Helper()
+		held, cur, highest, err := p.HeldBack("laptop")
+		if err != nil || held != wantHeld || cur != wantCur || highest != wantHighest {
+			t.Fatalf("%s: held %v current %d highest %d (%v); want %v %d %d", step, held, cur, highest, err, wantHeld, wantCur, wantHighest)
+		}
+	}
+	check("no profile", false, 0, 0)
+	for i, r := range roots {
+		if err := p.Activate(ctx, "laptop", uint64(i+1), r, "", ActivateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("at the newest", false, 2, 2)
+	if err := p.Activate(ctx, "laptop", 1, roots[0], "", ActivateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	check("rolled back", true, 1, 2)
+	// A profile an older trove left has no record: its newest link counts.
+	os.Remove(p.highestFile("laptop"))
+	check("no record", true, 1, 2)
+	if err := p.Resume("laptop"); err != nil {
+		t.Fatal(err)
+	}
+	check("resumed", false, 1, 1)
+	if err := p.Activate(ctx, "laptop", 2, roots[1], "", ActivateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	check("the newest again", false, 2, 2)
+}
+
+// TestActivationTimeout: a hanging activation command is stopped at its
+// timeout with its whole process group, the failure says so, and the
+// profile's lock is free again for the next activation.
+func TestActivationTimeout(t *testing.T) {
+	s, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := OpenProfiles(s)
+	pidFile := filepath.Join(t.TempDir(), "child")
+	// The command leaves a grandchild behind that would outlive a kill of
+	// the command alone.
+	root := treeWithActivation(t, s, "#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nwait\n")
+	start := time.Now()
+	err = p.Activate(context.Background(), "laptop", 1, root, "bin/activate", ActivateOptions{Run: true, Timeout: 500 * time.Millisecond})
+	var ae *ActivationError
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "timed out after 500ms") {
+		t.Fatalf("activation: %v", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("the activation returned after %s", d)
+	}
+	b, _ := os.ReadFile(pidFile)
+	child, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if child == 0 {
+		t.Fatal("the activation command did not start its child")
+	}
+	gone := false
+	for range 100 {
+		if syscall.Kill(child, 0) != nil {
+			gone = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !gone {
+		syscall.Kill(child, syscall.SIGKILL)
+		t.Fatalf("the activation's child %d outlived the timeout", child)
+	}
+	if cur, _ := p.Current("laptop"); cur != 1 {
+		t.Fatalf("profile at %d, want the new generation selected", cur)
+	}
+	unlock, err := p.Lock(context.Background(), "laptop", func() string { return "test" }, time.Second, nil)
+	if err != nil {
+		t.Fatalf("lock after the timeout: %v", err)
+	}
+	unlock()
 }

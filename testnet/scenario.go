@@ -56,7 +56,8 @@ func (net *Net) publisherKey(i int, name string) manifest.SecretKey {
 
 // Publish writes files (relative path → contents; a name under bin/ is
 // executable) as a configuration tree, adds it to agent i's store and
-// publishes it as the next generation of name. It returns the generation.
+// publishes it as the next generation of name, with bin/activate as its
+// activation command if there is one. It returns the generation.
 func (net *Net) Publish(i int, name string, files map[string]string) uint64 {
 	net.t.Helper()
 	a := net.mustRun(i)
@@ -78,7 +79,11 @@ func (net *Net) Publish(i int, name string, files map[string]string) uint64 {
 	if err != nil {
 		net.t.Fatalf("testnet: agent %d adding %s: %v", i, name, err)
 	}
-	m, err := a.Publish(context.Background(), net.publisherKey(i, name), name, pi.Path, "")
+	activate := ""
+	if _, ok := files["bin/activate"]; ok {
+		activate = "bin/activate"
+	}
+	m, err := a.Publish(context.Background(), net.publisherKey(i, name), name, pi.Path, activate)
 	if err != nil {
 		net.t.Fatalf("testnet: agent %d publishing %s: %v", i, name, err)
 	}
@@ -88,10 +93,20 @@ func (net *Net) Publish(i int, name string, files map[string]string) uint64 {
 // Follow makes agent i follow name, activating new generations if asked.
 func (net *Net) Follow(i int, name string, activate bool) {
 	net.t.Helper()
-	if err := net.mustRun(i).SetFollow(context.Background(), agent.Follow{Name: name, Activate: activate}, true); err != nil {
-		net.t.Fatalf("testnet: agent %d following %s: %v", i, name, err)
+	net.FollowWith(i, agent.Follow{Name: name, Activate: activate})
+}
+
+// FollowWith makes agent i follow f.Name as f says (run activation
+// commands, their timeout).
+func (net *Net) FollowWith(i int, f agent.Follow) {
+	net.t.Helper()
+	if err := net.mustRun(i).SetFollow(context.Background(), f, true); err != nil {
+		net.t.Fatalf("testnet: agent %d following %s: %v", i, f.Name, err)
 	}
 }
+
+// Log is what agent i has logged so far (its tail).
+func (net *Net) Log(i int) string { return string(net.nodes[i].log.Bytes()) }
 
 // WaitGeneration waits until agent i's profile name is at generation gen.
 func (net *Net) WaitGeneration(i int, name string, gen uint64) {

@@ -265,16 +265,27 @@ fetched from peers and verified.`,
 
 func newFollowCmd(a *app) *cobra.Command {
 	var activate, runIt bool
+	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "follow NAME",
 		Short: "Follow a configuration: fetch (and activate) each new generation",
 		Long: `Record that this machine follows the configuration NAME. The agent fetches
 each newer signed generation as soon as it is announced (or when it
 reconnects after being offline), and with --activate switches the profile
-to it; --run also runs its activation command. The publisher's key must be
-trusted for NAME (trove trust add KEY --config NAME).`,
+to it; --run also runs its activation command, for at most --timeout
+(default: timeout in config.toml, else 10m), after which the command's
+whole process group is killed and the failure shows in trove status.
+
+A manual switch holds: after trove rollback NAME (or activate --generation
+N of an older one), the agent activates only generations newer than any
+the profile has had, and trove status shows the profile as held back.
+Running trove follow NAME --activate again resumes: the newest generation
+is activated.
+
+The publisher's key must be trusted for NAME (trove trust add KEY --config
+NAME); follow warns when no trusted key may publish NAME.`,
 		Example: `  trove follow laptop --activate
-  trove follow dotfiles --activate --run`,
+  trove follow dotfiles --activate --run --timeout 2m`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := manifest.CheckName(args[0]); err != nil {
@@ -283,11 +294,19 @@ trusted for NAME (trove trust add KEY --config NAME).`,
 			if runIt && !activate {
 				return usagef("--run needs --activate")
 			}
-			return a.setFollow(cmd.Context(), agent.Follow{Name: args[0], Activate: activate, Run: runIt}, true)
+			f := agent.Follow{Name: args[0], Activate: activate, Run: runIt}
+			if cmd.Flags().Changed("timeout") {
+				if timeout <= 0 {
+					return usagef("--timeout %s: want a duration above zero, such as 90s or 10m", timeout)
+				}
+				f.Timeout = timeout.String()
+			}
+			return a.setFollow(cmd.Context(), f, true)
 		},
 	}
 	c.Flags().BoolVar(&activate, "activate", false, "switch the profile to each new generation")
 	c.Flags().BoolVar(&runIt, "run", false, "also run each generation's activation command")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "stop an activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	return c
 }
 
@@ -309,6 +328,15 @@ func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error 
 	if !follow {
 		verb = "no longer following"
 	}
+	if follow {
+		kr, err := a.keyring()
+		if err != nil {
+			return err
+		}
+		if len(kr.Publishers(f.Name)) == 0 {
+			fmt.Fprintf(a.stderr, "warning: no trusted key may publish %s, so every generation of it will be refused; trust the publisher's key with `trove trust add KEY --config %s`\n", f.Name, f.Name)
+		}
+	}
 	if a.agent != nil {
 		if err := a.agent.SetFollow(ctx, f, follow); err != nil {
 			return err
@@ -323,27 +351,42 @@ func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error 
 	if err != nil {
 		return err
 	}
-	fs, err := agent.LoadFollows(home)
+	err = a.withStore(func(s *store.Store) error {
+		return agent.RecordFollow(home, trovesync.OpenProfiles(s), f, follow)
+	})
 	if err != nil {
-		return err
-	}
-	var kept []agent.Follow
-	for _, o := range fs {
-		if o.Name != f.Name {
-			kept = append(kept, o)
-		}
-	}
-	if follow {
-		kept = append(kept, f)
-	}
-	if err := os.MkdirAll(home, 0o755); err != nil {
-		return err
-	}
-	if err := agent.SaveFollows(home, kept); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "%s %s (the agent acts on it when it runs: trove agent)\n", verb, f.Name)
 	return nil
+}
+
+// activateOptions are the options of a manual activation: the activation
+// command's timeout (--timeout, else config.toml's, else the default),
+// and a wait for another activation of the profile that lasts as long as
+// that one may run, saying what it waits for.
+func (a *app) activateOptions(cmd *cobra.Command, runIt bool, timeout time.Duration) (trovesync.ActivateOptions, error) {
+	home, err := a.homeDir()
+	if err != nil {
+		return trovesync.ActivateOptions{}, err
+	}
+	fc, err := agent.LoadConfig(home)
+	if err != nil {
+		return trovesync.ActivateOptions{}, err
+	}
+	configured := fc.Agent.ActivationTimeout()
+	if !cmd.Flags().Changed("timeout") {
+		timeout = configured
+	} else if timeout <= 0 {
+		return trovesync.ActivateOptions{}, usagef("--timeout %s: want a duration above zero, such as 90s or 10m", timeout)
+	}
+	return trovesync.ActivateOptions{
+		Run: runIt, Timeout: timeout, Wait: max(timeout, configured) + 15*time.Second,
+		OnWait: func(holder string) {
+			fmt.Fprintf(a.stderr, "waiting for another activation of %s to finish (%s)…\n", cmd.Flags().Arg(0), holder)
+		},
+		Stdout: a.stdout, Stderr: a.stderr,
+	}, nil
 }
 
 func newActivateCmd(a *app) *cobra.Command {
@@ -358,8 +401,11 @@ func newActivateCmd(a *app) *cobra.Command {
 --generation N), fetching its closure from peers first if it is not here.
 The switch is one atomic rename: the profile always points at a whole
 generation. --run runs the generation's activation command with its output
-shown; if it fails, the new generation stays selected (as NixOS does) and
-trove says how to roll back. --dry-run says what would be fetched and what
+shown, for at most --timeout (default: timeout in config.toml, else 10m),
+after which its whole process group is killed; if it fails, the new
+generation stays selected (as NixOS does) and trove says how to roll back.
+Activating an older generation holds a followed profile there, as
+trove rollback does. --dry-run says what would be fetched and what
 would change, and changes nothing. --nix-profile PATH also imports the
 closure into the local Nix store and sets that real Nix profile to it
 (nix-env -p PATH --set), so a NixOS machine can switch with its own tools.`,
@@ -409,8 +455,11 @@ closure into the local Nix store and sets that real Nix profile to it
 				if missing > 0 {
 					return fmt.Errorf("%d paths of %s generation %d are not here; fetch them with `trove sync %s@%d`", missing, name, m.Generation, name, m.Generation)
 				}
-				err := trovesync.Activate(cmd.Context(), prof, m, trovesync.ActivateOptions{
-					Run: runIt, Timeout: timeout, Wait: 30 * time.Second, Stdout: a.stdout, Stderr: a.stderr})
+				opts, err := a.activateOptions(cmd, runIt, timeout)
+				if err != nil {
+					return err
+				}
+				err = trovesync.Activate(cmd.Context(), prof, m, opts)
 				var ae *trovesync.ActivationError
 				if err != nil && !errors.As(err, &ae) {
 					return err
@@ -429,7 +478,7 @@ closure into the local Nix store and sets that real Nix profile to it
 	c.Flags().Uint64Var(&gen, "generation", 0, "activate generation `N` (default: the newest)")
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "say what would happen, change nothing")
-	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (e.g. 5m)")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	c.Flags().StringVar(&nixProfile, "nix-profile", "", "also set the real Nix profile `PATH` (imports the closure into Nix)")
 	return c
 }
@@ -442,7 +491,14 @@ func newRollbackCmd(a *app) *cobra.Command {
 		Use:   "rollback NAME",
 		Short: "Switch a profile back to the previous (or a given) generation",
 		Long: `Switch NAME to the generation before the current one, or to --to N, with
-one atomic rename; --run runs that generation's activation command again.`,
+one atomic rename; --run runs that generation's activation command again.
+
+The rollback holds: an agent that follows NAME with --activate then
+activates only a generation newer than any the profile has had, never the
+one rolled back from, and trove status shows NAME as held back. To resume,
+run trove follow NAME --activate again (or trove activate NAME for the
+newest). If another activation of NAME is running, rollback waits for it,
+at most its timeout.`,
 		Example: `  trove rollback laptop
   trove rollback laptop --to 2 --run`,
 		Args: exactArgs(1),
@@ -488,8 +544,11 @@ one atomic rename; --run runs that generation's activation command again.`,
 					}
 					rel = m.Activate
 				}
-				err = prof.Activate(cmd.Context(), name, target, root, rel, trovesync.ActivateOptions{
-					Run: runIt, Timeout: timeout, Wait: 30 * time.Second, Stdout: a.stdout, Stderr: a.stderr})
+				opts, err := a.activateOptions(cmd, runIt, timeout)
+				if err != nil {
+					return err
+				}
+				err = prof.Activate(cmd.Context(), name, target, root, rel, opts)
 				var ae *trovesync.ActivationError
 				if err != nil && !errors.As(err, &ae) {
 					return err
@@ -501,7 +560,7 @@ one atomic rename; --run runs that generation's activation command again.`,
 	}
 	c.Flags().Uint64Var(&to, "to", 0, "switch to generation `N`")
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command of that generation")
-	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION`")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	return c
 }
 

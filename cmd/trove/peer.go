@@ -223,6 +223,18 @@ Without a running agent it shows the store alone.`,
 			if st.Public {
 				fmt.Fprintf(w, "serving:\tPUBLIC (anyone may fetch)\n")
 			}
+			for _, f := range st.Follows {
+				fmt.Fprintf(w, "following %s:\t%s\n", f.Name, followSummary(f))
+				if f.State != "" {
+					fmt.Fprintf(w, "\tnow %s\n", f.State)
+				}
+				if f.LastError != "" {
+					fmt.Fprintf(w, "\tlast error (%s): %s\n", f.LastErrorAt.Format("15:04:05"), f.LastError)
+				}
+				if f.Hint != "" {
+					fmt.Fprintf(w, "\t%s\n", f.Hint)
+				}
+			}
 			return w.Flush()
 		},
 	}
@@ -289,4 +301,24 @@ func shortID(id string) string {
 		return id[:8] + "…" + id[len(id)-6:]
 	}
 	return id
+}
+
+// followSummary says in one line where a followed configuration stands.
+func followSummary(f agent.FollowStatus) string {
+	var b strings.Builder
+	switch {
+	case !f.Activate:
+		fmt.Fprintf(&b, "fetching only; newest known generation %d", f.Newest)
+	case f.Current == 0:
+		fmt.Fprintf(&b, "no generation active yet; newest known %d", f.Newest)
+	default:
+		fmt.Fprintf(&b, "generation %d active; newest known %d", f.Current, f.Newest)
+	}
+	if f.Announced > 0 {
+		fmt.Fprintf(&b, " (%d announced, fetching its manifest)", f.Announced)
+	}
+	if f.HeldBack {
+		fmt.Fprintf(&b, "; HELD BACK (it had %d)", f.Highest)
+	}
+	return b.String()
 }

@@ -1,0 +1,270 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/p2p"
+	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/testnet"
+)
+
+// activationLog makes generation files whose activation command appends
+// "activated N" to a log file, and reads that log.
+type activationLog string
+
+func newActivationLog(t *testing.T) activationLog {
+	return activationLog(filepath.Join(t.TempDir(), "activations"))
+}
+
+// files is a configuration tree whose activation command logs, then runs
+// extra (shell).
+func (l activationLog) files(version, extra string) map[string]string {
+	return map[string]string{
+		"etc/version":  version,
+		"bin/activate": fmt.Sprintf("#!/bin/sh\necho \"activated $TROVE_GENERATION\" >> %s\n%s\n", l, extra),
+	}
+}
+
+func (l activationLog) lines() []string {
+	b, _ := os.ReadFile(string(l))
+	return strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(b)), "activated ", ""))
+}
+
+func followStatus(t *testing.T, a *agent.Agent, name string) agent.FollowStatus {
+	t.Helper()
+	st, err := a.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range st.Follows {
+		if f.Name == name {
+			return f
+		}
+	}
+	t.Fatalf("status lists no followed %s: %+v", name, st.Follows)
+	return agent.FollowStatus{}
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// rollback switches agent i's profile back to gen as `trove rollback
+// --to gen --run` does.
+func rollback(t *testing.T, a *agent.Agent, name string, gen uint64) {
+	t.Helper()
+	prof := trovesync.OpenProfiles(a.Store)
+	root, err := prof.Root(name, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := a.History.Get(name, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := prof.Activate(ctx, name, gen, root, m.Activate, trovesync.ActivateOptions{Run: true}); err != nil {
+		t.Fatalf("rollback to %d: %v", gen, err)
+	}
+}
+
+// TestRollbackHolds: after a manual rollback the follower activates only a
+// generation newer than any it had, whatever announcements, reconnections
+// and periodic checks happen; following with --activate again resumes.
+func TestRollbackHolds(t *testing.T) {
+	defer agent.SetLearnInterval(200 * time.Millisecond)()
+	net := testnet.Start(t, 2)
+	net.WaitConnected(1)
+	log := newActivationLog(t)
+	publisher, follower := net.Agent(0), net.Agent(1)
+	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
+	net.Publish(0, "laptop", log.files("1", ""))
+	net.WaitGeneration(1, "laptop", 1)
+	net.Publish(0, "laptop", log.files("2", ""))
+	net.WaitGeneration(1, "laptop", 2)
+
+	rollback(t, follower, "laptop", 1)
+	if got := strings.Join(log.lines(), " "); got != "1 2 1" {
+		t.Fatalf("activations before the hold: %q", got)
+	}
+	// Generation 2 is announced again, the peers reconnect, and the
+	// periodic check runs many times over (every 200ms here).
+	m2, _, err := publisher.History.Get("laptop", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := m2.ID()
+	if err := publisher.Node.Announce(context.Background(), p2p.Announcement{Name: "laptop", Generation: 2, ID: id[:]}); err != nil {
+		t.Fatal(err)
+	}
+	publisher.Node.Host().Network().ClosePeer(net.ID(1))
+	net.WaitConnected(1)
+	time.Sleep(3 * time.Second)
+	prof := trovesync.OpenProfiles(follower.Store)
+	if cur, _ := prof.Current("laptop"); cur != 1 {
+		t.Fatalf("the follower undid the rollback: profile at generation %d", cur)
+	}
+	if got := strings.Join(log.lines(), " "); got != "1 2 1" {
+		t.Fatalf("activations after the rollback: %q", got)
+	}
+	st := followStatus(t, follower, "laptop")
+	if !st.HeldBack || st.Current != 1 || st.Highest != 2 || st.Newest != 2 || !strings.Contains(st.Hint, "trove follow laptop --activate") {
+		t.Fatalf("status of the held profile: %+v", st)
+	}
+
+	// A new generation is newer than any the profile had: it activates.
+	net.Publish(0, "laptop", log.files("3", ""))
+	net.WaitGeneration(1, "laptop", 3)
+	if st := followStatus(t, follower, "laptop"); st.HeldBack {
+		t.Fatalf("still held at the newest: %+v", st)
+	}
+
+	// Held again at 2; following with --activate again resumes to 3.
+	rollback(t, follower, "laptop", 2)
+	time.Sleep(time.Second)
+	if cur, _ := prof.Current("laptop"); cur != 2 {
+		t.Fatalf("profile at %d after the second rollback", cur)
+	}
+	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
+	net.WaitGeneration(1, "laptop", 3)
+	if got := strings.Join(log.lines(), " "); got != "1 2 1 3 2 3" {
+		t.Fatalf("activations: %q", got)
+	}
+}
+
+// TestHangingActivation: an activation command that hangs is killed at
+// the follower's timeout; meanwhile the follower learns of the next
+// generation at once, a manual rollback waits at most the timeout, and the
+// next generation activates.
+func TestHangingActivation(t *testing.T) {
+	net := testnet.Start(t, 2)
+	net.WaitConnected(1)
+	log := newActivationLog(t)
+	follower := net.Agent(1)
+	const timeout = 3 * time.Second
+	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true, Timeout: timeout.String()})
+	net.Publish(0, "laptop", log.files("1", ""))
+	net.WaitGeneration(1, "laptop", 1)
+
+	// Generation 2's activation hangs.
+	net.Publish(0, "laptop", log.files("2", "sleep 400"))
+	net.WaitGeneration(1, "laptop", 2)
+	waitFor(t, "generation 2's activation starts", 10*time.Second, func() bool { return len(log.lines()) == 2 })
+	hungAt := time.Now()
+
+	// Generation 3 is learned of while generation 2's command hangs.
+	net.Publish(0, "laptop", log.files("3", ""))
+	learned := waitFor(t, "the follower learns of generation 3", 2*time.Second, func() bool {
+		return followStatus(t, follower, "laptop").Newest == 3
+	})
+	t.Logf("learned of generation 3 in %s while an activation hung", learned)
+
+	// It activates once generation 2's command is killed at the timeout.
+	net.WaitGeneration(1, "laptop", 3)
+	if d := time.Since(hungAt); d > timeout+10*time.Second {
+		t.Fatalf("generation 3 activated %s after generation 2's hung", d)
+	}
+	if !strings.Contains(net.Log(1), "timed out after 3s") {
+		t.Fatalf("the timeout was not logged:\n%s", net.Log(1))
+	}
+
+	// A manual rollback while generation 4's activation hangs waits for
+	// the timeout, not for ever.
+	net.Publish(0, "laptop", log.files("4", "sleep 400"))
+	waitFor(t, "generation 4's activation starts", 20*time.Second, func() bool { return len(log.lines()) == 4 })
+	start := time.Now()
+	rollback(t, follower, "laptop", 3)
+	if d := time.Since(start); d > timeout+5*time.Second {
+		t.Fatalf("the rollback waited %s", d)
+	}
+	if cur, _ := trovesync.OpenProfiles(follower.Store).Current("laptop"); cur != 3 {
+		t.Fatalf("profile at %d after the rollback", cur)
+	}
+}
+
+// TestFetchOlderGeneration: an explicit request for an older signed
+// generation works once a newer one is known.
+func TestFetchOlderGeneration(t *testing.T) {
+	net := testnet.Start(t, 2)
+	net.WaitConnected(1)
+	for v := range 3 {
+		net.Publish(0, "laptop", map[string]string{"etc/version": fmt.Sprint(v + 1)})
+	}
+	a := net.Agent(1)
+	ctx := context.Background()
+	if m, err := trovesync.ResolveManifest(ctx, a.Node, a.History, "laptop", 0); err != nil || m.Generation != 3 {
+		t.Fatalf("newest: %v %v", m, err)
+	}
+	m, err := trovesync.ResolveManifest(ctx, a.Node, a.History, "laptop", 2)
+	if err != nil || m.Generation != 2 {
+		t.Fatalf("generation 2 after 3 is known: %v %v", m, err)
+	}
+	if _, err := trovesync.New(a.Store, a.Node, trovesync.Options{Keys: a.Keys}).SyncManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if newest, _, err := a.History.Get("laptop", 0); err != nil || newest.Generation != 3 {
+		t.Fatalf("newest after fetching generation 2: %v %v", newest, err)
+	}
+}
+
+// TestRefusalIsReported: a generation signed by a key not trusted for the
+// configuration is refused, and the log and status say why and what to run.
+func TestRefusalIsReported(t *testing.T) {
+	net := testnet.Start(t, 2)
+	net.WaitConnected(1)
+	publisher, follower := net.Agent(0), net.Agent(1)
+	net.Follow(1, "laptop", true)
+	// The publisher signs with a key only it trusts.
+	key, err := manifest.GenerateKey("stranger-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := publisher.Keys.Add(key.Public(), "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "cfg")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "motd"), []byte("hello"), 0o644)
+	pi, err := publisher.Store.AddTree(context.Background(), dir, "cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publisher.Publish(context.Background(), key, "laptop", pi.Path, ""); err != nil {
+		t.Fatal(err)
+	}
+	var st agent.FollowStatus
+	waitFor(t, "the refusal shows in status", 10*time.Second, func() bool {
+		st = followStatus(t, follower, "laptop")
+		return st.LastError != ""
+	})
+	if !strings.Contains(st.LastError, "stranger-1, which is not a trusted key") || !strings.Contains(st.LastError, "trove trust add") {
+		t.Fatalf("status: %+v", st)
+	}
+	if !strings.Contains(st.Hint, "no trusted key may publish laptop") {
+		t.Fatalf("hint: %q", st.Hint)
+	}
+	if !strings.Contains(net.Log(1), "refused a generation") || !strings.Contains(net.Log(1), "stranger-1") {
+		t.Fatalf("the refusal was not logged:\n%s", net.Log(1))
+	}
+	if _, _, err := follower.History.Get("laptop", 0); !errors.Is(err, manifest.ErrUnknown) {
+		t.Fatalf("the follower recorded the untrusted generation: %v", err)
+	}
+}
