@@ -14,13 +14,23 @@ import (
 )
 
 // Configurations travel two ways: the manifest protocol answers "the
-// newest (or Nth) manifest of NAME" with the signed bytes, and a gossipsub
-// topic per name carries small announcements of new generations. Neither
-// is trusted: a follower verifies every manifest it fetches, and an
-// announcement is only a hint to go and fetch.
+// newest (or Nth) manifest of NAME" with the signed bytes, and small
+// announcements of new generations go to every connected trust-group peer
+// directly (the announce protocol) and, for peers further away, on a
+// gossipsub topic per name. Gossip alone is not enough: a peer whose
+// gossipsub stream failed to open is left out of the topic until it
+// reconnects, and that happens under load. Neither is trusted: a follower
+// verifies every manifest it fetches, and an announcement is only a hint
+// to go and fetch.
 
 // ProtoManifest serves signed manifests.
 const ProtoManifest = "/trove/manifest/1.0.0"
+
+// ProtoAnnounce carries one announcement straight to a connected peer.
+const ProtoAnnounce = "/trove/announce/1.0.0"
+
+// announceTimeout bounds the direct delivery of an announcement to a peer.
+const announceTimeout = 5 * time.Second
 
 // MaxManifestBytes caps a manifest on the wire.
 const MaxManifestBytes = 64 << 20
@@ -86,10 +96,12 @@ func (n *Node) Manifest(ctx context.Context, p peer.ID, name string, gen uint64)
 
 func topicName(name string) string { return "/trove/config/" + name }
 
-// topics holds joined gossipsub topics.
+// topics holds joined gossipsub topics, and the subscribers that direct
+// announcements go to.
 type topics struct {
-	mu     sync.Mutex
-	joined map[string]*pubsub.Topic
+	mu      sync.Mutex
+	joined  map[string]*pubsub.Topic
+	handler map[string]func(from peer.ID, a Announcement)
 }
 
 func (n *Node) topic(name string) (*pubsub.Topic, error) {
@@ -109,21 +121,68 @@ func (n *Node) topic(name string) (*pubsub.Topic, error) {
 	return t, nil
 }
 
-// Announce publishes an announcement of a new generation on name's topic.
+// Announce tells every connected trust-group peer of a new generation
+// directly, and publishes it on name's topic for the rest. It fails only
+// if neither way could be tried.
 func (n *Node) Announce(ctx context.Context, a Announcement) error {
-	t, err := n.topic(a.Name)
-	if err != nil {
-		return err
-	}
 	b, err := encMode.Marshal(&a)
 	if err != nil {
 		return err
 	}
-	return t.Publish(ctx, b)
+	var wg sync.WaitGroup
+	for _, p := range n.ConnectedPeers() {
+		if !n.gater.trust.Contains(p) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.announceTo(ctx, p, &a); err != nil {
+				n.log.Debug("announcing directly failed; gossip still carries it", "peer", p, "err", err)
+			}
+		}()
+	}
+	t, err := n.topic(a.Name)
+	if err == nil {
+		err = t.Publish(ctx, b)
+	}
+	wg.Wait()
+	return err
 }
 
-// Subscribe calls fn with each announcement on name's topic until ctx ends.
-// Malformed announcements are dropped.
+func (n *Node) announceTo(ctx context.Context, p peer.ID, a *Announcement) error {
+	ctx, cancel := context.WithTimeout(ctx, announceTimeout)
+	defer cancel()
+	st, done, err := n.stream(ctx, p, ProtoAnnounce)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return writeMsg(st, a)
+}
+
+// handleAnnounce takes a direct announcement to the subscriber of its name.
+func (s *server) handleAnnounce(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+	st.SetReadDeadline(time.Now().Add(announceTimeout))
+	var a Announcement
+	if err := readMsg(r, maxAnnouncement, &a); err != nil {
+		return err
+	}
+	if len(a.ID) != 32 {
+		return fmt.Errorf("%w: an announcement's manifest ID has %d bytes, not 32", ErrProtocol, len(a.ID))
+	}
+	s.node.topics.mu.Lock()
+	fn := s.node.topics.handler[a.Name]
+	s.node.topics.mu.Unlock()
+	if fn != nil {
+		fn(st.Conn().RemotePeer(), a)
+	}
+	return nil
+}
+
+// Subscribe calls fn with each announcement of name, gossiped or sent
+// directly, until ctx ends; one subscriber per name. Malformed
+// announcements are dropped. The same announcement may come both ways.
 func (n *Node) Subscribe(ctx context.Context, name string, fn func(from peer.ID, a Announcement)) error {
 	t, err := n.topic(name)
 	if err != nil {
@@ -133,7 +192,18 @@ func (n *Node) Subscribe(ctx context.Context, name string, fn func(from peer.ID,
 	if err != nil {
 		return err
 	}
+	n.topics.mu.Lock()
+	if n.topics.handler == nil {
+		n.topics.handler = map[string]func(peer.ID, Announcement){}
+	}
+	n.topics.handler[name] = fn
+	n.topics.mu.Unlock()
 	go func() {
+		defer func() {
+			n.topics.mu.Lock()
+			delete(n.topics.handler, name)
+			n.topics.mu.Unlock()
+		}()
 		defer sub.Cancel()
 		for {
 			msg, err := sub.Next(ctx)

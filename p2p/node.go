@@ -145,6 +145,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
 		h.SetStreamHandler(ProtoManifest, s.serve("manifest", s.handleManifest))
 	}
+	as := &server{node: n, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
+	h.SetStreamHandler(ProtoAnnounce, as.serve("announce", as.handleAnnounce))
 	n.ps, err = pubsub.NewGossipSub(n.ctx, h, pubsub.WithMaxMessageSize(maxAnnouncement*4))
 	if err != nil {
 		h.Close()

@@ -185,10 +185,11 @@ func runDemo(ctx context.Context, a *app, keep bool) error {
 			return err
 		}
 	}
+	published := time.Now()
 	if _, err := d.run(ctx, laptop, "publish", "home", root1, "--activate", "bin/activate"); err != nil {
 		return err
 	}
-	if err := d.waitGeneration(ctx, 1, desktop, server); err != nil {
+	if err := d.waitGeneration(ctx, 1, published, desktop, server); err != nil {
 		return err
 	}
 	moved1 := d.traffic()
@@ -200,10 +201,11 @@ func runDemo(ctx context.Context, a *app, keep bool) error {
 	if err != nil {
 		return err
 	}
+	published = time.Now()
 	if _, err := d.run(ctx, laptop, "publish", "home", root2, "--activate", "bin/activate"); err != nil {
 		return err
 	}
-	if err := d.waitGeneration(ctx, 2, desktop, server); err != nil {
+	if err := d.waitGeneration(ctx, 2, published, desktop, server); err != nil {
 		return err
 	}
 	moved2 := d.traffic()
@@ -214,6 +216,12 @@ func runDemo(ctx context.Context, a *app, keep bool) error {
 	}
 	if _, err := d.run(ctx, server, "generations", "home"); err != nil {
 		return err
+	}
+	d.say("   The rollback holds: server's agent still follows 'home', but activates only a")
+	d.say("   generation newer than 2. trove status shows it held back; trove follow home")
+	d.say("   --activate resumes.")
+	if st, err := server.ag.FollowStatuses(); err != nil || len(st) != 1 || !st[0].HeldBack {
+		return fmt.Errorf("server's profile is not held back after the rollback: %+v %v", st, err)
 	}
 
 	d.say("\nWhat moved where (store data received, every byte verified):\n")
@@ -256,8 +264,9 @@ func (d *demo) traffic() map[string]moved {
 	return out
 }
 
-// waitGeneration waits until every machine's profile is at gen.
-func (d *demo) waitGeneration(ctx context.Context, gen uint64, ms ...*demoMachine) error {
+// waitGeneration waits until every machine's profile is at gen, published
+// at the given time.
+func (d *demo) waitGeneration(ctx context.Context, gen uint64, published time.Time, ms ...*demoMachine) error {
 	for _, m := range ms {
 		prof := trovesync.OpenProfiles(m.ag.Store)
 		for {
@@ -271,7 +280,8 @@ func (d *demo) waitGeneration(ctx context.Context, gen uint64, ms ...*demoMachin
 			}
 		}
 	}
-	d.say("   desktop and server now run generation %d: profiles/home → home-%d-link → the same tree as laptop's.", gen, gen)
+	d.say("   desktop and server now run generation %d, %.1fs after it was published:", gen, time.Since(published).Seconds())
+	d.say("   profiles/home → home-%d-link → the same tree as laptop's.", gen)
 	return nil
 }
 
