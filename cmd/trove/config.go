@@ -328,6 +328,9 @@ func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error 
 	if !follow {
 		verb = "no longer following"
 	}
+	if a.agent == nil && a.agentRunning() {
+		return errForward
+	}
 	if follow {
 		kr, err := a.keyring()
 		if err != nil {
@@ -343,9 +346,6 @@ func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error 
 		}
 		fmt.Fprintf(a.stdout, "%s %s\n", verb, f.Name)
 		return nil
-	}
-	if a.agentRunning() {
-		return errForward
 	}
 	home, err := a.homeDir()
 	if err != nil {
