@@ -254,3 +254,27 @@ func TestDemoUnderLoad(t *testing.T) {
 	}
 	t.Logf("each generation ran on both followers after %v", lags)
 }
+
+// TestFollowWarnsWithoutPublisher: following a name no trusted key may
+// publish warns at once, and says what to run.
+func TestFollowWarnsWithoutPublisher(t *testing.T) {
+	home := t.TempDir()
+	_, stderr, code := runTrove(t, home, "follow", "laptop", "--activate")
+	if code != 0 || strings.Count(stderr, "warning: no trusted key may publish laptop") != 1 || !strings.Contains(stderr, "trove trust add KEY --config laptop") {
+		t.Fatalf("follow without a trusted publisher: exit %d, stderr %q", code, stderr)
+	}
+	key := strings.TrimSpace(mustTrove(t, home, "key", "generate", "laptop-1"))
+	mustTrove(t, home, "trust", "add", key, "--config", "laptop")
+	if _, stderr, _ := runTrove(t, home, "follow", "laptop", "--activate"); strings.Contains(stderr, "warning") {
+		t.Fatalf("follow with a trusted publisher warned: %q", stderr)
+	}
+	for _, bad := range [][]string{{"follow", "laptop", "--timeout", "0s"}, {"follow", "laptop", "--timeout", "soon"}} {
+		if _, _, code := runTrove(t, home, bad...); code != 2 {
+			t.Errorf("trove %v: exit %d, want 2", bad, code)
+		}
+	}
+	fs, err := agent.LoadFollows(home)
+	if err != nil || len(fs) != 1 || !fs[0].Activate {
+		t.Fatalf("follows: %+v %v", fs, err)
+	}
+}
