@@ -190,15 +190,6 @@ func TestCommandsWaitForAStoppingAgent(t *testing.T) {
 	}
 }
 
-// mustAdd adds a file holding content through trove add and returns its
-// store path.
-func mustAdd(t *testing.T, home, name, content string) string {
-	t.Helper()
-	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{name: content})
-	return strings.TrimSpace(mustTrove(t, home, "add", filepath.Join(dir, name)))
-}
-
 func TestPeerAllowWithoutAgentEditsTheFile(t *testing.T) {
 	home := t.TempDir()
 	id := "12D3KooWGRUVh7dPpXwHmXhHJtJZmPoFgLDbfRPD2Jn9nQoMnKDS"

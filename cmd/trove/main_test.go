@@ -62,6 +62,15 @@ func mustTrove(t testing.TB, home string, args ...string) string {
 	return stdout
 }
 
+// mustAdd adds a file holding content through trove add and returns its
+// store path.
+func mustAdd(t *testing.T, home, name, content string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{name: content})
+	return strings.TrimSpace(mustTrove(t, home, "add", filepath.Join(dir, name)))
+}
+
 // newHome returns a fresh directory for a trove home. Store trees are
 // read-only; the cleanup makes them writable so the directory can be removed
 // by a user other than root.
