@@ -123,16 +123,20 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The store's lock first: from then on, commands see an agent
+	// starting and go through it rather than edit the files read below.
+	s, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	trust, err := LoadTrust(cfg.Home)
 	if err != nil {
+		s.Close()
 		return nil, err
 	}
 	key, err := p2p.LoadOrCreateKey(filepath.Join(cfg.Home, "keys"))
 	if err != nil {
-		return nil, err
-	}
-	s, err := openStore(ctx, cfg)
-	if err != nil {
+		s.Close()
 		return nil, err
 	}
 	keys, err := manifest.LoadKeyring(manifest.TrustedKeysPath(cfg.Home))
