@@ -135,7 +135,7 @@ func TestCommandsWaitForAStartingAgent(t *testing.T) {
 	sock := agent.SocketPath(home)
 	mustDo(t, os.Rename(sock, sock+".away"))
 	mustDo(t, ag.Store.SetRole(store.RoleAgentStarting))
-	const startup = 300 * time.Millisecond
+	const startup = time.Second // long enough for every command to find it starting
 	time.AfterFunc(startup, func() {
 		ag.Store.SetRole(store.RoleAgent)
 		os.Rename(sock+".away", sock)
@@ -176,7 +176,7 @@ func TestCommandsWaitForAStoppingAgent(t *testing.T) {
 	path := mustAdd(t, home, "hello.txt", "hello\n")
 	s, err := store.Open(home, store.Options{Role: store.RoleAgentStopping})
 	mustDo(t, err)
-	const stopping = 300 * time.Millisecond
+	const stopping = time.Second // long enough for the command to find it stopping
 	time.AfterFunc(stopping, func() { s.Close() })
 
 	began := time.Now()
