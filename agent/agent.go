@@ -127,16 +127,20 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The store's lock first: from then on, commands see an agent
+	// starting and go through it rather than edit the files read below.
+	s, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	trust, err := LoadTrust(cfg.Home)
 	if err != nil {
+		s.Close()
 		return nil, err
 	}
 	key, err := p2p.LoadOrCreateKey(filepath.Join(cfg.Home, "keys"))
 	if err != nil {
-		return nil, err
-	}
-	s, err := store.Open(cfg.Home, store.Options{StoreDir: cfg.StoreDir, Logger: cfg.Logger.With("component", "store")})
-	if err != nil {
+		s.Close()
 		return nil, err
 	}
 	keys, err := manifest.LoadKeyring(manifest.TrustedKeysPath(cfg.Home))
@@ -160,6 +164,11 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		s.Close()
 		return nil, err
 	}
+	// Commands that found the store held by a starting agent wait for
+	// the socket, not for this; it is for those who look later.
+	if err := s.SetRole(store.RoleAgent); err != nil {
+		a.log.Warn("recording that the agent is ready", "err", err)
+	}
 	bg, stop := context.WithCancel(context.Background())
 	a.stop, a.bg = stop, bg
 	a.wg.Add(1)
@@ -175,6 +184,47 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.startSources(bg)
 	a.log.Info("agent started", "peer", a.Node.ID(), "addrs", a.Node.Host().Addrs(), "home", cfg.Home)
 	return a, nil
+}
+
+// storeWait bounds how long a starting agent waits for another process
+// to let go of the store.
+const storeWait = 30 * time.Second
+
+// openStore opens the home's store for a starting agent. A one-shot
+// command holding it (a `trove status` started beside `trove agent`) lets
+// go when it ends, and so does an agent that is stopping: the agent waits
+// for them, up to storeWait, rather than fail. Another agent running in
+// the home is an error at once.
+func openStore(ctx context.Context, cfg Config) (*store.Store, error) {
+	if _, err := Dial(cfg.Home); err == nil {
+		return nil, fmt.Errorf("another agent is already running in %s (its control socket %s answers): stop it first, or give this one another --home", cfg.Home, SocketPath(cfg.Home))
+	}
+	opts := store.Options{StoreDir: cfg.StoreDir, Logger: cfg.Logger.With("component", "store"), Role: store.RoleAgentStarting}
+	deadline := time.Now().Add(storeWait)
+	waited := false
+	for {
+		s, err := store.Open(cfg.Home, opts)
+		var locked *store.LockedError
+		if !errors.As(err, &locked) {
+			return s, err
+		}
+		h := locked.Holder
+		if h.Role == store.RoleAgentStarting || h.Role == store.RoleAgent {
+			return nil, fmt.Errorf("another agent (pid %d) is already running in %s: stop it first, or give this one another --home", h.PID, cfg.Home)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the store in %s is still in use by %v after %v: stop that process, then start the agent again", cfg.Home, h, storeWait)
+		}
+		if !waited {
+			cfg.Logger.Info("waiting for another process to let go of the store", "pid", h.PID, "holder", string(h.Role), "timeout", storeWait)
+			waited = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for pid %d to let go of the store: %w", h.PID, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (a *Agent) syncLoop(ctx context.Context) {
@@ -195,6 +245,10 @@ func (a *Agent) syncLoop(ctx context.Context) {
 
 // Close stops the control API and the node, syncs and closes the store.
 func (a *Agent) Close() error {
+	// Commands that find the store held from now on wait for it to be free.
+	if err := a.Store.SetRole(store.RoleAgentStopping); err != nil {
+		a.log.Warn("recording that the agent stops", "err", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a.srv.Shutdown(ctx)
@@ -229,6 +283,9 @@ func (a *Agent) Remove(id peer.ID) (bool, error) {
 
 // Status is what `trove status` shows.
 type Status struct {
+	// Running is true: `trove status --json` prints {"running": false}
+	// when no agent runs.
+	Running        bool     `json:"running"`
 	PeerID         string   `json:"peerId"`
 	Addrs          []string `json:"addrs"`
 	PeersConnected int      `json:"peersConnected"`
@@ -249,7 +306,7 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	st := &Status{
-		PeerID: a.Node.ID().String(), PeersConnected: len(a.Node.ConnectedPeers()),
+		Running: true, PeerID: a.Node.ID().String(), PeersConnected: len(a.Node.ConnectedPeers()),
 		TrustGroup: len(a.Trust.Peers()), StorePaths: n, StoreBytes: bytes,
 		UptimeSeconds: int64(time.Since(a.started).Seconds()), Public: a.cfg.Public,
 		Transfers: int(a.transfers.Load()),

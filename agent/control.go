@@ -13,8 +13,10 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
 )
 
 // RunRequest is a command line to run inside the agent.
@@ -126,15 +128,22 @@ type Client struct {
 	http *http.Client
 }
 
-// ErrNoAgent means no agent is listening in the home.
-var ErrNoAgent = errors.New("no trove agent is running in this home (start one with `trove agent`)")
+// ErrNoAgent means no agent is running in a home; the errors that say so
+// for a given home (NotRunning) wrap it.
+var ErrNoAgent = errors.New("no trove agent is running")
 
-// Dial connects to the agent of home, or returns ErrNoAgent.
+// NotRunning is the error saying that no agent runs in home, and what to do.
+func NotRunning(home string) error {
+	return fmt.Errorf("%w in %s (start one with `trove agent`)", ErrNoAgent, home)
+}
+
+// Dial connects to the agent of home, or returns an error wrapping
+// ErrNoAgent if none answers on the control socket now.
 func Dial(home string) (*Client, error) {
 	path := SocketPath(home)
 	c, err := net.Dial("unix", path)
 	if err != nil {
-		return nil, ErrNoAgent
+		return nil, NotRunning(home)
 	}
 	c.Close()
 	return &Client{http: &http.Client{Transport: &http.Transport{
@@ -143,6 +152,52 @@ func Dial(home string) (*Client, error) {
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}}, nil
+}
+
+// Running reports whether an agent owns home, or is starting and will:
+// its control socket answers, or the store's lock is held by an agent that
+// has not stopped. It does not open the store.
+func Running(home string) bool {
+	if _, err := Dial(home); err == nil {
+		return true
+	}
+	h, held, err := store.LockHolder(home)
+	return err == nil && held && (h.Role == store.RoleAgentStarting || h.Role == store.RoleAgent)
+}
+
+// Connect connects to the agent that owns home's store. An agent that
+// holds the store but does not answer yet (it is starting: opening the
+// store and the node takes a moment) is waited for, up to timeout;
+// waiting, if set, is called once first with that agent. An agent that is
+// stopping is waited for until it has let go, and Connect then says no
+// agent runs, as it does when none holds the store.
+func Connect(ctx context.Context, home string, timeout time.Duration, waiting func(store.Holder)) (*Client, error) {
+	deadline := time.Now().Add(timeout)
+	told := false
+	for {
+		if c, err := Dial(home); err == nil {
+			return c, nil
+		}
+		h, held, err := store.LockHolder(home)
+		if err != nil {
+			return nil, err
+		}
+		if !held || !h.Role.IsAgent() {
+			return nil, NotRunning(home)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the agent (%v) has not answered on %s for %v: see its log, or stop it and start it again", h, SocketPath(home), timeout)
+		}
+		if !told && waiting != nil {
+			waiting(h)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the agent (pid %d): %w", h.PID, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (c *Client) get(ctx context.Context, path string, v any) error {

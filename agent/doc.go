@@ -10,4 +10,10 @@
 // output streamed back. The CLI uses /v1/run for every command that needs
 // the store or the network while the agent owns them, so each command has
 // one implementation whether or not an agent is running.
+//
+// Start takes the store's lock before anything else, recorded as
+// agent-starting until the socket listens (store.Role): Running and
+// Connect let a command that races the start find the agent and wait for
+// it, and Start waits for a one-shot command that holds the store instead
+// of failing.
 package agent

@@ -10,10 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -54,6 +51,9 @@ type Options struct {
 	// /proc/sys/kernel/random/boot_id when empty. Tests set it to
 	// simulate a reboot.
 	BootID string
+	// Role is recorded in <home>/lock for others who find the store in
+	// use (lock.go); RoleCommand if empty.
+	Role Role
 }
 
 // Badger keys. Path hashes are the 20 raw bytes.
@@ -75,9 +75,6 @@ func key(pfx []byte, parts ...[]byte) []byte {
 	}
 	return k
 }
-
-// ErrLocked is returned by Open when another process owns the store.
-var ErrLocked = errors.New("store is in use")
 
 // Open opens (creating if needed) the store under home.
 func Open(home string, opts Options) (*Store, error) {
@@ -103,7 +100,10 @@ func Open(home string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("creating trove home: %w", err)
 		}
 	}
-	lock, err := lockHome(home)
+	if opts.Role == RoleUnknown {
+		opts.Role = RoleCommand
+	}
+	lock, err := lockHome(home, opts.Role)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,7 @@ func Open(home string, opts Options) (*Store, error) {
 		WithNumCompactors(2)
 	s.db, err = badger.Open(bopts)
 	if err != nil {
-		lock.Close()
+		unlockHome(lock)
 		return nil, fmt.Errorf("opening store database in %s: %w", home, err)
 	}
 	if err := s.checkStoreDir(); err != nil {
@@ -137,33 +137,12 @@ func Open(home string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// lockHome takes an exclusive flock on <home>/lock and writes our pid in it.
-func lockHome(home string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(home, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := io.ReadAll(f)
-		f.Close()
-		pid := strings.TrimSpace(string(b))
-		if pid == "" {
-			pid = "unknown"
-		}
-		return nil, fmt.Errorf("%w by pid %s (%s): stop that process, or run this command while `trove agent` is running so it goes through the agent", ErrLocked, pid, home)
-	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return f, nil
-}
-
 // Close releases the database and the lock.
 func (s *Store) Close() error {
 	s.files.close()
 	err := s.db.Close()
 	if s.lock != nil {
-		s.lock.Close()
+		unlockHome(s.lock)
 	}
 	return err
 }

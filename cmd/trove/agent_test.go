@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/store"
@@ -49,7 +52,7 @@ func TestCommandsGoThroughARunningAgent(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustTrove(t, home, "status", "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.PeerID != ag.Node.ID().String() || st.StorePaths != 1 || len(st.Addrs) == 0 {
+	if !st.Running || st.PeerID != ag.Node.ID().String() || st.StorePaths != 1 || len(st.Addrs) == 0 {
 		t.Fatalf("status = %+v", st)
 	}
 
@@ -83,9 +86,107 @@ func TestCommandsGoThroughARunningAgent(t *testing.T) {
 }
 
 func TestPeersNeedsAnAgent(t *testing.T) {
-	_, stderr, code := runTrove(t, t.TempDir(), "peers")
-	if code != 1 || !strings.Contains(stderr, "no trove agent is running") {
-		t.Fatalf("peers without agent: %d %q", code, stderr)
+	home := t.TempDir()
+	_, stderr, code := runTrove(t, home, "peers")
+	if want := "trove: no trove agent is running in " + home + " (start one with `trove agent`)\n"; code != 1 || stderr != want {
+		t.Fatalf("peers without agent: exit %d, %q; want 1, %q", code, stderr, want)
+	}
+}
+
+// Without an agent, status says so and fails, without opening the store:
+// it must not stand in the way of an agent starting (issue 11).
+func TestStatusWithoutAnAgent(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	want := "trove: no trove agent is running in " + home + " (start one with `trove agent`)\n"
+	stdout, stderr, code := runTrove(t, home, "status")
+	if code != 1 || stdout != "" || stderr != want {
+		t.Errorf("status without an agent: exit %d, stdout %q, stderr %q; want 1, nothing, %q", code, stdout, stderr, want)
+	}
+	stdout, stderr, code = runTrove(t, home, "status", "--json")
+	var st struct {
+		Running *bool  `json:"running"`
+		Home    string `json:"home"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil || st.Running == nil || *st.Running || st.Home != home || code != 1 || stderr != want {
+		t.Errorf("status --json without an agent: exit %d, stdout %q (%v), stderr %q; want 1, running false and the home", code, stdout, err, stderr)
+	}
+	if _, err := os.Stat(home); !os.IsNotExist(err) {
+		t.Errorf("status without an agent created the home: %v", err)
+	}
+
+	// Even while a command holds the store, status only says no agent runs.
+	mustTrove(t, home, "init")
+	openStore(t, home)
+	if _, stderr, code := runTrove(t, home, "status"); code != 1 || stderr != want {
+		t.Errorf("status while a command holds the store: exit %d, %q; want 1, %q", code, stderr, want)
+	}
+}
+
+// A command that finds the store held by an agent whose control socket
+// does not answer yet (it is starting) waits for it, says so once, and
+// goes through it.
+func TestCommandsWaitForAStartingAgent(t *testing.T) {
+	home := newHome(t)
+	ag := startAgent(t, home)
+	path := mustAdd(t, home, "hello.txt", "hello\n")
+
+	// Turn the running agent back into a starting one: its lock says
+	// starting and its socket is out of the way until the test puts it back.
+	sock := agent.SocketPath(home)
+	mustDo(t, os.Rename(sock, sock+".away"))
+	mustDo(t, ag.Store.SetRole(store.RoleAgentStarting))
+	const startup = time.Second // long enough for every command to find it starting
+	time.AfterFunc(startup, func() {
+		ag.Store.SetRole(store.RoleAgent)
+		os.Rename(sock+".away", sock)
+	})
+
+	began := time.Now()
+	cmds := [][]string{{"status"}, {"peers", "--json"}, {"path-info", "--all"}}
+	var wg sync.WaitGroup
+	for _, args := range cmds {
+		wg.Go(func() {
+			stdout, stderr, code := runTrove(t, home, args...)
+			waiting := fmt.Sprintf("trove: waiting for the agent (pid %d) to start…\n", os.Getpid())
+			if code != 0 || stderr != waiting {
+				t.Errorf("trove %s while the agent starts: exit %d, stderr %q; want 0 and %q", strings.Join(args, " "), code, stderr, waiting)
+			}
+			switch args[0] {
+			case "status":
+				if !strings.Contains(stdout, "peer ID:") {
+					t.Errorf("status printed %q", stdout)
+				}
+			case "path-info":
+				if stdout != path+"\n" {
+					t.Errorf("path-info --all printed %q, want %s", stdout, path)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(began); took < startup {
+		t.Errorf("the commands ended after %v, before the agent answered", took)
+	}
+}
+
+// A command that finds the store held by an agent that is stopping waits
+// for it to let go, then runs here.
+func TestCommandsWaitForAStoppingAgent(t *testing.T) {
+	home := newHome(t)
+	path := mustAdd(t, home, "hello.txt", "hello\n")
+	s, err := store.Open(home, store.Options{Role: store.RoleAgentStopping})
+	mustDo(t, err)
+	const stopping = time.Second // long enough for the command to find it stopping
+	time.AfterFunc(stopping, func() { s.Close() })
+
+	began := time.Now()
+	stdout, stderr, code := runTrove(t, home, "path-info", "--all")
+	waiting := fmt.Sprintf("trove: waiting for the agent (pid %d) to stop…\n", os.Getpid())
+	if code != 0 || stdout != path+"\n" || stderr != waiting {
+		t.Errorf("path-info --all while the agent stops: exit %d, stdout %q, stderr %q; want 0, %s and %q", code, stdout, stderr, path, waiting)
+	}
+	if took := time.Since(began); took < stopping {
+		t.Errorf("path-info ended after %v, before the agent let go", took)
 	}
 }
 

@@ -26,7 +26,9 @@ func newAgentCmd(a *app) *cobra.Command {
 
 The agent owns the store while it runs: other trove commands in the same
 home pass through it (over the control socket $TROVE_HOME/agent.sock,
-mode 0600), so they work the same with or without an agent.
+mode 0600), so they work the same with or without an agent. A command
+started while the agent starts waits for it; an agent started while a
+command holds the store waits for that command to end (up to 30 s).
 
 It listens on TCP and QUIC (default port 4807 on every interface), finds
 peers by mDNS on the LAN, dials the static peers given with --peer or in

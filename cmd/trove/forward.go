@@ -2,29 +2,48 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/store"
 )
 
-// agentRunning reports whether an agent listens in this home.
+// agentRunning reports whether an agent owns this home, or is starting
+// and will; the command then goes through it (errForward).
 func (a *app) agentRunning() bool {
 	home, err := a.homeDir()
-	if err != nil {
-		return false
-	}
-	c, err := agent.Dial(home)
-	return err == nil && c != nil
+	return err == nil && agent.Running(home)
 }
 
-// forward runs this command line inside the running agent and relays its
-// output; the exit status is the agent-side command's.
+// agentStartWait bounds how long a command waits for a starting agent to
+// answer on its control socket. Opening a large store after a reboot
+// re-verifies what was not yet synced, so it is generous.
+const agentStartWait = time.Minute
+
+// forward runs this command line inside the agent that owns the home and
+// relays its output; the exit status is the agent-side command's. An
+// agent still starting is waited for. If the agent went away meanwhile,
+// the command runs here instead, once.
 func (a *app) forward(ctx context.Context) int {
 	home, err := a.homeDir()
 	if err == nil {
 		var c *agent.Client
-		if c, err = agent.Dial(home); err == nil {
+		c, err = agent.Connect(ctx, home, agentStartWait, func(h store.Holder) {
+			what := "start"
+			if h.Role == store.RoleAgentStopping {
+				what = "stop"
+			}
+			fmt.Fprintf(a.stderr, "trove: waiting for the agent (pid %d) to %s…\n", h.PID, what)
+		})
+		if errors.Is(err, agent.ErrNoAgent) && !a.forwarded {
+			a.forwarded = true
+			a.log.Debug("the agent has gone: running the command here", "home", home)
+			return run(ctx, a, a.args)
+		}
+		if err == nil {
 			a.log.Debug("running the command inside the agent", "home", home)
 			var code int
 			code, err = c.Run(ctx, agent.RunRequest{Args: a.args, Cwd: a.cwd, StderrTTY: isTerminal(a.stderr)}, a.stdout, a.stderr)

@@ -16,9 +16,13 @@ import (
 
 func TestMain(m *testing.M) {
 	// The test binary doubles as a second process holding a store open:
-	// see holdStoreInChild.
+	// see holdStore.
 	if home := os.Getenv(holdStoreEnv); home != "" {
 		os.Exit(holdStore(home))
+	}
+	// Or as trove itself: see troveProcess.
+	if os.Getenv(beTroveEnv) != "" {
+		main()
 	}
 	os.Exit(m.Run())
 }
@@ -56,6 +60,15 @@ func mustTrove(t testing.TB, home string, args ...string) string {
 		t.Fatalf("trove %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, stdout, stderr)
 	}
 	return stdout
+}
+
+// mustAdd adds a file holding content through trove add and returns its
+// store path.
+func mustAdd(t *testing.T, home, name, content string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{name: content})
+	return strings.TrimSpace(mustTrove(t, home, "add", filepath.Join(dir, name)))
 }
 
 // newHome returns a fresh directory for a trove home. Store trees are

@@ -13,7 +13,6 @@ import (
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/p2p"
-	"github.com/trove-p2p/trove/store"
 )
 
 func peerIDOf(k crypto.PrivKey) (peer.ID, error) { return peer.IDFromPrivateKey(k) }
@@ -179,7 +178,10 @@ func newStatusCmd(a *app) *cobra.Command {
 		Short: "Show the agent's state: peer ID, addresses, peers, store size",
 		Long: `Show the running agent's peer ID and addresses, how many peers are
 connected, the store's size and path count, and transfers in flight.
-Without a running agent it shows the store alone.`,
+
+An agent that is starting is waited for. Without an agent it says so and
+exits 1 (with --json it prints {"running": false, "home": ...}); it does
+not open the store, so it never stands in the way of an agent starting.`,
 		Example: `  trove status
   trove status --json`,
 		Args: exactArgs(0),
@@ -188,17 +190,16 @@ Without a running agent it shows the store alone.`,
 				if a.agentRunning() {
 					return errForward
 				}
-				return a.withStore(func(s *store.Store) error {
-					n, bytes, err := s.StoreSize(cmd.Context())
-					if err != nil {
+				home, err := a.homeDir()
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					if err := writeJSON(a.stdout, notRunning{Home: home}); err != nil {
 						return err
 					}
-					if asJSON {
-						return writeJSON(a.stdout, agent.Status{StorePaths: n, StoreBytes: bytes})
-					}
-					fmt.Fprintf(a.stdout, "agent:\tnot running (start it with trove agent)\nstore:\t%d %s, %s\n", n, plural(n, "path", "paths"), humanBytes(bytes))
-					return nil
-				})
+				}
+				return agent.NotRunning(home)
 			}
 			st, err := a.agent.Status(cmd.Context())
 			if err != nil {
@@ -242,6 +243,13 @@ Without a running agent it shows the store alone.`,
 	return c
 }
 
+// notRunning is what `trove status --json` prints when no agent runs; a
+// running agent's status (agent.Status) has "running": true.
+type notRunning struct {
+	Running bool   `json:"running"`
+	Home    string `json:"home"`
+}
+
 func newPeersCmd(a *app) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
@@ -249,7 +257,8 @@ func newPeersCmd(a *app) *cobra.Command {
 		Short: "List connected and trusted peers with their traffic",
 		Long: `List the running agent's peers: each connected peer and each member of the
 trust group, with its name, addresses, transport, latency, bytes in and
-out, and whether it is trusted. Needs a running agent.`,
+out, and whether it is trusted. Needs a running agent (one that is
+starting is waited for).`,
 		Example: `  trove peers
   trove peers --json`,
 		Args: exactArgs(0),
@@ -258,7 +267,11 @@ out, and whether it is trusted. Needs a running agent.`,
 				if a.agentRunning() {
 					return errForward
 				}
-				return agent.ErrNoAgent
+				home, err := a.homeDir()
+				if err != nil {
+					return err
+				}
+				return agent.NotRunning(home)
 			}
 			ps := a.agent.Node.Peers()
 			if asJSON {

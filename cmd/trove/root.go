@@ -46,6 +46,9 @@ type app struct {
 	stderrTTY *bool
 	// args is the command line, kept to forward it to a running agent.
 	args []string
+	// forwarded is set once a command meant for an agent found it gone
+	// and runs here instead: it is not forwarded again.
+	forwarded bool
 	// profFile receives the CPU profile (hidden --cpuprofile flag).
 	profFile *os.File
 }
@@ -307,8 +310,8 @@ var errForward = errors.New("forward to the agent")
 
 // withStore runs fn with the store open and closes it afterwards, so the
 // lock on the home is held only while a command runs. Inside an agent it
-// uses the agent's store; when a running agent owns the store, the whole
-// command is forwarded to it.
+// uses the agent's store; when an agent owns the store, even one still
+// starting, the whole command is forwarded to it.
 func (a *app) withStore(fn func(*store.Store) error) (err error) {
 	if a.agent != nil {
 		if a.agent.Store.StoreDir() != a.storeDir {
@@ -317,7 +320,11 @@ func (a *app) withStore(fn func(*store.Store) error) (err error) {
 		return fn(a.agent.Store)
 	}
 	s, err := a.openStore()
-	if errors.Is(err, store.ErrLocked) && a.agentRunning() {
+	var locked *store.LockedError
+	if errors.As(err, &locked) && !a.forwarded && (locked.Holder.Role.IsAgent() || a.agentRunning()) {
+		// An agent owns the store, or is starting (or stopping):
+		// forward waits for it to answer (or to let go). An agent of an
+		// older trove records no role, but its socket answers.
 		return errForward
 	}
 	if err != nil {
