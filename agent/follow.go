@@ -415,8 +415,9 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 		return
 	}
 	fl.set(fmt.Sprintf("activating generation %d", m.Generation))
+	timeout := a.activationTimeout(f)
 	err = trovesync.Activate(ctx, prof, m, trovesync.ActivateOptions{
-		Run: f.Run, Timeout: a.activationTimeout(f), Stdout: io.Discard, Stderr: logWriter{a},
+		Run: f.Run, Timeout: timeout, Wait: timeout + 15*time.Second, Stdout: io.Discard, Stderr: logWriter{a},
 		OnWait: func(holder string) {
 			a.log.Info("waiting for another activation to finish", "config", f.Name, "holder", holder)
 		},

@@ -42,7 +42,8 @@ private configuration), so serving is closed by default; --serve public
 opens it to anyone who can reach the agent.
 
 Settings come from $TROVE_HOME/config.toml ([agent] listen, peers, mdns,
-dht, bootstrap, serve, log_format); flags override them.
+dht, bootstrap, serve, log_format, and timeout: how long an activation
+command may run, 10m by default); flags override them.
 
 With --cache-listen HOST:PORT it also serves the Nix binary-cache protocol
 there, so Nix can substitute from this store: add http://HOST:PORT to
@@ -107,6 +108,7 @@ whose new generation a bundle brought is activated.`,
 				Home: home, StoreDir: a.storeDir, Listen: listen, MDNS: mdns, Peers: peers,
 				DHT: dht, Bootstrap: bootstrap, Public: serve == "public", Logger: log,
 				Runner: agentRunner(a.getenv), Cache: cacheCfg, Sources: absAll(a, sources),
+				ActivationTimeout: fc.Agent.ActivationTimeout(),
 			})
 			if err != nil {
 				return err
