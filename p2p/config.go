@@ -22,8 +22,8 @@ import (
 // ProtoManifest serves signed manifests.
 const ProtoManifest = "/trove/manifest/1.0.0"
 
-// MaxManifestBytes caps a manifest on the wire.
-const MaxManifestBytes = 64 << 20
+// MaxManifestBytes caps a manifest on the wire: manifest.MaxManifestSize.
+const MaxManifestBytes = 16 << 20
 
 // maxAnnouncement caps a gossiped announcement.
 const maxAnnouncement = 1 << 10
@@ -140,15 +140,28 @@ func (n *Node) Subscribe(ctx context.Context, name string, fn func(from peer.ID,
 			if err != nil {
 				return
 			}
-			if msg.ReceivedFrom == n.host.ID() || len(msg.Data) > maxAnnouncement {
+			if msg.ReceivedFrom == n.host.ID() {
 				continue
 			}
-			var a Announcement
-			if decodeMsg(msg.Data, &a) != nil || a.Name != name || len(a.ID) != 32 {
-				continue
+			if a, err := decodeAnnouncement(msg.Data, name); err == nil {
+				fn(msg.ReceivedFrom, a)
 			}
-			fn(msg.ReceivedFrom, a)
 		}
 	}()
 	return nil
+}
+
+// decodeAnnouncement decodes a gossiped announcement on name's topic.
+func decodeAnnouncement(b []byte, name string) (Announcement, error) {
+	var a Announcement
+	if len(b) > maxAnnouncement {
+		return a, fmt.Errorf("%w: an announcement of %d bytes, at most %d", ErrProtocol, len(b), maxAnnouncement)
+	}
+	if err := decodeMsg(b, &a); err != nil {
+		return a, err
+	}
+	if a.Name != name || len(a.ID) != 32 {
+		return a, fmt.Errorf("%w: an announcement of %q with a %d-byte ID on the topic of %q", ErrProtocol, a.Name, len(a.ID), name)
+	}
+	return a, nil
 }

@@ -166,28 +166,40 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 		return s.infoClosure(st, hashes)
 	}
 	resp := InfoResponse{Infos: make([]*WireInfo, len(hashes))}
-	size := 0
+	size, items := 0, len(hashes)
 	for i, h := range hashes {
-		pi, err := s.content.PathInfo(h)
-		if err != nil {
+		w := s.wireInfo(h)
+		if w == nil {
 			continue
 		}
-		ix, err := s.content.ChunkIndexOf(h)
-		if err != nil {
-			continue
-		}
-		w := ToWire(pi, ix)
 		n := len(w.ChunkIndex) + 1024
-		if size+n > MaxInfoResponse {
+		if size+n > MaxInfoResponse || items+w.items() > maxInfoItems {
 			break // the client asks again for the rest
 		}
-		size += n
+		size, items = size+n, items+w.items()
 		resp.Infos[i] = w
 	}
 	return reserve(st, size, func() error {
 		st.SetWriteDeadline(time.Now().Add(s.write))
 		return writeMsg(st, &resp)
 	})
+}
+
+// wireInfo is the wire form of path h, or nil if it is not here or cannot
+// travel (more references than a client takes; signatures beyond MaxSigs
+// are left out).
+func (s *server) wireInfo(h store.PathHash) *WireInfo {
+	pi, err := s.content.PathInfo(h)
+	if err != nil || len(pi.References) > MaxReferences {
+		return nil
+	}
+	ix, err := s.content.ChunkIndexOf(h)
+	if err != nil {
+		return nil
+	}
+	w := ToWire(pi, ix)
+	w.Sigs = w.Sigs[:min(len(w.Sigs), MaxSigs)]
+	return w
 }
 
 // infoClosure answers a Closure info request: the infos of everything in
@@ -200,25 +212,25 @@ func (s *server) infoClosure(st network.Stream, hashes []store.PathHash) error {
 		}
 	}
 	var resp InfoResponse
-	size := 0
+	size, items := 0, 0
 	if len(roots) > 0 {
 		infos, err := s.content.Closure(roots...)
 		if err != nil {
 			return err
 		}
 		for _, pi := range infos {
-			ix, err := s.content.ChunkIndexOf(pi.Path.Hash)
-			if err != nil {
+			w := s.wireInfo(pi.Path.Hash)
+			if w == nil {
 				continue
 			}
-			w := ToWire(pi, ix)
 			n := len(w.ChunkIndex) + 1024
-			// A decoder takes at most MaxHaveHashes array elements.
-			if size+n > MaxInfoResponse || len(resp.Infos) == MaxHaveHashes {
+			// The client's decoder takes at most MaxClosureInfos infos
+			// and maxInfoItems items.
+			if size+n > MaxInfoResponse || len(resp.Infos) == MaxClosureInfos || items+w.items() > maxInfoItems {
 				resp.Truncated = true // the client asks level by level for the rest
 				break
 			}
-			size += n
+			size, items = size+n, items+w.items()
 			resp.Infos = append(resp.Infos, w)
 		}
 	}
@@ -383,6 +395,9 @@ func ToWire(pi *store.PathInfo, ix store.ChunkIndex) *WireInfo {
 func FromWire(w *WireInfo) (*store.PathInfo, store.ChunkIndex, error) {
 	bad := func(f string, a ...any) (*store.PathInfo, store.ChunkIndex, error) {
 		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))
+	}
+	if len(w.References) > MaxReferences || len(w.Sigs) > MaxSigs {
+		return bad("%s: %d references and %d signatures, at most %d and %d", w.Path, len(w.References), len(w.Sigs), MaxReferences, MaxSigs)
 	}
 	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Protocol IDs. A change to a message bumps the version; a peer speaking
@@ -33,6 +35,24 @@ const (
 	maxRequest      = 256 << 10
 	maxChunkHeader  = 1 << 10
 	maxHaveResponse = MaxHaveHashes/8 + 64
+
+	// MaxClosureInfos is the most PathInfos one info answer may carry; a
+	// closure answer cut there says Truncated.
+	MaxClosureInfos = MaxHaveHashes
+	// MaxReferences is the most references one PathInfo may have (real
+	// paths have a few hundred at most); a path with more cannot travel.
+	MaxReferences = 4096
+	// MaxSigs is the most signatures one PathInfo may carry.
+	MaxSigs = 64
+	// maxInfoItems caps the CBOR data items of one info answer, and so
+	// what decoding it builds besides its payload bytes (24 bytes each, 6
+	// MiB): MaxClosureInfos infos of 17 items each, plus 128 Ki references
+	// and signatures in all (32 per path on average; a NixOS closure of
+	// 3000 paths has about 8).
+	maxInfoItems = MaxClosureInfos*wireInfoItems + 1<<17
+	// wireInfoItems is what a WireInfo costs in items besides its
+	// references and signatures: a map of at most 8 keys and values.
+	wireInfoItems = 17
 )
 
 // ErrProtocol is wrapped by every error caused by a peer breaking the
@@ -97,10 +117,11 @@ type ChunkHeader struct {
 	Err    string `cbor:"3,keyasint,omitempty"`
 }
 
-var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
-)
+// items is what w costs in CBOR data items: a server keeps an answer
+// within maxInfoItems with it.
+func (w *WireInfo) items() int { return wireInfoItems + len(w.References) + len(w.Sigs) }
+
+var encMode cbor.EncMode
 
 func init() {
 	var err error
@@ -108,18 +129,47 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  MaxHaveHashes,
-		MaxMapPairs:       16,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(err)
+}
+
+// msgLimits bounds what decoding one message of wire bytes builds: items
+// data items, arrays of at most array elements. Every message is a map of
+// at most 8 keys, nested at most 4 deep (an info answer's references).
+func msgLimits(wire, items, array int) *strictcbor.Decoder {
+	return strictcbor.MustDecoder(strictcbor.Limits{
+		Items: items, Array: array, MapPairs: 8, Nested: 4,
+		Decoded: wire + items*strictcbor.ItemCost,
+	})
+}
+
+// Decoders per message type: the wire cap alone does not bound what a
+// message decodes to (an empty string is 1 byte on the wire, 16 in Go).
+var (
+	decHaveRequest  = msgLimits(maxRequest, MaxHaveHashes+8, MaxHaveHashes)
+	decHaveResponse = msgLimits(maxHaveResponse, 8, 16)
+	decInfoRequest  = msgLimits(maxRequest, MaxInfoHashes+8, MaxInfoHashes)
+	decInfoResponse = msgLimits(MaxInfoResponse, maxInfoItems, max(MaxClosureInfos, MaxReferences))
+	decWireInfo     = msgLimits(MaxInfoResponse, wireInfoItems+MaxReferences+MaxSigs, MaxReferences)
+	decManifest     = msgLimits(MaxManifestBytes+64, 8, 16)
+	decSmall        = msgLimits(maxRequest, 32, 16) // chunk requests and headers, manifest requests, announcements
+)
+
+// decoderFor picks the decoder for the message type v points to.
+func decoderFor(v any) *strictcbor.Decoder {
+	switch v.(type) {
+	case *HaveRequest:
+		return decHaveRequest
+	case *HaveResponse:
+		return decHaveResponse
+	case *InfoRequest:
+		return decInfoRequest
+	case *InfoResponse:
+		return decInfoResponse
+	case *WireInfo:
+		return decWireInfo
+	case *ManifestResponse:
+		return decManifest
 	}
+	return decSmall
 }
 
 // writeMsg writes v as a uvarint length and its CBOR encoding.
@@ -164,10 +214,7 @@ func readMsg(r *bufio.Reader, max int, v any) error {
 		}
 		return fmt.Errorf("%w: truncated message: %v", ErrProtocol, err)
 	}
-	if err := decMode.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%w: %v", ErrProtocol, err)
-	}
-	return nil
+	return decodeMsg(b, v)
 }
 
 // byteReader remembers the error of the reader under it, to tell a failing
@@ -185,9 +232,9 @@ func (b *byteReader) ReadByte() (byte, error) {
 	return c, err
 }
 
-// decodeMsg decodes a message body; for fuzzing and tests.
+// decodeMsg decodes a message body within the limits of its type.
 func decodeMsg(b []byte, v any) error {
-	if err := decMode.Unmarshal(b, v); err != nil {
+	if err := decoderFor(v).Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return nil
