@@ -123,8 +123,8 @@ type wirePath struct {
 }
 
 type wireSigned struct {
-	Body []byte `cbor:"1,keyasint"`
-	Sig  string `cbor:"2,keyasint"`
+	Body strictcbor.Bytes `cbor:"1,keyasint"` // decoded in place: up to 16 MiB
+	Sig  string           `cbor:"2,keyasint"`
 }
 
 const formatVersion = 1

@@ -11,6 +11,8 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Configurations travel two ways: the manifest protocol answers "the
@@ -34,9 +36,10 @@ type ManifestRequest struct {
 	Generation uint64 `cbor:"2,keyasint,omitempty"`
 }
 
-// ManifestResponse carries the signed manifest, empty when unknown.
+// ManifestResponse carries the signed manifest, empty when unknown. The
+// manifest decodes in place, not as a copy of the answer's bytes.
 type ManifestResponse struct {
-	Manifest []byte `cbor:"1,keyasint,omitempty"`
+	Manifest strictcbor.Bytes `cbor:"1,keyasint,omitempty"`
 }
 
 // Announcement says a generation of a configuration exists.
@@ -56,14 +59,16 @@ type ManifestSource interface {
 func (s *server) handleManifest(ctx context.Context, st network.Stream, r *bufio.Reader) error {
 	st.SetReadDeadline(time.Now().Add(s.idle))
 	var req ManifestRequest
-	if err := readMsg(r, maxRequest, &req); err != nil {
+	held, err := s.readRequest(ctx, st, r, maxRequest, &req)
+	if err != nil {
 		return err
 	}
+	defer st.Scope().ReleaseMemory(held)
 	var resp ManifestResponse
 	if b, err := s.manifests.ManifestBytes(req.Name, req.Generation); err == nil && len(b) <= MaxManifestBytes {
 		resp.Manifest = b
 	}
-	return reserve(st, len(resp.Manifest), func() error {
+	return s.reserve(ctx, st, len(resp.Manifest), func() error {
 		st.SetWriteDeadline(time.Now().Add(s.write))
 		return writeMsg(st, &resp)
 	})

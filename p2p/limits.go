@@ -36,6 +36,7 @@ var protocolLimits = []struct {
 	{ProtoHave, 256, 8, 16 << 20, 2 << 20},
 	{ProtoInfo, 128, 4, 256 << 20, 2 * MaxInfoResponse},
 	{ProtoChunks, 512, 32, 512 << 20, 64 << 20},
+	{ProtoManifest, 64, 4, 2 * MaxManifestBytes, 2 * MaxManifestBytes},
 }
 
 func newLimiter() rcmgr.Limiter {

@@ -136,13 +136,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.host = h
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.Content != nil {
-		s := &server{node: n, content: cfg.Content, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
+		s := &server{node: n, content: cfg.Content, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait}
 		h.SetStreamHandler(ProtoHave, s.serve("have", s.handleHave))
 		h.SetStreamHandler(ProtoInfo, s.serve("info", s.handleInfo))
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
 	}
 	if cfg.Manifests != nil {
-		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
+		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait}
 		h.SetStreamHandler(ProtoManifest, s.serve("manifest", s.handleManifest))
 	}
 	n.ps, err = pubsub.NewGossipSub(n.ctx, h, pubsub.WithMaxMessageSize(maxAnnouncement*4))

@@ -193,20 +193,51 @@ func writeMsg(w io.Writer, v any) error {
 // returned wrapped but without ErrProtocol: a peer that cancels, stalls or
 // goes away has not broken the protocol.
 func readMsg(r *bufio.Reader, max int, v any) error {
+	_, err := readMsgIn(r, max, v, nil)
+	return err
+}
+
+// readMsgIn is readMsg that calls reserve with the message's size before
+// allocating for it (what it decodes to is bounded by its type's limits),
+// and returns that count for the caller to release when done with v.
+func readMsgIn(r *bufio.Reader, max int, v any, reserve func(n int) error) (held int, err error) {
+	n, err := readLen(r, max)
+	if err != nil {
+		return 0, err
+	}
+	if reserve != nil {
+		held = int(n)
+		if err := reserve(held); err != nil {
+			return 0, err
+		}
+	}
+	if err := readBody(r, n, v); err != nil {
+		return held, err
+	}
+	return held, nil
+}
+
+// readLen reads a message's length prefix and checks it against max.
+func readLen(r *bufio.Reader, max int) (uint64, error) {
 	br := byteReader{r: r}
 	n, err := binary.ReadUvarint(&br)
 	if err != nil {
 		switch {
 		case errors.Is(err, io.EOF):
-			return io.EOF
+			return 0, io.EOF
 		case br.err != nil && !errors.Is(br.err, io.EOF):
-			return fmt.Errorf("reading message length: %w", br.err)
+			return 0, fmt.Errorf("reading message length: %w", br.err)
 		}
-		return fmt.Errorf("%w: reading message length: %v", ErrProtocol, err)
+		return 0, fmt.Errorf("%w: reading message length: %v", ErrProtocol, err)
 	}
 	if n > uint64(max) {
-		return fmt.Errorf("%w: message of %d bytes exceeds the cap of %d", ErrProtocol, n, max)
+		return 0, fmt.Errorf("%w: message of %d bytes exceeds the cap of %d", ErrProtocol, n, max)
 	}
+	return n, nil
+}
+
+// readBody reads and decodes a message body of n bytes.
+func readBody(r *bufio.Reader, n uint64, v any) error {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
 		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {

@@ -178,3 +178,30 @@ func (w *walker) item(depth int) error {
 	}
 	return nil
 }
+
+// Bytes is a byte string that decodes to a slice of the message it is in
+// rather than a copy: for large payloads (a manifest inside an answer, a
+// signed body inside a manifest), so that holding one costs its bytes
+// once. The message's buffer must not be changed while a Bytes of it is
+// in use.
+type Bytes []byte
+
+// UnmarshalCBOR keeps the byte string's payload in place. fxamacker/cbor
+// hands it the item as a slice of the message being decoded.
+func (b *Bytes) UnmarshalCBOR(data []byte) error {
+	w := walker{b: data}
+	major, n, err := w.head()
+	if err != nil {
+		return err
+	}
+	if major != 2 {
+		return fmt.Errorf("cbor: a %s where a byte string belongs", majorNames[major])
+	}
+	if n != uint64(len(data)-w.pos) {
+		return errTruncated
+	}
+	*b = data[w.pos:len(data):len(data)]
+	return nil
+}
+
+var majorNames = [8]string{"unsigned integer", "negative integer", "byte string", "text string", "array", "map", "tag", "simple value"}

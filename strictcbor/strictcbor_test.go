@@ -99,3 +99,25 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+func TestBytesAliasTheMessage(t *testing.T) {
+	type env struct {
+		Body Bytes  `cbor:"1,keyasint"`
+		Sig  string `cbor:"2,keyasint"`
+	}
+	b := enc(t, env{Body: Bytes("the body"), Sig: "s"})
+	d := MustDecoder(Limits{Items: 8, Array: 16, MapPairs: 4, Nested: 2, Decoded: 1 << 10})
+	var e env
+	if err := d.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	if string(e.Body) != "the body" || e.Sig != "s" {
+		t.Fatalf("decoded %+v", e)
+	}
+	if &e.Body[0] != &b[bytes.Index(b, []byte("the body"))] {
+		t.Fatal("Body is a copy, not a slice of the message")
+	}
+	if err := d.Unmarshal(enc(t, map[int]any{1: "text", 2: "s"}), &e); err == nil {
+		t.Fatal("a text string decoded as Bytes")
+	}
+}
