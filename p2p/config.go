@@ -64,14 +64,27 @@ func (s *server) handleManifest(ctx context.Context, st network.Stream, r *bufio
 		return err
 	}
 	defer st.Scope().ReleaseMemory(held)
+	// A manifest's size is known only once it is loaded: loads take turns,
+	// and each is charged to its stream before the next begins, so at
+	// most one manifest is held uncharged.
+	lctx, cancel := context.WithTimeout(ctx, s.memWait)
+	defer cancel()
+	if err := s.loads.Acquire(lctx, 1); err != nil {
+		return fmt.Errorf("waiting to load a manifest: %w", err)
+	}
 	var resp ManifestResponse
 	if b, err := s.manifests.ManifestBytes(req.Name, req.Generation); err == nil && len(b) <= MaxManifestBytes {
 		resp.Manifest = b
 	}
-	return s.reserve(ctx, st, len(resp.Manifest), func() error {
-		st.SetWriteDeadline(time.Now().Add(s.write))
-		return writeMsg(st, &resp)
-	})
+	n := 2 * len(resp.Manifest) // held, and encoded
+	err = s.reserver(ctx, st)(n)
+	s.loads.Release(1)
+	if err != nil {
+		return fmt.Errorf("manifest answer: %w", err)
+	}
+	defer st.Scope().ReleaseMemory(n)
+	st.SetWriteDeadline(time.Now().Add(s.write))
+	return writeMsg(st, &resp)
 }
 
 // ErrNoManifest means the peer does not know that configuration generation.

@@ -27,6 +27,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/sync/semaphore"
 )
 
 // DefaultPort is where an agent listens unless told otherwise, on TCP and
@@ -142,7 +143,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
 	}
 	if cfg.Manifests != nil {
-		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait}
+		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait,
+			loads: semaphore.NewWeighted(1)}
 		h.SetStreamHandler(ProtoManifest, s.serve("manifest", s.handleManifest))
 	}
 	n.ps, err = pubsub.NewGossipSub(n.ctx, h, pubsub.WithMaxMessageSize(maxAnnouncement*4))

@@ -86,6 +86,8 @@ type server struct {
 	// idle, write and memWait are idleTimeout, writeTimeout and
 	// memoryWait as they were when the node started.
 	idle, write, memWait time.Duration
+	// loads lets one manifest be loaded at a time (handleManifest).
+	loads *semaphore.Weighted
 }
 
 // serve wraps a handler: it refuses peers outside the trust group, resets
@@ -149,7 +151,8 @@ func (s *server) reserver(ctx context.Context, st network.Stream) func(n int) er
 	return func(n int) error { return reserveWait(ctx, st.Scope(), n, s.memWait) }
 }
 
-// reserve charges n bytes to the stream's resource scope for the life of fn.
+// reserve charges n bytes to the stream's resource scope for the life of
+// fn. An answer costs its bytes twice: as built, and encoded.
 func (s *server) reserve(ctx context.Context, st network.Stream, n int, fn func() error) error {
 	if err := s.reserver(ctx, st)(n); err != nil {
 		return fmt.Errorf("%s answer: %w", st.Protocol(), err)
@@ -234,7 +237,7 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 		size, items = size+n, items+w.items()
 		resp.Infos[i] = w
 	}
-	return s.reserve(ctx, st, size, func() error {
+	return s.reserve(ctx, st, 2*size, func() error {
 		st.SetWriteDeadline(time.Now().Add(s.write))
 		return writeMsg(st, &resp)
 	})
@@ -289,7 +292,7 @@ func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []st
 			resp.Infos = append(resp.Infos, w)
 		}
 	}
-	return s.reserve(ctx, st, size, func() error {
+	return s.reserve(ctx, st, 2*size, func() error {
 		st.SetWriteDeadline(time.Now().Add(s.write))
 		return writeMsg(st, &resp)
 	})

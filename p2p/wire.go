@@ -180,6 +180,15 @@ func writeMsg(w io.Writer, v any) error {
 	}
 	var hdr [binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(hdr[:], uint64(len(b)))
+	if len(b) > 64<<10 {
+		// A large answer is written as it is, not copied behind its
+		// length: it costs its encoding once (which servers reserve).
+		if _, err := w.Write(hdr[:n]); err != nil {
+			return err
+		}
+		_, err := w.Write(b)
+		return err
+	}
 	if _, err := w.Write(append(hdr[:n:n], b...)); err != nil {
 		return err
 	}
