@@ -83,3 +83,19 @@ func TestLargestAnswersStillDecode(t *testing.T) {
 		t.Fatalf("an info of %d references and %d signatures: %v", MaxReferences, MaxSigs, err)
 	}
 }
+
+// TestWireInfoSizeBoundsItsEncoding: servers cut answers at MaxInfoResponse
+// and reserve memory by WireInfo.size, which must not undercount.
+func TestWireInfoSizeBoundsItsEncoding(t *testing.T) {
+	big := seedInfo
+	big.References = make([]string, MaxReferences)
+	for i := range big.References {
+		big.References[i] = seedPath
+	}
+	big.Sigs = []string{"cache.example.org-1:" + string(bytes.Repeat([]byte{'A'}, 88))}
+	for _, w := range []*WireInfo{&seedInfo, &big, {}} {
+		if enc := len(mustEnc(w)); w.size() < enc {
+			t.Errorf("size() = %d, encoded %d bytes", w.size(), enc)
+		}
+	}
+}

@@ -35,6 +35,9 @@ func TestChunkHoldOpenPeakRSS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts seeder processes")
 	}
+	if raceEnabled {
+		t.Skip("measures peak RSS, which the race detector multiplies")
+	}
 	var perPeer, total int64
 	var streams int
 	for _, l := range protocolLimits {

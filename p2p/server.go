@@ -230,7 +230,7 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 		if w == nil {
 			continue
 		}
-		n := len(w.ChunkIndex) + 1024
+		n := w.size()
 		if size+n > MaxInfoResponse || items+w.items() > maxInfoItems {
 			break // the client asks again for the rest
 		}
@@ -281,7 +281,7 @@ func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []st
 			if w == nil {
 				continue
 			}
-			n := len(w.ChunkIndex) + 1024
+			n := w.size()
 			// The client's decoder takes at most MaxClosureInfos infos
 			// and maxInfoItems items.
 			if size+n > MaxInfoResponse || len(resp.Infos) == MaxClosureInfos || items+w.items() > maxInfoItems {

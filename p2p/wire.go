@@ -121,6 +121,19 @@ type ChunkHeader struct {
 // within maxInfoItems with it.
 func (w *WireInfo) items() int { return wireInfoItems + len(w.References) + len(w.Sigs) }
 
+// size bounds w's encoded size from above: its payloads, and 9 bytes of
+// head for each item.
+func (w *WireInfo) size() int {
+	n := len(w.Path) + len(w.NarHash) + len(w.Deriver) + len(w.CA) + len(w.ChunkIndex) + 9*w.items()
+	for _, r := range w.References {
+		n += len(r)
+	}
+	for _, sg := range w.Sigs {
+		n += len(sg)
+	}
+	return n
+}
+
 var encMode cbor.EncMode
 
 func init() {

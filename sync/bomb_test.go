@@ -151,6 +151,9 @@ func TestBombVictimPeakRSS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts victim processes")
 	}
+	if raceEnabled {
+		t.Skip("measures peak RSS, which the race detector multiplies")
+	}
 	sk, _ := manifest.GenerateKey("big-1")
 	seed := newPeer(t, nil)
 	paths := closure(t, seed.store, sk, 16, 2<<20, 11)
