@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,4 +254,37 @@ func TestManifestBombRefusedUnbuilt(t *testing.T) {
 	if alloc > uint64(len(b))+1<<20 {
 		t.Fatalf("refusing %d bytes allocated %d bytes", len(b), alloc)
 	}
+}
+
+// TestLargeClosuresStillDecode: the limits leave room for real closures
+// many times a NixOS system's (about 3000 paths and 25,000 references):
+// 12,000 paths of 20 references each, and one path referring to 4096.
+func TestLargeClosuresStillDecode(t *testing.T) {
+	k, _ := GenerateKey("big-1")
+	const n = 12_000
+	paths := make([]store.Path, n)
+	for i := range paths {
+		paths[i] = testPath(t, fmt.Sprintf("pkg-%d", i))
+	}
+	m := &Manifest{Name: "big", Generation: 1, Root: paths[n-1], Created: time.Unix(1_790_000_000, 0)}
+	for i, p := range paths {
+		pi := &store.PathInfo{Path: p, NarHash: store.Hash{1}, NarSize: 100, ChunkIndex: store.ChunkID{2}}
+		switch {
+		case i == n-1:
+			pi.References = slices.Clone(paths[n-1-MaxReferences : n-1])
+		case i >= 20:
+			pi.References = slices.Clone(paths[i-20 : i])
+		}
+		slices.SortFunc(pi.References, store.Path.Compare)
+		m.Paths = append(m.Paths, pi)
+	}
+	b := signed(t, m, k)
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatalf("a manifest of %d paths (%d bytes): %v", n, len(b), err)
+	}
+	if len(got.Paths) != n {
+		t.Fatalf("%d paths back", len(got.Paths))
+	}
+	t.Logf("%d paths, %d bytes", n, len(b))
 }
