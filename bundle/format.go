@@ -12,6 +12,7 @@ import (
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Format constants and caps; doc.go describes the layout.
@@ -44,24 +45,21 @@ type wireInfo struct {
 	CA         string   `cbor:"7,keyasint,omitempty"`
 }
 
-var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
-)
+var encMode cbor.EncMode
 
 func init() {
 	var err error
 	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
 		panic(err)
 	}
-	if decMode, err = (cbor.DecOptions{
-		DupMapKey: cbor.DupMapKeyEnforcedAPF, MaxNestedLevels: 4, MaxArrayElements: maxInfoSize / 8,
-		MaxMapPairs: 16, IndefLength: cbor.IndefLengthForbidden, TagsMd: cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}).DecMode(); err != nil {
-		panic(err)
-	}
 }
+
+// decInfo bounds what decoding one info builds: a map of 7 fields (15
+// items), its references and signatures, 24 bytes each besides payload.
+var decInfo = strictcbor.MustDecoder(strictcbor.Limits{
+	Items: 15 + manifest.MaxReferences + maxSigs, Array: manifest.MaxReferences, MapPairs: 8, Nested: 2,
+	Decoded: maxInfoSize + (15+manifest.MaxReferences+maxSigs)*strictcbor.ItemCost,
+})
 
 func encodeInfo(pi *store.PathInfo) ([]byte, error) {
 	return encMode.Marshal(wireInfo{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
@@ -71,8 +69,11 @@ func encodeInfo(pi *store.PathInfo) ([]byte, error) {
 // decodeInfo parses one info strictly: what it claims is checked later.
 func decodeInfo(b []byte) (*store.PathInfo, error) {
 	var w wireInfo
-	if err := decMode.Unmarshal(b, &w); err != nil {
+	if err := decInfo.Unmarshal(b, &w); err != nil {
 		return nil, err
+	}
+	if len(w.Sigs) > maxSigs {
+		return nil, fmt.Errorf("%s: %d signatures, at most %d", w.Path, len(w.Sigs), maxSigs)
 	}
 	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
 	if err != nil {
@@ -86,9 +87,6 @@ func decodeInfo(b []byte) (*store.PathInfo, error) {
 		if pi.References[i-1].Compare(pi.References[i]) >= 0 {
 			return nil, fmt.Errorf("%s: references not sorted and unique", pi.Path)
 		}
-	}
-	if len(w.Sigs) > maxSigs {
-		return nil, fmt.Errorf("%s: %d signatures, at most %d", pi.Path, len(w.Sigs), maxSigs)
 	}
 	return pi, nil
 }

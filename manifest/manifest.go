@@ -14,6 +14,7 @@ import (
 	"github.com/zeebo/blake3"
 
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Manifest is one signed generation of a named configuration: its root
@@ -53,11 +54,18 @@ func ParseID(s string) (ID, error) {
 }
 
 // Limits on what a manifest may hold: a hostile one cannot make us
-// allocate without bound.
+// allocate without bound. A NixOS system closure has about 3000 paths and
+// 25,000 references, a path at most a few hundred; these leave five to
+// ten times that room, and a manifest that fills them takes about 16 MiB.
 const (
-	MaxManifestSize = 64 << 20
-	maxPaths        = 1 << 20
-	maxNameLen      = 64
+	MaxManifestSize = 16 << 20
+	// MaxPaths is the most paths one manifest may list.
+	MaxPaths = 1 << 14
+	// MaxReferences is the most references one path may have.
+	MaxReferences = 4096
+	// maxTotalRefs is the most references of all paths together.
+	maxTotalRefs = 1 << 18
+	maxNameLen   = 64
 )
 
 // CheckName validates a configuration name: 1–64 characters of
@@ -115,30 +123,35 @@ type wirePath struct {
 }
 
 type wireSigned struct {
-	Body []byte `cbor:"1,keyasint"`
-	Sig  string `cbor:"2,keyasint"`
+	Body strictcbor.Bytes `cbor:"1,keyasint"` // decoded in place: up to 16 MiB
+	Sig  string           `cbor:"2,keyasint"`
 }
 
 const formatVersion = 1
 
-var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
-)
+var encMode cbor.EncMode
 
 func init() {
 	var err error
 	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
 		panic(err)
 	}
-	if decMode, err = (cbor.DecOptions{
-		DupMapKey: cbor.DupMapKeyEnforcedAPF, MaxNestedLevels: 8, MaxArrayElements: maxPaths,
-		MaxMapPairs: 16, IndefLength: cbor.IndefLengthForbidden, TagsMd: cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}).DecMode(); err != nil {
-		panic(err)
-	}
 }
+
+// Decoders bound what decoding builds, not only the bytes: an empty
+// reference is one byte of CBOR and a 16-byte string header in Go. The
+// body's items are its own 19, 15 per path (a map of 7 fields) and the
+// references; each costs strictcbor.ItemCost besides its payload.
+var (
+	decSigned = strictcbor.MustDecoder(strictcbor.Limits{
+		Items: 8, Array: 16, MapPairs: 4, Nested: 2, Decoded: MaxManifestSize + 8*strictcbor.ItemCost,
+	})
+	bodyItems = 32 + MaxPaths*15 + maxTotalRefs
+	decBody   = strictcbor.MustDecoder(strictcbor.Limits{
+		Items: bodyItems, Array: max(MaxPaths, MaxReferences), MapPairs: 16, Nested: 4,
+		Decoded: MaxManifestSize + bodyItems*strictcbor.ItemCost,
+	})
+)
 
 // signedMessage is what the publisher signs: a domain prefix (so a
 // manifest signature can never pass as a Nix path signature) and the body.
@@ -216,12 +229,15 @@ func Decode(b []byte) (*Manifest, error) {
 		return bad("%d bytes, at most %d", len(b), MaxManifestSize)
 	}
 	var s wireSigned
-	if err := decMode.Unmarshal(b, &s); err != nil {
+	if err := decSigned.Unmarshal(b, &s); err != nil {
 		return bad("%v", err)
 	}
 	var w wireBody
-	if err := decMode.Unmarshal(s.Body, &w); err != nil {
+	if err := decBody.Unmarshal(s.Body, &w); err != nil {
 		return bad("%v", err)
+	}
+	if len(w.Paths) > MaxPaths {
+		return bad("%d paths, at most %d", len(w.Paths), MaxPaths)
 	}
 	if w.Version != formatVersion {
 		return bad("format version %d; this trove reads version %d (upgrade trove)", w.Version, formatVersion)
@@ -250,6 +266,9 @@ func Decode(b []byte) (*Manifest, error) {
 		m.Previous = ID(w.Previous)
 	}
 	for _, wp := range w.Paths {
+		if len(wp.References) > MaxReferences {
+			return bad("%s: %d references, at most %d", wp.Path, len(wp.References), MaxReferences)
+		}
 		pi, err := store.PathInfoFromNames(wp.Path, wp.NarHash, wp.NarSize, wp.References, wp.Deriver)
 		if err != nil {
 			return bad("%v", err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -230,4 +232,75 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted a manifest that does not re-encode to itself")
 		}
 	})
+}
+
+// manifestBomb is a signed-manifest envelope whose body lists paths paths
+// of refs empty references each: about paths×refs bytes that decoded to
+// 16 bytes per reference (63 MiB of them peaked a victim at 1.21 GB).
+func manifestBomb(paths, refs int) []byte {
+	head := func(major byte, n int) []byte {
+		return []byte{major<<5 | 26, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	}
+	one := append([]byte{0xa1, 0x04}, head(4, refs)...)
+	one = append(one, bytes.Repeat([]byte{0x60}, refs)...)
+	body := append([]byte{0xa1, 0x09}, head(4, paths)...)
+	body = append(body, bytes.Repeat(one, paths)...)
+	env := append([]byte{0xa2, 0x01}, head(2, len(body))...)
+	return append(append(env, body...), 0x02, 0x60)
+}
+
+// TestManifestBombRefusedUnbuilt: a manifest within the size cap whose
+// body would decode to many times its size is refused having built no
+// more than a copy of its body.
+func TestManifestBombRefusedUnbuilt(t *testing.T) {
+	b := manifestBomb(240, 1<<16)
+	if len(b) > MaxManifestSize {
+		t.Fatalf("the bomb takes %d bytes, over the cap of %d", len(b), MaxManifestSize)
+	}
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	_, err := Decode(b)
+	runtime.ReadMemStats(&m1)
+	if !errors.Is(err, ErrBadManifest) {
+		t.Fatalf("accepted, or refused without ErrBadManifest: %v", err)
+	}
+	alloc := m1.TotalAlloc - m0.TotalAlloc
+	t.Logf("%d bytes: refused after allocating %d bytes", len(b), alloc)
+	if alloc > uint64(len(b))+1<<20 {
+		t.Fatalf("refusing %d bytes allocated %d bytes", len(b), alloc)
+	}
+}
+
+// TestLargeClosuresStillDecode: the limits leave room for real closures
+// many times a NixOS system's (about 3000 paths and 25,000 references):
+// 12,000 paths of 20 references each, and one path referring to 4096.
+func TestLargeClosuresStillDecode(t *testing.T) {
+	k, _ := GenerateKey("big-1")
+	const n = 12_000
+	paths := make([]store.Path, n)
+	for i := range paths {
+		paths[i] = testPath(t, fmt.Sprintf("pkg-%d", i))
+	}
+	m := &Manifest{Name: "big", Generation: 1, Root: paths[n-1], Created: time.Unix(1_790_000_000, 0)}
+	for i, p := range paths {
+		pi := &store.PathInfo{Path: p, NarHash: store.Hash{1}, NarSize: 100, ChunkIndex: store.ChunkID{2}}
+		switch {
+		case i == n-1:
+			pi.References = slices.Clone(paths[n-1-MaxReferences : n-1])
+		case i >= 20:
+			pi.References = slices.Clone(paths[i-20 : i])
+		}
+		slices.SortFunc(pi.References, store.Path.Compare)
+		m.Paths = append(m.Paths, pi)
+	}
+	b := signed(t, m, k)
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatalf("a manifest of %d paths (%d bytes): %v", n, len(b), err)
+	}
+	if len(got.Paths) != n {
+		t.Fatalf("%d paths back", len(got.Paths))
+	}
+	t.Logf("%d paths, %d bytes", n, len(b))
 }

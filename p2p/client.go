@@ -99,7 +99,16 @@ func (n *Node) roundTrip(ctx context.Context, p peer.ID, proto protocol.ID, req 
 		return fmt.Errorf("%s request to %s: %w", proto, p, err)
 	}
 	st.CloseWrite()
-	if err := readMsg(bufio.NewReaderSize(st, 64<<10), max, resp); err != nil {
+	// The answer is charged to the stream's scope while it is read, so
+	// the resource manager's limits bound how many large answers (from
+	// every peer asked at once) are held together; a read waits for room.
+	held, err := readMsgIn(bufio.NewReaderSize(st, 64<<10), max, resp, func(n int) error {
+		return reserveWait(ctx, st.Scope(), n, requestTimeout)
+	})
+	if held > 0 {
+		st.Scope().ReleaseMemory(held)
+	}
+	if err != nil {
 		return fmt.Errorf("%s answer from %s: %w", proto, p, err)
 	}
 	return nil

@@ -11,6 +11,8 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Configurations travel two ways: the manifest protocol answers "the
@@ -32,8 +34,8 @@ const ProtoAnnounce = "/trove/announce/1.0.0"
 // announceTimeout bounds the direct delivery of an announcement to a peer.
 const announceTimeout = 5 * time.Second
 
-// MaxManifestBytes caps a manifest on the wire.
-const MaxManifestBytes = 64 << 20
+// MaxManifestBytes caps a manifest on the wire: manifest.MaxManifestSize.
+const MaxManifestBytes = 16 << 20
 
 // maxAnnouncement caps a gossiped announcement.
 const maxAnnouncement = 1 << 10
@@ -44,9 +46,10 @@ type ManifestRequest struct {
 	Generation uint64 `cbor:"2,keyasint,omitempty"`
 }
 
-// ManifestResponse carries the signed manifest, empty when unknown.
+// ManifestResponse carries the signed manifest, empty when unknown. The
+// manifest decodes in place, not as a copy of the answer's bytes.
 type ManifestResponse struct {
-	Manifest []byte `cbor:"1,keyasint,omitempty"`
+	Manifest strictcbor.Bytes `cbor:"1,keyasint,omitempty"`
 }
 
 // Announcement says a generation of a configuration exists.
@@ -66,17 +69,32 @@ type ManifestSource interface {
 func (s *server) handleManifest(ctx context.Context, st network.Stream, r *bufio.Reader) error {
 	st.SetReadDeadline(time.Now().Add(s.idle))
 	var req ManifestRequest
-	if err := readMsg(r, maxRequest, &req); err != nil {
+	held, err := s.readRequest(ctx, st, r, maxRequest, &req)
+	if err != nil {
 		return err
+	}
+	defer st.Scope().ReleaseMemory(held)
+	// A manifest's size is known only once it is loaded: loads take turns,
+	// and each is charged to its stream before the next begins, so at
+	// most one manifest is held uncharged.
+	lctx, cancel := context.WithTimeout(ctx, s.memWait)
+	defer cancel()
+	if err := s.loads.Acquire(lctx, 1); err != nil {
+		return fmt.Errorf("waiting to load a manifest: %w", err)
 	}
 	var resp ManifestResponse
 	if b, err := s.manifests.ManifestBytes(req.Name, req.Generation); err == nil && len(b) <= MaxManifestBytes {
 		resp.Manifest = b
 	}
-	return reserve(st, len(resp.Manifest), func() error {
-		st.SetWriteDeadline(time.Now().Add(s.write))
-		return writeMsg(st, &resp)
-	})
+	n := 2 * len(resp.Manifest) // held, and encoded
+	err = s.reserver(ctx, st)(n)
+	s.loads.Release(1)
+	if err != nil {
+		return fmt.Errorf("manifest answer: %w", err)
+	}
+	defer st.Scope().ReleaseMemory(n)
+	st.SetWriteDeadline(time.Now().Add(s.write))
+	return writeMsg(st, &resp)
 }
 
 // ErrNoManifest means the peer does not know that configuration generation.
@@ -210,15 +228,28 @@ func (n *Node) Subscribe(ctx context.Context, name string, fn func(from peer.ID,
 			if err != nil {
 				return
 			}
-			if msg.ReceivedFrom == n.host.ID() || len(msg.Data) > maxAnnouncement {
+			if msg.ReceivedFrom == n.host.ID() {
 				continue
 			}
-			var a Announcement
-			if decodeMsg(msg.Data, &a) != nil || a.Name != name || len(a.ID) != 32 {
-				continue
+			if a, err := decodeAnnouncement(msg.Data, name); err == nil {
+				fn(msg.ReceivedFrom, a)
 			}
-			fn(msg.ReceivedFrom, a)
 		}
 	}()
 	return nil
+}
+
+// decodeAnnouncement decodes a gossiped announcement on name's topic.
+func decodeAnnouncement(b []byte, name string) (Announcement, error) {
+	var a Announcement
+	if len(b) > maxAnnouncement {
+		return a, fmt.Errorf("%w: an announcement of %d bytes, at most %d", ErrProtocol, len(b), maxAnnouncement)
+	}
+	if err := decodeMsg(b, &a); err != nil {
+		return a, err
+	}
+	if a.Name != name || len(a.ID) != 32 {
+		return a, fmt.Errorf("%w: an announcement of %q with a %d-byte ID on the topic of %q", ErrProtocol, a.Name, len(a.ID), name)
+	}
+	return a, nil
 }

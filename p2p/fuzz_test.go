@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/trove-p2p/trove/store"
@@ -285,6 +286,51 @@ func FuzzDecodeChunkHeader(f *testing.F) {
 		mustEnc(&ChunkHeader{Seq: 3, Length: 1, Err: "both"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeAs[ChunkHeader](t, b)
+	})
+}
+
+func FuzzDecodeManifestRequest(f *testing.F) {
+	addSeeds(f,
+		mustEnc(&ManifestRequest{Name: "laptop"}),
+		mustEnc(&ManifestRequest{Name: "laptop", Generation: 7}),
+		mustEnc(&ManifestRequest{Name: strings.Repeat("n", 300), Generation: 1<<64 - 1}),
+		mustEnc(&ManifestRequest{Name: "../x\x00"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decodeAs[ManifestRequest](t, b)
+	})
+}
+
+func FuzzDecodeManifestResponse(f *testing.F) {
+	addSeeds(f,
+		mustEnc(&ManifestResponse{Manifest: []byte{0xa2, 0x01, 0x40, 0x02, 0x60}}),
+		mustEnc(&ManifestResponse{}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decodeAs[ManifestResponse](t, b)
+	})
+}
+
+// FuzzDecodeAnnouncement fuzzes what a follower does with a gossiped
+// message: an announcement it accepts is for the topic's name, carries a
+// 32-byte manifest ID and re-encodes to a fixed point.
+func FuzzDecodeAnnouncement(f *testing.F) {
+	id := bytes.Repeat([]byte{0xee}, 32)
+	addSeeds(f,
+		mustEnc(&Announcement{Name: "laptop", Generation: 3, ID: id}),
+		mustEnc(&Announcement{Name: "desktop", Generation: 3, ID: id}),
+		mustEnc(&Announcement{Name: "laptop", Generation: 0, ID: id[:31]}),
+		mustEnc(&Announcement{Name: strings.Repeat("l", maxAnnouncement), Generation: 1, ID: id}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := decodeAnnouncement(b, "laptop")
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("rejection does not wrap ErrProtocol: %v", err)
+			}
+			return
+		}
+		if a.Name != "laptop" || len(a.ID) != 32 {
+			t.Fatalf("accepted %+v", a)
+		}
+		fixedPoint(t, &a)
 	})
 }
 

@@ -1,8 +1,10 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -127,5 +129,43 @@ func TestInfoClosureOfManyPaths(t *testing.T) {
 	}
 	if len(infos) != MaxHaveHashes {
 		t.Fatalf("%d infos, want the first %d", len(infos), MaxHaveHashes)
+	}
+}
+
+// fixedManifests answers every manifest request with the same bytes.
+type fixedManifests []byte
+
+func (m fixedManifests) ManifestBytes(string, uint64) ([]byte, error) { return m, nil }
+
+// TestManifestAnswersUpToTheCap: a manifest as large as MaxManifestBytes
+// gets through the resource manager on both ends, also when several peers
+// ask at once (libp2p's default per-peer protocol memory, 16 MiB, refused
+// any manifest over 9.6 MiB).
+func TestManifestAnswersUpToTheCap(t *testing.T) {
+	b := randomBytes(MaxManifestBytes-64, 9)
+	ta := NewTrustGroup(nil)
+	a := startNode(t, Config{Trust: ta, Manifests: fixedManifests(b)})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make(chan error, 3)
+	for range cap(errs) {
+		tb := NewTrustGroup(nil)
+		c := startNode(t, Config{Trust: tb})
+		pair(a, c, ta, tb)
+		if err := c.Connect(ctx, a.AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			got, err := c.Manifest(ctx, a.ID(), "big", 0)
+			if err == nil && !bytes.Equal(got, b) {
+				err = errors.New("the manifest differs")
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/sync/semaphore"
 )
 
 // DefaultPort is where an agent listens unless told otherwise, on TCP and
@@ -136,13 +137,14 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.host = h
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.Content != nil {
-		s := &server{node: n, content: cfg.Content, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
+		s := &server{node: n, content: cfg.Content, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait}
 		h.SetStreamHandler(ProtoHave, s.serve("have", s.handleHave))
 		h.SetStreamHandler(ProtoInfo, s.serve("info", s.handleInfo))
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
 	}
 	if cfg.Manifests != nil {
-		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
+		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait,
+			loads: semaphore.NewWeighted(1)}
 		h.SetStreamHandler(ProtoManifest, s.serve("manifest", s.handleManifest))
 	}
 	as := &server{node: n, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}

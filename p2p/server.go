@@ -56,7 +56,9 @@ type recycler interface{ Recycle([]byte) }
 
 // answerWriters are the chunks streams' write buffers, recycled: a sync
 // opens a stream per batch of chunks.
-var answerWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 512<<10) }}
+var answerWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, answerBufSize) }}
+
+const answerBufSize = 512 << 10
 
 // chunkBufs recycles the buffers chunks are served from: a gigabyte of
 // fresh 64 KiB slices, zeroed and collected, cost a tenth of serving them.
@@ -70,6 +72,10 @@ var chunkBufs = sync.Pool{New: func() any { return new([store.ChunkMax]byte) }}
 var (
 	idleTimeout  = 60 * time.Second
 	writeTimeout = 30 * time.Second
+	// memoryWait bounds how long a server waits for room under the
+	// resource manager's memory limits (other streams finishing their
+	// answers) before it gives up on a stream.
+	memoryWait = 10 * time.Second
 )
 
 type server struct {
@@ -77,9 +83,11 @@ type server struct {
 	content   Content
 	manifests ManifestSource
 	log       *slog.Logger
-	// idle and write are idleTimeout and writeTimeout as they were when the
-	// node started.
-	idle, write time.Duration
+	// idle, write and memWait are idleTimeout, writeTimeout and
+	// memoryWait as they were when the node started.
+	idle, write, memWait time.Duration
+	// loads lets one manifest be loaded at a time (handleManifest).
+	loads *semaphore.Weighted
 }
 
 // serve wraps a handler: it refuses peers outside the trust group, resets
@@ -109,13 +117,59 @@ func (s *server) serve(name string, h func(ctx context.Context, st network.Strea
 	}
 }
 
-// reserve charges n bytes to the stream's resource scope for the life of fn.
-func reserve(st network.Stream, n int, fn func() error) error {
-	if err := st.Scope().ReserveMemory(n, network.ReservationPriorityMedium); err != nil {
-		return fmt.Errorf("over the memory limit for %s: %w", st.Protocol(), err)
+// Every buffer a server holds for a peer is reserved in the stream's
+// resource scope first, so the memory limits of limits.go (per peer and
+// protocol, and in all) bound what peers can make it hold.
+
+// reserveWait reserves n bytes in sc, waiting while its limits are full
+// (other streams finishing free memory) for at most wait, or until ctx
+// ends.
+func reserveWait(ctx context.Context, sc network.ResourceScope, n int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	delay := 2 * time.Millisecond
+	for {
+		err := sc.ReserveMemory(n, network.ReservationPriorityMedium)
+		if err == nil {
+			return nil
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return fmt.Errorf("no room for %d bytes under the memory limits: %w", n, err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
+
+// reserver reserves memory in st's scope for the server.
+func (s *server) reserver(ctx context.Context, st network.Stream) func(n int) error {
+	return func(n int) error { return reserveWait(ctx, st.Scope(), n, s.memWait) }
+}
+
+// reserve charges n bytes to the stream's resource scope for the life of
+// fn. An answer costs its bytes twice: as built, and encoded.
+func (s *server) reserve(ctx context.Context, st network.Stream, n int, fn func() error) error {
+	if err := s.reserver(ctx, st)(n); err != nil {
+		return fmt.Errorf("%s answer: %w", st.Protocol(), err)
 	}
 	defer st.Scope().ReleaseMemory(n)
 	return fn()
+}
+
+// readRequest reads a request of at most max bytes into v, charged to
+// st's scope; the caller releases the returned bytes when done with v.
+func (s *server) readRequest(ctx context.Context, st network.Stream, r *bufio.Reader, max int, v any) (int, error) {
+	held, err := readMsgIn(r, max, v, s.reserver(ctx, st))
+	if err != nil && held > 0 {
+		st.Scope().ReleaseMemory(held)
+		held = 0
+	}
+	return held, err
 }
 
 func pathHashes(raw [][]byte, max int) ([]store.PathHash, error) {
@@ -135,9 +189,11 @@ func pathHashes(raw [][]byte, max int) ([]store.PathHash, error) {
 func (s *server) handleHave(ctx context.Context, st network.Stream, r *bufio.Reader) error {
 	st.SetReadDeadline(time.Now().Add(s.idle))
 	var req HaveRequest
-	if err := readMsg(r, maxRequest, &req); err != nil {
+	held, err := s.readRequest(ctx, st, r, maxRequest, &req)
+	if err != nil {
 		return err
 	}
+	defer st.Scope().ReleaseMemory(held)
 	hashes, err := pathHashes(req.Hashes, MaxHaveHashes)
 	if err != nil {
 		return err
@@ -155,44 +211,58 @@ func (s *server) handleHave(ctx context.Context, st network.Stream, r *bufio.Rea
 func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Reader) error {
 	st.SetReadDeadline(time.Now().Add(s.idle))
 	var req InfoRequest
-	if err := readMsg(r, maxRequest, &req); err != nil {
+	held, err := s.readRequest(ctx, st, r, maxRequest, &req)
+	if err != nil {
 		return err
 	}
+	defer st.Scope().ReleaseMemory(held)
 	hashes, err := pathHashes(req.Hashes, MaxInfoHashes)
 	if err != nil {
 		return err
 	}
 	if req.Closure {
-		return s.infoClosure(st, hashes)
+		return s.infoClosure(ctx, st, hashes)
 	}
 	resp := InfoResponse{Infos: make([]*WireInfo, len(hashes))}
-	size := 0
+	size, items := 0, len(hashes)
 	for i, h := range hashes {
-		pi, err := s.content.PathInfo(h)
-		if err != nil {
+		w := s.wireInfo(h)
+		if w == nil {
 			continue
 		}
-		ix, err := s.content.ChunkIndexOf(h)
-		if err != nil {
-			continue
-		}
-		w := ToWire(pi, ix)
-		n := len(w.ChunkIndex) + 1024
-		if size+n > MaxInfoResponse {
+		n := w.size()
+		if size+n > MaxInfoResponse || items+w.items() > maxInfoItems {
 			break // the client asks again for the rest
 		}
-		size += n
+		size, items = size+n, items+w.items()
 		resp.Infos[i] = w
 	}
-	return reserve(st, size, func() error {
+	return s.reserve(ctx, st, 2*size, func() error {
 		st.SetWriteDeadline(time.Now().Add(s.write))
 		return writeMsg(st, &resp)
 	})
 }
 
+// wireInfo is the wire form of path h, or nil if it is not here or cannot
+// travel (more references than a client takes; signatures beyond MaxSigs
+// are left out).
+func (s *server) wireInfo(h store.PathHash) *WireInfo {
+	pi, err := s.content.PathInfo(h)
+	if err != nil || len(pi.References) > MaxReferences {
+		return nil
+	}
+	ix, err := s.content.ChunkIndexOf(h)
+	if err != nil {
+		return nil
+	}
+	w := ToWire(pi, ix)
+	w.Sigs = w.Sigs[:min(len(w.Sigs), MaxSigs)]
+	return w
+}
+
 // infoClosure answers a Closure info request: the infos of everything in
 // the closures of the requested paths it holds, references first.
-func (s *server) infoClosure(st network.Stream, hashes []store.PathHash) error {
+func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []store.PathHash) error {
 	var roots []store.Path
 	for _, h := range hashes {
 		if pi, err := s.content.PathInfo(h); err == nil {
@@ -200,29 +270,29 @@ func (s *server) infoClosure(st network.Stream, hashes []store.PathHash) error {
 		}
 	}
 	var resp InfoResponse
-	size := 0
+	size, items := 0, 0
 	if len(roots) > 0 {
 		infos, err := s.content.Closure(roots...)
 		if err != nil {
 			return err
 		}
 		for _, pi := range infos {
-			ix, err := s.content.ChunkIndexOf(pi.Path.Hash)
-			if err != nil {
+			w := s.wireInfo(pi.Path.Hash)
+			if w == nil {
 				continue
 			}
-			w := ToWire(pi, ix)
-			n := len(w.ChunkIndex) + 1024
-			// A decoder takes at most MaxHaveHashes array elements.
-			if size+n > MaxInfoResponse || len(resp.Infos) == MaxHaveHashes {
+			n := w.size()
+			// The client's decoder takes at most MaxClosureInfos infos
+			// and maxInfoItems items.
+			if size+n > MaxInfoResponse || len(resp.Infos) == MaxClosureInfos || items+w.items() > maxInfoItems {
 				resp.Truncated = true // the client asks level by level for the rest
 				break
 			}
-			size += n
+			size, items = size+n, items+w.items()
 			resp.Infos = append(resp.Infos, w)
 		}
 	}
-	return reserve(st, size, func() error {
+	return s.reserve(ctx, st, 2*size, func() error {
 		st.SetWriteDeadline(time.Now().Add(s.write))
 		return writeMsg(st, &resp)
 	})
@@ -245,11 +315,34 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The write buffer and every answer prepared ahead are charged to the
+	// stream's resource scope: a peer holding many streams open without
+	// reading is held to the chunks protocol's memory limits (per peer and
+	// in all), waiting for room and then refused.
+	sc := st.Scope()
+	if err := reserveWait(ctx, sc, answerBufSize, s.memWait); err != nil {
+		return fmt.Errorf("chunks stream: %w", err)
+	}
+	defer sc.ReleaseMemory(answerBufSize)
 	answers := make(chan answer, chunkReadAhead)
 	// Answers prepared ahead are bounded in bytes as well as in number:
 	// a peer asking for 4 MiB ranges and never reading must not make us
 	// hold chunkReadAhead of them.
 	budget := semaphore.NewWeighted(readAheadBytes)
+	hold := func(n int64) error {
+		if err := budget.Acquire(ctx, n); err != nil {
+			return err
+		}
+		if err := reserveWait(ctx, sc, int(n), s.memWait); err != nil {
+			budget.Release(n)
+			return fmt.Errorf("chunks stream: %w", err)
+		}
+		return nil
+	}
+	release := func(n int64) {
+		sc.ReleaseMemory(int(n))
+		budget.Release(n)
+	}
 	go func() {
 		defer close(answers)
 		for {
@@ -257,11 +350,20 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			var req ChunkRequest
 			a := answer{}
 			if a.err = readMsg(r, maxChunkHeader, &req); a.err == nil {
-				a.cost = int64(max(req.Length, req.Size))
-				if a.cost > readAheadBytes || a.cost < 0 {
-					a.cost = readAheadBytes
+				// A chunk is read into a whole ChunkMax buffer, whatever
+				// its size.
+				a.cost = int64(req.Length)
+				if len(req.Chunk) > 0 {
+					a.cost = store.ChunkMax
 				}
-				if err := budget.Acquire(ctx, a.cost); err != nil {
+				a.cost = min(max(a.cost, 1), readAheadBytes)
+				if err := hold(a.cost); err != nil {
+					// Nothing to send: end the stream (a reset, not a
+					// protocol violation).
+					select {
+					case answers <- answer{err: err}:
+					case <-ctx.Done():
+					}
 					return
 				}
 				var buf bytes.Buffer
@@ -312,7 +414,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				rec.Recycle(a.data) // written: bw and the muxer copied it
 			}
 		}
-		budget.Release(a.cost)
+		release(a.cost)
 		// Flush when nothing more is ready, not after each chunk.
 		if len(answers) == 0 {
 			if err := bw.Flush(); err != nil {
@@ -383,6 +485,9 @@ func ToWire(pi *store.PathInfo, ix store.ChunkIndex) *WireInfo {
 func FromWire(w *WireInfo) (*store.PathInfo, store.ChunkIndex, error) {
 	bad := func(f string, a ...any) (*store.PathInfo, store.ChunkIndex, error) {
 		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))
+	}
+	if len(w.References) > MaxReferences || len(w.Sigs) > MaxSigs {
+		return bad("%s: %d references and %d signatures, at most %d and %d", w.Path, len(w.References), len(w.Sigs), MaxReferences, MaxSigs)
 	}
 	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
 	if err != nil {

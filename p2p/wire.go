@@ -9,6 +9,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Protocol IDs. A change to a message bumps the version; a peer speaking
@@ -33,6 +35,24 @@ const (
 	maxRequest      = 256 << 10
 	maxChunkHeader  = 1 << 10
 	maxHaveResponse = MaxHaveHashes/8 + 64
+
+	// MaxClosureInfos is the most PathInfos one info answer may carry; a
+	// closure answer cut there says Truncated.
+	MaxClosureInfos = MaxHaveHashes
+	// MaxReferences is the most references one PathInfo may have (real
+	// paths have a few hundred at most); a path with more cannot travel.
+	MaxReferences = 4096
+	// MaxSigs is the most signatures one PathInfo may carry.
+	MaxSigs = 64
+	// maxInfoItems caps the CBOR data items of one info answer, and so
+	// what decoding it builds besides its payload bytes (24 bytes each, 6
+	// MiB): MaxClosureInfos infos of 17 items each, plus 128 Ki references
+	// and signatures in all (32 per path on average; a NixOS closure of
+	// 3000 paths has about 8).
+	maxInfoItems = MaxClosureInfos*wireInfoItems + 1<<17
+	// wireInfoItems is what a WireInfo costs in items besides its
+	// references and signatures: a map of at most 8 keys and values.
+	wireInfoItems = 17
 )
 
 // ErrProtocol is wrapped by every error caused by a peer breaking the
@@ -97,10 +117,24 @@ type ChunkHeader struct {
 	Err    string `cbor:"3,keyasint,omitempty"`
 }
 
-var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
-)
+// items is what w costs in CBOR data items: a server keeps an answer
+// within maxInfoItems with it.
+func (w *WireInfo) items() int { return wireInfoItems + len(w.References) + len(w.Sigs) }
+
+// size bounds w's encoded size from above: its payloads, and 9 bytes of
+// head for each item.
+func (w *WireInfo) size() int {
+	n := len(w.Path) + len(w.NarHash) + len(w.Deriver) + len(w.CA) + len(w.ChunkIndex) + 9*w.items()
+	for _, r := range w.References {
+		n += len(r)
+	}
+	for _, sg := range w.Sigs {
+		n += len(sg)
+	}
+	return n
+}
+
+var encMode cbor.EncMode
 
 func init() {
 	var err error
@@ -108,18 +142,47 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  MaxHaveHashes,
-		MaxMapPairs:       16,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(err)
+}
+
+// msgLimits bounds what decoding one message of wire bytes builds: items
+// data items, arrays of at most array elements. Every message is a map of
+// at most 8 keys, nested at most 4 deep (an info answer's references).
+func msgLimits(wire, items, array int) *strictcbor.Decoder {
+	return strictcbor.MustDecoder(strictcbor.Limits{
+		Items: items, Array: array, MapPairs: 8, Nested: 4,
+		Decoded: wire + items*strictcbor.ItemCost,
+	})
+}
+
+// Decoders per message type: the wire cap alone does not bound what a
+// message decodes to (an empty string is 1 byte on the wire, 16 in Go).
+var (
+	decHaveRequest  = msgLimits(maxRequest, MaxHaveHashes+8, MaxHaveHashes)
+	decHaveResponse = msgLimits(maxHaveResponse, 8, 16)
+	decInfoRequest  = msgLimits(maxRequest, MaxInfoHashes+8, MaxInfoHashes)
+	decInfoResponse = msgLimits(MaxInfoResponse, maxInfoItems, max(MaxClosureInfos, MaxReferences))
+	decWireInfo     = msgLimits(MaxInfoResponse, wireInfoItems+MaxReferences+MaxSigs, MaxReferences)
+	decManifest     = msgLimits(MaxManifestBytes+64, 8, 16)
+	decSmall        = msgLimits(maxRequest, 32, 16) // chunk requests and headers, manifest requests, announcements
+)
+
+// decoderFor picks the decoder for the message type v points to.
+func decoderFor(v any) *strictcbor.Decoder {
+	switch v.(type) {
+	case *HaveRequest:
+		return decHaveRequest
+	case *HaveResponse:
+		return decHaveResponse
+	case *InfoRequest:
+		return decInfoRequest
+	case *InfoResponse:
+		return decInfoResponse
+	case *WireInfo:
+		return decWireInfo
+	case *ManifestResponse:
+		return decManifest
 	}
+	return decSmall
 }
 
 // writeMsg writes v as a uvarint length and its CBOR encoding.
@@ -130,6 +193,15 @@ func writeMsg(w io.Writer, v any) error {
 	}
 	var hdr [binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(hdr[:], uint64(len(b)))
+	if len(b) > 64<<10 {
+		// A large answer is written as it is, not copied behind its
+		// length: it costs its encoding once (which servers reserve).
+		if _, err := w.Write(hdr[:n]); err != nil {
+			return err
+		}
+		_, err := w.Write(b)
+		return err
+	}
 	if _, err := w.Write(append(hdr[:n:n], b...)); err != nil {
 		return err
 	}
@@ -143,20 +215,51 @@ func writeMsg(w io.Writer, v any) error {
 // returned wrapped but without ErrProtocol: a peer that cancels, stalls or
 // goes away has not broken the protocol.
 func readMsg(r *bufio.Reader, max int, v any) error {
+	_, err := readMsgIn(r, max, v, nil)
+	return err
+}
+
+// readMsgIn is readMsg that calls reserve with the message's size before
+// allocating for it (what it decodes to is bounded by its type's limits),
+// and returns that count for the caller to release when done with v.
+func readMsgIn(r *bufio.Reader, max int, v any, reserve func(n int) error) (held int, err error) {
+	n, err := readLen(r, max)
+	if err != nil {
+		return 0, err
+	}
+	if reserve != nil {
+		held = int(n)
+		if err := reserve(held); err != nil {
+			return 0, err
+		}
+	}
+	if err := readBody(r, n, v); err != nil {
+		return held, err
+	}
+	return held, nil
+}
+
+// readLen reads a message's length prefix and checks it against max.
+func readLen(r *bufio.Reader, max int) (uint64, error) {
 	br := byteReader{r: r}
 	n, err := binary.ReadUvarint(&br)
 	if err != nil {
 		switch {
 		case errors.Is(err, io.EOF):
-			return io.EOF
+			return 0, io.EOF
 		case br.err != nil && !errors.Is(br.err, io.EOF):
-			return fmt.Errorf("reading message length: %w", br.err)
+			return 0, fmt.Errorf("reading message length: %w", br.err)
 		}
-		return fmt.Errorf("%w: reading message length: %v", ErrProtocol, err)
+		return 0, fmt.Errorf("%w: reading message length: %v", ErrProtocol, err)
 	}
 	if n > uint64(max) {
-		return fmt.Errorf("%w: message of %d bytes exceeds the cap of %d", ErrProtocol, n, max)
+		return 0, fmt.Errorf("%w: message of %d bytes exceeds the cap of %d", ErrProtocol, n, max)
 	}
+	return n, nil
+}
+
+// readBody reads and decodes a message body of n bytes.
+func readBody(r *bufio.Reader, n uint64, v any) error {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
 		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -164,10 +267,7 @@ func readMsg(r *bufio.Reader, max int, v any) error {
 		}
 		return fmt.Errorf("%w: truncated message: %v", ErrProtocol, err)
 	}
-	if err := decMode.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%w: %v", ErrProtocol, err)
-	}
-	return nil
+	return decodeMsg(b, v)
 }
 
 // byteReader remembers the error of the reader under it, to tell a failing
@@ -185,9 +285,9 @@ func (b *byteReader) ReadByte() (byte, error) {
 	return c, err
 }
 
-// decodeMsg decodes a message body; for fuzzing and tests.
+// decodeMsg decodes a message body within the limits of its type.
 func decodeMsg(b []byte, v any) error {
-	if err := decMode.Unmarshal(b, v); err != nil {
+	if err := decoderFor(v).Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return nil

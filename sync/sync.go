@@ -161,6 +161,7 @@ type plan struct {
 func (sy *Syncer) plan(ctx context.Context, roots []store.Path) (*plan, error) {
 	pl := &plan{byHash: map[store.PathHash]*item{}}
 	described := map[store.PathHash]described{}
+	broke := map[peer.ID]bool{} // peers whose answers broke the protocol
 	seen := map[store.PathHash]bool{}
 	var local []store.Path
 	var want []store.Path
@@ -200,7 +201,7 @@ func (sy *Syncer) plan(ctx context.Context, roots []store.Path) (*plan, error) {
 		}
 		batch := want
 		want = nil
-		got, err := sy.learn(ctx, batch, described)
+		got, err := sy.learn(ctx, batch, described, broke)
 		if err != nil {
 			return nil, err
 		}
@@ -249,12 +250,18 @@ type described struct {
 
 // learn finds providers for paths and a believable PathInfo for each,
 // asking for whole closures of what is not described yet.
-func (sy *Syncer) learn(ctx context.Context, want []store.Path, desc map[store.PathHash]described) ([]*item, error) {
+// A peer in broke, or whose answer breaks the protocol (a decoder bomb,
+// say), is added to it and not asked again: each answer may cost up to
+// the cap.
+func (sy *Syncer) learn(ctx context.Context, want []store.Path, desc map[store.PathHash]described, broke map[peer.ID]bool) ([]*item, error) {
 	hashes := make([]store.PathHash, len(want))
 	for i, p := range want {
 		hashes[i] = p.Hash
 	}
 	providers := sy.locate(ctx, hashes)
+	for i := range providers {
+		providers[i] = slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
+	}
 	// Ask each path's first provider for the closures of the undescribed.
 	ask := map[peer.ID][]store.PathHash{}
 	for i, h := range hashes {
@@ -266,6 +273,10 @@ func (sy *Syncer) learn(ctx context.Context, want []store.Path, desc map[store.P
 		ris, err := sy.node.InfoClosure(ctx, p, hs)
 		if err != nil {
 			sy.log.Debug("closure info failed", "peer", p, "err", err)
+			var bad *p2p.BadDataError
+			if errors.Is(err, p2p.ErrProtocol) || errors.As(err, &bad) {
+				broke[p] = true
+			}
 			continue
 		}
 		for _, ri := range ris {
@@ -277,14 +288,15 @@ func (sy *Syncer) learn(ctx context.Context, want []store.Path, desc map[store.P
 	var out []*item
 	var problems []error
 	for i, p := range want {
-		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(providers[i], d.from) && sy.trust(d.ri.Info) == nil {
+		provs := slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
+		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(provs, d.from) && sy.trust(d.ri.Info) == nil {
 			out = append(out, &item{
 				info: d.ri.Info, index: d.ri.Index, offs: d.ri.Index.Offsets(), infoFrom: d.from,
-				providers: providers[i],
+				providers: provs,
 			})
 			continue
 		}
-		it, err := sy.believe(ctx, p, providers[i])
+		it, err := sy.believe(ctx, p, provs)
 		if err != nil {
 			problems = append(problems, err)
 			continue
