@@ -8,3 +8,11 @@ func SetLearnInterval(d time.Duration) (restore func()) {
 	learnInterval = d
 	return func() { learnInterval = old }
 }
+
+// SetAnnounceExpiry shortens how long an announced generation that never
+// arrives is awaited, for a test.
+func SetAnnounceExpiry(d time.Duration) (restore func()) {
+	old := announceExpiry
+	announceExpiry = d
+	return func() { announceExpiry = old }
+}

@@ -2,13 +2,10 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -23,110 +20,38 @@ import (
 	trovesync "github.com/trove-p2p/trove/sync"
 )
 
-// Follow is one configuration this machine follows.
-type Follow struct {
-	Name     string `json:"name"`
-	Activate bool   `json:"activate,omitempty"` // switch the profile to each new generation
-	Run      bool   `json:"run,omitempty"`      // and run its activation command
-	// Timeout bounds each activation command ("10m"); "" is the agent's
-	// (config.toml's timeout, or sync.DefaultActivationTimeout).
-	Timeout string `json:"timeout,omitempty"`
-}
-
-// FollowsPath is the file of followed configurations in a home.
-func FollowsPath(home string) string { return filepath.Join(home, "follows.json") }
-
-// LoadFollows reads the followed configurations.
-func LoadFollows(home string) ([]Follow, error) {
-	b, err := os.ReadFile(FollowsPath(home))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var fs []Follow
-	if err := json.Unmarshal(b, &fs); err != nil {
-		return nil, fmt.Errorf("%s: %w", FollowsPath(home), err)
-	}
-	for _, f := range fs {
-		if err := f.check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", FollowsPath(home), err)
-		}
-	}
-	return fs, nil
-}
-
-func (f Follow) check() error {
-	if err := manifest.CheckName(f.Name); err != nil {
-		return err
-	}
-	_, err := parseTimeout(f.Timeout)
-	return err
-}
-
-// SaveFollows writes the followed configurations atomically.
-func SaveFollows(home string, fs []Follow) error {
-	b, err := json.MarshalIndent(fs, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := FollowsPath(home) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, FollowsPath(home))
-}
-
-// RecordFollow adds f to (or with follow false, drops f.Name from) the
-// followed configurations of home. Following with --activate again resumes
-// a profile held back by a manual rollback (sync.Profiles.Resume): the
-// newest generation is activated.
-func RecordFollow(home string, prof *trovesync.Profiles, f Follow, follow bool) error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	fs, err := LoadFollows(home)
-	if err != nil {
-		return err
-	}
-	fs = slices.DeleteFunc(fs, func(o Follow) bool { return o.Name == f.Name })
-	if follow {
-		fs = append(fs, f)
-	}
-	if err := os.MkdirAll(home, 0o755); err != nil {
-		return err
-	}
-	if err := SaveFollows(home, fs); err != nil {
-		return err
-	}
-	if follow && f.Activate {
-		return prof.Resume(f.Name)
-	}
-	return nil
-}
-
-// historyBytes serves the manifest protocol from the history.
-type historyBytes struct{ h *manifest.History }
-
-func (s historyBytes) ManifestBytes(name string, gen uint64) ([]byte, error) {
-	_, b, err := s.h.Get(name, gen)
-	return b, err
-}
-
 // Following. Each followed configuration has a follower: a goroutine that
 // brings the machine to the newest generation known here, one step at a
 // time (fetch its closure; with --activate, switch the profile and run its
-// activation command), and never activates a generation at or below the
-// profile's highest (sync.Profiles.Highest), so a manual rollback holds.
+// activation command). It activates only a generation above the profile's
+// highest (sync.Profiles.Highest, checked under the profile's lock), so a
+// manual rollback holds.
 //
 // Learning of new generations is separate and never waits on a follower:
 // the learner asks peers for manifests when an announcement arrives, a peer
-// connects, a retry is due, and every minute (the safety net), records what
-// verifies in the history, and wakes the followers. An announcement is kept
-// (the highest generation announced per configuration) until its manifest
-// is known here, retried with backoff, so one that arrives while a sync or
-// an activation runs, or whose first fetch fails, is not lost.
+// connects, a retry is due, and every minute (the safety net), and records
+// what verifies in the history; every new manifest the history records
+// wakes its follower at once (History.OnNew), whoever brought it. An
+// announcement of a generation not known here is kept and retried with
+// backoff until the manifest arrives (or announceExpiry passes), so one
+// that arrives while a sync or an activation runs, or whose first fetch
+// fails, is not lost.
+
+// Tunables; tests shorten learnInterval.
+var (
+	// learnInterval is how often the learner asks peers anyway.
+	learnInterval = time.Minute
+	// fetchRetry is how soon a follower tries again after a failed fetch.
+	fetchRetry = 10 * time.Second
+	// askTimeout bounds how long a learning round waits for one peer's
+	// manifest: a silent peer must not hold up the others' news.
+	askTimeout = 10 * time.Second
+	// minLearnGap is the least time between the starts of two rounds.
+	minLearnGap = 500 * time.Millisecond
+	// announceExpiry is how long an announced generation that never
+	// arrives is retried (and shown in status) before it is dropped.
+	announceExpiry = 2 * time.Minute
+)
 
 // follower is the agent's state of one followed configuration.
 type follower struct {
@@ -134,11 +59,12 @@ type follower struct {
 	wake chan struct{} // capacity 1: apply the newest generation
 	stop context.CancelFunc
 
-	mu        sync.Mutex // guards the fields below
-	announced uint64     // the highest generation announced
-	state     string     // what the follower does now: "" (idle), fetching, activating
-	lastErr   string
-	lastErrAt time.Time
+	mu          sync.Mutex // guards the fields below
+	announced   uint64     // the highest generation announced and not yet known
+	announcedAt time.Time
+	state       string // what the follower does now: "" (idle), fetching, activating
+	lastErr     string
+	lastErrAt   time.Time
 }
 
 func (f *follower) poke() {
@@ -154,35 +80,56 @@ func (f *follower) set(state string) {
 	f.mu.Unlock()
 }
 
-// fail records what went wrong last ("" clears it) and reports whether
-// that is news, so that a refusal repeated at every retry is logged once.
-func (f *follower) fail(err string) (changed bool) {
+// fail records what went wrong last and reports whether that is news, so
+// that a refusal repeated at every retry is logged once.
+func (f *follower) fail(err error) (changed bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	changed = err != f.lastErr
-	f.lastErr, f.lastErrAt = err, time.Now()
-	if err == "" {
-		f.lastErrAt = time.Time{}
-	}
+	changed = err.Error() != f.lastErr
+	f.lastErr, f.lastErrAt = err.Error(), time.Now()
 	return changed
 }
 
-// learnInterval is how often the learner asks peers anyway: the safety
-// net under announcements. Tests shorten it.
-var learnInterval = time.Minute
+// succeed clears the last error: a generation went through.
+func (f *follower) succeed() {
+	f.mu.Lock()
+	f.lastErr, f.lastErrAt = "", time.Time{}
+	f.mu.Unlock()
+}
 
-// fetchRetry is how soon a follower tries again after a failed fetch.
-const fetchRetry = 10 * time.Second
+// announce notes that gen was announced; known is the newest known here.
+// It reports whether the announcement is news.
+func (f *follower) announce(gen, known uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if gen <= known || gen <= f.announced {
+		return false
+	}
+	f.announced, f.announcedAt = gen, time.Now()
+	return true
+}
+
+// pending reports whether an announced generation is still awaited (known
+// is the newest known here), dropping one that is known or expired.
+func (f *follower) pending(known uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.announced <= known || time.Since(f.announcedAt) > announceExpiry {
+		f.announced = 0
+	}
+	return f.announced > 0
+}
 
 // startFollowing starts a follower for every followed configuration and
 // the learner.
 func (a *Agent) startFollowing(ctx context.Context) error {
+	a.History.OnNew(func(m *manifest.Manifest) { a.wakeFollower(m.Name) })
 	fs, err := LoadFollows(a.Home)
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
-		if err := a.startFollower(ctx, f); err != nil {
+		if err := a.startFollower(ctx, f.Name); err != nil {
 			return err
 		}
 	}
@@ -213,6 +160,7 @@ func (a *Agent) learn(ctx context.Context) {
 	defer retry.Stop()
 	backoff := time.Second
 	for {
+		start := time.Now()
 		if a.learnOnce(ctx) {
 			retry.Reset(backoff)
 			backoff = min(2*backoff, 30*time.Second)
@@ -226,36 +174,50 @@ func (a *Agent) learn(ctx context.Context) {
 		case <-tick.C:
 		case <-retry.C:
 		}
+		// Announcements and connections come in bursts, and a peer may
+		// send many: at most one round per minLearnGap.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minLearnGap - time.Since(start)):
+		}
 	}
 }
 
 // learnOnce asks the connected peers for the newest generation of every
-// followed configuration and wakes the followers. It reports whether a
-// generation announced is still not known here (the caller retries).
+// followed configuration, all at once, and wakes the followers. It reports
+// whether a generation announced is still not known here (the caller
+// retries).
 func (a *Agent) learnOnce(ctx context.Context) (pending bool) {
 	a.reconcileFollowers(ctx)
 	a.followMu.Lock()
 	fls := slices.Collect(maps.Values(a.followers))
 	a.followMu.Unlock()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for _, fl := range fls {
-		if len(a.Node.ConnectedPeers()) > 0 {
-			for _, err := range trovesync.Learn(ctx, a.Node, a.History, fl.name, 0) {
-				if ctx.Err() != nil {
-					return false
-				}
-				if fl.fail("refused a generation: " + err.Error()) {
-					a.log.Warn("refused a generation a peer offered", "config", fl.name, "err", err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if len(a.Node.ConnectedPeers()) > 0 {
+				actx, cancel := context.WithTimeout(ctx, askTimeout)
+				refused := trovesync.Learn(actx, a.Node, a.History, fl.name, 0)
+				cancel()
+				for _, err := range refused {
+					if ctx.Err() == nil && fl.fail(fmt.Errorf("refused a generation: %w", err)) {
+						a.log.Warn("refused a generation a peer offered", "config", fl.name, "err", err)
+					}
 				}
 			}
-		}
-		newest := a.newestKnown(fl.name)
-		fl.mu.Lock()
-		if fl.announced > newest {
-			pending = true
-		}
-		fl.mu.Unlock()
-		fl.poke()
+			if fl.pending(a.newestKnown(fl.name)) {
+				mu.Lock()
+				pending = true
+				mu.Unlock()
+			}
+			fl.poke()
+		}()
 	}
+	wg.Wait()
 	return pending
 }
 
@@ -268,30 +230,30 @@ func (a *Agent) newestKnown(name string) uint64 {
 	return gens[len(gens)-1]
 }
 
-// startFollower subscribes to f's announcements and starts its follower,
-// if not yet running.
-func (a *Agent) startFollower(ctx context.Context, f Follow) error {
-	a.followMu.Lock()
-	_, running := a.followers[f.Name]
-	a.followMu.Unlock()
-	if running {
+// startFollower subscribes to name's announcements and starts its
+// follower, if name is followed (follows.json says) and no follower runs.
+func (a *Agent) startFollower(ctx context.Context, name string) error {
+	if _, ok := a.follow(name); !ok {
 		return nil
 	}
-	if err := a.subscribe(f.Name); err != nil {
+	if err := a.subscribe(name); err != nil {
 		return err
-	}
-	if len(a.Keys.Publishers(f.Name)) == 0 {
-		a.log.Warn("no trusted key may publish this configuration: every generation will be refused", "config", f.Name,
-			"fix", "trove trust add KEY --config "+f.Name)
 	}
 	a.followMu.Lock()
 	defer a.followMu.Unlock()
-	if _, ok := a.followers[f.Name]; ok {
+	if _, ok := a.followers[name]; ok {
 		return nil
 	}
+	if _, ok := a.follow(name); !ok {
+		return nil // unfollowed meanwhile
+	}
+	if len(a.Keys.Publishers(name)) == 0 {
+		a.log.Warn("no trusted key may publish this configuration: every generation will be refused", "config", name,
+			"fix", "trove trust add KEY --config "+name)
+	}
 	fctx, stop := context.WithCancel(ctx)
-	fl := &follower{name: f.Name, wake: make(chan struct{}, 1), stop: stop}
-	a.followers[f.Name] = fl
+	fl := &follower{name: name, wake: make(chan struct{}, 1), stop: stop}
+	a.followers[name] = fl
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -319,13 +281,10 @@ func (a *Agent) subscribe(name string) error {
 		a.followMu.Lock()
 		fl := a.followers[name]
 		a.followMu.Unlock()
-		if fl == nil {
-			return // not followed (any more)
+		if fl == nil || !fl.announce(ann.Generation, a.newestKnown(name)) {
+			return // not followed, or nothing new: not worth a round
 		}
 		a.log.Info("new generation announced", "config", name, "generation", ann.Generation, "from", from)
-		fl.mu.Lock()
-		fl.announced = max(fl.announced, ann.Generation)
-		fl.mu.Unlock()
 		a.kick()
 	})
 	if err == nil {
@@ -350,7 +309,7 @@ func (a *Agent) follow(name string) (Follow, bool) {
 
 // activationTimeout is f's, else the agent's.
 func (a *Agent) activationTimeout(f Follow) time.Duration {
-	if d, err := parseTimeout(f.Timeout); err == nil && d > 0 {
+	if d, _ := parseTimeout(f.Timeout); d > 0 {
 		return d
 	}
 	if a.cfg.ActivationTimeout > 0 {
@@ -360,9 +319,10 @@ func (a *Agent) activationTimeout(f Follow) time.Duration {
 }
 
 // apply brings fl's configuration to the newest generation known here:
-// fetch its closure, and if followed with --activate and newer than any
-// generation the profile had, activate it. Failures are logged and kept
-// for status; the next wake tries again.
+// fetch its closure, and if followed with --activate, activate it unless
+// the profile has had it or a newer one. Failures are logged and kept for
+// status; a failed fetch is retried after fetchRetry, anything else at the
+// next wake.
 func (a *Agent) apply(ctx context.Context, fl *follower) {
 	defer fl.set("")
 	f, ok := a.follow(fl.name)
@@ -372,18 +332,16 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 	m, _, err := a.History.Get(f.Name, 0)
 	if err != nil {
 		if !errors.Is(err, manifest.ErrUnknown) {
-			fl.fail(err.Error())
+			fl.fail(err)
 		}
 		return
 	}
 	prof := trovesync.OpenProfiles(a.Store)
-	highest, err := prof.Highest(f.Name)
-	if err != nil {
-		fl.fail(err.Error())
-		return
-	}
-	if f.Activate && m.Generation <= highest {
-		return // up to date, or held back by a manual switch
+	if f.Activate {
+		// Checked again under the profile's lock (ActivateOptions.Following).
+		if highest, err := prof.Highest(f.Name); err != nil || m.Generation <= highest {
+			return // up to date, or held back by a manual switch
+		}
 	}
 	if ok, _ := a.Store.IsValid(m.Root); !ok {
 		if len(a.Node.ConnectedPeers()) == 0 {
@@ -400,7 +358,7 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 		if err != nil {
 			if ctx.Err() == nil {
 				a.log.Warn("fetching a generation failed; will retry", "config", f.Name, "generation", m.Generation, "err", err)
-				fl.fail(fmt.Sprintf("fetching generation %d: %v", m.Generation, err))
+				fl.fail(fmt.Errorf("fetching generation %d: %w", m.Generation, err))
 				time.AfterFunc(fetchRetry, fl.poke)
 			}
 			return
@@ -408,7 +366,7 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 		a.log.Info("synced configuration", "config", f.Name, "generation", m.Generation,
 			"paths", rep.PathsFetched, "bytes", rep.BytesFetched, "reused", rep.BytesReused)
 		if !f.Activate {
-			fl.fail("")
+			fl.succeed()
 		}
 	}
 	if !f.Activate {
@@ -416,25 +374,31 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 	}
 	fl.set(fmt.Sprintf("activating generation %d", m.Generation))
 	timeout := a.activationTimeout(f)
-	err = trovesync.Activate(ctx, prof, m, trovesync.ActivateOptions{
-		Run: f.Run, Timeout: timeout, Wait: timeout + 15*time.Second, Stdout: io.Discard, Stderr: logWriter{a},
+	// The agent's context, not the follower's: an unfollow does not cut a
+	// running activation command short; stopping the agent does.
+	err = trovesync.Activate(a.bg, prof, m, trovesync.ActivateOptions{
+		Run: f.Run, Timeout: timeout, Wait: timeout + 15*time.Second, Following: true,
+		Stdout: io.Discard, Stderr: logWriter{a},
 		OnWait: func(holder string) {
+			fl.set(fmt.Sprintf("waiting to activate generation %d: another activation holds the profile (%s)", m.Generation, holder))
 			a.log.Info("waiting for another activation to finish", "config", f.Name, "holder", holder)
 		},
 	})
 	var ae *trovesync.ActivationError
 	switch {
+	case errors.Is(err, trovesync.ErrNotNewer):
+		a.log.Info("not activating: the profile was switched by hand meanwhile", "config", f.Name, "generation", m.Generation)
 	case errors.As(err, &ae):
 		a.log.Warn("activation failed", "config", f.Name, "generation", m.Generation, "err", err)
-		fl.fail(err.Error())
+		fl.fail(err)
 	case err != nil:
-		if ctx.Err() == nil {
+		if a.bg.Err() == nil {
 			a.log.Warn("activating a generation failed; will retry", "config", f.Name, "generation", m.Generation, "err", err)
-			fl.fail(fmt.Sprintf("activating generation %d: %v", m.Generation, err))
+			fl.fail(fmt.Errorf("activating generation %d: %w", m.Generation, err))
 		}
 	default:
 		a.log.Info("activated configuration", "config", f.Name, "generation", m.Generation)
-		fl.fail("")
+		fl.succeed()
 	}
 }
 
@@ -442,40 +406,44 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 // follows.json and stops the others: the file is the truth, and another
 // process may have changed it.
 func (a *Agent) reconcileFollowers(ctx context.Context) {
+	a.followMu.Lock()
 	fs, err := LoadFollows(a.Home)
+	if err == nil {
+		for name, fl := range a.followers {
+			if !slices.ContainsFunc(fs, func(f Follow) bool { return f.Name == name }) {
+				fl.stop()
+				delete(a.followers, name)
+			}
+		}
+	}
+	a.followMu.Unlock()
 	if err != nil {
 		a.log.Warn("cannot read followed configurations", "err", err)
 		return
 	}
 	for _, f := range fs {
-		if err := a.startFollower(ctx, f); err != nil {
+		if err := a.startFollower(ctx, f.Name); err != nil {
 			a.log.Warn("cannot follow", "config", f.Name, "err", err)
-		}
-	}
-	a.followMu.Lock()
-	defer a.followMu.Unlock()
-	for name, fl := range a.followers {
-		if !slices.ContainsFunc(fs, func(f Follow) bool { return f.Name == name }) {
-			fl.stop()
-			delete(a.followers, name)
 		}
 	}
 }
 
 // wakeFollower makes name's follower look at the newest generation known
-// here now (a bundle brought one).
+// here now, starting it if follows.json gained name behind the agent's back.
 func (a *Agent) wakeFollower(name string) {
-	a.reconcileFollowers(a.bg)
 	a.followMu.Lock()
 	fl := a.followers[name]
 	a.followMu.Unlock()
-	if fl != nil {
-		fl.poke()
+	if fl == nil {
+		a.startFollower(a.bg, name) // pokes it, if name is followed
+		return
 	}
+	fl.poke()
 }
 
 // SetFollow records (or with follow false, drops) a followed configuration
-// and starts (or stops) following it at once.
+// and starts (or stops) following it at once. Following with --activate
+// again resumes a profile held back by a manual switch.
 func (a *Agent) SetFollow(ctx context.Context, f Follow, follow bool) error {
 	a.followMu.Lock()
 	err := RecordFollow(a.Home, trovesync.OpenProfiles(a.Store), f, follow)
@@ -488,12 +456,10 @@ func (a *Agent) SetFollow(ctx context.Context, f Follow, follow bool) error {
 	if err != nil || !follow {
 		return err
 	}
-	if err := a.startFollower(a.bg, f); err != nil {
+	if err := a.startFollower(a.bg, f.Name); err != nil {
 		return err
 	}
-	if fl != nil {
-		fl.poke() // --activate again resumes a held profile
-	}
+	a.wakeFollower(f.Name)
 	a.kick()
 	return nil
 }
@@ -503,19 +469,22 @@ type FollowStatus struct {
 	Name     string `json:"name"`
 	Activate bool   `json:"activate"`
 	Run      bool   `json:"run"`
+	Timeout  string `json:"timeout,omitempty"`
 	// Current is the profile's generation, Highest the highest it has
-	// had, Newest the newest generation known here, Announced the newest
-	// announced (above Newest while its manifest is being fetched).
+	// had, Newest the newest generation known here, Announced a newer one
+	// announced whose manifest is being fetched.
 	Current   uint64 `json:"current"`
 	Highest   uint64 `json:"highest"`
 	Newest    uint64 `json:"newestKnown"`
 	Announced uint64 `json:"announced,omitempty"`
 	// HeldBack: the profile was switched back by hand; the follower
 	// activates only generations above Highest.
-	HeldBack    bool      `json:"heldBack"`
-	State       string    `json:"state,omitempty"`
-	LastError   string    `json:"lastError,omitempty"`
-	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+	HeldBack bool `json:"heldBack"`
+	// LastActivation is the outcome of the profile's last activation.
+	LastActivation *trovesync.ActivationRecord `json:"lastActivation,omitempty"`
+	State          string                      `json:"state,omitempty"`
+	LastError      string                      `json:"lastError,omitempty"`
+	LastErrorAt    time.Time                   `json:"lastErrorAt,omitzero"`
 	// Hint says what to run, when something needs the user.
 	Hint string `json:"hint,omitempty"`
 }
@@ -529,8 +498,11 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 	prof := trovesync.OpenProfiles(a.Store)
 	out := []FollowStatus{}
 	for _, f := range fs {
-		st := FollowStatus{Name: f.Name, Activate: f.Activate, Run: f.Run, Newest: a.newestKnown(f.Name)}
+		st := FollowStatus{Name: f.Name, Activate: f.Activate, Run: f.Run, Timeout: f.Timeout, Newest: a.newestKnown(f.Name)}
 		if st.HeldBack, st.Current, st.Highest, err = prof.HeldBack(f.Name); err != nil {
+			return nil, err
+		}
+		if st.LastActivation, err = prof.LastActivation(f.Name); err != nil {
 			return nil, err
 		}
 		a.followMu.Lock()
@@ -544,11 +516,15 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 			st.State, st.LastError, st.LastErrorAt = fl.state, fl.lastErr, fl.lastErrAt
 			fl.mu.Unlock()
 		}
+		la := st.LastActivation
 		switch {
 		case len(a.Keys.Publishers(f.Name)) == 0:
 			st.Hint = fmt.Sprintf("no trusted key may publish %s: run `trove trust add KEY --config %s` with the publisher's key", f.Name, f.Name)
+		case la != nil && la.Generation == st.Current && (la.Result == trovesync.ActivationInterrupted || la.Result == trovesync.ActivationFailed):
+			st.Hint = fmt.Sprintf("generation %d is selected but its activation command %s: run `trove activate %s --generation %d --run` to run it again, or `trove rollback %s --run`",
+				la.Generation, map[string]string{trovesync.ActivationInterrupted: "was cut off", trovesync.ActivationFailed: "failed"}[la.Result], f.Name, la.Generation, f.Name)
 		case st.HeldBack && f.Activate:
-			st.Hint = fmt.Sprintf("held back at generation %d by a manual switch (it had %d): run `trove follow %s --activate` to resume, or `trove activate %s` for the newest", st.Current, st.Highest, f.Name, f.Name)
+			st.Hint = fmt.Sprintf("held back at generation %d by a manual switch (it had %d): run `%s` to resume, or `trove activate %s` for the newest", st.Current, st.Highest, f.Command(), f.Name)
 		}
 		out = append(out, st)
 	}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
@@ -100,6 +103,7 @@ func TestRollbackHolds(t *testing.T) {
 	net.WaitGeneration(1, "laptop", 1)
 	net.Publish(0, "laptop", log.files("2", ""))
 	net.WaitGeneration(1, "laptop", 2)
+	waitFor(t, "generation 2's command runs", 10*time.Second, func() bool { return len(log.lines()) == 2 })
 
 	rollback(t, follower, "laptop", 1)
 	if got := strings.Join(log.lines(), " "); got != "1 2 1" {
@@ -126,25 +130,31 @@ func TestRollbackHolds(t *testing.T) {
 		t.Fatalf("activations after the rollback: %q", got)
 	}
 	st := followStatus(t, follower, "laptop")
-	if !st.HeldBack || st.Current != 1 || st.Highest != 2 || st.Newest != 2 || !strings.Contains(st.Hint, "trove follow laptop --activate") {
+	if !st.HeldBack || st.Current != 1 || st.Highest != 2 || st.Newest != 2 || !strings.Contains(st.Hint, "`trove follow laptop --activate --run`") {
 		t.Fatalf("status of the held profile: %+v", st)
 	}
 
 	// A new generation is newer than any the profile had: it activates.
 	net.Publish(0, "laptop", log.files("3", ""))
 	net.WaitGeneration(1, "laptop", 3)
+	waitFor(t, "generation 3's command runs", 10*time.Second, func() bool { return len(log.lines()) == 4 })
 	if st := followStatus(t, follower, "laptop"); st.HeldBack {
 		t.Fatalf("still held at the newest: %+v", st)
 	}
 
 	// Held again at 2; following with --activate again resumes to 3.
 	rollback(t, follower, "laptop", 2)
+	// Deleting the generation rolled back from keeps the hold.
+	if err := prof.Delete("laptop", 3); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
 	if cur, _ := prof.Current("laptop"); cur != 2 {
 		t.Fatalf("profile at %d after the second rollback", cur)
 	}
 	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
 	net.WaitGeneration(1, "laptop", 3)
+	waitFor(t, "generation 3's command runs again", 10*time.Second, func() bool { return len(log.lines()) == 6 })
 	if got := strings.Join(log.lines(), " "); got != "1 2 1 3 2 3" {
 		t.Fatalf("activations: %q", got)
 	}
@@ -266,5 +276,127 @@ func TestRefusalIsReported(t *testing.T) {
 	}
 	if _, _, err := follower.History.Get("laptop", 0); !errors.Is(err, manifest.ErrUnknown) {
 		t.Fatalf("the follower recorded the untrusted generation: %v", err)
+	}
+}
+
+// TestManualSwitchWhileFollowerWaits: a follower waiting for the profile's
+// lock while the user switches by hand (activate 2, roll back to 1) does not
+// switch to 2 again when it gets the lock: the hold is checked under it.
+func TestManualSwitchWhileFollowerWaits(t *testing.T) {
+	net := testnet.Start(t, 2)
+	net.WaitConnected(1)
+	log := newActivationLog(t)
+	follower := net.Agent(1)
+	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
+	net.Publish(0, "laptop", log.files("1", ""))
+	net.WaitGeneration(1, "laptop", 1)
+	waitFor(t, "generation 1's command runs", 10*time.Second, func() bool { return len(log.lines()) == 1 })
+
+	prof := trovesync.OpenProfiles(follower.Store)
+	ctx := context.Background()
+	unlock, err := prof.Lock(ctx, "laptop", func() string { return "trove activate laptop --run" }, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net.Publish(0, "laptop", log.files("2", ""))
+	waitFor(t, "the follower waits for the lock", 20*time.Second, func() bool {
+		return strings.Contains(followStatus(t, follower, "laptop").State, "another activation holds the profile (trove activate laptop --run)")
+	})
+	m2, _, err := follower.History.Get("laptop", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prof.Switch("laptop", 2, m2.Root); err != nil { // the manual activation of 2
+		t.Fatal(err)
+	}
+	unlock()
+	rollback(t, follower, "laptop", 1) // may win the lock, or come second
+	waitFor(t, "the follower gives up on generation 2", 10*time.Second, func() bool {
+		return followStatus(t, follower, "laptop").State == ""
+	})
+	if cur, _ := prof.Current("laptop"); cur != 1 {
+		t.Fatalf("the follower undid the rollback: profile at %d (activations %q)", cur, log.lines())
+	}
+	if got := strings.Join(log.lines(), " "); got != "1 1" {
+		t.Fatalf("activations: %q, want only the manual rollback's after the first", got)
+	}
+}
+
+// TestInterruptedActivation: an agent stopped while a follower's activation
+// command runs kills the command; after a restart, status says the
+// selected generation's activation was cut off and what to run. An
+// unfollow, though, lets a running command finish.
+func TestInterruptedActivation(t *testing.T) {
+	net := testnet.Start(t, 2)
+	net.WaitConnected(1)
+	log := newActivationLog(t)
+	started := filepath.Join(t.TempDir(), "started")
+	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
+	net.Publish(0, "laptop", log.files("1", "touch "+started+"\nsleep 400"))
+	waitFor(t, "the activation starts", 20*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
+	net.Stop(1)
+	net.Restart(1)
+	st := followStatus(t, net.Agent(1), "laptop")
+	if st.Current != 1 || st.LastActivation == nil || st.LastActivation.Result != trovesync.ActivationInterrupted ||
+		!strings.Contains(st.Hint, "was cut off") || !strings.Contains(st.Hint, "trove activate laptop --generation 1 --run") {
+		t.Fatalf("status after the restart: %+v (last activation %+v)", st, st.LastActivation)
+	}
+
+	// Generation 2's command takes a moment; unfollowing meanwhile does not
+	// cut it off.
+	os.Remove(started)
+	net.Publish(0, "laptop", log.files("2", "touch "+started+"\nsleep 2\necho finished >> "+string(log)))
+	waitFor(t, "generation 2's activation starts", 20*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
+	if err := net.Agent(1).SetFollow(context.Background(), agent.Follow{Name: "laptop"}, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "generation 2's command finishes", 10*time.Second, func() bool {
+		return strings.Contains(strings.Join(log.lines(), " "), "finished")
+	})
+	rec, err := trovesync.OpenProfiles(net.Agent(1).Store).LastActivation("laptop")
+	if err != nil || rec == nil || rec.Generation != 2 || rec.Result != trovesync.ActivationOK {
+		t.Fatalf("last activation after the unfollow: %+v %v", rec, err)
+	}
+}
+
+// TestBogusAnnouncement: a trust-group peer announcing a generation that
+// never comes (here 2^64-1) shows in status only while it is awaited, and
+// repeating an announcement costs the follower no new rounds.
+func TestBogusAnnouncement(t *testing.T) {
+	defer agent.SetAnnounceExpiry(2 * time.Second)()
+	net := testnet.Start(t, 3)
+	net.WaitConnected(2)
+	net.Follow(1, "laptop", false)
+	net.Publish(0, "laptop", map[string]string{"etc/version": "1"})
+	follower, liar := net.Agent(1), net.Agent(2)
+	waitFor(t, "generation 1 is known", 10*time.Second, func() bool { return followStatus(t, follower, "laptop").Newest == 1 })
+	for range 50 {
+		if err := liar.Node.Announce(context.Background(), p2p.Announcement{Name: "laptop", Generation: math.MaxUint64, ID: make([]byte, 32)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the announcement shows", 5*time.Second, func() bool { return followStatus(t, follower, "laptop").Announced == math.MaxUint64 })
+	if n := strings.Count(net.Log(1), "generation=18446744073709551615"); n != 1 {
+		t.Fatalf("one generation announced 50 times was logged %d times", n)
+	}
+	waitFor(t, "the announcement expires", 40*time.Second, func() bool { return followStatus(t, follower, "laptop").Announced == 0 })
+}
+
+// TestSilentPeerDoesNotDelayFollowing: a trust-group peer that takes
+// manifest requests and never answers does not hold up a generation the
+// publisher has.
+func TestSilentPeerDoesNotDelayFollowing(t *testing.T) {
+	net := testnet.Start(t, 3)
+	net.WaitConnected(2)
+	net.Agent(2).Node.Host().SetStreamHandler(p2p.ProtoManifest, func(st network.Stream) {
+		time.Sleep(time.Minute)
+		st.Reset()
+	})
+	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true})
+	net.Publish(0, "laptop", map[string]string{"etc/version": "1"})
+	prof := trovesync.OpenProfiles(net.Agent(1).Store)
+	d := waitFor(t, "generation 1 activates", 30*time.Second, func() bool { c, _ := prof.Current("laptop"); return c == 1 })
+	if d > 10*time.Second {
+		t.Fatalf("one silent peer delayed following by %s", d)
 	}
 }

@@ -156,7 +156,7 @@ func (a *Agent) importBundle(ctx context.Context, path string) error {
 	for _, m := range rep.Manifests {
 		if m.New {
 			a.log.Info("bundle brought a configuration generation", "bundle", path, "config", m.Name, "generation", m.Generation)
-			a.wakeFollower(m.Name)
+			a.wakeFollower(m.Name) // again: its closure is valid only now
 		}
 	}
 	return nil

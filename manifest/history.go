@@ -19,9 +19,10 @@ import (
 // it: trove sync NAME@N), but the newest never goes down, and automatic
 // following acts only on the newest, so a peer cannot downgrade a follower.
 type History struct {
-	dir  string
-	keys *Keyring
-	mu   sync.Mutex
+	dir   string
+	keys  *Keyring
+	mu    sync.Mutex // serialises additions; guards onNew
+	onNew func(*Manifest)
 }
 
 // ManifestsDir is where a home keeps manifests.
@@ -41,6 +42,51 @@ var ErrConflict = errors.New("a different manifest of this generation is already
 // Add verifies and stores an encoded manifest. It returns the manifest and
 // whether it was new.
 func (h *History) Add(b []byte) (*Manifest, bool, error) {
+	return h.add(b, nil)
+}
+
+// ErrUnasked refuses a peer's answer that is not what was asked for.
+var ErrUnasked = errors.New("not the manifest that was asked for")
+
+// errBehind marks an answer for the newest generation that is older than
+// the newest known here: the peer is behind; nothing is recorded.
+var errBehind = errors.New("behind")
+
+// AddAnswer is Add for a peer's answer to a request for generation gen
+// (0: the newest) of name. It refuses a manifest of another name or
+// generation, and ignores (nil, false, nil) a newest one older than the
+// newest known here, so that a peer cannot fill the history with old
+// generations nobody asked for.
+func (h *History) AddAnswer(b []byte, name string, gen uint64) (*Manifest, bool, error) {
+	m, isNew, err := h.add(b, func(m *Manifest) error {
+		newest, err := h.newestGen(name)
+		switch {
+		case err != nil:
+			return err
+		case m.Name != name:
+			return fmt.Errorf("%w: %s@%d, when %s was asked for", ErrUnasked, m.Name, m.Generation, name)
+		case gen != 0 && m.Generation != gen:
+			return fmt.Errorf("%w: %s@%d, when %s@%d was asked for", ErrUnasked, m.Name, m.Generation, name, gen)
+		case gen == 0 && m.Generation < newest:
+			return errBehind
+		}
+		return nil
+	})
+	if errors.Is(err, errBehind) {
+		return nil, false, nil
+	}
+	return m, isNew, err
+}
+
+// OnNew sets fn to be called with every manifest the history records as
+// new (after it is recorded, by the goroutine that added it).
+func (h *History) OnNew(fn func(*Manifest)) {
+	h.mu.Lock()
+	h.onNew = fn
+	h.mu.Unlock()
+}
+
+func (h *History) add(b []byte, check func(*Manifest) error) (*Manifest, bool, error) {
 	m, err := Decode(b)
 	if err != nil {
 		return nil, false, err
@@ -48,29 +94,46 @@ func (h *History) Add(b []byte) (*Manifest, bool, error) {
 	if err := h.keys.VerifyManifest(m); err != nil {
 		return nil, false, err
 	}
+	isNew, onNew, err := h.store(m, b, check)
+	if err != nil {
+		return nil, false, err
+	}
+	if isNew && onNew != nil {
+		onNew(m)
+	}
+	return m, isNew, nil
+}
+
+// store writes m (encoded as b) unless check refuses it or it is known.
+func (h *History) store(m *Manifest, b []byte, check func(*Manifest) error) (isNew bool, onNew func(*Manifest), err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if check != nil {
+		if err := check(m); err != nil {
+			return false, nil, err
+		}
+	}
 	file := h.file(m.Name, m.Generation)
 	old, err := os.ReadFile(file)
 	switch {
 	case err == nil && string(old) == string(b):
-		return m, false, nil // the same manifest again
+		return false, nil, nil // the same manifest again
 	case err == nil:
-		return nil, false, fmt.Errorf("%s generation %d: %w (signed by %s)", m.Name, m.Generation, ErrConflict, m.Publisher.Name)
+		return false, nil, fmt.Errorf("%s generation %d: %w (signed by %s)", m.Name, m.Generation, ErrConflict, m.Publisher.Name)
 	case !errors.Is(err, os.ErrNotExist):
-		return nil, false, err
+		return false, nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-		return nil, false, err
+		return false, nil, err
 	}
 	tmp := file + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return nil, false, err
+		return false, nil, err
 	}
 	if err := os.Rename(tmp, file); err != nil {
-		return nil, false, err
+		return false, nil, err
 	}
-	return m, true, nil
+	return true, h.onNew, nil
 }
 
 func (h *History) file(name string, gen uint64) string {

@@ -180,7 +180,11 @@ func (n *Node) announceTo(ctx context.Context, p peer.ID, a *Announcement) error
 }
 
 // handleAnnounce takes a direct announcement to the subscriber of its name.
+// Only trust-group peers may announce directly, whoever may fetch.
 func (s *server) handleAnnounce(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+	if !s.node.gater.trust.Contains(st.Conn().RemotePeer()) {
+		return nil
+	}
 	st.SetReadDeadline(time.Now().Add(announceTimeout))
 	var a Announcement
 	if err := readMsg(r, maxAnnouncement, &a); err != nil {

@@ -111,7 +111,7 @@ func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []
 			if err != nil {
 				return // most peers do not follow every configuration
 			}
-			if _, _, err := h.Add(b); err != nil {
+			if _, _, err := h.AddAnswer(b, name, gen); err != nil {
 				mu.Lock()
 				problems = append(problems, fmt.Errorf("from %s: %w", p, err))
 				mu.Unlock()
@@ -147,8 +147,12 @@ type ActivateOptions struct {
 	// OnWait, if set, is told once that another activation holds the
 	// profile, and which.
 	OnWait func(holder string)
-	Stdout io.Writer
-	Stderr io.Writer
+	// Following marks an automatic activation: it switches only to a
+	// generation above the profile's highest (checked under the lock, so
+	// that a manual rollback made meanwhile holds), else ErrNotNewer.
+	Following bool
+	Stdout    io.Writer
+	Stderr    io.Writer
 }
 
 func (o ActivateOptions) timeout() time.Duration {
@@ -188,11 +192,36 @@ func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root s
 		return err
 	}
 	defer unlock()
+	if o.Following {
+		highest, err := p.Highest(name)
+		if err != nil {
+			return err
+		}
+		if gen <= highest {
+			return fmt.Errorf("%s generation %d: %w (%d)", name, gen, ErrNotNewer, highest)
+		}
+	}
 	if err := p.Switch(name, gen, root); err != nil {
 		return err
 	}
-	if !o.Run {
+	if !o.Run || rel == "" {
+		p.recordActivation(name, ActivationRecord{Generation: gen, Result: ActivationSkipped, Finished: time.Now()})
 		return nil
 	}
-	return p.RunActivation(ctx, name, gen, root, rel, o.timeout(), o.Stdout, o.Stderr)
+	rec := ActivationRecord{Generation: gen, Command: rel, Result: ActivationRunning, Started: time.Now()}
+	p.recordActivation(name, rec)
+	err = p.RunActivation(ctx, name, gen, root, rel, o.timeout(), o.Stdout, o.Stderr)
+	rec.Result, rec.Finished = ActivationOK, time.Now()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		rec.Result, rec.Error = ActivationInterrupted, err.Error()
+	case err != nil:
+		rec.Result, rec.Error = ActivationFailed, err.Error()
+	}
+	p.recordActivation(name, rec)
+	return err
 }
+
+// ErrNotNewer refuses an automatic activation of a generation at or below
+// the profile's highest.
+var ErrNotNewer = errors.New("not newer than every generation the profile has had")

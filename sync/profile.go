@@ -3,6 +3,7 @@ package sync
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -187,35 +188,40 @@ func (p *Profiles) highestFile(name string) string {
 // automatic following activates only generations above it, so that a
 // manual rollback (or an activation of an older generation) holds until the
 // user resumes (Resume, or activating the newest). It is never below the
-// current generation. A profile that has no record yet (made by an older
-// trove) counts its newest generation link.
+// current generation.
 func (p *Profiles) Highest(name string) (uint64, error) {
 	cur, err := p.Current(name)
 	if err != nil {
 		return 0, err
 	}
+	rec, _, err := p.recordedHighest(name)
+	return max(cur, rec), err
+}
+
+// recordedHighest reads the mark; a profile without one (made by an older
+// trove) counts its newest generation link, and recorded is false.
+func (p *Profiles) recordedHighest(name string) (h uint64, recorded bool, err error) {
 	b, err := os.ReadFile(p.highestFile(name))
 	if errors.Is(err, os.ErrNotExist) {
 		ents, err := os.ReadDir(p.dir)
 		if errors.Is(err, os.ErrNotExist) {
-			return cur, nil
+			return 0, false, nil
 		}
-		h := cur
 		for _, e := range ents {
 			if n, ok := genOf(name, e.Name()); ok {
 				h = max(h, n)
 			}
 		}
-		return h, err
+		return h, false, err
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	h, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	h, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", p.highestFile(name), err)
+		return 0, false, fmt.Errorf("%s: %w", p.highestFile(name), err)
 	}
-	return max(cur, h), nil
+	return h, true, nil
 }
 
 // HeldBack reports whether name is held at an older generation than the
@@ -282,25 +288,38 @@ func (p *Profiles) Switch(name string, gen uint64, root store.Path) error {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return err
 	}
+	// The mark is made durable before anything moves: so that it never
+	// depends on generation links (which a user may delete), nor on the
+	// write after an earlier switch that a crash lost (Highest counted the
+	// current generation meanwhile; a switch down must not forget it).
+	cur, err := p.Current(name)
+	if err != nil {
+		return err
+	}
+	rec, recorded, err := p.recordedHighest(name)
+	if err != nil {
+		return err
+	}
+	highest := max(cur, rec)
+	if !recorded || highest > rec {
+		if err := p.writeHighest(name, highest); err != nil {
+			return fmt.Errorf("recording the highest generation of %s: %w", name, err)
+		}
+	}
 	link := p.link(name, gen)
 	if have, err := p.rootOf(link); err != nil || have != root {
 		if err := symlinkAtomic(p.store.TreePath(root), link); err != nil {
 			return err
 		}
 	}
-	highest, err := p.Highest(name)
-	if err != nil {
-		return err
-	}
 	if err := symlinkAtomic(filepath.Base(link), filepath.Join(p.dir, name)); err != nil {
 		return err
 	}
-	// Recorded after the switch: until then Highest counts the current
-	// generation, so a crash in between loses nothing.
+	// A switch up is recorded after it is made: if this write is lost,
+	// Highest still counts the current generation, and the next switch
+	// records it before moving.
 	if gen > highest {
-		if err := p.writeHighest(name, gen); err != nil {
-			return err
-		}
+		p.writeHighest(name, gen)
 	}
 	d, err := os.Open(p.dir)
 	if err == nil {
@@ -358,6 +377,80 @@ func (p *Profiles) Roots() ([]store.Path, error) {
 		}
 	}
 	return out, nil
+}
+
+// ActivationRecord is the outcome of a profile's last activation, kept in
+// profiles/.NAME.activation so that it outlives the process: a command cut
+// off by a crash or a stopped agent shows as interrupted.
+type ActivationRecord struct {
+	Generation uint64    `json:"generation"`
+	Command    string    `json:"command,omitempty"`
+	Result     string    `json:"result"` // ActivationOK, ...
+	Error      string    `json:"error,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+	Finished   time.Time `json:"finished,omitzero"`
+}
+
+// The results of an activation.
+const (
+	ActivationOK          = "ok"
+	ActivationFailed      = "failed"
+	ActivationRunning     = "running"
+	ActivationInterrupted = "interrupted" // running when its process ended
+	ActivationSkipped     = "switched"    // switched without running a command
+)
+
+func (p *Profiles) activationFile(name string) string {
+	return filepath.Join(p.dir, "."+name+".activation")
+}
+
+// recordActivation writes rec; a failure to write it costs only the
+// report, so it is not an error of the activation.
+func (p *Profiles) recordActivation(name string, rec ActivationRecord) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	tmp := p.activationFile(name) + ".tmp"
+	if os.WriteFile(tmp, append(b, '\n'), 0o644) == nil {
+		os.Rename(tmp, p.activationFile(name))
+	}
+}
+
+// LastActivation returns the outcome of name's last activation (nil if
+// none is recorded). One recorded as running while nobody holds the
+// profile's lock was cut off (a crash, a stopped agent): it is reported as
+// interrupted.
+func (p *Profiles) LastActivation(name string) (*ActivationRecord, error) {
+	b, err := os.ReadFile(p.activationFile(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec ActivationRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.activationFile(name), err)
+	}
+	if rec.Result == ActivationRunning && !p.locked(name) {
+		rec.Result = ActivationInterrupted
+	}
+	return &rec, nil
+}
+
+// locked reports whether an activation holds name's lock now.
+func (p *Profiles) locked(name string) bool {
+	f, err := os.Open(filepath.Join(p.dir, "."+name+".lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil {
+		return true
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
 }
 
 // ActivationError is a failed activation command: the new generation stays

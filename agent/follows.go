@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/trove-p2p/trove/manifest"
+	trovesync "github.com/trove-p2p/trove/sync"
+)
+
+// Follow is one configuration this machine follows.
+type Follow struct {
+	Name     string `json:"name"`
+	Activate bool   `json:"activate,omitempty"` // switch the profile to each new generation
+	Run      bool   `json:"run,omitempty"`      // and run its activation command
+	// Timeout bounds each activation command ("10m"); "" is the agent's
+	// (config.toml's timeout, or sync.DefaultActivationTimeout).
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// FollowsPath is the file of followed configurations in a home.
+func FollowsPath(home string) string { return filepath.Join(home, "follows.json") }
+
+// LoadFollows reads the followed configurations.
+func LoadFollows(home string) ([]Follow, error) {
+	b, err := os.ReadFile(FollowsPath(home))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var fs []Follow
+	if err := json.Unmarshal(b, &fs); err != nil {
+		return nil, fmt.Errorf("%s: %w", FollowsPath(home), err)
+	}
+	for _, f := range fs {
+		if err := f.check(); err != nil {
+			return nil, fmt.Errorf("%s: %w", FollowsPath(home), err)
+		}
+	}
+	return fs, nil
+}
+
+// Command is the command line that follows as f does.
+func (f Follow) Command() string {
+	args := []string{"trove", "follow", f.Name}
+	if f.Activate {
+		args = append(args, "--activate")
+	}
+	if f.Run {
+		args = append(args, "--run")
+	}
+	if f.Timeout != "" {
+		args = append(args, "--timeout", f.Timeout)
+	}
+	return strings.Join(args, " ")
+}
+
+func (f Follow) check() error {
+	if err := manifest.CheckName(f.Name); err != nil {
+		return err
+	}
+	_, err := parseTimeout(f.Timeout)
+	return err
+}
+
+// SaveFollows writes the followed configurations atomically.
+func SaveFollows(home string, fs []Follow) error {
+	b, err := json.MarshalIndent(fs, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := FollowsPath(home) + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, FollowsPath(home))
+}
+
+// RecordFollow adds f to (or with follow false, drops f.Name from) the
+// followed configurations of home. Following with --activate again resumes
+// a profile held back by a manual rollback (sync.Profiles.Resume): the
+// newest generation is activated.
+func RecordFollow(home string, prof *trovesync.Profiles, f Follow, follow bool) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	fs, err := LoadFollows(home)
+	if err != nil {
+		return err
+	}
+	fs = slices.DeleteFunc(fs, func(o Follow) bool { return o.Name == f.Name })
+	if follow {
+		fs = append(fs, f)
+	}
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return err
+	}
+	if err := SaveFollows(home, fs); err != nil {
+		return err
+	}
+	if follow && f.Activate {
+		return prof.Resume(f.Name)
+	}
+	return nil
+}
+
+// historyBytes serves the manifest protocol from the history.
+type historyBytes struct{ h *manifest.History }
+
+func (s historyBytes) ManifestBytes(name string, gen uint64) ([]byte, error) {
+	_, b, err := s.h.Get(name, gen)
+	return b, err
+}

@@ -1,0 +1,138 @@
+package sync
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/trove-p2p/trove/store"
+)
+
+// threeGenerations adds three trees to s, to switch between.
+func threeGenerations(t *testing.T, s *store.Store) []store.Path {
+	two := twoGenerations(t, s)
+	third := treeWithActivation(t, s, "#!/bin/sh\n")
+	return []store.Path{two[0], two[1], third}
+}
+
+// TestSwitchRecordsHighest: every switch records the profile's highest
+// generation, so the hold never rests on the links (which users delete).
+func TestSwitchRecordsHighest(t *testing.T) {
+	s, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := OpenProfiles(s)
+	roots := threeGenerations(t, s)
+	for i, r := range roots {
+		if err := p.Activate(context.Background(), "laptop", uint64(i+1), r, "", ActivateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(p.highestFile("laptop")); err != nil {
+		t.Fatalf("after activating 1, 2, 3: %v", err)
+	}
+}
+
+// TestRollbackHoldsAfterDelete: roll back from a bad generation and delete
+// it (trove generations delete laptop 3): the profile stays held, so no
+// follower fetches and activates it again.
+func TestRollbackHoldsAfterDelete(t *testing.T) {
+	s, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := OpenProfiles(s)
+	roots := threeGenerations(t, s)
+	ctx := context.Background()
+	for i, r := range roots {
+		if err := p.Activate(ctx, "laptop", uint64(i+1), r, "", ActivateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Activate(ctx, "laptop", 2, roots[1], "", ActivateOptions{}); err != nil { // trove rollback laptop
+		t.Fatal(err)
+	}
+	if err := p.Delete("laptop", 3); err != nil { // trove generations delete laptop 3
+		t.Fatal(err)
+	}
+	held, cur, highest, err := p.HeldBack("laptop")
+	if err != nil || !held || highest != 3 {
+		t.Fatalf("after rollback to 2 and deleting 3: held %v current %d highest %d (%v); a follower re-activates 3", held, cur, highest, err)
+	}
+}
+
+// TestRollbackHoldsAfterLostRecord: a kill -9 after a switch up but before
+// its record is written loses nothing: Highest counts the current
+// generation, and the next switch (a rollback) records it before moving.
+func TestRollbackHoldsAfterLostRecord(t *testing.T) {
+	s, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := OpenProfiles(s)
+	roots := twoGenerations(t, s)
+	ctx := context.Background()
+	if err := p.Activate(ctx, "laptop", 1, roots[0], "", ActivateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume("laptop"); err != nil { // trove follow laptop --activate: .highest = 1
+		t.Fatal(err)
+	}
+	// Switch to 2, and the process dies between the rename of NAME and
+	// writeHighest: emulate by restoring the record Switch wrote.
+	if err := p.Activate(ctx, "laptop", 2, roots[1], "", ActivateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.writeHighest("laptop", 1); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := p.Highest("laptop"); h != 2 {
+		t.Fatalf("highest right after the crash: %d", h)
+	}
+	if err := p.Activate(ctx, "laptop", 1, roots[0], "", ActivateOptions{}); err != nil { // trove rollback laptop
+		t.Fatal(err)
+	}
+	held, cur, highest, err := p.HeldBack("laptop")
+	if err != nil || !held || highest != 2 {
+		t.Fatalf("crash, then rollback: held %v current %d highest %d (%v); the follower re-activates 2", held, cur, highest, err)
+	}
+}
+
+// TestActivationRunsWhenRecordFails: a record that cannot be written after
+// a switch up (disk full) does not stop the activation command: Highest
+// counts the current generation anyway.
+func TestActivationRunsWhenRecordFails(t *testing.T) {
+	s, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := OpenProfiles(s)
+	roots := twoGenerations(t, s)
+	ctx := context.Background()
+	if err := p.Activate(ctx, "laptop", 1, roots[0], "", ActivateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume("laptop"); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "ran")
+	root := treeWithActivation(t, s, "#!/bin/sh\ntouch "+marker+"\n")
+	// Make writeHighest fail: its temp file is a directory.
+	if err := os.Mkdir(p.highestFile("laptop")+".tmp", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err = p.Activate(ctx, "laptop", 2, root, "bin/activate", ActivateOptions{Run: true})
+	cur, _ := p.Current("laptop")
+	_, ranErr := os.Stat(marker)
+	highest, _ := p.Highest("laptop")
+	t.Logf("Activate: %v; current %d; highest %d; command ran: %v", err, cur, highest, ranErr == nil)
+	if err != nil && cur == 2 && ranErr != nil && highest == 2 {
+		t.Fatalf("profile switched to 2, its activation command never ran, and Highest()=2 so no follower will retry it")
+	}
+}
