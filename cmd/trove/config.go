@@ -465,6 +465,7 @@ closure into the local Nix store and sets that real Nix profile to it
 					return err
 				}
 				fmt.Fprintf(a.stdout, "switched %s from generation %d to %d\n", name, cur, m.Generation)
+				a.noteHold(prof, name)
 				if nixProfile != "" {
 					if nerr := setNixProfile(cmd.Context(), s, h, a.abs(nixProfile), m.Root); nerr != nil {
 						return nerr
@@ -554,6 +555,7 @@ at most its timeout.`,
 					return err
 				}
 				fmt.Fprintf(a.stdout, "switched %s from generation %d to %d\n", name, cur, target)
+				a.noteHold(prof, name)
 				return err
 			})
 		},
@@ -562,6 +564,28 @@ at most its timeout.`,
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command of that generation")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	return c
+}
+
+// noteHold tells the user that a followed profile they switched back by
+// hand is held there, and how to resume.
+func (a *app) noteHold(prof *trovesync.Profiles, name string) {
+	held, cur, highest, err := prof.HeldBack(name)
+	if err != nil || !held {
+		return
+	}
+	home, err := a.homeDir()
+	if err != nil {
+		return
+	}
+	fs, err := agent.LoadFollows(home)
+	if err != nil {
+		return
+	}
+	for _, f := range fs {
+		if f.Name == name && f.Activate {
+			fmt.Fprintf(a.stderr, "%s is held at generation %d: following activates only generations above %d; run `%s` to resume\n", name, cur, highest, f.Command())
+		}
+	}
 }
 
 func newGenerationsCmd(a *app) *cobra.Command {

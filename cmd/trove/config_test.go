@@ -201,7 +201,7 @@ func TestDemoRuns(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo failed: %s\n%s", out, stderr)
 	}
-	for _, want := range []string{"published home generation 2", "switched home from generation 2 to 1", "activated generation 1", "The rollback holds", "What moved where", "Done in"} {
+	for _, want := range []string{"published home generation 2", "switched home from generation 2 to 1", "home is held at generation 1: following activates only generations above 2; run `trove follow home --activate --run` to resume", "activated generation 1", "The rollback holds", "What moved where", "Done in"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
