@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -65,8 +66,9 @@ type fetch struct {
 	referrers map[store.PathHash][]*itemState
 	// held is the NAR bytes of the items being unpacked or unpacked and
 	// waiting for their references: each takes disk twice, as spool and
-	// as tree, until it is committed. next keeps it within budget, the
-	// largest NAR of the plan, which bounds a sync's peak disk use.
+	// as tree, until it is committed. next keeps it within budget: the
+	// largest NAR of the plan, plus half the space free beyond what the
+	// sync needs (checkSpace), which bounds a sync's peak disk use.
 	held, budget uint64
 
 	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
@@ -956,21 +958,37 @@ func (f *fetch) relocate(ctx context.Context) {
 	}
 }
 
-// checkSpace computes the budget of bytes held twice and fails with a
-// NoSpaceError unless the rest of the sync fits: the missing paths' NARs,
-// less what their spools hold already, plus the budget.
+// checkSpace fails with a NoSpaceError unless the rest of the sync fits:
+// the missing paths' NARs, less what their spools hold already, plus the
+// largest of them, which may be held twice. It sets the budget of bytes
+// held twice to that largest NAR plus half the space free beyond the need
+// (see space.go).
 func (f *fetch) checkSpace() error {
-	var need uint64
+	var need, largest uint64
 	for _, it := range f.pl.items {
 		size := it.info.NarSize
-		f.budget = max(f.budget, size)
+		largest = max(largest, size)
 		need += size - spoolHolds(f.sy.opts.SpoolDir, it.info.Path, size)
 	}
 	if len(f.pl.items) == 0 {
 		return nil
 	}
 	trees := filepath.Dir(f.sy.store.TreePath(f.pl.items[0].info.Path))
-	return checkSpace(need+f.budget, f.sy.store.Home(), trees, f.sy.opts.SpoolDir)
+	spare, err := checkSpace(need+largest, f.sy.store.Home(), trees, f.sy.opts.SpoolDir)
+	if err != nil {
+		return err
+	}
+	f.budget = largest + min(spare/2, math.MaxUint64/2)
+	return nil
+}
+
+// largest is the largest NAR of the plan. Called with mu held.
+func (f *fetch) largest() uint64 {
+	var n uint64
+	for _, it := range f.pl.items {
+		n = max(n, it.info.NarSize)
+	}
+	return n
 }
 
 // noSpace turns a sync that failed for want of disk into a NoSpaceError
@@ -981,7 +999,7 @@ func (f *fetch) noSpace(err error) error {
 		return err
 	}
 	f.mu.Lock()
-	need := uint64(max(0, f.bytesTotal-f.bytesDone)) + f.budget
+	need := uint64(max(0, f.bytesTotal-f.bytesDone)) + f.largest()
 	f.mu.Unlock()
 	free, _, _ := freeSpace(f.sy.store.Home())
 	return &NoSpaceError{Dir: f.sy.store.Home(), Need: need, Free: free, Err: err}

@@ -3,6 +3,7 @@ package sync
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -15,9 +16,14 @@ import (
 // spool, and the spool goes when the path is committed. So each path takes
 // about its NAR size at any moment, except while it is held twice: from
 // the start of its unpacking until its commit. The bytes held twice are
-// kept within the largest NAR of the plan (fetch.next), so a sync's peak
-// disk use is at most its missing closure's NAR bytes plus the largest of
-// them, and that is what it checks is free before it starts.
+// kept within a budget (fetch.next): the largest NAR of the plan, so a
+// sync never needs more than its missing closure's NAR bytes plus the
+// largest of them, and that is what it checks is free before it starts.
+// Unpacking paths ahead of their references keeps both cores busy while
+// the rest arrives, so where more is free the budget also takes half of
+// what is free beyond that need: on a disk with just enough room, a
+// sync's peak is its closure plus its largest path, and on a roomy one it
+// unpacks ahead as far as the graph allows.
 
 // NoSpaceError is returned by a sync that does not fit on the disk: before
 // it fetches anything, when the free space is short of what it may need,
@@ -77,13 +83,15 @@ func freeSpace(dir string) (free, dev uint64, err error) {
 }
 
 // checkSpace fails with a NoSpaceError when a filesystem the sync writes
-// to (the store's trees, the spools) has less than need free.
-func checkSpace(need uint64, home string, dirs ...string) error {
+// to (the store's trees, the spools) has less than need free; otherwise
+// it returns the least space free beyond need on them.
+func checkSpace(need uint64, home string, dirs ...string) (spare uint64, err error) {
 	seen := map[uint64]bool{}
+	spare = math.MaxUint64
 	for i, dir := range dirs {
 		free, dev, err := freeSpace(dir)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if seen[dev] {
 			continue
@@ -94,8 +102,9 @@ func checkSpace(need uint64, home string, dirs ...string) error {
 			if i == 0 {
 				where = home
 			}
-			return &NoSpaceError{Dir: where, Need: need, Free: free}
+			return 0, &NoSpaceError{Dir: where, Need: need, Free: free}
 		}
+		spare = min(spare, free-need)
 	}
-	return nil
+	return spare, nil
 }
