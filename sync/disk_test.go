@@ -288,3 +288,47 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 	}
 	requireSameClosure(t, gate.Store, c.store, paths)
 }
+
+// TestSpoolHeldByAnotherSync: a second sync of a path whose spool another
+// sync holds gets a private spool that nothing else sees, and neither
+// disturbs the other's bytes; once the first lets go, the spool can be
+// opened, resumed and collected again.
+func TestSpoolHeldByAnotherSync(t *testing.T) {
+	dir := t.TempDir()
+	p, _ := store.ParseBase(strings.Repeat("2", 32) + "-shared")
+	first, fresh, err := openSpool(dir, p, 1<<20)
+	if err != nil || !fresh || first.path == "" {
+		t.Fatalf("first openSpool: %+v %v %v", first, fresh, err)
+	}
+	second, fresh, err := openSpool(dir, p, 1<<20)
+	if err != nil || !fresh || second.path != "" {
+		t.Fatalf("openSpool of a held spool: %+v %v %v, want a private one", second, fresh, err)
+	}
+	if err := first.writeAt([]byte("first"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.writeAt([]byte("other"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("the private spool is visible: %d entries", len(ents))
+	}
+	if res, err := CollectSpools(dir, false); err != nil || res.Removed != 0 || res.InUse != 1 {
+		t.Errorf("CollectSpools while held: %+v %v", res, err)
+	}
+	second.remove()
+	first.close()
+	again, fresh, err := openSpool(dir, p, 1<<20)
+	if err != nil || fresh || again.path == "" {
+		t.Fatalf("openSpool after the first let go: %+v %v %v, want the named spool to resume", again, fresh, err)
+	}
+	b := make([]byte, 5)
+	again.f.ReadAt(b, 0)
+	if string(b) != "first" {
+		t.Errorf("the spool holds %q, want what the first sync wrote", b)
+	}
+	again.close()
+	if res, err := CollectSpools(dir, false); err != nil || res.Removed != 1 || res.InUse != 0 {
+		t.Errorf("CollectSpools once let go: %+v %v", res, err)
+	}
+}
