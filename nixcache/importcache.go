@@ -32,6 +32,35 @@ var ErrUntrusted = errors.New("not signed by a trusted key")
 // errMissing is wrapped when a cache has no such file.
 var errMissing = fs.ErrNotExist
 
+// DefaultImportTimeout is how long an import from an HTTP cache waits, by
+// default, for a response or for the next bytes of one.
+const DefaultImportTimeout = 60 * time.Second
+
+// ErrStalled is wrapped when an HTTP cache sends nothing for longer than
+// the import's timeout.
+var ErrStalled = errors.New("the cache stalled")
+
+// An ImportOption tunes ImportCache.
+type ImportOption func(*importConfig) error
+
+type importConfig struct {
+	timeout time.Duration
+}
+
+// WithTimeout bounds how long an import from an HTTP cache waits for a
+// response's headers and, while reading a body, for its next bytes (an
+// idle timeout: a large NAR that keeps arriving never times out). The
+// default is DefaultImportTimeout.
+func WithTimeout(d time.Duration) ImportOption {
+	return func(c *importConfig) error {
+		if d <= 0 {
+			return fmt.Errorf("timeout %v: must be positive", d)
+		}
+		c.timeout = d
+		return nil
+	}
+}
+
 // ImportCache copies the closures of paths from the Nix binary cache at
 // cacheURL (file:///DIR, http:// or https://) into s, references first.
 //
@@ -41,8 +70,18 @@ var errMissing = fs.ErrNotExist
 // its name. Every NAR is checked against its narHash and size as it is
 // unpacked; a path becomes valid only after its references. Paths already
 // valid in s are skipped with their closures. It returns the paths added.
-func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, cacheURL string, paths []store.Path, requireSigs bool) ([]*store.PathInfo, error) {
-	c, err := openCache(cacheURL)
+//
+// An HTTP cache that sends nothing for the timeout (see WithTimeout) fails
+// the import with an error wrapping ErrStalled; as on any failure, the
+// paths not yet added leave nothing behind.
+func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, cacheURL string, paths []store.Path, requireSigs bool, opts ...ImportOption) ([]*store.PathInfo, error) {
+	cfg := importConfig{timeout: DefaultImportTimeout}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	c, err := openCache(cacheURL, cfg.timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +137,9 @@ type binaryCache struct {
 	dir    string   // for file://
 	base   *url.URL // for http(s)://, ending in "/"
 	client *http.Client
+	// timeout bounds each wait on an HTTP cache: for a response's
+	// headers, and for each read of its body.
+	timeout time.Duration
 }
 
 func (c *binaryCache) String() string {
@@ -107,7 +149,7 @@ func (c *binaryCache) String() string {
 	return "file://" + c.dir
 }
 
-func openCache(cacheURL string) (*binaryCache, error) {
+func openCache(cacheURL string, timeout time.Duration) (*binaryCache, error) {
 	u, err := url.Parse(cacheURL)
 	if err != nil {
 		return nil, fmt.Errorf("cache URL %q: %w", cacheURL, err)
@@ -134,9 +176,7 @@ func openCache(cacheURL string) (*binaryCache, error) {
 		if !strings.HasSuffix(u.Path, "/") {
 			u.Path += "/"
 		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.ResponseHeaderTimeout = time.Minute
-		return &binaryCache{base: u, client: &http.Client{Transport: tr}}, nil
+		return &binaryCache{base: u, client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, timeout: timeout}, nil
 	}
 	return nil, fmt.Errorf("cache URL %q: want file:///DIR, http:// or https://", cacheURL)
 }
@@ -172,24 +212,72 @@ func (c *binaryCache) open(ctx context.Context, rel string) (io.ReadCloser, erro
 		}
 		return f, nil
 	}
+	// One timer watches the whole request: it runs while waiting for the
+	// response and during each read of the body, and cancels the request
+	// if it fires.
+	ctx, cancel := context.WithCancelCause(ctx)
+	stalled := fmt.Errorf("GET %s: nothing received for %v: %w; if the cache is only slow, allow it longer with --timeout", target, c.timeout, ErrStalled)
+	timer := time.AfterFunc(c.timeout, func() { cancel(stalled) })
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
+		timer.Stop()
+		cancel(nil)
 		return nil, err
 	}
 	resp, err := c.client.Do(req)
+	timer.Stop()
 	if err != nil {
-		return nil, err
+		cancel(nil)
+		return nil, idleCause(ctx, err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
-		return resp.Body, nil
+		return &idleBody{ctx: ctx, cancel: cancel, body: resp.Body, timer: timer, timeout: c.timeout}, nil
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusForbidden:
 		resp.Body.Close()
+		cancel(nil)
 		return nil, fmt.Errorf("GET %s: %s: %w", target, resp.Status, errMissing)
 	default:
 		resp.Body.Close()
+		cancel(nil)
 		return nil, fmt.Errorf("GET %s: %s", target, resp.Status)
 	}
+}
+
+// idleBody is a response body whose reads fail once the cache has sent
+// nothing for timeout: the timer runs only while a read waits, so a slow
+// reader (a full disk being written, say) is not mistaken for a stalled
+// cache.
+type idleBody struct {
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	body    io.ReadCloser
+	timer   *time.Timer
+	timeout time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.timeout)
+	n, err := b.body.Read(p)
+	b.timer.Stop()
+	if err != nil && err != io.EOF {
+		err = idleCause(b.ctx, err)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	b.cancel(nil)
+	return b.body.Close()
+}
+
+// idleCause is err, or the stall that cancelled ctx and so caused it.
+func idleCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) {
+		return cause
+	}
+	return err
 }
 
 // readSmall reads a whole small file of the cache.

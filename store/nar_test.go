@@ -1056,3 +1056,65 @@ func FuzzReadNAR(f *testing.F) {
 		requireSameNAR(t, "accepted NAR re-encoded", m.reencode(), data)
 	})
 }
+
+// stallReader yields b, then signals stalled and blocks until the test
+// sends the error to fail with on release.
+type stallReader struct {
+	b       []byte
+	stalled chan struct{}
+	release chan error
+}
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	if len(r.b) > 0 {
+		n := copy(p, r.b)
+		r.b = r.b[n:]
+		return n, nil
+	}
+	close(r.stalled)
+	return 0, <-r.release
+}
+
+// diskUsage is the bytes allocated to the files under root.
+func diskUsage(t testing.TB, root string) int64 {
+	t.Helper()
+	var n int64
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			n += fi.Sys().(*syscall.Stat_t).Blocks * 512
+		}
+		return nil
+	})
+	return n
+}
+
+// TestRestoreNARReservesOnlyWhatArrives: a NAR whose header claims a
+// 180 MB file, followed by ten bytes and then nothing, takes a few MiB of
+// disk at most while it stalls (it used to take the whole claimed size),
+// and nothing once it fails.
+func TestRestoreNARReservesOnlyWhatArrives(t *testing.T) {
+	const claimed = 180 << 20
+	nar := narTok("nix-archive-1", "(", "type", "regular", "contents", u64tok(claimed))
+	nar = append(nar, "ten bytes!"...)
+	r := &stallReader{b: nar, stalled: make(chan struct{}), release: make(chan error)}
+	dir := filepath.Join(t.TempDir(), "out")
+	done := make(chan error, 1)
+	go func() { done <- RestoreNAR(r, dir) }()
+	select {
+	case <-r.stalled:
+	case err := <-done:
+		t.Fatalf("RestoreNAR ended before the input stalled: %v", err)
+	}
+	used := diskUsage(t, dir)
+	r.release <- errBoom
+	if err := <-done; !errors.Is(err, errBoom) {
+		t.Fatalf("RestoreNAR = %v, want errBoom", err)
+	}
+	t.Logf("a NAR claiming %d bytes that sent 10 took %d bytes of disk while it stalled", claimed, used)
+	if used > preallocStep+1<<20 {
+		t.Errorf("a NAR claiming %d bytes that sent 10 took %d bytes of disk; at most %d may be reserved ahead of what arrived", claimed, used, preallocStep)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("RestoreNAR left %s behind", dir)
+	}
+}

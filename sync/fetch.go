@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	gosync "sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -61,6 +64,12 @@ type fetch struct {
 	// references are (referrers says whom to look at after a commit).
 	ready     []readyItem
 	referrers map[store.PathHash][]*itemState
+	// held is the NAR bytes of the items being unpacked or unpacked and
+	// waiting for their references: each takes disk twice, as spool and
+	// as tree, until it is committed. next keeps it within budget: the
+	// largest NAR of the plan, plus half the space free beyond what the
+	// sync needs (checkSpace), which bounds a sync's peak disk use.
+	held, budget uint64
 
 	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
 	pathsDone                                                      int
@@ -86,6 +95,8 @@ type itemState struct {
 	// of another epoch, or of a taken item, is stale and skipped.
 	epoch int
 	busy  bool
+	// held is the NAR size this item adds to fetch.held, 0 if none.
+	held uint64
 }
 
 // readyItem is an entry of fetch.ready.
@@ -157,6 +168,9 @@ func (f *fetch) run(ctx context.Context) error {
 		f.bytesTotal += int64(it.info.NarSize)
 	}
 	sweepSpools(f.sy.opts.SpoolDir, f.sy.store)
+	if err := f.checkSpace(); err != nil {
+		return err
+	}
 	// Prepare every item: resume from its spool, reuse local chunks. The
 	// fetch order is the plan's (references first) rotated to start at a
 	// random path: a room of machines syncing the same closure at once then
@@ -170,10 +184,14 @@ func (f *fetch) run(ctx context.Context) error {
 	}
 	for _, it := range order {
 		st := &itemState{it: it}
-		if err := f.prepare(ctx, st); err != nil {
+		err := f.prepare(ctx, st)
+		if st.spool != nil {
+			f.items[it.info.Path.Hash] = st
+		}
+		if err != nil {
+			f.closeSpools()
 			return err
 		}
-		f.items[it.info.Path.Hash] = st
 	}
 	for _, st := range f.items {
 		f.addReferrer(st)
@@ -242,10 +260,22 @@ func (f *fetch) run(ctx context.Context) error {
 	cancel()
 	workers.Wait()
 	stopProgress()
+	f.closeSpools()
 	if errors.Is(err, errFinished) {
 		return nil
 	}
 	return err
+}
+
+// closeSpools lets go of the spools of the items not committed, once
+// nothing writes to them any more: they stay on disk for the next sync to
+// resume from, and for trove gc to remove if none does.
+func (f *fetch) closeSpools() {
+	for _, st := range f.items {
+		if st.spool != nil && !st.it.valid {
+			st.spool.close()
+		}
+	}
 }
 
 // prepare opens the spool of st's item and decides which chunks must be
@@ -271,7 +301,8 @@ func (f *fetch) prepare(ctx context.Context, st *itemState) error {
 		}
 		if data, err := f.sy.store.ReadChunk(ctx, c.ID, c.Size); err == nil {
 			if err := sp.writeAt(data, offs[i]); err != nil {
-				return err
+				sp.close()
+				return fmt.Errorf("writing %s: %w", sp.f.Name(), err)
 			}
 			reused += int64(c.Size)
 			continue
@@ -494,7 +525,7 @@ func (f *fetch) deliver(p peer.ID, w *want, data []byte) error {
 		if w.old && errors.Is(err, os.ErrClosed) {
 			return nil // its item was restarted and the old spool removed
 		}
-		f.setFailed(fmt.Errorf("writing %s: %w", sp.path, err))
+		f.setFailed(fmt.Errorf("fetching %s: %w", w.st.it.info.Path.Abs(f.sy.store.StoreDir()), err))
 		return err
 	}
 	ps := f.peers[p]
@@ -612,34 +643,106 @@ func (f *fetch) others(it *item) []peer.ID {
 func (f *fetch) ingestLoop(ctx context.Context) error {
 	for {
 		f.mu.Lock()
-		for len(f.ready) == 0 && f.failed == nil && f.pathsDone < len(f.pl.items) {
-			f.cond.Wait()
-		}
-		if f.failed != nil {
-			err := f.failed
-			f.mu.Unlock()
-			if errors.Is(err, errFinished) {
+		var st *itemState
+		for {
+			if f.failed != nil {
+				err := f.failed
+				f.mu.Unlock()
+				if errors.Is(err, errFinished) {
+					return nil
+				}
+				return err
+			}
+			if st = f.next(); st != nil {
+				break
+			}
+			if len(f.ready) == 0 && f.pathsDone == len(f.pl.items) { // every item is valid
+				f.mu.Unlock()
 				return nil
 			}
-			return err
-		}
-		if len(f.ready) == 0 { // every item is valid
-			f.mu.Unlock()
-			return nil
-		}
-		e := f.ready[0]
-		f.ready[0] = readyItem{}
-		f.ready = f.ready[1:]
-		st := e.st
-		if e.epoch != st.epoch || st.busy {
-			f.mu.Unlock()
-			continue
+			f.cond.Wait()
 		}
 		st.busy = true
 		f.mu.Unlock()
 		if err := f.ingest(ctx, st); err != nil {
 			return err
 		}
+	}
+}
+
+// next takes the ready item to unpack now, or nil if none may start yet.
+// Called with mu held.
+//
+// An item whose references are valid is unpacked and committed at once;
+// one whose references are not is unpacked ahead and waits for them.
+// Either way its NAR is on disk twice (spool and tree) until its commit,
+// and the bytes so held stay within f.budget: an item starts only when it
+// fits, or when nothing is held. Items that can be committed go first, and
+// to make room for one, items unpacked ahead are discarded (their spools
+// stay, so they are only unpacked again later); no item is unpacked ahead
+// while one that could be committed waits, so the sync always moves on.
+func (f *fetch) next() *itemState {
+	live := f.ready[:0]
+	for _, e := range f.ready {
+		if e.epoch == e.st.epoch && !e.st.busy {
+			live = append(live, e)
+		}
+	}
+	clear(f.ready[len(live):])
+	f.ready = live
+	pick := slices.IndexFunc(f.ready, func(e readyItem) bool { return e.st.isStale || f.refsValid(e.st.it) })
+	switch {
+	case pick >= 0 && f.ready[pick].st.isStale:
+		// Described again without unpacking: holds nothing.
+	case pick >= 0:
+		if size := f.ready[pick].st.it.info.NarSize; !f.fits(size) {
+			f.evict(size)
+			if !f.fits(size) {
+				return nil // wait for the items being unpacked
+			}
+		}
+	default:
+		pick = slices.IndexFunc(f.ready, func(e readyItem) bool { return f.fits(e.st.it.info.NarSize) })
+		if pick < 0 {
+			return nil
+		}
+	}
+	st := f.ready[pick].st
+	f.ready = slices.Delete(f.ready, pick, pick+1)
+	if !st.isStale {
+		st.held = st.it.info.NarSize
+		f.held += st.held
+	}
+	return st
+}
+
+// fits says whether a NAR of size bytes may be held twice now. Called
+// with mu held.
+func (f *fetch) fits(size uint64) bool { return f.held == 0 || f.held+size <= f.budget }
+
+// evict discards items unpacked ahead until size fits, or none is left.
+// Called with mu held.
+func (f *fetch) evict(size uint64) {
+	for _, st := range f.items {
+		if f.fits(size) {
+			return
+		}
+		if st.staged != nil {
+			st.staged.Discard()
+			st.staged = nil
+			st.busy = false
+			f.unhold(st)
+			f.push(st)
+		}
+	}
+}
+
+// unhold takes st's NAR off the bytes held twice. Called with mu held.
+func (f *fetch) unhold(st *itemState) {
+	if st.held > 0 {
+		f.held -= st.held
+		st.held = 0
+		f.cond.Broadcast()
 	}
 }
 
@@ -718,6 +821,7 @@ func (f *fetch) commit(st *itemState, x *store.Staged) error {
 		}
 		j.st.spool.remove()
 		f.mu.Lock()
+		f.unhold(j.st)
 		j.st.it.valid = true
 		f.pathsDone++
 		for _, r := range f.referrers[j.st.it.info.Path.Hash] {
@@ -774,6 +878,7 @@ func (f *fetch) restart(ctx context.Context, st *itemState, fresh *item) error {
 // abandon gives up the chunks of st's current description still wanted.
 // Called with mu held.
 func (f *fetch) abandon(st *itemState) {
+	f.unhold(st)
 	for _, w := range st.wants {
 		if !w.done {
 			w.done = true
@@ -851,4 +956,51 @@ func (f *fetch) relocate(ctx context.Context) {
 		f.cond.Broadcast()
 		f.mu.Unlock()
 	}
+}
+
+// checkSpace fails with a NoSpaceError unless the rest of the sync fits:
+// the missing paths' NARs, less what their spools hold already, plus the
+// largest of them, which may be held twice. It sets the budget of bytes
+// held twice to that largest NAR plus half the space free beyond the need
+// (see space.go).
+func (f *fetch) checkSpace() error {
+	var need, largest uint64
+	for _, it := range f.pl.items {
+		size := it.info.NarSize
+		largest = max(largest, size)
+		need += size - spoolHolds(f.sy.opts.SpoolDir, it.info.Path, size)
+	}
+	if len(f.pl.items) == 0 {
+		return nil
+	}
+	trees := filepath.Dir(f.sy.store.TreePath(f.pl.items[0].info.Path))
+	spare, err := checkSpace(need+largest, f.sy.store.Home(), trees, f.sy.opts.SpoolDir)
+	if err != nil {
+		return err
+	}
+	f.budget = largest + min(spare/2, math.MaxUint64/2)
+	return nil
+}
+
+// largest is the largest NAR of the plan. Called with mu held.
+func (f *fetch) largest() uint64 {
+	var n uint64
+	for _, it := range f.pl.items {
+		n = max(n, it.info.NarSize)
+	}
+	return n
+}
+
+// noSpace turns a sync that failed for want of disk into a NoSpaceError
+// that says how much more the rest of it needs, and where.
+func (f *fetch) noSpace(err error) error {
+	var ns *NoSpaceError
+	if err == nil || errors.As(err, &ns) || !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	f.mu.Lock()
+	need := uint64(max(0, f.bytesTotal-f.bytesDone)) + f.largest()
+	f.mu.Unlock()
+	free, _, _ := freeSpace(f.sy.store.Home())
+	return &NoSpaceError{Dir: f.sy.store.Home(), Need: need, Free: free, Err: err}
 }

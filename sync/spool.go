@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	gosync "sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -18,21 +21,50 @@ import (
 // a crash, a chunk whose bytes in the spool hash to its ID is there (a hole
 // reads as zeros, which only match a chunk of zeros, which is then right).
 // Nothing else records progress, so there is nothing to get out of step.
+//
+// A spool is sparse: it takes disk only for the chunks written into it,
+// and extents are reserved a step ahead of each write by at most as much
+// as has arrived (chunks arrive roughly in order, and a spool laid out in
+// long runs is cheaper to write and to free: a cold sync was 1.3 times
+// slower with spools grown chunk by chunk), and what is reserved past the
+// last write is given back when the spool is closed. So a sync that fails
+// early (a full disk, a seeder gone) leaves behind about what it fetched
+// (gaps between runs aside, at most a step per spool). The sync
+// using a spool holds an exclusive flock on it from opening to removal;
+// CollectSpools removes only spools nobody holds.
 type spool struct {
 	f    *os.File
-	path string
+	path string // "" for a private spool, which has no name
+	size int64
+
+	mu       gosync.Mutex // guards the reservation
+	received int64        // bytes written since the spool was opened
+	reserved int64        // extents are reserved up to here
+	written  int64        // the end of the furthest write
+	fresh    bool         // nothing in it predates this sync
 }
+
+// spoolStep is the furthest a spool's extents are reserved ahead of a write.
+const spoolStep = 8 << 20
 
 func spoolPath(dir string, p store.Path) string { return filepath.Join(dir, p.String()+".nar") }
 
-// openSpool opens or creates the spool of a NAR of size bytes; fresh says
-// it holds nothing yet (so there is nothing to resume).
+// DefaultSpoolDir is where a sync keeps its spools unless told otherwise.
+func DefaultSpoolDir(s *store.Store) string { return filepath.Join(s.Home(), "partial") }
+
+// openSpool opens or creates the spool of a NAR of size bytes and locks it;
+// fresh says it holds nothing yet (so there is nothing to resume). If
+// another sync holds the path's spool, this one gets a private spool,
+// unlinked at once: both fetch the path, and the first to commit wins.
 func openSpool(dir string, p store.Path, size uint64) (sp *spool, fresh bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, false, err
 	}
 	name := spoolPath(dir, p)
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := lockedFile(name, true)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return privateSpool(dir, size)
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -43,28 +75,102 @@ func openSpool(dir string, p store.Path, size uint64) (sp *spool, fresh bool, er
 	}
 	if fi.Size() != int64(size) {
 		fresh = true
+		// Truncating to zero first frees whatever the file held; the
+		// second truncate makes a hole of the NAR's size, which takes no
+		// disk until chunks land in it.
 		if err := f.Truncate(0); err != nil {
 			f.Close()
 			return nil, false, err
-		}
-		// Reserve the space up front: faster writes, and a full disk fails
-		// now rather than halfway.
-		if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(size)); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
-			f.Close()
-			os.Remove(name)
-			return nil, false, fmt.Errorf("reserving %d bytes for %s: %w", size, p, err)
 		}
 		if err := f.Truncate(int64(size)); err != nil {
 			f.Close()
 			return nil, false, err
 		}
 	}
-	return &spool{f: f, path: name}, fresh, nil
+	return &spool{f: f, path: name, size: int64(size), fresh: fresh}, fresh, nil
+}
+
+// privateSpool is a fresh spool of size bytes that no other process or
+// sync can see, and that disappears when closed.
+func privateSpool(dir string, size uint64) (*spool, bool, error) {
+	f, err := os.CreateTemp(dir, ".private-*.nar")
+	if err != nil {
+		return nil, false, err
+	}
+	os.Remove(f.Name())
+	if err := f.Truncate(int64(size)); err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	return &spool{f: f, size: int64(size), fresh: true}, true, nil
+}
+
+// lockedFile opens name (creating it if create) and takes an exclusive
+// flock on it without waiting: an error wrapping unix.EWOULDBLOCK means
+// someone holds it. The lock is on the file that still has that name: a
+// file removed between the open and the lock (by CollectSpools, which
+// removes only what it has locked) is let go and the new one opened.
+func lockedFile(name string, create bool) (*os.File, error) {
+	flag := os.O_RDWR | syscall.O_NOFOLLOW
+	if create {
+		flag |= os.O_CREATE
+	}
+	for {
+		f, err := os.OpenFile(name, flag, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", name, err)
+		}
+		held, err1 := f.Stat()
+		named, err2 := os.Lstat(name)
+		if err1 == nil && err2 == nil && os.SameFile(held, named) {
+			return f, nil
+		}
+		f.Close()
+		if err1 != nil {
+			return nil, err1
+		}
+		if err2 != nil && !errors.Is(err2, fs.ErrNotExist) {
+			return nil, err2
+		}
+		if !create && err2 != nil {
+			return nil, err2
+		}
+	}
 }
 
 func (s *spool) writeAt(b []byte, off uint64) error {
+	s.reserve(int64(off), int64(len(b)))
 	_, err := s.f.WriteAt(b, int64(off))
 	return err
+}
+
+// reserve extends the reserved run of extents past a write of n bytes at
+// off, by as much as has arrived, at most spoolStep. The streams of a
+// fetch write a spool's chunks roughly in order but a batch apart, so a
+// gap of up to a step before the write is reserved too, keeping the run
+// whole; a write further on starts a new run at its offset.
+func (s *spool) reserve(off, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.received += n
+	end := off + n
+	s.written = max(s.written, end)
+	if end <= s.reserved {
+		return
+	}
+	from := s.reserved
+	if off-from > spoolStep {
+		from = off
+	}
+	next := min(s.size, end+min(s.received, spoolStep))
+	// The file is already its NAR's size: mode 0 changes no size. A
+	// failure only loses the speed-up; a full disk shows at the write.
+	_ = unix.Fallocate(int(s.f.Fd()), 0, from, next-from)
+	s.reserved = next
 }
 
 // has reports whether the chunk at off is already in the spool.
@@ -79,11 +185,23 @@ func (s *spool) has(c store.ChunkRef, off uint64, buf []byte) bool {
 // reader reads the whole NAR from the start.
 func (s *spool) reader() io.Reader { return io.NewSectionReader(s.f, 0, 1<<62) }
 
-func (s *spool) close() error { return s.f.Close() }
+// close lets go of the spool, giving back the extents reserved past its
+// last write (in a spool this sync created: in a resumed one, chunks of an
+// earlier sync may lie there).
+func (s *spool) close() error {
+	s.mu.Lock()
+	if s.fresh && s.reserved > s.written {
+		_ = unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s.written, s.reserved-s.written)
+		s.reserved = s.written
+	}
+	s.mu.Unlock()
+	return s.f.Close()
+}
 
 // sweepSpools removes the spools of paths that are valid: a process killed
 // between registering a path and removing its spool leaves one, which no
 // later sync would touch, since it plans only paths that are not valid.
+// A spool another sync holds is its to remove.
 func sweepSpools(dir string, s *store.Store) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
@@ -93,14 +211,85 @@ func sweepSpools(dir string, s *store.Store) {
 		}
 		if p, err := store.ParseBase(base); err == nil {
 			if ok, err := s.IsValid(p); err == nil && ok {
-				os.Remove(filepath.Join(dir, e.Name()))
+				name := filepath.Join(dir, e.Name())
+				if f, err := lockedFile(name, false); err == nil {
+					os.Remove(name)
+					f.Close()
+				}
 			}
 		}
 	}
 }
 
-// remove deletes the spool (after its path became valid, or it proved bad).
+// spoolHolds is how many bytes of disk the spool of a NAR of size bytes
+// in dir already takes (what a resumed sync need not find room for again).
+func spoolHolds(dir string, p store.Path, size uint64) uint64 {
+	fi, err := os.Stat(spoolPath(dir, p))
+	if err != nil || fi.Size() != int64(size) {
+		return 0
+	}
+	return min(size, uint64(fi.Sys().(*syscall.Stat_t).Blocks)*512)
+}
+
+// remove deletes the spool (after its path became valid, or it proved
+// bad): the name goes first, while the lock is still held.
 func (s *spool) remove() error {
+	var err error
+	if s.path != "" {
+		err = os.Remove(s.path)
+	}
 	s.f.Close()
-	return os.Remove(s.path)
+	return err
+}
+
+// SpoolsResult says what CollectSpools removed (or would remove).
+type SpoolsResult struct {
+	Removed    int   // spools nobody was using
+	BytesFreed int64 // the disk they took
+	InUse      int   // spools left to the syncs using them
+}
+
+// CollectSpools removes the spools in dir that no sync is using: those
+// of syncs that failed or were stopped (and would be resumed from them),
+// or whose process died. A spool a running sync holds, in this process or
+// another, is left alone. With dryRun it only reports.
+func CollectSpools(dir string, dryRun bool) (*SpoolsResult, error) {
+	res := &SpoolsResult{}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return res, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		name := filepath.Join(dir, e.Name())
+		f, err := lockedFile(name, false)
+		switch {
+		case errors.Is(err, unix.EWOULDBLOCK):
+			res.InUse++
+			continue
+		case errors.Is(err, fs.ErrNotExist):
+			continue // its sync finished meanwhile
+		case err != nil:
+			return res, err
+		}
+		var used int64
+		if fi, err := f.Stat(); err == nil {
+			used = fi.Sys().(*syscall.Stat_t).Blocks * 512
+		}
+		if !dryRun {
+			if err := os.Remove(name); err != nil {
+				f.Close()
+				return res, err
+			}
+		}
+		f.Close()
+		res.Removed++
+		res.BytesFreed += used
+	}
+	return res, nil
 }

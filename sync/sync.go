@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -63,7 +62,7 @@ func New(s *store.Store, n *p2p.Node, opts Options) *Syncer {
 		opts.StallTimeout = 15 * time.Second
 	}
 	if opts.SpoolDir == "" {
-		opts.SpoolDir = filepath.Join(s.Home(), "partial")
+		opts.SpoolDir = DefaultSpoolDir(s)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -125,7 +124,7 @@ func (sy *Syncer) Sync(ctx context.Context, roots []store.Path) (*Report, error)
 		return rep, nil
 	}
 	f := newFetch(sy, pl, start)
-	err = f.run(ctx)
+	err = f.noSpace(f.run(ctx))
 	sy.log.Debug("fetched", "took", time.Since(start), "err", err)
 	f.report(rep)
 	rep.Seconds = time.Since(start).Seconds()

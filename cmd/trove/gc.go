@@ -13,20 +13,31 @@ type gcReport struct {
 	DryRun     bool     `json:"dryRun"`
 	Removed    []string `json:"removed"`
 	BytesFreed uint64   `json:"bytesFreed"`
+	// Spools of syncs that stopped: removed, the disk they took, and
+	// those left because a running sync holds them.
+	SpoolsRemoved   int   `json:"spoolsRemoved"`
+	SpoolBytesFreed int64 `json:"spoolBytesFreed"`
+	SpoolsInUse     int   `json:"spoolsInUse"`
 }
 
 func newGCCmd(a *app) *cobra.Command {
 	var asJSON, dryRun bool
 	c := &cobra.Command{
 		Use:   "gc",
-		Short: "Remove the store paths no GC root needs",
+		Short: "Remove the store paths no GC root needs, and spools no sync is using",
 		Long: `Remove every store path that is not in the closure of a GC root (see trove
 root), printing each removed path and then how many paths were removed and
 how many bytes (NAR sizes) were freed. Paths that refer to others are removed
 before what they refer to, so an interrupted gc leaves a consistent store.
 
+Also remove the spools (partly fetched NARs, in $TROVE_HOME/partial) of syncs
+that failed or were stopped, which a later sync would have resumed from, and
+say how much disk they took. A spool that a running sync is using, in the
+agent or in another trove process, is left alone.
+
 With --dry-run, only print what would be removed. With --json, print
-{"dryRun", "removed": [paths...], "bytesFreed"} instead.`,
+{"dryRun", "removed": [paths...], "bytesFreed", "spoolsRemoved",
+"spoolBytesFreed", "spoolsInUse"} instead.`,
 		Example: `  trove gc --dry-run
   trove gc
   trove gc --json | jq .bytesFreed`,
@@ -41,7 +52,12 @@ With --dry-run, only print what would be removed. With --json, print
 				if err != nil {
 					return err
 				}
-				rep := gcReport{DryRun: dryRun, Removed: make([]string, len(res.Removed)), BytesFreed: res.BytesFreed}
+				spools, err := trovesync.CollectSpools(trovesync.DefaultSpoolDir(s), dryRun)
+				if err != nil {
+					return fmt.Errorf("removing the spools of stopped syncs: %w", err)
+				}
+				rep := gcReport{DryRun: dryRun, Removed: make([]string, len(res.Removed)), BytesFreed: res.BytesFreed,
+					SpoolsRemoved: spools.Removed, SpoolBytesFreed: spools.BytesFreed, SpoolsInUse: spools.InUse}
 				for i, p := range res.Removed {
 					rep.Removed[i] = p.Abs(s.StoreDir())
 				}
@@ -51,12 +67,19 @@ With --dry-run, only print what would be removed. With --json, print
 				for _, p := range rep.Removed {
 					fmt.Fprintln(a.stdout, p)
 				}
-				n := len(rep.Removed)
+				n, k := len(rep.Removed), rep.SpoolsRemoved
+				would := ""
 				if dryRun {
-					fmt.Fprintf(a.stdout, "%d %s would be removed, %s would be freed\n", n, plural(n, "path", "paths"), humanBytes(rep.BytesFreed))
-				} else {
-					fmt.Fprintf(a.stdout, "%d %s removed, %s freed\n", n, plural(n, "path", "paths"), humanBytes(rep.BytesFreed))
+					would = "would be "
 				}
+				fmt.Fprintf(a.stdout, "%d %s %sremoved, %s %sfreed", n, plural(n, "path", "paths"), would, humanBytes(rep.BytesFreed), would)
+				if k > 0 {
+					fmt.Fprintf(a.stdout, "; %d %s of stopped syncs %sremoved, %s %sfreed", k, plural(k, "spool", "spools"), would, humanBytes(uint64(rep.SpoolBytesFreed)), would)
+				}
+				if u := rep.SpoolsInUse; u > 0 {
+					fmt.Fprintf(a.stdout, "; %d %s in use by running syncs kept", u, plural(u, "spool", "spools"))
+				}
+				fmt.Fprintln(a.stdout)
 				return nil
 			})
 		},

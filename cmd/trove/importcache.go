@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +14,7 @@ import (
 
 func newImportCacheCmd(a *app) *cobra.Command {
 	var noCheckSigs bool
+	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "import-cache URL STOREPATH...",
 		Short: "Copy closures from a Nix binary cache into trove",
@@ -30,12 +32,21 @@ for the official cache) or is content-addressed with an address that
 recomputes. Every NAR is checked against its narHash as it is unpacked.
 Paths trove already has are skipped.
 
+An http(s) cache that sends nothing for --timeout (waiting for a response,
+or for the next bytes of one) fails the import, naming the URL; a large NAR
+that keeps arriving never times out. What was not imported leaves nothing
+behind, and paths already imported stay.
+
 Seed one machine of a LAN this way; the others then fetch from it.`,
 		Example: `  trove import-cache file:///media/usb/nix-cache /nix/store/<hash>-hello-2.12
   trove import-cache https://cache.nixos.org /nix/store/<hash>-hello-2.12
-  trove import-cache ./cache ./result --no-check-sigs`,
+  trove import-cache ./cache ./result --no-check-sigs
+  trove import-cache --timeout 5m https://slow.example.org /nix/store/<hash>-hello-2.12`,
 		Args: minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout <= 0 {
+				return usagef("--timeout %v: must be positive, such as 60s or 5m", timeout)
+			}
 			url := a.cacheURL(args[0])
 			paths, err := a.parseStorePaths(args[1:])
 			if err != nil {
@@ -49,7 +60,7 @@ Seed one machine of a LAN this way; the others then fetch from it.`,
 				fmt.Fprintln(a.stderr, "trove: --no-check-sigs: believing whatever the cache says (NARs are still checked against its narinfos)")
 			}
 			return a.withStore(func(s *store.Store) error {
-				added, err := nixcache.ImportCache(cmd.Context(), s, keys, url, paths, !noCheckSigs)
+				added, err := nixcache.ImportCache(cmd.Context(), s, keys, url, paths, !noCheckSigs, nixcache.WithTimeout(timeout))
 				var bytes uint64
 				for _, pi := range added {
 					bytes += pi.NarSize
@@ -59,6 +70,7 @@ Seed one machine of a LAN this way; the others then fetch from it.`,
 		},
 	}
 	c.Flags().BoolVar(&noCheckSigs, "no-check-sigs", false, "believe narinfos no trusted key signed (their NARs are still checked)")
+	c.Flags().DurationVar(&timeout, "timeout", nixcache.DefaultImportTimeout, "fail if an http(s) cache sends nothing for this long")
 	return c
 }
 
