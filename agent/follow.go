@@ -231,11 +231,10 @@ func (a *Agent) newestKnown(name string) uint64 {
 }
 
 // startFollower subscribes to name's announcements and starts its
-// follower, if name is followed (follows.json says) and no follower runs.
+// follower, unless one runs; the caller knows that name is followed. (If
+// it was unfollowed meanwhile, the follower does nothing, since apply reads
+// follows.json, and the next reconcileFollowers stops it.)
 func (a *Agent) startFollower(ctx context.Context, name string) error {
-	if _, ok := a.follow(name); !ok {
-		return nil
-	}
 	if err := a.subscribe(name); err != nil {
 		return err
 	}
@@ -243,9 +242,6 @@ func (a *Agent) startFollower(ctx context.Context, name string) error {
 	defer a.followMu.Unlock()
 	if _, ok := a.followers[name]; ok {
 		return nil
-	}
-	if _, ok := a.follow(name); !ok {
-		return nil // unfollowed meanwhile
 	}
 	if len(a.Keys.Publishers(name)) == 0 {
 		a.log.Warn("no trusted key may publish this configuration: every generation will be refused", "config", name,
@@ -435,7 +431,9 @@ func (a *Agent) wakeFollower(name string) {
 	fl := a.followers[name]
 	a.followMu.Unlock()
 	if fl == nil {
-		a.startFollower(a.bg, name) // pokes it, if name is followed
+		if _, ok := a.follow(name); ok {
+			a.startFollower(a.bg, name) // and pokes it
+		}
 		return
 	}
 	fl.poke()

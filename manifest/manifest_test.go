@@ -304,3 +304,50 @@ func TestLargeClosuresStillDecode(t *testing.T) {
 	}
 	t.Logf("%d paths, %d bytes", n, len(b))
 }
+
+// TestHistoryAddAnswer: a peer's answer is recorded only if it is what was
+// asked for; an older newest (a peer that is behind) is ignored, and every
+// new manifest recorded is told to OnNew.
+func TestHistoryAddAnswer(t *testing.T) {
+	home := t.TempDir()
+	k, _ := GenerateKey("laptop-1")
+	kr, _ := LoadKeyring(filepath.Join(home, "trusted-keys"))
+	kr.Add(k.Public(), "*")
+	h := OpenHistory(home, kr)
+	var told []uint64
+	h.OnNew(func(m *Manifest) { told = append(told, m.Generation) })
+	g := map[uint64][]byte{}
+	for _, n := range []uint64{1, 2, 3} {
+		g[n] = signed(t, testManifest(t, n), k)
+	}
+	other := testManifest(t, 5)
+	other.Name = "desktop"
+	for _, tc := range []struct {
+		what    string
+		b       []byte
+		name    string
+		gen     uint64
+		wantErr error
+		wantNew bool
+	}{
+		{"the newest, asked for", g[2], "laptop", 0, nil, true},
+		{"an older one as the newest", g[1], "laptop", 0, nil, false},
+		{"another name", signed(t, other, k), "laptop", 0, ErrUnasked, false},
+		{"another generation", g[3], "laptop", 1, ErrUnasked, false},
+		{"an older one, asked for", g[1], "laptop", 1, nil, true},
+	} {
+		_, isNew, err := h.AddAnswer(tc.b, tc.name, tc.gen)
+		if !errors.Is(err, tc.wantErr) || isNew != tc.wantNew {
+			t.Errorf("%s: new %v, err %v; want %v, %v", tc.what, isNew, err, tc.wantNew, tc.wantErr)
+		}
+	}
+	if gens, _ := h.Generations("laptop"); fmt.Sprint(gens) != "[1 2]" {
+		t.Fatalf("generations recorded: %v", gens)
+	}
+	if names, _ := h.Names(); fmt.Sprint(names) != "[laptop]" {
+		t.Fatalf("names recorded: %v", names)
+	}
+	if fmt.Sprint(told) != "[2 1]" {
+		t.Fatalf("OnNew was told %v", told)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
@@ -55,5 +56,49 @@ func TestAnnounceWithoutGossip(t *testing.T) {
 	case an := <-got["c"]:
 		t.Fatalf("c, outside a's trust group, got %+v", an)
 	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestAnnounceOnlyFromTrusted: a node that serves anyone (--serve public)
+// still takes direct announcements only from its trust group.
+func TestAnnounceOnlyFromTrusted(t *testing.T) {
+	ta := NewTrustGroup(nil)
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: ta, ServePublic: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	friend, _ := testNode(t, NewTrustGroup(nil))
+	stranger, _ := testNode(t, NewTrustGroup(nil))
+	ta.Allow(friend.ID(), "friend")
+	got := make(chan peer.ID, 4)
+	if err := a.Subscribe(context.Background(), "laptop", func(from peer.ID, an Announcement) { got <- from }); err != nil {
+		t.Fatal(err)
+	}
+	an := &Announcement{Name: "laptop", Generation: 3, ID: make([]byte, 32)}
+	for _, n := range []*Node{stranger, friend} {
+		if err := n.Connect(context.Background(), a.AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.announceTo(context.Background(), a.ID(), an); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case from := <-got:
+		if from != friend.ID() {
+			t.Fatalf("an announcement from %s, not the trusted %s, was taken", from, friend.ID())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the trusted peer's announcement did not arrive")
+	}
+	select {
+	case from := <-got:
+		t.Fatalf("a second announcement, from %s, was taken", from)
+	case <-time.After(300 * time.Millisecond):
 	}
 }

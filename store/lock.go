@@ -102,26 +102,38 @@ func lockHome(home string, role Role) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(recordWait)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	h, held, err := flockOrHolder(f, syscall.LOCK_EX)
+	if err != nil || held {
+		f.Close()
 		if err == nil {
-			break
+			err = &LockedError{Home: home, Holder: h}
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking the store in %s: %w", home, err)
-		}
-		if h, ok := readHolder(f); ok || time.Now().After(deadline) {
-			f.Close()
-			return nil, &LockedError{Home: home, Holder: h}
-		}
-		time.Sleep(5 * time.Millisecond)
+		return nil, err
 	}
 	// Without a record, others take this process for an unknown holder
 	// after recordWait: that is all a failed write costs.
 	_ = writeRecord(f, role)
 	return f, nil
+}
+
+// flockOrHolder takes how (LOCK_EX or LOCK_SH) on the lock file f without
+// waiting; if another process holds it, it returns that holder instead,
+// looking again for up to recordWait for a record naming a live process.
+func flockOrHolder(f *os.File, how int) (h Holder, held bool, err error) {
+	deadline := time.Now().Add(recordWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			return Holder{}, false, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return Holder{}, false, fmt.Errorf("locking %s: %w", f.Name(), err)
+		}
+		if h, ok := readHolder(f); ok || time.Now().After(deadline) {
+			return h, true, nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // writeRecord records this process as the lock's holder, in role. The
@@ -178,21 +190,8 @@ func LockHolder(home string) (h Holder, held bool, err error) {
 	if err != nil {
 		return Holder{}, false, err
 	}
-	defer f.Close()
-	deadline := time.Now().Add(recordWait)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
-		if err == nil {
-			return Holder{}, false, nil // closing f lets go
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return Holder{}, false, fmt.Errorf("looking at the lock of %s: %w", home, err)
-		}
-		if h, ok := readHolder(f); ok || time.Now().After(deadline) {
-			return h, true, nil
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	defer f.Close() // lets go of the shared flock, if taken
+	return flockOrHolder(f, syscall.LOCK_SH)
 }
 
 // SetRole records the role in which this process holds the store, for

@@ -1111,8 +1111,8 @@ func TestRestoreNARReservesOnlyWhatArrives(t *testing.T) {
 		t.Fatalf("RestoreNAR = %v, want errBoom", err)
 	}
 	t.Logf("a NAR claiming %d bytes that sent 10 took %d bytes of disk while it stalled", claimed, used)
-	if used > preallocStep+1<<20 {
-		t.Errorf("a NAR claiming %d bytes that sent 10 took %d bytes of disk; at most %d may be reserved ahead of what arrived", claimed, used, preallocStep)
+	if used > ReserveStep+1<<20 {
+		t.Errorf("a NAR claiming %d bytes that sent 10 took %d bytes of disk; at most %d may be reserved ahead of what arrived", claimed, used, ReserveStep)
 	}
 	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("RestoreNAR left %s behind", dir)

@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // treeWriter is a NARVisitor that materialises a NAR as a tree at root.
@@ -53,7 +51,7 @@ func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reade
 	if t.buf == nil {
 		t.buf = make([]byte, 1<<20)
 	}
-	_, err = io.CopyBuffer(&preallocWriter{f: f, size: size}, onlyReader{r}, t.buf)
+	_, err = io.CopyBuffer(newPreallocWriter(f, size), onlyReader{r}, t.buf)
 	if err == nil && executable {
 		// The exec bit is part of the NAR: set it exactly, whatever the umask.
 		err = f.Chmod(mode)
@@ -70,34 +68,26 @@ func (t *treeWriter) Symlink(rel, target string) error {
 
 type onlyWriter struct{ io.Writer }
 
-// preallocStep is the furthest a large file's extents are reserved ahead
-// of the bytes written to it: far enough that ext4 and xfs lay the file out in
-// long extents, near enough that a NAR that claims a huge file and then
-// sends little (or stalls) reserves little disk.
-const preallocStep = 8 << 20
-
-// preallocWriter writes a regular file of a NAR, reserving its extents a
-// step at a time ahead of the bytes written, never beyond what the NAR
-// claims. The size a NAR claims is only a claim: a reservation made from
-// it alone would let ten bytes of input take gigabytes of disk.
+// preallocWriter writes a regular file of a NAR, reserving its extents
+// ahead of the bytes written (ExtentReserver): the size a NAR claims is
+// only a claim.
 type preallocWriter struct {
-	f        *os.File
-	size     int64 // the size the NAR claims
-	written  int64
-	reserved int64 // bytes reserved from the start of the file
+	f       *os.File
+	r       *ExtentReserver // nil for a small file
+	written int64
+}
+
+func newPreallocWriter(f *os.File, size int64) *preallocWriter {
+	w := &preallocWriter{f: f}
+	if size >= 256<<10 {
+		w.r = NewExtentReserver(f, size)
+	}
+	return w
 }
 
 func (w *preallocWriter) Write(p []byte) (int, error) {
-	end := w.written + int64(len(p))
-	if w.size >= 256<<10 && end > w.reserved {
-		// Ahead by as much as has arrived, up to a step: a file that
-		// keeps coming is reserved in ever longer runs.
-		next := min(w.size, end+min(end, preallocStep))
-		// KEEP_SIZE: the file's size stays what was written. A failure
-		// (a filesystem without fallocate) only loses the speed-up; a full
-		// disk shows itself at the write.
-		_ = unix.Fallocate(int(w.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, w.reserved, next-w.reserved)
-		w.reserved = next
+	if w.r != nil {
+		w.r.Before(w.written, int64(len(p)))
 	}
 	n, err := w.f.Write(p)
 	w.written += int64(n)

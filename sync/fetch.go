@@ -964,14 +964,13 @@ func (f *fetch) relocate(ctx context.Context) {
 // held twice to that largest NAR plus half the space free beyond the need
 // (see space.go).
 func (f *fetch) checkSpace() error {
-	var need, largest uint64
-	for _, it := range f.pl.items {
-		size := it.info.NarSize
-		largest = max(largest, size)
-		need += size - spoolHolds(f.sy.opts.SpoolDir, it.info.Path, size)
-	}
 	if len(f.pl.items) == 0 {
 		return nil
+	}
+	largest := f.largest()
+	var need uint64
+	for _, it := range f.pl.items {
+		need += it.info.NarSize - spoolHolds(f.sy.opts.SpoolDir, it.info.Path, it.info.NarSize)
 	}
 	trees := filepath.Dir(f.sy.store.TreePath(f.pl.items[0].info.Path))
 	spare, err := checkSpace(need+largest, f.sy.store.Home(), trees, f.sy.opts.SpoolDir)
@@ -982,7 +981,7 @@ func (f *fetch) checkSpace() error {
 	return nil
 }
 
-// largest is the largest NAR of the plan. Called with mu held.
+// largest is the largest NAR of the plan (which does not change).
 func (f *fetch) largest() uint64 {
 	var n uint64
 	for _, it := range f.pl.items {
@@ -999,8 +998,9 @@ func (f *fetch) noSpace(err error) error {
 		return err
 	}
 	f.mu.Lock()
-	need := uint64(max(0, f.bytesTotal-f.bytesDone)) + f.largest()
+	left := uint64(max(0, f.bytesTotal-f.bytesDone))
 	f.mu.Unlock()
+	need := left + f.largest()
 	free, _, _ := freeSpace(f.sy.store.Home())
 	return &NoSpaceError{Dir: f.sy.store.Home(), Need: need, Free: free, Err: err}
 }

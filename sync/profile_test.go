@@ -17,6 +17,18 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
+// testProfiles opens a store in a fresh home, closed when the test ends,
+// and its profiles.
+func testProfiles(t testing.TB) (*store.Store, *Profiles) {
+	t.Helper()
+	s, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, OpenProfiles(s)
+}
+
 // twoGenerations adds two small trees to s, to switch between.
 func twoGenerations(t testing.TB, s *store.Store) [2]store.Path {
 	t.Helper()
@@ -35,12 +47,7 @@ func twoGenerations(t testing.TB, s *store.Store) [2]store.Path {
 }
 
 func TestTwoActivationsAtOnce(t *testing.T) {
-	s, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p := OpenProfiles(s)
+	_, p := testProfiles(t)
 	ctx := context.Background()
 	holder := func() string { return "generation 4, the first" }
 	unlock, err := p.Lock(ctx, "laptop", holder, time.Second, nil)
@@ -154,12 +161,7 @@ func treeWithActivation(t testing.TB, s *store.Store, script string) store.Path 
 // TestHeldBack: a rollback holds the profile below its highest generation
 // until Resume or an activation of the newest.
 func TestHeldBack(t *testing.T) {
-	s, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p := OpenProfiles(s)
+	s, p := testProfiles(t)
 	roots := twoGenerations(t, s)
 	ctx := context.Background()
 	check := func(step string, wantHeld bool, wantCur, wantHighest uint64) {
@@ -197,18 +199,13 @@ func TestHeldBack(t *testing.T) {
 // timeout with its whole process group, the failure says so, and the
 // profile's lock is free again for the next activation.
 func TestActivationTimeout(t *testing.T) {
-	s, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p := OpenProfiles(s)
+	s, p := testProfiles(t)
 	pidFile := filepath.Join(t.TempDir(), "child")
 	// The command leaves a grandchild behind that would outlive a kill of
 	// the command alone.
 	root := treeWithActivation(t, s, "#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nwait\n")
 	start := time.Now()
-	err = p.Activate(context.Background(), "laptop", 1, root, "bin/activate", ActivateOptions{Run: true, Timeout: 500 * time.Millisecond})
+	err := p.Activate(context.Background(), "laptop", 1, root, "bin/activate", ActivateOptions{Run: true, Timeout: 500 * time.Millisecond})
 	var ae *ActivationError
 	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "timed out after 500ms") {
 		t.Fatalf("activation: %v", err)

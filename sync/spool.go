@@ -23,8 +23,9 @@ import (
 // Nothing else records progress, so there is nothing to get out of step.
 //
 // A spool is sparse: it takes disk only for the chunks written into it,
-// and extents are reserved a step ahead of each write by at most as much
-// as has arrived (chunks arrive roughly in order, and a spool laid out in
+// and extents are reserved ahead of each write by at most as much as has
+// arrived (store.ExtentReserver; chunks arrive roughly in order, and a
+// spool laid out in
 // long runs is cheaper to write and to free: a cold sync was 1.3 times
 // slower with spools grown chunk by chunk), and what is reserved past the
 // last write is given back when the spool is closed. So a sync that fails
@@ -35,17 +36,11 @@ import (
 type spool struct {
 	f    *os.File
 	path string // "" for a private spool, which has no name
-	size int64
 
-	mu       gosync.Mutex // guards the reservation
-	received int64        // bytes written since the spool was opened
-	reserved int64        // extents are reserved up to here
-	written  int64        // the end of the furthest write
-	fresh    bool         // nothing in it predates this sync
+	mu    gosync.Mutex          // guards res
+	res   *store.ExtentReserver // the streams of a fetch write concurrently
+	fresh bool                  // nothing in it predates this sync
 }
-
-// spoolStep is the furthest a spool's extents are reserved ahead of a write.
-const spoolStep = 8 << 20
 
 func spoolPath(dir string, p store.Path) string { return filepath.Join(dir, p.String()+".nar") }
 
@@ -87,7 +82,7 @@ func openSpool(dir string, p store.Path, size uint64) (sp *spool, fresh bool, er
 			return nil, false, err
 		}
 	}
-	return &spool{f: f, path: name, size: int64(size), fresh: fresh}, fresh, nil
+	return &spool{f: f, path: name, res: store.NewExtentReserver(f, int64(size)), fresh: fresh}, fresh, nil
 }
 
 // privateSpool is a fresh spool of size bytes that no other process or
@@ -102,7 +97,7 @@ func privateSpool(dir string, size uint64) (*spool, bool, error) {
 		f.Close()
 		return nil, false, err
 	}
-	return &spool{f: f, size: int64(size), fresh: true}, true, nil
+	return &spool{f: f, res: store.NewExtentReserver(f, int64(size)), fresh: true}, true, nil
 }
 
 // lockedFile opens name (creating it if create) and takes an exclusive
@@ -143,34 +138,11 @@ func lockedFile(name string, create bool) (*os.File, error) {
 }
 
 func (s *spool) writeAt(b []byte, off uint64) error {
-	s.reserve(int64(off), int64(len(b)))
+	s.mu.Lock()
+	s.res.Before(int64(off), int64(len(b)))
+	s.mu.Unlock()
 	_, err := s.f.WriteAt(b, int64(off))
 	return err
-}
-
-// reserve extends the reserved run of extents past a write of n bytes at
-// off, by as much as has arrived, at most spoolStep. The streams of a
-// fetch write a spool's chunks roughly in order but a batch apart, so a
-// gap of up to a step before the write is reserved too, keeping the run
-// whole; a write further on starts a new run at its offset.
-func (s *spool) reserve(off, n int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.received += n
-	end := off + n
-	s.written = max(s.written, end)
-	if end <= s.reserved {
-		return
-	}
-	from := s.reserved
-	if off-from > spoolStep {
-		from = off
-	}
-	next := min(s.size, end+min(s.received, spoolStep))
-	// The file is already its NAR's size: mode 0 changes no size. A
-	// failure only loses the speed-up; a full disk shows at the write.
-	_ = unix.Fallocate(int(s.f.Fd()), 0, from, next-from)
-	s.reserved = next
 }
 
 // has reports whether the chunk at off is already in the spool.
@@ -189,12 +161,11 @@ func (s *spool) reader() io.Reader { return io.NewSectionReader(s.f, 0, 1<<62) }
 // last write (in a spool this sync created: in a resumed one, chunks of an
 // earlier sync may lie there).
 func (s *spool) close() error {
-	s.mu.Lock()
-	if s.fresh && s.reserved > s.written {
-		_ = unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s.written, s.reserved-s.written)
-		s.reserved = s.written
+	if s.fresh {
+		s.mu.Lock()
+		s.res.Release()
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	return s.f.Close()
 }
 
