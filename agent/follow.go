@@ -15,8 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
-	"github.com/trove-p2p/trove/store"
 	trovesync "github.com/trove-p2p/trove/sync"
 )
 
@@ -530,7 +530,7 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 }
 
 // Publish makes and announces a new generation of name.
-func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string, root store.Path, activate string) (*manifest.Manifest, error) {
+func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, error) {
 	m, _, err := trovesync.Publish(a.Store, a.History, key, name, root, activate)
 	if err != nil {
 		return nil, err

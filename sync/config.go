@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
@@ -19,7 +20,7 @@ import (
 // Publish makes generation N+1 of name from the closure of root, which must
 // be valid locally, signs it with key and records it in the history. The
 // caller announces it.
-func Publish(s *store.Store, h *manifest.History, key manifest.SecretKey, name string, root store.Path, activate string) (*manifest.Manifest, []byte, error) {
+func Publish(s *store.Store, h *manifest.History, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, []byte, error) {
 	if err := manifest.CheckName(name); err != nil {
 		return nil, nil, err
 	}
@@ -127,7 +128,7 @@ func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []
 func (sy *Syncer) SyncManifest(ctx context.Context, m *manifest.Manifest) (*Report, error) {
 	opts := sy.opts
 	opts.Vouched = m.Vouched()
-	return New(sy.store, sy.node, opts).Sync(ctx, []store.Path{m.Root})
+	return New(sy.store, sy.node, opts).Sync(ctx, []nix.Path{m.Root})
 }
 
 // DefaultActivationTimeout bounds an activation command when nothing else
@@ -179,7 +180,7 @@ func Activate(ctx context.Context, p *Profiles, m *manifest.Manifest, o Activate
 // under the profile's lock and, if asked, runs its activation command
 // (rel, relative to the root) for at most the timeout. Activating a new
 // generation and rolling back to an old one are the same operation.
-func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root store.Path, rel string, o ActivateOptions) error {
+func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root nix.Path, rel string, o ActivateOptions) error {
 	holder := func() string {
 		h := fmt.Sprintf("generation %d, pid %d", gen, os.Getpid())
 		if o.Run && rel != "" {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 	trovesync "github.com/trove-p2p/trove/sync"
 )
 
@@ -125,7 +125,7 @@ func (net *Net) WaitGeneration(i int, name string, gen uint64) {
 }
 
 // Sync fetches the closures of roots into agent i's store from its peers.
-func (net *Net) Sync(i int, roots ...store.Path) *trovesync.Report {
+func (net *Net) Sync(i int, roots ...nix.Path) *trovesync.Report {
 	net.t.Helper()
 	a := net.mustRun(i)
 	rep, err := trovesync.New(a.Store, a.Node, trovesync.Options{Keys: a.Keys}).Sync(context.Background(), roots)
@@ -163,13 +163,13 @@ func (net *Net) Heal(i, j int) {
 // at the same NAR.
 func (net *Net) AssertSameTree(name string, idx ...int) {
 	net.t.Helper()
-	var want store.Hash
+	var want nix.Hash
 	for k, i := range idx {
 		tree, err := filepath.EvalSymlinks(filepath.Join(trovesync.ProfilesDir(net.Home(i)), name))
 		if err != nil {
 			net.t.Fatalf("testnet: agent %d has no profile %s: %v", i, name, err)
 		}
-		h, _, err := store.HashPath(tree)
+		h, _, err := nix.HashPath(tree)
 		if err != nil {
 			net.t.Fatalf("testnet: %v", err)
 		}

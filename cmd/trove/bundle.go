@@ -11,6 +11,7 @@ import (
 
 	"github.com/trove-p2p/trove/bundle"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -186,7 +187,7 @@ can hand you a file can then put anything under any store path name).`,
 			return a.withStore(func(s *store.Store) error {
 				opts := bundle.ImportOptions{NoCheckSigs: noCheckSigs, Logger: a.log}
 				if showProgress {
-					opts.Progress = func(pi *store.PathInfo, added bool) {
+					opts.Progress = func(pi *nix.PathInfo, added bool) {
 						if added {
 							fmt.Fprintf(a.stderr, "imported %s (%s)\n", pi.Path.Abs(s.StoreDir()), humanBytes(pi.NarSize))
 						}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 	trovesync "github.com/trove-p2p/trove/sync"
@@ -50,7 +51,7 @@ only a line per finished path; --json prints a summary when done.`,
   trove sync laptop@4`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var paths []store.Path
+			var paths []nix.Path
 			var refs []string
 			for _, arg := range args {
 				ps, perr := a.parseStorePaths([]string{arg})
@@ -85,7 +86,7 @@ only a line per finished path; --json prints a summary when done.`,
 					if a.agent != nil {
 						h = a.agent.History
 					}
-					vouched := map[store.PathHash]*store.PathInfo{}
+					vouched := map[nix.PathHash]*nix.PathInfo{}
 					for _, ref := range refs {
 						name, gen, _ := manifest.ParseRef(ref)
 						m, err := trovesync.ResolveManifest(cmd.Context(), n, h, name, gen)
