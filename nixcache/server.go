@@ -309,7 +309,7 @@ func parseRange(hdr string, size int64) (off, n int64, partial, ok bool) {
 // the Source first when the store lacks it.
 func (h *Handler) pathInfo(ctx context.Context, ph nix.PathHash) (*nix.PathInfo, error) {
 	pi, err := h.cfg.Store.PathInfo(ph)
-	if err == nil || !errors.Is(err, store.ErrNotValid) || h.cfg.Source == nil {
+	if err == nil || !errors.Is(err, nix.ErrNotValid) || h.cfg.Source == nil {
 		return pi, err
 	}
 	if err := h.fetch(ctx, ph); err != nil {
@@ -381,7 +381,7 @@ func (h *Handler) fly(ph nix.PathHash, f *flight) {
 // error status, which Nix reports rather than caching as absent.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, ph nix.PathHash, err error) {
 	switch {
-	case errors.Is(err, store.ErrNotValid) || errors.Is(err, ErrNotFound):
+	case errors.Is(err, nix.ErrNotValid) || errors.Is(err, ErrNotFound):
 		http.NotFound(w, r)
 	case errors.Is(err, errBusy) || h.ctx.Err() != nil || r.Context().Err() != nil:
 		http.Error(w, "trove: "+err.Error(), http.StatusServiceUnavailable)

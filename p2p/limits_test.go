@@ -11,7 +11,6 @@ import (
 
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
-	"github.com/trove-p2p/trove/store"
 )
 
 // bigIndexContent holds paths whose chunk indexes have n chunks each, so
@@ -38,11 +37,11 @@ func (c bigIndexContent) ChunkIndexOf(h nix.PathHash) (chunk.Index, error) {
 }
 
 func (bigIndexContent) ReadChunk(context.Context, chunk.ID, uint32) ([]byte, error) {
-	return nil, store.ErrNotValid
+	return nil, nix.ErrNotValid
 }
 
 func (bigIndexContent) WriteNAR(context.Context, io.Writer, nix.Path, int64, int64) error {
-	return store.ErrNotValid
+	return nix.ErrNotValid
 }
 
 // TestInfoAnswersUpToTheCap: info answers as large as MaxInfoResponse

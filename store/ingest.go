@@ -28,10 +28,6 @@ type staged struct {
 	skel    *skeleton
 }
 
-// ErrHashMismatch is returned when a NAR's hash or size differs from what
-// was expected of it.
-var ErrHashMismatch = errors.New("NAR hash mismatch")
-
 // stage unpacks the NAR on r into a fresh temporary tree, computing its
 // sha256, skeleton and chunk index in the same pass: parsing, hashing and
 // writing on this goroutine, chunking and BLAKE3 on another. Nothing is
@@ -93,7 +89,7 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known chunk.Index) (*sta
 	st.narSize = uint64(size)
 	if known != nil && known.NarSize() != st.narSize {
 		nix.RemoveTree(st.tmp)
-		return nil, fmt.Errorf("%w: the chunk index covers %d bytes, the NAR has %d", ErrHashMismatch, known.NarSize(), st.narSize)
+		return nil, fmt.Errorf("%w: the chunk index covers %d bytes, the NAR has %d", nix.ErrHashMismatch, known.NarSize(), st.narSize)
 	}
 	copy(st.narHash[:], h.Sum(nil))
 	st.skel = newSkeleton(segs)
@@ -235,7 +231,7 @@ func (s *Store) StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.In
 	if (!info.NarHash.IsZero() && st.narHash != info.NarHash) || (info.NarSize != 0 && st.narSize != info.NarSize) {
 		nix.RemoveTree(st.tmp)
 		return nil, fmt.Errorf("%w for %s: expected %s (%d bytes), got %s (%d bytes)",
-			ErrHashMismatch, info.Path.Abs(s.storeDir), info.NarHash, info.NarSize, st.narHash, st.narSize)
+			nix.ErrHashMismatch, info.Path.Abs(s.storeDir), info.NarHash, info.NarSize, st.narHash, st.narSize)
 	}
 	if err := s.checkCA(info, st.narHash); err != nil {
 		nix.RemoveTree(st.tmp)
@@ -264,7 +260,7 @@ func (s *Store) checkCA(info *nix.PathInfo, narHash nix.Hash) error {
 	case err != nil:
 		return fmt.Errorf("%s: %w", info.Path.Abs(s.storeDir), err)
 	case h != narHash:
-		return fmt.Errorf("%w for %s: its CA claims %s, NAR hashes to %s", ErrHashMismatch, info.Path.Abs(s.storeDir), h, narHash)
+		return fmt.Errorf("%w for %s: its CA claims %s, NAR hashes to %s", nix.ErrHashMismatch, info.Path.Abs(s.storeDir), h, narHash)
 	case want != info.Path:
 		return fmt.Errorf("%s: its content address gives %s", info.Path.Abs(s.storeDir), want.Abs(s.storeDir))
 	}
@@ -304,7 +300,7 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*nix.PathInfo, e
 // from others (which GC removes with the referrer).
 func (s *Store) dropMetadata(h nix.PathHash) error {
 	ix, err := s.ChunkIndexOf(h)
-	if err != nil && !errors.Is(err, ErrNotValid) {
+	if err != nil && !errors.Is(err, nix.ErrNotValid) {
 		// A corrupt index still must not block removal.
 		s.log.Warn("dropping unreadable chunk index", "path", h, "err", err)
 	}

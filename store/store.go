@@ -233,13 +233,10 @@ func (s *Store) pathLock(h nix.PathHash) func() {
 	return m.Unlock
 }
 
-// ErrNotValid reports that a path is not valid in the store.
-var ErrNotValid = errors.New("path is not valid in the store")
-
 // IsValid reports whether p is a valid path.
 func (s *Store) IsValid(p nix.Path) (bool, error) {
 	pi, err := s.PathInfo(p.Hash)
-	if errors.Is(err, ErrNotValid) {
+	if errors.Is(err, nix.ErrNotValid) {
 		return false, nil
 	}
 	if err != nil {
@@ -262,7 +259,7 @@ func (s *Store) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
 func getInfo(txn *badger.Txn, h nix.PathHash) (*nix.PathInfo, error) {
 	item, err := txn.Get(key(pfxInfo, h[:]))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%s: %w", h, ErrNotValid)
+		return nil, fmt.Errorf("%s: %w", h, nix.ErrNotValid)
 	}
 	if err != nil {
 		return nil, err
@@ -279,10 +276,10 @@ func getInfo(txn *badger.Txn, h nix.PathHash) (*nix.PathInfo, error) {
 func (s *Store) Lookup(p nix.Path) (*nix.PathInfo, error) {
 	pi, err := s.PathInfo(p.Hash)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p.Abs(s.storeDir), ErrNotValid)
+		return nil, fmt.Errorf("%s: %w", p.Abs(s.storeDir), nix.ErrNotValid)
 	}
 	if pi.Path != p {
-		return nil, fmt.Errorf("%s: %w (the store has %s)", p.Abs(s.storeDir), ErrNotValid, pi.Path)
+		return nil, fmt.Errorf("%s: %w (the store has %s)", p.Abs(s.storeDir), nix.ErrNotValid, pi.Path)
 	}
 	return pi, nil
 }
@@ -346,7 +343,7 @@ func (s *Store) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 			seen[p.Hash] = true
 			pi, err := getInfo(txn, p.Hash)
 			if err != nil || pi.Path != p {
-				return fmt.Errorf("%s: %w", p.Abs(s.storeDir), ErrNotValid)
+				return fmt.Errorf("%s: %w", p.Abs(s.storeDir), nix.ErrNotValid)
 			}
 			for _, r := range pi.References {
 				if err := visit(r, depth+1); err != nil {
@@ -372,7 +369,7 @@ func (s *Store) ChunkIndexOf(h nix.PathHash) (chunk.Index, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key(pfxIndex, h[:]))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("%s: %w", h, ErrNotValid)
+			return fmt.Errorf("%s: %w", h, nix.ErrNotValid)
 		}
 		if err != nil {
 			return err
@@ -406,7 +403,7 @@ func (s *Store) skeleton(h nix.PathHash) (*skeleton, string, error) {
 		}
 		item, err := txn.Get(key(pfxSkel, h[:]))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("%s: %w", h, ErrNotValid)
+			return fmt.Errorf("%s: %w", h, nix.ErrNotValid)
 		}
 		if err != nil {
 			return err
@@ -516,7 +513,7 @@ func (s *Store) FindChunk(id chunk.ID) ([]ChunkLocation, error) {
 
 // ReadChunk returns the bytes of chunk id from any valid path that holds it,
 // verified against id: what local reuse needs, since a damaged tree must
-// not end up inside another path. It returns ErrNotValid if no path has it.
+// not end up inside another path. It returns nix.ErrNotValid if no path has it.
 func (s *Store) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 	return s.readChunk(ctx, id, size, true, nil)
 }
@@ -579,7 +576,7 @@ func (s *Store) readChunk(ctx context.Context, id chunk.ID, size uint32, verify 
 		s.rememberChunks(loc.Path)
 		return buf, nil
 	}
-	return nil, fmt.Errorf("chunk %s: %w", id, ErrNotValid)
+	return nil, fmt.Errorf("chunk %s: %w", id, nix.ErrNotValid)
 }
 
 // maxChunkLocs bounds the chunk location cache (about 100 bytes an entry).

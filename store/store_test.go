@@ -169,7 +169,7 @@ func TestWriteNARRangesAndChunks(t *testing.T) {
 			t.Fatalf("ReadChunk %d: %v", i, err)
 		}
 	}
-	if _, err := s.ReadChunk(ctx, chunk.Sum([]byte("absent")), 6); !errors.Is(err, ErrNotValid) {
+	if _, err := s.ReadChunk(ctx, chunk.Sum([]byte("absent")), 6); !errors.Is(err, nix.ErrNotValid) {
 		t.Fatalf("ReadChunk of an absent chunk: %v", err)
 	}
 }
@@ -282,7 +282,7 @@ func TestClosureAndGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ReadChunk(ctx, topIndex[0].ID, topIndex[0].Size); !errors.Is(err, ErrNotValid) {
+	if _, err := s.ReadChunk(ctx, topIndex[0].ID, topIndex[0].Size); !errors.Is(err, nix.ErrNotValid) {
 		t.Fatalf("a chunk of a collected path is still served: %v", err)
 	}
 	want := []nix.Path{other.Path, top.Path}

@@ -775,7 +775,7 @@ func (f *fetch) ingest(ctx context.Context, st *itemState) error {
 	if err == nil {
 		return f.commit(st, x)
 	}
-	if !errors.Is(err, store.ErrHashMismatch) && !errors.Is(err, nix.ErrBadNAR) || it.attempts >= 2 {
+	if !errors.Is(err, nix.ErrHashMismatch) && !errors.Is(err, nix.ErrBadNAR) || it.attempts >= 2 {
 		return err
 	}
 	it.attempts++
