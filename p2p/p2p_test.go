@@ -15,6 +15,9 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
+// The embedded store is what agents serve.
+var _ Store = (*store.Store)(nil)
+
 // testNode starts a node on loopback TCP with a fresh store.
 func testNode(t testing.TB, trust *TrustGroup, listen ...string) (*Node, *store.Store) {
 	t.Helper()

@@ -16,10 +16,10 @@ import (
 
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
-	"github.com/trove-p2p/trove/store"
 )
 
-// Content is what the server answers from; *store.Store implements it.
+// Content is what the server answers from; the embedded store
+// (*store.Store) implements it.
 type Content interface {
 	PathInfo(h nix.PathHash) (*nix.PathInfo, error)
 	ChunkIndexOf(h nix.PathHash) (chunk.Index, error)
@@ -28,18 +28,23 @@ type Content interface {
 	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
 }
 
-var _ Content = (*store.Store)(nil)
+// Store is Content that can also read a chunk into a buffer without
+// hashing it again, as the embedded store's ChunkData does.
+type Store interface {
+	Content
+	ChunkData(ctx context.Context, id chunk.ID, size uint32, dst []byte) ([]byte, error)
+}
 
-// StoreContent serves a store to peers without re-hashing each chunk it
-// sends (store.ChunkData): receivers verify every chunk on arrival. Use it
-// as Config.Content; a bare *store.Store also works, verifying twice.
-type StoreContent struct{ *store.Store }
+// StoreContent serves a Store to peers without re-hashing each chunk it
+// sends: receivers verify every chunk on arrival. Use it as
+// Config.Content; a bare store also works, verifying twice.
+type StoreContent struct{ Store }
 
 // ReadChunk reads a chunk for a peer, into a buffer that Recycle takes
 // back once it is sent.
 func (c StoreContent) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 	buf := chunkBufs.Get().(*[chunk.MaxSize]byte)
-	data, err := c.ChunkData(ctx, id, size, buf[:])
+	data, err := c.Store.ChunkData(ctx, id, size, buf[:])
 	if err != nil {
 		chunkBufs.Put(buf)
 	}
