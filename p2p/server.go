@@ -481,7 +481,7 @@ func ToWire(pi *store.PathInfo, ix store.ChunkIndex) *WireInfo {
 
 // FromWire checks and converts a WireInfo: every field well-formed, and the
 // chunk index consistent with the NAR size. It says nothing about whether
-// the info is true; that needs a signature or a manifest (package sync).
+// the info is true; that needs a signature or a manifest (package fetch).
 func FromWire(w *WireInfo) (*store.PathInfo, store.ChunkIndex, error) {
 	bad := func(f string, a ...any) (*store.PathInfo, store.ChunkIndex, error) {
 		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))

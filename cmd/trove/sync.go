@@ -10,10 +10,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 func newSyncCmd(a *app) *cobra.Command {
@@ -79,7 +79,7 @@ only a line per finished path; --json prints a summary when done.`,
 					defer a.agent.BeginTransfer()()
 				}
 				show := newSyncProgress(a, asJSON)
-				opts := trovesync.Options{Keys: keys, NoCheckSigs: noCheckSigs, Progress: show.update, Logger: a.log}
+				opts := fetch.Options{Keys: keys, NoCheckSigs: noCheckSigs, Progress: show.update, Logger: a.log}
 				if len(refs) > 0 {
 					h := manifest.OpenHistory(s.Home(), keys)
 					if a.agent != nil {
@@ -88,7 +88,7 @@ only a line per finished path; --json prints a summary when done.`,
 					vouched := map[store.PathHash]*store.PathInfo{}
 					for _, ref := range refs {
 						name, gen, _ := manifest.ParseRef(ref)
-						m, err := trovesync.ResolveManifest(cmd.Context(), n, h, name, gen)
+						m, err := fetch.ResolveManifest(cmd.Context(), n, h, name, gen)
 						if err != nil {
 							return err
 						}
@@ -100,7 +100,7 @@ only a line per finished path; --json prints a summary when done.`,
 					}
 					opts.Vouched = vouched
 				}
-				rep, err := trovesync.New(s, n, opts).Sync(cmd.Context(), paths)
+				rep, err := fetch.New(s, n, opts).Fetch(cmd.Context(), paths)
 				show.finish()
 				if asJSON && rep != nil {
 					if jerr := writeJSON(a.stdout, rep); jerr != nil && err == nil {
@@ -130,7 +130,7 @@ only a line per finished path; --json prints a summary when done.`,
 	return c
 }
 
-func peersUsed(r *trovesync.Report) int {
+func peersUsed(r *fetch.Report) int {
 	n := 0
 	for _, p := range r.Peers {
 		if p.BytesFetched > 0 {

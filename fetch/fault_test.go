@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"bufio"
@@ -552,7 +552,7 @@ func runFault(t *testing.T, ls []liar, withHonest bool) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := New(c.store, c.node, Options{Keys: kr, StallTimeout: 500 * time.Millisecond}).Sync(ctx, []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr, StallTimeout: 500 * time.Millisecond}).Fetch(ctx, []store.Path{root})
 	if ctx.Err() != nil {
 		var b strings.Builder
 		pprof.Lookup("goroutine").WriteTo(&b, 2)
@@ -622,7 +622,7 @@ func TestSyncClosureNotClosed(t *testing.T) {
 	}})
 	c := newNode(t, nodeOpts{})
 	connect(t, c, a)
-	_, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{paths[2].Path})
+	_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{paths[2].Path})
 	if err == nil {
 		t.Fatal("sync of a closure missing a reference succeeded")
 	}

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func TestNewProviderJoinsMidFetch(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		closure(t, late.store, sk, 6, 700<<10, 21) // the same paths appear on the other peer
 	}()
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -99,7 +99,7 @@ func TestSyncRefusesWhatCannotFit(t *testing.T) {
 	root := paths[len(paths)-1].Path
 	before := diskUsage(disk)
 
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
 	t.Logf("sync on a 50 MiB disk: %v", err)
 	var ns *NoSpaceError
 	if !errors.As(err, &ns) || !errors.Is(err, syscall.ENOSPC) {
@@ -119,7 +119,7 @@ func TestSyncRefusesWhatCannotFit(t *testing.T) {
 	}
 
 	resizeDisk(t, disk, 100<<20)
-	if _, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root}); err != nil {
+	if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root}); err != nil {
 		t.Fatalf("sync once the disk has room: %v", err)
 	}
 	requireSameClosure(t, a.store, c.store, paths)
@@ -150,7 +150,7 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root})
+		rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
 		done <- result{rep, err}
 	}()
 	select {
@@ -181,7 +181,7 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	}
 
 	os.Remove(filler)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
 	if err != nil {
 		t.Fatalf("sync after freeing space: %v", err)
 	}
@@ -209,7 +209,7 @@ func TestSyncPeakDisk(t *testing.T) {
 		home := filepath.Join(disk, fmt.Sprint(i))
 		c := newNode(t, nodeOpts{home: home})
 		connect(t, c, a)
-		if _, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root}); err != nil {
+		if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root}); err != nil {
 			t.Fatalf("sync %d of %d MiB on a disk of %d MiB: %v", i, n*size>>20, ((n+1)*size+8<<20)>>20, err)
 		}
 		requireSameClosure(t, a.store, c.store, paths)
@@ -240,7 +240,7 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := New(c.store, c.node, Options{Keys: kr}).Sync(ctx, []store.Path{root})
+		_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(ctx, []store.Path{root})
 		done <- err
 	}()
 	<-gate.reached
@@ -279,7 +279,7 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 		t.Fatalf("CollectSpools after the sync stopped: %+v, %v", res, err)
 	}
 	requireNoSpool(t, c.home)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -37,7 +37,7 @@ type spool struct {
 	f    *os.File
 	path string // "" for a private spool, which has no name
 
-	mu    gosync.Mutex          // guards res
+	mu    sync.Mutex            // guards res
 	res   *store.ExtentReserver // the streams of a fetch write concurrently
 	fresh bool                  // nothing in it predates this sync
 }
