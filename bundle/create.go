@@ -9,6 +9,8 @@ import (
 	"hash"
 	"io"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
 )
@@ -28,7 +30,7 @@ type CreateReport struct {
 type contents struct {
 	manifests [][]byte
 	names     []string
-	infos     []*store.PathInfo // references first
+	infos     []*nix.PathInfo // references first
 }
 
 // resolve turns refs into manifests and the closure to write. A ref that
@@ -40,11 +42,11 @@ func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, err
 		return nil, errors.New("nothing to bundle: give store paths or configuration names")
 	}
 	c := &contents{}
-	var roots []store.Path
+	var roots []nix.Path
 	var ms []*manifest.Manifest
 	seen := map[string]bool{}
 	for _, ref := range refs {
-		if p, err := store.ParsePathLoose(s.StoreDir(), ref); err == nil {
+		if p, err := nix.ParsePathLoose(s.StoreDir(), ref); err == nil {
 			roots = append(roots, p)
 			continue
 		}
@@ -84,7 +86,7 @@ func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, err
 	}
 	// The store's infos must be the ones the manifests sign, or the
 	// importer would refuse the bundle.
-	have := make(map[store.PathHash]*store.PathInfo, len(c.infos))
+	have := make(map[nix.PathHash]*nix.PathInfo, len(c.infos))
 	for _, pi := range c.infos {
 		have[pi.Path.Hash] = pi
 	}
@@ -101,7 +103,7 @@ func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, err
 // unvouched lists the infos that no manifest lists, without signatures or a
 // content address.
 func (c *contents) unvouched(storeDir string) []string {
-	listed := map[store.PathHash]bool{}
+	listed := map[nix.PathHash]bool{}
 	for _, b := range c.manifests {
 		if m, err := manifest.Decode(b); err == nil {
 			for _, pi := range m.Paths {
@@ -213,12 +215,12 @@ func appendNixStr(b []byte, s string) []byte {
 }
 
 // writeNAR writes pi's NAR from the store, checking it against pi.
-func writeNAR(ctx context.Context, w io.Writer, s *store.Store, pi *store.PathInfo) error {
+func writeNAR(ctx context.Context, w io.Writer, s *store.Store, pi *nix.PathInfo) error {
 	hw := &hashWriter{w: w, h: sha256.New()}
 	if err := s.WriteNAR(ctx, hw, pi.Path, 0, -1); err != nil {
 		return fmt.Errorf("writing the NAR of %s: %w", pi.Path.Abs(s.StoreDir()), err)
 	}
-	var got store.Hash
+	var got nix.Hash
 	copy(got[:], hw.h.Sum(nil))
 	if got != pi.NarHash || hw.n != pi.NarSize {
 		return fmt.Errorf("%s: its tree no longer matches its narHash (%s, %d bytes, instead of %s, %d bytes); run `trove verify --all`",

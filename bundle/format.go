@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 
@@ -61,13 +62,13 @@ var decInfo = strictcbor.MustDecoder(strictcbor.Limits{
 	Decoded: maxInfoSize + (15+manifest.MaxReferences+maxSigs)*strictcbor.ItemCost,
 })
 
-func encodeInfo(pi *store.PathInfo) ([]byte, error) {
+func encodeInfo(pi *nix.PathInfo) ([]byte, error) {
 	return encMode.Marshal(wireInfo{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
 		References: pi.RefNames(), Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA})
 }
 
 // decodeInfo parses one info strictly: what it claims is checked later.
-func decodeInfo(b []byte) (*store.PathInfo, error) {
+func decodeInfo(b []byte) (*nix.PathInfo, error) {
 	var w wireInfo
 	if err := decInfo.Unmarshal(b, &w); err != nil {
 		return nil, err
@@ -75,7 +76,7 @@ func decodeInfo(b []byte) (*store.PathInfo, error) {
 	if len(w.Sigs) > maxSigs {
 		return nil, fmt.Errorf("%s: %d signatures, at most %d", w.Path, len(w.Sigs), maxSigs)
 	}
-	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
+	pi, err := nix.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +99,7 @@ func appendU64(b []byte, n uint64) []byte { return binary.LittleEndian.AppendUin
 func appendBlob(b, blob []byte) []byte { return append(appendU64(b, uint64(len(blob))), blob...) }
 
 // encodeHead is everything before the NARs.
-func encodeHead(storeDir string, manifests [][]byte, infos []*store.PathInfo) ([]byte, error) {
+func encodeHead(storeDir string, manifests [][]byte, infos []*nix.PathInfo) ([]byte, error) {
 	if len(manifests) > maxManifests {
 		return nil, fmt.Errorf("%d manifests: a bundle holds at most %d", len(manifests), maxManifests)
 	}
@@ -134,8 +135,8 @@ func encodeHead(storeDir string, manifests [][]byte, infos []*store.PathInfo) ([
 type head struct {
 	storeDir  string
 	manifests [][]byte
-	infos     []*store.PathInfo
-	index     map[store.PathHash]int // into infos
+	infos     []*nix.PathInfo
+	index     map[nix.PathHash]int // into infos
 }
 
 // reader reads a bundle strictly, front to back. It tracks its offset for
@@ -216,7 +217,7 @@ func (r *reader) readHead() (*head, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &head{storeDir: string(dir), index: map[store.PathHash]int{}}
+	h := &head{storeDir: string(dir), index: map[nix.PathHash]int{}}
 	n, err := r.u64()
 	if err != nil {
 		return nil, err
@@ -275,7 +276,7 @@ func (r *reader) readHead() (*head, error) {
 
 // narFrame reads the size that precedes the NAR of pi and returns a reader
 // of exactly that NAR's bytes.
-func (r *reader) narFrame(pi *store.PathInfo) (*io.LimitedReader, error) {
+func (r *reader) narFrame(pi *nix.PathInfo) (*io.LimitedReader, error) {
 	n, err := r.u64()
 	if err != nil {
 		return nil, err

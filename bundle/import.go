@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
 )
@@ -21,7 +23,7 @@ type ImportOptions struct {
 	// lets a bundle make any content valid under any path name.
 	NoCheckSigs bool
 	// Progress, if set, is called after each path is added or skipped.
-	Progress func(pi *store.PathInfo, added bool)
+	Progress func(pi *nix.PathInfo, added bool)
 	Logger   *slog.Logger
 }
 
@@ -113,7 +115,7 @@ func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Key
 
 	// Which manifests vouch: trusted for their name, not stale, closed here.
 	var trusted []int
-	vouch := map[store.PathHash][]*manifest.Manifest{}
+	vouch := map[nix.PathHash][]*manifest.Manifest{}
 	for i, m := range ms {
 		if err := checkManifest(keys, h, m, known[i]); err != nil {
 			if !opts.NoCheckSigs {
@@ -262,7 +264,7 @@ func checkManifest(keys *manifest.Keyring, h *manifest.History, m *manifest.Mani
 // believe decides whether pi may become valid: a trusted manifest lists
 // it with the same contents, a trusted key signed it, or its content
 // address recomputes to its path.
-func believe(storeDir string, keys *manifest.Keyring, pi *store.PathInfo, vouchers []*manifest.Manifest, noCheckSigs bool) error {
+func believe(storeDir string, keys *manifest.Keyring, pi *nix.PathInfo, vouchers []*manifest.Manifest, noCheckSigs bool) error {
 	where := pi.Path.Abs(storeDir)
 	for _, m := range vouchers {
 		if v := findPath(m, pi.Path); v == nil || !sameInfo(v, pi) {
@@ -292,14 +294,14 @@ func believe(storeDir string, keys *manifest.Keyring, pi *store.PathInfo, vouche
 
 // sameInfo reports whether two infos describe the same content the same
 // way: everything a manifest signs but the chunk index ID.
-func sameInfo(a, b *store.PathInfo) bool {
+func sameInfo(a, b *nix.PathInfo) bool {
 	return a.Path == b.Path && a.NarHash == b.NarHash && a.NarSize == b.NarSize &&
 		slices.Equal(a.References, b.References) && a.Deriver == b.Deriver && a.CA == b.CA
 }
 
 // findPath returns m's info of p (m.Paths is sorted by path).
-func findPath(m *manifest.Manifest, p store.Path) *store.PathInfo {
-	i, ok := slices.BinarySearchFunc(m.Paths, p, func(pi *store.PathInfo, p store.Path) int { return pi.Path.Compare(p) })
+func findPath(m *manifest.Manifest, p nix.Path) *nix.PathInfo {
+	i, ok := slices.BinarySearchFunc(m.Paths, p, func(pi *nix.PathInfo, p nix.Path) int { return pi.Path.Compare(p) })
 	if !ok {
 		return nil
 	}

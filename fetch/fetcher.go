@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
@@ -23,7 +26,7 @@ type Options struct {
 	Keys *manifest.Keyring
 	// Vouched holds PathInfos already believed (from a verified manifest),
 	// with their chunk index IDs; a peer's info must agree with them.
-	Vouched map[store.PathHash]*store.PathInfo
+	Vouched map[nix.PathHash]*nix.PathInfo
 	// NoCheckSigs believes every PathInfo a peer sends. For tests only: it
 	// lets any peer make any content valid under any path name.
 	NoCheckSigs bool
@@ -104,7 +107,7 @@ type Progress struct {
 }
 
 // Sync makes the closures of roots valid in the store.
-func (fe *Fetcher) Fetch(ctx context.Context, roots []store.Path) (*Report, error) {
+func (fe *Fetcher) Fetch(ctx context.Context, roots []nix.Path) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
 	for _, r := range roots {
@@ -139,8 +142,8 @@ func (fe *Fetcher) progress(p Progress) {
 
 // item is one path to fetch.
 type item struct {
-	info      *store.PathInfo
-	index     store.ChunkIndex
+	info      *nix.PathInfo
+	index     chunk.Index
 	offs      []uint64
 	infoFrom  peer.ID // who told us info and index (blamed if the NAR is wrong)
 	providers []peer.ID
@@ -150,22 +153,22 @@ type item struct {
 
 type plan struct {
 	items       []*item // references first
-	byHash      map[store.PathHash]*item
+	byHash      map[nix.PathHash]*item
 	closureSize int
 }
 
 // plan learns the missing part of the closures of roots from the peers.
 // The first provider asked describes a root's whole closure in one answer,
 // so planning costs two or three round trips whatever the graph's depth.
-func (fe *Fetcher) plan(ctx context.Context, roots []store.Path) (*plan, error) {
-	pl := &plan{byHash: map[store.PathHash]*item{}}
-	described := map[store.PathHash]described{}
+func (fe *Fetcher) plan(ctx context.Context, roots []nix.Path) (*plan, error) {
+	pl := &plan{byHash: map[nix.PathHash]*item{}}
+	described := map[nix.PathHash]described{}
 	broke := map[peer.ID]bool{} // peers whose answers broke the protocol
-	seen := map[store.PathHash]bool{}
-	var local []store.Path
-	var want []store.Path
+	seen := map[nix.PathHash]bool{}
+	var local []nix.Path
+	var want []nix.Path
 	// consider queues p, or notes it as local: a valid path's closure is valid.
-	consider := func(p store.Path) error {
+	consider := func(p nix.Path) error {
 		if seen[p.Hash] {
 			return nil
 		}
@@ -214,7 +217,7 @@ func (fe *Fetcher) plan(ctx context.Context, roots []store.Path) (*plan, error) 
 		}
 	}
 	// Order references first.
-	placed := map[store.PathHash]bool{}
+	placed := map[nix.PathHash]bool{}
 	var visit func(it *item)
 	visit = func(it *item) {
 		if placed[it.info.Path.Hash] {
@@ -252,8 +255,8 @@ type described struct {
 // A peer in broke, or whose answer breaks the protocol (a decoder bomb,
 // say), is added to it and not asked again: each answer may cost up to
 // the cap.
-func (fe *Fetcher) learn(ctx context.Context, want []store.Path, desc map[store.PathHash]described, broke map[peer.ID]bool) ([]*item, error) {
-	hashes := make([]store.PathHash, len(want))
+func (fe *Fetcher) learn(ctx context.Context, want []nix.Path, desc map[nix.PathHash]described, broke map[peer.ID]bool) ([]*item, error) {
+	hashes := make([]nix.PathHash, len(want))
 	for i, p := range want {
 		hashes[i] = p.Hash
 	}
@@ -262,7 +265,7 @@ func (fe *Fetcher) learn(ctx context.Context, want []store.Path, desc map[store.
 		providers[i] = slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
 	}
 	// Ask each path's first provider for the closures of the undescribed.
-	ask := map[peer.ID][]store.PathHash{}
+	ask := map[peer.ID][]nix.PathHash{}
 	for i, h := range hashes {
 		if _, ok := desc[h]; !ok && len(providers[i]) > 0 {
 			ask[providers[i][0]] = append(ask[providers[i][0]], h)
@@ -309,12 +312,12 @@ func (fe *Fetcher) learn(ctx context.Context, want []store.Path, desc map[store.
 }
 
 // locateConnected asks only the connected peers which of hashes they have.
-func (fe *Fetcher) locateConnected(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
+func (fe *Fetcher) locateConnected(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
 	return fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 }
 
 // ask sends one have query to each of peers, in parallel.
-func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []store.PathHash) [][]peer.ID {
+func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID {
 	out := make([][]peer.ID, len(hashes))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -342,7 +345,7 @@ func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []store.Path
 
 // locate asks every connected peer which of hashes it has, and the DHT for
 // those no connected peer has.
-func (fe *Fetcher) locate(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
+func (fe *Fetcher) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
 	out := fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 	// Only what nobody connected has goes to the DHT: a lookup costs
 	// seconds, a have query a round trip.
@@ -377,7 +380,7 @@ func (fe *Fetcher) locate(ctx context.Context, hashes []store.PathHash) [][]peer
 
 // believe gets p's PathInfo and chunk index from one of its providers and
 // checks that it may be trusted.
-func (fe *Fetcher) believe(ctx context.Context, p store.Path, providers []peer.ID) (*item, error) {
+func (fe *Fetcher) believe(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error) {
 	where := p.Abs(fe.store.StoreDir())
 	if len(providers) == 0 {
 		return nil, fmt.Errorf("%s: no peer has it (asked %d connected %s); connect a peer that has it (--from ADDR) or check `trove peers`",
@@ -385,7 +388,7 @@ func (fe *Fetcher) believe(ctx context.Context, p store.Path, providers []peer.I
 	}
 	var last error
 	for _, prov := range providers {
-		infos, err := fe.node.Info(ctx, prov, []store.PathHash{p.Hash})
+		infos, err := fe.node.Info(ctx, prov, []nix.PathHash{p.Hash})
 		if err != nil {
 			last = err
 			continue
@@ -415,7 +418,7 @@ func (fe *Fetcher) believe(ctx context.Context, p store.Path, providers []peer.I
 var ErrUntrusted = errors.New("not signed by a trusted key")
 
 // trust decides whether a PathInfo from a peer may be believed.
-func (fe *Fetcher) trust(pi *store.PathInfo) error {
+func (fe *Fetcher) trust(pi *nix.PathInfo) error {
 	where := pi.Path.Abs(fe.store.StoreDir())
 	if v, ok := fe.opts.Vouched[pi.Path.Hash]; ok {
 		if v.Path != pi.Path || v.NarHash != pi.NarHash || v.NarSize != pi.NarSize ||

@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/errgroup"
 
@@ -57,13 +60,13 @@ type transfer struct {
 	failed  error   // set once, by setFailed; errFinished after success
 	failedC chan struct{}
 	peers   map[peer.ID]*peerState
-	items   map[store.PathHash]*itemState
+	items   map[nix.PathHash]*itemState
 	// ready holds the items an ingest worker should take next: every chunk
 	// is in, or the item is stale. Items are unpacked in the order they
 	// complete, whatever their place in the graph, and committed once their
 	// references are (referrers says whom to look at after a commit).
 	ready     []readyItem
-	referrers map[store.PathHash][]*itemState
+	referrers map[nix.PathHash][]*itemState
 	// held is the NAR bytes of the items being unpacked or unpacked and
 	// waiting for their references: each takes disk twice, as spool and
 	// as tree, until it is committed. next keeps it within budget: the
@@ -107,7 +110,7 @@ type readyItem struct {
 
 type want struct {
 	st       *itemState
-	ref      store.ChunkRef
+	ref      chunk.Ref
 	off      uint64
 	done     bool
 	old      bool // its item was restarted under another description
@@ -122,13 +125,13 @@ type peerState struct {
 	bad      int
 	dropped  string
 	failures int
-	lacks    map[store.PathHash]bool
+	lacks    map[nix.PathHash]bool
 	streams  int // workers started
 }
 
 func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
-	f := &transfer{fe: fe, pl: pl, start: start, peers: map[peer.ID]*peerState{}, items: map[store.PathHash]*itemState{},
-		referrers: map[store.PathHash][]*itemState{}, failedC: make(chan struct{})}
+	f := &transfer{fe: fe, pl: pl, start: start, peers: map[peer.ID]*peerState{}, items: map[nix.PathHash]*itemState{},
+		referrers: map[nix.PathHash][]*itemState{}, failedC: make(chan struct{})}
 	f.cond = sync.NewCond(&f.mu)
 	return f
 }
@@ -136,7 +139,7 @@ func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
 func (f *transfer) peer(p peer.ID) *peerState {
 	ps, ok := f.peers[p]
 	if !ok {
-		ps = &peerState{id: p, lacks: map[store.PathHash]bool{}}
+		ps = &peerState{id: p, lacks: map[nix.PathHash]bool{}}
 		f.peers[p] = ps
 	}
 	return ps
@@ -293,7 +296,7 @@ func (f *transfer) prepare(ctx context.Context, st *itemState) error {
 	// paths keep going meanwhile (this also runs when a path restarts).
 	var resumed, reused int64
 	var missing []int
-	buf := make([]byte, store.ChunkMax)
+	buf := make([]byte, chunk.MaxSize)
 	for i, c := range index {
 		if !fresh && sp.has(c, offs[i], buf) {
 			resumed += int64(c.Size)
@@ -773,7 +776,7 @@ func (f *transfer) ingest(ctx context.Context, st *itemState) error {
 	if err == nil {
 		return f.commit(st, x)
 	}
-	if !errors.Is(err, store.ErrHashMismatch) && !errors.Is(err, store.ErrBadNAR) || it.attempts >= 2 {
+	if !errors.Is(err, nix.ErrHashMismatch) && !errors.Is(err, nix.ErrBadNAR) || it.attempts >= 2 {
 		return err
 	}
 	it.attempts++
@@ -936,7 +939,7 @@ func (f *transfer) relocate(ctx context.Context) {
 		if len(open) == 0 {
 			continue
 		}
-		hashes := make([]store.PathHash, len(open))
+		hashes := make([]nix.PathHash, len(open))
 		for i, it := range open {
 			hashes[i] = it.info.Path.Hash
 		}

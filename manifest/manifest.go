@@ -8,12 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/zeebo/blake3"
 
-	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 
@@ -24,12 +26,12 @@ import (
 type Manifest struct {
 	Name       string
 	Generation uint64
-	Root       store.Path
+	Root       nix.Path
 	Activate   string // command relative to the root, "" for none
 	Created    time.Time
 	Publisher  PublicKey
 	Previous   ID // zero for generation 1
-	Paths      []*store.PathInfo
+	Paths      []*nix.PathInfo
 	Sig        string // Publisher's signature of the body
 }
 
@@ -49,7 +51,7 @@ func (id ID) String() string { return id.CID().String() }
 
 // ParseID parses the string form of an ID.
 func ParseID(s string) (ID, error) {
-	c, err := store.ParseChunkID(s) // same shape: CIDv1 raw blake3-256
+	c, err := chunk.ParseID(s) // same shape: CIDv1 raw blake3-256
 	return ID(c), err
 }
 
@@ -182,7 +184,7 @@ func (m *Manifest) body() ([]byte, error) {
 // and its closure closed.
 func (m *Manifest) Sign(k SecretKey) error {
 	m.Publisher = k.Public()
-	slices.SortFunc(m.Paths, func(a, b *store.PathInfo) int { return a.Path.Compare(b.Path) })
+	slices.SortFunc(m.Paths, func(a, b *nix.PathInfo) int { return a.Path.Compare(b.Path) })
 	if err := m.checkClosure(); err != nil {
 		return err
 	}
@@ -253,7 +255,7 @@ func Decode(b []byte) (*Manifest, error) {
 		return bad("generation 0")
 	}
 	var err error
-	if m.Root, err = store.ParseBase(w.Root); err != nil {
+	if m.Root, err = nix.ParseBase(w.Root); err != nil {
 		return bad("root: %v", err)
 	}
 	if m.Publisher, err = ParsePublicKey(w.Publisher); err != nil {
@@ -269,20 +271,20 @@ func Decode(b []byte) (*Manifest, error) {
 		if len(wp.References) > MaxReferences {
 			return bad("%s: %d references, at most %d", wp.Path, len(wp.References), MaxReferences)
 		}
-		pi, err := store.PathInfoFromNames(wp.Path, wp.NarHash, wp.NarSize, wp.References, wp.Deriver)
+		pi, err := nix.PathInfoFromNames(wp.Path, wp.NarHash, wp.NarSize, wp.References, wp.Deriver)
 		if err != nil {
 			return bad("%v", err)
 		}
 		if len(wp.ChunkIndex) != len(pi.ChunkIndex) {
 			return bad("%s: bad chunk index ID", wp.Path)
 		}
-		pi.CA, pi.ChunkIndex = wp.CA, store.ChunkID(wp.ChunkIndex)
-		if !slices.IsSortedFunc(pi.References, store.Path.Compare) {
+		pi.CA, pi.ChunkIndex = wp.CA, chunk.ID(wp.ChunkIndex)
+		if !slices.IsSortedFunc(pi.References, nix.Path.Compare) {
 			return bad("%s: references not sorted", wp.Path)
 		}
 		m.Paths = append(m.Paths, pi)
 	}
-	if !slices.IsSortedFunc(m.Paths, func(a, b *store.PathInfo) int { return a.Path.Compare(b.Path) }) {
+	if !slices.IsSortedFunc(m.Paths, func(a, b *nix.PathInfo) int { return a.Path.Compare(b.Path) }) {
 		return bad("paths not sorted")
 	}
 	// Re-encoding must give the same body: the encoding is canonical.
@@ -300,7 +302,7 @@ func Decode(b []byte) (*Manifest, error) {
 
 // checkClosure requires the root and every reference to be listed.
 func (m *Manifest) checkClosure() error {
-	have := make(map[store.Path]bool, len(m.Paths))
+	have := make(map[nix.Path]bool, len(m.Paths))
 	for _, pi := range m.Paths {
 		if have[pi.Path] {
 			return fmt.Errorf("%s is listed twice", pi.Path)
@@ -321,8 +323,8 @@ func (m *Manifest) checkClosure() error {
 }
 
 // Vouched returns the manifest's PathInfos by hash, for sync.Options.Vouched.
-func (m *Manifest) Vouched() map[store.PathHash]*store.PathInfo {
-	out := make(map[store.PathHash]*store.PathInfo, len(m.Paths))
+func (m *Manifest) Vouched() map[nix.PathHash]*nix.PathInfo {
+	out := make(map[nix.PathHash]*nix.PathInfo, len(m.Paths))
 	for _, pi := range m.Paths {
 		out[pi.Path.Hash] = pi
 	}

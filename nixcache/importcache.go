@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/errgroup"
@@ -74,7 +76,7 @@ func WithTimeout(d time.Duration) ImportOption {
 // An HTTP cache that sends nothing for the timeout (see WithTimeout) fails
 // the import with an error wrapping ErrStalled; as on any failure, the
 // paths not yet added leave nothing behind.
-func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, cacheURL string, paths []store.Path, requireSigs bool, opts ...ImportOption) ([]*store.PathInfo, error) {
+func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, cacheURL string, paths []nix.Path, requireSigs bool, opts ...ImportOption) ([]*nix.PathInfo, error) {
 	cfg := importConfig{timeout: DefaultImportTimeout}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -123,7 +125,7 @@ func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, ca
 // trusted reports whether pi is signed by a key in keys, or claims a
 // recursive sha256 content address from which its name recomputes (which
 // AddNAR then checks against the NAR).
-func trusted(storeDir string, keys *manifest.Keyring, pi *store.PathInfo) bool {
+func trusted(storeDir string, keys *manifest.Keyring, pi *nix.PathInfo) bool {
 	if keys != nil {
 		if _, ok := keys.VerifyPathInfo(storeDir, pi); ok {
 			return true
@@ -315,12 +317,12 @@ func (c *binaryCache) checkStoreDir(ctx context.Context, storeDir string) error 
 
 // closure reads the narinfos of the closures of roots, except what is
 // valid in s already, a level of references at a time.
-func (c *binaryCache) closure(ctx context.Context, s *store.Store, roots []store.Path) (map[store.PathHash]*NarInfo, error) {
-	infos := map[store.PathHash]*NarInfo{}
-	seen := map[store.PathHash]bool{}
+func (c *binaryCache) closure(ctx context.Context, s *store.Store, roots []nix.Path) (map[nix.PathHash]*NarInfo, error) {
+	infos := map[nix.PathHash]*NarInfo{}
+	seen := map[nix.PathHash]bool{}
 	level := roots
 	for len(level) > 0 {
-		var want []store.Path
+		var want []nix.Path
 		for _, p := range level {
 			if seen[p.Hash] {
 				continue
@@ -354,7 +356,7 @@ func (c *binaryCache) closure(ctx context.Context, s *store.Store, roots []store
 	return infos, nil
 }
 
-func (c *binaryCache) narInfo(ctx context.Context, storeDir string, p store.Path) (*NarInfo, error) {
+func (c *binaryCache) narInfo(ctx context.Context, storeDir string, p nix.Path) (*NarInfo, error) {
 	where := p.Abs(storeDir)
 	b, err := c.readSmall(ctx, p.Hash.String()+".narinfo")
 	if errors.Is(err, errMissing) {
@@ -376,12 +378,12 @@ func (c *binaryCache) narInfo(ctx context.Context, storeDir string, p store.Path
 // referencesFirst orders infos so that every path comes after the paths it
 // references, refusing a reference cycle (which no real store has, and
 // which would never become valid).
-func referencesFirst(storeDir string, infos map[store.PathHash]*NarInfo) ([]*NarInfo, error) {
+func referencesFirst(storeDir string, infos map[nix.PathHash]*NarInfo) ([]*NarInfo, error) {
 	const (
 		visiting = 1
 		done     = 2
 	)
-	state := map[store.PathHash]int{}
+	state := map[nix.PathHash]int{}
 	var order []*NarInfo
 	var visit func(ni *NarInfo) error
 	visit = func(ni *NarInfo) error {
@@ -421,13 +423,13 @@ func referencesFirst(storeDir string, infos map[store.PathHash]*NarInfo) ([]*Nar
 // importAll downloads and adds order's paths, a few at a time; each waits
 // for the paths it references. order is references-first, so the paths
 // holding a slot never wait on one that has none: no deadlock.
-func (c *binaryCache) importAll(ctx context.Context, s *store.Store, order []*NarInfo) ([]*store.PathInfo, error) {
-	done := make(map[store.PathHash]chan struct{}, len(order))
+func (c *binaryCache) importAll(ctx context.Context, s *store.Store, order []*NarInfo) ([]*nix.PathInfo, error) {
+	done := make(map[nix.PathHash]chan struct{}, len(order))
 	for _, ni := range order {
 		done[ni.Info.Path.Hash] = make(chan struct{})
 	}
 	var mu sync.Mutex
-	var added []*store.PathInfo
+	var added []*nix.PathInfo
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
 	for _, ni := range order {
@@ -459,7 +461,7 @@ func (c *binaryCache) importAll(ctx context.Context, s *store.Store, order []*Na
 	return added, err
 }
 
-func (c *binaryCache) importOne(ctx context.Context, s *store.Store, ni *NarInfo) (*store.PathInfo, error) {
+func (c *binaryCache) importOne(ctx context.Context, s *store.Store, ni *NarInfo) (*nix.PathInfo, error) {
 	where := ni.Info.Path.Abs(s.StoreDir())
 	rc, err := c.open(ctx, ni.URL)
 	if err != nil {
@@ -492,7 +494,7 @@ func (l *sizeLimit) Read(p []byte) (int, error) {
 	if l.n == 0 {
 		var one [1]byte
 		if k, _ := io.ReadFull(l.r, one[:]); k > 0 {
-			return 0, fmt.Errorf("%w: the NAR is longer than the NarSize its narinfo states", store.ErrHashMismatch)
+			return 0, fmt.Errorf("%w: the NAR is longer than the NarSize its narinfo states", nix.ErrHashMismatch)
 		}
 		return 0, io.EOF
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/fetch"
@@ -43,7 +45,7 @@ func NewPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slo
 // nobody connected has costs one round trip. It does not ask the DHT: the
 // DHT knows only closure roots, so nearly every lookup there would miss,
 // and each miss would cost Nix the whole timeout.
-func (ps *PeerSource) Find(ctx context.Context, h store.PathHash) (store.Path, error) {
+func (ps *PeerSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the queries still out once one answered
 	peers := ps.node.ConnectedPeers()
@@ -54,7 +56,7 @@ func (ps *PeerSource) Find(ctx context.Context, h store.PathHash) (store.Path, e
 	answers := make(chan answer, len(peers))
 	for _, p := range peers {
 		go func() {
-			has, err := ps.node.Have(ctx, p, []store.PathHash{h})
+			has, err := ps.node.Have(ctx, p, []nix.PathHash{h})
 			if err != nil {
 				ps.log.Debug("have query failed", "peer", p, "err", err)
 			}
@@ -71,25 +73,25 @@ func (ps *PeerSource) Find(ctx context.Context, h store.PathHash) (store.Path, e
 				return path, nil
 			}
 		case <-ctx.Done():
-			return store.Path{}, ctx.Err()
+			return nix.Path{}, ctx.Err()
 		}
 	}
-	return store.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", ErrNotFound, h, len(peers))
+	return nix.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", ErrNotFound, h, len(peers))
 }
 
 // name asks p for the info of h, for the path's name.
-func (ps *PeerSource) name(ctx context.Context, p peer.ID, h store.PathHash) (store.Path, bool) {
-	ris, err := ps.node.Info(ctx, p, []store.PathHash{h})
+func (ps *PeerSource) name(ctx context.Context, p peer.ID, h nix.PathHash) (nix.Path, bool) {
+	ris, err := ps.node.Info(ctx, p, []nix.PathHash{h})
 	if err != nil || ris[0] == nil {
 		ps.log.Debug("peer has a path but no info for it", "peer", p, "hash", h, "err", err)
-		return store.Path{}, false
+		return nix.Path{}, false
 	}
 	return ris[0].Info.Path, true
 }
 
 // Fetch syncs the closure of p from the connected peers. A closure that
 // nothing trusted vouches for is ErrNotFound: it cannot be served.
-func (ps *PeerSource) Fetch(ctx context.Context, p store.Path) error {
+func (ps *PeerSource) Fetch(ctx context.Context, p nix.Path) error {
 	select {
 	case ps.syncing <- struct{}{}:
 	case <-ctx.Done():
@@ -99,7 +101,7 @@ func (ps *PeerSource) Fetch(ctx context.Context, p store.Path) error {
 	if ok, err := ps.store.IsValid(p); err != nil || ok {
 		return err // fetched meanwhile, for another request
 	}
-	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Fetch(ctx, []store.Path{p})
+	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Fetch(ctx, []nix.Path{p})
 	if errors.Is(err, fetch.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)

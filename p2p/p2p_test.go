@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -42,7 +44,7 @@ func pair(a, b *Node, ta, tb *TrustGroup) {
 	tb.Allow(a.ID(), "a")
 }
 
-func addTree(t testing.TB, s *store.Store, files map[string][]byte) *store.PathInfo {
+func addTree(t testing.TB, s *store.Store, files map[string][]byte) *nix.PathInfo {
 	t.Helper()
 	dir := t.TempDir()
 	for rel, data := range files {
@@ -76,12 +78,12 @@ func TestHaveInfoFetch(t *testing.T) {
 			if err := b.Connect(ctx, a.AddrInfo()); err != nil {
 				t.Fatal(err)
 			}
-			absent := store.PathHash{1}
-			have, err := b.Have(ctx, a.ID(), []store.PathHash{pi.Path.Hash, absent})
+			absent := nix.PathHash{1}
+			have, err := b.Have(ctx, a.ID(), []nix.PathHash{pi.Path.Hash, absent})
 			if err != nil || !have[0] || have[1] {
 				t.Fatalf("have = %v, %v", have, err)
 			}
-			infos, err := b.Info(ctx, a.ID(), []store.PathHash{absent, pi.Path.Hash})
+			infos, err := b.Info(ctx, a.ID(), []nix.PathHash{absent, pi.Path.Hash})
 			if err != nil || infos[0] != nil || infos[1] == nil {
 				t.Fatalf("info = %v, %v", infos, err)
 			}
@@ -136,7 +138,7 @@ func TestUntrustedPeerIsRefused(t *testing.T) {
 	if err == nil {
 		// The outbound side may see the handshake finish before a's gater
 		// closes it; no stream may succeed either way.
-		if _, err := b.Have(ctx, a.ID(), []store.PathHash{pi.Path.Hash}); err == nil {
+		if _, err := b.Have(ctx, a.ID(), []nix.PathHash{pi.Path.Hash}); err == nil {
 			t.Fatal("an untrusted peer got a have answer")
 		}
 	}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
 )
@@ -103,12 +105,12 @@ func genOf(name, file string) (uint64, bool) {
 }
 
 // rootOf reads the store path a generation link points at.
-func (p *Profiles) rootOf(link string) (store.Path, error) {
+func (p *Profiles) rootOf(link string) (nix.Path, error) {
 	target, err := os.Readlink(link)
 	if err != nil {
-		return store.Path{}, err
+		return nix.Path{}, err
 	}
-	return store.ParseBase(filepath.Base(target))
+	return nix.ParseBase(filepath.Base(target))
 }
 
 // Current returns the generation NAME points at (0 if none).
@@ -278,7 +280,7 @@ func symlinkAtomic(target, link string) error {
 // Switch points NAME at generation gen, whose root must be valid in the
 // store (with its closure), creating the generation link if needed. The
 // caller holds the lock.
-func (p *Profiles) Switch(name string, gen uint64, root store.Path) error {
+func (p *Profiles) Switch(name string, gen uint64, root nix.Path) error {
 	if err := manifest.CheckName(name); err != nil {
 		return err
 	}
@@ -330,10 +332,10 @@ func (p *Profiles) Switch(name string, gen uint64, root store.Path) error {
 }
 
 // Root returns the root of generation gen of NAME.
-func (p *Profiles) Root(name string, gen uint64) (store.Path, error) {
+func (p *Profiles) Root(name string, gen uint64) (nix.Path, error) {
 	root, err := p.rootOf(p.link(name, gen))
 	if errors.Is(err, os.ErrNotExist) {
-		return store.Path{}, fmt.Errorf("%s has no generation %d (see trove generations %s)", name, gen, name)
+		return nix.Path{}, fmt.Errorf("%s has no generation %d (see trove generations %s)", name, gen, name)
 	}
 	return root, err
 }
@@ -359,7 +361,7 @@ func (p *Profiles) Delete(name string, gens ...uint64) error {
 }
 
 // Roots returns every generation's root of every profile: GC roots.
-func (p *Profiles) Roots() ([]store.Path, error) {
+func (p *Profiles) Roots() ([]nix.Path, error) {
 	ents, err := os.ReadDir(p.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -367,7 +369,7 @@ func (p *Profiles) Roots() ([]store.Path, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []store.Path
+	var out []nix.Path
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), "-link") {
 			continue
@@ -472,7 +474,7 @@ func (e *ActivationError) Unwrap() error { return e.Err }
 // streaming its output, with a timeout (0 = none). The command gets the
 // root in TROVE_ROOT and the profile and generation in TROVE_PROFILE and
 // TROVE_GENERATION.
-func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, root store.Path, rel string, timeout time.Duration, stdout, stderr io.Writer) error {
+func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, root nix.Path, rel string, timeout time.Duration, stdout, stderr io.Writer) error {
 	if rel == "" {
 		return nil
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
@@ -164,13 +166,13 @@ func (net *Net) Heal(i, j int) {
 // at the same NAR.
 func (net *Net) AssertSameTree(name string, idx ...int) {
 	net.t.Helper()
-	var want store.Hash
+	var want nix.Hash
 	for k, i := range idx {
 		tree, err := filepath.EvalSymlinks(filepath.Join(profile.ProfilesDir(net.Home(i)), name))
 		if err != nil {
 			net.t.Fatalf("testnet: agent %d has no profile %s: %v", i, name, err)
 		}
-		h, _, err := store.HashPath(tree)
+		h, _, err := nix.HashPath(tree)
 		if err != nil {
 			net.t.Fatalf("testnet: %v", err)
 		}
