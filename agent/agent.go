@@ -17,10 +17,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Config configures an agent.
@@ -44,11 +44,11 @@ type Config struct {
 	Sources []string
 	// FollowProgress, if set, sees the progress of every sync the agent
 	// makes to follow a configuration (the demo draws it).
-	FollowProgress func(config string, p trovesync.Progress)
+	FollowProgress func(config string, p fetch.Progress)
 	// Cache is the Nix binary-cache endpoint (cache.go).
 	Cache CacheConfig
 	// ActivationTimeout bounds the activation commands of followed
-	// configurations that set none (default sync.DefaultActivationTimeout).
+	// configurations that set none (default profile.DefaultActivationTimeout).
 	ActivationTimeout time.Duration
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/profile"
 )
 
 // FileConfig is $TROVE_HOME/config.toml. Command-line flags override it.
@@ -41,12 +41,12 @@ type AgentSection struct {
 }
 
 // ActivationTimeout is how long an activation command may run: timeout,
-// or sync.DefaultActivationTimeout.
+// or profile.DefaultActivationTimeout.
 func (s AgentSection) ActivationTimeout() time.Duration {
 	if d, err := parseTimeout(s.Timeout); err == nil && d > 0 {
 		return d
 	}
-	return trovesync.DefaultActivationTimeout
+	return profile.DefaultActivationTimeout
 }
 
 // parseTimeout parses a timeout setting: a Go duration ("90s", "10m")

@@ -10,21 +10,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
-	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/profile"
 )
 
 // Following. Each followed configuration has a follower: a goroutine that
 // brings the machine to the newest generation known here, one step at a
 // time (fetch its closure; with --activate, switch the profile and run its
 // activation command). It activates only a generation above the profile's
-// highest (sync.Profiles.Highest, checked under the profile's lock), so a
+// highest (profile.Profiles.Highest, checked under the profile's lock), so a
 // manual rollback holds.
 //
 // Learning of new generations is separate and never waits on a follower:
@@ -201,7 +204,7 @@ func (a *Agent) learnOnce(ctx context.Context) (pending bool) {
 			defer wg.Done()
 			if len(a.Node.ConnectedPeers()) > 0 {
 				actx, cancel := context.WithTimeout(ctx, askTimeout)
-				refused := trovesync.Learn(actx, a.Node, a.History, fl.name, 0)
+				refused := fetch.Learn(actx, a.Node, a.History, fl.name, 0)
 				cancel()
 				for _, err := range refused {
 					if ctx.Err() == nil && fl.fail(fmt.Errorf("refused a generation: %w", err)) {
@@ -311,7 +314,7 @@ func (a *Agent) activationTimeout(f Follow) time.Duration {
 	if a.cfg.ActivationTimeout > 0 {
 		return a.cfg.ActivationTimeout
 	}
-	return trovesync.DefaultActivationTimeout
+	return profile.DefaultActivationTimeout
 }
 
 // apply brings fl's configuration to the newest generation known here:
@@ -332,7 +335,7 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 		}
 		return
 	}
-	prof := trovesync.OpenProfiles(a.Store)
+	prof := profile.OpenProfiles(a.Store)
 	if f.Activate {
 		// Checked again under the profile's lock (ActivateOptions.Following).
 		if highest, err := prof.Highest(f.Name); err != nil || m.Generation <= highest {
@@ -345,11 +348,11 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 		}
 		fl.set(fmt.Sprintf("fetching generation %d", m.Generation))
 		end := a.BeginTransfer()
-		opts := trovesync.Options{Keys: a.Keys, Logger: a.log}
+		opts := fetch.Options{Keys: a.Keys, Logger: a.log}
 		if fp := a.cfg.FollowProgress; fp != nil {
-			opts.Progress = func(p trovesync.Progress) { fp(f.Name, p) }
+			opts.Progress = func(p fetch.Progress) { fp(f.Name, p) }
 		}
-		rep, err := trovesync.New(a.Store, a.Node, opts).SyncManifest(ctx, m)
+		rep, err := fetch.New(a.Store, a.Node, opts).FetchManifest(ctx, m)
 		end()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -372,7 +375,7 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 	timeout := a.activationTimeout(f)
 	// The agent's context, not the follower's: an unfollow does not cut a
 	// running activation command short; stopping the agent does.
-	err = trovesync.Activate(a.bg, prof, m, trovesync.ActivateOptions{
+	err = profile.Activate(a.bg, prof, m, profile.ActivateOptions{
 		Run: f.Run, Timeout: timeout, Wait: timeout + 15*time.Second, Following: true,
 		Stdout: io.Discard, Stderr: logWriter{a},
 		OnWait: func(holder string) {
@@ -380,9 +383,9 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 			a.log.Info("waiting for another activation to finish", "config", f.Name, "holder", holder)
 		},
 	})
-	var ae *trovesync.ActivationError
+	var ae *profile.ActivationError
 	switch {
-	case errors.Is(err, trovesync.ErrNotNewer):
+	case errors.Is(err, profile.ErrNotNewer):
 		a.log.Info("not activating: the profile was switched by hand meanwhile", "config", f.Name, "generation", m.Generation)
 	case errors.As(err, &ae):
 		a.log.Warn("activation failed", "config", f.Name, "generation", m.Generation, "err", err)
@@ -444,7 +447,7 @@ func (a *Agent) wakeFollower(name string) {
 // again resumes a profile held back by a manual switch.
 func (a *Agent) SetFollow(ctx context.Context, f Follow, follow bool) error {
 	a.followMu.Lock()
-	err := RecordFollow(a.Home, trovesync.OpenProfiles(a.Store), f, follow)
+	err := RecordFollow(a.Home, profile.OpenProfiles(a.Store), f, follow)
 	fl := a.followers[f.Name]
 	if err == nil && !follow && fl != nil {
 		fl.stop()
@@ -479,10 +482,10 @@ type FollowStatus struct {
 	// activates only generations above Highest.
 	HeldBack bool `json:"heldBack"`
 	// LastActivation is the outcome of the profile's last activation.
-	LastActivation *trovesync.ActivationRecord `json:"lastActivation,omitempty"`
-	State          string                      `json:"state,omitempty"`
-	LastError      string                      `json:"lastError,omitempty"`
-	LastErrorAt    time.Time                   `json:"lastErrorAt,omitzero"`
+	LastActivation *profile.ActivationRecord `json:"lastActivation,omitempty"`
+	State          string                    `json:"state,omitempty"`
+	LastError      string                    `json:"lastError,omitempty"`
+	LastErrorAt    time.Time                 `json:"lastErrorAt,omitzero"`
 	// Hint says what to run, when something needs the user.
 	Hint string `json:"hint,omitempty"`
 }
@@ -493,7 +496,7 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	prof := trovesync.OpenProfiles(a.Store)
+	prof := profile.OpenProfiles(a.Store)
 	out := []FollowStatus{}
 	for _, f := range fs {
 		st := FollowStatus{Name: f.Name, Activate: f.Activate, Run: f.Run, Timeout: f.Timeout, Newest: a.newestKnown(f.Name)}
@@ -518,9 +521,9 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 		switch {
 		case len(a.Keys.Publishers(f.Name)) == 0:
 			st.Hint = fmt.Sprintf("no trusted key may publish %s: run `trove trust add KEY --config %s` with the publisher's key", f.Name, f.Name)
-		case la != nil && la.Generation == st.Current && (la.Result == trovesync.ActivationInterrupted || la.Result == trovesync.ActivationFailed):
+		case la != nil && la.Generation == st.Current && (la.Result == profile.ActivationInterrupted || la.Result == profile.ActivationFailed):
 			st.Hint = fmt.Sprintf("generation %d is selected but its activation command %s: run `trove activate %s --generation %d --run` to run it again, or `trove rollback %s --run`",
-				la.Generation, map[string]string{trovesync.ActivationInterrupted: "was cut off", trovesync.ActivationFailed: "failed"}[la.Result], f.Name, la.Generation, f.Name)
+				la.Generation, map[string]string{profile.ActivationInterrupted: "was cut off", profile.ActivationFailed: "failed"}[la.Result], f.Name, la.Generation, f.Name)
 		case st.HeldBack && f.Activate:
 			st.Hint = fmt.Sprintf("held back at generation %d by a manual switch (it had %d): run `%s` to resume, or `trove activate %s` for the newest", st.Current, st.Highest, f.Command(), f.Name)
 		}
@@ -531,7 +534,7 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 
 // Publish makes and announces a new generation of name.
 func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, error) {
-	m, _, err := trovesync.Publish(a.Store, a.History, key, name, root, activate)
+	m, _, err := profile.Publish(a.Store, a.History, key, name, root, activate)
 	if err != nil {
 		return nil, err
 	}

@@ -14,9 +14,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
-	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/testnet"
 )
 
@@ -73,7 +74,7 @@ func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) ti
 // --to gen --run` does.
 func rollback(t *testing.T, a *agent.Agent, name string, gen uint64) {
 	t.Helper()
-	prof := trovesync.OpenProfiles(a.Store)
+	prof := profile.OpenProfiles(a.Store)
 	root, err := prof.Root(name, gen)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +85,7 @@ func rollback(t *testing.T, a *agent.Agent, name string, gen uint64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := prof.Activate(ctx, name, gen, root, m.Activate, trovesync.ActivateOptions{Run: true}); err != nil {
+	if err := prof.Activate(ctx, name, gen, root, m.Activate, profile.ActivateOptions{Run: true}); err != nil {
 		t.Fatalf("rollback to %d: %v", gen, err)
 	}
 }
@@ -122,7 +123,7 @@ func TestRollbackHolds(t *testing.T) {
 	publisher.Node.Host().Network().ClosePeer(net.ID(1))
 	net.WaitConnected(1)
 	time.Sleep(3 * time.Second)
-	prof := trovesync.OpenProfiles(follower.Store)
+	prof := profile.OpenProfiles(follower.Store)
 	if cur, _ := prof.Current("laptop"); cur != 1 {
 		t.Fatalf("the follower undid the rollback: profile at generation %d", cur)
 	}
@@ -205,7 +206,7 @@ func TestHangingActivation(t *testing.T) {
 	if d := time.Since(start); d > timeout+5*time.Second {
 		t.Fatalf("the rollback waited %s", d)
 	}
-	if cur, _ := trovesync.OpenProfiles(follower.Store).Current("laptop"); cur != 3 {
+	if cur, _ := profile.OpenProfiles(follower.Store).Current("laptop"); cur != 3 {
 		t.Fatalf("profile at %d after the rollback", cur)
 	}
 }
@@ -220,14 +221,14 @@ func TestFetchOlderGeneration(t *testing.T) {
 	}
 	a := net.Agent(1)
 	ctx := context.Background()
-	if m, err := trovesync.ResolveManifest(ctx, a.Node, a.History, "laptop", 0); err != nil || m.Generation != 3 {
+	if m, err := fetch.ResolveManifest(ctx, a.Node, a.History, "laptop", 0); err != nil || m.Generation != 3 {
 		t.Fatalf("newest: %v %v", m, err)
 	}
-	m, err := trovesync.ResolveManifest(ctx, a.Node, a.History, "laptop", 2)
+	m, err := fetch.ResolveManifest(ctx, a.Node, a.History, "laptop", 2)
 	if err != nil || m.Generation != 2 {
 		t.Fatalf("generation 2 after 3 is known: %v %v", m, err)
 	}
-	if _, err := trovesync.New(a.Store, a.Node, trovesync.Options{Keys: a.Keys}).SyncManifest(ctx, m); err != nil {
+	if _, err := fetch.New(a.Store, a.Node, fetch.Options{Keys: a.Keys}).FetchManifest(ctx, m); err != nil {
 		t.Fatal(err)
 	}
 	if newest, _, err := a.History.Get("laptop", 0); err != nil || newest.Generation != 3 {
@@ -292,7 +293,7 @@ func TestManualSwitchWhileFollowerWaits(t *testing.T) {
 	net.WaitGeneration(1, "laptop", 1)
 	waitFor(t, "generation 1's command runs", 10*time.Second, func() bool { return len(log.lines()) == 1 })
 
-	prof := trovesync.OpenProfiles(follower.Store)
+	prof := profile.OpenProfiles(follower.Store)
 	ctx := context.Background()
 	unlock, err := prof.Lock(ctx, "laptop", func() string { return "trove activate laptop --run" }, time.Second, nil)
 	if err != nil {
@@ -337,7 +338,7 @@ func TestInterruptedActivation(t *testing.T) {
 	net.Stop(1)
 	net.Restart(1)
 	st := followStatus(t, net.Agent(1), "laptop")
-	if st.Current != 1 || st.LastActivation == nil || st.LastActivation.Result != trovesync.ActivationInterrupted ||
+	if st.Current != 1 || st.LastActivation == nil || st.LastActivation.Result != profile.ActivationInterrupted ||
 		!strings.Contains(st.Hint, "was cut off") || !strings.Contains(st.Hint, "trove activate laptop --generation 1 --run") {
 		t.Fatalf("status after the restart: %+v (last activation %+v)", st, st.LastActivation)
 	}
@@ -353,8 +354,8 @@ func TestInterruptedActivation(t *testing.T) {
 	waitFor(t, "generation 2's command finishes", 10*time.Second, func() bool {
 		return strings.Contains(strings.Join(log.lines(), " "), "finished")
 	})
-	rec, err := trovesync.OpenProfiles(net.Agent(1).Store).LastActivation("laptop")
-	if err != nil || rec == nil || rec.Generation != 2 || rec.Result != trovesync.ActivationOK {
+	rec, err := profile.OpenProfiles(net.Agent(1).Store).LastActivation("laptop")
+	if err != nil || rec == nil || rec.Generation != 2 || rec.Result != profile.ActivationOK {
 		t.Fatalf("last activation after the unfollow: %+v %v", rec, err)
 	}
 }
@@ -394,7 +395,7 @@ func TestSilentPeerDoesNotDelayFollowing(t *testing.T) {
 	})
 	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true})
 	net.Publish(0, "laptop", map[string]string{"etc/version": "1"})
-	prof := trovesync.OpenProfiles(net.Agent(1).Store)
+	prof := profile.OpenProfiles(net.Agent(1).Store)
 	d := waitFor(t, "generation 1 activates", 30*time.Second, func() bool { c, _ := prof.Current("laptop"); return c == 1 })
 	if d > 10*time.Second {
 		t.Fatalf("one silent peer delayed following by %s", d)

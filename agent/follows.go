@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/trove-p2p/trove/manifest"
-	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/profile"
 )
 
 // Follow is one configuration this machine follows.
@@ -19,7 +19,7 @@ type Follow struct {
 	Activate bool   `json:"activate,omitempty"` // switch the profile to each new generation
 	Run      bool   `json:"run,omitempty"`      // and run its activation command
 	// Timeout bounds each activation command ("10m"); "" is the agent's
-	// (config.toml's timeout, or sync.DefaultActivationTimeout).
+	// (config.toml's timeout, or profile.DefaultActivationTimeout).
 	Timeout string `json:"timeout,omitempty"`
 }
 
@@ -85,9 +85,9 @@ func SaveFollows(home string, fs []Follow) error {
 
 // RecordFollow adds f to (or with follow false, drops f.Name from) the
 // followed configurations of home. Following with --activate again resumes
-// a profile held back by a manual rollback (sync.Profiles.Resume): the
+// a profile held back by a manual rollback (profile.Profiles.Resume): the
 // newest generation is activated.
-func RecordFollow(home string, prof *trovesync.Profiles, f Follow, follow bool) error {
+func RecordFollow(home string, prof *profile.Profiles, f Follow, follow bool) error {
 	if err := f.check(); err != nil {
 		return err
 	}

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/bundle"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // publisher is machine A: a store, a key trusted for everything it
@@ -104,7 +105,7 @@ func (p *publisher) add(t *testing.T, name string, files map[string]string, refs
 // a bundle of it to file.
 func (p *publisher) publishBundle(t *testing.T, root nix.Path, file string) *manifest.Manifest {
 	t.Helper()
-	m, _, err := trovesync.Publish(p.store, p.hist, p.key, "laptop", root, "bin/activate")
+	m, _, err := profile.Publish(p.store, p.hist, p.key, "laptop", root, "bin/activate")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,8 +172,8 @@ func TestOfflineReproductionFromSource(t *testing.T) {
 		t.Fatal("B's manifest is not A's")
 	}
 	var out bytes.Buffer
-	prof := trovesync.OpenProfiles(b.Store)
-	if err := trovesync.Activate(context.Background(), prof, m, trovesync.ActivateOptions{Run: true, Stdout: &out, Stderr: &out}); err != nil {
+	prof := profile.OpenProfiles(b.Store)
+	if err := profile.Activate(context.Background(), prof, m, profile.ActivateOptions{Run: true, Stdout: &out, Stderr: &out}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "activated 1\n" {

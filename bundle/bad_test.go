@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"

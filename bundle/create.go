@@ -9,6 +9,8 @@ import (
 	"hash"
 	"io"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"

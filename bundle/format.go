@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 

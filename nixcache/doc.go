@@ -11,5 +11,5 @@
 // rather than half understood.
 //
 // nixcache decides nothing about peers: serving from the swarm goes through
-// the Source interface, which PeerSource implements with p2p and sync.
+// the Source interface, which PeerSource implements with p2p and fetch.
 package nixcache

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/errgroup"

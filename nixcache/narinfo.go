@@ -10,8 +10,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/trove-p2p/trove/nix"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
 // MaxNarInfoSize bounds a narinfo: a closure root with thousands of

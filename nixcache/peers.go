@@ -6,17 +6,19 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // PeerSource finds paths among a node's peers and fetches their closures
-// with sync, which believes a PathInfo only through a key in the keyring
+// with fetch, which believes a PathInfo only through a key in the keyring
 // (or a content address that recomputes) and verifies every chunk.
 type PeerSource struct {
 	store *store.Store
@@ -100,8 +102,8 @@ func (ps *PeerSource) Fetch(ctx context.Context, p nix.Path) error {
 	if ok, err := ps.store.IsValid(p); err != nil || ok {
 		return err // fetched meanwhile, for another request
 	}
-	_, err := trovesync.New(ps.store, ps.node, trovesync.Options{Keys: ps.keys, Logger: ps.log}).Sync(ctx, []nix.Path{p})
-	if errors.Is(err, trovesync.ErrUntrusted) {
+	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Fetch(ctx, []nix.Path{p})
+	if errors.Is(err, fetch.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)
 		return fmt.Errorf("%w: %w", ErrNotFound, err)

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/nix"
+
+	"github.com/trove-p2p/trove/agent"
 )
 
 // startAgent runs an agent on loopback, with its binary cache as cfg says

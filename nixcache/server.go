@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/trove-p2p/trove/manifest"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/nixcache"
 )
 

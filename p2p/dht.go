@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
-	"github.com/trove-p2p/trove/nix"
 )
 
 // ErrNoDHT is returned by DHT calls on a node started without the DHT.

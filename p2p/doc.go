@@ -5,7 +5,7 @@
 // Client that asks them.
 //
 // p2p speaks wire formats but decides nothing: what to fetch and from whom
-// is package sync's job. Every message is length-prefixed, size-capped and
+// is package fetch's job. Every message is length-prefixed, size-capped and
 // CBOR-encoded with strict decoding; a peer that breaks the protocol has its
 // stream reset and its connection closed.
 package p2p

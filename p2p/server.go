@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/network"
 	"golang.org/x/sync/semaphore"
 
@@ -25,7 +28,7 @@ type Content interface {
 	ChunkIndexOf(h nix.PathHash) (chunk.Index, error)
 	ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
 	WriteNAR(ctx context.Context, w io.Writer, p nix.Path, off, n int64) error
-	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
+	Closure(roots ...store.Path) ([]*nix.PathInfo, error)
 }
 
 // Store is Content that can also read a chunk into a buffer without
@@ -44,7 +47,7 @@ type StoreContent struct{ Store }
 // back once it is sent.
 func (c StoreContent) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 	buf := chunkBufs.Get().(*[chunk.MaxSize]byte)
-	data, err := c.Store.ChunkData(ctx, id, size, buf[:])
+	data, err := c.ChunkData(ctx, id, size, buf[:])
 	if err != nil {
 		chunkBufs.Put(buf)
 	}
@@ -488,7 +491,7 @@ func ToWire(pi *nix.PathInfo, ix chunk.Index) *WireInfo {
 
 // FromWire checks and converts a WireInfo: every field well-formed, and the
 // chunk index consistent with the NAR size. It says nothing about whether
-// the info is true; that needs a signature or a manifest (package sync).
+// the info is true; that needs a signature or a manifest (package fetch).
 func FromWire(w *WireInfo) (*nix.PathInfo, chunk.Index, error) {
 	bad := func(f string, a ...any) (*nix.PathInfo, chunk.Index, error) {
 		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))

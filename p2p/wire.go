@@ -94,7 +94,7 @@ type WireInfo struct {
 	Deriver    string   `cbor:"5,keyasint,omitempty"`
 	Sigs       []string `cbor:"6,keyasint,omitempty"`
 	CA         string   `cbor:"7,keyasint,omitempty"`
-	ChunkIndex []byte   `cbor:"8,keyasint"` // store.ChunkIndex.Encode()
+	ChunkIndex []byte   `cbor:"8,keyasint"` // chunk.Index.Encode()
 }
 
 // ChunkRequest asks for one chunk by ID (Chunk set, Size its length per the

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/nixtest"
 	"github.com/trove-p2p/trove/store"
 )

@@ -6,10 +6,13 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/trove-p2p/trove/agent"
-	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
-	trovesync "github.com/trove-p2p/trove/sync"
+
+	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/profile"
+	"github.com/trove-p2p/trove/store"
 )
 
 // The scenario vocabulary: a multi-agent test reads as a short story.
@@ -113,7 +116,7 @@ func (net *Net) WaitGeneration(i int, name string, gen uint64) {
 	net.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		cur, _ := trovesync.OpenProfiles(net.mustRun(i).Store).Current(name)
+		cur, _ := profile.OpenProfiles(net.mustRun(i).Store).Current(name)
 		if cur == gen {
 			return
 		}
@@ -125,10 +128,10 @@ func (net *Net) WaitGeneration(i int, name string, gen uint64) {
 }
 
 // Sync fetches the closures of roots into agent i's store from its peers.
-func (net *Net) Sync(i int, roots ...nix.Path) *trovesync.Report {
+func (net *Net) Sync(i int, roots ...store.Path) *fetch.Report {
 	net.t.Helper()
 	a := net.mustRun(i)
-	rep, err := trovesync.New(a.Store, a.Node, trovesync.Options{Keys: a.Keys}).Sync(context.Background(), roots)
+	rep, err := fetch.New(a.Store, a.Node, fetch.Options{Keys: a.Keys}).Fetch(context.Background(), roots)
 	if err != nil {
 		net.t.Fatalf("testnet: agent %d sync: %v", i, err)
 	}
@@ -165,7 +168,7 @@ func (net *Net) AssertSameTree(name string, idx ...int) {
 	net.t.Helper()
 	var want nix.Hash
 	for k, i := range idx {
-		tree, err := filepath.EvalSymlinks(filepath.Join(trovesync.ProfilesDir(net.Home(i)), name))
+		tree, err := filepath.EvalSymlinks(filepath.Join(profile.ProfilesDir(net.Home(i)), name))
 		if err != nil {
 			net.t.Fatalf("testnet: agent %d has no profile %s: %v", i, name, err)
 		}

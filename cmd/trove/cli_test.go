@@ -12,8 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
 	"github.com/trove-p2p/trove/nix"
+
+	"github.com/spf13/cobra"
 )
 
 // A file holding "hi\n" named README.x, as `nix-store --add` and

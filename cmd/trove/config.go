@@ -15,8 +15,8 @@ import (
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // signingKey loads the secret key to publish with: --key NAME, or the only
@@ -91,7 +91,7 @@ NAME: trove trust add KEY --config NAME.`,
 				return errForward
 			} else {
 				err = a.withStore(func(s *store.Store) error {
-					m, _, err = trovesync.Publish(s, manifest.OpenHistory(home, kr), key, name, roots[0], activate)
+					m, _, err = profile.Publish(s, manifest.OpenHistory(home, kr), key, name, roots[0], activate)
 					return err
 				})
 				if err == nil {
@@ -352,7 +352,7 @@ func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error 
 		return err
 	}
 	err = a.withStore(func(s *store.Store) error {
-		return agent.RecordFollow(home, trovesync.OpenProfiles(s), f, follow)
+		return agent.RecordFollow(home, profile.OpenProfiles(s), f, follow)
 	})
 	if err != nil {
 		return err
@@ -365,22 +365,22 @@ func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error 
 // command's timeout (--timeout, else config.toml's, else the default),
 // and a wait for another activation of the profile that lasts as long as
 // that one may run, saying what it waits for.
-func (a *app) activateOptions(cmd *cobra.Command, runIt bool, timeout time.Duration) (trovesync.ActivateOptions, error) {
+func (a *app) activateOptions(cmd *cobra.Command, runIt bool, timeout time.Duration) (profile.ActivateOptions, error) {
 	home, err := a.homeDir()
 	if err != nil {
-		return trovesync.ActivateOptions{}, err
+		return profile.ActivateOptions{}, err
 	}
 	fc, err := agent.LoadConfig(home)
 	if err != nil {
-		return trovesync.ActivateOptions{}, err
+		return profile.ActivateOptions{}, err
 	}
 	configured := fc.Agent.ActivationTimeout()
 	if !cmd.Flags().Changed("timeout") {
 		timeout = configured
 	} else if timeout <= 0 {
-		return trovesync.ActivateOptions{}, usagef("--timeout %s: want a duration above zero, such as 90s or 10m", timeout)
+		return profile.ActivateOptions{}, usagef("--timeout %s: want a duration above zero, such as 90s or 10m", timeout)
 	}
-	return trovesync.ActivateOptions{
+	return profile.ActivateOptions{
 		Run: runIt, Timeout: timeout, Wait: max(timeout, configured) + 15*time.Second,
 		OnWait: func(holder string) {
 			fmt.Fprintf(a.stderr, "waiting for another activation of %s to finish (%s)…\n", cmd.Flags().Arg(0), holder)
@@ -435,7 +435,7 @@ closure into the local Nix store and sets that real Nix profile to it
 				return err
 			}
 			return a.withStore(func(s *store.Store) error {
-				prof := trovesync.OpenProfiles(s)
+				prof := profile.OpenProfiles(s)
 				cur, _ := prof.Current(name)
 				missing, bytes := 0, uint64(0)
 				for _, pi := range m.Paths {
@@ -459,8 +459,8 @@ closure into the local Nix store and sets that real Nix profile to it
 				if err != nil {
 					return err
 				}
-				err = trovesync.Activate(cmd.Context(), prof, m, opts)
-				var ae *trovesync.ActivationError
+				err = profile.Activate(cmd.Context(), prof, m, opts)
+				var ae *profile.ActivationError
 				if err != nil && !errors.As(err, &ae) {
 					return err
 				}
@@ -509,7 +509,7 @@ at most its timeout.`,
 				return usageError{err}
 			}
 			return a.withStore(func(s *store.Store) error {
-				prof := trovesync.OpenProfiles(s)
+				prof := profile.OpenProfiles(s)
 				gens, err := prof.Generations(name)
 				if err != nil {
 					return err
@@ -550,7 +550,7 @@ at most its timeout.`,
 					return err
 				}
 				err = prof.Activate(cmd.Context(), name, target, root, rel, opts)
-				var ae *trovesync.ActivationError
+				var ae *profile.ActivationError
 				if err != nil && !errors.As(err, &ae) {
 					return err
 				}
@@ -568,7 +568,7 @@ at most its timeout.`,
 
 // noteHold tells the user that a followed profile they switched back by
 // hand is held there, and how to resume.
-func (a *app) noteHold(prof *trovesync.Profiles, name string) {
+func (a *app) noteHold(prof *profile.Profiles, name string) {
 	held, cur, highest, err := prof.HeldBack(name)
 	if err != nil || !held {
 		return
@@ -606,13 +606,13 @@ which is current. Every generation is a GC root until deleted.`,
 				return usageError{err}
 			}
 			return a.withStore(func(s *store.Store) error {
-				gens, err := trovesync.OpenProfiles(s).Generations(args[0])
+				gens, err := profile.OpenProfiles(s).Generations(args[0])
 				if err != nil {
 					return err
 				}
 				if asJSON {
 					if gens == nil {
-						gens = []trovesync.Generation{}
+						gens = []profile.Generation{}
 					}
 					return writeJSON(a.stdout, gens)
 				}
@@ -650,7 +650,7 @@ trove gc afterwards to free their paths.`,
 				return usageError{err}
 			}
 			return a.withStore(func(s *store.Store) error {
-				prof := trovesync.OpenProfiles(s)
+				prof := profile.OpenProfiles(s)
 				gens, err := prof.Generations(name)
 				if err != nil {
 					return err

@@ -16,7 +16,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
-	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/profile"
 )
 
 func newDemoCmd(a *app) *cobra.Command {
@@ -84,8 +85,8 @@ func (d *demo) run(ctx context.Context, m *demoMachine, args ...string) (string,
 }
 
 // progress draws a follower's sync as it happens.
-func (d *demo) progress(machine string) func(string, trovesync.Progress) {
-	return func(config string, p trovesync.Progress) {
+func (d *demo) progress(machine string) func(string, fetch.Progress) {
+	return func(config string, p fetch.Progress) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		pct := 100.0
@@ -268,7 +269,7 @@ func (d *demo) traffic() map[string]moved {
 // at the given time.
 func (d *demo) waitGeneration(ctx context.Context, gen uint64, published time.Time, ms ...*demoMachine) error {
 	for _, m := range ms {
-		prof := trovesync.OpenProfiles(m.ag.Store)
+		prof := profile.OpenProfiles(m.ag.Store)
 		for {
 			if cur, _ := prof.Current("home"); cur == gen {
 				break

@@ -5,8 +5,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 type gcReport struct {
@@ -44,7 +45,7 @@ With --dry-run, only print what would be removed. With --json, print
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(func(s *store.Store) error {
-				res, err := s.GC(cmd.Context(), dryRun, trovesync.OpenProfiles(s).Roots)
+				res, err := s.GC(cmd.Context(), dryRun, profile.OpenProfiles(s).Roots)
 				if err != nil && res != nil && !dryRun && len(res.Removed) > 0 {
 					fmt.Fprintf(a.stderr, "trove: removed %d %s (%s) before the error\n",
 						len(res.Removed), plural(len(res.Removed), "path", "paths"), humanBytes(res.BytesFreed))
@@ -52,7 +53,7 @@ With --dry-run, only print what would be removed. With --json, print
 				if err != nil {
 					return err
 				}
-				spools, err := trovesync.CollectSpools(trovesync.DefaultSpoolDir(s), dryRun)
+				spools, err := fetch.CollectSpools(fetch.DefaultSpoolDir(s), dryRun)
 				if err != nil {
 					return fmt.Errorf("removing the spools of stopped syncs: %w", err)
 				}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/nix"

@@ -10,25 +10,27 @@ import (
 )
 
 // TestLayering checks the import direction DESIGN.md sets: store knows
-// nothing of peers, p2p decides nothing, sync does not speak wire formats
-// it does not own, and no product package imports bench or testnet (only
-// this command's demo and bench front ends do).
+// nothing of peers, p2p decides nothing, fetch does not speak wire formats
+// it does not own, profile knows nothing of peers or fetching, and no
+// product package imports bench or testnet (only this command's demo and
+// bench front ends do).
 func TestLayering(t *testing.T) {
 	const mod = "github.com/trove-p2p/trove/"
 	forbidden := map[string][]string{
-		"store":    {"manifest", "p2p", "sync", "agent", "nixcache", "bundle", "bench", "testnet"},
-		"manifest": {"p2p", "sync", "agent", "nixcache", "bundle", "bench", "testnet"},
-		"p2p":      {"sync", "agent", "nixcache", "bundle", "bench", "testnet"},
-		"sync":     {"agent", "nixcache", "bundle", "bench", "testnet"},
+		"store":    {"manifest", "p2p", "fetch", "profile", "agent", "nixcache", "bundle", "bench", "testnet"},
+		"manifest": {"p2p", "fetch", "profile", "agent", "nixcache", "bundle", "bench", "testnet"},
+		"p2p":      {"fetch", "profile", "agent", "nixcache", "bundle", "bench", "testnet"},
+		"fetch":    {"agent", "nixcache", "bundle", "bench", "testnet"},
+		"profile":  {"p2p", "fetch", "agent", "nixcache", "bundle", "bench", "testnet"},
 		"agent":    {"bench", "testnet"},
 		"nixcache": {"agent", "bench", "testnet"},
-		"bundle":   {"agent", "p2p", "sync", "nixcache", "bench", "testnet"},
+		"bundle":   {"agent", "p2p", "fetch", "profile", "nixcache", "bench", "testnet"},
 		// strictcbor is a leaf: every decoder of outside bytes uses it.
-		"strictcbor": {"store", "manifest", "p2p", "sync", "agent", "nixcache", "bundle", "bench", "testnet"},
+		"strictcbor": {"store", "manifest", "p2p", "fetch", "profile", "agent", "nixcache", "bundle", "bench", "testnet"},
 	}
 	for pkg, bad := range forbidden {
 		files, _ := filepath.Glob(filepath.Join("..", "..", pkg, "*.go"))
-		if len(files) == 0 && (pkg == "store" || pkg == "p2p" || pkg == "sync") {
+		if len(files) == 0 && (pkg == "store" || pkg == "p2p" || pkg == "fetch" || pkg == "profile") {
 			t.Fatalf("found no Go files for %s: the test is looking in the wrong place", pkg)
 		}
 		for _, f := range files {

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/spf13/cobra"
-
 	"github.com/trove-p2p/trove/nix"
+
+	"github.com/spf13/cobra"
 )
 
 func newNARCmd(a *app) *cobra.Command {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/nixtest"
 )
 

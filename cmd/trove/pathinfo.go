@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/nix"

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/fetch"
 )
 
 // syncProgress shows a sync's progress: a redrawn line on a terminal,
@@ -22,7 +22,7 @@ func newSyncProgress(a *app, asJSON bool) *syncProgress {
 	return &syncProgress{a: a, tty: a.stderrIsTerminal(), quiet: asJSON}
 }
 
-func (p *syncProgress) update(s trovesync.Progress) {
+func (p *syncProgress) update(s fetch.Progress) {
 	if p.tty {
 		rate := 0.0
 		if secs := s.Elapsed.Seconds(); secs > 0 {

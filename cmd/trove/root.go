@@ -12,6 +12,8 @@ import (
 	"runtime/pprof"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"

@@ -6,15 +6,17 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 func newSyncCmd(a *app) *cobra.Command {
@@ -80,7 +82,7 @@ only a line per finished path; --json prints a summary when done.`,
 					defer a.agent.BeginTransfer()()
 				}
 				show := newSyncProgress(a, asJSON)
-				opts := trovesync.Options{Keys: keys, NoCheckSigs: noCheckSigs, Progress: show.update, Logger: a.log}
+				opts := fetch.Options{Keys: keys, NoCheckSigs: noCheckSigs, Progress: show.update, Logger: a.log}
 				if len(refs) > 0 {
 					h := manifest.OpenHistory(s.Home(), keys)
 					if a.agent != nil {
@@ -89,7 +91,7 @@ only a line per finished path; --json prints a summary when done.`,
 					vouched := map[nix.PathHash]*nix.PathInfo{}
 					for _, ref := range refs {
 						name, gen, _ := manifest.ParseRef(ref)
-						m, err := trovesync.ResolveManifest(cmd.Context(), n, h, name, gen)
+						m, err := fetch.ResolveManifest(cmd.Context(), n, h, name, gen)
 						if err != nil {
 							return err
 						}
@@ -101,7 +103,7 @@ only a line per finished path; --json prints a summary when done.`,
 					}
 					opts.Vouched = vouched
 				}
-				rep, err := trovesync.New(s, n, opts).Sync(cmd.Context(), paths)
+				rep, err := fetch.New(s, n, opts).Fetch(cmd.Context(), paths)
 				show.finish()
 				if asJSON && rep != nil {
 					if jerr := writeJSON(a.stdout, rep); jerr != nil && err == nil {
@@ -131,7 +133,7 @@ only a line per finished path; --json prints a summary when done.`,
 	return c
 }
 
-func peersUsed(r *trovesync.Report) int {
+func peersUsed(r *fetch.Report) int {
 	n := 0
 	for _, p := range r.Peers {
 		if p.BytesFetched > 0 {

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
@@ -33,7 +34,7 @@ func TestNewProviderJoinsMidFetch(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		closure(t, late.store, sk, 6, 700<<10, 21) // the same paths appear on the other peer
 	}()
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}

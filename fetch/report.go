@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"fmt"
@@ -19,7 +19,7 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func (f *fetch) snapshot(done bool) Progress {
+func (f *transfer) snapshot(done bool) Progress {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	used := 0
@@ -37,8 +37,8 @@ func (f *fetch) snapshot(done bool) Progress {
 
 // progressLoop reports progress five times a second until stopped; the
 // returned stop is idempotent and sends a final report.
-func (f *fetch) progressLoop() (stop func()) {
-	if f.sy.opts.Progress == nil {
+func (f *transfer) progressLoop() (stop func()) {
+	if f.fe.opts.Progress == nil {
 		return func() {}
 	}
 	quit := make(chan struct{})
@@ -52,7 +52,7 @@ func (f *fetch) progressLoop() (stop func()) {
 			case <-quit:
 				return
 			case <-t.C:
-				f.sy.opts.Progress(f.snapshot(false))
+				f.fe.opts.Progress(f.snapshot(false))
 			}
 		}
 	}()
@@ -64,11 +64,11 @@ func (f *fetch) progressLoop() (stop func()) {
 		stopped = true
 		close(quit)
 		<-finished
-		f.sy.opts.Progress(f.snapshot(true))
+		f.fe.opts.Progress(f.snapshot(true))
 	}
 }
 
-func (f *fetch) report(r *Report) {
+func (f *transfer) report(r *Report) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r.PathsFetched = f.pathsDone

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -9,9 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	gosync "sync"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/errgroup"
@@ -47,13 +50,13 @@ const batchSize = 64
 // its pipeline has room, so a faster peer simply takes more. When nothing
 // is left to hand out, idle peers duplicate chunks still in flight
 // elsewhere (endgame), and the first copy to arrive wins.
-type fetch struct {
-	sy    *Syncer
+type transfer struct {
+	fe    *Fetcher
 	pl    *plan
 	start time.Time
 
-	mu      gosync.Mutex
-	cond    *gosync.Cond
+	mu      sync.Mutex
+	cond    *sync.Cond
 	pending []*want // not yet requested from anyone, in plan order
 	left    int     // wants not done
 	failed  error   // set once, by setFailed; errFinished after success
@@ -128,14 +131,14 @@ type peerState struct {
 	streams  int // workers started
 }
 
-func newFetch(sy *Syncer, pl *plan, start time.Time) *fetch {
-	f := &fetch{sy: sy, pl: pl, start: start, peers: map[peer.ID]*peerState{}, items: map[nix.PathHash]*itemState{},
+func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
+	f := &transfer{fe: fe, pl: pl, start: start, peers: map[peer.ID]*peerState{}, items: map[nix.PathHash]*itemState{},
 		referrers: map[nix.PathHash][]*itemState{}, failedC: make(chan struct{})}
-	f.cond = gosync.NewCond(&f.mu)
+	f.cond = sync.NewCond(&f.mu)
 	return f
 }
 
-func (f *fetch) peer(p peer.ID) *peerState {
+func (f *transfer) peer(p peer.ID) *peerState {
 	ps, ok := f.peers[p]
 	if !ok {
 		ps = &peerState{id: p, lacks: map[nix.PathHash]bool{}}
@@ -148,14 +151,14 @@ func (f *fetch) peer(p peer.ID) *peerState {
 var errFinished = errors.New("finished")
 
 // fail stops the whole fetch with err (the first error wins).
-func (f *fetch) fail(err error) {
+func (f *transfer) fail(err error) {
 	f.mu.Lock()
 	f.setFailed(err)
 	f.mu.Unlock()
 }
 
 // setFailed records the end of the fetch; called with mu held.
-func (f *fetch) setFailed(err error) {
+func (f *transfer) setFailed(err error) {
 	if f.failed == nil {
 		f.failed = err
 		close(f.failedC)
@@ -163,13 +166,13 @@ func (f *fetch) setFailed(err error) {
 	f.cond.Broadcast()
 }
 
-func (f *fetch) run(ctx context.Context) error {
+func (f *transfer) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, it := range f.pl.items {
 		f.bytesTotal += int64(it.info.NarSize)
 	}
-	sweepSpools(f.sy.opts.SpoolDir, f.sy.store)
+	sweepSpools(f.fe.opts.SpoolDir, f.fe.store)
 	if err := f.checkSpace(); err != nil {
 		return err
 	}
@@ -202,7 +205,7 @@ func (f *fetch) run(ctx context.Context) error {
 	defer stopProgress()
 
 	// Peer workers: every provider of anything.
-	var workers gosync.WaitGroup
+	var workers sync.WaitGroup
 	f.startWorker = func(p peer.ID) {
 		f.peer(p).streams++
 		workers.Add(1)
@@ -233,7 +236,7 @@ func (f *fetch) run(ctx context.Context) error {
 	// A few ingest workers unpack items as they complete and commit them
 	// references first.
 	g, gctx := errgroup.WithContext(ctx)
-	for range f.sy.opts.Ingest {
+	for range f.fe.opts.Ingest {
 		g.Go(func() error {
 			err := f.ingestLoop(gctx)
 			if err != nil {
@@ -272,7 +275,7 @@ func (f *fetch) run(ctx context.Context) error {
 // closeSpools lets go of the spools of the items not committed, once
 // nothing writes to them any more: they stay on disk for the next sync to
 // resume from, and for trove gc to remove if none does.
-func (f *fetch) closeSpools() {
+func (f *transfer) closeSpools() {
 	for _, st := range f.items {
 		if st.spool != nil && !st.it.valid {
 			st.spool.close()
@@ -282,12 +285,12 @@ func (f *fetch) closeSpools() {
 
 // prepare opens the spool of st's item and decides which chunks must be
 // fetched, (re)setting st in place.
-func (f *fetch) prepare(ctx context.Context, st *itemState) error {
+func (f *transfer) prepare(ctx context.Context, st *itemState) error {
 	f.mu.Lock()
 	it := st.it
 	path, size, index, offs := it.info.Path, it.info.NarSize, it.index, it.offs
 	f.mu.Unlock()
-	sp, fresh, err := openSpool(f.sy.opts.SpoolDir, path, size)
+	sp, fresh, err := openSpool(f.fe.opts.SpoolDir, path, size)
 	if err != nil {
 		return err
 	}
@@ -301,7 +304,7 @@ func (f *fetch) prepare(ctx context.Context, st *itemState) error {
 			resumed += int64(c.Size)
 			continue
 		}
-		if data, err := f.sy.store.ReadChunk(ctx, c.ID, c.Size); err == nil {
+		if data, err := f.fe.store.ReadChunk(ctx, c.ID, c.Size); err == nil {
 			if err := sp.writeAt(data, offs[i]); err != nil {
 				sp.close()
 				return fmt.Errorf("writing %s: %w", sp.f.Name(), err)
@@ -332,19 +335,19 @@ func (f *fetch) prepare(ctx context.Context, st *itemState) error {
 }
 
 // push queues st for an ingest worker. Called with mu held.
-func (f *fetch) push(st *itemState) {
+func (f *transfer) push(st *itemState) {
 	f.ready = append(f.ready, readyItem{st, st.epoch})
 	f.cond.Broadcast()
 }
 
 // canServe says whether p may be asked for w.
-func (f *fetch) canServe(ps *peerState, w *want) bool {
+func (f *transfer) canServe(ps *peerState, w *want) bool {
 	return ps.dropped == "" && !ps.lacks[w.st.it.info.Path.Hash] && slices.Contains(w.st.it.providers, ps.id)
 }
 
 // take hands p up to n chunks to request, blocking while there is nothing
 // for it now but may be later; nil means p is done.
-func (f *fetch) take(p peer.ID, n int) []*want {
+func (f *transfer) take(p peer.ID, n int) []*want {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for {
@@ -389,7 +392,7 @@ func (f *fetch) take(p peer.ID, n int) []*want {
 
 // endgame picks chunks in flight on other peers that p could also serve.
 // Called with mu held.
-func (f *fetch) endgame(ps *peerState, n int) []*want {
+func (f *transfer) endgame(ps *peerState, n int) []*want {
 	var batch []*want
 	for _, it := range f.pl.items {
 		st := f.items[it.info.Path.Hash]
@@ -409,9 +412,9 @@ func (f *fetch) endgame(ps *peerState, n int) []*want {
 	return batch
 }
 
-func (f *fetch) worker(ctx context.Context, p peer.ID) {
-	f.sy.node.Protect(p, "trove-sync")
-	defer f.sy.node.Unprotect(p, "trove-sync")
+func (f *transfer) worker(ctx context.Context, p peer.ID) {
+	f.fe.node.Protect(p, "trove-sync")
+	defer f.fe.node.Unprotect(p, "trove-sync")
 	for {
 		batch := f.take(p, batchSize)
 		if batch == nil {
@@ -458,7 +461,7 @@ func (f *fetch) worker(ctx context.Context, p peer.ID) {
 var errStalled = errors.New("peer stalled")
 
 // widen gives p a second stream if batch came fast.
-func (f *fetch) widen(p peer.ID, batch []*want, d time.Duration) {
+func (f *transfer) widen(p peer.ID, batch []*want, d time.Duration) {
 	var bytes int64
 	for _, w := range batch {
 		bytes += int64(w.ref.Size)
@@ -474,10 +477,10 @@ func (f *fetch) widen(p peer.ID, batch []*want, d time.Duration) {
 }
 
 // fetchBatch requests batch from p, delivering each verified chunk.
-func (f *fetch) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error {
+func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	watchdog := time.AfterFunc(f.sy.opts.StallTimeout, func() { cancel(errStalled) })
+	watchdog := time.AfterFunc(f.fe.opts.StallTimeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
 	wants := make([]p2p.ChunkWant, len(batch))
 	for i, w := range batch {
@@ -488,10 +491,10 @@ func (f *fetch) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error 
 	if ps.first.IsZero() {
 		ps.first = time.Now()
 	}
-	window := max(1, f.sy.opts.Window/ps.streams)
+	window := max(1, f.fe.opts.Window/ps.streams)
 	f.mu.Unlock()
-	err := f.sy.node.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
-		watchdog.Reset(f.sy.opts.StallTimeout)
+	err := f.fe.node.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
+		watchdog.Reset(f.fe.opts.StallTimeout)
 		w := batch[i]
 		if err != nil { // the peer does not have it after all (lied in have)
 			f.mu.Lock()
@@ -511,7 +514,7 @@ func (f *fetch) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error 
 
 // deliver writes a verified chunk into its spool, unless another peer's
 // copy got there first.
-func (f *fetch) deliver(p peer.ID, w *want, data []byte) error {
+func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 	f.mu.Lock()
 	if w.done {
 		f.mu.Unlock()
@@ -527,7 +530,7 @@ func (f *fetch) deliver(p peer.ID, w *want, data []byte) error {
 		if w.old && errors.Is(err, os.ErrClosed) {
 			return nil // its item was restarted and the old spool removed
 		}
-		f.setFailed(fmt.Errorf("fetching %s: %w", w.st.it.info.Path.Abs(f.sy.store.StoreDir()), err))
+		f.setFailed(fmt.Errorf("fetching %s: %w", w.st.it.info.Path.Abs(f.fe.store.StoreDir()), err))
 		return err
 	}
 	ps := f.peers[p]
@@ -549,7 +552,7 @@ func (f *fetch) deliver(p peer.ID, w *want, data []byte) error {
 
 // release takes p off the wants of a finished batch; those nobody else is
 // fetching go back to the front of the queue.
-func (f *fetch) release(p peer.ID, batch []*want) {
+func (f *transfer) release(p peer.ID, batch []*want) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var back []*want
@@ -567,19 +570,19 @@ func (f *fetch) release(p peer.ID, batch []*want) {
 }
 
 // drop removes a peer from this sync. Called with mu held.
-func (f *fetch) drop(ps *peerState, why string) {
+func (f *transfer) drop(ps *peerState, why string) {
 	if ps.dropped != "" {
 		return
 	}
 	ps.dropped = why
-	f.sy.log.Warn("dropping peer for this sync", "peer", ps.id, "reason", why)
+	f.fe.log.Warn("dropping peer for this sync", "peer", ps.id, "reason", why)
 	f.checkProviders()
 	f.cond.Broadcast()
 }
 
 // checkProviders fails the fetch if some chunk has nobody left to serve it.
 // Called with mu held.
-func (f *fetch) checkProviders() {
+func (f *transfer) checkProviders() {
 	if f.failed != nil {
 		return
 	}
@@ -611,7 +614,7 @@ func (f *fetch) checkProviders() {
 				}
 			}
 			f.setFailed(fmt.Errorf("no peer left to fetch %s from (%v); %s of %s are kept, so running the sync again when a peer that has it is back resumes",
-				st.it.info.Path.Abs(f.sy.store.StoreDir()), why, humanBytes(f.bytesDone), humanBytes(f.bytesTotal)))
+				st.it.info.Path.Abs(f.fe.store.StoreDir()), why, humanBytes(f.bytesDone), humanBytes(f.bytesTotal)))
 			return
 		}
 	}
@@ -621,7 +624,7 @@ func (f *fetch) checkProviders() {
 // described again: the peer that described it was dropped, so its chunk
 // index may be one that only that peer can serve, and another provider is
 // still there to ask. Called with mu held.
-func (f *fetch) redescribable(st *itemState) bool {
+func (f *transfer) redescribable(st *itemState) bool {
 	if ps := f.peers[st.it.infoFrom]; ps == nil || ps.dropped == "" {
 		return false
 	}
@@ -630,7 +633,7 @@ func (f *fetch) redescribable(st *itemState) bool {
 
 // others are the providers of it other than its describer that are not
 // dropped. Called with mu held.
-func (f *fetch) others(it *item) []peer.ID {
+func (f *transfer) others(it *item) []peer.ID {
 	var out []peer.ID
 	for _, p := range it.providers {
 		if ps := f.peers[p]; p != it.infoFrom && (ps == nil || ps.dropped == "") {
@@ -642,7 +645,7 @@ func (f *fetch) others(it *item) []peer.ID {
 
 // ingestLoop takes ready items until every item is valid or the fetch
 // failed.
-func (f *fetch) ingestLoop(ctx context.Context) error {
+func (f *transfer) ingestLoop(ctx context.Context) error {
 	for {
 		f.mu.Lock()
 		var st *itemState
@@ -683,7 +686,7 @@ func (f *fetch) ingestLoop(ctx context.Context) error {
 // to make room for one, items unpacked ahead are discarded (their spools
 // stay, so they are only unpacked again later); no item is unpacked ahead
 // while one that could be committed waits, so the sync always moves on.
-func (f *fetch) next() *itemState {
+func (f *transfer) next() *itemState {
 	live := f.ready[:0]
 	for _, e := range f.ready {
 		if e.epoch == e.st.epoch && !e.st.busy {
@@ -720,11 +723,11 @@ func (f *fetch) next() *itemState {
 
 // fits says whether a NAR of size bytes may be held twice now. Called
 // with mu held.
-func (f *fetch) fits(size uint64) bool { return f.held == 0 || f.held+size <= f.budget }
+func (f *transfer) fits(size uint64) bool { return f.held == 0 || f.held+size <= f.budget }
 
 // evict discards items unpacked ahead until size fits, or none is left.
 // Called with mu held.
-func (f *fetch) evict(size uint64) {
+func (f *transfer) evict(size uint64) {
 	for _, st := range f.items {
 		if f.fits(size) {
 			return
@@ -740,7 +743,7 @@ func (f *fetch) evict(size uint64) {
 }
 
 // unhold takes st's NAR off the bytes held twice. Called with mu held.
-func (f *fetch) unhold(st *itemState) {
+func (f *transfer) unhold(st *itemState) {
 	if st.held > 0 {
 		f.held -= st.held
 		st.held = 0
@@ -754,7 +757,7 @@ func (f *fetch) unhold(st *itemState) {
 // lied: it is dropped and the item is fetched again by another peer's
 // description; so is a stale item, whose describer was dropped while its
 // chunks are still missing.
-func (f *fetch) ingest(ctx context.Context, st *itemState) error {
+func (f *transfer) ingest(ctx context.Context, st *itemState) error {
 	f.mu.Lock()
 	it, stale, sp := st.it, st.isStale, st.spool
 	info := *it.info
@@ -764,14 +767,14 @@ func (f *fetch) ingest(ctx context.Context, st *itemState) error {
 		from, why, others := it.infoFrom, f.peer(it.infoFrom).dropped, f.others(it)
 		f.abandon(st) // its last chunks must not make it look complete meanwhile
 		f.mu.Unlock()
-		fresh, berr := f.sy.believe(ctx, it.info.Path, others)
+		fresh, berr := f.fe.believe(ctx, it.info.Path, others)
 		if berr != nil {
 			return fmt.Errorf("peer %s, which described %s, was dropped (%s), and no other peer gives a usable description: %w",
-				from, it.info.Path.Abs(f.sy.store.StoreDir()), why, berr)
+				from, it.info.Path.Abs(f.fe.store.StoreDir()), why, berr)
 		}
 		return f.restart(ctx, st, fresh)
 	}
-	x, err := f.sy.store.StageNAR(ctx, &info, it.index, sp.reader())
+	x, err := f.fe.store.StageNAR(ctx, &info, it.index, sp.reader())
 	if err == nil {
 		return f.commit(st, x)
 	}
@@ -787,7 +790,7 @@ func (f *fetch) ingest(ctx context.Context, st *itemState) error {
 	f.drop(liar, why)
 	others := f.others(it)
 	f.mu.Unlock()
-	fresh, berr := f.sy.believe(ctx, it.info.Path, others)
+	fresh, berr := f.fe.believe(ctx, it.info.Path, others)
 	if berr != nil {
 		return fmt.Errorf("peer %s %s (%w); and no other peer gives a usable description: %v", liar.id, why, err, berr)
 	}
@@ -798,7 +801,7 @@ func (f *fetch) ingest(ctx context.Context, st *itemState) error {
 // staged referrer whose references have all become valid, and so on; a
 // staged item whose references are not all valid waits for the commit of
 // the last of them.
-func (f *fetch) commit(st *itemState, x *store.Staged) error {
+func (f *transfer) commit(st *itemState, x *store.Staged) error {
 	type job struct {
 		st *itemState
 		x  *store.Staged
@@ -840,7 +843,7 @@ func (f *fetch) commit(st *itemState, x *store.Staged) error {
 
 // refsValid says whether every reference of it in the plan is valid.
 // Called with mu held.
-func (f *fetch) refsValid(it *item) bool {
+func (f *transfer) refsValid(it *item) bool {
 	for _, ref := range it.info.References {
 		if dep, ok := f.pl.byHash[ref.Hash]; ok && dep != it && !dep.valid {
 			return false
@@ -851,7 +854,7 @@ func (f *fetch) refsValid(it *item) bool {
 
 // addReferrer records st as a referrer of its references in the plan.
 // Called with mu held, or before the workers start.
-func (f *fetch) addReferrer(st *itemState) {
+func (f *transfer) addReferrer(st *itemState) {
 	for _, ref := range st.it.info.References {
 		if dep, ok := f.pl.byHash[ref.Hash]; ok && dep != st.it && !slices.Contains(f.referrers[ref.Hash], st) {
 			f.referrers[ref.Hash] = append(f.referrers[ref.Hash], st)
@@ -862,7 +865,7 @@ func (f *fetch) addReferrer(st *itemState) {
 // restart refetches an item under a new description. The chunks of the
 // old one still wanted are abandoned, and what peers lacked of it is
 // forgotten: they lacked chunks of the old index.
-func (f *fetch) restart(ctx context.Context, st *itemState, fresh *item) error {
+func (f *transfer) restart(ctx context.Context, st *itemState, fresh *item) error {
 	f.mu.Lock()
 	f.abandon(st)
 	it := st.it
@@ -879,7 +882,7 @@ func (f *fetch) restart(ctx context.Context, st *itemState, fresh *item) error {
 
 // abandon gives up the chunks of st's current description still wanted.
 // Called with mu held.
-func (f *fetch) abandon(st *itemState) {
+func (f *transfer) abandon(st *itemState) {
 	f.unhold(st)
 	for _, w := range st.wants {
 		if !w.done {
@@ -890,14 +893,14 @@ func (f *fetch) abandon(st *itemState) {
 	}
 }
 
-func (f *fetch) failure() error {
+func (f *transfer) failure() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.failed
 }
 
 // livePeers counts peers not dropped; called with mu held.
-func (f *fetch) livePeers() int {
+func (f *transfer) livePeers() int {
 	n := 0
 	for _, ps := range f.peers {
 		if ps.dropped == "" {
@@ -916,7 +919,7 @@ var relocateEvery = 500 * time.Millisecond
 // finished a path, a peer that connected late) as providers with workers
 // of their own. This is what lets a room of followers serve each other
 // instead of all pulling from the one seeder.
-func (f *fetch) relocate(ctx context.Context) {
+func (f *transfer) relocate(ctx context.Context) {
 	t := time.NewTicker(relocateEvery)
 	defer t.Stop()
 	for {
@@ -942,7 +945,7 @@ func (f *fetch) relocate(ctx context.Context) {
 		for i, it := range open {
 			hashes[i] = it.info.Path.Hash
 		}
-		found := f.sy.locateConnected(ctx, hashes)
+		found := f.fe.locateConnected(ctx, hashes)
 		f.mu.Lock()
 		for i, it := range open {
 			for _, p := range found[i] {
@@ -965,17 +968,17 @@ func (f *fetch) relocate(ctx context.Context) {
 // largest of them, which may be held twice. It sets the budget of bytes
 // held twice to that largest NAR plus half the space free beyond the need
 // (see space.go).
-func (f *fetch) checkSpace() error {
+func (f *transfer) checkSpace() error {
 	if len(f.pl.items) == 0 {
 		return nil
 	}
 	largest := f.largest()
 	var need uint64
 	for _, it := range f.pl.items {
-		need += it.info.NarSize - spoolHolds(f.sy.opts.SpoolDir, it.info.Path, it.info.NarSize)
+		need += it.info.NarSize - spoolHolds(f.fe.opts.SpoolDir, it.info.Path, it.info.NarSize)
 	}
-	trees := filepath.Dir(f.sy.store.TreePath(f.pl.items[0].info.Path))
-	spare, err := checkSpace(need+largest, f.sy.store.Home(), trees, f.sy.opts.SpoolDir)
+	trees := filepath.Dir(f.fe.store.TreePath(f.pl.items[0].info.Path))
+	spare, err := checkSpace(need+largest, f.fe.store.Home(), trees, f.fe.opts.SpoolDir)
 	if err != nil {
 		return err
 	}
@@ -984,7 +987,7 @@ func (f *fetch) checkSpace() error {
 }
 
 // largest is the largest NAR of the plan (which does not change).
-func (f *fetch) largest() uint64 {
+func (f *transfer) largest() uint64 {
 	var n uint64
 	for _, it := range f.pl.items {
 		n = max(n, it.info.NarSize)
@@ -994,7 +997,7 @@ func (f *fetch) largest() uint64 {
 
 // noSpace turns a sync that failed for want of disk into a NoSpaceError
 // that says how much more the rest of it needs, and where.
-func (f *fetch) noSpace(err error) error {
+func (f *transfer) noSpace(err error) error {
 	var ns *NoSpaceError
 	if err == nil || errors.As(err, &ns) || !errors.Is(err, syscall.ENOSPC) {
 		return err
@@ -1003,6 +1006,6 @@ func (f *fetch) noSpace(err error) error {
 	left := uint64(max(0, f.bytesTotal-f.bytesDone))
 	f.mu.Unlock()
 	need := left + f.largest()
-	free, _, _ := freeSpace(f.sy.store.Home())
-	return &NoSpaceError{Dir: f.sy.store.Home(), Need: need, Free: free, Err: err}
+	free, _, _ := freeSpace(f.fe.store.Home())
+	return &NoSpaceError{Dir: f.fe.store.Home(), Need: need, Free: free, Err: err}
 }

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -19,7 +22,7 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
-// Options configure a Syncer.
+// Options configure a Fetcher.
 type Options struct {
 	// Keys are the trusted public keys; a PathInfo signed by one is believed.
 	Keys *manifest.Keyring
@@ -44,16 +47,16 @@ type Options struct {
 	Logger   *slog.Logger
 }
 
-// Syncer fetches closures into a store through a p2p node.
-type Syncer struct {
+// Fetcher fetches closures into a store through a p2p node.
+type Fetcher struct {
 	store *store.Store
 	node  *p2p.Node
 	opts  Options
 	log   *slog.Logger
 }
 
-// New returns a Syncer.
-func New(s *store.Store, n *p2p.Node, opts Options) *Syncer {
+// New returns a Fetcher.
+func New(s *store.Store, n *p2p.Node, opts Options) *Fetcher {
 	if opts.Window <= 0 {
 		opts.Window = 16
 	}
@@ -69,7 +72,7 @@ func New(s *store.Store, n *p2p.Node, opts Options) *Syncer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{store: s, node: n, opts: opts, log: opts.Logger}
+	return &Fetcher{store: s, node: n, opts: opts, log: opts.Logger}
 }
 
 // Report summarises a sync.
@@ -106,36 +109,36 @@ type Progress struct {
 }
 
 // Sync makes the closures of roots valid in the store.
-func (sy *Syncer) Sync(ctx context.Context, roots []nix.Path) (*Report, error) {
+func (fe *Fetcher) Fetch(ctx context.Context, roots []nix.Path) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
 	for _, r := range roots {
-		rep.Roots = append(rep.Roots, r.Abs(sy.store.StoreDir()))
+		rep.Roots = append(rep.Roots, r.Abs(fe.store.StoreDir()))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pl, err := sy.plan(ctx, roots)
+	pl, err := fe.plan(ctx, roots)
 	if err != nil {
 		return rep, err
 	}
 	rep.PathsTotal = pl.closureSize
-	sy.log.Debug("planned", "missing", len(pl.items), "closure", pl.closureSize, "took", time.Since(start))
+	fe.log.Debug("planned", "missing", len(pl.items), "closure", pl.closureSize, "took", time.Since(start))
 	if len(pl.items) == 0 {
 		rep.Seconds = time.Since(start).Seconds()
-		sy.progress(Progress{PathsTotal: 0, Done: true, Elapsed: time.Since(start)})
+		fe.progress(Progress{PathsTotal: 0, Done: true, Elapsed: time.Since(start)})
 		return rep, nil
 	}
-	f := newFetch(sy, pl, start)
+	f := newTransfer(fe, pl, start)
 	err = f.noSpace(f.run(ctx))
-	sy.log.Debug("fetched", "took", time.Since(start), "err", err)
+	fe.log.Debug("fetched", "took", time.Since(start), "err", err)
 	f.report(rep)
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, err
 }
 
-func (sy *Syncer) progress(p Progress) {
-	if sy.opts.Progress != nil {
-		sy.opts.Progress(p)
+func (fe *Fetcher) progress(p Progress) {
+	if fe.opts.Progress != nil {
+		fe.opts.Progress(p)
 	}
 }
 
@@ -159,7 +162,7 @@ type plan struct {
 // plan learns the missing part of the closures of roots from the peers.
 // The first provider asked describes a root's whole closure in one answer,
 // so planning costs two or three round trips whatever the graph's depth.
-func (sy *Syncer) plan(ctx context.Context, roots []nix.Path) (*plan, error) {
+func (fe *Fetcher) plan(ctx context.Context, roots []nix.Path) (*plan, error) {
 	pl := &plan{byHash: map[nix.PathHash]*item{}}
 	described := map[nix.PathHash]described{}
 	broke := map[peer.ID]bool{} // peers whose answers broke the protocol
@@ -172,7 +175,7 @@ func (sy *Syncer) plan(ctx context.Context, roots []nix.Path) (*plan, error) {
 			return nil
 		}
 		seen[p.Hash] = true
-		ok, err := sy.store.IsValid(p)
+		ok, err := fe.store.IsValid(p)
 		if err != nil {
 			return err
 		}
@@ -202,7 +205,7 @@ func (sy *Syncer) plan(ctx context.Context, roots []nix.Path) (*plan, error) {
 		}
 		batch := want
 		want = nil
-		got, err := sy.learn(ctx, batch, described, broke)
+		got, err := fe.learn(ctx, batch, described, broke)
 		if err != nil {
 			return nil, err
 		}
@@ -235,7 +238,7 @@ func (sy *Syncer) plan(ctx context.Context, roots []nix.Path) (*plan, error) {
 			visit(it)
 		}
 	}
-	localClosure, err := sy.store.Closure(local...)
+	localClosure, err := fe.store.Closure(local...)
 	if err != nil {
 		return nil, err
 	}
@@ -254,12 +257,12 @@ type described struct {
 // A peer in broke, or whose answer breaks the protocol (a decoder bomb,
 // say), is added to it and not asked again: each answer may cost up to
 // the cap.
-func (sy *Syncer) learn(ctx context.Context, want []nix.Path, desc map[nix.PathHash]described, broke map[peer.ID]bool) ([]*item, error) {
+func (fe *Fetcher) learn(ctx context.Context, want []nix.Path, desc map[nix.PathHash]described, broke map[peer.ID]bool) ([]*item, error) {
 	hashes := make([]nix.PathHash, len(want))
 	for i, p := range want {
 		hashes[i] = p.Hash
 	}
-	providers := sy.locate(ctx, hashes)
+	providers := fe.locate(ctx, hashes)
 	for i := range providers {
 		providers[i] = slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
 	}
@@ -271,9 +274,9 @@ func (sy *Syncer) learn(ctx context.Context, want []nix.Path, desc map[nix.PathH
 		}
 	}
 	for p, hs := range ask {
-		ris, err := sy.node.InfoClosure(ctx, p, hs)
+		ris, err := fe.node.InfoClosure(ctx, p, hs)
 		if err != nil {
-			sy.log.Debug("closure info failed", "peer", p, "err", err)
+			fe.log.Debug("closure info failed", "peer", p, "err", err)
 			var bad *p2p.BadDataError
 			if errors.Is(err, p2p.ErrProtocol) || errors.As(err, &bad) {
 				broke[p] = true
@@ -290,14 +293,14 @@ func (sy *Syncer) learn(ctx context.Context, want []nix.Path, desc map[nix.PathH
 	var problems []error
 	for i, p := range want {
 		provs := slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
-		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(provs, d.from) && sy.trust(d.ri.Info) == nil {
+		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(provs, d.from) && fe.trust(d.ri.Info) == nil {
 			out = append(out, &item{
 				info: d.ri.Info, index: d.ri.Index, offs: d.ri.Index.Offsets(), infoFrom: d.from,
 				providers: provs,
 			})
 			continue
 		}
-		it, err := sy.believe(ctx, p, provs)
+		it, err := fe.believe(ctx, p, provs)
 		if err != nil {
 			problems = append(problems, err)
 			continue
@@ -311,22 +314,22 @@ func (sy *Syncer) learn(ctx context.Context, want []nix.Path, desc map[nix.PathH
 }
 
 // locateConnected asks only the connected peers which of hashes they have.
-func (sy *Syncer) locateConnected(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
-	return sy.ask(ctx, sy.node.ConnectedPeers(), hashes)
+func (fe *Fetcher) locateConnected(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
+	return fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 }
 
 // ask sends one have query to each of peers, in parallel.
-func (sy *Syncer) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID {
+func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID {
 	out := make([][]peer.ID, len(hashes))
-	var mu gosync.Mutex
-	var wg gosync.WaitGroup
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, p := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			has, err := sy.node.Have(ctx, p, hashes)
+			has, err := fe.node.Have(ctx, p, hashes)
 			if err != nil {
-				sy.log.Debug("have query failed", "peer", p, "err", err)
+				fe.log.Debug("have query failed", "peer", p, "err", err)
 				return
 			}
 			mu.Lock()
@@ -344,8 +347,8 @@ func (sy *Syncer) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHas
 
 // locate asks every connected peer which of hashes it has, and the DHT for
 // those no connected peer has.
-func (sy *Syncer) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
-	out := sy.ask(ctx, sy.node.ConnectedPeers(), hashes)
+func (fe *Fetcher) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
+	out := fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 	// Only what nobody connected has goes to the DHT: a lookup costs
 	// seconds, a have query a round trip.
 	var more []peer.ID
@@ -354,19 +357,19 @@ func (sy *Syncer) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.ID
 			continue
 		}
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		provs, err := sy.node.FindProviders(lctx, p2p.PathKey(h), 8)
+		provs, err := fe.node.FindProviders(lctx, p2p.PathKey(h), 8)
 		cancel()
 		if err != nil {
 			continue
 		}
 		for _, ai := range provs {
-			if sy.node.Connect(ctx, ai) == nil && !slices.Contains(more, ai.ID) {
+			if fe.node.Connect(ctx, ai) == nil && !slices.Contains(more, ai.ID) {
 				more = append(more, ai.ID)
 			}
 		}
 	}
 	if len(more) > 0 {
-		for i, ps := range sy.ask(ctx, more, hashes) {
+		for i, ps := range fe.ask(ctx, more, hashes) {
 			out[i] = append(out[i], ps...)
 		}
 	}
@@ -379,15 +382,15 @@ func (sy *Syncer) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.ID
 
 // believe gets p's PathInfo and chunk index from one of its providers and
 // checks that it may be trusted.
-func (sy *Syncer) believe(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error) {
-	where := p.Abs(sy.store.StoreDir())
+func (fe *Fetcher) believe(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error) {
+	where := p.Abs(fe.store.StoreDir())
 	if len(providers) == 0 {
 		return nil, fmt.Errorf("%s: no peer has it (asked %d connected %s); connect a peer that has it (--from ADDR) or check `trove peers`",
-			where, len(sy.node.ConnectedPeers()), plural(len(sy.node.ConnectedPeers()), "peer", "peers"))
+			where, len(fe.node.ConnectedPeers()), plural(len(fe.node.ConnectedPeers()), "peer", "peers"))
 	}
 	var last error
 	for _, prov := range providers {
-		infos, err := sy.node.Info(ctx, prov, []nix.PathHash{p.Hash})
+		infos, err := fe.node.Info(ctx, prov, []nix.PathHash{p.Hash})
 		if err != nil {
 			last = err
 			continue
@@ -401,7 +404,7 @@ func (sy *Syncer) believe(ctx context.Context, p nix.Path, providers []peer.ID) 
 			last = fmt.Errorf("peer %s described %s as %s", prov, where, ri.Info.Path)
 			continue
 		}
-		if err := sy.trust(ri.Info); err != nil {
+		if err := fe.trust(ri.Info); err != nil {
 			last = err
 			continue
 		}
@@ -417,24 +420,24 @@ func (sy *Syncer) believe(ctx context.Context, p nix.Path, providers []peer.ID) 
 var ErrUntrusted = errors.New("not signed by a trusted key")
 
 // trust decides whether a PathInfo from a peer may be believed.
-func (sy *Syncer) trust(pi *nix.PathInfo) error {
-	where := pi.Path.Abs(sy.store.StoreDir())
-	if v, ok := sy.opts.Vouched[pi.Path.Hash]; ok {
+func (fe *Fetcher) trust(pi *nix.PathInfo) error {
+	where := pi.Path.Abs(fe.store.StoreDir())
+	if v, ok := fe.opts.Vouched[pi.Path.Hash]; ok {
 		if v.Path != pi.Path || v.NarHash != pi.NarHash || v.NarSize != pi.NarSize ||
 			!slices.Equal(v.References, pi.References) || v.ChunkIndex != pi.ChunkIndex {
 			return fmt.Errorf("%s: the peer's path info differs from the signed manifest", where)
 		}
 		return nil
 	}
-	if sy.opts.NoCheckSigs {
+	if fe.opts.NoCheckSigs {
 		return nil
 	}
-	if sy.opts.Keys != nil {
-		if _, ok := sy.opts.Keys.VerifyPathInfo(sy.store.StoreDir(), pi); ok {
+	if fe.opts.Keys != nil {
+		if _, ok := fe.opts.Keys.VerifyPathInfo(fe.store.StoreDir(), pi); ok {
 			return nil
 		}
 	}
-	if pi.ContentAddressed(sy.store.StoreDir()) {
+	if pi.ContentAddressed(fe.store.StoreDir()) {
 		return nil // its name is its content's hash: the NAR check proves it
 	}
 	if len(pi.Sigs) == 0 {
@@ -444,8 +447,8 @@ func (sy *Syncer) trust(pi *nix.PathInfo) error {
 	for i, s := range pi.Sigs {
 		names[i], _, _ = strings.Cut(s, ":")
 	}
-	if sy.opts.Keys != nil {
-		for _, k := range sy.opts.Keys.Keys() {
+	if fe.opts.Keys != nil {
+		for _, k := range fe.opts.Keys.Keys() {
 			if slices.Contains(names, k.Name) {
 				// A trusted key's signature that fails: the info was altered.
 				return fmt.Errorf("%s: %w: its signature by %s does not match it (its narHash, size or references were altered, or the signature is corrupt)", where, ErrUntrusted, k.Name)

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 
 	"golang.org/x/sys/unix"
 
@@ -101,7 +104,7 @@ func TestSyncRefusesWhatCannotFit(t *testing.T) {
 	root := paths[len(paths)-1].Path
 	before := diskUsage(disk)
 
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	t.Logf("sync on a 50 MiB disk: %v", err)
 	var ns *NoSpaceError
 	if !errors.As(err, &ns) || !errors.Is(err, syscall.ENOSPC) {
@@ -121,7 +124,7 @@ func TestSyncRefusesWhatCannotFit(t *testing.T) {
 	}
 
 	resizeDisk(t, disk, 100<<20)
-	if _, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root}); err != nil {
+	if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 		t.Fatalf("sync once the disk has room: %v", err)
 	}
 	requireSameClosure(t, a.store, c.store, paths)
@@ -152,7 +155,7 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root})
+		rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 		done <- result{rep, err}
 	}()
 	select {
@@ -183,7 +186,7 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	}
 
 	os.Remove(filler)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatalf("sync after freeing space: %v", err)
 	}
@@ -211,7 +214,7 @@ func TestSyncPeakDisk(t *testing.T) {
 		home := filepath.Join(disk, fmt.Sprint(i))
 		c := newNode(t, nodeOpts{home: home})
 		connect(t, c, a)
-		if _, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root}); err != nil {
+		if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 			t.Fatalf("sync %d of %d MiB on a disk of %d MiB: %v", i, n*size>>20, ((n+1)*size+8<<20)>>20, err)
 		}
 		requireSameClosure(t, a.store, c.store, paths)
@@ -242,7 +245,7 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := New(c.store, c.node, Options{Keys: kr}).Sync(ctx, []nix.Path{root})
+		_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(ctx, []nix.Path{root})
 		done <- err
 	}()
 	<-gate.reached
@@ -281,7 +284,7 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 		t.Fatalf("CollectSpools after the sync stopped: %+v, %v", res, err)
 	}
 	requireNoSpool(t, c.home)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}

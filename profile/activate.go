@@ -1,4 +1,4 @@
-package sync
+package profile
 
 import (
 	"context"
@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	gosync "sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/trove-p2p/trove/nix"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
-	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -54,81 +51,6 @@ func idOf(b []byte) (manifest.ID, error) {
 		return manifest.ID{}, err
 	}
 	return m.ID()
-}
-
-// ResolveManifest asks every connected peer for generation gen (0 = newest)
-// of name, keeps every manifest that verifies and is trusted, and returns
-// the requested one (or the newest known, here or from any peer). When no
-// connected peer has the configuration and the DHT is on, it connects to
-// the peers the DHT says provide the name and asks them.
-func ResolveManifest(ctx context.Context, n *p2p.Node, h *manifest.History, name string, gen uint64) (*manifest.Manifest, error) {
-	refused := Learn(ctx, n, h, name, gen)
-	m, _, err := h.Get(name, gen)
-	if err != nil {
-		if len(refused) > 0 {
-			return nil, errors.Join(append([]error{err}, refused...)...)
-		}
-		return nil, fmt.Errorf("%w (asked %d connected %s)", err, len(n.ConnectedPeers()), plural(len(n.ConnectedPeers()), "peer", "peers"))
-	}
-	return m, nil
-}
-
-// Learn asks every connected peer for generation gen (0 = newest) of name
-// and records in h every answer that verifies and is trusted; when none of
-// them had it and the DHT is on, it asks the peers the DHT says provide the
-// name. It returns why it refused the answers it did not record (a key not
-// trusted for name, a bad signature, a different manifest of a known
-// generation), each naming the peer.
-func Learn(ctx context.Context, n *p2p.Node, h *manifest.History, name string, gen uint64) (refused []error) {
-	refused = askManifest(ctx, n, h, n.ConnectedPeers(), name, gen)
-	if _, _, err := h.Get(name, gen); err != nil {
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		provs, derr := n.FindProviders(lctx, p2p.ConfigKey(name), 8)
-		cancel()
-		if derr == nil {
-			var more []peer.ID
-			for _, ai := range provs {
-				if n.Connect(ctx, ai) == nil {
-					more = append(more, ai.ID)
-				}
-			}
-			refused = append(refused, askManifest(ctx, n, h, more, name, gen)...)
-		}
-	}
-	return refused
-}
-
-// askManifest asks peers for a manifest in parallel and records what
-// verifies; it returns what went wrong with the ones that did not.
-func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []peer.ID, name string, gen uint64) []error {
-	var wg gosync.WaitGroup
-	var mu gosync.Mutex
-	var problems []error
-	for _, p := range peers {
-		wg.Add(1)
-		go func(p peer.ID) {
-			defer wg.Done()
-			b, err := n.Manifest(ctx, p, name, gen)
-			if err != nil {
-				return // most peers do not follow every configuration
-			}
-			if _, _, err := h.AddAnswer(b, name, gen); err != nil {
-				mu.Lock()
-				problems = append(problems, fmt.Errorf("from %s: %w", p, err))
-				mu.Unlock()
-			}
-		}(p)
-	}
-	wg.Wait()
-	return problems
-}
-
-// SyncManifest fetches m's closure, believing exactly the PathInfos the
-// manifest lists.
-func (sy *Syncer) SyncManifest(ctx context.Context, m *manifest.Manifest) (*Report, error) {
-	opts := sy.opts
-	opts.Vouched = m.Vouched()
-	return New(sy.store, sy.node, opts).Sync(ctx, []nix.Path{m.Root})
 }
 
 // DefaultActivationTimeout bounds an activation command when nothing else

@@ -1,4 +1,4 @@
-package sync
+package profile
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/trove-p2p/trove/nix"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func BenchmarkSyncLoopback(b *testing.B) {
 		c := newPeer(b, nil)
 		connect(b, c, a)
 		b.StartTimer()
-		if _, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root}); err != nil {
+		if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"errors"
@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"syscall"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 
 	"golang.org/x/sys/unix"
 
@@ -39,7 +42,7 @@ type spool struct {
 	f    *os.File
 	path string // "" for a private spool, which has no name
 
-	mu    gosync.Mutex        // guards res
+	mu    sync.Mutex          // guards res
 	res   *nix.ExtentReserver // the streams of a fetch write concurrently
 	fresh bool                // nothing in it predates this sync
 }

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -58,7 +59,7 @@ func TestResolveManifestThroughDHT(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubHistory := history(pubStore.Home())
-	if _, _, err := Publish(pubStore, pubHistory, sk, "laptop", pi.Path, ""); err != nil {
+	if _, _, err := profile.Publish(pubStore, pubHistory, sk, "laptop", pi.Path, ""); err != nil {
 		t.Fatal(err)
 	}
 

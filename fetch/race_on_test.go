@@ -1,6 +1,6 @@
 //go:build race
 
-package sync
+package fetch
 
 // raceEnabled: the race detector's shadow memory multiplies RSS, so the
 // tests that measure a process's peak RSS skip under it.

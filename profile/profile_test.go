@@ -1,4 +1,4 @@
-package sync
+package profile
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/store"
 )
 

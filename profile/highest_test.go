@@ -1,4 +1,4 @@
-package sync
+package profile
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/store"
 )
 

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"bufio"
@@ -15,6 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -63,7 +66,7 @@ func (c *lyingContent) ReadChunk(ctx context.Context, id chunk.ID, size uint32) 
 
 // Closure walks references through PathInfo, so that a peer answering
 // closure queries tells the same lies as one answering path by path.
-func (c *lyingContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+func (c *lyingContent) Closure(roots ...store.Path) ([]*nix.PathInfo, error) {
 	var out []*nix.PathInfo
 	seen := map[nix.PathHash]bool{}
 	var visit func(p nix.Path) error
@@ -554,7 +557,7 @@ func runFault(t *testing.T, ls []liar, withHonest bool) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := New(c.store, c.node, Options{Keys: kr, StallTimeout: 500 * time.Millisecond}).Sync(ctx, []nix.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr, StallTimeout: 500 * time.Millisecond}).Fetch(ctx, []nix.Path{root})
 	if ctx.Err() != nil {
 		var b strings.Builder
 		pprof.Lookup("goroutine").WriteTo(&b, 2)
@@ -624,7 +627,7 @@ func TestSyncClosureNotClosed(t *testing.T) {
 	}})
 	c := newNode(t, nodeOpts{})
 	connect(t, c, a)
-	_, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{paths[2].Path})
+	_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{paths[2].Path})
 	if err == nil {
 		t.Fatal("sync of a closure missing a reference succeeded")
 	}

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"bytes"
@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -143,7 +146,7 @@ func TestSyncFromTwoSeeders(t *testing.T) {
 	connect(t, c, a, b)
 	root := paths[len(paths)-1].Path
 	var last Progress
-	rep, err := New(c.store, c.node, Options{Keys: kr, Progress: func(p Progress) { last = p }}).Sync(context.Background(), []nix.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr, Progress: func(p Progress) { last = p }}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +164,7 @@ func TestSyncFromTwoSeeders(t *testing.T) {
 		t.Fatalf("fetched from %d peers, want both: %+v", used, rep.Peers)
 	}
 	// Nothing to do the second time.
-	rep, err = New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{root})
+	rep, err = New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil || rep.PathsFetched != 0 || rep.BytesFetched != 0 {
 		t.Fatalf("second sync: %+v %v", rep, err)
 	}
@@ -177,7 +180,7 @@ func TestSyncRefusesUnsignedPaths(t *testing.T) {
 	paths := closure(t, a.store, sk, 2, 10<<10, 2)
 	connect(t, c, a)
 	root := paths[1].Path
-	_, err := New(c.store, c.node, Options{Keys: otherKeys}).Sync(context.Background(), []nix.Path{root})
+	_, err := New(c.store, c.node, Options{Keys: otherKeys}).Fetch(context.Background(), []nix.Path{root})
 	if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "test-1") {
 		t.Fatalf("sync of paths signed by an untrusted key: %v", err)
 	}
@@ -185,7 +188,7 @@ func TestSyncRefusesUnsignedPaths(t *testing.T) {
 		t.Fatal("an untrusted path became valid")
 	}
 	// --no-check-sigs takes them.
-	if _, err := New(c.store, c.node, Options{NoCheckSigs: true}).Sync(context.Background(), []nix.Path{root}); err != nil {
+	if _, err := New(c.store, c.node, Options{NoCheckSigs: true}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -215,7 +218,7 @@ func TestSyncReusesLocalChunks(t *testing.T) {
 	g2 := mk(a.store, 2)
 	_ = g1c
 	connect(t, c, a)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Sync(context.Background(), []nix.Path{g2.Path})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{g2.Path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +256,7 @@ func TestWidenOnlyFastPeers(t *testing.T) {
 		{"already two", 64, 10 * time.Millisecond, 2, "", false},
 		{"dropped", 64, 10 * time.Millisecond, 1, "sent bad data", false},
 	} {
-		f := &fetch{peers: map[peer.ID]*peerState{}}
+		f := &transfer{peers: map[peer.ID]*peerState{}}
 		ps := f.peer(p)
 		ps.streams, ps.dropped = tc.streams, tc.dropped
 		started := 0

@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"bufio"
@@ -10,11 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -35,10 +38,6 @@ const syncChildEnv = "TROVE_SYNC_CHILD_HOME"
 const childWindow = 4
 
 func TestMain(m *testing.M) {
-	if home := os.Getenv(switchChildEnv); home != "" {
-		switchChild(home)
-		return
-	}
 	if home := os.Getenv(syncChildEnv); home != "" {
 		if err := syncChild(home); err != nil {
 			fmt.Fprintln(os.Stderr, "sync child:", err)
@@ -96,7 +95,7 @@ func syncChild(home string) error {
 		return err
 	}
 	fmt.Println("ready")
-	_, err = New(s, n, Options{Keys: kr, Window: childWindow}).Sync(ctx, []nix.Path{root})
+	_, err = New(s, n, Options{Keys: kr, Window: childWindow}).Fetch(ctx, []nix.Path{root})
 	return err
 }
 
@@ -119,7 +118,7 @@ type countingStore struct {
 	served  atomic.Int64
 	block   atomic.Int64
 	blocked chan struct{}
-	once    gosync.Once
+	once    sync.Once
 }
 
 func (c *countingStore) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
@@ -160,7 +159,7 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		rep, err := New(c.store, c.node, opts).Sync(context.Background(), []nix.Path{root})
+		rep, err := New(c.store, c.node, opts).Fetch(context.Background(), []nix.Path{root})
 		done <- result{rep, err}
 	}()
 	select {
@@ -210,7 +209,7 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	cs.block.Store(0)
 	back := newNode(t, nodeOpts{store: cs.Store})
 	connect(t, c, back)
-	rep, err := New(c.store, c.node, opts).Sync(context.Background(), []nix.Path{root})
+	rep, err := New(c.store, c.node, opts).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +333,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	servedBefore := cs.served.Load()
 	c := newNode(t, nodeOpts{home: home})
 	connect(t, c, seeder)
-	rep, err := New(c.store, c.node, Options{Keys: kr, Window: childWindow}).Sync(context.Background(), []nix.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr, Window: childWindow}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,15 +365,15 @@ func TestSyncSweepsSpoolsOfValidPaths(t *testing.T) {
 	a, c := newPeer(t, nil), newPeer(t, nil)
 	paths := closure(t, a.store, sk, 2, 100<<10, 41)
 	connect(t, c, a)
-	sy := New(c.store, c.node, Options{Keys: kr})
-	if _, err := sy.Sync(context.Background(), []nix.Path{paths[0].Path}); err != nil {
+	fe := New(c.store, c.node, Options{Keys: kr})
+	if _, err := fe.Fetch(context.Background(), []nix.Path{paths[0].Path}); err != nil {
 		t.Fatal(err)
 	}
 	left := spoolPath(filepath.Join(c.home, "partial"), paths[0].Path)
 	if err := os.WriteFile(left, make([]byte, paths[0].NarSize), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sy.Sync(context.Background(), []nix.Path{paths[1].Path}); err != nil {
+	if _, err := fe.Fetch(context.Background(), []nix.Path{paths[1].Path}); err != nil {
 		t.Fatal(err)
 	}
 	requireNoSpool(t, c.home)

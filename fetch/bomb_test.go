@@ -1,4 +1,4 @@
-package sync
+package fetch
 
 import (
 	"bufio"
@@ -30,6 +30,7 @@ import (
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -163,7 +164,7 @@ func TestBombVictimPeakRSS(t *testing.T) {
 	}
 	kr.Add(sk.Public(), "big")
 	hist := manifest.OpenHistory(seed.home, kr)
-	if _, _, err := Publish(seed.store, hist, sk, "big", paths[len(paths)-1].Path, ""); err != nil {
+	if _, _, err := profile.Publish(seed.store, hist, sk, "big", paths[len(paths)-1].Path, ""); err != nil {
 		t.Fatal(err)
 	}
 	// The seeder serves everyone (the victim's identity is its own).
@@ -286,7 +287,7 @@ func victim(t *testing.T, spec victimSpec) error {
 	if err != nil {
 		return err
 	}
-	sy := New(s, n, Options{Keys: kr})
-	_, err = sy.SyncManifest(ctx, m)
+	fe := New(s, n, Options{Keys: kr})
+	_, err = fe.FetchManifest(ctx, m)
 	return err
 }
