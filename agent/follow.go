@@ -18,7 +18,6 @@ import (
 
 	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/profile"
 )

@@ -16,8 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/trove-p2p/trove/chunk"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )

@@ -24,8 +24,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/trove-p2p/trove/chunk"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
@@ -66,7 +64,7 @@ func (c *lyingContent) ReadChunk(ctx context.Context, id chunk.ID, size uint32) 
 
 // Closure walks references through PathInfo, so that a peer answering
 // closure queries tells the same lies as one answering path by path.
-func (c *lyingContent) Closure(roots ...store.Path) ([]*nix.PathInfo, error) {
+func (c *lyingContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 	var out []*nix.PathInfo
 	seen := map[nix.PathHash]bool{}
 	var visit func(p nix.Path) error

@@ -19,8 +19,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/trove-p2p/trove/chunk"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )

@@ -20,7 +20,6 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/store"
 )

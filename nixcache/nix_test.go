@@ -17,7 +17,6 @@ import (
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/nixtest"
 	"github.com/trove-p2p/trove/store"

@@ -24,7 +24,6 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/store"
 )

@@ -212,7 +212,7 @@ func (c fuzzContent) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
 	return &nix.PathInfo{Path: nix.Path{Hash: h, Name: "x"}, NarSize: c.narSize}, nil
 }
 
-func (c fuzzContent) Closure(roots ...store.Path) ([]*nix.PathInfo, error) {
+func (c fuzzContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 	var out []*nix.PathInfo
 	for _, r := range roots {
 		pi, err := c.PathInfo(r.Hash)

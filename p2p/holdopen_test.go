@@ -23,7 +23,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 

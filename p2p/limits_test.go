@@ -11,8 +11,6 @@ import (
 
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
-
-	"github.com/trove-p2p/trove/store"
 )
 
 // bigIndexContent holds paths whose chunk indexes have n chunks each, so
@@ -86,7 +84,7 @@ func TestInfoAnswersUpToTheCap(t *testing.T) {
 	}
 }
 
-func (c bigIndexContent) Closure(roots ...store.Path) ([]*nix.PathInfo, error) {
+func (c bigIndexContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 	var out []*nix.PathInfo
 	for _, r := range roots {
 		pi, err := c.PathInfo(r.Hash)
@@ -105,7 +103,7 @@ type wideClosure struct {
 	paths int
 }
 
-func (c wideClosure) Closure(...store.Path) ([]*nix.PathInfo, error) {
+func (c wideClosure) Closure(...nix.Path) ([]*nix.PathInfo, error) {
 	out := make([]*nix.PathInfo, c.paths)
 	for i := range out {
 		out[i], _ = c.PathInfo(nix.PathHash{byte(i), byte(i >> 8), 7})

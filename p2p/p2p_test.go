@@ -13,7 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 

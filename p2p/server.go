@@ -16,9 +16,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"golang.org/x/sync/semaphore"
-
-	"github.com/trove-p2p/trove/chunk"
-	"github.com/trove-p2p/trove/nix"
 )
 
 // Content is what the server answers from; the embedded store
@@ -28,7 +25,7 @@ type Content interface {
 	ChunkIndexOf(h nix.PathHash) (chunk.Index, error)
 	ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
 	WriteNAR(ctx context.Context, w io.Writer, p nix.Path, off, n int64) error
-	Closure(roots ...store.Path) ([]*nix.PathInfo, error)
+	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
 }
 
 // Store is Content that can also read a chunk into a buffer without

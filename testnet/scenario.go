@@ -12,7 +12,6 @@ import (
 	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/profile"
-	"github.com/trove-p2p/trove/store"
 )
 
 // The scenario vocabulary: a multi-agent test reads as a short story.
@@ -128,7 +127,7 @@ func (net *Net) WaitGeneration(i int, name string, gen uint64) {
 }
 
 // Sync fetches the closures of roots into agent i's store from its peers.
-func (net *Net) Sync(i int, roots ...store.Path) *fetch.Report {
+func (net *Net) Sync(i int, roots ...nix.Path) *fetch.Report {
 	net.t.Helper()
 	a := net.mustRun(i)
 	rep, err := fetch.New(a.Store, a.Node, fetch.Options{Keys: a.Keys}).Fetch(context.Background(), roots)

@@ -14,7 +14,6 @@ import (
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/trove-p2p/trove/agent"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 

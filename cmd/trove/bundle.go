@@ -13,7 +13,6 @@ import (
 
 	"github.com/trove-p2p/trove/bundle"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 

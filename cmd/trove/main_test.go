@@ -148,7 +148,7 @@ func openStore(t testing.TB, home string) *store.Store {
 
 // addWithRefs adds an input-addressed path named name holding a file with
 // content, referring to refs, through the store API, and returns it.
-func addWithRefs(t testing.TB, s *store.Store, name, content string, refs ...store.Path) nix.Path {
+func addWithRefs(t testing.TB, s *store.Store, name, content string, refs ...nix.Path) nix.Path {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {

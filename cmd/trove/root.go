@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
-	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 
