@@ -11,13 +11,12 @@ import (
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // Publish makes generation N+1 of name from the closure of root, which must
 // be valid locally, signs it with key and records it in the history. The
 // caller announces it.
-func Publish(s *store.Store, h *manifest.History, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, []byte, error) {
+func Publish(s Store, h *manifest.History, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, []byte, error) {
 	if err := manifest.CheckName(name); err != nil {
 		return nil, nil, err
 	}

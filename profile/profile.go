@@ -19,7 +19,6 @@ import (
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // Profiles are named pointers to generations, as Nix's profiles:
@@ -28,14 +27,24 @@ import (
 // NAME always points at a whole generation, old or new, whatever happens.
 type Profiles struct {
 	dir   string
-	store *store.Store
+	store Store
+}
+
+// Store is what profiles need of a store: the closure of a root, which
+// must be valid to become a generation, and where a path's tree is, which
+// generation links point at. The home holds the profiles.
+type Store interface {
+	Home() string
+	StoreDir() string
+	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
+	TreePath(p nix.Path) string
 }
 
 // ProfilesDir is where a home keeps profiles.
 func ProfilesDir(home string) string { return filepath.Join(home, "profiles") }
 
 // OpenProfiles returns the profiles of the store's home.
-func OpenProfiles(s *store.Store) *Profiles {
+func OpenProfiles(s Store) *Profiles {
 	return &Profiles{dir: ProfilesDir(s.Home()), store: s}
 }
 

@@ -19,6 +19,9 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
+// The embedded store is the one profiles live on today.
+var _ Store = (*store.Store)(nil)
+
 // testProfiles opens a store in a fresh home, closed when the test ends,
 // and its profiles.
 func testProfiles(t testing.TB) (*store.Store, *Profiles) {
