@@ -35,6 +35,7 @@ func TestLANRefusesStranger(t *testing.T) {
 	lan.WaitPeers(0, 1)
 	lan.WaitPeers(1, 1)
 	stranger := lan.ID(2)
+	// What must not happen has no event to wait for: check for a while.
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		for _, i := range []int{0, 1} {
 			if out := lan.Trove(i, "peers", "--json"); strings.Contains(out, stranger) {
