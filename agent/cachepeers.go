@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // peerSource is the binary-cache endpoint's nixcache.Source when it serves
@@ -47,7 +49,7 @@ func newPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slo
 // nobody connected has costs one round trip. It does not ask the DHT: the
 // DHT knows only closure roots, so nearly every lookup there would miss,
 // and each miss would cost Nix the whole timeout.
-func (ps *peerSource) Find(ctx context.Context, h store.PathHash) (store.Path, error) {
+func (ps *peerSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the queries still out once one answered
 	peers := ps.node.ConnectedPeers()
@@ -58,7 +60,7 @@ func (ps *peerSource) Find(ctx context.Context, h store.PathHash) (store.Path, e
 	answers := make(chan answer, len(peers))
 	for _, p := range peers {
 		go func() {
-			has, err := ps.node.Have(ctx, p, []store.PathHash{h})
+			has, err := ps.node.Have(ctx, p, []nix.PathHash{h})
 			if err != nil {
 				ps.log.Debug("have query failed", "peer", p, "err", err)
 			}
@@ -75,25 +77,25 @@ func (ps *peerSource) Find(ctx context.Context, h store.PathHash) (store.Path, e
 				return path, nil
 			}
 		case <-ctx.Done():
-			return store.Path{}, ctx.Err()
+			return nix.Path{}, ctx.Err()
 		}
 	}
-	return store.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", nixcache.ErrNotFound, h, len(peers))
+	return nix.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", nixcache.ErrNotFound, h, len(peers))
 }
 
 // name asks p for the info of h, for the path's name.
-func (ps *peerSource) name(ctx context.Context, p peer.ID, h store.PathHash) (store.Path, bool) {
-	ris, err := ps.node.Info(ctx, p, []store.PathHash{h})
+func (ps *peerSource) name(ctx context.Context, p peer.ID, h nix.PathHash) (nix.Path, bool) {
+	ris, err := ps.node.Info(ctx, p, []nix.PathHash{h})
 	if err != nil || ris[0] == nil {
 		ps.log.Debug("peer has a path but no info for it", "peer", p, "hash", h, "err", err)
-		return store.Path{}, false
+		return nix.Path{}, false
 	}
 	return ris[0].Info.Path, true
 }
 
 // Fetch syncs the closure of p from the connected peers. A closure that
 // nothing trusted vouches for is nixcache.ErrNotFound: it cannot be served.
-func (ps *peerSource) Fetch(ctx context.Context, p store.Path) error {
+func (ps *peerSource) Fetch(ctx context.Context, p nix.Path) error {
 	select {
 	case ps.syncing <- struct{}{}:
 	case <-ctx.Done():
@@ -103,8 +105,8 @@ func (ps *peerSource) Fetch(ctx context.Context, p store.Path) error {
 	if ok, err := ps.store.IsValid(p); err != nil || ok {
 		return err // fetched meanwhile, for another request
 	}
-	_, err := trovesync.New(ps.store, ps.node, trovesync.Options{Keys: ps.keys, Logger: ps.log}).Sync(ctx, []store.Path{p})
-	if errors.Is(err, trovesync.ErrUntrusted) {
+	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Sync(ctx, []nix.Path{p})
+	if errors.Is(err, fetch.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)
 		return fmt.Errorf("%w: %w", nixcache.ErrNotFound, err)

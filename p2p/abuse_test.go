@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -72,8 +75,8 @@ type abuseNet struct {
 	a, b   *Node
 	ta     *TrustGroup
 	sa     *store.Store
-	pi     *store.PathInfo
-	ix     store.ChunkIndex
+	pi     *nix.PathInfo
+	ix     chunk.Index
 	nar    []byte
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -132,14 +135,14 @@ func (an *abuseNet) honest() error {
 	ctx, cancel := context.WithTimeout(an.ctx, 15*time.Second)
 	defer cancel()
 	h := an.pi.Path.Hash
-	have, err := an.b.Have(ctx, an.a.ID(), []store.PathHash{h, {7}})
+	have, err := an.b.Have(ctx, an.a.ID(), []nix.PathHash{h, {7}})
 	if err != nil {
 		return fmt.Errorf("have: %w", err)
 	}
 	if !have[0] || have[1] {
 		return fmt.Errorf("have = %v", have)
 	}
-	infos, err := an.b.Info(ctx, an.a.ID(), []store.PathHash{h})
+	infos, err := an.b.Info(ctx, an.a.ID(), []nix.PathHash{h})
 	if err != nil {
 		return fmt.Errorf("info: %w", err)
 	}
@@ -260,7 +263,7 @@ func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 func hashes(n int) [][]byte {
 	out := make([][]byte, n)
 	for i := range out {
-		h := make([]byte, store.HashLen)
+		h := make([]byte, nix.HashLen)
 		binary.BigEndian.PutUint32(h, uint32(i))
 		out[i] = h
 	}
@@ -322,7 +325,7 @@ func TestProtocolViolationDisconnects(t *testing.T) {
 		{"chunks/both chunk and range", ProtoChunks, nil, msg(&ChunkRequest{Chunk: c0.ID[:], Size: c0.Size, Path: h, Length: 1}), true},
 		{"chunks/neither chunk nor range", ProtoChunks, nil, msg(&ChunkRequest{Seq: 1}), true},
 		{"chunks/chunk size 0", ProtoChunks, nil, msg(&ChunkRequest{Chunk: c0.ID[:]}), true},
-		{"chunks/chunk size above ChunkMax", ProtoChunks, nil, msg(&ChunkRequest{Chunk: c0.ID[:], Size: store.ChunkMax + 1}), true},
+		{"chunks/chunk size above ChunkMax", ProtoChunks, nil, msg(&ChunkRequest{Chunk: c0.ID[:], Size: chunk.MaxSize + 1}), true},
 		{"chunks/31-byte chunk ID", ProtoChunks, nil, msg(&ChunkRequest{Chunk: c0.ID[:31], Size: c0.Size}), true},
 		{"chunks/range of 0 bytes", ProtoChunks, nil, msg(&ChunkRequest{Path: h}), true},
 		{"chunks/range above MaxRangeLen", ProtoChunks, nil, msg(&ChunkRequest{Path: h, Length: MaxRangeLen + 1}), true},
@@ -383,7 +386,7 @@ func TestBadRequestsAnsweredWithoutDisconnect(t *testing.T) {
 	att := an.attacker(t)
 	c0 := an.ix[0]
 	h := an.pi.Path.Hash[:]
-	absent := store.PathHash{9}
+	absent := nix.PathHash{9}
 	cases := []struct {
 		name string
 		req  ChunkRequest
@@ -428,7 +431,7 @@ func TestBadRequestsAnsweredWithoutDisconnect(t *testing.T) {
 			if _, err := io.ReadFull(r, data); err != nil {
 				t.Fatal(err)
 			}
-			if hdr.Seq != good.Seq || hdr.Err != "" || store.SumChunk(data) != c0.ID {
+			if hdr.Seq != good.Seq || hdr.Err != "" || chunk.Sum(data) != c0.ID {
 				t.Fatalf("the good request after it got %+v", hdr)
 			}
 		})
@@ -918,7 +921,7 @@ func TestClientBlamesOnlyBadData(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := randomBytes(50_000, 5)
-	id := store.SumChunk(data)
+	id := chunk.Sum(data)
 	wants := []ChunkWant{{Chunk: id, Size: uint32(len(data))}, {Chunk: id, Size: uint32(len(data))}}
 	answer := func(w io.Writer, seq uint64, b []byte) {
 		writeMsg(w, &ChunkHeader{Seq: seq, Length: uint32(len(b))})
@@ -982,7 +985,7 @@ func TestClientBlamesOnlyBadData(t *testing.T) {
 		})
 	}
 	// have and info.
-	h := store.PathHash{3}
+	h := nix.PathHash{3}
 	haveCases := []struct {
 		name  string
 		blame bool
@@ -993,13 +996,13 @@ func TestClientBlamesOnlyBadData(t *testing.T) {
 		{"info/reset", false, func(st network.Stream) { st.Reset() }},
 		{"info/two answers for one hash", true, func(st network.Stream) { writeMsg(st, &InfoResponse{Infos: []*WireInfo{nil, nil}}) }},
 		{"info/another path", true, func(st network.Stream) {
-			ix := store.ChunkIndex{{ID: id, Size: uint32(len(data))}}
-			pi := &store.PathInfo{Path: store.Path{Hash: store.PathHash{4}, Name: "x"}, NarSize: uint64(len(data)), NarHash: store.Hash{1}}
+			ix := chunk.Index{{ID: id, Size: uint32(len(data))}}
+			pi := &nix.PathInfo{Path: nix.Path{Hash: nix.PathHash{4}, Name: "x"}, NarSize: uint64(len(data)), NarHash: nix.Hash{1}}
 			writeMsg(st, &InfoResponse{Infos: []*WireInfo{ToWire(pi, ix)}})
 		}},
 		{"info/index does not cover the NAR", true, func(st network.Stream) {
-			ix := store.ChunkIndex{{ID: id, Size: uint32(len(data))}}
-			pi := &store.PathInfo{Path: store.Path{Hash: h, Name: "x"}, NarSize: 1, NarHash: store.Hash{1}}
+			ix := chunk.Index{{ID: id, Size: uint32(len(data))}}
+			pi := &nix.PathInfo{Path: nix.Path{Hash: h, Name: "x"}, NarSize: 1, NarHash: nix.Hash{1}}
 			writeMsg(st, &InfoResponse{Infos: []*WireInfo{ToWire(pi, ix)}})
 		}},
 	}
@@ -1018,9 +1021,9 @@ func TestClientBlamesOnlyBadData(t *testing.T) {
 			m.SetStreamHandler(ProtoInfo, handler)
 			var err error
 			if tc.name[:4] == "have" {
-				_, err = b.Have(ctx, m.ID(), []store.PathHash{h})
+				_, err = b.Have(ctx, m.ID(), []nix.PathHash{h})
 			} else {
-				_, err = b.Info(ctx, m.ID(), []store.PathHash{h})
+				_, err = b.Info(ctx, m.ID(), []nix.PathHash{h})
 			}
 			var bad *BadDataError
 			if err == nil || errors.As(err, &bad) != tc.blame {
