@@ -7,7 +7,7 @@ import (
 	"github.com/trove-p2p/trove/nix"
 )
 
-// Vectors from reference/nix.md §2, verified against Nix 2.8.
+// Vectors from docs/reference/nix.md §2, verified against Nix 2.8.
 const (
 	vecPK = "test-cache-1:x3kdt34NgfK5lwae4wX9xqxJmcAL9K4u7ftLAO74+e0="
 	vecSK = "test-cache-1:UZpw4GpXL4LnKUympCggd0LtISTPTExicJPmQAe2ejPHeR23fg2B8rmXBp7jBf3GrEmZwAv0ri7t+0sA7vj57Q=="

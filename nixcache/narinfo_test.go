@@ -10,7 +10,7 @@ import (
 )
 
 // midNarInfo is what `nix copy --to file://...?compression=xz` wrote for the
-// fixture's p2p-mid (reference/nix.md §3), plus a signature by the
+// fixture's p2p-mid (docs/reference/nix.md §3), plus a signature by the
 // reference's test key.
 const midNarInfo = `StorePath: /nix/store/f490gj5rij0117sd7n0nynkij1a0gmjv-p2p-mid
 URL: nar/06lb1ryxy2l2vz42nn0h7dklpf3d2k9dmrf444yvydqn65nx7p3x.nar.xz

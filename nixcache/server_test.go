@@ -389,7 +389,16 @@ func TestServeFetchesOnceFromSource(t *testing.T) {
 			return err
 		},
 	}
-	srv := serve(t, nixcache.Config{Store: local, Source: src})
+	h, err := nixcache.New(t.Context(), nixcache.Config{Store: local, Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arrived atomic.Int32 // requests that reached the handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
 	const n = 32
 	var wg gosync.WaitGroup
 	statuses := make(chan int, 2*n)
@@ -412,7 +421,13 @@ func TestServeFetchesOnceFromSource(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Every request is in the handler, so they overlap the one fetch
+	// (one that came later would find the path local, and pass too).
+	for deadline := time.Now().Add(10 * time.Second); arrived.Load() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s only %d of %d requests reached the handler", arrived.Load(), n)
+		}
+	}
 	close(release)
 	wg.Wait()
 	close(statuses)

@@ -1,5 +1,5 @@
-// Package strictcbor decodes CBOR from outside (peers, bundles) strictly
-// and within limits on what the decoding builds.
+// Package strictcbor decodes CBOR from outside (peers, manifests,
+// bundles) strictly and within limits on what the decoding builds.
 //
 // Wire bytes are a poor measure of decoded memory: an empty string costs
 // one byte on the wire and a 16-byte header in Go, an empty map a byte

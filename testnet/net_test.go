@@ -14,9 +14,10 @@ import (
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/testnet"
+	"github.com/trove-p2p/trove/testnet/nettest"
 )
 
-func TestMain(m *testing.M) { testnet.Main(m) }
+func TestMain(m *testing.M) { nettest.Main(m) }
 
 // addTree adds a tree of files to s and returns its PathInfo.
 func addTree(t *testing.T, s *store.Store, files map[string][]byte) *nix.PathInfo {

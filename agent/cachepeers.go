@@ -1,4 +1,4 @@
-package nixcache
+package agent
 
 import (
 	"context"
@@ -6,20 +6,24 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
 
-// PeerSource finds paths among a node's peers and fetches their closures
-// with fetch, which believes a PathInfo only through a key in the keyring
-// (or a content address that recomputes) and verifies every chunk.
-type PeerSource struct {
+// peerSource is the binary-cache endpoint's nixcache.Source when it serves
+// from peers (CacheConfig.FromPeers): it finds paths among a node's peers
+// and fetches their closures with sync, which believes a PathInfo only
+// through a key in the keyring (or a content address that recomputes) and
+// verifies every chunk. It lives here, not in nixcache, so that the cache
+// protocol knows nothing of peers.
+type peerSource struct {
 	store *store.Store
 	node  *p2p.Node
 	keys  *manifest.Keyring
@@ -29,15 +33,15 @@ type PeerSource struct {
 	syncing chan struct{}
 }
 
-var _ Source = (*PeerSource)(nil)
+var _ nixcache.Source = (*peerSource)(nil)
 
-// NewPeerSource returns a Source over the peers of n, fetching into s and
+// newPeerSource returns a Source over the peers of n, fetching into s and
 // trusting the keys in keys.
-func NewPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slog.Logger) *PeerSource {
+func newPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slog.Logger) *peerSource {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PeerSource{store: s, node: n, keys: keys, log: log, syncing: make(chan struct{}, 1)}
+	return &peerSource{store: s, node: n, keys: keys, log: log, syncing: make(chan struct{}, 1)}
 }
 
 // Find asks every connected peer whether it has h and learns the path's
@@ -45,7 +49,7 @@ func NewPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slo
 // nobody connected has costs one round trip. It does not ask the DHT: the
 // DHT knows only closure roots, so nearly every lookup there would miss,
 // and each miss would cost Nix the whole timeout.
-func (ps *PeerSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error) {
+func (ps *peerSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the queries still out once one answered
 	peers := ps.node.ConnectedPeers()
@@ -76,11 +80,11 @@ func (ps *PeerSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error
 			return nix.Path{}, ctx.Err()
 		}
 	}
-	return nix.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", ErrNotFound, h, len(peers))
+	return nix.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", nixcache.ErrNotFound, h, len(peers))
 }
 
 // name asks p for the info of h, for the path's name.
-func (ps *PeerSource) name(ctx context.Context, p peer.ID, h nix.PathHash) (nix.Path, bool) {
+func (ps *peerSource) name(ctx context.Context, p peer.ID, h nix.PathHash) (nix.Path, bool) {
 	ris, err := ps.node.Info(ctx, p, []nix.PathHash{h})
 	if err != nil || ris[0] == nil {
 		ps.log.Debug("peer has a path but no info for it", "peer", p, "hash", h, "err", err)
@@ -90,8 +94,8 @@ func (ps *PeerSource) name(ctx context.Context, p peer.ID, h nix.PathHash) (nix.
 }
 
 // Fetch syncs the closure of p from the connected peers. A closure that
-// nothing trusted vouches for is ErrNotFound: it cannot be served.
-func (ps *PeerSource) Fetch(ctx context.Context, p nix.Path) error {
+// nothing trusted vouches for is nixcache.ErrNotFound: it cannot be served.
+func (ps *peerSource) Fetch(ctx context.Context, p nix.Path) error {
 	select {
 	case ps.syncing <- struct{}{}:
 	case <-ctx.Done():
@@ -105,7 +109,7 @@ func (ps *PeerSource) Fetch(ctx context.Context, p nix.Path) error {
 	if errors.Is(err, fetch.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
+		return fmt.Errorf("%w: %w", nixcache.ErrNotFound, err)
 	}
 	return err
 }
