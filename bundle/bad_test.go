@@ -10,6 +10,7 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // badFixture is a published configuration on A and its bundle.
@@ -233,7 +234,7 @@ func TestSwappedNAR(t *testing.T) {
 				}
 				return p
 			}))
-		}(), ErrBadBundle, []nix.Path{leafA, leafB, lib}},
+		}(), trust.ErrUntrusted, []nix.Path{leafA, leafB, lib}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im.reset()

@@ -13,6 +13,7 @@ import (
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 	trovesync "github.com/trove-p2p/trove/sync"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // PeerSource finds paths among a node's peers and fetches their closures
@@ -101,7 +102,7 @@ func (ps *PeerSource) Fetch(ctx context.Context, p nix.Path) error {
 		return err // fetched meanwhile, for another request
 	}
 	_, err := trovesync.New(ps.store, ps.node, trovesync.Options{Keys: ps.keys, Logger: ps.log}).Sync(ctx, []nix.Path{p})
-	if errors.Is(err, trovesync.ErrUntrusted) {
+	if errors.Is(err, trust.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
