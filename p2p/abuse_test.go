@@ -30,6 +30,7 @@ import (
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // The tests in this file play a misbehaving peer against a serving node
@@ -217,7 +218,7 @@ func frame(b []byte) []byte {
 
 // msg is v encoded and framed.
 func msg(v any) []byte {
-	b, err := encMode.Marshal(v)
+	b, err := strictcbor.Marshal(v)
 	if err != nil {
 		panic(err)
 	}
