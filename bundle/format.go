@@ -33,7 +33,7 @@ var ErrBadBundle = errors.New("invalid bundle")
 
 // infoFields are the optional PathInfo fields a bundle carries: the
 // signatures, not the chunk index (the importer chunks each NAR itself).
-const infoFields = nix.WithSigs
+const infoFields = nix.InfoBundle
 
 // v1Info is a PathInfo in a format 1 bundle, read only: the fields of
 // nix.CBORInfo under format 1's keys.

@@ -116,7 +116,7 @@ type wireBody struct {
 // chunk index ID, no signatures (the manifest's own covers its paths).
 // nix.CBORInfo's keys are this format's, so manifests signed before it
 // existed keep their bytes.
-const pathFields = nix.WithIndexID
+const pathFields = nix.InfoManifest
 
 type wireSigned struct {
 	Body strictcbor.Bytes `cbor:"1,keyasint"` // decoded in place: up to 16 MiB

@@ -42,6 +42,13 @@ const (
 	WithIndex
 )
 
+// The fields each trove format carries.
+const (
+	InfoWire     = WithSigs | WithIndex // p2p info answers
+	InfoManifest = WithIndexID          // manifest bodies
+	InfoBundle   = WithSigs             // bundles
+)
+
 // Caps on one PathInfo, in every format. Real paths have a few hundred
 // references at most; a path with more cannot travel.
 const (

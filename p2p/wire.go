@@ -95,7 +95,7 @@ type InfoResponse struct {
 type WireInfo = nix.CBORInfo
 
 // wireFields are the optional PathInfo fields an info answer carries.
-const wireFields = nix.WithSigs | nix.WithIndex
+const wireFields = nix.InfoWire
 
 // ChunkRequest asks for one chunk by ID (Chunk set, Size its length per the
 // chunk index) or for a NAR byte range of a path (Path, Offset, Length).

@@ -23,6 +23,8 @@ func TestLayering(t *testing.T) {
 		"agent":    {"bench", "testnet"},
 		"nixcache": {"agent", "bench", "testnet"},
 		"bundle":   {"agent", "p2p", "sync", "nixcache", "bench", "testnet"},
+		// nix holds the pure formats, PathInfo's one codec among them.
+		"nix": {"store", "manifest", "trust", "p2p", "sync", "agent", "nixcache", "bundle", "bench", "testnet"},
 		// trust is the one belief rule: it judges PathInfos, whatever brought them.
 		"trust": {"store", "p2p", "sync", "agent", "nixcache", "bundle", "bench", "testnet"},
 		// strictcbor is a leaf: every decoder of outside bytes uses it.
