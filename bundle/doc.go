@@ -36,10 +36,11 @@
 //
 // A bundle is outside input: only hashes with a trusted root make anything
 // in it valid. Import reads the whole head first and decides, before the
-// first NAR byte, which paths it will add and why each is believable:
+// first NAR byte, which paths it will add and why each is believable (the
+// rule is package trust's, the one sync and the cache import ask too):
 //
-//   - a manifest in the bundle lists the path with the same narHash, size,
-//     references, deriver and CA, and that manifest is signed by a key
+//   - a manifest in the bundle lists the path with the same name, narHash,
+//     size, references, deriver and CA, and that manifest is signed by a key
 //     trusted for its configuration name and passes the history's rules
 //     (not older than the newest generation known here, unless it is that
 //     very manifest again); or
