@@ -212,7 +212,7 @@ func TestSwappedNAR(t *testing.T) {
 				return leafA
 			}
 			return p
-		})), store.ErrHashMismatch, []nix.Path{leafB, lib}},
+		})), nix.ErrHashMismatch, []nix.Path{leafB, lib}},
 		{"NAR of another size", craft(t, s.StoreDir(), hd.manifests, hd.infos, nars(func(p nix.Path) nix.Path {
 			if p == lib {
 				return leafA

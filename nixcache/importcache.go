@@ -488,7 +488,7 @@ func (l *sizeLimit) Read(p []byte) (int, error) {
 	if l.n == 0 {
 		var one [1]byte
 		if k, _ := io.ReadFull(l.r, one[:]); k > 0 {
-			return 0, fmt.Errorf("%w: the NAR is longer than the NarSize its narinfo states", store.ErrHashMismatch)
+			return 0, fmt.Errorf("%w: the NAR is longer than the NarSize its narinfo states", nix.ErrHashMismatch)
 		}
 		return 0, io.EOF
 	}

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/trove-p2p/trove/fetch"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 	"github.com/trove-p2p/trove/trust"
 )
 
@@ -101,7 +102,7 @@ func (ps *PeerSource) Fetch(ctx context.Context, p nix.Path) error {
 	if ok, err := ps.store.IsValid(p); err != nil || ok {
 		return err // fetched meanwhile, for another request
 	}
-	_, err := trovesync.New(ps.store, ps.node, trovesync.Options{Keys: ps.keys, Logger: ps.log}).Sync(ctx, []nix.Path{p})
+	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Sync(ctx, []nix.Path{p})
 	if errors.Is(err, trust.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)

@@ -207,7 +207,7 @@ type fuzzContent struct {
 
 func (c fuzzContent) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
 	if h[0] == 0 {
-		return nil, store.ErrNotValid
+		return nil, nix.ErrNotValid
 	}
 	return &nix.PathInfo{Path: nix.Path{Hash: h, Name: "x"}, NarSize: c.narSize}, nil
 }
@@ -225,7 +225,7 @@ func (c fuzzContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 }
 
 func (c fuzzContent) ChunkIndexOf(nix.PathHash) (chunk.Index, error) {
-	return nil, store.ErrNotValid
+	return nil, nix.ErrNotValid
 }
 
 func (c fuzzContent) ReadChunk(_ context.Context, id chunk.ID, size uint32) ([]byte, error) {
@@ -233,7 +233,7 @@ func (c fuzzContent) ReadChunk(_ context.Context, id chunk.ID, size uint32) ([]b
 		c.t.Fatalf("the server asked for a chunk of %d bytes", size)
 	}
 	if id[0] == 0 {
-		return nil, store.ErrNotValid
+		return nil, nix.ErrNotValid
 	}
 	return make([]byte, size), nil
 }

@@ -611,13 +611,13 @@ func TestSyncClosureNotClosed(t *testing.T) {
 		return &lyingContent{Store: s,
 			info: func(h nix.PathHash) (*nix.PathInfo, error) {
 				if h == hidden {
-					return nil, store.ErrNotValid
+					return nil, nix.ErrNotValid
 				}
 				return s.PathInfo(h)
 			},
 			index: func(h nix.PathHash) (chunk.Index, error) {
 				if h == hidden {
-					return nil, store.ErrNotValid
+					return nil, nix.ErrNotValid
 				}
 				return s.ChunkIndexOf(h)
 			},
