@@ -15,6 +15,7 @@ import (
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // peerSource is the binary-cache endpoint's nixcache.Source when it serves
@@ -106,7 +107,7 @@ func (ps *peerSource) Fetch(ctx context.Context, p nix.Path) error {
 		return err // fetched meanwhile, for another request
 	}
 	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Fetch(ctx, []nix.Path{p})
-	if errors.Is(err, fetch.ErrUntrusted) {
+	if errors.Is(err, trust.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)
 		return fmt.Errorf("%w: %w", nixcache.ErrNotFound, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // badFixture is a published configuration on A and its bundle.
@@ -234,7 +236,7 @@ func TestSwappedNAR(t *testing.T) {
 				}
 				return p
 			}))
-		}(), ErrBadBundle, []nix.Path{leafA, leafB, lib}},
+		}(), trust.ErrUntrusted, []nix.Path{leafA, leafB, lib}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im.reset()
@@ -394,7 +396,7 @@ func TestNotABundle(t *testing.T) {
 		{"a NAR", narOf(t, bf.a.store, bf.f.leafA.Path), "wrong magic"},
 		{"nix-store --export output", nixExport.Bytes(), "wrong magic"},
 		{"magic only", []byte(magic), "truncated"},
-		{"newer version", cat([]byte(magic), u64(2)), "format version 2"},
+		{"newer version", cat([]byte(magic), u64(formatVersion+1)), fmt.Sprintf("format version %d", formatVersion+1)},
 		{"huge store dir", cat([]byte(magic), u64(1), u64(1<<40)), "at most 4095"},
 		{"too many manifests", cat(start, u64(1<<40)), "at most 256"},
 		{"huge manifest", cat(start, u64(1), u64(1<<62)), "at most"},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // machine is one computer's trove: a store, its trusted keys and its
@@ -403,7 +404,7 @@ func TestCreateReportsUnvouched(t *testing.T) {
 		t.Fatalf("unvouched %v, want the 3 unsigned paths", rep.Unvouched)
 	}
 	_, err = Import(context.Background(), bytes.NewReader(b.Bytes()), newMachine(t).store, nil, nil, ImportOptions{})
-	if !errors.Is(err, ErrUntrusted) {
+	if !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("import of unsigned paths: %v, want ErrUntrusted", err)
 	}
 }

@@ -9,10 +9,12 @@ import (
 	"hash"
 	"io"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 
-	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // CreateReport says what went into a bundle.
@@ -86,14 +88,26 @@ func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, err
 	}
 	// The store's infos must be the ones the manifests sign, or the
 	// importer would refuse the bundle.
+	// The importer asks the same question of the bundle's infos, which
+	// carry no chunk index.
 	have := make(map[nix.PathHash]*nix.PathInfo, len(c.infos))
 	for _, pi := range c.infos {
 		have[pi.Path.Hash] = pi
 	}
 	for i, m := range ms {
+		belief := trust.New(s.StoreDir(), nil)
 		for _, v := range m.Paths {
-			if pi := have[v.Path.Hash]; pi == nil || !sameInfo(pi, v) {
-				return nil, fmt.Errorf("%s: this store's %s differs from what the manifest signed; the bundle would be refused", c.names[i], v.Path.Abs(s.StoreDir()))
+			belief.VouchFor(v, c.names[i])
+		}
+		for _, v := range m.Paths {
+			pi := have[v.Path.Hash]
+			if pi == nil {
+				return nil, fmt.Errorf("%s: this store does not hold %s; the bundle would be refused", c.names[i], v.Path.Abs(s.StoreDir()))
+			}
+			bundled := *pi
+			bundled.ChunkIndex = chunk.ID{}
+			if err := belief.Believe(&bundled); err != nil {
+				return nil, fmt.Errorf("%s: this store's %s differs from what the manifest signed; the bundle would be refused: %w", c.names[i], v.Path.Abs(s.StoreDir()), err)
 			}
 		}
 	}

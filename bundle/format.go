@@ -8,35 +8,36 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/trove-p2p/trove/nix"
-
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Format constants and caps; doc.go describes the layout.
 const (
-	magic         = "\x89trove-bundle\r\n\x1a"
-	trailer       = "trove-bundle-end"
-	formatVersion = 1
+	magic   = "\x89trove-bundle\r\n\x1a"
+	trailer = "trove-bundle-end"
+	// formatVersion 2 carries PathInfos in nix.CBORInfo's layout (CA 6,
+	// signatures 8); version 1 (signatures 6, CA 7) is still read.
+	formatVersion = 2
 
 	maxStoreDir  = 4095
 	maxManifests = 256
 	maxInfos     = 1 << 20
 	maxInfoSize  = 1 << 20
 	maxHeadSize  = 256 << 20
-	maxSigs      = 64
-	// maxNARSize keeps sizes representable as int64 offsets.
-	maxNARSize = 1 << 62
 )
 
 // ErrBadBundle is wrapped by every error about a malformed bundle.
 var ErrBadBundle = errors.New("invalid bundle")
 
-// wireInfo is a PathInfo inside a bundle.
-type wireInfo struct {
+// infoFields are the optional PathInfo fields a bundle carries: the
+// signatures, not the chunk index (the importer chunks each NAR itself).
+const infoFields = nix.InfoBundle
+
+// v1Info is a PathInfo in a format 1 bundle, read only: the fields of
+// nix.CBORInfo under format 1's keys.
+type v1Info struct {
 	Path       string   `cbor:"1,keyasint"`
 	NarHash    []byte   `cbor:"2,keyasint"`
 	NarSize    uint64   `cbor:"3,keyasint"`
@@ -46,50 +47,29 @@ type wireInfo struct {
 	CA         string   `cbor:"7,keyasint,omitempty"`
 }
 
-var encMode cbor.EncMode
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-}
-
-// decInfo bounds what decoding one info builds: a map of 7 fields (15
-// items), its references and signatures, 24 bytes each besides payload.
-var decInfo = strictcbor.MustDecoder(strictcbor.Limits{
-	Items: 15 + manifest.MaxReferences + maxSigs, Array: manifest.MaxReferences, MapPairs: 8, Nested: 2,
-	Decoded: maxInfoSize + (15+manifest.MaxReferences+maxSigs)*strictcbor.ItemCost,
-})
+// decInfo bounds what decoding one info builds.
+var decInfo = strictcbor.MustDecoder(nix.InfoLimits(maxInfoSize))
 
 func encodeInfo(pi *nix.PathInfo) ([]byte, error) {
-	return encMode.Marshal(wireInfo{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
-		References: pi.RefNames(), Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA})
+	return strictcbor.Marshal(nix.ToCBOR(pi, infoFields, nil))
 }
 
-// decodeInfo parses one info strictly: what it claims is checked later.
-func decodeInfo(b []byte) (*nix.PathInfo, error) {
-	var w wireInfo
-	if err := decInfo.Unmarshal(b, &w); err != nil {
-		return nil, err
-	}
-	if len(w.Sigs) > maxSigs {
-		return nil, fmt.Errorf("%s: %d signatures, at most %d", w.Path, len(w.Sigs), maxSigs)
-	}
-	pi, err := nix.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
-	if err != nil {
-		return nil, err
-	}
-	if w.NarSize > maxNARSize {
-		return nil, fmt.Errorf("%s: narSize %d is too large", pi.Path, w.NarSize)
-	}
-	pi.CA, pi.Sigs = w.CA, w.Sigs
-	for i := 1; i < len(pi.References); i++ {
-		if pi.References[i-1].Compare(pi.References[i]) >= 0 {
-			return nil, fmt.Errorf("%s: references not sorted and unique", pi.Path)
+// decodeInfo parses one info of a bundle of format version strictly: what
+// it claims is checked later.
+func decodeInfo(b []byte, version uint64) (*nix.PathInfo, error) {
+	var c nix.CBORInfo
+	if version == 1 {
+		var w v1Info
+		if err := decInfo.Unmarshal(b, &w); err != nil {
+			return nil, err
 		}
+		c = nix.CBORInfo{Path: w.Path, NarHash: w.NarHash, NarSize: w.NarSize, References: w.References,
+			Deriver: w.Deriver, CA: w.CA, Sigs: w.Sigs}
+	} else if err := decInfo.Unmarshal(b, &c); err != nil {
+		return nil, err
 	}
-	return pi, nil
+	pi, _, err := c.PathInfo(infoFields)
+	return pi, err
 }
 
 // --- writing ---------------------------------------------------------------
@@ -210,8 +190,8 @@ func (r *reader) readHead() (*head, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v != formatVersion {
-		return nil, r.bad("format version %d; this trove reads version %d (upgrade trove)", v, formatVersion)
+	if v != formatVersion && v != 1 {
+		return nil, r.bad("format version %d; this trove reads versions 1 and %d (upgrade trove)", v, formatVersion)
 	}
 	dir, err := r.blob(maxStoreDir, "store dir")
 	if err != nil {
@@ -244,7 +224,7 @@ func (r *reader) readHead() (*head, error) {
 		if err != nil {
 			return nil, err
 		}
-		pi, err := decodeInfo(b)
+		pi, err := decodeInfo(b, v)
 		if err != nil {
 			return nil, fmt.Errorf("%w at byte %d: path info %d: %v", ErrBadBundle, at, i, err)
 		}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // The tests in this file sync from peers that misbehave in one way each,
@@ -440,7 +441,7 @@ func liars() []liar {
 					return pi, err
 				}}
 			},
-			alone: []string{"does not match"}, is: ErrUntrusted,
+			alone: []string{"does not match"}, is: trust.ErrUntrusted,
 		},
 		{
 			name: "drops the references",
@@ -453,7 +454,7 @@ func liars() []liar {
 					return pi, err
 				}}
 			},
-			alone: []string{"does not match"}, is: ErrUntrusted,
+			alone: []string{"does not match"}, is: trust.ErrUntrusted,
 		},
 		{
 			name: "strips the signature",
@@ -466,7 +467,7 @@ func liars() []liar {
 					return pi, err
 				}}
 			},
-			alone: []string{"no signature"}, is: ErrUntrusted,
+			alone: []string{"no signature"}, is: trust.ErrUntrusted,
 		},
 	}
 }

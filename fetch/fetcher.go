@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // Options configure a Fetcher.
@@ -47,10 +47,11 @@ type Options struct {
 
 // Fetcher fetches closures into a store through a p2p node.
 type Fetcher struct {
-	store *store.Store
-	node  *p2p.Node
-	opts  Options
-	log   *slog.Logger
+	store  *store.Store
+	node   *p2p.Node
+	opts   Options
+	log    *slog.Logger
+	belief *trust.Trust // what a peer's PathInfo must satisfy
 }
 
 // New returns a Fetcher.
@@ -70,7 +71,12 @@ func New(s *store.Store, n *p2p.Node, opts Options) *Fetcher {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Fetcher{store: s, node: n, opts: opts, log: opts.Logger}
+	belief := trust.New(s.StoreDir(), opts.Keys)
+	belief.BelieveAll = opts.NoCheckSigs
+	for _, pi := range opts.Vouched {
+		belief.VouchFor(pi, "")
+	}
+	return &Fetcher{store: s, node: n, opts: opts, log: opts.Logger, belief: belief}
 }
 
 // Report summarises a sync.
@@ -291,7 +297,7 @@ func (fe *Fetcher) learn(ctx context.Context, want []nix.Path, desc map[nix.Path
 	var problems []error
 	for i, p := range want {
 		provs := slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
-		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(provs, d.from) && fe.trust(d.ri.Info) == nil {
+		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(provs, d.from) && fe.belief.Believe(d.ri.Info) == nil {
 			out = append(out, &item{
 				info: d.ri.Info, index: d.ri.Index, offs: d.ri.Index.Offsets(), infoFrom: d.from,
 				providers: provs,
@@ -402,7 +408,7 @@ func (fe *Fetcher) believe(ctx context.Context, p nix.Path, providers []peer.ID)
 			last = fmt.Errorf("peer %s described %s as %s", prov, where, ri.Info.Path)
 			continue
 		}
-		if err := fe.trust(ri.Info); err != nil {
+		if err := fe.belief.Believe(ri.Info); err != nil {
 			last = err
 			continue
 		}
@@ -412,48 +418,6 @@ func (fe *Fetcher) believe(ctx context.Context, p nix.Path, providers []peer.ID)
 		}, nil
 	}
 	return nil, fmt.Errorf("%s: %w", where, last)
-}
-
-// ErrUntrusted is wrapped by errors about PathInfos nothing vouches for.
-var ErrUntrusted = errors.New("not signed by a trusted key")
-
-// trust decides whether a PathInfo from a peer may be believed.
-func (fe *Fetcher) trust(pi *nix.PathInfo) error {
-	where := pi.Path.Abs(fe.store.StoreDir())
-	if v, ok := fe.opts.Vouched[pi.Path.Hash]; ok {
-		if v.Path != pi.Path || v.NarHash != pi.NarHash || v.NarSize != pi.NarSize ||
-			!slices.Equal(v.References, pi.References) || v.ChunkIndex != pi.ChunkIndex {
-			return fmt.Errorf("%s: the peer's path info differs from the signed manifest", where)
-		}
-		return nil
-	}
-	if fe.opts.NoCheckSigs {
-		return nil
-	}
-	if fe.opts.Keys != nil {
-		if _, ok := fe.opts.Keys.VerifyPathInfo(fe.store.StoreDir(), pi); ok {
-			return nil
-		}
-	}
-	if pi.ContentAddressed(fe.store.StoreDir()) {
-		return nil // its name is its content's hash: the NAR check proves it
-	}
-	if len(pi.Sigs) == 0 {
-		return fmt.Errorf("%s: %w: it has no signature and is not content-addressed; trust its publisher's key with `trove trust add NAME:KEY`", where, ErrUntrusted)
-	}
-	names := make([]string, len(pi.Sigs))
-	for i, s := range pi.Sigs {
-		names[i], _, _ = strings.Cut(s, ":")
-	}
-	if fe.opts.Keys != nil {
-		for _, k := range fe.opts.Keys.Keys() {
-			if slices.Contains(names, k.Name) {
-				// A trusted key's signature that fails: the info was altered.
-				return fmt.Errorf("%s: %w: its signature by %s does not match it (its narHash, size or references were altered, or the signature is corrupt)", where, ErrUntrusted, k.Name)
-			}
-		}
-	}
-	return fmt.Errorf("%s: %w (signed by %v); trust one of them with `trove trust add NAME:KEY`", where, ErrUntrusted, names)
 }
 
 func plural(n int, one, many string) string {

@@ -22,6 +22,7 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // peerNode is a store with a real libp2p node on loopback.
@@ -179,7 +180,7 @@ func TestSyncRefusesUnsignedPaths(t *testing.T) {
 	connect(t, c, a)
 	root := paths[1].Path
 	_, err := New(c.store, c.node, Options{Keys: otherKeys}).Fetch(context.Background(), []nix.Path{root})
-	if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "test-1") {
+	if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), "test-1") {
 		t.Fatalf("sync of paths signed by an untrusted key: %v", err)
 	}
 	if ok, _ := c.store.IsValid(root); ok {

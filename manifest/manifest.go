@@ -8,14 +8,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/trove-p2p/trove/chunk"
-	"github.com/trove-p2p/trove/nix"
-
-	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/zeebo/blake3"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 
@@ -64,7 +62,7 @@ const (
 	// MaxPaths is the most paths one manifest may list.
 	MaxPaths = 1 << 14
 	// MaxReferences is the most references one path may have.
-	MaxReferences = 4096
+	MaxReferences = nix.MaxReferences
 	// maxTotalRefs is the most references of all paths together.
 	maxTotalRefs = 1 << 18
 	maxNameLen   = 64
@@ -103,26 +101,22 @@ func checkActivate(rel string) error {
 // wire forms. Integer keys keep the encoding compact; Core Deterministic
 // Encoding makes it canonical, so the signature and the ID are stable.
 type wireBody struct {
-	Version    uint64     `cbor:"1,keyasint"`
-	Name       string     `cbor:"2,keyasint"`
-	Generation uint64     `cbor:"3,keyasint"`
-	Root       string     `cbor:"4,keyasint"`
-	Activate   string     `cbor:"5,keyasint,omitempty"`
-	Created    int64      `cbor:"6,keyasint"`
-	Publisher  string     `cbor:"7,keyasint"`
-	Previous   []byte     `cbor:"8,keyasint,omitempty"`
-	Paths      []wirePath `cbor:"9,keyasint"`
+	Version    uint64          `cbor:"1,keyasint"`
+	Name       string          `cbor:"2,keyasint"`
+	Generation uint64          `cbor:"3,keyasint"`
+	Root       string          `cbor:"4,keyasint"`
+	Activate   string          `cbor:"5,keyasint,omitempty"`
+	Created    int64           `cbor:"6,keyasint"`
+	Publisher  string          `cbor:"7,keyasint"`
+	Previous   []byte          `cbor:"8,keyasint,omitempty"`
+	Paths      []*nix.CBORInfo `cbor:"9,keyasint"`
 }
 
-type wirePath struct {
-	Path       string   `cbor:"1,keyasint"`
-	NarHash    []byte   `cbor:"2,keyasint"`
-	NarSize    uint64   `cbor:"3,keyasint"`
-	References []string `cbor:"4,keyasint,omitempty"`
-	Deriver    string   `cbor:"5,keyasint,omitempty"`
-	CA         string   `cbor:"6,keyasint,omitempty"`
-	ChunkIndex []byte   `cbor:"7,keyasint"`
-}
+// pathFields are the optional PathInfo fields a manifest carries: the
+// chunk index ID, no signatures (the manifest's own covers its paths).
+// nix.CBORInfo's keys are this format's, so manifests signed before it
+// existed keep their bytes.
+const pathFields = nix.InfoManifest
 
 type wireSigned struct {
 	Body strictcbor.Bytes `cbor:"1,keyasint"` // decoded in place: up to 16 MiB
@@ -131,27 +125,14 @@ type wireSigned struct {
 
 const formatVersion = 1
 
-var encMode cbor.EncMode
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-}
-
 // Decoders bound what decoding builds, not only the bytes: an empty
 // reference is one byte of CBOR and a 16-byte string header in Go. The
 // body's items are its own 19, 15 per path (a map of 7 fields) and the
 // references; each costs strictcbor.ItemCost besides its payload.
 var (
-	decSigned = strictcbor.MustDecoder(strictcbor.Limits{
-		Items: 8, Array: 16, MapPairs: 4, Nested: 2, Decoded: MaxManifestSize + 8*strictcbor.ItemCost,
-	})
-	bodyItems = 32 + MaxPaths*15 + maxTotalRefs
+	decSigned = strictcbor.MustDecoder(strictcbor.Limits{Wire: MaxManifestSize, Items: 8, Array: 16, MapPairs: 4, Nested: 2})
 	decBody   = strictcbor.MustDecoder(strictcbor.Limits{
-		Items: bodyItems, Array: max(MaxPaths, MaxReferences), MapPairs: 16, Nested: 4,
-		Decoded: MaxManifestSize + bodyItems*strictcbor.ItemCost,
+		Wire: MaxManifestSize, Items: 32 + MaxPaths*15 + maxTotalRefs, Array: max(MaxPaths, MaxReferences), MapPairs: 16, Nested: 4,
 	})
 )
 
@@ -174,10 +155,9 @@ func (m *Manifest) body() ([]byte, error) {
 		w.Previous = m.Previous[:]
 	}
 	for _, pi := range m.Paths {
-		w.Paths = append(w.Paths, wirePath{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
-			References: pi.RefNames(), Deriver: pi.DeriverName(), CA: pi.CA, ChunkIndex: pi.ChunkIndex[:]})
+		w.Paths = append(w.Paths, nix.ToCBOR(pi, pathFields, nil))
 	}
-	return encMode.Marshal(w)
+	return strictcbor.Marshal(w)
 }
 
 // Sign fills Publisher and Sig, after checking the manifest is well-formed
@@ -205,7 +185,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return encMode.Marshal(wireSigned{Body: b, Sig: m.Sig})
+	return strictcbor.Marshal(wireSigned{Body: b, Sig: m.Sig})
 }
 
 // ID is the content address of the signed manifest.
@@ -268,19 +248,12 @@ func Decode(b []byte) (*Manifest, error) {
 		m.Previous = ID(w.Previous)
 	}
 	for _, wp := range w.Paths {
-		if len(wp.References) > MaxReferences {
-			return bad("%s: %d references, at most %d", wp.Path, len(wp.References), MaxReferences)
+		if wp == nil {
+			return bad("an empty path entry")
 		}
-		pi, err := nix.PathInfoFromNames(wp.Path, wp.NarHash, wp.NarSize, wp.References, wp.Deriver)
+		pi, _, err := wp.PathInfo(pathFields)
 		if err != nil {
 			return bad("%v", err)
-		}
-		if len(wp.ChunkIndex) != len(pi.ChunkIndex) {
-			return bad("%s: bad chunk index ID", wp.Path)
-		}
-		pi.CA, pi.ChunkIndex = wp.CA, chunk.ID(wp.ChunkIndex)
-		if !slices.IsSortedFunc(pi.References, nix.Path.Compare) {
-			return bad("%s: references not sorted", wp.Path)
 		}
 		m.Paths = append(m.Paths, pi)
 	}

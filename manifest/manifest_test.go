@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -350,5 +351,28 @@ func TestHistoryAddAnswer(t *testing.T) {
 	}
 	if fmt.Sprint(told) != "[2 1]" {
 		t.Fatalf("OnNew was told %v", told)
+	}
+}
+
+// TestManifestsSignedBeforeStillVerify: testdata/signed-before-cborinfo.cbor
+// was signed by trove before manifests encoded their paths with
+// nix.CBORInfo (with a deriver, a CA, a self-reference and a previous ID).
+// It must still decode and verify, and re-encode to the same bytes: the
+// signature covers them.
+func TestManifestsSignedBeforeStillVerify(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "signed-before-cborinfo.cbor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Paths) != 3 || m.Paths[1].CA == "" && m.Paths[2].CA == "" || m.Generation != 7 {
+		t.Fatalf("decoded %+v", m)
+	}
+	again, err := m.Encode()
+	if err != nil || !bytes.Equal(again, b) {
+		t.Fatalf("re-encoded to other bytes (%v)", err)
 	}
 }

@@ -25,11 +25,8 @@ import (
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
-
-// ErrUntrusted is wrapped when a cache's narinfos are signed by no trusted
-// key (and are not content-addressed).
-var ErrUntrusted = errors.New("not signed by a trusted key")
 
 // errMissing is wrapped when a cache has no such file.
 var errMissing = fs.ErrNotExist
@@ -94,7 +91,10 @@ func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, ca
 	if err != nil {
 		return nil, err
 	}
+	belief := trust.New(s.StoreDir(), keys)
+	belief.BelieveAll = !requireSigs
 	var untrusted []string
+	var why error // the first path's reason
 	for _, ni := range infos {
 		if err := checkCompression(ni.Compression); err != nil {
 			return nil, fmt.Errorf("%s: %w", ni.Info.Path.Abs(s.StoreDir()), err)
@@ -102,36 +102,31 @@ func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, ca
 		if _, ok := c.narURL(ni.URL); !ok {
 			return nil, fmt.Errorf("%s: NAR URL %q cannot be read from %s", ni.Info.Path.Abs(s.StoreDir()), ni.URL, c)
 		}
-		if requireSigs && !trusted(s.StoreDir(), keys, &ni.Info) {
+		if err := belief.Believe(&ni.Info); err != nil {
 			untrusted = append(untrusted, ni.Info.Path.Abs(s.StoreDir()))
+			if why == nil {
+				why = err
+			}
 		}
 	}
 	if len(untrusted) > 0 {
-		more := ""
-		if len(untrusted) > 3 {
-			more = fmt.Sprintf(" and %d more", len(untrusted)-3)
-			untrusted = untrusted[:3]
+		// The first path says why; the others are named.
+		others := ""
+		if rest := untrusted[1:]; len(rest) > 0 {
+			more := ""
+			if len(rest) > 3 {
+				more = fmt.Sprintf(" and %d more", len(rest)-3)
+				rest = rest[:3]
+			}
+			others = fmt.Sprintf("; so are %s%s", strings.Join(rest, ", "), more)
 		}
-		return nil, fmt.Errorf("%s%s: %w; trust the cache's public key with `trove trust add NAME:KEY` (or, if you know what you are doing, pass --no-check-sigs)",
-			strings.Join(untrusted, ", "), more, ErrUntrusted)
+		return nil, fmt.Errorf("%w%s; trust the cache's public key with `trove trust add NAME:KEY` (or, if you know what you are doing, pass --no-check-sigs)", why, others)
 	}
 	order, err := referencesFirst(s.StoreDir(), infos)
 	if err != nil {
 		return nil, err
 	}
 	return c.importAll(ctx, s, order)
-}
-
-// trusted reports whether pi is signed by a key in keys, or claims a
-// recursive sha256 content address from which its name recomputes (which
-// AddNAR then checks against the NAR).
-func trusted(storeDir string, keys *manifest.Keyring, pi *nix.PathInfo) bool {
-	if keys != nil {
-		if _, ok := keys.VerifyPathInfo(storeDir, pi); ok {
-			return true
-		}
-	}
-	return pi.ContentAddressed(storeDir)
 }
 
 // binaryCache reads the files of a Nix binary cache.

@@ -22,6 +22,7 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // chain makes leaf ← mid ← top in s: two trees that refer to what they
@@ -212,14 +213,14 @@ func TestImportCacheNeedsTrust(t *testing.T) {
 	stranger := newKey(t, "stranger-1")
 	dst := openStore(t)
 	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t, stranger), "file://"+dir, []nix.Path{top}, true)
-	if !errors.Is(err, nixcache.ErrUntrusted) || !strings.Contains(err.Error(), "trove trust add") {
+	if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), "trove trust add") {
 		t.Fatalf("unsigned cache: %v", err)
 	}
 	noneValid(t, dst, paths)
 	// Signed by a key nobody trusts: the same.
 	dir = writeCache(t, src, "none", &stranger, top)
 	_, err = nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []nix.Path{top}, true)
-	if !errors.Is(err, nixcache.ErrUntrusted) {
+	if !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("cache signed by an untrusted key: %v", err)
 	}
 	noneValid(t, dst, paths)
@@ -249,7 +250,7 @@ func TestImportCacheContentAddressed(t *testing.T) {
 	writeNarInfo(t, dir, src.StoreDir(), ni)
 	dst = openStore(t)
 	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []nix.Path{ca.Path}, true)
-	if !errors.Is(err, nixcache.ErrUntrusted) {
+	if !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("a CA claim that does not recompute: %v", err)
 	}
 	noneValid(t, dst, []*nix.PathInfo{ca})

@@ -20,6 +20,7 @@ import (
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/nixtest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 func nixCmd(args ...string) []string {
@@ -194,7 +195,7 @@ func TestImportCacheFromNix(t *testing.T) {
 	dir := t.TempDir()
 	nixtest.Run(t, "nix", nixCmd("copy", "--to", "file://"+dir+"?compression=none", top)...)
 	s := openStore(t)
-	if _, err := nixcache.ImportCache(ctx, s, keyring(t, key), "file://"+dir, []nix.Path{topPath}, true); !errors.Is(err, nixcache.ErrUntrusted) {
+	if _, err := nixcache.ImportCache(ctx, s, keyring(t, key), "file://"+dir, []nix.Path{topPath}, true); !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("unsigned cache: %v", err)
 	}
 	if ok, _ := s.IsValid(topPath); ok {

@@ -31,6 +31,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // The tests in this file play a misbehaving peer against a serving node
@@ -250,7 +251,7 @@ func frame(b []byte) []byte {
 
 // msg is v encoded and framed.
 func msg(v any) []byte {
-	b, err := encMode.Marshal(v)
+	b, err := strictcbor.Marshal(v)
 	if err != nil {
 		panic(err)
 	}

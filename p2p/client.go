@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/multiformats/go-multistream"
 )
 
 // requestTimeout bounds a have or info round trip.
@@ -34,6 +35,9 @@ func (e *BadDataError) Error() string {
 // stream opens a stream to p that is reset when ctx ends.
 func (n *Node) stream(ctx context.Context, p peer.ID, proto protocol.ID) (network.Stream, func(), error) {
 	st, err := n.host.NewStream(ctx, p, proto)
+	if errors.Is(err, multistream.ErrNotSupported[protocol.ID]{}) {
+		return nil, nil, fmt.Errorf("peer %s does not speak %s: it runs another version of trove (upgrade both to the same release): %w", p, proto, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening %s stream to %s: %w", proto, p, err)
 	}

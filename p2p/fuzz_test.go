@@ -19,6 +19,7 @@ import (
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Fuzz targets for every decoder of bytes from a peer. The property is the
@@ -33,7 +34,7 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora i
 // fixedPoint checks that an accepted message re-encodes consistently.
 func fixedPoint[T any](t *testing.T, v *T) {
 	t.Helper()
-	b1, err := encMode.Marshal(v)
+	b1, err := strictcbor.Marshal(v)
 	if err != nil {
 		t.Fatalf("an accepted %T does not encode: %v", v, err)
 	}
@@ -41,7 +42,7 @@ func fixedPoint[T any](t *testing.T, v *T) {
 	if err := decodeMsg(b1, &w); err != nil {
 		t.Fatalf("an accepted %T, re-encoded, is rejected: %v\n%x", v, err, b1)
 	}
-	b2, err := encMode.Marshal(&w)
+	b2, err := strictcbor.Marshal(&w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func decodeAs[T any](t *testing.T, b []byte) *T {
 }
 
 func mustEnc(v any) []byte {
-	b, err := encMode.Marshal(v)
+	b, err := strictcbor.Marshal(v)
 	if err != nil {
 		panic(err)
 	}
@@ -83,7 +84,7 @@ var (
 		Path: seedPath, NarHash: bytes.Repeat([]byte{1}, 32), NarSize: 1024,
 		References: []string{seedPath, "00000000000000000000000000000000-glibc"},
 		Deriver:    "11111111111111111111111111111111-hello.drv",
-		Sigs:       []string{"cache.example.org-1:c2ln"}, CA: "", ChunkIndex: seedIndex.Encode(),
+		Sigs:       []string{"cache.example.org-1:c2ln"}, CA: "", Index: seedIndex.Encode(),
 	}
 	seedsCommon = [][]byte{
 		nil, {0xa0}, {0xf6}, {0xff}, {0x80}, {0xa1, 0x01, 0xf6},
@@ -189,7 +190,7 @@ func FuzzDecodeInfoResponse(f *testing.F) {
 
 func FuzzDecodeWireInfo(f *testing.F) {
 	noIndex := seedInfo
-	noIndex.ChunkIndex = nil
+	noIndex.Index = nil
 	addSeeds(f, mustEnc(&seedInfo), mustEnc(&noIndex))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if w := decodeAs[WireInfo](t, b); w != nil {

@@ -237,11 +237,11 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 		if w == nil {
 			continue
 		}
-		n := w.size()
-		if size+n > MaxInfoResponse || items+w.items() > maxInfoItems {
+		n := w.SizeBound()
+		if size+n > MaxInfoResponse || items+w.Items() > maxInfoItems {
 			break // the client asks again for the rest
 		}
-		size, items = size+n, items+w.items()
+		size, items = size+n, items+w.Items()
 		resp.Infos[i] = w
 	}
 	return s.reserve(ctx, st, 2*size, func() error {
@@ -288,14 +288,14 @@ func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []ni
 			if w == nil {
 				continue
 			}
-			n := w.size()
+			n := w.SizeBound()
 			// The client's decoder takes at most MaxClosureInfos infos
 			// and maxInfoItems items.
-			if size+n > MaxInfoResponse || len(resp.Infos) == MaxClosureInfos || items+w.items() > maxInfoItems {
+			if size+n > MaxInfoResponse || len(resp.Infos) == MaxClosureInfos || items+w.Items() > maxInfoItems {
 				resp.Truncated = true // the client asks level by level for the rest
 				break
 			}
-			size, items = size+n, items+w.items()
+			size, items = size+n, items+w.Items()
 			resp.Infos = append(resp.Infos, w)
 		}
 	}
@@ -479,35 +479,15 @@ func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Bu
 }
 
 // ToWire converts a PathInfo and its chunk index to their wire form.
-func ToWire(pi *nix.PathInfo, ix chunk.Index) *WireInfo {
-	return &WireInfo{
-		Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize, References: pi.RefNames(),
-		Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA, ChunkIndex: ix.Encode(),
-	}
-}
+func ToWire(pi *nix.PathInfo, ix chunk.Index) *WireInfo { return nix.ToCBOR(pi, wireFields, ix) }
 
 // FromWire checks and converts a WireInfo: every field well-formed, and the
 // chunk index consistent with the NAR size. It says nothing about whether
-// the info is true; that needs a signature or a manifest (package fetch).
+// the info is true; that needs a signature or a manifest (package trust).
 func FromWire(w *WireInfo) (*nix.PathInfo, chunk.Index, error) {
-	bad := func(f string, a ...any) (*nix.PathInfo, chunk.Index, error) {
-		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))
-	}
-	if len(w.References) > MaxReferences || len(w.Sigs) > MaxSigs {
-		return bad("%s: %d references and %d signatures, at most %d and %d", w.Path, len(w.References), len(w.Sigs), MaxReferences, MaxSigs)
-	}
-	pi, err := nix.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
+	pi, ix, err := w.PathInfo(wireFields)
 	if err != nil {
-		return bad("%v", err)
+		return nil, nil, fmt.Errorf("%w: path info: %v", ErrProtocol, err)
 	}
-	pi.Sigs, pi.CA = w.Sigs, w.CA
-	ix, err := chunk.DecodeIndex(w.ChunkIndex)
-	if err != nil {
-		return bad("%s: %v", w.Path, err)
-	}
-	if ix.NarSize() != w.NarSize {
-		return bad("%s: chunk index covers %d bytes, narSize is %d", w.Path, ix.NarSize(), w.NarSize)
-	}
-	pi.ChunkIndex = ix.ID()
 	return pi, ix, nil
 }

@@ -7,5 +7,7 @@
 // nothing, and refuses it when its data items, the elements of any one
 // array, its nesting, or the bytes its decoded form would take exceed the
 // message type's Limits; only then does fxamacker/cbor decode it (refusing
-// unknown fields, duplicate keys, indefinite lengths and tags).
+// unknown fields, duplicate keys, indefinite lengths and tags). NewDecoder
+// is the one place a decoder is set up; each format passes its message
+// type's caps. Marshal is the matching canonical encoder.
 package strictcbor
