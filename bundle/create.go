@@ -13,7 +13,6 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 
-	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/trust"
 )
 
@@ -39,7 +38,7 @@ type contents struct {
 // parses as a store path (/nix/store/<hash>-<name>, a path below one, or a
 // bare <hash>-<name>) is one; anything else is NAME or NAME@N, whose
 // manifest is taken from h and whose closure is included.
-func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, error) {
+func resolve(s Source, h *manifest.History, refs []string) (*contents, error) {
 	if len(refs) == 0 {
 		return nil, errors.New("nothing to bundle: give store paths or configuration names")
 	}
@@ -139,7 +138,7 @@ func (c *contents) unvouched(storeDir string) []string {
 // closure, references first. Every NAR is checked against its narHash as
 // it is written, so a damaged tree fails here rather than on the offline
 // machine.
-func Create(ctx context.Context, w io.Writer, s *store.Store, h *manifest.History, refs []string) (*CreateReport, error) {
+func Create(ctx context.Context, w io.Writer, s Source, h *manifest.History, refs []string) (*CreateReport, error) {
 	c, err := resolve(s, h, refs)
 	if err != nil {
 		return nil, err
@@ -178,7 +177,7 @@ func Create(ctx context.Context, w io.Writer, s *store.Store, h *manifest.Histor
 // references and its deriver (or "") as Nix strings, u64 0; then u64 0.
 // The format has no signatures and no manifests: Nix's import trusts the
 // file (and needs the references valid first).
-func CreateNixExport(ctx context.Context, w io.Writer, s *store.Store, h *manifest.History, refs []string) (*CreateReport, error) {
+func CreateNixExport(ctx context.Context, w io.Writer, s Source, h *manifest.History, refs []string) (*CreateReport, error) {
 	c, err := resolve(s, h, refs)
 	if err != nil {
 		return nil, err
@@ -229,7 +228,7 @@ func appendNixStr(b []byte, s string) []byte {
 }
 
 // writeNAR writes pi's NAR from the store, checking it against pi.
-func writeNAR(ctx context.Context, w io.Writer, s *store.Store, pi *nix.PathInfo) error {
+func writeNAR(ctx context.Context, w io.Writer, s Source, pi *nix.PathInfo) error {
 	hw := &hashWriter{w: w, h: sha256.New()}
 	if err := s.WriteNAR(ctx, hw, pi.Path, 0, -1); err != nil {
 		return fmt.Errorf("writing the NAR of %s: %w", pi.Path.Abs(s.StoreDir()), err)

@@ -53,7 +53,7 @@
 // or stale manifest, a manifest whose closure is neither in the bundle nor
 // already here, a reference that is neither earlier in the bundle nor valid
 // here, or another store directory. Then the NARs are read in order: each
-// is added with store.AddNAR against its believed narHash and size, which
+// is added with the Target's AddNAR against its believed narHash and size, which
 // unpacks and hashes it and makes the path valid only if it matches. Paths
 // already valid are skipped (seeking over their NARs when the input can
 // seek). Only after the trailer are the manifests recorded in the history.

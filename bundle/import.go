@@ -13,7 +13,6 @@ import (
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/trust"
 )
 
@@ -57,7 +56,7 @@ type ManifestReport struct {
 // only once every NAR has been added. keys decides trust; h may be nil for
 // a bundle without manifests. On error the report says what was added
 // before it: complete, verified paths, each with its closure.
-func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Keyring, h *manifest.History, opts ImportOptions) (*Report, error) {
+func Import(ctx context.Context, r io.Reader, s Target, keys *manifest.Keyring, h *manifest.History, opts ImportOptions) (*Report, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -24,7 +24,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/trust"
 )
 
@@ -73,7 +72,7 @@ func WithTimeout(d time.Duration) ImportOption {
 // An HTTP cache that sends nothing for the timeout (see WithTimeout) fails
 // the import with an error wrapping ErrStalled; as on any failure, the
 // paths not yet added leave nothing behind.
-func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, cacheURL string, paths []nix.Path, requireSigs bool, opts ...ImportOption) ([]*nix.PathInfo, error) {
+func ImportCache(ctx context.Context, s Target, keys *manifest.Keyring, cacheURL string, paths []nix.Path, requireSigs bool, opts ...ImportOption) ([]*nix.PathInfo, error) {
 	cfg := importConfig{timeout: DefaultImportTimeout}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -312,7 +311,7 @@ func (c *binaryCache) checkStoreDir(ctx context.Context, storeDir string) error 
 
 // closure reads the narinfos of the closures of roots, except what is
 // valid in s already, a level of references at a time.
-func (c *binaryCache) closure(ctx context.Context, s *store.Store, roots []nix.Path) (map[nix.PathHash]*NarInfo, error) {
+func (c *binaryCache) closure(ctx context.Context, s Target, roots []nix.Path) (map[nix.PathHash]*NarInfo, error) {
 	infos := map[nix.PathHash]*NarInfo{}
 	seen := map[nix.PathHash]bool{}
 	level := roots
@@ -418,7 +417,7 @@ func referencesFirst(storeDir string, infos map[nix.PathHash]*NarInfo) ([]*NarIn
 // importAll downloads and adds order's paths, a few at a time; each waits
 // for the paths it references. order is references-first, so the paths
 // holding a slot never wait on one that has none: no deadlock.
-func (c *binaryCache) importAll(ctx context.Context, s *store.Store, order []*NarInfo) ([]*nix.PathInfo, error) {
+func (c *binaryCache) importAll(ctx context.Context, s Target, order []*NarInfo) ([]*nix.PathInfo, error) {
 	done := make(map[nix.PathHash]chan struct{}, len(order))
 	for _, ni := range order {
 		done[ni.Info.Path.Hash] = make(chan struct{})
@@ -456,7 +455,7 @@ func (c *binaryCache) importAll(ctx context.Context, s *store.Store, order []*Na
 	return added, err
 }
 
-func (c *binaryCache) importOne(ctx context.Context, s *store.Store, ni *NarInfo) (*nix.PathInfo, error) {
+func (c *binaryCache) importOne(ctx context.Context, s Target, ni *NarInfo) (*nix.PathInfo, error) {
 	where := ni.Info.Path.Abs(s.StoreDir())
 	rc, err := c.open(ctx, ni.URL)
 	if err != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // Source finds store paths the local store lacks and fetches them into it.
@@ -44,7 +43,7 @@ const maxFinds = 64
 
 // Config configures a Handler.
 type Config struct {
-	Store *store.Store
+	Store Store
 	// Key, if set, signs every narinfo served, beside the signatures the
 	// path already has. A Nix client that trusts its public key believes
 	// everything this endpoint serves.
