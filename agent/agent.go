@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,9 +34,9 @@ type Config struct {
 	Bootstrap []string
 	Public    bool
 	Logger    *slog.Logger
-	// Runner runs a CLI command line inside the agent for POST /v1/run;
-	// nil disables the endpoint.
-	Runner Runner
+	// API serves the local API (localapi.Handler) on the control socket
+	// beside GET /v1/status and /v1/peers; nil serves only those.
+	API func(*Agent) http.Handler
 	// SyncInterval is how often written trees are made durable (default 30s).
 	SyncInterval time.Duration
 	// Sources are directories whose trove bundles are imported (source.go).
@@ -51,10 +50,6 @@ type Config struct {
 	// configurations that set none (default sync.DefaultActivationTimeout).
 	ActivationTimeout time.Duration
 }
-
-// Runner executes one command line inside the agent, writing its output to
-// stdout and stderr, and returns its exit status.
-type Runner func(ctx context.Context, a *Agent, req RunRequest, stdout, stderr io.Writer) int
 
 // Agent is a running trove agent.
 type Agent struct {

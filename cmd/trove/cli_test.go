@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/nix"
 )
 
@@ -313,7 +314,7 @@ func TestVerify(t *testing.T) {
 			}
 
 			stdout, _, code = runTrove(t, home, "verify", "--json", p, hi)
-			var rep verifyReport
+			var rep localapi.VerifyReport
 			if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != 1 {
 				t.Fatalf("verify --json: exit %d, %q (%v)", code, stdout, err)
 			}
@@ -396,7 +397,7 @@ func TestGCKeepsRootsAndTheirClosures(t *testing.T) {
 	if got := mustTrove(t, home, "root", "list", "--json"); got != "[]\n" {
 		t.Errorf("root list --json with no roots printed %q", got)
 	}
-	var rep gcReport
+	var rep localapi.GCReport
 	if err := json.Unmarshal([]byte(mustTrove(t, home, "gc", "--json")), &rep); err != nil {
 		t.Fatal(err)
 	}
