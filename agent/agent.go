@@ -86,6 +86,9 @@ func (a *Agent) BeginTransfer() (end func()) {
 	return func() { a.transfers.Add(-1) }
 }
 
+// Logger is the agent's logger.
+func (a *Agent) Logger() *slog.Logger { return a.log }
+
 // SocketPath is the control socket of a home.
 func SocketPath(home string) string { return filepath.Join(home, "agent.sock") }
 

@@ -181,4 +181,4 @@ func doPeers(ctx context.Context, e *Env, _ PeersRequest, _ func(Event)) ([]p2p.
 }
 
 // API is the agent's Config.API: it serves this package's Handler.
-func API(ag *agent.Agent) http.Handler { return Handler(ag, nil) }
+func API(ag *agent.Agent) http.Handler { return Handler(ag, ag.Logger().With("component", "localapi")) }
