@@ -89,6 +89,22 @@ func (a *Agent) BeginTransfer() (end func()) {
 // Logger is the agent's logger.
 func (a *Agent) Logger() *slog.Logger { return a.log }
 
+// DefaultHome is the trove home when none is given, as DESIGN.md says:
+// /var/lib/trove for root (euid 0), otherwise $XDG_DATA_HOME/trove,
+// falling back to ~/.local/share/trove.
+func DefaultHome(getenv func(string) string, euid int) (string, error) {
+	if euid == 0 {
+		return "/var/lib/trove", nil
+	}
+	if x := getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "trove"), nil
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "trove"), nil
+	}
+	return "", errors.New("cannot choose a trove home: neither XDG_DATA_HOME nor HOME is set; pass --home DIR or set TROVE_HOME")
+}
+
 // SocketPath is the control socket of a home.
 func SocketPath(home string) string { return filepath.Join(home, "agent.sock") }
 

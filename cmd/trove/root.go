@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/nix"
 )
 
@@ -253,26 +254,11 @@ func (a *app) homeDir() (string, error) {
 	}
 	if home == "" {
 		var err error
-		if home, err = defaultHome(a.getenv, a.euid); err != nil {
+		if home, err = agent.DefaultHome(a.getenv, a.euid); err != nil {
 			return "", err
 		}
 	}
 	return filepath.Abs(home)
-}
-
-// defaultHome follows DESIGN.md: /var/lib/trove for root, otherwise
-// $XDG_DATA_HOME/trove, falling back to ~/.local/share/trove.
-func defaultHome(getenv func(string) string, euid int) (string, error) {
-	if euid == 0 {
-		return "/var/lib/trove", nil
-	}
-	if x := getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
-		return filepath.Join(x, "trove"), nil
-	}
-	if h := getenv("HOME"); h != "" {
-		return filepath.Join(h, ".local", "share", "trove"), nil
-	}
-	return "", errors.New("cannot choose a trove home: neither XDG_DATA_HOME nor HOME is set; pass --home DIR or set TROVE_HOME")
 }
 
 // parseStorePaths turns STOREPATH arguments into store paths: absolute
