@@ -13,13 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trove-p2p/trove/fetch"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Config configures an agent.
@@ -43,7 +44,7 @@ type Config struct {
 	Sources []string
 	// FollowProgress, if set, sees the progress of every sync the agent
 	// makes to follow a configuration (the demo draws it).
-	FollowProgress func(config string, p trovesync.Progress)
+	FollowProgress func(config string, p fetch.Progress)
 	// Cache is the Nix binary-cache endpoint (cache.go).
 	Cache CacheConfig
 	// ActivationTimeout bounds the activation commands of followed

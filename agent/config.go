@@ -9,10 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/BurntSushi/toml"
 
 	"github.com/trove-p2p/trove/p2p"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // FileConfig is $TROVE_HOME/config.toml. Command-line flags override it.
@@ -48,7 +49,7 @@ func (s AgentSection) ActivationTimeout() time.Duration {
 	if d, err := parseTimeout(s.Timeout); err == nil && d > 0 {
 		return d
 	}
-	return trovesync.DefaultActivationTimeout
+	return profile.DefaultActivationTimeout
 }
 
 // parseTimeout parses a timeout setting: a Go duration ("90s", "10m")

@@ -7,10 +7,11 @@ import (
 	"io"
 	"time"
 
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Operations on configurations and profiles.
@@ -80,7 +81,7 @@ func doPublish(ctx context.Context, e *Env, req PublishRequest, _ func(Event)) (
 		if herr != nil {
 			return r, herr
 		}
-		m, _, err = trovesync.Publish(s, h, key, req.Name, root, req.Activate)
+		m, _, err = profile.Publish(s, h, key, req.Name, root, req.Activate)
 	}
 	if err != nil {
 		return r, err
@@ -172,16 +173,16 @@ type Held struct {
 // command's timeout (the request's, else config.toml's, else the
 // default), and a wait for another activation of the profile that lasts
 // as long as that one may run, telling what it waits for.
-func activateOptions(e *Env, run bool, timeout time.Duration, ev func(Event)) (trovesync.ActivateOptions, error) {
+func activateOptions(e *Env, run bool, timeout time.Duration, ev func(Event)) (profile.ActivateOptions, error) {
 	fc, err := agent.LoadConfig(e.Home)
 	if err != nil {
-		return trovesync.ActivateOptions{}, err
+		return profile.ActivateOptions{}, err
 	}
 	configured := fc.Agent.ActivationTimeout()
 	if timeout <= 0 {
 		timeout = configured
 	}
-	return trovesync.ActivateOptions{
+	return profile.ActivateOptions{
 		Run: run, Timeout: timeout, Wait: max(timeout, configured) + 15*time.Second,
 		OnWait: func(holder string) { ev(Event{WaitingFor: holder}) },
 		Stdout: eventWriter{ev, 1}, Stderr: eventWriter{ev, 2},
@@ -225,7 +226,7 @@ func doActivate(ctx context.Context, e *Env, req ActivateRequest, ev func(Event)
 	if err != nil {
 		return r, err
 	}
-	prof := trovesync.OpenProfiles(s)
+	prof := profile.OpenProfiles(s)
 	r.From, _ = prof.Current(req.Name)
 	r.To, r.Root, r.Total = m.Generation, m.Root.Abs(s.StoreDir()), len(m.Paths)
 	for _, pi := range m.Paths {
@@ -247,7 +248,7 @@ func doActivate(ctx context.Context, e *Env, req ActivateRequest, ev func(Event)
 	if err != nil {
 		return r, err
 	}
-	err = trovesync.Activate(ctx, prof, m, opts)
+	err = profile.Activate(ctx, prof, m, opts)
 	if err != nil && !IsActivationFailure(err) {
 		return r, err
 	}
@@ -322,7 +323,7 @@ func doRollback(ctx context.Context, e *Env, req RollbackRequest, ev func(Event)
 
 // heldBack says whether a followed profile switched back by hand is now
 // held there, and how to resume.
-func heldBack(home string, prof *trovesync.Profiles, name string) *Held {
+func heldBack(home string, prof *profile.Profiles, name string) *Held {
 	held, cur, highest, err := prof.HeldBack(name)
 	if err != nil || !held {
 		return nil
@@ -346,7 +347,7 @@ type GenerationsRequest struct {
 
 // GenerationsResponse lists generations, oldest first.
 type GenerationsResponse struct {
-	Generations []trovesync.Generation `json:"generations"`
+	Generations []profile.Generation `json:"generations"`
 }
 
 func doGenerations(ctx context.Context, e *Env, req GenerationsRequest, _ func(Event)) (GenerationsResponse, error) {
@@ -360,7 +361,7 @@ func doGenerations(ctx context.Context, e *Env, req GenerationsRequest, _ func(E
 	}
 	r.Generations, err = prof.Generations(req.Name)
 	if r.Generations == nil {
-		r.Generations = []trovesync.Generation{}
+		r.Generations = []profile.Generation{}
 	}
 	return r, err
 }

@@ -5,10 +5,11 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Env is what operations run on: a home, its store, trusted keys and
@@ -77,12 +78,12 @@ func (e *Env) Store() (*store.Store, error) {
 }
 
 // Profiles are the store's profiles.
-func (e *Env) Profiles() (*trovesync.Profiles, error) {
+func (e *Env) Profiles() (*profile.Profiles, error) {
 	s, err := e.Store()
 	if err != nil {
 		return nil, err
 	}
-	return trovesync.OpenProfiles(s), nil
+	return profile.OpenProfiles(s), nil
 }
 
 // Keys are the trusted public keys ($TROVE_HOME/trusted-keys).

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Op is one operation of the local API: its name (the endpoint is POST
@@ -31,7 +33,7 @@ func (o Op[Req, Resp]) Local(ctx context.Context, e *Env, req Req, ev func(Event
 // Event is one progress event of a long operation; exactly one field is set.
 type Event struct {
 	// Progress is a sync's progress.
-	Progress *trovesync.Progress `json:"progress,omitempty"`
+	Progress *fetch.Progress `json:"progress,omitempty"`
 	// Imported is a path made valid by an import (import-nix, bundle import).
 	Imported *ImportedPath `json:"imported,omitempty"`
 	// Unreachable is a peer a short-lived node could not dial.
@@ -125,7 +127,7 @@ func IsUsage(err error) bool {
 // IsActivationFailure reports whether err says an activation command
 // failed after its profile switched.
 func IsActivationFailure(err error) bool {
-	var ae *trovesync.ActivationError
+	var ae *profile.ActivationError
 	var e *Error
 	return errors.As(err, &ae) || errors.As(err, &e) && e.Kind == KindActivation
 }

@@ -10,10 +10,12 @@ import (
 	"slices"
 	"time"
 
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Operations on the store.
@@ -362,7 +364,7 @@ func doGC(ctx context.Context, e *Env, req GCRequest, _ func(Event)) (GCReport, 
 	if err != nil {
 		return rep, err
 	}
-	res, err := s.GC(ctx, req.DryRun, trovesync.OpenProfiles(s).Roots)
+	res, err := s.GC(ctx, req.DryRun, profile.OpenProfiles(s).Roots)
 	if res != nil {
 		rep.BytesFreed = res.BytesFreed
 		for _, p := range res.Removed {
@@ -372,7 +374,7 @@ func doGC(ctx context.Context, e *Env, req GCRequest, _ func(Event)) (GCReport, 
 	if err != nil {
 		return rep, err
 	}
-	spools, err := trovesync.CollectSpools(trovesync.DefaultSpoolDir(s), req.DryRun)
+	spools, err := fetch.CollectSpools(fetch.DefaultSpoolDir(s), req.DryRun)
 	if err != nil {
 		return rep, fmt.Errorf("removing the spools of stopped syncs: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/trove-p2p/trove/fetch"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/agent"
@@ -14,7 +16,6 @@ import (
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 // Sync fetches closures, and configurations' closures, from peers.
@@ -29,7 +30,7 @@ type SyncRequest struct {
 	NoCheckSigs bool     `json:"noCheckSigs,omitempty"`
 }
 
-func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*trovesync.Report, error) {
+func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetch.Report, error) {
 	paths, err := parsePaths(e.StoreDir, req.Paths)
 	if err != nil {
 		return nil, err
@@ -65,8 +66,8 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*trov
 		}
 		defer n.Close()
 	}
-	opts := trovesync.Options{Keys: keys, NoCheckSigs: req.NoCheckSigs, Logger: e.Log,
-		Progress: func(p trovesync.Progress) { ev(Event{Progress: &p}) }}
+	opts := fetch.Options{Keys: keys, NoCheckSigs: req.NoCheckSigs, Logger: e.Log,
+		Progress: func(p fetch.Progress) { ev(Event{Progress: &p}) }}
 	if len(req.Configs) > 0 {
 		vouched := map[nix.PathHash]*nix.PathInfo{}
 		for _, ref := range req.Configs {
@@ -74,7 +75,7 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*trov
 			if err != nil {
 				return nil, &UsageError{err}
 			}
-			m, err := trovesync.ResolveManifest(ctx, n, h, name, gen)
+			m, err := fetch.ResolveManifest(ctx, n, h, name, gen)
 			if err != nil {
 				return nil, err
 			}
@@ -86,7 +87,7 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*trov
 		}
 		opts.Vouched = vouched
 	}
-	return trovesync.New(s, n, opts).Sync(ctx, paths)
+	return fetch.New(s, n, opts).Sync(ctx, paths)
 }
 
 // ShortLivedNode starts a node for a command that runs without an agent:

@@ -11,7 +11,6 @@ import (
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/manifest"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 func newPublishCmd(a *app) *cobra.Command {

@@ -13,11 +13,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/localapi"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 func newDemoCmd(a *app) *cobra.Command {
@@ -87,8 +89,8 @@ func (d *demo) run(ctx context.Context, m *demoMachine, args ...string) (string,
 }
 
 // progress draws a follower's sync as it happens.
-func (d *demo) progress(machine string) func(string, trovesync.Progress) {
-	return func(config string, p trovesync.Progress) {
+func (d *demo) progress(machine string) func(string, fetch.Progress) {
+	return func(config string, p fetch.Progress) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		pct := 100.0
@@ -271,7 +273,7 @@ func (d *demo) traffic() map[string]moved {
 // at the given time.
 func (d *demo) waitGeneration(ctx context.Context, gen uint64, published time.Time, ms ...*demoMachine) error {
 	for _, m := range ms {
-		prof := trovesync.OpenProfiles(m.ag.Store)
+		prof := profile.OpenProfiles(m.ag.Store)
 		for {
 			if cur, _ := prof.Current("home"); cur == gen {
 				break

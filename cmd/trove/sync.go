@@ -3,12 +3,13 @@ package main
 import (
 	"fmt"
 
+	"github.com/trove-p2p/trove/fetch"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/manifest"
-	trovesync "github.com/trove-p2p/trove/sync"
 )
 
 func newSyncCmd(a *app) *cobra.Command {
@@ -93,7 +94,7 @@ only a line per finished path; --json prints a summary when done.`,
 	return c
 }
 
-func peersUsed(r *trovesync.Report) int {
+func peersUsed(r *fetch.Report) int {
 	n := 0
 	for _, p := range r.Peers {
 		if p.BytesFetched > 0 {
