@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,10 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trove-p2p/trove/fetch"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
@@ -35,9 +35,9 @@ type Config struct {
 	Bootstrap []string
 	Public    bool
 	Logger    *slog.Logger
-	// Runner runs a CLI command line inside the agent for POST /v1/run;
-	// nil disables the endpoint.
-	Runner Runner
+	// API serves the local API (localapi.Handler) on the control socket
+	// beside GET /v1/status and /v1/peers; nil serves only those.
+	API func(*Agent) http.Handler
 	// SyncInterval is how often written trees are made durable (default 30s).
 	SyncInterval time.Duration
 	// Sources are directories whose trove bundles are imported (source.go).
@@ -51,10 +51,6 @@ type Config struct {
 	// configurations that set none (default profile.DefaultActivationTimeout).
 	ActivationTimeout time.Duration
 }
-
-// Runner executes one command line inside the agent, writing its output to
-// stdout and stderr, and returns its exit status.
-type Runner func(ctx context.Context, a *Agent, req RunRequest, stdout, stderr io.Writer) int
 
 // Agent is a running trove agent.
 type Agent struct {
@@ -89,6 +85,25 @@ type Agent struct {
 func (a *Agent) BeginTransfer() (end func()) {
 	a.transfers.Add(1)
 	return func() { a.transfers.Add(-1) }
+}
+
+// Logger is the agent's logger.
+func (a *Agent) Logger() *slog.Logger { return a.log }
+
+// DefaultHome is the trove home when none is given, as DESIGN.md says:
+// /var/lib/trove for root (euid 0), otherwise $XDG_DATA_HOME/trove,
+// falling back to ~/.local/share/trove.
+func DefaultHome(getenv func(string) string, euid int) (string, error) {
+	if euid == 0 {
+		return "/var/lib/trove", nil
+	}
+	if x := getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "trove"), nil
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "trove"), nil
+	}
+	return "", errors.New("cannot choose a trove home: neither XDG_DATA_HOME nor HOME is set; pass --home DIR or set TROVE_HOME")
 }
 
 // SocketPath is the control socket of a home.

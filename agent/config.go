@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/BurntSushi/toml"
 
-	"github.com/trove-p2p/trove/profile"
+	"github.com/trove-p2p/trove/p2p"
 )
 
 // FileConfig is $TROVE_HOME/config.toml. Command-line flags override it.
@@ -110,4 +113,51 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 		return nil, fmt.Errorf("agent.%w", err)
 	}
 	return &c, nil
+}
+
+// Settings are an agent's network and logging settings: the command
+// line's over config.toml's over the defaults (DefaultSettings), merged
+// in one place for `trove agent` and for the short-lived node a command
+// starts when no agent runs.
+type Settings struct {
+	Listen    []string
+	Peers     []string // kept connected: the flags' and config.toml's
+	MDNS      bool
+	DHT       bool
+	Bootstrap []string
+	Serve     string // "trusted" or "public"
+	LogFormat string // "", "text" or "json"
+}
+
+// DefaultSettings are the settings with no flags and no config.toml.
+func DefaultSettings() Settings {
+	return Settings{Listen: p2p.DefaultListen, MDNS: true, Serve: "trusted"}
+}
+
+// Merge returns flags over the file's settings: a setting the command
+// line set (set(name) is true for the flag name) wins; otherwise the
+// file's, when it has one. Peers and bootstrap peers add up.
+func (fc *FileConfig) Merge(flags Settings, set func(flag string) bool) (Settings, error) {
+	s, a := flags, fc.Agent
+	if !set("listen") && len(a.Listen) > 0 {
+		s.Listen = a.Listen
+	}
+	s.Peers = append(slices.Clone(flags.Peers), a.Peers...)
+	s.Bootstrap = append(slices.Clone(flags.Bootstrap), a.Bootstrap...)
+	if !set("mdns") && a.MDNS != nil {
+		s.MDNS = *a.MDNS
+	}
+	if !set("dht") && a.DHT != nil {
+		s.DHT = *a.DHT
+	}
+	if !set("serve") && a.Serve != "" {
+		s.Serve = a.Serve
+	}
+	if !set("log-format") && a.LogFormat != "" {
+		s.LogFormat = a.LogFormat
+	}
+	if s.Serve != "trusted" && s.Serve != "public" {
+		return s, fmt.Errorf("--serve %q: want trusted or public", s.Serve)
+	}
+	return s, nil
 }

@@ -71,3 +71,46 @@ func FuzzParseTrust(f *testing.F) {
 		}
 	})
 }
+
+func TestMergeSettings(t *testing.T) {
+	no := func(string) bool { return false }
+	c, err := ParseConfig([]byte(`[agent]
+listen = ["/ip4/0.0.0.0/tcp/5000"]
+peers = ["/ip4/10.0.0.2/tcp/4807/p2p/X"]
+mdns = false
+dht = true
+serve = "public"
+log_format = "json"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file over the defaults.
+	s, err := c.Merge(DefaultSettings(), no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Listen[0] != "/ip4/0.0.0.0/tcp/5000" || s.MDNS || !s.DHT || s.Serve != "public" || s.LogFormat != "json" || len(s.Peers) != 1 {
+		t.Fatalf("file over defaults: %+v", s)
+	}
+	// Flags that were set over the file; peers add up.
+	flags := DefaultSettings()
+	flags.Listen, flags.MDNS, flags.Serve, flags.Peers = []string{"/ip4/127.0.0.1/tcp/0"}, true, "trusted", []string{"/p2p/Y"}
+	set := func(f string) bool { return f == "listen" || f == "mdns" || f == "serve" }
+	s, err = c.Merge(flags, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Listen[0] != "/ip4/127.0.0.1/tcp/0" || !s.MDNS || !s.DHT || s.Serve != "trusted" || len(s.Peers) != 2 {
+		t.Fatalf("flags over file: %+v", s)
+	}
+	// No file: the defaults, the same for an agent and a short-lived node.
+	s, err = (&FileConfig{}).Merge(DefaultSettings(), no)
+	if err != nil || !s.MDNS || s.DHT || s.Serve != "trusted" || len(s.Listen) == 0 {
+		t.Fatalf("defaults: %+v %v", s, err)
+	}
+	flags.Serve = "everyone"
+	if _, err := (&FileConfig{}).Merge(flags, set); err == nil || !strings.Contains(err.Error(), "want trusted or public") {
+		t.Fatalf("bad serve: %v", err)
+	}
+}

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,31 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
-
-// RunRequest is a command line to run inside the agent.
-type RunRequest struct {
-	Args []string `json:"args"`
-	// Cwd is the caller's working directory: relative paths in Args are
-	// relative to it.
-	Cwd string `json:"cwd"`
-	// StderrTTY says the caller's stderr is a terminal (for progress display).
-	StderrTTY bool `json:"stderrTTY"`
-}
-
-// runFrame is one line of a /v1/run response: output on fd 1 or 2, or the
-// exit status that ends the stream.
-type runFrame struct {
-	FD   int    `json:"fd,omitempty"`
-	Data []byte `json:"data,omitempty"`
-	Exit *int   `json:"exit,omitempty"`
-}
 
 func (a *Agent) serveControl() error {
 	path := SocketPath(a.cfg.Home)
@@ -55,7 +34,9 @@ func (a *Agent) serveControl() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("GET /v1/peers", a.handlePeers)
-	mux.HandleFunc("POST /v1/run", a.handleRun)
+	if a.cfg.API != nil {
+		mux.Handle("POST /v1/", a.cfg.API(a))
+	}
 	a.srv = &http.Server{Handler: mux}
 	go a.srv.Serve(ln)
 	return nil
@@ -77,50 +58,6 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handlePeers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, a.Node.Peers())
-}
-
-func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
-	if a.cfg.Runner == nil {
-		http.Error(w, "this agent does not run commands", http.StatusNotImplemented)
-		return
-	}
-	var req RunRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		http.Error(w, "bad run request: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	fw := &frameWriter{w: w, enc: json.NewEncoder(w)}
-	code := a.cfg.Runner(r.Context(), a, req, fw.fd(1), fw.fd(2))
-	fw.mu.Lock()
-	fw.enc.Encode(runFrame{Exit: &code})
-	fw.mu.Unlock()
-}
-
-// frameWriter multiplexes stdout and stderr into runFrames.
-type frameWriter struct {
-	mu  sync.Mutex
-	w   http.ResponseWriter
-	enc *json.Encoder
-}
-
-type fdWriter struct {
-	fw *frameWriter
-	fd int
-}
-
-func (f *frameWriter) fd(n int) io.Writer { return fdWriter{f, n} }
-
-func (d fdWriter) Write(p []byte) (int, error) {
-	d.fw.mu.Lock()
-	defer d.fw.mu.Unlock()
-	if err := d.fw.enc.Encode(runFrame{FD: d.fd, Data: p}); err != nil {
-		return 0, err
-	}
-	if fl, ok := d.fw.w.(http.Flusher); ok {
-		fl.Flush()
-	}
-	return len(p), nil
 }
 
 // Client talks to a running agent's control API.
@@ -227,43 +164,4 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 func (c *Client) Peers(ctx context.Context) ([]p2p.PeerStatus, error) {
 	var ps []p2p.PeerStatus
 	return ps, c.get(ctx, "/v1/peers", &ps)
-}
-
-// Run runs a command line inside the agent, copying its output to stdout
-// and stderr, and returns its exit status.
-func (c *Client) Run(ctx context.Context, req RunRequest, stdout, stderr io.Writer) (int, error) {
-	body, _ := json.Marshal(req)
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/v1/run", bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	resp, err := c.http.Do(hreq)
-	if err != nil {
-		return 0, fmt.Errorf("talking to the agent: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return 0, fmt.Errorf("agent: %s", b)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		var f runFrame
-		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
-			return 0, fmt.Errorf("agent sent a bad frame: %w", err)
-		}
-		switch {
-		case f.Exit != nil:
-			return *f.Exit, nil
-		case f.FD == 1:
-			stdout.Write(f.Data)
-		case f.FD == 2:
-			stderr.Write(f.Data)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("agent connection: %w", err)
-	}
-	return 0, errors.New("the agent stopped before the command finished")
 }

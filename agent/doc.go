@@ -5,11 +5,11 @@
 // Config.Cache, the Nix binary-cache endpoint (cache.go, package nixcache).
 //
 // The control API is HTTP+JSON on $TROVE_HOME/agent.sock (mode 0600, so
-// only the agent's user can use it): GET /v1/status, GET /v1/peers, and
-// POST /v1/run, which runs a trove command line inside the agent with
-// output streamed back. The CLI uses /v1/run for every command that needs
-// the store or the network while the agent owns them, so each command has
-// one implementation whether or not an agent is running.
+// only the agent's user can use it): GET /v1/status and GET /v1/peers,
+// and, with Config.API (localapi.API), the typed operations of package
+// localapi as POST /v1/<operation>. The agent knows neither those
+// operations nor the CLI: localapi wraps the agent, as tailscale's
+// LocalAPI wraps its backend.
 //
 // Start takes the store's lock before anything else, recorded as
 // agent-starting until the socket listens (store.Role): Running and

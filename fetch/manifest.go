@@ -82,7 +82,7 @@ func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []
 	return problems
 }
 
-// SyncManifest fetches m's closure, believing exactly the PathInfos the
+// FetchManifest fetches m's closure, believing exactly the PathInfos the
 // manifest lists.
 func (fe *Fetcher) FetchManifest(ctx context.Context, m *manifest.Manifest) (*Report, error) {
 	opts := fe.opts

@@ -319,3 +319,35 @@ func (kr *Keyring) VerifyPathInfo(storeDir string, pi *nix.PathInfo) (string, bo
 	}
 	return "", false
 }
+
+// TrustedFor reports whether k itself (name and key bytes) is trusted to
+// publish configuration name.
+func (kr *Keyring) TrustedFor(k PublicKey, name string) bool {
+	return slices.ContainsFunc(kr.Publishers(name), func(t PublicKey) bool {
+		return t.Name == k.Name && bytes.Equal(t.Key, k.Key)
+	})
+}
+
+// KeysDir is the directory of a home's secret keys (NAME.secret).
+func KeysDir(home string) string { return filepath.Join(home, "keys") }
+
+// LoadSigningKey loads the secret key NAME.secret from dir, or with name
+// "" the only secret key there.
+func LoadSigningKey(dir, name string) (SecretKey, error) {
+	if name == "" {
+		matches, _ := filepath.Glob(filepath.Join(dir, "*.secret"))
+		switch len(matches) {
+		case 0:
+			return SecretKey{}, errors.New("no signing key: make one with `trove key generate NAME`")
+		case 1:
+			name = strings.TrimSuffix(filepath.Base(matches[0]), ".secret")
+		default:
+			return SecretKey{}, fmt.Errorf("%d signing keys in %s: choose one with --key NAME", len(matches), dir)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, name+".secret"))
+	if err != nil {
+		return SecretKey{}, fmt.Errorf("signing key %q: %w", name, err)
+	}
+	return ParseSecretKey(string(b))
+}

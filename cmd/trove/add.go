@@ -2,12 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 func newAddCmd(a *app) *cobra.Command {
@@ -28,32 +26,15 @@ Added paths are not GC roots: trove gc removes them unless they are roots
   trove add --name hello-src ./hello`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if name != "" && len(args) > 1 {
-				return usagef("--name names one path, but %d were given", len(args))
+			req := localapi.AddRequest{Shown: args, Name: name, Root: root}
+			for _, src := range args {
+				req.Paths = append(req.Paths, a.abs(src))
 			}
-			return a.withStore(func(s *store.Store) error {
-				for _, src := range args {
-					abs := a.abs(src)
-					if _, err := os.Lstat(abs); err != nil {
-						return fmt.Errorf("cannot add %s: %w", src, bareError(err, abs))
-					}
-					n := name
-					if n == "" {
-						n = filepath.Base(abs)
-					}
-					pi, err := s.AddTree(cmd.Context(), abs, n)
-					if err != nil {
-						return err
-					}
-					if root {
-						if err := s.AddRoot(pi.Path); err != nil {
-							return err
-						}
-					}
-					fmt.Fprintln(a.stdout, pi.Path.Abs(s.StoreDir()))
-				}
-				return nil
-			})
+			r, err := call(cmd.Context(), a, localapi.Add, req, nil)
+			for _, p := range r.Paths {
+				fmt.Fprintln(a.stdout, p)
+			}
+			return err
 		},
 	}
 	c.Flags().StringVarP(&name, "name", "n", "", "store path `NAME` instead of PATH's base name (one PATH only)")

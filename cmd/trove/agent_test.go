@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/nix"
 
-	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -22,7 +23,7 @@ func startAgent(t *testing.T, home string) *agent.Agent {
 	t.Helper()
 	ag, err := agent.Start(context.Background(), agent.Config{
 		Home: home, StoreDir: "/nix/store", Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Runner: agentRunner(func(string) string { return "" }),
+		API: localapi.API,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/p2p"
 )
 
@@ -75,28 +75,12 @@ whose new generation a bundle brought is activated.`,
 			if err != nil {
 				return err
 			}
-			f := cmd.Flags()
-			if !f.Changed("listen") && len(fc.Agent.Listen) > 0 {
-				listen = fc.Agent.Listen
+			set, err := fc.Merge(agent.Settings{Listen: listen, Peers: peers, MDNS: mdns, DHT: dht,
+				Bootstrap: bootstrap, Serve: serve, LogFormat: logFormat}, cmd.Flags().Changed)
+			if err != nil {
+				return usageError{err}
 			}
-			peers = append(peers, fc.Agent.Peers...)
-			bootstrap = append(bootstrap, fc.Agent.Bootstrap...)
-			if !f.Changed("mdns") && fc.Agent.MDNS != nil {
-				mdns = *fc.Agent.MDNS
-			}
-			if !f.Changed("dht") && fc.Agent.DHT != nil {
-				dht = *fc.Agent.DHT
-			}
-			if !f.Changed("serve") && fc.Agent.Serve != "" {
-				serve = fc.Agent.Serve
-			}
-			if !f.Changed("log-format") && fc.Agent.LogFormat != "" {
-				logFormat = fc.Agent.LogFormat
-			}
-			if serve != "trusted" && serve != "public" {
-				return usagef("--serve %q: want trusted or public", serve)
-			}
-			log, err := a.agentLogger(logFormat)
+			log, err := a.agentLogger(set.LogFormat)
 			if err != nil {
 				return err
 			}
@@ -105,15 +89,15 @@ whose new generation a bundle brought is activated.`,
 				return err
 			}
 			ag, err := agent.Start(cmd.Context(), agent.Config{
-				Home: home, StoreDir: a.storeDir, Listen: listen, MDNS: mdns, Peers: peers,
-				DHT: dht, Bootstrap: bootstrap, Public: serve == "public", Logger: log,
-				Runner: agentRunner(a.getenv), Cache: cacheCfg, Sources: absAll(a, sources),
+				Home: home, StoreDir: a.storeDir, Listen: set.Listen, MDNS: set.MDNS, Peers: set.Peers,
+				DHT: set.DHT, Bootstrap: set.Bootstrap, Public: set.Serve == "public", Logger: log,
+				API: localapi.API, Cache: cacheCfg, Sources: absAll(a, sources),
 				ActivationTimeout: fc.Agent.ActivationTimeout(),
 			})
 			if err != nil {
 				return err
 			}
-			if serve == "public" {
+			if set.Serve == "public" {
 				log.Warn("serving store contents to ANY peer that connects (--serve public)")
 			}
 			<-cmd.Context().Done()
@@ -165,45 +149,9 @@ the configured listen addresses.`,
   trove id --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			type idOut struct {
-				ID      string   `json:"id"`
-				Addrs   []string `json:"addrs"`
-				Running bool     `json:"agentRunning"`
-			}
-			var out idOut
-			if a.agent != nil {
-				st, err := a.agent.Status(cmd.Context())
-				if err != nil {
-					return err
-				}
-				out = idOut{ID: st.PeerID, Addrs: st.Addrs, Running: true}
-			} else if a.agentRunning() {
-				return errForward
-			} else {
-				home, err := a.homeDir()
-				if err != nil {
-					return err
-				}
-				key, err := p2p.LoadOrCreateKey(filepath.Join(home, "keys"))
-				if err != nil {
-					return err
-				}
-				id, err := peerIDOf(key)
-				if err != nil {
-					return err
-				}
-				fc, err := agent.LoadConfig(home)
-				if err != nil {
-					return err
-				}
-				listen := p2p.DefaultListen
-				if len(fc.Agent.Listen) > 0 {
-					listen = fc.Agent.Listen
-				}
-				out = idOut{ID: id.String()}
-				for _, l := range listen {
-					out.Addrs = append(out.Addrs, l+"/p2p/"+id.String())
-				}
+			out, err := call(cmd.Context(), a, localapi.ID, localapi.IDRequest{}, nil)
+			if err != nil {
+				return err
 			}
 			if asJSON {
 				return writeJSON(a.stdout, out)

@@ -2,18 +2,12 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
-
-	"github.com/trove-p2p/trove/nix"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/bundle"
+	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 func newBundleCmd(a *app) *cobra.Command {
@@ -75,40 +69,29 @@ nix-store --import (no signatures or manifests: Nix trusts the file).`,
 					return usagef("%q is neither a store path nor a configuration NAME[@N]", arg)
 				}
 			}
-			h, err := a.history()
+			file := out
+			if out != "-" {
+				file = a.abs(out)
+			}
+			rep, err := call(cmd.Context(), a, localapi.CreateBundle, localapi.CreateBundleRequest{Output: file, Format: format, Refs: refs}, events{a: a}.show)
 			if err != nil {
 				return err
 			}
-			return a.withStore(func(s *store.Store) error {
-				create := bundle.Create
-				if format == "nix-export" {
-					create = bundle.CreateNixExport
+			if asJSON {
+				return writeJSON(a.stdout, rep)
+			}
+			if out != "-" {
+				fmt.Fprintf(a.stdout, "wrote %s: %d %s, %s", out, rep.Paths, plural(rep.Paths, "path", "paths"), humanBytes(rep.NarBytes))
+				if len(rep.Manifests) > 0 {
+					fmt.Fprintf(a.stdout, ", %s", strings.Join(rep.Manifests, " "))
 				}
-				var rep *bundle.CreateReport
-				err := a.writeAtomically(out, func(w io.Writer) error {
-					var err error
-					rep, err = create(cmd.Context(), w, s, h, refs)
-					return err
-				})
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return writeJSON(a.stdout, rep)
-				}
-				if out != "-" {
-					fmt.Fprintf(a.stdout, "wrote %s: %d %s, %s", out, rep.Paths, plural(rep.Paths, "path", "paths"), humanBytes(rep.NarBytes))
-					if len(rep.Manifests) > 0 {
-						fmt.Fprintf(a.stdout, ", %s", strings.Join(rep.Manifests, " "))
-					}
-					fmt.Fprintln(a.stdout)
-				}
-				if n := len(rep.Unvouched); n > 0 && format == "trove" {
-					fmt.Fprintf(a.stderr, "trove: warning: %d %s (e.g. %s) %s in no manifest of the bundle, unsigned and not content-addressed: the importing machine will refuse the bundle unless it passes --no-check-sigs; bundle a published configuration instead (trove publish NAME PATH, then trove bundle create NAME)\n",
-						n, plural(n, "path", "paths"), rep.Unvouched[0], plural(n, "is", "are"))
-				}
-				return nil
-			})
+				fmt.Fprintln(a.stdout)
+			}
+			if n := len(rep.Unvouched); n > 0 && format == "trove" {
+				fmt.Fprintf(a.stderr, "trove: warning: %d %s (e.g. %s) %s in no manifest of the bundle, unsigned and not content-addressed: the importing machine will refuse the bundle unless it passes --no-check-sigs; bundle a published configuration instead (trove publish NAME PATH, then trove bundle create NAME)\n",
+					n, plural(n, "path", "paths"), rep.Unvouched[0], plural(n, "is", "are"))
+			}
+			return nil
 		},
 	}
 	f := c.Flags()
@@ -116,35 +99,6 @@ nix-store --import (no signatures or manifests: Nix trusts the file).`,
 	f.StringVar(&format, "format", "trove", "bundle format: trove, or nix-export for nix-store --import")
 	f.BoolVar(&asJSON, "json", false, "print what went in as JSON")
 	return c
-}
-
-// writeAtomically writes file through a temporary file beside it, synced
-// and renamed into place only when fn succeeds; "-" is standard output.
-func (a *app) writeAtomically(file string, fn func(io.Writer) error) error {
-	if file == "-" {
-		return fn(a.stdout)
-	}
-	path := a.abs(file)
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	if err := fn(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func newBundleImportCmd(a *app) *cobra.Command {
@@ -171,55 +125,36 @@ can hand you a file can then put anything under any store path name).`,
   trove bundle import laptop.trove --json`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var in io.Reader = a.stdin
+			req := localapi.ImportBundleRequest{File: args[0], Shown: args[0], NoCheckSigs: noCheckSigs, Stdin: a.stdin}
 			if args[0] != "-" {
-				f, err := os.Open(a.abs(args[0]))
-				if err != nil {
-					return fmt.Errorf("%s: %w", args[0], bareError(err, a.abs(args[0])))
-				}
-				defer f.Close()
-				in = f
+				req.File = a.abs(args[0])
 			}
-			keys, h, err := a.bundleTrust()
+			ev := events{a: a, imported: a.stderrIsTerminal() && !asJSON}
+			rep, err := call(cmd.Context(), a, localapi.ImportBundle, req, ev.show)
 			if err != nil {
+				if rep != nil && rep.PathsAdded > 0 {
+					fmt.Fprintf(a.stderr, "trove: added %d complete, verified %s (%s) before the error; importing an intact copy adds the rest\n",
+						rep.PathsAdded, plural(rep.PathsAdded, "path", "paths"), humanBytes(rep.BytesAdded))
+				}
 				return err
 			}
-			showProgress := a.stderrIsTerminal() && !asJSON
-			return a.withStore(func(s *store.Store) error {
-				opts := bundle.ImportOptions{NoCheckSigs: noCheckSigs, Logger: a.log}
-				if showProgress {
-					opts.Progress = func(pi *nix.PathInfo, added bool) {
-						if added {
-							fmt.Fprintf(a.stderr, "imported %s (%s)\n", pi.Path.Abs(s.StoreDir()), humanBytes(pi.NarSize))
-						}
-					}
+			for _, w := range rep.Warnings {
+				fmt.Fprintf(a.stderr, "trove: warning: %s\n", w)
+			}
+			if asJSON {
+				return writeJSON(a.stdout, rep)
+			}
+			fmt.Fprintf(a.stdout, "added %d %s (%s), skipped %d already here (%s)\n",
+				rep.PathsAdded, plural(rep.PathsAdded, "path", "paths"), humanBytes(rep.BytesAdded), rep.PathsSkipped, humanBytes(rep.BytesSkipped))
+			for _, m := range rep.Manifests {
+				switch {
+				case m.Ignored != "":
+					fmt.Fprintf(a.stderr, "trove: not recording %s generation %d: %s\n", m.Name, m.Generation, m.Ignored)
+				case m.New:
+					fmt.Fprintf(a.stdout, "recorded %s generation %d; switch to it with `trove activate %s --generation %d`\n", m.Name, m.Generation, m.Name, m.Generation)
 				}
-				rep, err := bundle.Import(cmd.Context(), in, s, keys, h, opts)
-				if err != nil {
-					if rep != nil && rep.PathsAdded > 0 {
-						fmt.Fprintf(a.stderr, "trove: added %d complete, verified %s (%s) before the error; importing an intact copy adds the rest\n",
-							rep.PathsAdded, plural(rep.PathsAdded, "path", "paths"), humanBytes(rep.BytesAdded))
-					}
-					return err
-				}
-				for _, w := range rep.Warnings {
-					fmt.Fprintf(a.stderr, "trove: warning: %s\n", w)
-				}
-				if asJSON {
-					return writeJSON(a.stdout, rep)
-				}
-				fmt.Fprintf(a.stdout, "added %d %s (%s), skipped %d already here (%s)\n",
-					rep.PathsAdded, plural(rep.PathsAdded, "path", "paths"), humanBytes(rep.BytesAdded), rep.PathsSkipped, humanBytes(rep.BytesSkipped))
-				for _, m := range rep.Manifests {
-					switch {
-					case m.Ignored != "":
-						fmt.Fprintf(a.stderr, "trove: not recording %s generation %d: %s\n", m.Name, m.Generation, m.Ignored)
-					case m.New:
-						fmt.Fprintf(a.stdout, "recorded %s generation %d; switch to it with `trove activate %s --generation %d`\n", m.Name, m.Generation, m.Name, m.Generation)
-					}
-				}
-				return nil
-			})
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&noCheckSigs, "no-check-sigs", false, "believe every path in the bundle (for tests; unsafe)")
@@ -229,22 +164,6 @@ can hand you a file can then put anything under any store path name).`,
 
 // bundleTrust returns the trusted keys and the manifest history, the agent's
 // when running inside it.
-func (a *app) bundleTrust() (*manifest.Keyring, *manifest.History, error) {
-	if a.agent != nil {
-		return a.agent.Keys, a.agent.History, nil
-	}
-	home, err := a.homeDir()
-	if err != nil {
-		return nil, nil, err
-	}
-	kr, err := a.keyring()
-	if err != nil {
-		return nil, nil, err
-	}
-	return kr, manifest.OpenHistory(home, kr), nil
-}
-
-// absAll makes directory arguments absolute against the caller's directory.
 func absAll(a *app, dirs []string) []string {
 	out := make([]string, len(dirs))
 	for i, d := range dirs {

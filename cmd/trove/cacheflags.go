@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nixcache"
 )
 
@@ -62,7 +63,7 @@ func (c *cacheFlags) config(cmd *cobra.Command, home string, log *slog.Logger) (
 			return cc, fmt.Errorf("%d signing keys in %s: choose the cache's with --cache-key NAME", len(matches), filepath.Join(home, "keys"))
 		}
 	}
-	key, err := signingKey(home, c.key)
+	key, err := manifest.LoadSigningKey(manifest.KeysDir(home), c.key)
 	if err != nil {
 		return cc, err
 	}

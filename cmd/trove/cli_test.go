@@ -12,9 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/spf13/cobra"
+	"github.com/trove-p2p/trove/localapi"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // A file holding "hi\n" named README.x, as `nix-store --add` and
@@ -70,31 +70,6 @@ func TestTroveHomeFromEnvironment(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), home) {
 		t.Errorf("init with TROVE_HOME=%s printed %q", home, out.String())
-	}
-}
-
-func TestDefaultHome(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		env  map[string]string
-		euid int
-		want string
-	}{
-		{"root", map[string]string{"XDG_DATA_HOME": "/x", "HOME": "/root"}, 0, "/var/lib/trove"},
-		{"xdg", map[string]string{"XDG_DATA_HOME": "/x/data", "HOME": "/home/u"}, 1000, "/x/data/trove"},
-		{"relative xdg is ignored", map[string]string{"XDG_DATA_HOME": "data", "HOME": "/home/u"}, 1000, "/home/u/.local/share/trove"},
-		{"home", map[string]string{"HOME": "/home/u"}, 1000, "/home/u/.local/share/trove"},
-		{"nothing", nil, 1000, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := defaultHome(func(k string) string { return tc.env[k] }, tc.euid)
-			if got != tc.want || (err != nil) != (tc.want == "") {
-				t.Errorf("defaultHome = %q, %v; want %q", got, err, tc.want)
-			}
-			if err != nil && !strings.Contains(err.Error(), "--home") {
-				t.Errorf("error %q does not say how to fix it", err)
-			}
-		})
 	}
 }
 
@@ -314,7 +289,7 @@ func TestVerify(t *testing.T) {
 			}
 
 			stdout, _, code = runTrove(t, home, "verify", "--json", p, hi)
-			var rep verifyReport
+			var rep localapi.VerifyReport
 			if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != 1 {
 				t.Fatalf("verify --json: exit %d, %q (%v)", code, stdout, err)
 			}
@@ -397,7 +372,7 @@ func TestGCKeepsRootsAndTheirClosures(t *testing.T) {
 	if got := mustTrove(t, home, "root", "list", "--json"); got != "[]\n" {
 		t.Errorf("root list --json with no roots printed %q", got)
 	}
-	var rep gcReport
+	var rep localapi.GCReport
 	if err := json.Unmarshal([]byte(mustTrove(t, home, "gc", "--json")), &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 func newClosureCmd(a *app) *cobra.Command {
@@ -24,17 +24,11 @@ same paths in the same order.`,
 			if err != nil {
 				return err
 			}
-			return a.withStore(func(s *store.Store) error {
-				infos, err := selectPaths(cmd.Context(), s, paths, false, true)
-				if err != nil {
-					return err
-				}
-				out := make([]string, len(infos))
-				for i, pi := range infos {
-					out[i] = pi.Path.Abs(s.StoreDir())
-				}
-				return writeList(a.stdout, asJSON, out)
-			})
+			r, err := call(cmd.Context(), a, localapi.Closure, localapi.PathsRequest{Paths: a.absPaths(paths)}, nil)
+			if err != nil {
+				return err
+			}
+			return writeList(a.stdout, asJSON, r.Paths)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of store paths")

@@ -2,44 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/trove-p2p/trove/profile"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/profile"
-	"github.com/trove-p2p/trove/store"
 )
-
-// signingKey loads the secret key to publish with: --key NAME, or the only
-// key in $TROVE_HOME/keys.
-func signingKey(home, name string) (manifest.SecretKey, error) {
-	dir := filepath.Join(home, "keys")
-	if name == "" {
-		matches, _ := filepath.Glob(filepath.Join(dir, "*.secret"))
-		switch len(matches) {
-		case 0:
-			return manifest.SecretKey{}, errors.New("no signing key: make one with `trove key generate NAME`")
-		case 1:
-			name = strings.TrimSuffix(filepath.Base(matches[0]), ".secret")
-		default:
-			return manifest.SecretKey{}, fmt.Errorf("%d signing keys in %s: choose one with --key NAME", len(matches), dir)
-		}
-	}
-	b, err := os.ReadFile(filepath.Join(dir, name+".secret"))
-	if err != nil {
-		return manifest.SecretKey{}, fmt.Errorf("signing key %q: %w", name, err)
-	}
-	return manifest.ParseSecretKey(string(b))
-}
 
 func newPublishCmd(a *app) *cobra.Command {
 	var activate, keyName string
@@ -66,103 +40,21 @@ NAME: trove trust add KEY --config NAME.`,
 			if err != nil {
 				return err
 			}
-			home, err := a.homeDir()
+			r, err := call(cmd.Context(), a, localapi.Publish, localapi.PublishRequest{
+				Name: name, Root: roots[0].Abs(a.storeDir), Activate: activate, Key: keyName}, nil)
 			if err != nil {
 				return err
 			}
-			key, err := signingKey(home, keyName)
-			if err != nil {
-				return err
+			if !r.Announced {
+				fmt.Fprintln(a.stderr, "no agent is running: published here; peers get it when they ask (trove agent announces it)")
 			}
-			// Your own key is trusted for what you publish with it.
-			kr, err := a.keyring()
-			if err != nil {
-				return err
-			}
-			if !trustedFor(kr, key.Public(), name) {
-				if err := kr.Add(key.Public(), append(kr.Configs(key.Name), name)...); err != nil {
-					return err
-				}
-			}
-			var m *manifest.Manifest
-			if a.agent != nil {
-				m, err = a.agent.Publish(cmd.Context(), key, name, roots[0], activate)
-			} else if a.agentRunning() {
-				return errForward
-			} else {
-				err = a.withStore(func(s *store.Store) error {
-					m, _, err = profile.Publish(s, manifest.OpenHistory(home, kr), key, name, roots[0], activate)
-					return err
-				})
-				if err == nil {
-					fmt.Fprintln(a.stderr, "no agent is running: published here; peers get it when they ask (trove agent announces it)")
-				}
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "published %s generation %d (%d %s) signed by %s\n", name, m.Generation, len(m.Paths), plural(len(m.Paths), "path", "paths"), key.Name)
+			fmt.Fprintf(a.stdout, "published %s generation %d (%d %s) signed by %s\n", name, r.Generation, r.Paths, plural(r.Paths, "path", "paths"), r.Key)
 			return nil
 		},
 	}
 	c.Flags().StringVar(&activate, "activate", "", "activation command `REL`, relative to the root")
 	c.Flags().StringVar(&keyName, "key", "", "sign with the key `NAME` in $TROVE_HOME/keys")
 	return c
-}
-
-func trustedFor(kr *manifest.Keyring, k manifest.PublicKey, name string) bool {
-	for _, t := range kr.Keys() {
-		if t.String() == k.String() {
-			for _, c := range kr.Configs(k.Name) {
-				if c == "*" || c == name {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-func (a *app) history() (*manifest.History, error) {
-	if a.agent != nil {
-		return a.agent.History, nil
-	}
-	home, err := a.homeDir()
-	if err != nil {
-		return nil, err
-	}
-	kr, err := a.keyring()
-	if err != nil {
-		return nil, err
-	}
-	return manifest.OpenHistory(home, kr), nil
-}
-
-// manifestJSON is how manifests are shown.
-type manifestJSON struct {
-	Name       string `json:"name"`
-	Generation uint64 `json:"generation"`
-	ID         string `json:"id"`
-	Root       string `json:"root"`
-	Activate   string `json:"activate,omitempty"`
-	Created    string `json:"created"`
-	Publisher  string `json:"publisher"`
-	Previous   string `json:"previous,omitempty"`
-	Paths      int    `json:"paths"`
-	NarBytes   uint64 `json:"narBytes"`
-}
-
-func toManifestJSON(m *manifest.Manifest, storeDir string) manifestJSON {
-	id, _ := m.ID()
-	j := manifestJSON{Name: m.Name, Generation: m.Generation, ID: id.String(), Root: m.Root.Abs(storeDir),
-		Activate: m.Activate, Created: m.Created.UTC().Format(time.RFC3339), Publisher: m.Publisher.String(), Paths: len(m.Paths)}
-	if !m.Previous.IsZero() {
-		j.Previous = m.Previous.String()
-	}
-	for _, pi := range m.Paths {
-		j.NarBytes += pi.NarSize
-	}
-	return j
 }
 
 func newManifestCmd(a *app) *cobra.Command {
@@ -189,15 +81,10 @@ fetched from peers and verified.`,
 			if err != nil {
 				return usageError{err}
 			}
-			h, err := a.history()
+			j, err := call(cmd.Context(), a, localapi.ShowManifest, localapi.ShowManifestRequest{Name: name, Generation: gen}, nil)
 			if err != nil {
 				return err
 			}
-			m, _, err := h.Get(name, gen)
-			if err != nil {
-				return err
-			}
-			j := toManifestJSON(m, a.storeDir)
 			if asJSON {
 				return writeJSON(a.stdout, j)
 			}
@@ -223,26 +110,11 @@ fetched from peers and verified.`,
 		Example: `  trove manifest list --json`,
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := a.history()
+			r, err := call(cmd.Context(), a, localapi.ListManifests, localapi.ListManifestsRequest{}, nil)
 			if err != nil {
 				return err
 			}
-			names, err := h.Names()
-			if err != nil {
-				return err
-			}
-			out := []manifestJSON{}
-			for _, n := range names {
-				gens, err := h.Generations(n)
-				if err != nil {
-					return err
-				}
-				for _, g := range gens {
-					if m, _, err := h.Get(n, g); err == nil {
-						out = append(out, toManifestJSON(m, a.storeDir))
-					}
-				}
-			}
+			out := r.Manifests
 			if listJSON {
 				return writeJSON(a.stdout, out)
 			}
@@ -328,65 +200,46 @@ func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error 
 	if !follow {
 		verb = "no longer following"
 	}
-	if a.agent == nil && a.agentRunning() {
-		return errForward
+	r, err := call(ctx, a, localapi.SetFollow, localapi.FollowRequest{Follow: f, Stop: !follow}, nil)
+	if r.NoPublisher {
+		fmt.Fprintf(a.stderr, "warning: no trusted key may publish %s, so every generation of it will be refused; trust the publisher's key with `trove trust add KEY --config %s`\n", f.Name, f.Name)
 	}
-	if follow {
-		kr, err := a.keyring()
-		if err != nil {
-			return err
-		}
-		if len(kr.Publishers(f.Name)) == 0 {
-			fmt.Fprintf(a.stderr, "warning: no trusted key may publish %s, so every generation of it will be refused; trust the publisher's key with `trove trust add KEY --config %s`\n", f.Name, f.Name)
-		}
+	if err != nil {
+		return err
 	}
-	if a.agent != nil {
-		if err := a.agent.SetFollow(ctx, f, follow); err != nil {
-			return err
-		}
+	if r.Agent {
 		fmt.Fprintf(a.stdout, "%s %s\n", verb, f.Name)
-		return nil
+	} else {
+		fmt.Fprintf(a.stdout, "%s %s (the agent acts on it when it runs: trove agent)\n", verb, f.Name)
 	}
-	home, err := a.homeDir()
-	if err != nil {
-		return err
-	}
-	err = a.withStore(func(s *store.Store) error {
-		return agent.RecordFollow(home, profile.OpenProfiles(s), f, follow)
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "%s %s (the agent acts on it when it runs: trove agent)\n", verb, f.Name)
 	return nil
 }
 
-// activateOptions are the options of a manual activation: the activation
-// command's timeout (--timeout, else config.toml's, else the default),
-// and a wait for another activation of the profile that lasts as long as
-// that one may run, saying what it waits for.
-func (a *app) activateOptions(cmd *cobra.Command, runIt bool, timeout time.Duration) (profile.ActivateOptions, error) {
-	home, err := a.homeDir()
-	if err != nil {
-		return profile.ActivateOptions{}, err
-	}
-	fc, err := agent.LoadConfig(home)
-	if err != nil {
-		return profile.ActivateOptions{}, err
-	}
-	configured := fc.Agent.ActivationTimeout()
+// timeoutFlag is --timeout of activate and rollback: 0 when not given
+// (the operation then uses config.toml's), else above zero.
+func timeoutFlag(cmd *cobra.Command, timeout time.Duration) (time.Duration, error) {
 	if !cmd.Flags().Changed("timeout") {
-		timeout = configured
-	} else if timeout <= 0 {
-		return profile.ActivateOptions{}, usagef("--timeout %s: want a duration above zero, such as 90s or 10m", timeout)
+		return 0, nil
 	}
-	return profile.ActivateOptions{
-		Run: runIt, Timeout: timeout, Wait: max(timeout, configured) + 15*time.Second,
-		OnWait: func(holder string) {
-			fmt.Fprintf(a.stderr, "waiting for another activation of %s to finish (%s)…\n", cmd.Flags().Arg(0), holder)
-		},
-		Stdout: a.stdout, Stderr: a.stderr,
-	}, nil
+	if timeout <= 0 {
+		return 0, usagef("--timeout %s: want a duration above zero, such as 90s or 10m", timeout)
+	}
+	return timeout, nil
+}
+
+// printSwitch says what an activation or rollback switched, and whether
+// the profile is now held back.
+func (a *app) printSwitch(r localapi.SwitchResponse) {
+	if !r.Switched {
+		return
+	}
+	fmt.Fprintf(a.stdout, "switched %s from generation %d to %d\n", r.Name, r.From, r.To)
+	if h := r.Held; h != nil {
+		fmt.Fprintf(a.stderr, "%s is held at generation %d: following activates only generations above %d; run `%s` to resume\n", r.Name, h.Current, h.Highest, h.Resume)
+	}
+	if r.NixProfile != "" {
+		fmt.Fprintf(a.stdout, "set Nix profile %s to %s\n", r.NixProfile, r.Root)
+	}
 }
 
 func newActivateCmd(a *app) *cobra.Command {
@@ -419,61 +272,25 @@ closure into the local Nix store and sets that real Nix profile to it
 			if err := manifest.CheckName(name); err != nil {
 				return usageError{err}
 			}
-			h, err := a.history()
-			if err != nil {
+			t, err := timeoutFlag(cmd, timeout)
+			if err != nil && !dryRun {
 				return err
 			}
-			m, _, err := h.Get(name, gen)
-			if errors.Is(err, manifest.ErrUnknown) {
-				ref := name
-				if gen > 0 {
-					ref = fmt.Sprintf("%s@%d", name, gen)
-				}
-				return fmt.Errorf("%w; fetch it first with `trove sync %s`", err, ref)
+			req := localapi.ActivateRequest{Name: name, Generation: gen, Run: runIt, DryRun: dryRun, Timeout: t}
+			if nixProfile != "" {
+				req.NixProfile = a.abs(nixProfile)
 			}
-			if err != nil {
-				return err
+			r, err := call(cmd.Context(), a, localapi.Activate, req, events{a: a, waitName: name}.show)
+			if dryRun && err == nil {
+				fmt.Fprintf(a.stdout, "would switch %s from generation %d to %d (root %s)\n", name, r.From, r.To, r.Root)
+				fmt.Fprintf(a.stdout, "would fetch %d of %d paths (%s)\n", r.Missing, r.Total, humanBytes(r.MissingBytes))
+				if r.Run != "" {
+					fmt.Fprintf(a.stdout, "would run %s\n", r.Run)
+				}
+				return nil
 			}
-			return a.withStore(func(s *store.Store) error {
-				prof := profile.OpenProfiles(s)
-				cur, _ := prof.Current(name)
-				missing, bytes := 0, uint64(0)
-				for _, pi := range m.Paths {
-					if ok, _ := s.IsValid(pi.Path); !ok {
-						missing++
-						bytes += pi.NarSize
-					}
-				}
-				if dryRun {
-					fmt.Fprintf(a.stdout, "would switch %s from generation %d to %d (root %s)\n", name, cur, m.Generation, m.Root.Abs(s.StoreDir()))
-					fmt.Fprintf(a.stdout, "would fetch %d of %d paths (%s)\n", missing, len(m.Paths), humanBytes(bytes))
-					if runIt && m.Activate != "" {
-						fmt.Fprintf(a.stdout, "would run %s\n", m.Activate)
-					}
-					return nil
-				}
-				if missing > 0 {
-					return fmt.Errorf("%d paths of %s generation %d are not here; fetch them with `trove sync %s@%d`", missing, name, m.Generation, name, m.Generation)
-				}
-				opts, err := a.activateOptions(cmd, runIt, timeout)
-				if err != nil {
-					return err
-				}
-				err = profile.Activate(cmd.Context(), prof, m, opts)
-				var ae *profile.ActivationError
-				if err != nil && !errors.As(err, &ae) {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "switched %s from generation %d to %d\n", name, cur, m.Generation)
-				a.noteHold(prof, name)
-				if nixProfile != "" {
-					if nerr := setNixProfile(cmd.Context(), s, h, a.abs(nixProfile), m.Root); nerr != nil {
-						return nerr
-					}
-					fmt.Fprintf(a.stdout, "set Nix profile %s to %s\n", a.abs(nixProfile), m.Root.Abs(s.StoreDir()))
-				}
-				return err
-			})
+			a.printSwitch(r)
+			return err
 		},
 	}
 	c.Flags().Uint64Var(&gen, "generation", 0, "activate generation `N` (default: the newest)")
@@ -508,84 +325,19 @@ at most its timeout.`,
 			if err := manifest.CheckName(name); err != nil {
 				return usageError{err}
 			}
-			return a.withStore(func(s *store.Store) error {
-				prof := profile.OpenProfiles(s)
-				gens, err := prof.Generations(name)
-				if err != nil {
-					return err
-				}
-				cur, err := prof.Current(name)
-				if err != nil {
-					return err
-				}
-				target := to
-				if target == 0 {
-					for _, g := range gens {
-						if g.Number < cur {
-							target = g.Number
-						}
-					}
-					if target == 0 {
-						return fmt.Errorf("%s has no generation before %d to roll back to (see trove generations %s)", name, cur, name)
-					}
-				}
-				root, err := prof.Root(name, target)
-				if err != nil {
-					return err
-				}
-				var rel string
-				if runIt {
-					h, err := a.history()
-					if err != nil {
-						return err
-					}
-					m, _, err := h.Get(name, target)
-					if err != nil {
-						return fmt.Errorf("cannot run the activation command: %w", err)
-					}
-					rel = m.Activate
-				}
-				opts, err := a.activateOptions(cmd, runIt, timeout)
-				if err != nil {
-					return err
-				}
-				err = prof.Activate(cmd.Context(), name, target, root, rel, opts)
-				var ae *profile.ActivationError
-				if err != nil && !errors.As(err, &ae) {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "switched %s from generation %d to %d\n", name, cur, target)
-				a.noteHold(prof, name)
+			t, err := timeoutFlag(cmd, timeout)
+			if err != nil {
 				return err
-			})
+			}
+			r, err := call(cmd.Context(), a, localapi.Rollback, localapi.RollbackRequest{Name: name, To: to, Run: runIt, Timeout: t}, events{a: a, waitName: name}.show)
+			a.printSwitch(r)
+			return err
 		},
 	}
 	c.Flags().Uint64Var(&to, "to", 0, "switch to generation `N`")
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command of that generation")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	return c
-}
-
-// noteHold tells the user that a followed profile they switched back by
-// hand is held there, and how to resume.
-func (a *app) noteHold(prof *profile.Profiles, name string) {
-	held, cur, highest, err := prof.HeldBack(name)
-	if err != nil || !held {
-		return
-	}
-	home, err := a.homeDir()
-	if err != nil {
-		return
-	}
-	fs, err := agent.LoadFollows(home)
-	if err != nil {
-		return
-	}
-	for _, f := range fs {
-		if f.Name == name && f.Activate {
-			fmt.Fprintf(a.stderr, "%s is held at generation %d: following activates only generations above %d; run `%s` to resume\n", name, cur, highest, f.Command())
-		}
-	}
 }
 
 func newGenerationsCmd(a *app) *cobra.Command {
@@ -605,32 +357,28 @@ which is current. Every generation is a GC root until deleted.`,
 			if err := manifest.CheckName(args[0]); err != nil {
 				return usageError{err}
 			}
-			return a.withStore(func(s *store.Store) error {
-				gens, err := profile.OpenProfiles(s).Generations(args[0])
-				if err != nil {
-					return err
+			r, err := call(cmd.Context(), a, localapi.Generations, localapi.GenerationsRequest{Name: args[0]}, nil)
+			if err != nil {
+				return err
+			}
+			gens := r.Generations
+			if asJSON {
+				return writeJSON(a.stdout, gens)
+			}
+			if len(gens) == 0 {
+				fmt.Fprintf(a.stderr, "%s has no generations here\n", args[0])
+				return nil
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "GEN\tDATE\tCLOSURE\tROOT\t")
+			for _, g := range gens {
+				cur := ""
+				if g.Current {
+					cur = "(current)"
 				}
-				if asJSON {
-					if gens == nil {
-						gens = []profile.Generation{}
-					}
-					return writeJSON(a.stdout, gens)
-				}
-				if len(gens) == 0 {
-					fmt.Fprintf(a.stderr, "%s has no generations here\n", args[0])
-					return nil
-				}
-				w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "GEN\tDATE\tCLOSURE\tROOT\t")
-				for _, g := range gens {
-					cur := ""
-					if g.Current {
-						cur = "(current)"
-					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", g.Number, g.Created.Format("2006-01-02 15:04:05"), humanBytes(g.ClosureSize), g.Root, cur)
-				}
-				return w.Flush()
-			})
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", g.Number, g.Created.Format("2006-01-02 15:04:05"), humanBytes(g.ClosureSize), g.Root, cur)
+			}
+			return w.Flush()
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -649,50 +397,20 @@ trove gc afterwards to free their paths.`,
 			if err := manifest.CheckName(name); err != nil {
 				return usageError{err}
 			}
-			return a.withStore(func(s *store.Store) error {
-				prof := profile.OpenProfiles(s)
-				gens, err := prof.Generations(name)
+			req := localapi.DeleteGenerationsRequest{Name: name}
+			for _, arg := range args[1:] {
+				sel, err := profile.ParseSelector(arg)
 				if err != nil {
-					return err
+					return usageError{err}
 				}
-				var doomed []uint64
-				for _, arg := range args[1:] {
-					switch {
-					case strings.HasSuffix(arg, "d"):
-						days, err := strconv.Atoi(strings.TrimSuffix(arg, "d"))
-						if err != nil || days < 0 {
-							return usagef("%q: want a number of days like 30d", arg)
-						}
-						cutoff := time.Now().Add(-time.Duration(days) * 24 * time.Hour)
-						for _, g := range gens {
-							if g.Created.Before(cutoff) && !g.Current {
-								doomed = append(doomed, g.Number)
-							}
-						}
-					case strings.HasPrefix(arg, "+"):
-						keep, err := strconv.Atoi(arg[1:])
-						if err != nil || keep < 1 {
-							return usagef("%q: want +N with N ≥ 1", arg)
-						}
-						for i, g := range gens {
-							if i < len(gens)-keep && !g.Current {
-								doomed = append(doomed, g.Number)
-							}
-						}
-					default:
-						n, err := strconv.ParseUint(arg, 10, 64)
-						if err != nil || n == 0 {
-							return usagef("%q: want a generation number, Nd or +N", arg)
-						}
-						doomed = append(doomed, n)
-					}
-				}
-				if err := prof.Delete(name, doomed...); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "deleted %d %s of %s; run trove gc to free their paths\n", len(doomed), plural(len(doomed), "generation", "generations"), name)
-				return nil
-			})
+				req.Selectors = append(req.Selectors, sel)
+			}
+			r, err := call(cmd.Context(), a, localapi.DeleteGenerations, req, nil)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "deleted %d %s of %s; run trove gc to free their paths\n", r.Deleted, plural(r.Deleted, "generation", "generations"), name)
+			return nil
 		},
 	}
 	c.AddCommand(del)

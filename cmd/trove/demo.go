@@ -13,11 +13,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/profile"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
-	"github.com/trove-p2p/trove/fetch"
-	"github.com/trove-p2p/trove/profile"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 func newDemoCmd(a *app) *cobra.Command {
@@ -72,7 +74,9 @@ func (d *demo) say(format string, args ...any) {
 func (d *demo) run(ctx context.Context, m *demoMachine, args ...string) (string, error) {
 	d.say("  %s$ trove %s", m.name, strings.Join(args, " "))
 	var out, errb bytes.Buffer
-	code := agentRunner(d.a.getenv)(ctx, m.ag, agent.RunRequest{Args: append([]string{"--home", m.home}, args...), Cwd: d.a.cwd}, &out, &errb)
+	app := newApp(strings.NewReader(""), &out, &errb, d.a.getenv)
+	app.cwd = d.a.cwd
+	code := run(ctx, app, append([]string{"--home", m.home}, args...))
 	for _, line := range strings.Split(strings.TrimRight(out.String()+errb.String(), "\n"), "\n") {
 		if line != "" {
 			d.say("      %s", line)
@@ -131,7 +135,7 @@ func runDemo(ctx context.Context, a *app, keep bool) error {
 		m := &demoMachine{name: name, home: filepath.Join(dir, name)}
 		m.ag, err = agent.Start(ctx, agent.Config{
 			Home: m.home, StoreDir: a.storeDir, Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-			Runner: agentRunner(a.getenv), FollowProgress: d.progress(name),
+			API: localapi.API, FollowProgress: d.progress(name),
 		})
 		if err != nil {
 			return err

@@ -5,21 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/fetch"
-	"github.com/trove-p2p/trove/profile"
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
-
-type gcReport struct {
-	DryRun     bool     `json:"dryRun"`
-	Removed    []string `json:"removed"`
-	BytesFreed uint64   `json:"bytesFreed"`
-	// Spools of syncs that stopped: removed, the disk they took, and
-	// those left because a running sync holds them.
-	SpoolsRemoved   int   `json:"spoolsRemoved"`
-	SpoolBytesFreed int64 `json:"spoolBytesFreed"`
-	SpoolsInUse     int   `json:"spoolsInUse"`
-}
 
 func newGCCmd(a *app) *cobra.Command {
 	var asJSON, dryRun bool
@@ -44,45 +31,34 @@ With --dry-run, only print what would be removed. With --json, print
   trove gc --json | jq .bytesFreed`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(func(s *store.Store) error {
-				res, err := s.GC(cmd.Context(), dryRun, profile.OpenProfiles(s).Roots)
-				if err != nil && res != nil && !dryRun && len(res.Removed) > 0 {
-					fmt.Fprintf(a.stderr, "trove: removed %d %s (%s) before the error\n",
-						len(res.Removed), plural(len(res.Removed), "path", "paths"), humanBytes(res.BytesFreed))
-				}
-				if err != nil {
-					return err
-				}
-				spools, err := fetch.CollectSpools(fetch.DefaultSpoolDir(s), dryRun)
-				if err != nil {
-					return fmt.Errorf("removing the spools of stopped syncs: %w", err)
-				}
-				rep := gcReport{DryRun: dryRun, Removed: make([]string, len(res.Removed)), BytesFreed: res.BytesFreed,
-					SpoolsRemoved: spools.Removed, SpoolBytesFreed: spools.BytesFreed, SpoolsInUse: spools.InUse}
-				for i, p := range res.Removed {
-					rep.Removed[i] = p.Abs(s.StoreDir())
-				}
-				if asJSON {
-					return writeJSON(a.stdout, rep)
-				}
-				for _, p := range rep.Removed {
-					fmt.Fprintln(a.stdout, p)
-				}
-				n, k := len(rep.Removed), rep.SpoolsRemoved
-				would := ""
-				if dryRun {
-					would = "would be "
-				}
-				fmt.Fprintf(a.stdout, "%d %s %sremoved, %s %sfreed", n, plural(n, "path", "paths"), would, humanBytes(rep.BytesFreed), would)
-				if k > 0 {
-					fmt.Fprintf(a.stdout, "; %d %s of stopped syncs %sremoved, %s %sfreed", k, plural(k, "spool", "spools"), would, humanBytes(uint64(rep.SpoolBytesFreed)), would)
-				}
-				if u := rep.SpoolsInUse; u > 0 {
-					fmt.Fprintf(a.stdout, "; %d %s in use by running syncs kept", u, plural(u, "spool", "spools"))
-				}
-				fmt.Fprintln(a.stdout)
-				return nil
-			})
+			rep, err := call(cmd.Context(), a, localapi.GC, localapi.GCRequest{DryRun: dryRun}, nil)
+			if err != nil && !dryRun && len(rep.Removed) > 0 {
+				fmt.Fprintf(a.stderr, "trove: removed %d %s (%s) before the error\n",
+					len(rep.Removed), plural(len(rep.Removed), "path", "paths"), humanBytes(rep.BytesFreed))
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, rep)
+			}
+			for _, p := range rep.Removed {
+				fmt.Fprintln(a.stdout, p)
+			}
+			n, k := len(rep.Removed), rep.SpoolsRemoved
+			would := ""
+			if dryRun {
+				would = "would be "
+			}
+			fmt.Fprintf(a.stdout, "%d %s %sremoved, %s %sfreed", n, plural(n, "path", "paths"), would, humanBytes(rep.BytesFreed), would)
+			if k > 0 {
+				fmt.Fprintf(a.stdout, "; %d %s of stopped syncs %sremoved, %s %sfreed", k, plural(k, "spool", "spools"), would, humanBytes(uint64(rep.SpoolBytesFreed)), would)
+			}
+			if u := rep.SpoolsInUse; u > 0 {
+				fmt.Fprintf(a.stdout, "; %d %s in use by running syncs kept", u, plural(u, "spool", "spools"))
+			}
+			fmt.Fprintln(a.stdout)
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "only print what would be removed")

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/nixcache"
-	"github.com/trove-p2p/trove/store"
 )
 
 func newImportCacheCmd(a *app) *cobra.Command {
@@ -52,21 +52,15 @@ Seed one machine of a LAN this way; the others then fetch from it.`,
 			if err != nil {
 				return err
 			}
-			keys, err := a.keyring()
-			if err != nil {
-				return err
-			}
 			if noCheckSigs {
 				fmt.Fprintln(a.stderr, "trove: --no-check-sigs: believing whatever the cache says (NARs are still checked against its narinfos)")
 			}
-			return a.withStore(func(s *store.Store) error {
-				added, err := nixcache.ImportCache(cmd.Context(), s, keys, url, paths, !noCheckSigs, nixcache.WithTimeout(timeout))
-				var bytes uint64
-				for _, pi := range added {
-					bytes += pi.NarSize
-				}
-				return a.reportImport(len(added), bytes, err)
-			})
+			req := localapi.ImportCacheRequest{URL: url, NoCheckSigs: noCheckSigs, Timeout: timeout}
+			for _, p := range paths {
+				req.Paths = append(req.Paths, p.Abs(a.storeDir))
+			}
+			r, err := call(cmd.Context(), a, localapi.ImportCache, req, nil)
+			return a.reportImport(r.Added, r.Bytes, err)
 		},
 	}
 	c.Flags().BoolVar(&noCheckSigs, "no-check-sigs", false, "believe narinfos no trusted key signed (their NARs are still checked)")

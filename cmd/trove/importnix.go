@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 func newImportNixCmd(a *app) *cobra.Command {
@@ -38,23 +36,13 @@ prints how many paths and bytes it imported.`,
 					paths[i] = ps[0].Abs(a.storeDir)
 				}
 			}
-			showProgress := a.stderrIsTerminal()
-			return a.withStore(func(s *store.Store) error {
-				var bytes uint64
-				added, err := s.ImportNix(cmd.Context(), paths, func(pi *nix.PathInfo) {
-					bytes += pi.NarSize
-					if showProgress {
-						fmt.Fprintf(a.stderr, "imported %s (%s)\n", pi.Path.Abs(s.StoreDir()), humanBytes(pi.NarSize))
-					}
-				})
-				return a.reportImport(len(added), bytes, err)
-			})
+			ev := events{a: a, imported: a.stderrIsTerminal()}
+			r, err := call(cmd.Context(), a, localapi.ImportNix, localapi.ImportNixRequest{Paths: paths}, ev.show)
+			return a.reportImport(r.Added, r.Bytes, err)
 		},
 	}
 }
 
-// reportImport says what an import added (n paths, bytes NAR bytes): on
-// err, how much was kept before it.
 func (a *app) reportImport(n int, bytes uint64, err error) error {
 	switch {
 	case err != nil:

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 func newInitCmd(a *app) *cobra.Command {
@@ -29,28 +25,17 @@ The home is --home, else $TROVE_HOME, else $XDG_DATA_HOME/trove
   TROVE_HOME=$(mktemp -d) trove init`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			home, err := a.homeDir()
+			r, err := call(cmd.Context(), a, localapi.Init, localapi.InitRequest{}, nil)
 			if err != nil {
 				return err
 			}
-			_, err = os.Stat(filepath.Join(home, "db"))
-			existed := err == nil
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-			return a.withStore(func(s *store.Store) error {
-				if !existed {
-					fmt.Fprintf(a.stdout, "created trove home %s (store dir %s)\n", s.Home(), s.StoreDir())
-					return nil
-				}
-				n, size, err := s.StoreSize(cmd.Context())
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "trove home %s already exists (store dir %s, %d %s, %s)\n",
-					s.Home(), s.StoreDir(), n, plural(n, "path", "paths"), humanBytes(size))
+			if r.Created {
+				fmt.Fprintf(a.stdout, "created trove home %s (store dir %s)\n", r.Home, r.StoreDir)
 				return nil
-			})
+			}
+			fmt.Fprintf(a.stdout, "trove home %s already exists (store dir %s, %d %s, %s)\n",
+				r.Home, r.StoreDir, r.Paths, plural(r.Paths, "path", "paths"), humanBytes(r.Bytes))
+			return nil
 		},
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 func newPathInfoCmd(a *app) *cobra.Command {
@@ -40,16 +39,16 @@ A path that is not valid in the store is an error.`,
 			if err != nil {
 				return err
 			}
-			return a.withStore(func(s *store.Store) error {
-				infos, err := selectPaths(cmd.Context(), s, paths, all, recursive)
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return a.printPathInfoJSON(s, infos, closureSize)
-				}
-				return a.printPathInfoPlain(s, infos, size, closureSize, sigs)
-			})
+			r, err := call(cmd.Context(), a, localapi.PathInfo, localapi.PathInfoRequest{
+				Paths: a.absPaths(paths), All: all, Recursive: recursive, ClosureSize: closureSize}, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				slices.SortFunc(r.Infos, func(x, y nix.NixPathInfo) int { return strings.Compare(x.Path, y.Path) })
+				return writeJSON(a.stdout, r.Infos)
+			}
+			return a.printPathInfoPlain(r.Infos, size, closureSize, sigs)
 		},
 	}
 	f := c.Flags()
@@ -64,76 +63,24 @@ A path that is not valid in the store is an error.`,
 
 // selectPaths returns the infos of paths (or of every valid path with all),
 // with their closures when recursive, references first.
-func selectPaths(ctx context.Context, s *store.Store, paths []nix.Path, all, recursive bool) ([]*nix.PathInfo, error) {
-	if all {
-		err := s.Paths(ctx, func(pi *nix.PathInfo) error {
-			paths = append(paths, pi.Path)
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
+// absPaths renders store paths for a request.
+func (a *app) absPaths(paths []nix.Path) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = p.Abs(a.storeDir)
 	}
-	for _, p := range paths {
-		if _, err := s.Lookup(p); err != nil {
-			return nil, err
-		}
-	}
-	// Closure gives references-first order; for the non-recursive case keep
-	// just the paths asked for, in that order.
-	roots := slices.Clone(paths)
-	slices.SortFunc(roots, nix.Path.Compare)
-	roots = slices.Compact(roots)
-	infos, err := s.Closure(roots...)
-	if err != nil || recursive || all {
-		return infos, err
-	}
-	asked := make(map[nix.Path]bool, len(roots))
-	for _, p := range roots {
-		asked[p] = true
-	}
-	return slices.DeleteFunc(infos, func(pi *nix.PathInfo) bool { return !asked[pi.Path] }), nil
+	return out
 }
 
-// closureSize is the sum of the NAR sizes of p's closure.
-func closureSize(s *store.Store, p nix.Path) (uint64, error) {
-	infos, err := s.Closure(p)
-	var sum uint64
-	for _, pi := range infos {
-		sum += pi.NarSize
-	}
-	return sum, err
-}
-
-func (a *app) printPathInfoJSON(s *store.Store, infos []*nix.PathInfo, withClosureSize bool) error {
-	out := make([]nix.NixPathInfo, 0, len(infos))
-	for _, pi := range infos {
-		n := pi.ToNix(s.StoreDir())
-		if withClosureSize {
-			var err error
-			if n.ClosureSize, err = closureSize(s, pi.Path); err != nil {
-				return err
-			}
-		}
-		out = append(out, n)
-	}
-	// Nix prints a set of paths, so in path order.
-	slices.SortFunc(out, func(x, y nix.NixPathInfo) int { return strings.Compare(x.Path, y.Path) })
-	return writeJSON(a.stdout, out)
-}
-
-// printPathInfoPlain lays out columns as nix path-info does: the path,
-// padded to the longest one when columns follow, then a tab and an
-// 11-wide number per size column.
-func (a *app) printPathInfoPlain(s *store.Store, infos []*nix.PathInfo, size, closure, sigs bool) error {
+func (a *app) printPathInfoPlain(infos []nix.NixPathInfo, size, closure, sigs bool) error {
 	width := 0
 	for _, pi := range infos {
-		width = max(width, len(pi.Path.Abs(s.StoreDir())))
+		width = max(width, len(pi.Path))
 	}
 	var b strings.Builder
 	for _, pi := range infos {
 		b.Reset()
-		p := pi.Path.Abs(s.StoreDir())
+		p := pi.Path
 		b.WriteString(p)
 		if size || closure || sigs {
 			b.WriteString(strings.Repeat(" ", width-len(p)))
@@ -142,11 +89,7 @@ func (a *app) printPathInfoPlain(s *store.Store, infos []*nix.PathInfo, size, cl
 			fmt.Fprintf(&b, "\t%11d", pi.NarSize)
 		}
 		if closure {
-			n, err := closureSize(s, pi.Path)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, "\t%11d", n)
+			fmt.Fprintf(&b, "\t%11d", pi.ClosureSize)
 		}
 		if sigs {
 			var ss []string
@@ -156,7 +99,7 @@ func (a *app) printPathInfoPlain(s *store.Store, infos []*nix.PathInfo, size, cl
 			if pi.CA != "" {
 				ss = append(ss, "ca:"+pi.CA)
 			}
-			ss = append(ss, pi.Sigs...)
+			ss = append(ss, pi.Signatures...)
 			b.WriteString("\t" + strings.Join(ss, " "))
 		}
 		b.WriteByte('\n')

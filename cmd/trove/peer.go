@@ -1,21 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
-	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/localapi"
 )
-
-func peerIDOf(k crypto.PrivKey) (peer.ID, error) { return peer.IDFromPrivateKey(k) }
 
 func newPeerCmd(a *app) *cobra.Command {
 	c := &cobra.Command{
@@ -39,20 +35,11 @@ takes effect at once.`,
 		Example: `  trove peer allow 12D3KooWQnT... --name laptop`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := peer.Decode(args[0])
-			if err != nil {
-				return usagef("%q is not a peer ID (run `trove id` on the other machine): %v", args[0], err)
-			}
-			err = a.editTrust(func(ag *agent.Agent, g *p2p.TrustGroup) error {
-				if ag != nil {
-					return ag.Allow(id, name)
-				}
-				g.Allow(id, name)
-				return nil
-			})
+			r, err := call(cmd.Context(), a, localapi.AllowPeer, localapi.PeerRequest{ID: args[0], Name: name}, nil)
 			if err != nil {
 				return err
 			}
+			id := r.ID
 			fmt.Fprintf(a.stdout, "allowed %s%s\n", id, nameSuffix(name))
 			return nil
 		},
@@ -67,25 +54,11 @@ at once and refuses it from then on.`,
 		Example: `  trove peer remove 12D3KooWQnT...`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := peer.Decode(args[0])
-			if err != nil {
-				return usagef("%q is not a peer ID: %v", args[0], err)
-			}
-			var was bool
-			err = a.editTrust(func(ag *agent.Agent, g *p2p.TrustGroup) error {
-				if ag != nil {
-					was, err = ag.Remove(id)
-					return err
-				}
-				was = g.Remove(id)
-				return nil
-			})
+			r, err := call(cmd.Context(), a, localapi.RemovePeer, localapi.PeerRequest{ID: args[0]}, nil)
 			if err != nil {
 				return err
 			}
-			if !was {
-				return fmt.Errorf("%s is not in the trust group (see trove peer list)", id)
-			}
+			id := r.ID
 			fmt.Fprintf(a.stdout, "removed %s\n", id)
 			return nil
 		},
@@ -99,27 +72,11 @@ at once and refuses it from then on.`,
 		Example: `  trove peer list --json`,
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var g *p2p.TrustGroup
-			if a.agent != nil {
-				g = a.agent.Trust
-			} else {
-				home, err := a.homeDir()
-				if err != nil {
-					return err
-				}
-				if g, err = agent.LoadTrust(home); err != nil {
-					return err
-				}
+			r, err := call(cmd.Context(), a, localapi.ListPeers, localapi.ListPeersRequest{}, nil)
+			if err != nil {
+				return err
 			}
-			type entry struct {
-				ID   string `json:"id"`
-				Name string `json:"name,omitempty"`
-			}
-			out := []entry{}
-			for id, n := range g.Peers() {
-				out = append(out, entry{id.String(), n})
-			}
-			sortBy(out, func(e entry) string { return e.Name + "\x00" + e.ID })
+			out := r.Peers
 			if asJSON {
 				return writeJSON(a.stdout, out)
 			}
@@ -137,38 +94,11 @@ at once and refuses it from then on.`,
 	return c
 }
 
-func sortBy[T any](s []T, key func(T) string) {
-	slices.SortFunc(s, func(a, b T) int { return strings.Compare(key(a), key(b)) })
-}
-
 func nameSuffix(n string) string {
 	if n == "" {
 		return ""
 	}
 	return "\t" + n
-}
-
-// editTrust changes the trust group: through the agent when one runs (so
-// it takes effect at once), else in the file.
-func (a *app) editTrust(fn func(*agent.Agent, *p2p.TrustGroup) error) error {
-	if a.agent != nil {
-		return fn(a.agent, a.agent.Trust)
-	}
-	if a.agentRunning() {
-		return errForward
-	}
-	home, err := a.homeDir()
-	if err != nil {
-		return err
-	}
-	g, err := agent.LoadTrust(home)
-	if err != nil {
-		return err
-	}
-	if err := fn(nil, g); err != nil {
-		return err
-	}
-	return agent.SaveTrust(home, g)
 }
 
 func newStatusCmd(a *app) *cobra.Command {
@@ -186,22 +116,13 @@ not open the store, so it never stands in the way of an agent starting.`,
   trove status --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if a.agent == nil {
-				if a.agentRunning() {
-					return errForward
-				}
-				home, err := a.homeDir()
-				if err != nil {
+			st, err := call(cmd.Context(), a, localapi.Status, localapi.StatusRequest{}, nil)
+			if errors.Is(err, agent.ErrNoAgent) && asJSON {
+				home, _ := a.homeDir()
+				if err := writeJSON(a.stdout, notRunning{Home: home}); err != nil {
 					return err
 				}
-				if asJSON {
-					if err := writeJSON(a.stdout, notRunning{Home: home}); err != nil {
-						return err
-					}
-				}
-				return agent.NotRunning(home)
 			}
-			st, err := a.agent.Status(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -263,21 +184,11 @@ starting is waited for).`,
   trove peers --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if a.agent == nil {
-				if a.agentRunning() {
-					return errForward
-				}
-				home, err := a.homeDir()
-				if err != nil {
-					return err
-				}
-				return agent.NotRunning(home)
+			ps, err := call(cmd.Context(), a, localapi.Peers, localapi.PeersRequest{}, nil)
+			if err != nil {
+				return err
 			}
-			ps := a.agent.Node.Peers()
 			if asJSON {
-				if ps == nil {
-					ps = []p2p.PeerStatus{}
-				}
 				return writeJSON(a.stdout, ps)
 			}
 			if len(ps) == 0 {

@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
-	"github.com/trove-p2p/trove/store"
 )
 
 // app is one invocation of trove: its standard streams, its environment and
@@ -38,19 +37,9 @@ type app struct {
 
 	log *slog.Logger
 
-	// cwd resolves relative path arguments: the process's own directory, or
-	// the caller's when the command runs inside an agent.
+	// cwd resolves relative path arguments: they are made absolute here,
+	// so an operation that runs in the agent finds the same files.
 	cwd string
-	// agent is set when the command runs inside a running agent (through
-	// its control API): it then uses the agent's store and node.
-	agent *agent.Agent
-	// stderrTTY overrides the terminal check of stderr inside an agent.
-	stderrTTY *bool
-	// args is the command line, kept to forward it to a running agent.
-	args []string
-	// forwarded is set once a command meant for an agent found it gone
-	// and runs here instead: it is not forwarded again.
-	forwarded bool
 	// profFile receives the CPU profile (hidden --cpuprofile flag).
 	profFile *os.File
 }
@@ -77,12 +66,7 @@ func (a *app) abs(p string) string {
 }
 
 // stderrIsTerminal says whether progress may be drawn on stderr.
-func (a *app) stderrIsTerminal() bool {
-	if a.stderrTTY != nil {
-		return *a.stderrTTY
-	}
-	return isTerminal(a.stderr)
-}
+func (a *app) stderrIsTerminal() bool { return isTerminal(a.stderr) }
 
 // usageError is a wrong command line: exit status 2, with a pointer to --help.
 type usageError struct{ error }
@@ -110,16 +94,12 @@ func run(ctx context.Context, a *app, args []string) (code int) {
 			code = 1
 		}
 	}()
-	a.args = args
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	defer a.stopProfile()
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
-	}
-	if errors.Is(err, errForward) {
-		return a.forward(ctx)
 	}
 	var re runError
 	if errors.As(err, &re) {
@@ -250,7 +230,7 @@ func (a *app) setup() error {
 		level = slog.LevelDebug
 	}
 	a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
-	if a.cpuProfile != "" && a.agent == nil {
+	if a.cpuProfile != "" {
 		f, err := os.Create(a.abs(a.cpuProfile))
 		if err != nil {
 			return err
@@ -275,69 +255,11 @@ func (a *app) homeDir() (string, error) {
 	}
 	if home == "" {
 		var err error
-		if home, err = defaultHome(a.getenv, a.euid); err != nil {
+		if home, err = agent.DefaultHome(a.getenv, a.euid); err != nil {
 			return "", err
 		}
 	}
 	return filepath.Abs(home)
-}
-
-// defaultHome follows DESIGN.md: /var/lib/trove for root, otherwise
-// $XDG_DATA_HOME/trove, falling back to ~/.local/share/trove.
-func defaultHome(getenv func(string) string, euid int) (string, error) {
-	if euid == 0 {
-		return "/var/lib/trove", nil
-	}
-	if x := getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
-		return filepath.Join(x, "trove"), nil
-	}
-	if h := getenv("HOME"); h != "" {
-		return filepath.Join(h, ".local", "share", "trove"), nil
-	}
-	return "", errors.New("cannot choose a trove home: neither XDG_DATA_HOME nor HOME is set; pass --home DIR or set TROVE_HOME")
-}
-
-// openStore opens the store in the trove home, creating it if needed.
-func (a *app) openStore() (*store.Store, error) {
-	home, err := a.homeDir()
-	if err != nil {
-		return nil, err
-	}
-	a.log.Debug("opening store", "home", home, "storeDir", a.storeDir)
-	return store.Open(home, store.Options{StoreDir: a.storeDir, Logger: a.log})
-}
-
-// errForward says the command must run inside the agent that owns the home.
-var errForward = errors.New("forward to the agent")
-
-// withStore runs fn with the store open and closes it afterwards, so the
-// lock on the home is held only while a command runs. Inside an agent it
-// uses the agent's store; when an agent owns the store, even one still
-// starting, the whole command is forwarded to it.
-func (a *app) withStore(fn func(*store.Store) error) (err error) {
-	if a.agent != nil {
-		if a.agent.Store.StoreDir() != a.storeDir {
-			return fmt.Errorf("the running agent's store uses store dir %s, not %s", a.agent.Store.StoreDir(), a.storeDir)
-		}
-		return fn(a.agent.Store)
-	}
-	s, err := a.openStore()
-	var locked *store.LockedError
-	if errors.As(err, &locked) && !a.forwarded && (locked.Holder.Role.IsAgent() || a.agentRunning()) {
-		// An agent owns the store, or is starting (or stopping):
-		// forward waits for it to answer (or to let go). An agent of an
-		// older trove records no role, but its socket answers.
-		return errForward
-	}
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := s.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("closing the store: %w", cerr)
-		}
-	}()
-	return fn(s)
 }
 
 // parseStorePaths turns STOREPATH arguments into store paths: absolute

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 // newRootsCmd is `trove root`: the explicit GC roots.
@@ -38,15 +38,11 @@ The paths must be valid in the store. Adding a root twice is harmless.`,
 			if err != nil {
 				return err
 			}
-			return a.withStore(func(s *store.Store) error {
-				for _, p := range paths {
-					if err := s.AddRoot(p); err != nil {
-						return err
-					}
-					fmt.Fprintf(a.stdout, "added GC root %s\n", p.Abs(s.StoreDir()))
-				}
-				return nil
-			})
+			r, err := call(cmd.Context(), a, localapi.RootAdd, localapi.PathsRequest{Paths: a.absPaths(paths)}, nil)
+			for _, p := range r.Paths {
+				fmt.Fprintf(a.stdout, "added GC root %s\n", p)
+			}
+			return err
 		},
 	}
 }
@@ -67,15 +63,11 @@ root is an error.`,
 			if err != nil {
 				return err
 			}
-			return a.withStore(func(s *store.Store) error {
-				for _, p := range paths {
-					if err := s.RemoveRoot(p); err != nil {
-						return err
-					}
-					fmt.Fprintf(a.stdout, "removed GC root %s\n", p.Abs(s.StoreDir()))
-				}
-				return nil
-			})
+			r, err := call(cmd.Context(), a, localapi.RootRemove, localapi.PathsRequest{Paths: a.absPaths(paths)}, nil)
+			for _, p := range r.Paths {
+				fmt.Fprintf(a.stdout, "removed GC root %s\n", p)
+			}
+			return err
 		},
 	}
 }
@@ -92,17 +84,11 @@ of store paths.`,
   trove root list --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(func(s *store.Store) error {
-				roots, err := s.Roots()
-				if err != nil {
-					return err
-				}
-				out := make([]string, len(roots))
-				for i, p := range roots {
-					out[i] = p.Abs(s.StoreDir())
-				}
-				return writeList(a.stdout, asJSON, out)
-			})
+			r, err := call(cmd.Context(), a, localapi.RootList, localapi.RootListRequest{}, nil)
+			if err != nil {
+				return err
+			}
+			return writeList(a.stdout, asJSON, r.Paths)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")

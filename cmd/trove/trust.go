@@ -2,25 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/localapi"
 )
-
-func (a *app) keyring() (*manifest.Keyring, error) {
-	home, err := a.homeDir()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(home, 0o755); err != nil {
-		return nil, err
-	}
-	return manifest.LoadKeyring(manifest.TrustedKeysPath(home))
-}
 
 func newTrustCmd(a *app) *cobra.Command {
 	c := &cobra.Command{
@@ -47,25 +34,15 @@ a manifest from any other key is refused.`,
   trove trust add laptop-1:x3kdt34NgfK5lwae4wX9xqxJmcAL9K4u7ftLAO74+e0= --config laptop`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kr, err := a.keyring()
-			if err != nil {
-				return err
-			}
-			for _, s := range args {
-				k, err := manifest.ParsePublicKey(s)
-				if err != nil {
-					return usageError{err}
-				}
-				if err := kr.Add(k, configs...); err != nil {
-					return usageError{err}
-				}
+			r, err := call(cmd.Context(), a, localapi.TrustKeys, localapi.TrustKeysRequest{Keys: args, Configs: configs}, nil)
+			for _, name := range r.Names {
 				if len(configs) > 0 {
-					fmt.Fprintf(a.stdout, "trusted %s, also to publish %s\n", k.Name, strings.Join(configs, ", "))
+					fmt.Fprintf(a.stdout, "trusted %s, also to publish %s\n", name, strings.Join(configs, ", "))
 				} else {
-					fmt.Fprintf(a.stdout, "trusted %s\n", k.Name)
+					fmt.Fprintf(a.stdout, "trusted %s\n", name)
 				}
 			}
-			return nil
+			return err
 		},
 	}
 	add.Flags().StringArrayVar(&configs, "config", nil, "also trust the key to publish configuration `NAME` (repeatable; * for any)")
@@ -77,21 +54,11 @@ a manifest from any other key is refused.`,
 		Example: `  trove trust remove laptop-1`,
 		Args:    minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kr, err := a.keyring()
-			if err != nil {
-				return err
-			}
-			for _, name := range args {
-				ok, err := kr.Remove(name)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return fmt.Errorf("no trusted key is named %q (see trove trust list)", name)
-				}
+			r, err := call(cmd.Context(), a, localapi.UntrustKeys, localapi.UntrustKeysRequest{Names: args}, nil)
+			for _, name := range r.Names {
 				fmt.Fprintf(a.stdout, "removed %s\n", name)
 			}
-			return nil
+			return err
 		},
 	}
 	var asJSON bool
@@ -103,26 +70,25 @@ a manifest from any other key is refused.`,
 		Example: `  trove trust list --json`,
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kr, err := a.keyring()
+			r, err := call(cmd.Context(), a, localapi.ListKeys, localapi.ListKeysRequest{}, nil)
 			if err != nil {
 				return err
 			}
-			keys := kr.Keys()
 			if asJSON {
 				out := []string{}
-				for _, k := range keys {
-					out = append(out, k.String())
+				for _, k := range r.Keys {
+					out = append(out, k.Key)
 				}
 				return writeJSON(a.stdout, out)
 			}
-			if len(keys) == 0 {
+			if len(r.Keys) == 0 {
 				fmt.Fprintln(a.stderr, "no trusted keys: add one with trove trust add NAME:BASE64KEY")
 			}
-			for _, k := range keys {
-				if c := kr.Configs(k.Name); len(c) > 0 {
-					fmt.Fprintf(a.stdout, "%s\tconfigs: %s\n", k, strings.Join(c, ","))
+			for _, k := range r.Keys {
+				if len(k.Configs) > 0 {
+					fmt.Fprintf(a.stdout, "%s\tconfigs: %s\n", k.Key, strings.Join(k.Configs, ","))
 				} else {
-					fmt.Fprintln(a.stdout, k)
+					fmt.Fprintln(a.stdout, k.Key)
 				}
 			}
 			return nil
@@ -153,36 +119,16 @@ nix-store --generate-binary-cache-key.`,
   trove key generate laptop-1 --out ./laptop-1.secret`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sk, err := manifest.GenerateKey(args[0])
-			if err != nil {
-				return usageError{err}
+			req := localapi.GenerateKeyRequest{Name: args[0]}
+			if out != "" {
+				req.File = a.abs(out)
 			}
-			file := out
-			if file == "" {
-				home, err := a.homeDir()
-				if err != nil {
-					return err
-				}
-				file = filepath.Join(home, "keys", args[0]+".secret")
-			} else {
-				file = a.abs(file)
-			}
-			if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return fmt.Errorf("writing the secret key: %w (it is never overwritten; remove it first or pass --out)", err)
-			}
-			_, err = fmt.Fprintln(f, sk.String())
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
+			r, err := call(cmd.Context(), a, localapi.GenerateKey, req, nil)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stderr, "secret key written to %s\n", file)
-			fmt.Fprintln(a.stdout, sk.Public())
+			fmt.Fprintf(a.stderr, "secret key written to %s\n", r.File)
+			fmt.Fprintln(a.stdout, r.Public)
 			return nil
 		},
 	}

@@ -5,21 +5,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/localapi"
 )
 
 // verifyProblem is one line of trove verify --json.
-type verifyProblem struct {
-	Path   string `json:"path"`
-	Kind   string `json:"kind"`
-	Detail string `json:"detail"`
-}
-
-type verifyReport struct {
-	Checked  int             `json:"checked"`
-	Problems []verifyProblem `json:"problems"`
-}
-
 func newVerifyCmd(a *app) *cobra.Command {
 	var asJSON, all bool
 	c := &cobra.Command{
@@ -45,33 +34,28 @@ it prints {"checked": N, "problems": [{"path", "kind", "detail"}...]}.`,
 			if err != nil {
 				return err
 			}
-			return a.withStore(func(s *store.Store) error {
-				rep := verifyReport{Problems: []verifyProblem{}}
-				rep.Checked, err = s.Verify(cmd.Context(), paths, func(p store.Problem) {
-					vp := verifyProblem{Path: p.Path.Abs(s.StoreDir()), Kind: p.Kind, Detail: p.Detail}
-					rep.Problems = append(rep.Problems, vp)
-					if !asJSON {
-						fmt.Fprintf(a.stdout, "%s: %s: %s\n", vp.Path, vp.Kind, vp.Detail)
-					}
-				})
-				if err != nil {
+			rep, err := call(cmd.Context(), a, localapi.Verify, localapi.VerifyRequest{Paths: a.absPaths(paths), All: all}, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := writeJSON(a.stdout, rep); err != nil {
 					return err
 				}
-				if asJSON {
-					if err := writeJSON(a.stdout, rep); err != nil {
-						return err
-					}
+			} else {
+				for _, vp := range rep.Problems {
+					fmt.Fprintf(a.stdout, "%s: %s: %s\n", vp.Path, vp.Kind, vp.Detail)
 				}
-				if n := len(rep.Problems); n > 0 {
-					fmt.Fprintf(a.stderr, "trove: %d %s found in %d checked %s\n",
-						n, plural(n, "problem", "problems"), rep.Checked, plural(rep.Checked, "path", "paths"))
-					return errReported
-				}
-				if !asJSON {
-					fmt.Fprintf(a.stdout, "checked %d %s, no problems\n", rep.Checked, plural(rep.Checked, "path", "paths"))
-				}
-				return nil
-			})
+			}
+			if n := len(rep.Problems); n > 0 {
+				fmt.Fprintf(a.stderr, "trove: %d %s found in %d checked %s\n",
+					n, plural(n, "problem", "problems"), rep.Checked, plural(rep.Checked, "path", "paths"))
+				return errReported
+			}
+			if !asJSON {
+				fmt.Fprintf(a.stdout, "checked %d %s, no problems\n", rep.Checked, plural(rep.Checked, "path", "paths"))
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&all, "all", false, "check every valid path in the store")

@@ -1,0 +1,164 @@
+package localapi_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/localapi"
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
+)
+
+const storeDir = "/nix/store"
+
+func startAgent(t *testing.T, home string) *agent.Agent {
+	t.Helper()
+	ag, err := agent.Start(context.Background(), agent.Config{
+		Home: home, StoreDir: storeDir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, API: localapi.API,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ag.Close() })
+	return ag
+}
+
+func helloFile(t *testing.T) string {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "hello.txt")
+	os.WriteFile(p, []byte("hello\n"), 0o644)
+	return p
+}
+
+const helloPath = "/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt"
+
+// The same operation gives the same answer in-process and through a
+// running agent's socket.
+func TestLocalAndRemoteAgree(t *testing.T) {
+	ctx := context.Background()
+	file := helloFile(t)
+	req := localapi.AddRequest{Paths: []string{file}, Shown: []string{"hello.txt"}}
+
+	e := localapi.Open(t.TempDir(), storeDir, nil)
+	local, err := localapi.Add.Local(ctx, e, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	home := t.TempDir()
+	ag := startAgent(t, home)
+	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, err := localapi.Add.Remote(ctx, c, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(local.Paths) != 1 || local.Paths[0] != helloPath || len(remote.Paths) != 1 || remote.Paths[0] != helloPath {
+		t.Fatalf("local %v, remote %v", local.Paths, remote.Paths)
+	}
+	pi, err := localapi.PathInfo.Remote(ctx, c, localapi.PathInfoRequest{Paths: []string{helloPath}, ClosureSize: true}, nil)
+	if err != nil || len(pi.Infos) != 1 || pi.Infos[0].ClosureSize == 0 {
+		t.Fatalf("path-info through the agent: %+v %v", pi, err)
+	}
+	if ok, _ := ag.Store.IsValid(mustPath(t, helloPath)); !ok {
+		t.Fatal("the path is not in the agent's store")
+	}
+}
+
+// Call goes through the agent when one owns the home, and runs here when
+// none does.
+func TestCallChoosesTheAgent(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	tgt := localapi.Target{Home: home, StoreDir: storeDir}
+	id, err := localapi.Call(ctx, tgt, localapi.ID, localapi.IDRequest{}, nil)
+	if err != nil || id.Running || id.ID == "" {
+		t.Fatalf("without an agent: %+v %v", id, err)
+	}
+	if _, err := localapi.Call(ctx, tgt, localapi.Status, localapi.StatusRequest{}, nil); !errors.Is(err, agent.ErrNoAgent) {
+		t.Fatalf("status without an agent: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(home, "db")); err == nil {
+		t.Fatal("status opened the store")
+	}
+	ag := startAgent(t, home)
+	id, err = localapi.Call(ctx, tgt, localapi.ID, localapi.IDRequest{}, nil)
+	if err != nil || !id.Running || id.ID != ag.Node.ID().String() {
+		t.Fatalf("with an agent: %+v %v", id, err)
+	}
+	st, err := localapi.Call(ctx, tgt, localapi.Status, localapi.StatusRequest{}, nil)
+	if err != nil || !st.Running {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+}
+
+// Errors keep their kind across the socket, so the CLI exits and speaks
+// as it does in-process.
+func TestErrorKindsCrossTheSocket(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	startAgent(t, home)
+	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = localapi.AllowPeer.Remote(ctx, c, localapi.PeerRequest{ID: "not-a-peer"}, nil)
+	if !localapi.IsUsage(err) {
+		t.Fatalf("a bad peer ID: %v, want a usage error", err)
+	}
+	_, err = localapi.Activate.Remote(ctx, c, localapi.ActivateRequest{Name: "laptop"}, nil)
+	if !errors.Is(err, manifest.ErrUnknown) {
+		t.Fatalf("an unknown configuration: %v", err)
+	}
+	// A store dir other than the agent's is refused.
+	other, err := localapi.Connect(ctx, home, "/other/store", localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := localapi.RootList.Remote(ctx, other, localapi.RootListRequest{}, nil); err == nil {
+		t.Fatal("the agent served another store dir")
+	}
+}
+
+// Events stream before the response: a bundle written to standard output
+// arrives as Output events.
+func TestEventsStream(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	startAgent(t, home)
+	tgt := localapi.Target{Home: home, StoreDir: storeDir}
+	if _, err := localapi.Call(ctx, tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	rep, err := localapi.Call(ctx, tgt, localapi.CreateBundle, localapi.CreateBundleRequest{Output: "-", Format: "nix-export", Refs: []string{helloPath}},
+		func(ev localapi.Event) {
+			if ev.Output != nil && ev.Output.Stream == 1 {
+				out = append(out, ev.Output.Data...)
+			}
+		})
+	if err != nil || rep == nil || rep.Paths != 1 {
+		t.Fatalf("bundle: %+v %v", rep, err)
+	}
+	if len(out) == 0 {
+		t.Fatal("no bundle bytes came as events")
+	}
+}
+
+func mustPath(t *testing.T, s string) nix.Path {
+	t.Helper()
+	p, err := nix.ParsePath(storeDir, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

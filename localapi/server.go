@@ -1,0 +1,75 @@
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/trove-p2p/trove/agent"
+)
+
+// handlerFunc runs one operation on JSON.
+type handlerFunc func(ctx context.Context, e *Env, req json.RawMessage, ev func(Event)) (any, error)
+
+var registry = map[string]handlerFunc{}
+
+// register adds o to the operations Handler serves.
+func register[Req, Resp any](name string, run func(context.Context, *Env, Req, func(Event)) (Resp, error)) Op[Req, Resp] {
+	o := Op[Req, Resp]{Name: name, run: run}
+	registry[name] = func(ctx context.Context, e *Env, raw json.RawMessage, ev func(Event)) (any, error) {
+		var req Req
+		if err := json.Unmarshal(raw, &req); err != nil {
+			return nil, usagef("bad %s request: %v", name, err)
+		}
+		return o.run(ctx, e, req, ev)
+	}
+	return o
+}
+
+// storeDirHeader carries the store dir the caller means; an agent whose
+// store uses another refuses the operations that touch it.
+const storeDirHeader = "Trove-Store-Dir"
+
+// Handler serves the local API of a running agent: POST /v1/<operation>.
+// Mount it with agent.Config.API.
+func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	for name, h := range registry {
+		mux.HandleFunc("POST /v1/"+name, func(w http.ResponseWriter, r *http.Request) {
+			raw, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			storeDir := r.Header.Get(storeDirHeader)
+			if storeDir == "" {
+				storeDir = ag.Store.StoreDir()
+			}
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			var mu sync.Mutex
+			enc := json.NewEncoder(w)
+			send := func(f frame) {
+				mu.Lock()
+				defer mu.Unlock()
+				enc.Encode(f)
+				if fl, ok := w.(http.Flusher); ok {
+					fl.Flush()
+				}
+			}
+			e := AgentEnv(ag, storeDir, log)
+			resp, err := h(r.Context(), e, raw, func(ev Event) { send(frame{Event: &ev}) })
+			f := frame{Final: true}
+			if resp != nil {
+				f.Result, _ = json.Marshal(resp)
+			}
+			if err != nil {
+				f.Error = toError(err)
+			}
+			send(f)
+		})
+	}
+	return mux
+}
