@@ -43,9 +43,13 @@ var layerRules = []struct {
 		why: "fetching is used by the agent, the cache wiring and the CLI, not the reverse"},
 	{pkg: "profile", not: []string{"store", "p2p", "fetch", "agent", "nixcache", "bundle"}, noDB: true,
 		why: "profiles, generations and activation touch no peer"},
-	{pkg: "nixcache", not: []string{"p2p", "fetch", "agent", "bundle"},
+	{pkg: "agent", not: []string{"localapi"},
+		why: "the agent runs behaviour and serves the API it is handed; it never calls its clients"},
+	{pkg: "localapi", not: []string{"bench", "testnet"},
+		why: "the local API is product code: the CLI's and other programs' way in"},
+	{pkg: "nixcache", not: []string{"store", "p2p", "fetch", "agent", "bundle"}, noDB: true,
 		why: "the cache protocol knows nothing of peers: the agent hands it a Source"},
-	{pkg: "bundle", not: []string{"p2p", "fetch", "agent", "nixcache"},
+	{pkg: "bundle", not: []string{"store", "p2p", "fetch", "agent", "nixcache"}, noDB: true,
 		why: "bundles know nothing of peers"},
 	{pkg: "strictcbor", onlyTrove: true, noDB: true,
 		why: "every decoder of outside bytes uses it, so it is a leaf"},
@@ -62,8 +66,9 @@ var layerRules = []struct {
 var (
 	testOnly  = []string{"nixtest", "testnet/nettest"}
 	frontEnds = map[string][]string{ // package: who may import it
-		"bench":   {"cmd/trove"},
-		"testnet": {"cmd/trove", "bench"},
+		"bench":    {"cmd/trove"},
+		"localapi": {"cmd/trove"},
+		"testnet":  {"cmd/trove", "bench"},
 	}
 	// testingImporters are the packages outside trove allowed to bring
 	// package testing into the binary. go-libp2p-kad-dht's dht_options.go
