@@ -124,7 +124,7 @@ func (fe *Fetcher) Fetch(ctx context.Context, roots []store.Path) (*Report, erro
 		return rep, nil
 	}
 	f := newTransfer(fe, pl, start)
-	err = f.noSpace(f.run(ctx))
+	err = f.noSpace(fe, f.run(ctx, fe))
 	fe.log.Debug("fetched", "took", time.Since(start), "err", err)
 	f.report(rep)
 	rep.Seconds = time.Since(start).Seconds()
@@ -144,7 +144,7 @@ type item struct {
 	offs      []uint64
 	infoFrom  peer.ID // who told us info and index (blamed if the NAR is wrong)
 	providers []peer.ID
-	valid     bool // committed locally; guarded by fetch.mu
+	valid     bool // committed locally; changed only by the scheduler
 	attempts  int  // descriptions proved wrong so far
 }
 
