@@ -44,38 +44,36 @@ func NewPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slo
 // DHT knows only closure roots, so nearly every lookup there would miss,
 // and each miss would cost Nix the whole timeout.
 func (ps *PeerSource) Find(ctx context.Context, h store.PathHash) (store.Path, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops the queries still out once one answered
 	peers := ps.node.ConnectedPeers()
-	type answer struct {
-		p   peer.ID
-		has bool
-	}
-	answers := make(chan answer, len(peers))
-	for _, p := range peers {
-		go func() {
-			has, err := ps.node.Have(ctx, p, []store.PathHash{h})
-			if err != nil {
-				ps.log.Debug("have query failed", "peer", p, "err", err)
-			}
-			answers <- answer{p, err == nil && has[0]}
-		}()
-	}
-	for range peers {
-		select {
-		case a := <-answers:
-			if !a.has {
-				continue
-			}
-			if path, ok := ps.name(ctx, a.p, h); ok {
-				return path, nil
-			}
-		case <-ctx.Done():
-			return store.Path{}, ctx.Err()
+	var path store.Path
+	// The first peer that names the path ends the search: its error
+	// stops the queries still out and those not sent yet.
+	err := fetch.AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
+		has, err := ps.node.Have(ctx, p, []store.PathHash{h})
+		if err != nil {
+			ps.log.Debug("have query failed", "peer", p, "err", err)
+			return nil
 		}
+		if !has[0] {
+			return nil
+		}
+		if named, ok := ps.name(ctx, p, h); ok {
+			path = named
+			return errFound
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errFound):
+		return path, nil
+	case ctx.Err() != nil:
+		return store.Path{}, ctx.Err()
 	}
 	return store.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", ErrNotFound, h, len(peers))
 }
+
+// errFound ends Find's questions once one peer has named the path.
+var errFound = errors.New("found")
 
 // name asks p for the info of h, for the path's name.
 func (ps *PeerSource) name(ctx context.Context, p peer.ID, h store.PathHash) (store.Path, bool) {
