@@ -38,7 +38,7 @@ func (a *Agent) startCache(ctx context.Context) error {
 	log := a.log.With("component", "nixcache")
 	var src nixcache.Source
 	if cc.FromPeers {
-		src = nixcache.NewPeerSource(a.Store, a.Node, a.Keys, log)
+		src = newPeerSource(a.Store, a.Node, a.Keys, log)
 	}
 	h, err := nixcache.New(ctx, nixcache.Config{Store: a.Store, Key: cc.Key, Source: src, Timeout: cc.Timeout, Logger: log})
 	if err != nil {

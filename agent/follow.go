@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -18,7 +20,6 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/profile"
-	"github.com/trove-p2p/trove/store"
 )
 
 // Following. Each followed configuration has a follower: a goroutine that
@@ -526,7 +527,7 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 }
 
 // Publish makes and announces a new generation of name.
-func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string, root store.Path, activate string) (*manifest.Manifest, error) {
+func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, error) {
 	m, _, err := profile.Publish(a.Store, a.History, key, name, root, activate)
 	if err != nil {
 		return nil, err

@@ -354,8 +354,15 @@ func TestInterruptedActivation(t *testing.T) {
 	waitFor(t, "generation 2's command finishes", 10*time.Second, func() bool {
 		return strings.Contains(strings.Join(log.lines(), " "), "finished")
 	})
-	rec, err := profile.OpenProfiles(net.Agent(1).Store).LastActivation("laptop")
-	if err != nil || rec == nil || rec.Generation != 2 || rec.Result != profile.ActivationOK {
+	// The outcome is recorded once the command has exited, a moment after
+	// its last line.
+	var rec *profile.ActivationRecord
+	var err error
+	waitFor(t, "generation 2's activation is recorded", 10*time.Second, func() bool {
+		rec, err = profile.OpenProfiles(net.Agent(1).Store).LastActivation("laptop")
+		return err == nil && rec != nil && rec.Result != profile.ActivationRunning
+	})
+	if rec.Generation != 2 || rec.Result != profile.ActivationOK {
 		t.Fatalf("last activation after the unfollow: %+v %v", rec, err)
 	}
 }

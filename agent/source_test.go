@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/bundle"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/profile"
@@ -65,16 +67,16 @@ func tempHome(t *testing.T) string {
 // addConfig adds an unsigned, input-addressed configuration: a library and
 // a root whose bin/activate prints the generation. Only a manifest can
 // vouch for such paths.
-func (p *publisher) addConfig(t *testing.T, version string) store.Path {
+func (p *publisher) addConfig(t *testing.T, version string) nix.Path {
 	t.Helper()
 	lib := p.add(t, "lib-"+version, map[string]string{"data": "library " + version}, nil)
 	return p.add(t, "system-"+version, map[string]string{
 		"bin/activate": "#!/bin/sh\necho \"activated $TROVE_GENERATION\"\n",
 		"lib":          lib.Abs(p.store.StoreDir()),
-	}, []store.Path{lib})
+	}, []nix.Path{lib})
 }
 
-func (p *publisher) add(t *testing.T, name string, files map[string]string, refs []store.Path) store.Path {
+func (p *publisher) add(t *testing.T, name string, files map[string]string, refs []nix.Path) nix.Path {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	for rel, content := range files {
@@ -85,14 +87,14 @@ func (p *publisher) add(t *testing.T, name string, files map[string]string, refs
 		}
 	}
 	var nar bytes.Buffer
-	if _, err := store.DumpNAR(&nar, dir); err != nil {
+	if _, err := nix.DumpNAR(&nar, dir); err != nil {
 		t.Fatal(err)
 	}
-	path, err := store.MakePath(p.store.StoreDir(), "output:out", store.Hash(sha256.Sum256([]byte(name))), name)
+	path, err := nix.MakePath(p.store.StoreDir(), "output:out", nix.Hash(sha256.Sum256([]byte(name))), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info := &store.PathInfo{Path: path, NarHash: store.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len()), References: refs}
+	info := &nix.PathInfo{Path: path, NarHash: nix.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len()), References: refs}
 	if _, err := p.store.AddNAR(context.Background(), info, &nar); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +103,7 @@ func (p *publisher) add(t *testing.T, name string, files map[string]string, refs
 
 // publishBundle publishes root as the next generation of laptop and writes
 // a bundle of it to file.
-func (p *publisher) publishBundle(t *testing.T, root store.Path, file string) *manifest.Manifest {
+func (p *publisher) publishBundle(t *testing.T, root nix.Path, file string) *manifest.Manifest {
 	t.Helper()
 	m, _, err := profile.Publish(p.store, p.hist, p.key, "laptop", root, "bin/activate")
 	if err != nil {
@@ -209,7 +211,7 @@ func mustID(t *testing.T, m *manifest.Manifest) manifest.ID {
 	return id
 }
 
-func requireSameNAR(t *testing.T, a, b *store.Store, p store.Path) {
+func requireSameNAR(t *testing.T, a, b *store.Store, p nix.Path) {
 	t.Helper()
 	var na, nb bytes.Buffer
 	if err := a.WriteNAR(context.Background(), &na, p, 0, -1); err != nil {

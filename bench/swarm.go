@@ -14,34 +14,9 @@ import (
 	"github.com/trove-p2p/trove/testnet"
 )
 
-// lanTB adapts testnet's TB to a benchmark run: failures become errors.
-type lanTB struct {
-	e      *Env
-	dir    string
-	fail   error
-	skip   string
-	clean  []func()
-	failed bool
-}
-
-type lanAbort struct{}
-
-func (t *lanTB) Helper()                   {}
-func (t *lanTB) Cleanup(f func())          { t.clean = append(t.clean, f) }
-func (t *lanTB) Failed() bool              { return t.failed }
-func (t *lanTB) Logf(f string, a ...any)   { t.e.logf(f, a...) }
-func (t *lanTB) Errorf(f string, a ...any) { t.failed = true; t.fail = fmt.Errorf(f, a...) }
-func (t *lanTB) Fatalf(f string, a ...any) { t.Errorf(f, a...); panic(lanAbort{}) }
-func (t *lanTB) Skipf(f string, a ...any)  { t.skip = fmt.Sprintf(f, a...); panic(lanAbort{}) }
-func (t *lanTB) TempDir() string           { d, _ := os.MkdirTemp(t.dir, "lan"); return d }
-func (t *lanTB) done() {
-	for i := len(t.clean) - 1; i >= 0; i-- {
-		t.clean[i]()
-	}
-}
-
 // withLAN runs fn with a LAN of n agent processes in network namespaces,
-// turning testnet's failures and skips into an error or a skip note.
+// and removes the LAN when fn returns. Where namespaces cannot run it
+// returns a skip note instead.
 func (e *Env) withLAN(n int, fn func(*testnet.LAN) ([]Result, error)) (res []Result, skip string, err error) {
 	if os.Geteuid() != 0 {
 		return nil, "needs root (network namespaces)", nil
@@ -50,24 +25,23 @@ func (e *Env) withLAN(n int, fn func(*testnet.LAN) ([]Result, error)) (res []Res
 		return nil, "needs iproute2 (ip)", nil
 	}
 	os.Setenv(testnet.BinaryEnv, e.Trove)
-	t := &lanTB{e: e, dir: e.Dir}
-	defer t.done()
+	dir, err := os.MkdirTemp(e.Dir, "lan")
+	if err != nil {
+		return nil, "", err
+	}
+	lan, err := testnet.NewLAN(dir, n)
+	if err != nil {
+		return nil, "", err
+	}
 	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(lanAbort); !ok {
-				panic(r)
-			}
-			if t.skip != "" {
-				skip = t.skip
-			}
-			err = t.fail
+		if err != nil {
+			e.logf("%s", lan.LogTails())
+		}
+		if cerr := lan.Close(); cerr != nil && err == nil {
+			err = cerr
 		}
 	}()
-	lan := testnet.StartLAN(t, n)
 	res, err = fn(lan)
-	if err == nil && t.fail != nil {
-		err = t.fail
-	}
 	return res, "", err
 }
 
@@ -113,25 +87,39 @@ func runSwarm(e *Env) ([]Result, error) {
 	seeders := 4
 	res, skip, err := e.withLAN(seeders+1, func(lan *testnet.LAN) ([]Result, error) {
 		for i := 1; i <= seeders; i++ {
-			lan.Trove(i, "import-nix", f.Top)
-			lan.Shape(i, testnet.Link{Rate: mbit100})
+			if _, err := lan.Trove(i, "import-nix", f.Top); err != nil {
+				return nil, err
+			}
+			if err := lan.Shape(i, testnet.Link{Rate: mbit100}); err != nil {
+				return nil, err
+			}
 		}
-		lan.Trove(0, "trust", "add", e.nixPub)
-		lan.WaitConnected(seeders)
+		if _, err := lan.Trove(0, "trust", "add", e.nixPub); err != nil {
+			return nil, err
+		}
+		if _, err := lan.WaitConnected(seeders); err != nil {
+			return nil, err
+		}
 		rates := map[int]float64{}
 		running := seeders
 		for _, k := range []int{4, 2, 1} {
 			for ; running > k; running-- {
-				lan.Stop(running)
+				if err := lan.Stop(running); err != nil {
+					e.logf("%v", err)
+				}
 			}
-			lan.WaitPeers(0, k)
+			if _, err := lan.WaitPeers(0, k); err != nil {
+				return nil, err
+			}
 			r, err := lanSync(e, lan, 0, f.Top)
 			if err != nil {
 				return nil, err
 			}
 			rates[k] = float64(r.BytesFetched) / 1e6 / r.Seconds
 			e.logf("swarm: %d seeders: %.1f MB/s", k, rates[k])
-			lan.Trove(0, "gc")
+			if _, err := lan.Trove(0, "gc"); err != nil {
+				return nil, err
+			}
 		}
 		e.swarmRates = rates
 		return []Result{
@@ -162,14 +150,22 @@ func runFanout(e *Env) ([]Result, error) {
 		followers = 4
 	}
 	res, skip, err := e.withLAN(followers+1, func(lan *testnet.LAN) ([]Result, error) {
-		lan.Trove(0, "import-nix", f.Top)
+		if _, err := lan.Trove(0, "import-nix", f.Top); err != nil {
+			return nil, err
+		}
 		for i := 0; i <= followers; i++ {
-			lan.Shape(i, testnet.Link{Rate: mbit100})
+			if err := lan.Shape(i, testnet.Link{Rate: mbit100}); err != nil {
+				return nil, err
+			}
 			if i > 0 {
-				lan.Trove(i, "trust", "add", e.nixPub)
+				if _, err := lan.Trove(i, "trust", "add", e.nixPub); err != nil {
+					return nil, err
+				}
 			}
 		}
-		lan.WaitConnected(followers)
+		if _, err := lan.WaitConnected(followers); err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		var wg gosync.WaitGroup
 		errs := make([]error, followers+1)
@@ -191,7 +187,11 @@ func runFanout(e *Env) ([]Result, error) {
 		var peers []struct {
 			ChunkBytesOut int64 `json:"chunkBytesOut"`
 		}
-		json.Unmarshal([]byte(lan.Trove(0, "peers", "--json")), &peers)
+		out, err := lan.Trove(0, "peers", "--json")
+		if err != nil {
+			return nil, err
+		}
+		json.Unmarshal([]byte(out), &peers)
 		for _, p := range peers {
 			up += p.ChunkBytesOut
 		}

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // badFixture is a published configuration on A and its bundle.
@@ -158,7 +162,7 @@ func TestTruncatedBundles(t *testing.T) {
 
 // craft builds a bundle from parts, with nars[i] the bytes framed for
 // infos[i].
-func craft(t testing.TB, storeDir string, manifests [][]byte, infos []*store.PathInfo, nars [][]byte) []byte {
+func craft(t testing.TB, storeDir string, manifests [][]byte, infos []*nix.PathInfo, nars [][]byte) []byte {
 	t.Helper()
 	b, err := encodeHead(storeDir, manifests, infos)
 	if err != nil {
@@ -170,7 +174,7 @@ func craft(t testing.TB, storeDir string, manifests [][]byte, infos []*store.Pat
 	return append(b, trailer...)
 }
 
-func narOf(t testing.TB, s *store.Store, p store.Path) []byte {
+func narOf(t testing.TB, s *store.Store, p nix.Path) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	if err := s.WriteNAR(context.Background(), &b, p, 0, -1); err != nil {
@@ -186,7 +190,7 @@ func TestSwappedNAR(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := bf.a.store
-	nars := func(swap func(p store.Path) store.Path) [][]byte {
+	nars := func(swap func(p nix.Path) nix.Path) [][]byte {
 		var out [][]byte
 		for _, pi := range hd.infos {
 			out = append(out, narOf(t, s, swap(pi.Path)))
@@ -202,22 +206,22 @@ func TestSwappedNAR(t *testing.T) {
 		name    string
 		bundle  []byte
 		want    error
-		invalid []store.Path // must not become valid
+		invalid []nix.Path // must not become valid
 	}{
-		{"same-size NAR of another path", craft(t, s.StoreDir(), hd.manifests, hd.infos, nars(func(p store.Path) store.Path {
+		{"same-size NAR of another path", craft(t, s.StoreDir(), hd.manifests, hd.infos, nars(func(p nix.Path) nix.Path {
 			if p == leafB {
 				return leafA
 			}
 			return p
-		})), store.ErrHashMismatch, []store.Path{leafB, lib}},
-		{"NAR of another size", craft(t, s.StoreDir(), hd.manifests, hd.infos, nars(func(p store.Path) store.Path {
+		})), nix.ErrHashMismatch, []nix.Path{leafB, lib}},
+		{"NAR of another size", craft(t, s.StoreDir(), hd.manifests, hd.infos, nars(func(p nix.Path) nix.Path {
 			if p == lib {
 				return leafA
 			}
 			return p
-		})), ErrBadBundle, []store.Path{lib}},
+		})), ErrBadBundle, []nix.Path{lib}},
 		{"info altered to match the swapped NAR", func() []byte {
-			infos := make([]*store.PathInfo, len(hd.infos))
+			infos := make([]*nix.PathInfo, len(hd.infos))
 			for i, pi := range hd.infos {
 				infos[i] = pi
 				if pi.Path == leafB {
@@ -226,13 +230,13 @@ func TestSwappedNAR(t *testing.T) {
 					infos[i] = &c
 				}
 			}
-			return craft(t, s.StoreDir(), hd.manifests, infos, nars(func(p store.Path) store.Path {
+			return craft(t, s.StoreDir(), hd.manifests, infos, nars(func(p nix.Path) nix.Path {
 				if p == leafB {
 					return leafA
 				}
 				return p
 			}))
-		}(), ErrBadBundle, []store.Path{leafA, leafB, lib}},
+		}(), trust.ErrUntrusted, []nix.Path{leafA, leafB, lib}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im.reset()
@@ -319,7 +323,7 @@ func TestIncompleteBundles(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := bf.f
-	nar := func(pis ...*store.PathInfo) [][]byte {
+	nar := func(pis ...*nix.PathInfo) [][]byte {
 		var out [][]byte
 		for _, pi := range pis {
 			out = append(out, narOf(t, s, pi.Path))
@@ -334,15 +338,15 @@ func TestIncompleteBundles(t *testing.T) {
 		opts   ImportOptions
 		want   string
 	}{
-		{"reference neither in the bundle nor here", craft(t, s.StoreDir(), nil, []*store.PathInfo{f.leafA, f.lib}, nar(f.leafA, f.lib)),
+		{"reference neither in the bundle nor here", craft(t, s.StoreDir(), nil, []*nix.PathInfo{f.leafA, f.lib}, nar(f.leafA, f.lib)),
 			ImportOptions{NoCheckSigs: true}, "neither in the bundle nor in this store"},
-		{"manifest closure incomplete", craft(t, s.StoreDir(), hd.manifests, []*store.PathInfo{f.leafA, f.leafB, f.lib}, nar(f.leafA, f.leafB, f.lib)),
+		{"manifest closure incomplete", craft(t, s.StoreDir(), hd.manifests, []*nix.PathInfo{f.leafA, f.leafB, f.lib}, nar(f.leafA, f.leafB, f.lib)),
 			ImportOptions{}, "closure of laptop@1 is incomplete"},
-		{"referrer before its reference", craft(t, s.StoreDir(), nil, []*store.PathInfo{f.lib, f.leafA, f.leafB}, nar(f.lib, f.leafA, f.leafB)),
+		{"referrer before its reference", craft(t, s.StoreDir(), nil, []*nix.PathInfo{f.lib, f.leafA, f.leafB}, nar(f.lib, f.leafA, f.leafB)),
 			ImportOptions{NoCheckSigs: true}, "references must come first"},
-		{"a path twice", craft(t, s.StoreDir(), nil, []*store.PathInfo{f.leafA, f.leafA}, nar(f.leafA, f.leafA)),
+		{"a path twice", craft(t, s.StoreDir(), nil, []*nix.PathInfo{f.leafA, f.leafA}, nar(f.leafA, f.leafA)),
 			ImportOptions{NoCheckSigs: true}, "listed twice"},
-		{"unvouched path beside a manifest", craft(t, s.StoreDir(), hd.manifests, []*store.PathInfo{f.leafA, f.leafB, f.lib, f.root, stray},
+		{"unvouched path beside a manifest", craft(t, s.StoreDir(), hd.manifests, []*nix.PathInfo{f.leafA, f.leafB, f.lib, f.root, stray},
 			nar(f.leafA, f.leafB, f.lib, f.root, stray)), ImportOptions{}, "not vouched for"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -363,7 +367,7 @@ func TestNotABundle(t *testing.T) {
 	bf := newBadFixture(t)
 	u64 := func(n uint64) []byte { return appendU64(nil, n) }
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-	start := cat([]byte(magic), u64(1), appendBlob(nil, []byte(store.DefaultStoreDir)))
+	start := cat([]byte(magic), u64(1), appendBlob(nil, []byte(nix.DefaultStoreDir)))
 	var nixExport bytes.Buffer
 	if _, err := CreateNixExport(context.Background(), &nixExport, bf.a.store, bf.a.hist, []string{"laptop"}); err != nil {
 		t.Fatal(err)
@@ -392,7 +396,7 @@ func TestNotABundle(t *testing.T) {
 		{"a NAR", narOf(t, bf.a.store, bf.f.leafA.Path), "wrong magic"},
 		{"nix-store --export output", nixExport.Bytes(), "wrong magic"},
 		{"magic only", []byte(magic), "truncated"},
-		{"newer version", cat([]byte(magic), u64(2)), "format version 2"},
+		{"newer version", cat([]byte(magic), u64(formatVersion+1)), fmt.Sprintf("format version %d", formatVersion+1)},
 		{"huge store dir", cat([]byte(magic), u64(1), u64(1<<40)), "at most 4095"},
 		{"too many manifests", cat(start, u64(1<<40)), "at most 256"},
 		{"huge manifest", cat(start, u64(1), u64(1<<62)), "at most"},

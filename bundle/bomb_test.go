@@ -16,12 +16,12 @@ func TestInfoBombRefusedUnbuilt(t *testing.T) {
 	const n = 100_000 // under the per-array cap fxamacker/cbor had here (131072)
 	for name, b := range map[string][]byte{
 		"100,000 empty references": append([]byte{0xa1, 0x04}, empty(n)...),
-		"100,000 empty signatures": append([]byte{0xa1, 0x06}, empty(n)...),
+		"100,000 empty signatures": append([]byte{0xa1, 0x08}, empty(n)...),
 	} {
 		runtime.GC()
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
-		_, err := decodeInfo(b)
+		_, err := decodeInfo(b, formatVersion)
 		runtime.ReadMemStats(&m1)
 		if err == nil {
 			t.Fatalf("%s: accepted", name)

@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // machine is one computer's trove: a store, its trusted keys and its
@@ -60,7 +63,7 @@ func makeWritable(root string) {
 // import sync: it links libp2p, whose size slows coverage-guided fuzzing
 // of FuzzReader a hundredfold. The offline reproduction with sync.Publish
 // and sync.Activate is in agent/source_test.go and cmd/trove.)
-func publish(t testing.TB, m *machine, key manifest.SecretKey, name string, root store.Path, activate string) *manifest.Manifest {
+func publish(t testing.TB, m *machine, key manifest.SecretKey, name string, root nix.Path, activate string) *manifest.Manifest {
 	t.Helper()
 	if err := m.keys.Add(key.Public(), "*"); err != nil {
 		t.Fatal(err)
@@ -98,19 +101,19 @@ func newKey(t testing.TB, name string) manifest.SecretKey {
 // addTree adds the tree described by files (see writeTree) to s as an
 // input-addressed path named name with the given references, signed by
 // sign unless it is the zero key.
-func addTree(t testing.TB, s *store.Store, name string, files map[string]string, refs []store.Path, sign manifest.SecretKey) *store.PathInfo {
+func addTree(t testing.TB, s *store.Store, name string, files map[string]string, refs []nix.Path, sign manifest.SecretKey) *nix.PathInfo {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "t")
 	writeTree(t, dir, files)
 	var nar bytes.Buffer
-	if _, err := store.DumpNAR(&nar, dir); err != nil {
+	if _, err := nix.DumpNAR(&nar, dir); err != nil {
 		t.Fatal(err)
 	}
-	p, err := store.MakePath(s.StoreDir(), "output:out", store.Hash(sha256.Sum256([]byte(name+fmt.Sprint(files)))), name)
+	p, err := nix.MakePath(s.StoreDir(), "output:out", nix.Hash(sha256.Sum256([]byte(name+fmt.Sprint(files)))), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info := &store.PathInfo{Path: p, NarHash: store.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len()), References: refs}
+	info := &nix.PathInfo{Path: p, NarHash: nix.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len()), References: refs}
 	if sign.Key != nil {
 		info.Sigs = []string{sign.Sign(info.Fingerprint(s.StoreDir()))}
 	}
@@ -161,8 +164,8 @@ func randomText(seed uint64, n int) string {
 // leaves, a library referring to both, and a root with an activation
 // script referring to the library (and to itself).
 type fixture struct {
-	leafA, leafB, lib, root *store.PathInfo
-	all                     []*store.PathInfo // references first
+	leafA, leafB, lib, root *nix.PathInfo
+	all                     []*nix.PathInfo // references first
 }
 
 func buildFixture(t testing.TB, s *store.Store, sign manifest.SecretKey) *fixture {
@@ -174,12 +177,12 @@ func buildFixture(t testing.TB, s *store.Store, sign manifest.SecretKey) *fixtur
 		"lib/big":  randomText(3, 200_000),
 		"deps":     f.leafA.Path.Abs(s.StoreDir()) + "\n" + f.leafB.Path.Abs(s.StoreDir()),
 		"lib/link": "->big",
-	}, []store.Path{f.leafA.Path, f.leafB.Path}, sign)
+	}, []nix.Path{f.leafA.Path, f.leafB.Path}, sign)
 	f.root = addTree(t, s, "system", map[string]string{
 		"bin/activate": "x:#!/bin/sh\necho \"activated generation $TROVE_GENERATION\"\n",
 		"lib":          "->" + f.lib.Path.Abs(s.StoreDir()),
-	}, []store.Path{f.lib.Path}, sign)
-	f.all = []*store.PathInfo{f.leafA, f.leafB, f.lib, f.root}
+	}, []nix.Path{f.lib.Path}, sign)
+	f.all = []*nix.PathInfo{f.leafA, f.leafB, f.lib, f.root}
 	return f
 }
 
@@ -194,7 +197,7 @@ func createBundle(t testing.TB, m *machine, refs ...string) []byte {
 
 // requireSame checks that every path of want is valid in s with the same
 // narHash, size and references.
-func requireSame(t testing.TB, s *store.Store, want []*store.PathInfo) {
+func requireSame(t testing.TB, s *store.Store, want []*nix.PathInfo) {
 	t.Helper()
 	for _, w := range want {
 		got, err := s.Lookup(w.Path)
@@ -210,7 +213,7 @@ func requireSame(t testing.TB, s *store.Store, want []*store.PathInfo) {
 // requireSound checks the store's invariant: every valid path has the
 // content its narHash says and valid references, and every valid path that
 // the fixture knows has the fixture's narHash (nothing swapped got in).
-func requireSound(t testing.TB, s *store.Store, known []*store.PathInfo) int {
+func requireSound(t testing.TB, s *store.Store, known []*nix.PathInfo) int {
 	t.Helper()
 	var problems []string
 	n, err := s.Verify(context.Background(), nil, func(p store.Problem) { problems = append(problems, p.Error()) })
@@ -238,14 +241,14 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unsigned := addTree(t, a.store, "unsigned", map[string]string{"x": "y"}, []store.Path{ca.Path}, manifest.SecretKey{})
+	unsigned := addTree(t, a.store, "unsigned", map[string]string{"x": "y"}, []nix.Path{ca.Path}, manifest.SecretKey{})
 
 	for _, tc := range []struct {
 		name      string
 		refs      []string
 		trust     func(kr *manifest.Keyring) // on the importing machine
 		opts      ImportOptions
-		want      []*store.PathInfo
+		want      []*nix.PathInfo
 		manifests []string
 	}{
 		{name: "configuration", refs: []string{"laptop"},
@@ -256,15 +259,15 @@ func TestRoundTrip(t *testing.T) {
 			want:  f.all, manifests: []string{"laptop@1"}},
 		{name: "signed store path", refs: []string{f.lib.Path.Abs(a.store.StoreDir())},
 			trust: func(kr *manifest.Keyring) { kr.Add(key.Public()) },
-			want:  []*store.PathInfo{f.leafA, f.leafB, f.lib}},
+			want:  []*nix.PathInfo{f.leafA, f.leafB, f.lib}},
 		{name: "bare store path, content-addressed", refs: []string{ca.Path.String()},
-			trust: func(*manifest.Keyring) {}, want: []*store.PathInfo{ca}},
+			trust: func(*manifest.Keyring) {}, want: []*nix.PathInfo{ca}},
 		{name: "unsigned path with --no-check-sigs", refs: []string{unsigned.Path.String()},
 			trust: func(*manifest.Keyring) {}, opts: ImportOptions{NoCheckSigs: true},
-			want: []*store.PathInfo{ca, unsigned}},
+			want: []*nix.PathInfo{ca, unsigned}},
 		{name: "configuration and a path", refs: []string{"laptop", ca.Path.String(), "laptop@1"},
 			trust: func(kr *manifest.Keyring) { kr.Add(key.Public(), "laptop") },
-			want:  append([]*store.PathInfo{ca}, f.all...), manifests: []string{"laptop@1"}},
+			want:  append([]*nix.PathInfo{ca}, f.all...), manifests: []string{"laptop@1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
@@ -367,7 +370,7 @@ func TestCreateRefusals(t *testing.T) {
 	a := newMachine(t)
 	key := newKey(t, "k")
 	f := buildFixture(t, a.store, key)
-	missing, _ := store.MakePath(a.store.StoreDir(), "output:out", store.Hash{1}, "gone")
+	missing, _ := nix.MakePath(a.store.StoreDir(), "output:out", nix.Hash{1}, "gone")
 	for _, tc := range []struct {
 		name string
 		refs []string
@@ -401,7 +404,7 @@ func TestCreateReportsUnvouched(t *testing.T) {
 		t.Fatalf("unvouched %v, want the 3 unsigned paths", rep.Unvouched)
 	}
 	_, err = Import(context.Background(), bytes.NewReader(b.Bytes()), newMachine(t).store, nil, nil, ImportOptions{})
-	if !errors.Is(err, ErrUntrusted) {
+	if !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("import of unsigned paths: %v, want ErrUntrusted", err)
 	}
 }
@@ -448,7 +451,7 @@ func TestImportSkipsBigNAR(t *testing.T) {
 	a := newMachine(t)
 	key := newKey(t, "k")
 	big := addTree(t, a.store, "big", map[string]string{"data": randomText(9, 3<<20)}, nil, key)
-	top := addTree(t, a.store, "top", map[string]string{"ref": big.Path.Abs(a.store.StoreDir())}, []store.Path{big.Path}, key)
+	top := addTree(t, a.store, "top", map[string]string{"ref": big.Path.Abs(a.store.StoreDir())}, []nix.Path{big.Path}, key)
 	bundle := createBundle(t, a, top.Path.String())
 	file := filepath.Join(t.TempDir(), "b.trove")
 	if err := os.WriteFile(file, bundle, 0o644); err != nil {
@@ -481,7 +484,7 @@ func TestImportSkipsBigNAR(t *testing.T) {
 			if rep.PathsAdded != 1 || rep.PathsSkipped != 1 || rep.BytesSkipped != big.NarSize {
 				t.Fatalf("report %+v", rep)
 			}
-			requireSame(t, b.store, []*store.PathInfo{big, top})
+			requireSame(t, b.store, []*nix.PathInfo{big, top})
 			requireSound(t, b.store, nil)
 		})
 	}

@@ -9,8 +9,11 @@ import (
 	"hash"
 	"io"
 
+	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
+
+	"github.com/trove-p2p/trove/trust"
 )
 
 // CreateReport says what went into a bundle.
@@ -28,23 +31,23 @@ type CreateReport struct {
 type contents struct {
 	manifests [][]byte
 	names     []string
-	infos     []*store.PathInfo // references first
+	infos     []*nix.PathInfo // references first
 }
 
 // resolve turns refs into manifests and the closure to write. A ref that
 // parses as a store path (/nix/store/<hash>-<name>, a path below one, or a
 // bare <hash>-<name>) is one; anything else is NAME or NAME@N, whose
 // manifest is taken from h and whose closure is included.
-func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, error) {
+func resolve(s Source, h *manifest.History, refs []string) (*contents, error) {
 	if len(refs) == 0 {
 		return nil, errors.New("nothing to bundle: give store paths or configuration names")
 	}
 	c := &contents{}
-	var roots []store.Path
+	var roots []nix.Path
 	var ms []*manifest.Manifest
 	seen := map[string]bool{}
 	for _, ref := range refs {
-		if p, err := store.ParsePathLoose(s.StoreDir(), ref); err == nil {
+		if p, err := nix.ParsePathLoose(s.StoreDir(), ref); err == nil {
 			roots = append(roots, p)
 			continue
 		}
@@ -84,14 +87,26 @@ func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, err
 	}
 	// The store's infos must be the ones the manifests sign, or the
 	// importer would refuse the bundle.
-	have := make(map[store.PathHash]*store.PathInfo, len(c.infos))
+	// The importer asks the same question of the bundle's infos, which
+	// carry no chunk index.
+	have := make(map[nix.PathHash]*nix.PathInfo, len(c.infos))
 	for _, pi := range c.infos {
 		have[pi.Path.Hash] = pi
 	}
 	for i, m := range ms {
+		belief := trust.New(s.StoreDir(), nil)
 		for _, v := range m.Paths {
-			if pi := have[v.Path.Hash]; pi == nil || !sameInfo(pi, v) {
-				return nil, fmt.Errorf("%s: this store's %s differs from what the manifest signed; the bundle would be refused", c.names[i], v.Path.Abs(s.StoreDir()))
+			belief.VouchFor(v, c.names[i])
+		}
+		for _, v := range m.Paths {
+			pi := have[v.Path.Hash]
+			if pi == nil {
+				return nil, fmt.Errorf("%s: this store does not hold %s; the bundle would be refused", c.names[i], v.Path.Abs(s.StoreDir()))
+			}
+			bundled := *pi
+			bundled.ChunkIndex = chunk.ID{}
+			if err := belief.Believe(&bundled); err != nil {
+				return nil, fmt.Errorf("%s: this store's %s differs from what the manifest signed; the bundle would be refused: %w", c.names[i], v.Path.Abs(s.StoreDir()), err)
 			}
 		}
 	}
@@ -101,7 +116,7 @@ func resolve(s *store.Store, h *manifest.History, refs []string) (*contents, err
 // unvouched lists the infos that no manifest lists, without signatures or a
 // content address.
 func (c *contents) unvouched(storeDir string) []string {
-	listed := map[store.PathHash]bool{}
+	listed := map[nix.PathHash]bool{}
 	for _, b := range c.manifests {
 		if m, err := manifest.Decode(b); err == nil {
 			for _, pi := range m.Paths {
@@ -123,7 +138,7 @@ func (c *contents) unvouched(storeDir string) []string {
 // closure, references first. Every NAR is checked against its narHash as
 // it is written, so a damaged tree fails here rather than on the offline
 // machine.
-func Create(ctx context.Context, w io.Writer, s *store.Store, h *manifest.History, refs []string) (*CreateReport, error) {
+func Create(ctx context.Context, w io.Writer, s Source, h *manifest.History, refs []string) (*CreateReport, error) {
 	c, err := resolve(s, h, refs)
 	if err != nil {
 		return nil, err
@@ -162,7 +177,7 @@ func Create(ctx context.Context, w io.Writer, s *store.Store, h *manifest.Histor
 // references and its deriver (or "") as Nix strings, u64 0; then u64 0.
 // The format has no signatures and no manifests: Nix's import trusts the
 // file (and needs the references valid first).
-func CreateNixExport(ctx context.Context, w io.Writer, s *store.Store, h *manifest.History, refs []string) (*CreateReport, error) {
+func CreateNixExport(ctx context.Context, w io.Writer, s Source, h *manifest.History, refs []string) (*CreateReport, error) {
 	c, err := resolve(s, h, refs)
 	if err != nil {
 		return nil, err
@@ -213,12 +228,12 @@ func appendNixStr(b []byte, s string) []byte {
 }
 
 // writeNAR writes pi's NAR from the store, checking it against pi.
-func writeNAR(ctx context.Context, w io.Writer, s *store.Store, pi *store.PathInfo) error {
+func writeNAR(ctx context.Context, w io.Writer, s Source, pi *nix.PathInfo) error {
 	hw := &hashWriter{w: w, h: sha256.New()}
 	if err := s.WriteNAR(ctx, hw, pi.Path, 0, -1); err != nil {
 		return fmt.Errorf("writing the NAR of %s: %w", pi.Path.Abs(s.StoreDir()), err)
 	}
-	var got store.Hash
+	var got nix.Hash
 	copy(got[:], hw.h.Sum(nil))
 	if got != pi.NarHash || hw.n != pi.NarSize {
 		return fmt.Errorf("%s: its tree no longer matches its narHash (%s, %d bytes, instead of %s, %d bytes); run `trove verify --all`",

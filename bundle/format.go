@@ -8,34 +8,36 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Format constants and caps; doc.go describes the layout.
 const (
-	magic         = "\x89trove-bundle\r\n\x1a"
-	trailer       = "trove-bundle-end"
-	formatVersion = 1
+	magic   = "\x89trove-bundle\r\n\x1a"
+	trailer = "trove-bundle-end"
+	// formatVersion 2 carries PathInfos in nix.CBORInfo's layout (CA 6,
+	// signatures 8); version 1 (signatures 6, CA 7) is still read.
+	formatVersion = 2
 
 	maxStoreDir  = 4095
 	maxManifests = 256
 	maxInfos     = 1 << 20
 	maxInfoSize  = 1 << 20
 	maxHeadSize  = 256 << 20
-	maxSigs      = 64
-	// maxNARSize keeps sizes representable as int64 offsets.
-	maxNARSize = 1 << 62
 )
 
 // ErrBadBundle is wrapped by every error about a malformed bundle.
 var ErrBadBundle = errors.New("invalid bundle")
 
-// wireInfo is a PathInfo inside a bundle.
-type wireInfo struct {
+// infoFields are the optional PathInfo fields a bundle carries: the
+// signatures, not the chunk index (the importer chunks each NAR itself).
+const infoFields = nix.InfoBundle
+
+// v1Info is a PathInfo in a format 1 bundle, read only: the fields of
+// nix.CBORInfo under format 1's keys.
+type v1Info struct {
 	Path       string   `cbor:"1,keyasint"`
 	NarHash    []byte   `cbor:"2,keyasint"`
 	NarSize    uint64   `cbor:"3,keyasint"`
@@ -45,50 +47,29 @@ type wireInfo struct {
 	CA         string   `cbor:"7,keyasint,omitempty"`
 }
 
-var encMode cbor.EncMode
+// decInfo bounds what decoding one info builds.
+var decInfo = strictcbor.MustDecoder(nix.InfoLimits(maxInfoSize))
 
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
+func encodeInfo(pi *nix.PathInfo) ([]byte, error) {
+	return strictcbor.Marshal(nix.ToCBOR(pi, infoFields, nil))
 }
 
-// decInfo bounds what decoding one info builds: a map of 7 fields (15
-// items), its references and signatures, 24 bytes each besides payload.
-var decInfo = strictcbor.MustDecoder(strictcbor.Limits{
-	Items: 15 + manifest.MaxReferences + maxSigs, Array: manifest.MaxReferences, MapPairs: 8, Nested: 2,
-	Decoded: maxInfoSize + (15+manifest.MaxReferences+maxSigs)*strictcbor.ItemCost,
-})
-
-func encodeInfo(pi *store.PathInfo) ([]byte, error) {
-	return encMode.Marshal(wireInfo{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
-		References: pi.RefNames(), Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA})
-}
-
-// decodeInfo parses one info strictly: what it claims is checked later.
-func decodeInfo(b []byte) (*store.PathInfo, error) {
-	var w wireInfo
-	if err := decInfo.Unmarshal(b, &w); err != nil {
-		return nil, err
-	}
-	if len(w.Sigs) > maxSigs {
-		return nil, fmt.Errorf("%s: %d signatures, at most %d", w.Path, len(w.Sigs), maxSigs)
-	}
-	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
-	if err != nil {
-		return nil, err
-	}
-	if w.NarSize > maxNARSize {
-		return nil, fmt.Errorf("%s: narSize %d is too large", pi.Path, w.NarSize)
-	}
-	pi.CA, pi.Sigs = w.CA, w.Sigs
-	for i := 1; i < len(pi.References); i++ {
-		if pi.References[i-1].Compare(pi.References[i]) >= 0 {
-			return nil, fmt.Errorf("%s: references not sorted and unique", pi.Path)
+// decodeInfo parses one info of a bundle of format version strictly: what
+// it claims is checked later.
+func decodeInfo(b []byte, version uint64) (*nix.PathInfo, error) {
+	var c nix.CBORInfo
+	if version == 1 {
+		var w v1Info
+		if err := decInfo.Unmarshal(b, &w); err != nil {
+			return nil, err
 		}
+		c = nix.CBORInfo{Path: w.Path, NarHash: w.NarHash, NarSize: w.NarSize, References: w.References,
+			Deriver: w.Deriver, CA: w.CA, Sigs: w.Sigs}
+	} else if err := decInfo.Unmarshal(b, &c); err != nil {
+		return nil, err
 	}
-	return pi, nil
+	pi, _, err := c.PathInfo(infoFields)
+	return pi, err
 }
 
 // --- writing ---------------------------------------------------------------
@@ -98,7 +79,7 @@ func appendU64(b []byte, n uint64) []byte { return binary.LittleEndian.AppendUin
 func appendBlob(b, blob []byte) []byte { return append(appendU64(b, uint64(len(blob))), blob...) }
 
 // encodeHead is everything before the NARs.
-func encodeHead(storeDir string, manifests [][]byte, infos []*store.PathInfo) ([]byte, error) {
+func encodeHead(storeDir string, manifests [][]byte, infos []*nix.PathInfo) ([]byte, error) {
 	if len(manifests) > maxManifests {
 		return nil, fmt.Errorf("%d manifests: a bundle holds at most %d", len(manifests), maxManifests)
 	}
@@ -134,8 +115,8 @@ func encodeHead(storeDir string, manifests [][]byte, infos []*store.PathInfo) ([
 type head struct {
 	storeDir  string
 	manifests [][]byte
-	infos     []*store.PathInfo
-	index     map[store.PathHash]int // into infos
+	infos     []*nix.PathInfo
+	index     map[nix.PathHash]int // into infos
 }
 
 // reader reads a bundle strictly, front to back. It tracks its offset for
@@ -209,14 +190,14 @@ func (r *reader) readHead() (*head, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v != formatVersion {
-		return nil, r.bad("format version %d; this trove reads version %d (upgrade trove)", v, formatVersion)
+	if v != formatVersion && v != 1 {
+		return nil, r.bad("format version %d; this trove reads versions 1 and %d (upgrade trove)", v, formatVersion)
 	}
 	dir, err := r.blob(maxStoreDir, "store dir")
 	if err != nil {
 		return nil, err
 	}
-	h := &head{storeDir: string(dir), index: map[store.PathHash]int{}}
+	h := &head{storeDir: string(dir), index: map[nix.PathHash]int{}}
 	n, err := r.u64()
 	if err != nil {
 		return nil, err
@@ -243,7 +224,7 @@ func (r *reader) readHead() (*head, error) {
 		if err != nil {
 			return nil, err
 		}
-		pi, err := decodeInfo(b)
+		pi, err := decodeInfo(b, v)
 		if err != nil {
 			return nil, fmt.Errorf("%w at byte %d: path info %d: %v", ErrBadBundle, at, i, err)
 		}
@@ -275,7 +256,7 @@ func (r *reader) readHead() (*head, error) {
 
 // narFrame reads the size that precedes the NAR of pi and returns a reader
 // of exactly that NAR's bytes.
-func (r *reader) narFrame(pi *store.PathInfo) (*io.LimitedReader, error) {
+func (r *reader) narFrame(pi *nix.PathInfo) (*io.LimitedReader, error) {
 	n, err := r.u64()
 	if err != nil {
 		return nil, err

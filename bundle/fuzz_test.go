@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 )
 
 var update = flag.Bool("update", false, "rewrite the fuzz seed corpus in testdata/fuzz")
@@ -57,7 +57,7 @@ func FuzzReader(f *testing.F) {
 			if err != nil {
 				return
 			}
-			if _, err := store.ReadNAR(lr, discardNAR{}); err != nil {
+			if _, err := nix.ReadNAR(lr, discardNAR{}); err != nil {
 				if err := rd.skip(lr); err != nil {
 					return
 				}
@@ -72,7 +72,7 @@ func seedBundles(t testing.TB) [][]byte {
 	a := newMachine(t)
 	key := newKey(t, "seed-1")
 	leaf := addTree(t, a.store, "leaf", map[string]string{"a": "x:#!/bin/sh\n", "l": "->a"}, nil, key)
-	top := addTree(t, a.store, "top", map[string]string{"ref": leaf.Path.Abs(a.store.StoreDir())}, []store.Path{leaf.Path}, key)
+	top := addTree(t, a.store, "top", map[string]string{"ref": leaf.Path.Abs(a.store.StoreDir())}, []nix.Path{leaf.Path}, key)
 	publish(t, a, key, "seed", top.Path, "")
 	var seeds [][]byte
 	for _, refs := range [][]string{{leaf.Path.String()}, {"seed"}} {

@@ -10,8 +10,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // ImportOptions configure Import. The zero value verifies everything.
@@ -21,7 +23,7 @@ type ImportOptions struct {
 	// lets a bundle make any content valid under any path name.
 	NoCheckSigs bool
 	// Progress, if set, is called after each path is added or skipped.
-	Progress func(pi *store.PathInfo, added bool)
+	Progress func(pi *nix.PathInfo, added bool)
 	Logger   *slog.Logger
 }
 
@@ -46,10 +48,6 @@ type ManifestReport struct {
 	Ignored    string `json:"ignored,omitempty"` // why it was not recorded (NoCheckSigs only)
 }
 
-// ErrUntrusted is wrapped by errors about paths or manifests in a bundle
-// that nothing trusted vouches for.
-var ErrUntrusted = errors.New("not vouched for by anything trusted")
-
 // Import reads a bundle from r and makes its paths valid in s, verifying
 // everything as doc.go describes: every path info is believed (through a
 // trusted manifest in the bundle, a trusted signature or its content
@@ -58,7 +56,7 @@ var ErrUntrusted = errors.New("not vouched for by anything trusted")
 // only once every NAR has been added. keys decides trust; h may be nil for
 // a bundle without manifests. On error the report says what was added
 // before it: complete, verified paths, each with its closure.
-func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Keyring, h *manifest.History, opts ImportOptions) (*Report, error) {
+func Import(ctx context.Context, r io.Reader, s Target, keys *manifest.Keyring, h *manifest.History, opts ImportOptions) (*Report, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -112,8 +110,9 @@ func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Key
 	}
 
 	// Which manifests vouch: trusted for their name, not stale, closed here.
+	belief := trust.New(s.StoreDir(), keys)
+	belief.BelieveAll = opts.NoCheckSigs
 	var trusted []int
-	vouch := map[store.PathHash][]*manifest.Manifest{}
 	for i, m := range ms {
 		if err := checkManifest(keys, h, m, known[i]); err != nil {
 			if !opts.NoCheckSigs {
@@ -132,10 +131,10 @@ func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Key
 				return rep, fmt.Errorf("%w: the closure of %s@%d is incomplete: %s is neither in the bundle nor in this store", ErrBadBundle, m.Name, m.Generation, pi.Path.Abs(s.StoreDir()))
 			}
 		}
-		trusted = append(trusted, i)
-		for _, pi := range m.Paths {
-			vouch[pi.Path.Hash] = append(vouch[pi.Path.Hash], m)
+		if err := belief.Vouch(m); err != nil {
+			return rep, err // checkManifest passed: the keyring changed meanwhile
 		}
+		trusted = append(trusted, i)
 	}
 
 	// Believe every path to add, and check its references will be valid
@@ -156,8 +155,8 @@ func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Key
 					ErrBadBundle, pi.Path.Abs(s.StoreDir()), ref.Abs(s.StoreDir())))
 			}
 		}
-		if err := believe(s.StoreDir(), keys, pi, vouch[pi.Path.Hash], opts.NoCheckSigs); err != nil {
-			problems = append(problems, err)
+		if err := belief.Believe(pi); err != nil {
+			problems = append(problems, believeHint(err))
 		}
 	}
 	if len(problems) > 0 {
@@ -207,10 +206,10 @@ func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Key
 		rep.PathsAdded++
 		rep.BytesAdded += pi.NarSize
 		opts.Logger.Debug("imported from bundle", "path", pi.Path, "narSize", pi.NarSize)
-		for _, m := range vouch[pi.Path.Hash] {
-			if v := findPath(m, pi.Path); v != nil && v.ChunkIndex != got.ChunkIndex {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: its chunk index here differs from the one in %s@%d (a different trove version chunked it): peers syncing that manifest will not take it from this machine",
-					pi.Path.Abs(s.StoreDir()), m.Name, m.Generation))
+		for _, v := range belief.Vouchers(pi.Path.Hash) {
+			if v.Info.ChunkIndex != got.ChunkIndex {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: its chunk index here differs from the one in %s (a different trove version chunked it): peers syncing that manifest will not take it from this machine",
+					pi.Path.Abs(s.StoreDir()), v.From))
 			}
 		}
 		if opts.Progress != nil {
@@ -241,7 +240,7 @@ func Import(ctx context.Context, r io.Reader, s *store.Store, keys *manifest.Key
 func checkManifest(keys *manifest.Keyring, h *manifest.History, m *manifest.Manifest, known bool) error {
 	ref := fmt.Sprintf("%s@%d", m.Name, m.Generation)
 	if keys == nil {
-		return fmt.Errorf("%s: %w: no trusted keys", ref, ErrUntrusted)
+		return fmt.Errorf("%s: %w: no trusted keys", ref, trust.ErrUntrusted)
 	}
 	if err := keys.VerifyManifest(m); err != nil {
 		return fmt.Errorf("the bundle's manifest %s: %w", ref, err)
@@ -259,49 +258,12 @@ func checkManifest(keys *manifest.Keyring, h *manifest.History, m *manifest.Mani
 	return nil
 }
 
-// believe decides whether pi may become valid: a trusted manifest lists
-// it with the same contents, a trusted key signed it, or its content
-// address recomputes to its path.
-func believe(storeDir string, keys *manifest.Keyring, pi *store.PathInfo, vouchers []*manifest.Manifest, noCheckSigs bool) error {
-	where := pi.Path.Abs(storeDir)
-	for _, m := range vouchers {
-		if v := findPath(m, pi.Path); v == nil || !sameInfo(v, pi) {
-			return fmt.Errorf("%w: %s: its path info differs from the signed manifest %s@%d", ErrBadBundle, where, m.Name, m.Generation)
-		}
+// believeHint adds to why a bundle's path is not believed what to do
+// about it here.
+func believeHint(err error) error {
+	var ue *trust.UntrustedError
+	if errors.As(err, &ue) && ue.Reason == trust.NoSignature {
+		return fmt.Errorf("%w; or bundle a published configuration (trove bundle create NAME)", err)
 	}
-	if len(vouchers) > 0 || noCheckSigs {
-		return nil
-	}
-	if keys != nil {
-		if _, ok := keys.VerifyPathInfo(storeDir, pi); ok {
-			return nil
-		}
-	}
-	if pi.ContentAddressed(storeDir) {
-		return nil // AddNAR checks the NAR against the content address
-	}
-	if len(pi.Sigs) == 0 {
-		return fmt.Errorf("%s: %w: no manifest in the bundle lists it, it has no signature and it is not content-addressed; bundle a published configuration (trove bundle create NAME) or trust a key that signed it", where, ErrUntrusted)
-	}
-	names := make([]string, len(pi.Sigs))
-	for i, sig := range pi.Sigs {
-		names[i], _, _ = strings.Cut(sig, ":")
-	}
-	return fmt.Errorf("%s: %w: no manifest in the bundle lists it and no trusted key signed it (signed by %v); trust one with `trove trust add NAME:KEY`", where, ErrUntrusted, names)
-}
-
-// sameInfo reports whether two infos describe the same content the same
-// way: everything a manifest signs but the chunk index ID.
-func sameInfo(a, b *store.PathInfo) bool {
-	return a.Path == b.Path && a.NarHash == b.NarHash && a.NarSize == b.NarSize &&
-		slices.Equal(a.References, b.References) && a.Deriver == b.Deriver && a.CA == b.CA
-}
-
-// findPath returns m's info of p (m.Paths is sorted by path).
-func findPath(m *manifest.Manifest, p store.Path) *store.PathInfo {
-	i, ok := slices.BinarySearchFunc(m.Paths, p, func(pi *store.PathInfo, p store.Path) int { return pi.Path.Compare(p) })
-	if !ok {
-		return nil
-	}
-	return m.Paths[i]
+	return err
 }

@@ -9,8 +9,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/nixtest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // nixImport runs `nix-store --import` of file into a fresh chroot store and
@@ -33,19 +34,19 @@ func nixImport(t *testing.T, file string) string {
 }
 
 // nixPathInfos is `nix path-info --json -r` of paths in the store at url.
-func nixPathInfos(t *testing.T, url string, paths ...string) map[string]*store.PathInfo {
+func nixPathInfos(t *testing.T, url string, paths ...string) map[string]*nix.PathInfo {
 	t.Helper()
 	args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json", "-r"}, paths...)
 	if url != "" {
 		args = append([]string{"--store", url}, args...)
 	}
-	var infos []store.NixPathInfo
+	var infos []nix.NixPathInfo
 	if err := json.Unmarshal(nixtest.Run(t, "nix", args...), &infos); err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]*store.PathInfo{}
+	out := map[string]*nix.PathInfo{}
 	for _, n := range infos {
-		pi, err := store.FromNix(store.DefaultStoreDir, n)
+		pi, err := nix.FromNix(nix.DefaultStoreDir, n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,13 +55,13 @@ func nixPathInfos(t *testing.T, url string, paths ...string) map[string]*store.P
 	return out
 }
 
-func requireNixHas(t *testing.T, got map[string]*store.PathInfo, want []*store.PathInfo) {
+func requireNixHas(t *testing.T, got map[string]*nix.PathInfo, want []*nix.PathInfo) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("Nix has %d paths, want %d", len(got), len(want))
 	}
 	for _, w := range want {
-		g := got[w.Path.Abs(store.DefaultStoreDir)]
+		g := got[w.Path.Abs(nix.DefaultStoreDir)]
 		if g == nil {
 			t.Fatalf("Nix lacks %s", w.Path)
 		}
@@ -95,7 +96,7 @@ func TestNixImportReadsExport(t *testing.T) {
 		f := buildFixture(t, a.store, key)
 		publish(t, a, key, "laptop", f.root.Path, "bin/activate")
 		url := nixImport(t, writeExport(t, a, "laptop"))
-		requireNixHas(t, nixPathInfos(t, url, f.root.Path.Abs(store.DefaultStoreDir)), f.all)
+		requireNixHas(t, nixPathInfos(t, url, f.root.Path.Abs(nix.DefaultStoreDir)), f.all)
 	})
 	t.Run("closure built by nix-build", func(t *testing.T) {
 		closure := nixtest.BuildFixtureClosure(t)
@@ -124,9 +125,9 @@ func TestNixImportReadsExport(t *testing.T) {
 	})
 }
 
-func mustParse(t testing.TB, p string) store.Path {
+func mustParse(t testing.TB, p string) nix.Path {
 	t.Helper()
-	sp, err := store.ParsePath(store.DefaultStoreDir, p)
+	sp, err := nix.ParsePath(nix.DefaultStoreDir, p)
 	if err != nil {
 		t.Fatal(err)
 	}

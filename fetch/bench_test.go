@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // BenchmarkSyncLoopback syncs a 16-path, 128 MiB signed closure between
@@ -20,7 +20,7 @@ func BenchmarkSyncLoopback(b *testing.B) {
 		c := newPeer(b, nil)
 		connect(b, c, a)
 		b.StartTimer()
-		if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root}); err != nil {
+		if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/trove-p2p/trove/p2p"
@@ -67,7 +70,7 @@ func newGate(after int64) *gatedStore {
 	return &gatedStore{after: after, served: make(chan struct{}, after), reached: make(chan struct{}), open: make(chan struct{})}
 }
 
-func (g *gatedStore) ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+func (g *gatedStore) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 	select {
 	case g.served <- struct{}{}:
 	default:
@@ -99,7 +102,7 @@ func TestSyncRefusesWhatCannotFit(t *testing.T) {
 	root := paths[len(paths)-1].Path
 	before := diskUsage(disk)
 
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	t.Logf("sync on a 50 MiB disk: %v", err)
 	var ns *NoSpaceError
 	if !errors.As(err, &ns) || !errors.Is(err, syscall.ENOSPC) {
@@ -119,7 +122,7 @@ func TestSyncRefusesWhatCannotFit(t *testing.T) {
 	}
 
 	resizeDisk(t, disk, 100<<20)
-	if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root}); err != nil {
+	if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 		t.Fatalf("sync once the disk has room: %v", err)
 	}
 	requireSameClosure(t, a.store, c.store, paths)
@@ -134,7 +137,7 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	disk := smallDisk(t, 64<<20)
 	sk, kr := testKeys(t)
 	gate := newGate(40)
-	var paths []*store.PathInfo
+	var paths []*nix.PathInfo
 	a := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
 		paths = closure(t, s, sk, 4, 8<<20, 52)
 		gate.Store = s
@@ -150,7 +153,7 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
+		rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 		done <- result{rep, err}
 	}()
 	select {
@@ -181,7 +184,7 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	}
 
 	os.Remove(filler)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatalf("sync after freeing space: %v", err)
 	}
@@ -209,7 +212,7 @@ func TestSyncPeakDisk(t *testing.T) {
 		home := filepath.Join(disk, fmt.Sprint(i))
 		c := newNode(t, nodeOpts{home: home})
 		connect(t, c, a)
-		if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root}); err != nil {
+		if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 			t.Fatalf("sync %d of %d MiB on a disk of %d MiB: %v", i, n*size>>20, ((n+1)*size+8<<20)>>20, err)
 		}
 		requireSameClosure(t, a.store, c.store, paths)
@@ -227,7 +230,7 @@ func TestSyncPeakDisk(t *testing.T) {
 func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 	sk, kr := testKeys(t)
 	gate := newGate(10)
-	var paths []*store.PathInfo
+	var paths []*nix.PathInfo
 	a := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
 		paths = closure(t, s, sk, 3, 4<<20, 54)
 		gate.Store = s
@@ -240,11 +243,11 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(ctx, []store.Path{root})
+		_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(ctx, []nix.Path{root})
 		done <- err
 	}()
 	<-gate.reached
-	for deadline := time.Now().Add(10 * time.Second); received(c, &peerNode{node: a.node}) < 10*store.ChunkMin; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); received(c, &peerNode{node: a.node}) < 10*chunk.MinSize; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the first chunks never arrived")
 		}
@@ -279,7 +282,7 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 		t.Fatalf("CollectSpools after the sync stopped: %+v, %v", res, err)
 	}
 	requireNoSpool(t, c.home)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +298,7 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 // opened, resumed and collected again.
 func TestSpoolHeldByAnotherSync(t *testing.T) {
 	dir := t.TempDir()
-	p, _ := store.ParseBase(strings.Repeat("2", 32) + "-shared")
+	p, _ := nix.ParseBase(strings.Repeat("2", 32) + "-shared")
 	first, fresh, err := openSpool(dir, p, 1<<20)
 	if err != nil || !fresh || first.path == "" {
 		t.Fatalf("first openSpool: %+v %v %v", first, fresh, err)

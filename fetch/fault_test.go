@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // The tests in this file sync from peers that misbehave in one way each,
@@ -33,26 +37,26 @@ import (
 // lyingContent serves a store, except where one of its functions is set.
 type lyingContent struct {
 	*store.Store
-	info  func(h store.PathHash) (*store.PathInfo, error)
-	index func(h store.PathHash) (store.ChunkIndex, error)
-	chunk func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error)
+	info  func(h nix.PathHash) (*nix.PathInfo, error)
+	index func(h nix.PathHash) (chunk.Index, error)
+	chunk func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
 }
 
-func (c *lyingContent) PathInfo(h store.PathHash) (*store.PathInfo, error) {
+func (c *lyingContent) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
 	if c.info != nil {
 		return c.info(h)
 	}
 	return c.Store.PathInfo(h)
 }
 
-func (c *lyingContent) ChunkIndexOf(h store.PathHash) (store.ChunkIndex, error) {
+func (c *lyingContent) ChunkIndexOf(h nix.PathHash) (chunk.Index, error) {
 	if c.index != nil {
 		return c.index(h)
 	}
 	return c.Store.ChunkIndexOf(h)
 }
 
-func (c *lyingContent) ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+func (c *lyingContent) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 	if c.chunk != nil {
 		return c.chunk(ctx, id, size)
 	}
@@ -61,11 +65,11 @@ func (c *lyingContent) ReadChunk(ctx context.Context, id store.ChunkID, size uin
 
 // Closure walks references through PathInfo, so that a peer answering
 // closure queries tells the same lies as one answering path by path.
-func (c *lyingContent) Closure(roots ...store.Path) ([]*store.PathInfo, error) {
-	var out []*store.PathInfo
-	seen := map[store.PathHash]bool{}
-	var visit func(p store.Path) error
-	visit = func(p store.Path) error {
+func (c *lyingContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+	var out []*nix.PathInfo
+	seen := map[nix.PathHash]bool{}
+	var visit func(p nix.Path) error
+	visit = func(p nix.Path) error {
 		if seen[p.Hash] {
 			return nil
 		}
@@ -162,7 +166,7 @@ func orderedKeys(t testing.TB, n int) []crypto.PrivKey {
 
 // checkNothingCorrupt asserts that s is consistent and that every path of
 // paths valid in s is the signed one; it returns how many are valid.
-func checkNothingCorrupt(t testing.TB, s *store.Store, paths []*store.PathInfo) int {
+func checkNothingCorrupt(t testing.TB, s *store.Store, paths []*nix.PathInfo) int {
 	t.Helper()
 	var problems []store.Problem
 	if _, err := s.Verify(context.Background(), nil, func(p store.Problem) { problems = append(problems, p) }); err != nil {
@@ -208,9 +212,9 @@ func peerReport(rep *Report, id peer.ID) PeerReport {
 
 // otherChunk returns the bytes of some chunk of s other than id, cut or
 // zero-padded to size: right length, wrong content.
-func otherChunk(ctx context.Context, s *store.Store, id store.ChunkID, size uint32) ([]byte, error) {
+func otherChunk(ctx context.Context, s *store.Store, id chunk.ID, size uint32) ([]byte, error) {
 	var data []byte
-	err := s.Paths(ctx, func(pi *store.PathInfo) error {
+	err := s.Paths(ctx, func(pi *nix.PathInfo) error {
 		ix, err := s.ChunkIndexOf(pi.Path.Hash)
 		if err != nil {
 			return err
@@ -239,15 +243,15 @@ func otherChunk(ctx context.Context, s *store.Store, id store.ChunkID, size uint
 // IDs: each chunk is right for its ID, the index is consistent with the
 // signed narSize, only the NAR it makes is not the signed one.
 func forger(s *store.Store, seed uint64) p2p.Content {
-	forged := map[store.PathHash]store.ChunkIndex{}
-	chunks := map[store.ChunkID][]byte{}
+	forged := map[nix.PathHash]chunk.Index{}
+	chunks := map[chunk.ID][]byte{}
 	r := rand.New(rand.NewPCG(seed, 99))
-	s.Paths(context.Background(), func(pi *store.PathInfo) error {
+	s.Paths(context.Background(), func(pi *nix.PathInfo) error {
 		nar := make([]byte, pi.NarSize)
 		for i := range nar {
 			nar[i] = byte(r.Uint32())
 		}
-		ix, err := store.ChunkNAR(bytes.NewReader(nar))
+		ix, err := chunk.IndexNAR(bytes.NewReader(nar))
 		if err != nil {
 			panic(err)
 		}
@@ -259,13 +263,13 @@ func forger(s *store.Store, seed uint64) p2p.Content {
 	})
 	return &lyingContent{
 		Store: s,
-		index: func(h store.PathHash) (store.ChunkIndex, error) {
+		index: func(h nix.PathHash) (chunk.Index, error) {
 			if ix, ok := forged[h]; ok {
 				return ix, nil
 			}
 			return s.ChunkIndexOf(h)
 		},
-		chunk: func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+		chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 			if b, ok := chunks[id]; ok && uint32(len(b)) == size {
 				return slices.Clone(b), nil
 			}
@@ -303,11 +307,11 @@ func cutChunksStream(t testing.TB, n *peerNode) {
 			return
 		}
 		var req p2p.ChunkRequest
-		if err := cbor.Unmarshal(msg, &req); err != nil || len(req.Chunk) != len(store.ChunkID{}) {
+		if err := cbor.Unmarshal(msg, &req); err != nil || len(req.Chunk) != len(chunk.ID{}) {
 			st.Reset()
 			return
 		}
-		data, err := n.store.ReadChunk(context.Background(), store.ChunkID(req.Chunk), req.Size)
+		data, err := n.store.ReadChunk(context.Background(), chunk.ID(req.Chunk), req.Size)
 		if err != nil {
 			st.Reset()
 			return
@@ -341,7 +345,7 @@ func liars() []liar {
 		{
 			name: "flips a bit",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, chunk: func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+				return &lyingContent{Store: s, chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 					b, err := s.ReadChunk(ctx, id, size)
 					if err == nil {
 						b[len(b)/3] ^= 0x10
@@ -354,7 +358,7 @@ func liars() []liar {
 		{
 			name: "sends another chunk",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, chunk: func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+				return &lyingContent{Store: s, chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 					return otherChunk(ctx, s, id, size)
 				}}
 			},
@@ -363,7 +367,7 @@ func liars() []liar {
 		{
 			name: "truncates a chunk",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, chunk: func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+				return &lyingContent{Store: s, chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 					b, err := s.ReadChunk(ctx, id, size)
 					return b[:len(b)/2], err
 				}}
@@ -378,7 +382,7 @@ func liars() []liar {
 		{
 			name: "stalls forever",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, chunk: func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+				return &lyingContent{Store: s, chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 					<-ctx.Done()
 					return nil, ctx.Err()
 				}}
@@ -390,8 +394,8 @@ func liars() []liar {
 			empty: true,
 			wrap: func(s *store.Store) p2p.Content {
 				return &lyingContent{Store: s,
-					info: func(h store.PathHash) (*store.PathInfo, error) {
-						return &store.PathInfo{Path: store.Path{Hash: h, Name: "lie"}}, nil
+					info: func(h nix.PathHash) (*nix.PathInfo, error) {
+						return &nix.PathInfo{Path: nix.Path{Hash: h, Name: "lie"}}, nil
 					},
 				}
 			},
@@ -400,7 +404,7 @@ func liars() []liar {
 		{
 			name: "refuses chunks it has",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, chunk: func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+				return &lyingContent{Store: s, chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 					return nil, p2p.ErrNotServed
 				}}
 			},
@@ -418,7 +422,7 @@ func liars() []liar {
 			wrap: func(s *store.Store) p2p.Content {
 				c := forger(s, 8).(*lyingContent)
 				serve := c.chunk
-				c.chunk = func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+				c.chunk = func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 					time.Sleep(3 * time.Millisecond)
 					return serve(ctx, id, size)
 				}
@@ -429,7 +433,7 @@ func liars() []liar {
 		{
 			name: "alters the narHash",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, info: func(h store.PathHash) (*store.PathInfo, error) {
+				return &lyingContent{Store: s, info: func(h nix.PathHash) (*nix.PathInfo, error) {
 					pi, err := s.PathInfo(h)
 					if err == nil {
 						pi.NarHash[0] ^= 1
@@ -437,12 +441,12 @@ func liars() []liar {
 					return pi, err
 				}}
 			},
-			alone: []string{"does not match"}, is: ErrUntrusted,
+			alone: []string{"does not match"}, is: trust.ErrUntrusted,
 		},
 		{
 			name: "drops the references",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, info: func(h store.PathHash) (*store.PathInfo, error) {
+				return &lyingContent{Store: s, info: func(h nix.PathHash) (*nix.PathInfo, error) {
 					pi, err := s.PathInfo(h)
 					if err == nil {
 						pi.References = nil
@@ -450,12 +454,12 @@ func liars() []liar {
 					return pi, err
 				}}
 			},
-			alone: []string{"does not match"}, is: ErrUntrusted,
+			alone: []string{"does not match"}, is: trust.ErrUntrusted,
 		},
 		{
 			name: "strips the signature",
 			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, info: func(h store.PathHash) (*store.PathInfo, error) {
+				return &lyingContent{Store: s, info: func(h nix.PathHash) (*nix.PathInfo, error) {
 					pi, err := s.PathInfo(h)
 					if err == nil {
 						pi.Sigs = nil
@@ -463,7 +467,7 @@ func liars() []liar {
 					return pi, err
 				}}
 			},
-			alone: []string{"no signature"}, is: ErrUntrusted,
+			alone: []string{"no signature"}, is: trust.ErrUntrusted,
 		},
 	}
 }
@@ -537,7 +541,7 @@ func runFault(t *testing.T, ls []liar, withHonest bool) {
 	}
 	from := liarNodes
 	var honest *peerNode
-	var paths []*store.PathInfo
+	var paths []*nix.PathInfo
 	if withHonest {
 		honest = newNode(t, nodeOpts{key: keys[len(ls)]})
 		paths = closure(t, honest.store, sk, faultPaths, faultSize, faultSeed)
@@ -552,7 +556,7 @@ func runFault(t *testing.T, ls []liar, withHonest bool) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := New(c.store, c.node, Options{Keys: kr, StallTimeout: 500 * time.Millisecond}).Fetch(ctx, []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr, StallTimeout: 500 * time.Millisecond}).Fetch(ctx, []nix.Path{root})
 	if ctx.Err() != nil {
 		var b strings.Builder
 		pprof.Lookup("goroutine").WriteTo(&b, 2)
@@ -601,20 +605,20 @@ func runFault(t *testing.T, ls []liar, withHonest bool) {
 // nothing becomes valid.
 func TestSyncClosureNotClosed(t *testing.T) {
 	sk, kr := testKeys(t)
-	var paths []*store.PathInfo
+	var paths []*nix.PathInfo
 	a := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
 		paths = closure(t, s, sk, 3, 100<<10, 12)
 		hidden := paths[0].Path.Hash
 		return &lyingContent{Store: s,
-			info: func(h store.PathHash) (*store.PathInfo, error) {
+			info: func(h nix.PathHash) (*nix.PathInfo, error) {
 				if h == hidden {
-					return nil, store.ErrNotValid
+					return nil, nix.ErrNotValid
 				}
 				return s.PathInfo(h)
 			},
-			index: func(h store.PathHash) (store.ChunkIndex, error) {
+			index: func(h nix.PathHash) (chunk.Index, error) {
 				if h == hidden {
-					return nil, store.ErrNotValid
+					return nil, nix.ErrNotValid
 				}
 				return s.ChunkIndexOf(h)
 			},
@@ -622,7 +626,7 @@ func TestSyncClosureNotClosed(t *testing.T) {
 	}})
 	c := newNode(t, nodeOpts{})
 	connect(t, c, a)
-	_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{paths[2].Path})
+	_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{paths[2].Path})
 	if err == nil {
 		t.Fatal("sync of a closure missing a reference succeeded")
 	}

@@ -7,16 +7,19 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // Options configure a Fetcher.
@@ -25,7 +28,7 @@ type Options struct {
 	Keys *manifest.Keyring
 	// Vouched holds PathInfos already believed (from a verified manifest),
 	// with their chunk index IDs; a peer's info must agree with them.
-	Vouched map[store.PathHash]*store.PathInfo
+	Vouched map[nix.PathHash]*nix.PathInfo
 	// NoCheckSigs believes every PathInfo a peer sends. For tests only: it
 	// lets any peer make any content valid under any path name.
 	NoCheckSigs bool
@@ -46,10 +49,11 @@ type Options struct {
 
 // Fetcher fetches closures into a store through a p2p node.
 type Fetcher struct {
-	store *store.Store
-	node  *p2p.Node
-	opts  Options
-	log   *slog.Logger
+	store  *store.Store
+	node   *p2p.Node
+	opts   Options
+	log    *slog.Logger
+	belief *trust.Trust // what a peer's PathInfo must satisfy
 }
 
 // New returns a Fetcher.
@@ -69,7 +73,12 @@ func New(s *store.Store, n *p2p.Node, opts Options) *Fetcher {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Fetcher{store: s, node: n, opts: opts, log: opts.Logger}
+	belief := trust.New(s.StoreDir(), opts.Keys)
+	belief.BelieveAll = opts.NoCheckSigs
+	for _, pi := range opts.Vouched {
+		belief.VouchFor(pi, "")
+	}
+	return &Fetcher{store: s, node: n, opts: opts, log: opts.Logger, belief: belief}
 }
 
 // Report summarises a sync.
@@ -106,7 +115,7 @@ type Progress struct {
 }
 
 // Sync makes the closures of roots valid in the store.
-func (fe *Fetcher) Fetch(ctx context.Context, roots []store.Path) (*Report, error) {
+func (fe *Fetcher) Fetch(ctx context.Context, roots []nix.Path) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
 	for _, r := range roots {
@@ -141,8 +150,8 @@ func (fe *Fetcher) progress(p Progress) {
 
 // item is one path to fetch.
 type item struct {
-	info      *store.PathInfo
-	index     store.ChunkIndex
+	info      *nix.PathInfo
+	index     chunk.Index
 	offs      []uint64
 	infoFrom  peer.ID // who told us info and index (blamed if the NAR is wrong)
 	providers []peer.ID
@@ -152,22 +161,22 @@ type item struct {
 
 type plan struct {
 	items       []*item // references first
-	byHash      map[store.PathHash]*item
+	byHash      map[nix.PathHash]*item
 	closureSize int
 }
 
 // plan learns the missing part of the closures of roots from the peers.
 // The first provider asked describes a root's whole closure in one answer,
 // so planning costs two or three round trips whatever the graph's depth.
-func (fe *Fetcher) plan(ctx context.Context, roots []store.Path) (*plan, error) {
-	pl := &plan{byHash: map[store.PathHash]*item{}}
-	described := map[store.PathHash]described{}
+func (fe *Fetcher) plan(ctx context.Context, roots []nix.Path) (*plan, error) {
+	pl := &plan{byHash: map[nix.PathHash]*item{}}
+	described := map[nix.PathHash]described{}
 	broke := map[peer.ID]bool{} // peers whose answers broke the protocol
-	seen := map[store.PathHash]bool{}
-	var local []store.Path
-	var want []store.Path
+	seen := map[nix.PathHash]bool{}
+	var local []nix.Path
+	var want []nix.Path
 	// consider queues p, or notes it as local: a valid path's closure is valid.
-	consider := func(p store.Path) error {
+	consider := func(p nix.Path) error {
 		if seen[p.Hash] {
 			return nil
 		}
@@ -216,7 +225,7 @@ func (fe *Fetcher) plan(ctx context.Context, roots []store.Path) (*plan, error) 
 		}
 	}
 	// Order references first.
-	placed := map[store.PathHash]bool{}
+	placed := map[nix.PathHash]bool{}
 	var visit func(it *item)
 	visit = func(it *item) {
 		if placed[it.info.Path.Hash] {
@@ -254,8 +263,8 @@ type described struct {
 // A peer in broke, or whose answer breaks the protocol (a decoder bomb,
 // say), is added to it and not asked again: each answer may cost up to
 // the cap.
-func (fe *Fetcher) learn(ctx context.Context, want []store.Path, desc map[store.PathHash]described, broke map[peer.ID]bool) ([]*item, error) {
-	hashes := make([]store.PathHash, len(want))
+func (fe *Fetcher) learn(ctx context.Context, want []nix.Path, desc map[nix.PathHash]described, broke map[peer.ID]bool) ([]*item, error) {
+	hashes := make([]nix.PathHash, len(want))
 	for i, p := range want {
 		hashes[i] = p.Hash
 	}
@@ -264,7 +273,7 @@ func (fe *Fetcher) learn(ctx context.Context, want []store.Path, desc map[store.
 		providers[i] = slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
 	}
 	// Ask each path's first provider for the closures of the undescribed.
-	ask := map[peer.ID][]store.PathHash{}
+	ask := map[peer.ID][]nix.PathHash{}
 	for i, h := range hashes {
 		if _, ok := desc[h]; !ok && len(providers[i]) > 0 {
 			ask[providers[i][0]] = append(ask[providers[i][0]], h)
@@ -290,7 +299,7 @@ func (fe *Fetcher) learn(ctx context.Context, want []store.Path, desc map[store.
 	var problems []error
 	for i, p := range want {
 		provs := slices.DeleteFunc(providers[i], func(q peer.ID) bool { return broke[q] })
-		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(provs, d.from) && fe.trust(d.ri.Info) == nil {
+		if d, ok := desc[p.Hash]; ok && d.ri.Info.Path == p && slices.Contains(provs, d.from) && fe.belief.Believe(d.ri.Info) == nil {
 			out = append(out, &item{
 				info: d.ri.Info, index: d.ri.Index, offs: d.ri.Index.Offsets(), infoFrom: d.from,
 				providers: provs,
@@ -311,12 +320,12 @@ func (fe *Fetcher) learn(ctx context.Context, want []store.Path, desc map[store.
 }
 
 // locateConnected asks only the connected peers which of hashes they have.
-func (fe *Fetcher) locateConnected(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
+func (fe *Fetcher) locateConnected(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
 	return fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 }
 
 // ask sends one have query to each of peers, a bounded number at once.
-func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []store.PathHash) [][]peer.ID {
+func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID {
 	out := make([][]peer.ID, len(hashes))
 	var mu sync.Mutex
 	AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
@@ -339,12 +348,12 @@ func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []store.Path
 
 // locate asks every connected peer which of hashes it has, and the DHT for
 // those no connected peer has.
-func (fe *Fetcher) locate(ctx context.Context, hashes []store.PathHash) [][]peer.ID {
+func (fe *Fetcher) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
 	out := fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 	// Only what nobody connected has goes to the DHT: a lookup costs
 	// seconds, a have query a round trip. The lookups run at once,
 	// bounded, and so do the dials to what they find.
-	var lookup []store.PathHash
+	var lookup []nix.PathHash
 	for i, h := range hashes {
 		if len(out[i]) == 0 {
 			lookup = append(lookup, h)
@@ -400,7 +409,7 @@ func connectProviders[K any](ctx context.Context, n *p2p.Node, keys []K, cidOf f
 
 // believe gets p's PathInfo and chunk index from one of its providers and
 // checks that it may be trusted.
-func (fe *Fetcher) believe(ctx context.Context, p store.Path, providers []peer.ID) (*item, error) {
+func (fe *Fetcher) believe(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error) {
 	where := p.Abs(fe.store.StoreDir())
 	if len(providers) == 0 {
 		return nil, fmt.Errorf("%s: no peer has it (asked %d connected %s); connect a peer that has it (--from ADDR) or check `trove peers`",
@@ -408,7 +417,7 @@ func (fe *Fetcher) believe(ctx context.Context, p store.Path, providers []peer.I
 	}
 	var last error
 	for _, prov := range providers {
-		infos, err := fe.node.Info(ctx, prov, []store.PathHash{p.Hash})
+		infos, err := fe.node.Info(ctx, prov, []nix.PathHash{p.Hash})
 		if err != nil {
 			last = err
 			continue
@@ -422,7 +431,7 @@ func (fe *Fetcher) believe(ctx context.Context, p store.Path, providers []peer.I
 			last = fmt.Errorf("peer %s described %s as %s", prov, where, ri.Info.Path)
 			continue
 		}
-		if err := fe.trust(ri.Info); err != nil {
+		if err := fe.belief.Believe(ri.Info); err != nil {
 			last = err
 			continue
 		}
@@ -432,48 +441,6 @@ func (fe *Fetcher) believe(ctx context.Context, p store.Path, providers []peer.I
 		}, nil
 	}
 	return nil, fmt.Errorf("%s: %w", where, last)
-}
-
-// ErrUntrusted is wrapped by errors about PathInfos nothing vouches for.
-var ErrUntrusted = errors.New("not signed by a trusted key")
-
-// trust decides whether a PathInfo from a peer may be believed.
-func (fe *Fetcher) trust(pi *store.PathInfo) error {
-	where := pi.Path.Abs(fe.store.StoreDir())
-	if v, ok := fe.opts.Vouched[pi.Path.Hash]; ok {
-		if v.Path != pi.Path || v.NarHash != pi.NarHash || v.NarSize != pi.NarSize ||
-			!slices.Equal(v.References, pi.References) || v.ChunkIndex != pi.ChunkIndex {
-			return fmt.Errorf("%s: the peer's path info differs from the signed manifest", where)
-		}
-		return nil
-	}
-	if fe.opts.NoCheckSigs {
-		return nil
-	}
-	if fe.opts.Keys != nil {
-		if _, ok := fe.opts.Keys.VerifyPathInfo(fe.store.StoreDir(), pi); ok {
-			return nil
-		}
-	}
-	if pi.ContentAddressed(fe.store.StoreDir()) {
-		return nil // its name is its content's hash: the NAR check proves it
-	}
-	if len(pi.Sigs) == 0 {
-		return fmt.Errorf("%s: %w: it has no signature and is not content-addressed; trust its publisher's key with `trove trust add NAME:KEY`", where, ErrUntrusted)
-	}
-	names := make([]string, len(pi.Sigs))
-	for i, s := range pi.Sigs {
-		names[i], _, _ = strings.Cut(s, ":")
-	}
-	if fe.opts.Keys != nil {
-		for _, k := range fe.opts.Keys.Keys() {
-			if slices.Contains(names, k.Name) {
-				// A trusted key's signature that fails: the info was altered.
-				return fmt.Errorf("%s: %w: its signature by %s does not match it (its narHash, size or references were altered, or the signature is corrupt)", where, ErrUntrusted, k.Name)
-			}
-		}
-	}
-	return fmt.Errorf("%s: %w (signed by %v); trust one of them with `trove trust add NAME:KEY`", where, ErrUntrusted, names)
 }
 
 func plural(n int, one, many string) string {

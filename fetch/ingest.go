@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // The ingest stage of a transfer: it looks at spools and the store to
@@ -46,7 +47,7 @@ func (f *transfer) prepare(ctx context.Context, st *itemState) error {
 	// paths keep going meanwhile (this also runs when a path restarts).
 	var resumed, reused int64
 	var missing []int
-	buf := make([]byte, store.ChunkMax)
+	buf := make([]byte, chunk.MaxSize)
 	for i, c := range index {
 		if !fresh && sp.has(c, offs[i], buf) {
 			resumed += int64(c.Size)
@@ -133,7 +134,7 @@ func (f *transfer) ingest(ctx context.Context, st *itemState) error {
 	if err == nil {
 		return f.commit(st, x)
 	}
-	if !errors.Is(err, store.ErrHashMismatch) && !errors.Is(err, store.ErrBadNAR) || it.attempts >= 2 {
+	if !errors.Is(err, nix.ErrHashMismatch) && !errors.Is(err, nix.ErrBadNAR) || it.attempts >= 2 {
 		return err
 	}
 	it.attempts++

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
-	"github.com/trove-p2p/trove/store"
 )
 
 // ResolveManifest asks every connected peer for generation gen (0 = newest)
@@ -71,5 +72,5 @@ func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []
 func (fe *Fetcher) FetchManifest(ctx context.Context, m *manifest.Manifest) (*Report, error) {
 	opts := fe.opts
 	opts.Vouched = m.Vouched()
-	return New(fe.store, fe.node, opts).Fetch(ctx, []store.Path{m.Root})
+	return New(fe.store, fe.node, opts).Fetch(ctx, []nix.Path{m.Root})
 }

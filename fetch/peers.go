@@ -5,7 +5,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // peerState is what one transfer knows of one peer: how it served (its
@@ -18,12 +18,12 @@ type peerState struct {
 	bad      int       // bad data it sent (chunks, or a lying chunk index)
 	dropped  string    // why it was dropped for this transfer; "" while it may be asked
 	failures int       // failed batches, other than bad data and stalls
-	lacks    map[store.PathHash]bool
+	lacks    map[nix.PathHash]bool
 	streams  int // workers started for it
 }
 
 // usable says whether p may still be asked for chunks of h.
-func (ps *peerState) usable(h store.PathHash) bool { return ps.dropped == "" && !ps.lacks[h] }
+func (ps *peerState) usable(h nix.PathHash) bool { return ps.dropped == "" && !ps.lacks[h] }
 
 // peerBook holds the states of every peer a transfer has met. It is part
 // of the scheduler's state and changes only through scheduler methods.
@@ -33,7 +33,7 @@ type peerBook map[peer.ID]*peerState
 func (b peerBook) get(p peer.ID) *peerState {
 	ps, ok := b[p]
 	if !ok {
-		ps = &peerState{id: p, lacks: map[store.PathHash]bool{}}
+		ps = &peerState{id: p, lacks: map[nix.PathHash]bool{}}
 		b[p] = ps
 	}
 	return ps

@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
@@ -17,7 +20,7 @@ func TestNewProviderJoinsMidFetch(t *testing.T) {
 	relocateEvery = 50 * time.Millisecond
 	sk, kr := testKeys(t)
 	slow := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
-		return &lyingContent{Store: s, chunk: func(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+		return &lyingContent{Store: s, chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 			time.Sleep(20 * time.Millisecond)
 			return s.ReadChunk(ctx, id, size)
 		}}
@@ -31,7 +34,7 @@ func TestNewProviderJoinsMidFetch(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		closure(t, late.store, sk, 6, 700<<10, 21) // the same paths appear on the other peer
 	}()
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}

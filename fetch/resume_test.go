@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -72,7 +75,7 @@ func syncChild(home string) error {
 	if err := kr.Add(pub); err != nil {
 		return err
 	}
-	root, err := store.ParseBase(os.Getenv("TROVE_SYNC_CHILD_ROOT"))
+	root, err := nix.ParseBase(os.Getenv("TROVE_SYNC_CHILD_ROOT"))
 	if err != nil {
 		return err
 	}
@@ -90,7 +93,7 @@ func syncChild(home string) error {
 		return err
 	}
 	fmt.Println("ready")
-	_, err = New(s, n, Options{Keys: kr, Window: childWindow}).Fetch(ctx, []store.Path{root})
+	_, err = New(s, n, Options{Keys: kr, Window: childWindow}).Fetch(ctx, []nix.Path{root})
 	return err
 }
 
@@ -116,7 +119,7 @@ type countingStore struct {
 	once    sync.Once
 }
 
-func (c *countingStore) ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
+func (c *countingStore) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 	if b := c.block.Load(); b > 0 && c.served.Load() >= b {
 		c.once.Do(func() { close(c.blocked) })
 		<-ctx.Done()
@@ -137,7 +140,7 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	sk, kr := testKeys(t)
 	cs := &countingStore{blocked: make(chan struct{})}
 	cs.block.Store(10)
-	var paths []*store.PathInfo
+	var paths []*nix.PathInfo
 	seeder := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
 		paths = closure(t, s, sk, 2, 2<<20, 21)
 		cs.Store = s
@@ -154,7 +157,7 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		rep, err := New(c.store, c.node, opts).Fetch(context.Background(), []store.Path{root})
+		rep, err := New(c.store, c.node, opts).Fetch(context.Background(), []nix.Path{root})
 		done <- result{rep, err}
 	}()
 	select {
@@ -204,7 +207,7 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	cs.block.Store(0)
 	back := newNode(t, nodeOpts{store: cs.Store})
 	connect(t, c, back)
-	rep, err := New(c.store, c.node, opts).Fetch(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, opts).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +229,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	}
 	sk, kr := testKeys(t)
 	cs := &countingStore{delay: 2 * time.Millisecond}
-	var paths []*store.PathInfo
+	var paths []*nix.PathInfo
 	seeder := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
 		paths = closure(t, s, sk, 10, 2<<20, 31)
 		cs.Store = s
@@ -328,7 +331,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	servedBefore := cs.served.Load()
 	c := newNode(t, nodeOpts{home: home})
 	connect(t, c, seeder)
-	rep, err := New(c.store, c.node, Options{Keys: kr, Window: childWindow}).Fetch(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr, Window: childWindow}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +344,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	if rep.BytesResumed == 0 {
 		t.Fatalf("the last sync resumed nothing: %+v", rep)
 	}
-	if fetched := cs.served.Load() - servedBefore; fetched*int64(store.ChunkMax) < rep.BytesFetched {
+	if fetched := cs.served.Load() - servedBefore; fetched*int64(chunk.MaxSize) < rep.BytesFetched {
 		t.Fatalf("the seeder served %d chunks in the last sync, which fetched %d bytes", fetched, rep.BytesFetched)
 	}
 	// Every chunk was served once, plus at most what was in flight (the
@@ -361,14 +364,14 @@ func TestSyncSweepsSpoolsOfValidPaths(t *testing.T) {
 	paths := closure(t, a.store, sk, 2, 100<<10, 41)
 	connect(t, c, a)
 	fe := New(c.store, c.node, Options{Keys: kr})
-	if _, err := fe.Fetch(context.Background(), []store.Path{paths[0].Path}); err != nil {
+	if _, err := fe.Fetch(context.Background(), []nix.Path{paths[0].Path}); err != nil {
 		t.Fatal(err)
 	}
 	left := spoolPath(filepath.Join(c.home, "partial"), paths[0].Path)
 	if err := os.WriteFile(left, make([]byte, paths[0].NarSize), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fe.Fetch(context.Background(), []store.Path{paths[1].Path}); err != nil {
+	if _, err := fe.Fetch(context.Background(), []nix.Path{paths[1].Path}); err != nil {
 		t.Fatal(err)
 	}
 	requireNoSpool(t, c.home)

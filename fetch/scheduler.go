@@ -9,8 +9,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
-	"github.com/trove-p2p/trove/store"
 )
 
 // scheduler decides everything a transfer decides: which chunks to hand
@@ -31,7 +32,7 @@ type scheduler struct {
 	storeDir string
 	window   int // chunk requests in flight per peer, shared by its streams
 
-	items   map[store.PathHash]*itemState
+	items   map[nix.PathHash]*itemState
 	pending []*want // not yet requested from anyone, in plan order
 	left    int     // wants not done
 	err     error   // set once, by fail; errFinished after success
@@ -41,7 +42,7 @@ type scheduler struct {
 	// complete, whatever their place in the graph, and committed once their
 	// references are (referrers says whom to look at after a commit).
 	ready     []readyItem
-	referrers map[store.PathHash][]*itemState
+	referrers map[nix.PathHash][]*itemState
 	// held is the NAR bytes of the items being unpacked or unpacked and
 	// waiting for their references: each takes disk twice, as spool and
 	// as tree, until it is committed. nextIngest keeps it within budget.
@@ -82,7 +83,7 @@ type readyItem struct {
 // want is one chunk of one description of an item.
 type want struct {
 	st       *itemState
-	ref      store.ChunkRef
+	ref      chunk.Ref
 	off      uint64
 	done     bool
 	old      bool // its item was restarted under another description
@@ -98,7 +99,7 @@ var errStalled = errors.New("peer stalled")
 
 func newScheduler(pl *plan, storeDir string, window int) *scheduler {
 	s := &scheduler{plan: pl, storeDir: storeDir, window: window, peers: peerBook{},
-		items: map[store.PathHash]*itemState{}, referrers: map[store.PathHash][]*itemState{}}
+		items: map[nix.PathHash]*itemState{}, referrers: map[nix.PathHash][]*itemState{}}
 	for _, it := range pl.items {
 		s.bytesTotal += int64(it.info.NarSize)
 	}

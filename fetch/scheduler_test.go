@@ -9,19 +9,20 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
-	"github.com/trove-p2p/trove/store"
 )
 
 // testItem is a path of chunks chunks of 1 KiB, with the given providers
 // (the first describes it) and references.
 func testItem(n byte, chunks int, providers []peer.ID, refs ...*item) *item {
-	p := store.Path{Hash: store.PathHash{n}, Name: fmt.Sprint("p", n)}
-	var index store.ChunkIndex
+	p := nix.Path{Hash: nix.PathHash{n}, Name: fmt.Sprint("p", n)}
+	var index chunk.Index
 	for i := range chunks {
-		index = append(index, store.ChunkRef{ID: store.ChunkID{n, byte(i)}, Size: 1 << 10})
+		index = append(index, chunk.Ref{ID: chunk.ID{n, byte(i)}, Size: 1 << 10})
 	}
-	info := &store.PathInfo{Path: p, NarSize: index.NarSize()}
+	info := &nix.PathInfo{Path: p, NarSize: index.NarSize()}
 	for _, r := range refs {
 		info.References = append(info.References, r.info.Path)
 	}
@@ -29,7 +30,7 @@ func testItem(n byte, chunks int, providers []peer.ID, refs ...*item) *item {
 }
 
 func testPlan(items ...*item) *plan {
-	pl := &plan{byHash: map[store.PathHash]*item{}, items: items}
+	pl := &plan{byHash: map[nix.PathHash]*item{}, items: items}
 	for _, it := range items {
 		pl.byHash[it.info.Path.Hash] = it
 	}
@@ -75,7 +76,7 @@ func TestSchedulerTake(t *testing.T) {
 		{name: "in plan order", peer: a, n: 3, want: "p1/0 p1/1 p1/2"},
 		{name: "shared among live peers", setup: func(s *scheduler) { s.addStream(b) }, peer: a, n: 64, want: "p1/0 p1/1 p1/2 p1/3 p1/4 p1/5"}, // 12 chunks, 2 peers
 		{name: "only what the peer provides, at least 4", peer: c, n: 3, want: "p2/0 p2/1 p2/2 p2/3"},
-		{name: "not what it lacks", setup: func(s *scheduler) { s.lacks(c, s.items[store.PathHash{2}].wants[0]) }, peer: c, n: 3, want: ""},
+		{name: "not what it lacks", setup: func(s *scheduler) { s.lacks(c, s.items[nix.PathHash{2}].wants[0]) }, peer: c, n: 3, want: ""},
 		{name: "dropped peer stops", setup: func(s *scheduler) { s.dropPeer(a, "test") }, peer: a, n: 3, stop: true},
 		{name: "failed transfer stops", setup: func(s *scheduler) { s.fail(errors.New("boom")) }, peer: a, n: 3, stop: true},
 		{name: "endgame duplicates in-flight chunks", setup: func(s *scheduler) {
@@ -162,8 +163,8 @@ func deliverAll(s *scheduler, p peer.ID, st *itemState) {
 
 type fakeStaged struct{ name string }
 
-func (fakeStaged) Commit() (*store.PathInfo, error) { return nil, nil }
-func (fakeStaged) Discard()                         {}
+func (fakeStaged) Commit() (*nix.PathInfo, error) { return nil, nil }
+func (fakeStaged) Discard()                       {}
 
 func TestSchedulerNextIngest(t *testing.T) {
 	const a = peer.ID("a")

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/trove-p2p/trove/store"
@@ -24,7 +27,7 @@ import (
 //
 // A spool is sparse: it takes disk only for the chunks written into it,
 // and extents are reserved ahead of each write by at most as much as has
-// arrived (store.ExtentReserver; chunks arrive roughly in order, and a
+// arrived (nix.ExtentReserver; chunks arrive roughly in order, and a
 // spool laid out in
 // long runs is cheaper to write and to free: a cold sync was 1.3 times
 // slower with spools grown chunk by chunk), and what is reserved past the
@@ -37,12 +40,12 @@ type spool struct {
 	f    *os.File
 	path string // "" for a private spool, which has no name
 
-	mu    sync.Mutex            // guards res
-	res   *store.ExtentReserver // the streams of a fetch write concurrently
-	fresh bool                  // nothing in it predates this sync
+	mu    sync.Mutex          // guards res
+	res   *nix.ExtentReserver // the streams of a fetch write concurrently
+	fresh bool                // nothing in it predates this sync
 }
 
-func spoolPath(dir string, p store.Path) string { return filepath.Join(dir, p.String()+".nar") }
+func spoolPath(dir string, p nix.Path) string { return filepath.Join(dir, p.String()+".nar") }
 
 // DefaultSpoolDir is where a sync keeps its spools unless told otherwise.
 func DefaultSpoolDir(s *store.Store) string { return filepath.Join(s.Home(), "partial") }
@@ -51,7 +54,7 @@ func DefaultSpoolDir(s *store.Store) string { return filepath.Join(s.Home(), "pa
 // fresh says it holds nothing yet (so there is nothing to resume). If
 // another sync holds the path's spool, this one gets a private spool,
 // unlinked at once: both fetch the path, and the first to commit wins.
-func openSpool(dir string, p store.Path, size uint64) (sp *spool, fresh bool, err error) {
+func openSpool(dir string, p nix.Path, size uint64) (sp *spool, fresh bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, false, err
 	}
@@ -82,7 +85,7 @@ func openSpool(dir string, p store.Path, size uint64) (sp *spool, fresh bool, er
 			return nil, false, err
 		}
 	}
-	return &spool{f: f, path: name, res: store.NewExtentReserver(f, int64(size)), fresh: fresh}, fresh, nil
+	return &spool{f: f, path: name, res: nix.NewExtentReserver(f, int64(size)), fresh: fresh}, fresh, nil
 }
 
 // privateSpool is a fresh spool of size bytes that no other process or
@@ -97,7 +100,7 @@ func privateSpool(dir string, size uint64) (*spool, bool, error) {
 		f.Close()
 		return nil, false, err
 	}
-	return &spool{f: f, res: store.NewExtentReserver(f, int64(size)), fresh: true}, true, nil
+	return &spool{f: f, res: nix.NewExtentReserver(f, int64(size)), fresh: true}, true, nil
 }
 
 // lockedFile opens name (creating it if create) and takes an exclusive
@@ -146,12 +149,12 @@ func (s *spool) writeAt(b []byte, off uint64) error {
 }
 
 // has reports whether the chunk at off is already in the spool.
-func (s *spool) has(c store.ChunkRef, off uint64, buf []byte) bool {
+func (s *spool) has(c chunk.Ref, off uint64, buf []byte) bool {
 	b := buf[:c.Size]
 	if _, err := s.f.ReadAt(b, int64(off)); err != nil {
 		return false
 	}
-	return store.SumChunk(b) == c.ID
+	return chunk.Sum(b) == c.ID
 }
 
 // reader reads the whole NAR from the start.
@@ -180,7 +183,7 @@ func sweepSpools(dir string, s *store.Store) {
 		if !ok {
 			continue
 		}
-		if p, err := store.ParseBase(base); err == nil {
+		if p, err := nix.ParseBase(base); err == nil {
 			if ok, err := s.IsValid(p); err == nil && ok {
 				name := filepath.Join(dir, e.Name())
 				if f, err := lockedFile(name, false); err == nil {
@@ -194,7 +197,7 @@ func sweepSpools(dir string, s *store.Store) {
 
 // spoolHolds is how many bytes of disk the spool of a NAR of size bytes
 // in dir already takes (what a resumed sync need not find room for again).
-func spoolHolds(dir string, p store.Path, size uint64) uint64 {
+func spoolHolds(dir string, p nix.Path, size uint64) uint64 {
 	fi, err := os.Stat(spoolPath(dir, p))
 	if err != nil || fi.Size() != int64(size) {
 		return 0

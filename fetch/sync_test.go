@@ -13,12 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // peerNode is a store with a real libp2p node on loopback.
@@ -65,9 +69,9 @@ func connect(t testing.TB, a *peerNode, others ...*peerNode) {
 // closure builds a chain of n input-addressed paths in s, each referring
 // to the previous, with files of the given size, signed by key. It returns
 // them references first.
-func closure(t testing.TB, s *store.Store, key manifest.SecretKey, n, size int, seed uint64) []*store.PathInfo {
+func closure(t testing.TB, s *store.Store, key manifest.SecretKey, n, size int, seed uint64) []*nix.PathInfo {
 	t.Helper()
-	var out []*store.PathInfo
+	var out []*nix.PathInfo
 	r := rand.New(rand.NewPCG(seed, 1))
 	for i := range n {
 		dir := t.TempDir()
@@ -77,16 +81,16 @@ func closure(t testing.TB, s *store.Store, key manifest.SecretKey, n, size int, 
 		}
 		os.MkdirAll(filepath.Join(dir, "p", "lib"), 0o755)
 		os.WriteFile(filepath.Join(dir, "p", "lib", "data"), data, 0o644)
-		var refs []store.Path
+		var refs []nix.Path
 		if i > 0 {
 			prev := out[i-1].Path
 			refs = append(refs, prev)
 			os.WriteFile(filepath.Join(dir, "p", "ref"), []byte(prev.Abs(s.StoreDir())), 0o644)
 		}
 		var nar bytes.Buffer
-		store.DumpNAR(&nar, filepath.Join(dir, "p"))
-		p, _ := store.MakePath(s.StoreDir(), "output:out", store.Hash(sha256.Sum256([]byte(fmt.Sprint(seed, i)))), fmt.Sprintf("pkg%d", i))
-		info := &store.PathInfo{Path: p, NarHash: store.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len()), References: refs}
+		nix.DumpNAR(&nar, filepath.Join(dir, "p"))
+		p, _ := nix.MakePath(s.StoreDir(), "output:out", nix.Hash(sha256.Sum256([]byte(fmt.Sprint(seed, i)))), fmt.Sprintf("pkg%d", i))
+		info := &nix.PathInfo{Path: p, NarHash: nix.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len()), References: refs}
 		info.Sigs = []string{key.Sign(info.Fingerprint(s.StoreDir()))}
 		pi, err := s.AddNAR(context.Background(), info, &nar)
 		if err != nil {
@@ -107,7 +111,7 @@ func testKeys(t testing.TB) (manifest.SecretKey, *manifest.Keyring) {
 	return sk, kr
 }
 
-func narOf(t testing.TB, s *store.Store, p store.Path) []byte {
+func narOf(t testing.TB, s *store.Store, p nix.Path) []byte {
 	var b bytes.Buffer
 	if err := s.WriteNAR(context.Background(), &b, p, 0, -1); err != nil {
 		t.Fatal(err)
@@ -115,7 +119,7 @@ func narOf(t testing.TB, s *store.Store, p store.Path) []byte {
 	return b.Bytes()
 }
 
-func requireSameClosure(t testing.TB, from, to *store.Store, paths []*store.PathInfo) {
+func requireSameClosure(t testing.TB, from, to *store.Store, paths []*nix.PathInfo) {
 	t.Helper()
 	for _, pi := range paths {
 		got, err := to.Lookup(pi.Path)
@@ -141,7 +145,7 @@ func TestSyncFromTwoSeeders(t *testing.T) {
 	connect(t, c, a, b)
 	root := paths[len(paths)-1].Path
 	var last Progress
-	rep, err := New(c.store, c.node, Options{Keys: kr, Progress: func(p Progress) { last = p }}).Fetch(context.Background(), []store.Path{root})
+	rep, err := New(c.store, c.node, Options{Keys: kr, Progress: func(p Progress) { last = p }}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +163,7 @@ func TestSyncFromTwoSeeders(t *testing.T) {
 		t.Fatalf("fetched from %d peers, want both: %+v", used, rep.Peers)
 	}
 	// Nothing to do the second time.
-	rep, err = New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{root})
+	rep, err = New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
 	if err != nil || rep.PathsFetched != 0 || rep.BytesFetched != 0 {
 		t.Fatalf("second sync: %+v %v", rep, err)
 	}
@@ -175,15 +179,15 @@ func TestSyncRefusesUnsignedPaths(t *testing.T) {
 	paths := closure(t, a.store, sk, 2, 10<<10, 2)
 	connect(t, c, a)
 	root := paths[1].Path
-	_, err := New(c.store, c.node, Options{Keys: otherKeys}).Fetch(context.Background(), []store.Path{root})
-	if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "test-1") {
+	_, err := New(c.store, c.node, Options{Keys: otherKeys}).Fetch(context.Background(), []nix.Path{root})
+	if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), "test-1") {
 		t.Fatalf("sync of paths signed by an untrusted key: %v", err)
 	}
 	if ok, _ := c.store.IsValid(root); ok {
 		t.Fatal("an untrusted path became valid")
 	}
 	// --no-check-sigs takes them.
-	if _, err := New(c.store, c.node, Options{NoCheckSigs: true}).Fetch(context.Background(), []store.Path{root}); err != nil {
+	if _, err := New(c.store, c.node, Options{NoCheckSigs: true}).Fetch(context.Background(), []nix.Path{root}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -197,7 +201,7 @@ func TestSyncReusesLocalChunks(t *testing.T) {
 	for i := range big {
 		big[i] = byte(r.Uint32())
 	}
-	mk := func(s *store.Store, gen int) *store.PathInfo {
+	mk := func(s *store.Store, gen int) *nix.PathInfo {
 		dir := t.TempDir()
 		os.MkdirAll(filepath.Join(dir, "cfg"), 0o755)
 		os.WriteFile(filepath.Join(dir, "cfg", "big"), big, 0o644)
@@ -213,7 +217,7 @@ func TestSyncReusesLocalChunks(t *testing.T) {
 	g2 := mk(a.store, 2)
 	_ = g1c
 	connect(t, c, a)
-	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []store.Path{g2.Path})
+	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{g2.Path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +225,7 @@ func TestSyncReusesLocalChunks(t *testing.T) {
 	if rep.BytesFetched*10 > rep.NarBytes || rep.BytesReused == 0 {
 		t.Fatalf("fetched %d of %d bytes (reused %d): local chunks not reused", rep.BytesFetched, rep.NarBytes, rep.BytesReused)
 	}
-	requireSameClosure(t, a.store, c.store, []*store.PathInfo{g2})
+	requireSameClosure(t, a.store, c.store, []*nix.PathInfo{g2})
 }
 
 var _ = time.Second
@@ -233,7 +237,7 @@ func TestWidenOnlyFastPeers(t *testing.T) {
 	batch := func(chunks int) []*want {
 		var b []*want
 		for range chunks {
-			b = append(b, &want{ref: store.ChunkRef{Size: 64 << 10}})
+			b = append(b, &want{ref: chunk.Ref{Size: 64 << 10}})
 		}
 		return b
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 )
@@ -50,14 +52,14 @@ var _ chunkPeers = (*p2p.Node)(nil)
 
 // stager is what a transfer's ingest stage needs of the store.
 type stager interface {
-	ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error)
-	StageNAR(ctx context.Context, info *store.PathInfo, index store.ChunkIndex, r io.Reader) (staged, error)
+	ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
+	StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.Index, r io.Reader) (staged, error)
 }
 
 // storeStager is the store as a stager.
 type storeStager struct{ *store.Store }
 
-func (s storeStager) StageNAR(ctx context.Context, info *store.PathInfo, index store.ChunkIndex, r io.Reader) (staged, error) {
+func (s storeStager) StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.Index, r io.Reader) (staged, error) {
 	x, err := s.Store.StageNAR(ctx, info, index, r)
 	if err != nil {
 		return nil, err
@@ -79,8 +81,8 @@ type transfer struct {
 	store stager
 	// locate asks connected peers which of hashes they have; believe gets
 	// a path's description from one of providers and checks it.
-	locate  func(ctx context.Context, hashes []store.PathHash) [][]peer.ID
-	believe func(ctx context.Context, p store.Path, providers []peer.ID) (*item, error)
+	locate  func(ctx context.Context, hashes []nix.PathHash) [][]peer.ID
+	believe func(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error)
 
 	// mu guards sched, which is reached only through lock; unlock (and
 	// wait) publish what it decided: a failure closes ended, and every
@@ -371,7 +373,7 @@ func (f *transfer) relocate(ctx context.Context) {
 		if len(open) == 0 {
 			continue
 		}
-		hashes := make([]store.PathHash, len(open))
+		hashes := make([]nix.PathHash, len(open))
 		for i, it := range open {
 			hashes[i] = it.info.Path.Hash
 		}

@@ -17,8 +17,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
-	"github.com/trove-p2p/trove/store"
 )
 
 // fakePeers serves chunks through func fields, one per peer: no libp2p.
@@ -37,24 +38,24 @@ var _ chunkPeers = (*fakePeers)(nil)
 // fakeStore has no chunks; it stages a NAR when it is the expected bytes,
 // and records the order of commits.
 type fakeStore struct {
-	nars  map[store.PathHash][]byte
-	stage func(info *store.PathInfo) error // if set, may refuse a NAR that is right
+	nars  map[nix.PathHash][]byte
+	stage func(info *nix.PathInfo) error // if set, may refuse a NAR that is right
 
 	mu        sync.Mutex
 	committed []string
 }
 
-func (s *fakeStore) ReadChunk(context.Context, store.ChunkID, uint32) ([]byte, error) {
+func (s *fakeStore) ReadChunk(context.Context, chunk.ID, uint32) ([]byte, error) {
 	return nil, errors.New("no such chunk here")
 }
 
-func (s *fakeStore) StageNAR(_ context.Context, info *store.PathInfo, _ store.ChunkIndex, r io.Reader) (staged, error) {
+func (s *fakeStore) StageNAR(_ context.Context, info *nix.PathInfo, _ chunk.Index, r io.Reader) (staged, error) {
 	b, err := io.ReadAll(io.LimitReader(r, int64(info.NarSize)))
 	if err != nil {
 		return nil, err
 	}
 	if !bytes.Equal(b, s.nars[info.Path.Hash]) {
-		return nil, fmt.Errorf("%w for %s", store.ErrHashMismatch, info.Path.Name)
+		return nil, fmt.Errorf("%w for %s", nix.ErrHashMismatch, info.Path.Name)
 	}
 	if s.stage != nil {
 		if err := s.stage(info); err != nil {
@@ -69,7 +70,7 @@ type fakeCommit struct {
 	name string
 }
 
-func (c fakeCommit) Commit() (*store.PathInfo, error) {
+func (c fakeCommit) Commit() (*nix.PathInfo, error) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	c.s.committed = append(c.s.committed, c.name)
@@ -78,16 +79,16 @@ func (c fakeCommit) Commit() (*store.PathInfo, error) {
 func (fakeCommit) Discard() {}
 
 // nar makes an item of n chunks of random sizes and its NAR bytes.
-func nar(r *rand.Rand, id byte, n int, providers []peer.ID, refs ...*item) (*item, []byte, map[store.ChunkID][]byte) {
+func nar(r *rand.Rand, id byte, n int, providers []peer.ID, refs ...*item) (*item, []byte, map[chunk.ID][]byte) {
 	var data []byte
-	var index store.ChunkIndex
-	chunks := map[store.ChunkID][]byte{}
+	var index chunk.Index
+	chunks := map[chunk.ID][]byte{}
 	for range n {
 		c := make([]byte, 1<<10+r.IntN(4<<10))
 		for i := range c {
 			c[i] = byte(r.Uint32())
 		}
-		ref := store.ChunkRef{ID: store.SumChunk(c), Size: uint32(len(c))}
+		ref := chunk.Ref{ID: chunk.Sum(c), Size: uint32(len(c))}
 		index = append(index, ref)
 		chunks[ref.ID] = c
 		data = append(data, c...)
@@ -109,9 +110,9 @@ func TestTransferThroughFaults(t *testing.T) {
 			peer.ID("flaky"), peer.ID("lacking"), peer.ID("liar")
 		all := []peer.ID{honest, bad, stall, flaky, lacking}
 		r := rand.New(rand.NewPCG(1, 2))
-		chunks := map[store.ChunkID][]byte{}
-		nars := map[store.PathHash][]byte{}
-		add := func(it *item, data []byte, cs map[store.ChunkID][]byte) *item {
+		chunks := map[chunk.ID][]byte{}
+		nars := map[nix.PathHash][]byte{}
+		add := func(it *item, data []byte, cs map[chunk.ID][]byte) *item {
 			nars[it.info.Path.Hash] = data
 			for id, c := range cs {
 				chunks[id] = c
@@ -167,9 +168,9 @@ func TestTransferThroughFaults(t *testing.T) {
 		}}
 		st := &fakeStore{nars: nars}
 		var refused atomic.Bool
-		st.stage = func(info *store.PathInfo) error {
+		st.stage = func(info *nix.PathInfo) error {
 			if info.Path == cfg.info.Path && refused.CompareAndSwap(false, true) {
-				return fmt.Errorf("%w: liar's index", store.ErrHashMismatch)
+				return fmt.Errorf("%w: liar's index", nix.ErrHashMismatch)
 			}
 			return nil
 		}
@@ -177,10 +178,10 @@ func TestTransferThroughFaults(t *testing.T) {
 		f := &transfer{pl: pl, start: time.Now(), net: net, store: st,
 			opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
 			log:  slog.New(slog.DiscardHandler),
-			locate: func(context.Context, []store.PathHash) [][]peer.ID {
+			locate: func(context.Context, []nix.PathHash) [][]peer.ID {
 				return nil
 			},
-			believe: func(_ context.Context, p store.Path, providers []peer.ID) (*item, error) {
+			believe: func(_ context.Context, p nix.Path, providers []peer.ID) (*item, error) {
 				believed = providers
 				fresh := *cfg
 				fresh.infoFrom, fresh.providers = honest, []peer.ID{honest}

@@ -3,6 +3,7 @@ package fetch
 import (
 	"slices"
 
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -12,7 +13,7 @@ import (
 
 // staged is an unpacked, verified NAR not valid yet (*store.Staged).
 type staged interface {
-	Commit() (*store.PathInfo, error)
+	Commit() (*nix.PathInfo, error)
 	Discard()
 }
 

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // PublicKey is a named Ed25519 public key, written "name:base64(32 bytes)".
@@ -308,7 +308,7 @@ func (kr *Keyring) save() error {
 // VerifyPathInfo reports whether one of pi's signatures is valid under a
 // trusted key, over Nix's fingerprint of the path. The name of the key
 // that vouched is returned.
-func (kr *Keyring) VerifyPathInfo(storeDir string, pi *store.PathInfo) (string, bool) {
+func (kr *Keyring) VerifyPathInfo(storeDir string, pi *nix.PathInfo) (string, bool) {
 	fp := pi.Fingerprint(storeDir)
 	for _, k := range kr.Keys() {
 		for _, sig := range pi.Sigs {

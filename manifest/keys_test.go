@@ -4,10 +4,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 )
 
-// Vectors from reference/nix.md §2, verified against Nix 2.8.
+// Vectors from docs/reference/nix.md §2, verified against Nix 2.8.
 const (
 	vecPK = "test-cache-1:x3kdt34NgfK5lwae4wX9xqxJmcAL9K4u7ftLAO74+e0="
 	vecSK = "test-cache-1:UZpw4GpXL4LnKUympCggd0LtISTPTExicJPmQAe2ejPHeR23fg2B8rmXBp7jBf3GrEmZwAv0ri7t+0sA7vj57Q=="
@@ -53,22 +53,22 @@ func TestKeyringVerifiesPathInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, _ := store.ParseBase("hrdkgfp4x4irj4w3rvhcpsjjsm8x4g8h-p2p-leaf")
-	h, _ := store.ParseHash("sha256:01q6czwzsqwpkfp82cm87f8vkqxnmz3biw0g4rydm63hpi3ifppg")
-	pi := &store.PathInfo{Path: leaf, NarHash: h, NarSize: 128,
+	leaf, _ := nix.ParseBase("hrdkgfp4x4irj4w3rvhcpsjjsm8x4g8h-p2p-leaf")
+	h, _ := nix.ParseHash("sha256:01q6czwzsqwpkfp82cm87f8vkqxnmz3biw0g4rydm63hpi3ifppg")
+	pi := &nix.PathInfo{Path: leaf, NarHash: h, NarSize: 128,
 		Sigs: []string{"test-cache-1:tJKQdVEZOuNLm/A04k/tGW1VyJtZTi7Q0Ff1zVP7SVmveUYASCpPsVhPtwsQzh0wzPkfUN4u9ZxyoeMafCKZAA=="}}
-	if _, ok := kr.VerifyPathInfo(store.DefaultStoreDir, pi); ok {
+	if _, ok := kr.VerifyPathInfo(nix.DefaultStoreDir, pi); ok {
 		t.Fatal("verified with an empty keyring")
 	}
 	pk, _ := ParsePublicKey(vecPK)
 	if err := kr.Add(pk); err != nil {
 		t.Fatal(err)
 	}
-	if name, ok := kr.VerifyPathInfo(store.DefaultStoreDir, pi); !ok || name != "test-cache-1" {
+	if name, ok := kr.VerifyPathInfo(nix.DefaultStoreDir, pi); !ok || name != "test-cache-1" {
 		t.Fatal("did not verify with the trusted key")
 	}
 	pi.NarSize = 129
-	if _, ok := kr.VerifyPathInfo(store.DefaultStoreDir, pi); ok {
+	if _, ok := kr.VerifyPathInfo(nix.DefaultStoreDir, pi); ok {
 		t.Fatal("verified a tampered path info")
 	}
 	again, err := LoadKeyring(kr.file)

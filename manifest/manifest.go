@@ -8,12 +8,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/zeebo/blake3"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 
@@ -24,12 +24,12 @@ import (
 type Manifest struct {
 	Name       string
 	Generation uint64
-	Root       store.Path
+	Root       nix.Path
 	Activate   string // command relative to the root, "" for none
 	Created    time.Time
 	Publisher  PublicKey
 	Previous   ID // zero for generation 1
-	Paths      []*store.PathInfo
+	Paths      []*nix.PathInfo
 	Sig        string // Publisher's signature of the body
 }
 
@@ -49,7 +49,7 @@ func (id ID) String() string { return id.CID().String() }
 
 // ParseID parses the string form of an ID.
 func ParseID(s string) (ID, error) {
-	c, err := store.ParseChunkID(s) // same shape: CIDv1 raw blake3-256
+	c, err := chunk.ParseID(s) // same shape: CIDv1 raw blake3-256
 	return ID(c), err
 }
 
@@ -62,7 +62,7 @@ const (
 	// MaxPaths is the most paths one manifest may list.
 	MaxPaths = 1 << 14
 	// MaxReferences is the most references one path may have.
-	MaxReferences = 4096
+	MaxReferences = nix.MaxReferences
 	// maxTotalRefs is the most references of all paths together.
 	maxTotalRefs = 1 << 18
 	maxNameLen   = 64
@@ -101,26 +101,22 @@ func checkActivate(rel string) error {
 // wire forms. Integer keys keep the encoding compact; Core Deterministic
 // Encoding makes it canonical, so the signature and the ID are stable.
 type wireBody struct {
-	Version    uint64     `cbor:"1,keyasint"`
-	Name       string     `cbor:"2,keyasint"`
-	Generation uint64     `cbor:"3,keyasint"`
-	Root       string     `cbor:"4,keyasint"`
-	Activate   string     `cbor:"5,keyasint,omitempty"`
-	Created    int64      `cbor:"6,keyasint"`
-	Publisher  string     `cbor:"7,keyasint"`
-	Previous   []byte     `cbor:"8,keyasint,omitempty"`
-	Paths      []wirePath `cbor:"9,keyasint"`
+	Version    uint64          `cbor:"1,keyasint"`
+	Name       string          `cbor:"2,keyasint"`
+	Generation uint64          `cbor:"3,keyasint"`
+	Root       string          `cbor:"4,keyasint"`
+	Activate   string          `cbor:"5,keyasint,omitempty"`
+	Created    int64           `cbor:"6,keyasint"`
+	Publisher  string          `cbor:"7,keyasint"`
+	Previous   []byte          `cbor:"8,keyasint,omitempty"`
+	Paths      []*nix.CBORInfo `cbor:"9,keyasint"`
 }
 
-type wirePath struct {
-	Path       string   `cbor:"1,keyasint"`
-	NarHash    []byte   `cbor:"2,keyasint"`
-	NarSize    uint64   `cbor:"3,keyasint"`
-	References []string `cbor:"4,keyasint,omitempty"`
-	Deriver    string   `cbor:"5,keyasint,omitempty"`
-	CA         string   `cbor:"6,keyasint,omitempty"`
-	ChunkIndex []byte   `cbor:"7,keyasint"`
-}
+// pathFields are the optional PathInfo fields a manifest carries: the
+// chunk index ID, no signatures (the manifest's own covers its paths).
+// nix.CBORInfo's keys are this format's, so manifests signed before it
+// existed keep their bytes.
+const pathFields = nix.InfoManifest
 
 type wireSigned struct {
 	Body strictcbor.Bytes `cbor:"1,keyasint"` // decoded in place: up to 16 MiB
@@ -129,27 +125,14 @@ type wireSigned struct {
 
 const formatVersion = 1
 
-var encMode cbor.EncMode
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-}
-
 // Decoders bound what decoding builds, not only the bytes: an empty
 // reference is one byte of CBOR and a 16-byte string header in Go. The
 // body's items are its own 19, 15 per path (a map of 7 fields) and the
 // references; each costs strictcbor.ItemCost besides its payload.
 var (
-	decSigned = strictcbor.MustDecoder(strictcbor.Limits{
-		Items: 8, Array: 16, MapPairs: 4, Nested: 2, Decoded: MaxManifestSize + 8*strictcbor.ItemCost,
-	})
-	bodyItems = 32 + MaxPaths*15 + maxTotalRefs
+	decSigned = strictcbor.MustDecoder(strictcbor.Limits{Wire: MaxManifestSize, Items: 8, Array: 16, MapPairs: 4, Nested: 2})
 	decBody   = strictcbor.MustDecoder(strictcbor.Limits{
-		Items: bodyItems, Array: max(MaxPaths, MaxReferences), MapPairs: 16, Nested: 4,
-		Decoded: MaxManifestSize + bodyItems*strictcbor.ItemCost,
+		Wire: MaxManifestSize, Items: 32 + MaxPaths*15 + maxTotalRefs, Array: max(MaxPaths, MaxReferences), MapPairs: 16, Nested: 4,
 	})
 )
 
@@ -172,17 +155,16 @@ func (m *Manifest) body() ([]byte, error) {
 		w.Previous = m.Previous[:]
 	}
 	for _, pi := range m.Paths {
-		w.Paths = append(w.Paths, wirePath{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
-			References: pi.RefNames(), Deriver: pi.DeriverName(), CA: pi.CA, ChunkIndex: pi.ChunkIndex[:]})
+		w.Paths = append(w.Paths, nix.ToCBOR(pi, pathFields, nil))
 	}
-	return encMode.Marshal(w)
+	return strictcbor.Marshal(w)
 }
 
 // Sign fills Publisher and Sig, after checking the manifest is well-formed
 // and its closure closed.
 func (m *Manifest) Sign(k SecretKey) error {
 	m.Publisher = k.Public()
-	slices.SortFunc(m.Paths, func(a, b *store.PathInfo) int { return a.Path.Compare(b.Path) })
+	slices.SortFunc(m.Paths, func(a, b *nix.PathInfo) int { return a.Path.Compare(b.Path) })
 	if err := m.checkClosure(); err != nil {
 		return err
 	}
@@ -203,7 +185,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return encMode.Marshal(wireSigned{Body: b, Sig: m.Sig})
+	return strictcbor.Marshal(wireSigned{Body: b, Sig: m.Sig})
 }
 
 // ID is the content address of the signed manifest.
@@ -253,7 +235,7 @@ func Decode(b []byte) (*Manifest, error) {
 		return bad("generation 0")
 	}
 	var err error
-	if m.Root, err = store.ParseBase(w.Root); err != nil {
+	if m.Root, err = nix.ParseBase(w.Root); err != nil {
 		return bad("root: %v", err)
 	}
 	if m.Publisher, err = ParsePublicKey(w.Publisher); err != nil {
@@ -266,23 +248,16 @@ func Decode(b []byte) (*Manifest, error) {
 		m.Previous = ID(w.Previous)
 	}
 	for _, wp := range w.Paths {
-		if len(wp.References) > MaxReferences {
-			return bad("%s: %d references, at most %d", wp.Path, len(wp.References), MaxReferences)
+		if wp == nil {
+			return bad("an empty path entry")
 		}
-		pi, err := store.PathInfoFromNames(wp.Path, wp.NarHash, wp.NarSize, wp.References, wp.Deriver)
+		pi, _, err := wp.PathInfo(pathFields)
 		if err != nil {
 			return bad("%v", err)
 		}
-		if len(wp.ChunkIndex) != len(pi.ChunkIndex) {
-			return bad("%s: bad chunk index ID", wp.Path)
-		}
-		pi.CA, pi.ChunkIndex = wp.CA, store.ChunkID(wp.ChunkIndex)
-		if !slices.IsSortedFunc(pi.References, store.Path.Compare) {
-			return bad("%s: references not sorted", wp.Path)
-		}
 		m.Paths = append(m.Paths, pi)
 	}
-	if !slices.IsSortedFunc(m.Paths, func(a, b *store.PathInfo) int { return a.Path.Compare(b.Path) }) {
+	if !slices.IsSortedFunc(m.Paths, func(a, b *nix.PathInfo) int { return a.Path.Compare(b.Path) }) {
 		return bad("paths not sorted")
 	}
 	// Re-encoding must give the same body: the encoding is canonical.
@@ -300,7 +275,7 @@ func Decode(b []byte) (*Manifest, error) {
 
 // checkClosure requires the root and every reference to be listed.
 func (m *Manifest) checkClosure() error {
-	have := make(map[store.Path]bool, len(m.Paths))
+	have := make(map[nix.Path]bool, len(m.Paths))
 	for _, pi := range m.Paths {
 		if have[pi.Path] {
 			return fmt.Errorf("%s is listed twice", pi.Path)
@@ -321,8 +296,8 @@ func (m *Manifest) checkClosure() error {
 }
 
 // Vouched returns the manifest's PathInfos by hash, for sync.Options.Vouched.
-func (m *Manifest) Vouched() map[store.PathHash]*store.PathInfo {
-	out := make(map[store.PathHash]*store.PathInfo, len(m.Paths))
+func (m *Manifest) Vouched() map[nix.PathHash]*nix.PathInfo {
+	out := make(map[nix.PathHash]*nix.PathInfo, len(m.Paths))
 	for _, pi := range m.Paths {
 		out[pi.Path.Hash] = pi
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -12,11 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 )
 
-func testPath(t testing.TB, name string) store.Path {
-	p, err := store.MakePath(store.DefaultStoreDir, "output:out", store.Hash(sha256.Sum256([]byte(name))), name)
+func testPath(t testing.TB, name string) nix.Path {
+	p, err := nix.MakePath(nix.DefaultStoreDir, "output:out", nix.Hash(sha256.Sum256([]byte(name))), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,9 +30,9 @@ func testManifest(t testing.TB, gen uint64) *Manifest {
 	return &Manifest{
 		Name: "laptop", Generation: gen, Root: root, Activate: "bin/activate",
 		Created: time.Unix(1_790_000_000, 0),
-		Paths: []*store.PathInfo{
-			{Path: root, NarHash: store.Hash{1}, NarSize: 100, References: []store.Path{leaf}, ChunkIndex: store.ChunkID{2}},
-			{Path: leaf, NarHash: store.Hash{3}, NarSize: 50, ChunkIndex: store.ChunkID{4}},
+		Paths: []*nix.PathInfo{
+			{Path: root, NarHash: nix.Hash{1}, NarSize: 100, References: []nix.Path{leaf}, ChunkIndex: chunk.ID{2}},
+			{Path: leaf, NarHash: nix.Hash{3}, NarSize: 50, ChunkIndex: chunk.ID{4}},
 		},
 	}
 }
@@ -278,20 +280,20 @@ func TestManifestBombRefusedUnbuilt(t *testing.T) {
 func TestLargeClosuresStillDecode(t *testing.T) {
 	k, _ := GenerateKey("big-1")
 	const n = 12_000
-	paths := make([]store.Path, n)
+	paths := make([]nix.Path, n)
 	for i := range paths {
 		paths[i] = testPath(t, fmt.Sprintf("pkg-%d", i))
 	}
 	m := &Manifest{Name: "big", Generation: 1, Root: paths[n-1], Created: time.Unix(1_790_000_000, 0)}
 	for i, p := range paths {
-		pi := &store.PathInfo{Path: p, NarHash: store.Hash{1}, NarSize: 100, ChunkIndex: store.ChunkID{2}}
+		pi := &nix.PathInfo{Path: p, NarHash: nix.Hash{1}, NarSize: 100, ChunkIndex: chunk.ID{2}}
 		switch {
 		case i == n-1:
 			pi.References = slices.Clone(paths[n-1-MaxReferences : n-1])
 		case i >= 20:
 			pi.References = slices.Clone(paths[i-20 : i])
 		}
-		slices.SortFunc(pi.References, store.Path.Compare)
+		slices.SortFunc(pi.References, nix.Path.Compare)
 		m.Paths = append(m.Paths, pi)
 	}
 	b := signed(t, m, k)
@@ -349,5 +351,28 @@ func TestHistoryAddAnswer(t *testing.T) {
 	}
 	if fmt.Sprint(told) != "[2 1]" {
 		t.Fatalf("OnNew was told %v", told)
+	}
+}
+
+// TestManifestsSignedBeforeStillVerify: testdata/signed-before-cborinfo.cbor
+// was signed by trove before manifests encoded their paths with
+// nix.CBORInfo (with a deriver, a CA, a self-reference and a previous ID).
+// It must still decode and verify, and re-encode to the same bytes: the
+// signature covers them.
+func TestManifestsSignedBeforeStillVerify(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "signed-before-cborinfo.cbor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Paths) != 3 || m.Paths[1].CA == "" && m.Paths[2].CA == "" || m.Generation != 7 {
+		t.Fatalf("decoded %+v", m)
+	}
+	again, err := m.Encode()
+	if err != nil || !bytes.Equal(again, b) {
+		t.Fatalf("re-encoded to other bytes (%v)", err)
 	}
 }

@@ -10,6 +10,7 @@
 // duplicates, so that bytes from a cache are refused with a clear error
 // rather than half understood.
 //
-// nixcache decides nothing about peers: serving from the swarm goes through
-// the Source interface, which PeerSource implements with p2p and fetch.
+// nixcache knows nothing of peers and imports neither p2p nor sync: serving
+// from the swarm goes through the Source interface, which the agent
+// implements with p2p and sync (agent/cachepeers.go).
 package nixcache

@@ -17,17 +17,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
-
-// ErrUntrusted is wrapped when a cache's narinfos are signed by no trusted
-// key (and are not content-addressed).
-var ErrUntrusted = errors.New("not signed by a trusted key")
 
 // errMissing is wrapped when a cache has no such file.
 var errMissing = fs.ErrNotExist
@@ -74,7 +72,7 @@ func WithTimeout(d time.Duration) ImportOption {
 // An HTTP cache that sends nothing for the timeout (see WithTimeout) fails
 // the import with an error wrapping ErrStalled; as on any failure, the
 // paths not yet added leave nothing behind.
-func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, cacheURL string, paths []store.Path, requireSigs bool, opts ...ImportOption) ([]*store.PathInfo, error) {
+func ImportCache(ctx context.Context, s Target, keys *manifest.Keyring, cacheURL string, paths []nix.Path, requireSigs bool, opts ...ImportOption) ([]*nix.PathInfo, error) {
 	cfg := importConfig{timeout: DefaultImportTimeout}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -92,7 +90,10 @@ func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, ca
 	if err != nil {
 		return nil, err
 	}
+	belief := trust.New(s.StoreDir(), keys)
+	belief.BelieveAll = !requireSigs
 	var untrusted []string
+	var why error // the first path's reason
 	for _, ni := range infos {
 		if err := checkCompression(ni.Compression); err != nil {
 			return nil, fmt.Errorf("%s: %w", ni.Info.Path.Abs(s.StoreDir()), err)
@@ -100,36 +101,31 @@ func ImportCache(ctx context.Context, s *store.Store, keys *manifest.Keyring, ca
 		if _, ok := c.narURL(ni.URL); !ok {
 			return nil, fmt.Errorf("%s: NAR URL %q cannot be read from %s", ni.Info.Path.Abs(s.StoreDir()), ni.URL, c)
 		}
-		if requireSigs && !trusted(s.StoreDir(), keys, &ni.Info) {
+		if err := belief.Believe(&ni.Info); err != nil {
 			untrusted = append(untrusted, ni.Info.Path.Abs(s.StoreDir()))
+			if why == nil {
+				why = err
+			}
 		}
 	}
 	if len(untrusted) > 0 {
-		more := ""
-		if len(untrusted) > 3 {
-			more = fmt.Sprintf(" and %d more", len(untrusted)-3)
-			untrusted = untrusted[:3]
+		// The first path says why; the others are named.
+		others := ""
+		if rest := untrusted[1:]; len(rest) > 0 {
+			more := ""
+			if len(rest) > 3 {
+				more = fmt.Sprintf(" and %d more", len(rest)-3)
+				rest = rest[:3]
+			}
+			others = fmt.Sprintf("; so are %s%s", strings.Join(rest, ", "), more)
 		}
-		return nil, fmt.Errorf("%s%s: %w; trust the cache's public key with `trove trust add NAME:KEY` (or, if you know what you are doing, pass --no-check-sigs)",
-			strings.Join(untrusted, ", "), more, ErrUntrusted)
+		return nil, fmt.Errorf("%w%s; trust the cache's public key with `trove trust add NAME:KEY` (or, if you know what you are doing, pass --no-check-sigs)", why, others)
 	}
 	order, err := referencesFirst(s.StoreDir(), infos)
 	if err != nil {
 		return nil, err
 	}
 	return c.importAll(ctx, s, order)
-}
-
-// trusted reports whether pi is signed by a key in keys, or claims a
-// recursive sha256 content address from which its name recomputes (which
-// AddNAR then checks against the NAR).
-func trusted(storeDir string, keys *manifest.Keyring, pi *store.PathInfo) bool {
-	if keys != nil {
-		if _, ok := keys.VerifyPathInfo(storeDir, pi); ok {
-			return true
-		}
-	}
-	return pi.ContentAddressed(storeDir)
 }
 
 // binaryCache reads the files of a Nix binary cache.
@@ -315,12 +311,12 @@ func (c *binaryCache) checkStoreDir(ctx context.Context, storeDir string) error 
 
 // closure reads the narinfos of the closures of roots, except what is
 // valid in s already, a level of references at a time.
-func (c *binaryCache) closure(ctx context.Context, s *store.Store, roots []store.Path) (map[store.PathHash]*NarInfo, error) {
-	infos := map[store.PathHash]*NarInfo{}
-	seen := map[store.PathHash]bool{}
+func (c *binaryCache) closure(ctx context.Context, s Target, roots []nix.Path) (map[nix.PathHash]*NarInfo, error) {
+	infos := map[nix.PathHash]*NarInfo{}
+	seen := map[nix.PathHash]bool{}
 	level := roots
 	for len(level) > 0 {
-		var want []store.Path
+		var want []nix.Path
 		for _, p := range level {
 			if seen[p.Hash] {
 				continue
@@ -354,7 +350,7 @@ func (c *binaryCache) closure(ctx context.Context, s *store.Store, roots []store
 	return infos, nil
 }
 
-func (c *binaryCache) narInfo(ctx context.Context, storeDir string, p store.Path) (*NarInfo, error) {
+func (c *binaryCache) narInfo(ctx context.Context, storeDir string, p nix.Path) (*NarInfo, error) {
 	where := p.Abs(storeDir)
 	b, err := c.readSmall(ctx, p.Hash.String()+".narinfo")
 	if errors.Is(err, errMissing) {
@@ -376,12 +372,12 @@ func (c *binaryCache) narInfo(ctx context.Context, storeDir string, p store.Path
 // referencesFirst orders infos so that every path comes after the paths it
 // references, refusing a reference cycle (which no real store has, and
 // which would never become valid).
-func referencesFirst(storeDir string, infos map[store.PathHash]*NarInfo) ([]*NarInfo, error) {
+func referencesFirst(storeDir string, infos map[nix.PathHash]*NarInfo) ([]*NarInfo, error) {
 	const (
 		visiting = 1
 		done     = 2
 	)
-	state := map[store.PathHash]int{}
+	state := map[nix.PathHash]int{}
 	var order []*NarInfo
 	var visit func(ni *NarInfo) error
 	visit = func(ni *NarInfo) error {
@@ -421,13 +417,13 @@ func referencesFirst(storeDir string, infos map[store.PathHash]*NarInfo) ([]*Nar
 // importAll downloads and adds order's paths, a few at a time; each waits
 // for the paths it references. order is references-first, so the paths
 // holding a slot never wait on one that has none: no deadlock.
-func (c *binaryCache) importAll(ctx context.Context, s *store.Store, order []*NarInfo) ([]*store.PathInfo, error) {
-	done := make(map[store.PathHash]chan struct{}, len(order))
+func (c *binaryCache) importAll(ctx context.Context, s Target, order []*NarInfo) ([]*nix.PathInfo, error) {
+	done := make(map[nix.PathHash]chan struct{}, len(order))
 	for _, ni := range order {
 		done[ni.Info.Path.Hash] = make(chan struct{})
 	}
 	var mu sync.Mutex
-	var added []*store.PathInfo
+	var added []*nix.PathInfo
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
 	for _, ni := range order {
@@ -459,7 +455,7 @@ func (c *binaryCache) importAll(ctx context.Context, s *store.Store, order []*Na
 	return added, err
 }
 
-func (c *binaryCache) importOne(ctx context.Context, s *store.Store, ni *NarInfo) (*store.PathInfo, error) {
+func (c *binaryCache) importOne(ctx context.Context, s Target, ni *NarInfo) (*nix.PathInfo, error) {
 	where := ni.Info.Path.Abs(s.StoreDir())
 	rc, err := c.open(ctx, ni.URL)
 	if err != nil {
@@ -492,7 +488,7 @@ func (l *sizeLimit) Read(p []byte) (int, error) {
 	if l.n == 0 {
 		var one [1]byte
 		if k, _ := io.ReadFull(l.r, one[:]); k > 0 {
-			return 0, fmt.Errorf("%w: the NAR is longer than the NarSize its narinfo states", store.ErrHashMismatch)
+			return 0, fmt.Errorf("%w: the NAR is longer than the NarSize its narinfo states", nix.ErrHashMismatch)
 		}
 		return 0, io.EOF
 	}

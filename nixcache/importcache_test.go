@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/ulikunitz/xz"
@@ -20,28 +22,29 @@ import (
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 // chain makes leaf ← mid ← top in s: two trees that refer to what they
 // reference by name, input-addressed (so only a signature vouches).
-func chain(t testing.TB, s *store.Store) []*store.PathInfo {
+func chain(t testing.TB, s *store.Store) []*nix.PathInfo {
 	t.Helper()
 	ctx := context.Background()
 	leaf, _ := addTree(t, s, "leaf", 5000)
-	var out []*store.PathInfo
+	var out []*nix.PathInfo
 	out = append(out, leaf)
 	for _, name := range []string{"mid", "top"} {
 		scratch := openStore(t)
 		tmp, nar := addTree(t, scratch, name, 70<<10)
-		p, err := store.MakePath(s.StoreDir(), "output:out", tmp.NarHash, name)
+		p, err := nix.MakePath(s.StoreDir(), "output:out", tmp.NarHash, name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		refs := []store.Path{out[len(out)-1].Path}
+		refs := []nix.Path{out[len(out)-1].Path}
 		if name == "top" {
 			refs = append(refs, leaf.Path)
 		}
-		pi, err := s.AddNAR(ctx, &store.PathInfo{Path: p, NarHash: tmp.NarHash, References: refs}, bytes.NewReader(nar))
+		pi, err := s.AddNAR(ctx, &nix.PathInfo{Path: p, NarHash: tmp.NarHash, References: refs}, bytes.NewReader(nar))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +55,7 @@ func chain(t testing.TB, s *store.Store) []*store.PathInfo {
 
 // writeCache writes the closures of roots in s as a Nix binary cache in a
 // new directory, compressed as asked, each narinfo signed by key (if set).
-func writeCache(t testing.TB, s *store.Store, compression string, key *manifest.SecretKey, roots ...store.Path) string {
+func writeCache(t testing.TB, s *store.Store, compression string, key *manifest.SecretKey, roots ...nix.Path) string {
 	t.Helper()
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "nar"), 0o755)
@@ -83,7 +86,7 @@ func writeCache(t testing.TB, s *store.Store, compression string, key *manifest.
 		default:
 			t.Fatalf("compression %s", compression)
 		}
-		fh := store.Hash(sha256.Sum256(file.Bytes()))
+		fh := nix.Hash(sha256.Sum256(file.Bytes()))
 		url := "nar/" + nixbase32.EncodeToString(fh[:]) + ".nar" + ext
 		if err := os.WriteFile(filepath.Join(dir, url), file.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
@@ -98,7 +101,7 @@ func writeCache(t testing.TB, s *store.Store, compression string, key *manifest.
 	return dir
 }
 
-func narInfoFile(dir string, p store.Path) string {
+func narInfoFile(dir string, p nix.Path) string {
 	return filepath.Join(dir, p.Hash.String()+".narinfo")
 }
 
@@ -109,7 +112,7 @@ func writeNarInfo(t testing.TB, dir, storeDir string, ni *nixcache.NarInfo) {
 	}
 }
 
-func readNarInfo(t testing.TB, dir, storeDir string, p store.Path) *nixcache.NarInfo {
+func readNarInfo(t testing.TB, dir, storeDir string, p nix.Path) *nixcache.NarInfo {
 	t.Helper()
 	b, err := os.ReadFile(narInfoFile(dir, p))
 	if err != nil {
@@ -138,7 +141,7 @@ func keyring(t testing.TB, keys ...manifest.SecretKey) *manifest.Keyring {
 }
 
 // sameInfos checks that dst holds paths as src does.
-func sameInfos(t testing.TB, src, dst *store.Store, want []*store.PathInfo) {
+func sameInfos(t testing.TB, src, dst *store.Store, want []*nix.PathInfo) {
 	t.Helper()
 	for _, w := range want {
 		got, err := dst.Lookup(w.Path)
@@ -153,7 +156,7 @@ func sameInfos(t testing.TB, src, dst *store.Store, want []*store.PathInfo) {
 }
 
 // noneValid checks that none of paths became valid in s.
-func noneValid(t testing.TB, s *store.Store, paths []*store.PathInfo) {
+func noneValid(t testing.TB, s *store.Store, paths []*nix.PathInfo) {
 	t.Helper()
 	for _, pi := range paths {
 		if ok, _ := s.IsValid(pi.Path); ok {
@@ -178,7 +181,7 @@ func TestImportCache(t *testing.T) {
 					url = srv.URL + "/"
 				}
 				dst := openStore(t)
-				added, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), url, []store.Path{top}, true)
+				added, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), url, []nix.Path{top}, true)
 				if err != nil {
 					t.Fatalf("%s: %v", via, err)
 				}
@@ -193,7 +196,7 @@ func TestImportCache(t *testing.T) {
 				if pi, _ := dst.Lookup(top); len(pi.Sigs) != 1 {
 					t.Errorf("%s: the cache's signature was not kept: %q", via, pi.Sigs)
 				}
-				again, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), url, []store.Path{top}, true)
+				again, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), url, []nix.Path{top}, true)
 				if err != nil || len(again) != 0 {
 					t.Fatalf("%s: a second import added %d paths: %v", via, len(again), err)
 				}
@@ -209,20 +212,20 @@ func TestImportCacheNeedsTrust(t *testing.T) {
 	dir := writeCache(t, src, "none", nil, top)
 	stranger := newKey(t, "stranger-1")
 	dst := openStore(t)
-	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t, stranger), "file://"+dir, []store.Path{top}, true)
-	if !errors.Is(err, nixcache.ErrUntrusted) || !strings.Contains(err.Error(), "trove trust add") {
+	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t, stranger), "file://"+dir, []nix.Path{top}, true)
+	if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), "trove trust add") {
 		t.Fatalf("unsigned cache: %v", err)
 	}
 	noneValid(t, dst, paths)
 	// Signed by a key nobody trusts: the same.
 	dir = writeCache(t, src, "none", &stranger, top)
-	_, err = nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []store.Path{top}, true)
-	if !errors.Is(err, nixcache.ErrUntrusted) {
+	_, err = nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []nix.Path{top}, true)
+	if !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("cache signed by an untrusted key: %v", err)
 	}
 	noneValid(t, dst, paths)
 	// --no-check-sigs believes it (the NARs are still checked).
-	if _, err := nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []store.Path{top}, false); err != nil {
+	if _, err := nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []nix.Path{top}, false); err != nil {
 		t.Fatal(err)
 	}
 	sameInfos(t, src, dst, paths)
@@ -235,10 +238,10 @@ func TestImportCacheContentAddressed(t *testing.T) {
 	ca, _ := addTree(t, src, "source", 3000)
 	dir := writeCache(t, src, "zstd", nil, ca.Path)
 	dst := openStore(t)
-	if _, err := nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []store.Path{ca.Path}, true); err != nil {
+	if _, err := nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []nix.Path{ca.Path}, true); err != nil {
 		t.Fatal(err)
 	}
-	sameInfos(t, src, dst, []*store.PathInfo{ca})
+	sameInfos(t, src, dst, []*nix.PathInfo{ca})
 
 	ni := readNarInfo(t, dir, src.StoreDir(), ca.Path)
 	other, _ := addTree(t, openStore(t), "source", 3000)
@@ -246,11 +249,11 @@ func TestImportCacheContentAddressed(t *testing.T) {
 	ni.Info.NarHash = other.NarHash
 	writeNarInfo(t, dir, src.StoreDir(), ni)
 	dst = openStore(t)
-	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []store.Path{ca.Path}, true)
-	if !errors.Is(err, nixcache.ErrUntrusted) {
+	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t), "file://"+dir, []nix.Path{ca.Path}, true)
+	if !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("a CA claim that does not recompute: %v", err)
 	}
-	noneValid(t, dst, []*store.PathInfo{ca})
+	noneValid(t, dst, []*nix.PathInfo{ca})
 }
 
 // TestImportCacheRefusesBadCaches breaks a signed cache in the ways a
@@ -270,7 +273,7 @@ func TestImportCacheRefusesBadCaches(t *testing.T) {
 	}{
 		{"wrong NarHash, signed", func(t *testing.T, dir string) {
 			ni := readNarInfo(t, dir, src.StoreDir(), leaf.Path)
-			ni.Info.NarHash, ni.FileHash = mid.NarHash, store.Hash{}
+			ni.Info.NarHash, ni.FileHash = mid.NarHash, nix.Hash{}
 			sign(ni) // a trusted signer vouched for a wrong hash: the NAR still decides
 			writeNarInfo(t, dir, src.StoreDir(), ni)
 		}, "NAR hash mismatch"},
@@ -324,7 +327,7 @@ func TestImportCacheRefusesBadCaches(t *testing.T) {
 		}, "/gnu/store"},
 		{"reference cycle", func(t *testing.T, dir string) {
 			ni := readNarInfo(t, dir, src.StoreDir(), leaf.Path)
-			ni.Info.References = []store.Path{top.Path}
+			ni.Info.References = []nix.Path{top.Path}
 			sign(ni)
 			writeNarInfo(t, dir, src.StoreDir(), ni)
 		}, "cycle"},
@@ -333,7 +336,7 @@ func TestImportCacheRefusesBadCaches(t *testing.T) {
 			dir := writeCache(t, src, "none", &key, top.Path)
 			tc.break_(t, dir)
 			dst := openStore(t)
-			_, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), "file://"+dir, []store.Path{top.Path}, true)
+			_, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), "file://"+dir, []nix.Path{top.Path}, true)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
 			}
@@ -356,9 +359,9 @@ func regexpURL(b []byte, line string) []byte {
 
 func TestImportCacheURLs(t *testing.T) {
 	s := openStore(t)
-	p, _ := store.ParseBase(strings.Repeat("0", 32) + "-x")
+	p, _ := nix.ParseBase(strings.Repeat("0", 32) + "-x")
 	for _, url := range []string{"ftp://host/x", "file://relative/dir", "file:///does/not/exist", "s3://bucket", "http://"} {
-		if _, err := nixcache.ImportCache(context.Background(), s, keyring(t), url, []store.Path{p}, true); err == nil {
+		if _, err := nixcache.ImportCache(context.Background(), s, keyring(t), url, []nix.Path{p}, true); err == nil {
 			t.Errorf("%s: accepted", url)
 		}
 	}

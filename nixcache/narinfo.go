@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/trove-p2p/trove/nix"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
 // MaxNarInfoSize bounds a narinfo: a closure root with thousands of
@@ -24,15 +24,15 @@ const MaxNarInfoSize = 1 << 20
 type NarInfo struct {
 	// Info holds StorePath, NarHash, NarSize, References (sorted), Deriver,
 	// Sig and CA. Its other fields are zero.
-	Info store.PathInfo
+	Info nix.PathInfo
 	// URL is the NAR's location: a clean relative path (with an optional
 	// query) or an absolute http(s) URL.
 	URL string
 	// Compression is one of Nix's names; never empty (absent means bzip2,
 	// as in Nix).
 	Compression string
-	FileHash    store.Hash // of the file at URL; zero when absent
-	FileSize    uint64     // of the file at URL; 0 when absent
+	FileHash    nix.Hash // of the file at URL; zero when absent
+	FileSize    uint64   // of the file at URL; 0 when absent
 	System      string
 }
 
@@ -85,7 +85,7 @@ func ParseNarInfo(storeDir string, b []byte) (*NarInfo, error) {
 		var err error
 		switch key {
 		case "StorePath":
-			ni.Info.Path, err = store.ParsePath(storeDir, val)
+			ni.Info.Path, err = nix.ParsePath(storeDir, val)
 		case "URL":
 			err = checkURL(val)
 			ni.URL = val
@@ -109,7 +109,7 @@ func ParseNarInfo(storeDir string, b []byte) (*NarInfo, error) {
 			ni.Info.References, err = parseRefs(val)
 		case "Deriver":
 			if val != "unknown-deriver" {
-				ni.Info.Deriver, err = store.ParseBase(val)
+				ni.Info.Deriver, err = nix.ParseBase(val)
 			}
 		case "System":
 			if val == "" || strings.Contains(val, " ") {
@@ -230,8 +230,8 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // parseHash takes a SHA-256 hash in any form Nix writes one, prefixed with
 // its algorithm (as Nix's parseAnyPrefixed requires).
-func parseHash(s string) (store.Hash, error) {
-	return store.ParseHash(s)
+func parseHash(s string) (nix.Hash, error) {
+	return nix.ParseHash(s)
 }
 
 // parseSize takes a decimal number without sign or leading zeros.
@@ -247,22 +247,22 @@ func parseSize(s string) (uint64, error) {
 }
 
 // parseRefs takes space-separated base names, each once; "" is none.
-func parseRefs(s string) ([]store.Path, error) {
+func parseRefs(s string) ([]nix.Path, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var refs []store.Path
+	var refs []nix.Path
 	for _, f := range strings.Split(s, " ") {
 		if f == "" {
 			return nil, errors.New("want base names separated by single spaces")
 		}
-		p, err := store.ParseBase(f)
+		p, err := nix.ParseBase(f)
 		if err != nil {
 			return nil, err
 		}
 		refs = append(refs, p)
 	}
-	slices.SortFunc(refs, store.Path.Compare)
+	slices.SortFunc(refs, nix.Path.Compare)
 	for i := 1; i < len(refs); i++ {
 		if refs[i] == refs[i-1] {
 			return nil, fmt.Errorf("%s is listed twice", refs[i])

@@ -6,11 +6,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // midNarInfo is what `nix copy --to file://...?compression=xz` wrote for the
-// fixture's p2p-mid (reference/nix.md §3), plus a signature by the
+// fixture's p2p-mid (docs/reference/nix.md §3), plus a signature by the
 // reference's test key.
 const midNarInfo = `StorePath: /nix/store/f490gj5rij0117sd7n0nynkij1a0gmjv-p2p-mid
 URL: nar/06lb1ryxy2l2vz42nn0h7dklpf3d2k9dmrf444yvydqn65nx7p3x.nar.xz
@@ -33,7 +33,7 @@ References:
 `
 
 func TestParseNarInfo(t *testing.T) {
-	ni, err := ParseNarInfo(store.DefaultStoreDir, []byte(midNarInfo))
+	ni, err := ParseNarInfo(nix.DefaultStoreDir, []byte(midNarInfo))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,14 +45,14 @@ func TestParseNarInfo(t *testing.T) {
 	}
 	// The signature is the reference's test vector over this path's fingerprint.
 	want := "1;/nix/store/f490gj5rij0117sd7n0nynkij1a0gmjv-p2p-mid;sha256:099j28b2w2wgh1vyzxfz381qjg4lyz1af9h0nxy3kgcgw1k8kkgl;184;/nix/store/hrdkgfp4x4irj4w3rvhcpsjjsm8x4g8h-p2p-leaf"
-	if got := ni.Info.Fingerprint(store.DefaultStoreDir); got != want {
+	if got := ni.Info.Fingerprint(nix.DefaultStoreDir); got != want {
 		t.Fatalf("fingerprint %q", got)
 	}
-	if got := string(ni.Encode(store.DefaultStoreDir)); got != midNarInfo {
+	if got := string(ni.Encode(nix.DefaultStoreDir)); got != midNarInfo {
 		t.Fatalf("Encode:\n%s\nwant\n%s", got, midNarInfo)
 	}
 
-	leaf, err := ParseNarInfo(store.DefaultStoreDir, []byte(leafNarInfo))
+	leaf, err := ParseNarInfo(nix.DefaultStoreDir, []byte(leafNarInfo))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestParseNarInfo(t *testing.T) {
 	}
 	// Compression absent means bzip2; a missing final newline (as in the
 	// nix-cache-info Nix writes) is fine; unknown fields are ignored.
-	ni, err = ParseNarInfo(store.DefaultStoreDir, []byte(strings.ReplaceAll(strings.TrimSuffix(leafNarInfo, "\n"), "Compression: none\n", "Future: thing\n")))
+	ni, err = ParseNarInfo(nix.DefaultStoreDir, []byte(strings.ReplaceAll(strings.TrimSuffix(leafNarInfo, "\n"), "Compression: none\n", "Future: thing\n")))
 	if err != nil || ni.Compression != "bzip2" {
 		t.Fatalf("%+v %v", ni, err)
 	}
@@ -149,7 +149,7 @@ func TestParseNarInfoRefuses(t *testing.T) {
 		{"too big", leafNarInfo + "X: " + strings.Repeat("a", MaxNarInfoSize) + "\n", "more than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseNarInfo(store.DefaultStoreDir, []byte(tc.in))
+			_, err := ParseNarInfo(nix.DefaultStoreDir, []byte(tc.in))
 			if err == nil {
 				t.Fatalf("accepted:\n%s", tc.in)
 			}
@@ -168,22 +168,22 @@ func FuzzParseNarInfo(f *testing.F) {
 	f.Add([]byte(strings.ReplaceAll(midNarInfo, "Compression: xz\n", "CA: fixed:r:sha256:099j28b2w2wgh1vyzxfz381qjg4lyz1af9h0nxy3kgcgw1k8kkgl\nSystem: x86_64-linux\n")))
 	f.Add([]byte("StorePath: /nix/store/ybf7by4xvcgjhwilsg87rqz9di79bify-greeting\nURL: https://cache.example/nar/x.nar?hash=ybf7\nNarHash: sha256-HDfQGvQL4ugGkd48w99EN3qZr7sXxo8ICWSy/QcfwRM=\nNarSize: 120\nCA: text:sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ni, err := ParseNarInfo(store.DefaultStoreDir, b)
+		ni, err := ParseNarInfo(nix.DefaultStoreDir, b)
 		if err != nil {
 			if !errors.Is(err, ErrBadNarInfo) {
 				t.Fatalf("error without ErrBadNarInfo: %v", err)
 			}
 			return
 		}
-		enc := ni.Encode(store.DefaultStoreDir)
-		again, err := ParseNarInfo(store.DefaultStoreDir, enc)
+		enc := ni.Encode(nix.DefaultStoreDir)
+		again, err := ParseNarInfo(nix.DefaultStoreDir, enc)
 		if err != nil {
 			t.Fatalf("cannot parse its own encoding: %v\n%s", err, enc)
 		}
 		if !reflect.DeepEqual(ni, again) {
 			t.Fatalf("round trip changed it:\n%+v\n%+v", ni, again)
 		}
-		if string(again.Encode(store.DefaultStoreDir)) != string(enc) {
+		if string(again.Encode(nix.DefaultStoreDir)) != string(enc) {
 			t.Fatal("encoding is not stable")
 		}
 	})

@@ -13,11 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/nixtest"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
 func nixCmd(args ...string) []string {
@@ -35,15 +38,15 @@ func writeKeyFile(t testing.TB, k manifest.SecretKey) string {
 }
 
 // nixInfos is `nix path-info --json -r top` of the host's Nix store.
-func nixInfos(t testing.TB, top string) map[store.Path]*store.PathInfo {
+func nixInfos(t testing.TB, top string) map[nix.Path]*nix.PathInfo {
 	t.Helper()
-	var entries []store.NixPathInfo
+	var entries []nix.NixPathInfo
 	if err := json.Unmarshal(nixtest.Run(t, "nix", nixCmd("path-info", "--json", "-r", top)...), &entries); err != nil {
 		t.Fatal(err)
 	}
-	out := map[store.Path]*store.PathInfo{}
+	out := map[nix.Path]*nix.PathInfo{}
 	for _, e := range entries {
-		pi, err := store.FromNix(store.DefaultStoreDir, e)
+		pi, err := nix.FromNix(nix.DefaultStoreDir, e)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +107,7 @@ func TestNixCopyFromSwarm(t *testing.T) {
 	}
 	nixtest.Run(t, "nix-store", "--store", dest, "--verify", "--check-contents")
 	for _, p := range closure {
-		sp, _ := store.ParsePath(store.DefaultStoreDir, p)
+		sp, _ := nix.ParsePath(nix.DefaultStoreDir, p)
 		if ok, _ := b.Store.IsValid(sp); !ok {
 			t.Errorf("%s was not fetched into B's store", p)
 		}
@@ -139,13 +142,13 @@ func TestImportCacheFromNix(t *testing.T) {
 	nixtest.Require(t)
 	closure := nixtest.BuildFixtureClosure(t)
 	top := closure[len(closure)-1]
-	topPath, _ := store.ParsePath(store.DefaultStoreDir, top)
+	topPath, _ := nix.ParsePath(nix.DefaultStoreDir, top)
 	want := nixInfos(t, top)
 	key := newKey(t, "nix-cache-1")
 	keyFile := writeKeyFile(t, key)
 	ctx := context.Background()
 
-	check := func(t *testing.T, s *store.Store, added []*store.PathInfo) {
+	check := func(t *testing.T, s *store.Store, added []*nix.PathInfo) {
 		t.Helper()
 		if len(added) != len(closure) {
 			t.Fatalf("added %d paths, want %d", len(added), len(closure))
@@ -169,7 +172,7 @@ func TestImportCacheFromNix(t *testing.T) {
 			dir := t.TempDir()
 			nixtest.Run(t, "nix", nixCmd("copy", "--to", "file://"+dir+"?compression="+compression+"&secret-key="+keyFile, top)...)
 			s := openStore(t)
-			added, err := nixcache.ImportCache(ctx, s, keyring(t, key), "file://"+dir, []store.Path{topPath}, true)
+			added, err := nixcache.ImportCache(ctx, s, keyring(t, key), "file://"+dir, []nix.Path{topPath}, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -180,7 +183,7 @@ func TestImportCacheFromNix(t *testing.T) {
 			srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 			defer srv.Close()
 			s = openStore(t)
-			added, err = nixcache.ImportCache(ctx, s, keyring(t, key), srv.URL, []store.Path{topPath}, true)
+			added, err = nixcache.ImportCache(ctx, s, keyring(t, key), srv.URL, []nix.Path{topPath}, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,13 +195,13 @@ func TestImportCacheFromNix(t *testing.T) {
 	dir := t.TempDir()
 	nixtest.Run(t, "nix", nixCmd("copy", "--to", "file://"+dir+"?compression=none", top)...)
 	s := openStore(t)
-	if _, err := nixcache.ImportCache(ctx, s, keyring(t, key), "file://"+dir, []store.Path{topPath}, true); !errors.Is(err, nixcache.ErrUntrusted) {
+	if _, err := nixcache.ImportCache(ctx, s, keyring(t, key), "file://"+dir, []nix.Path{topPath}, true); !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("unsigned cache: %v", err)
 	}
 	if ok, _ := s.IsValid(topPath); ok {
 		t.Fatal("a path of the refused cache became valid")
 	}
-	added, err := nixcache.ImportCache(ctx, s, keyring(t), "file://"+dir, []store.Path{topPath}, false)
+	added, err := nixcache.ImportCache(ctx, s, keyring(t), "file://"+dir, []nix.Path{topPath}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/agent"
-	"github.com/trove-p2p/trove/store"
 )
 
 // startAgent runs an agent on loopback, with its binary cache as cfg says
@@ -20,7 +21,7 @@ func startAgent(t testing.TB, cfg agent.CacheConfig) *agent.Agent {
 		cfg.Listen = "127.0.0.1:0"
 	}
 	a, err := agent.Start(context.Background(), agent.Config{
-		Home: t.TempDir(), StoreDir: store.DefaultStoreDir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Cache: cfg,
+		Home: t.TempDir(), StoreDir: nix.DefaultStoreDir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Cache: cfg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -86,8 +87,8 @@ func TestServeFromPeers(t *testing.T) {
 	// trusts vouches for it, so B cannot serve it.
 	scratch := openStore(t)
 	tmp, tmpNAR := addTree(t, scratch, "unsigned", 1000)
-	p, _ := store.MakePath(a.Store.StoreDir(), "output:out", tmp.NarHash, "unsigned")
-	if _, err := a.Store.AddNAR(context.Background(), &store.PathInfo{Path: p, NarHash: tmp.NarHash}, bytes.NewReader(tmpNAR)); err != nil {
+	p, _ := nix.MakePath(a.Store.StoreDir(), "output:out", tmp.NarHash, "unsigned")
+	if _, err := a.Store.AddNAR(context.Background(), &nix.PathInfo{Path: p, NarHash: tmp.NarHash}, bytes.NewReader(tmpNAR)); err != nil {
 		t.Fatal(err)
 	}
 	if resp, body := get(t, "GET", cacheURL(b)+"/"+p.Hash.String()+".narinfo"); resp.StatusCode != 404 {

@@ -11,20 +11,21 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // Source finds store paths the local store lacks and fetches them into it.
 type Source interface {
 	// Find returns the store path named by h if it can be fetched. An error
 	// wrapping ErrNotFound means it cannot be had: the answer is a 404.
-	Find(ctx context.Context, h store.PathHash) (store.Path, error)
+	Find(ctx context.Context, h nix.PathHash) (nix.Path, error)
 	// Fetch makes the closure of p valid in the store. An error wrapping
 	// ErrNotFound means it cannot be had (nothing vouches for it, say).
-	Fetch(ctx context.Context, p store.Path) error
+	Fetch(ctx context.Context, p nix.Path) error
 }
 
 // ErrNotFound is wrapped by a Source's errors for paths it cannot provide.
@@ -42,7 +43,7 @@ const maxFinds = 64
 
 // Config configures a Handler.
 type Config struct {
-	Store *store.Store
+	Store Store
 	// Key, if set, signs every narinfo served, beside the signatures the
 	// path already has. A Nix client that trusts its public key believes
 	// everything this endpoint serves.
@@ -71,7 +72,7 @@ type Handler struct {
 	finds     chan struct{}
 
 	mu      sync.Mutex // guards flights
-	flights map[store.PathHash]*flight
+	flights map[nix.PathHash]*flight
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -103,7 +104,7 @@ func New(ctx context.Context, cfg Config) (*Handler, error) {
 	info := fmt.Sprintf("StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.Store.StoreDir(), cfg.Priority)
 	return &Handler{
 		cfg: cfg, ctx: ctx, log: cfg.Logger, cacheInfo: []byte(info),
-		finds: make(chan struct{}, maxFinds), flights: map[store.PathHash]*flight{},
+		finds: make(chan struct{}, maxFinds), flights: map[nix.PathHash]*flight{},
 	}, nil
 }
 
@@ -127,7 +128,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/nix-cache-info":
 		h.writeSmall(w, r, "text/x-nix-cache-info", h.cacheInfo)
 	case strings.HasSuffix(p, ".narinfo"):
-		ph, err := store.ParsePathHash(strings.TrimSuffix(strings.TrimPrefix(p, "/"), ".narinfo"))
+		ph, err := nix.ParsePathHash(strings.TrimSuffix(strings.TrimPrefix(p, "/"), ".narinfo"))
 		if err != nil {
 			http.NotFound(w, r)
 			return
@@ -148,18 +149,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // narURL is where the handler serves pi's NAR: nar/<path hash>-<narHash>.nar.
 // The path hash finds the path; the narHash keeps a cached URL from ever
 // meaning other bytes.
-func narURL(pi *store.PathInfo) string {
+func narURL(pi *nix.PathInfo) string {
 	return "nar/" + pi.Path.Hash.String() + "-" + nixbase32.EncodeToString(pi.NarHash[:]) + ".nar"
 }
 
 // parseNARName takes exactly "<32 nix32>-<52 nix32>.nar".
-func parseNARName(name string) (store.PathHash, store.Hash, bool) {
-	var nh store.Hash
+func parseNARName(name string) (nix.PathHash, nix.Hash, bool) {
+	var nh nix.Hash
 	base, ok := strings.CutSuffix(name, ".nar")
 	if !ok || len(base) != 32+1+52 || base[32] != '-' {
-		return store.PathHash{}, nh, false
+		return nix.PathHash{}, nh, false
 	}
-	ph, err := store.ParsePathHash(base[:32])
+	ph, err := nix.ParsePathHash(base[:32])
 	if err != nil {
 		return ph, nh, false
 	}
@@ -180,7 +181,7 @@ func (h *Handler) writeSmall(w http.ResponseWriter, r *http.Request, ctype strin
 	}
 }
 
-func (h *Handler) serveNarInfo(w http.ResponseWriter, r *http.Request, ph store.PathHash) {
+func (h *Handler) serveNarInfo(w http.ResponseWriter, r *http.Request, ph nix.PathHash) {
 	pi, err := h.pathInfo(r.Context(), ph)
 	if err != nil {
 		h.fail(w, r, ph, err)
@@ -192,7 +193,7 @@ func (h *Handler) serveNarInfo(w http.ResponseWriter, r *http.Request, ph store.
 // narInfo describes pi as served here: uncompressed, with pi's own
 // signatures and one by the handler's key (replacing an older one by a key
 // of the same name).
-func (h *Handler) narInfo(pi *store.PathInfo) *NarInfo {
+func (h *Handler) narInfo(pi *nix.PathInfo) *NarInfo {
 	info := *pi
 	info.Sigs = nil
 	for _, s := range pi.Sigs {
@@ -209,7 +210,7 @@ func (h *Handler) narInfo(pi *store.PathInfo) *NarInfo {
 	}
 }
 
-func (h *Handler) serveNAR(w http.ResponseWriter, r *http.Request, ph store.PathHash, nh store.Hash) {
+func (h *Handler) serveNAR(w http.ResponseWriter, r *http.Request, ph nix.PathHash, nh nix.Hash) {
 	pi, err := h.pathInfo(r.Context(), ph)
 	if err != nil {
 		h.fail(w, r, ph, err)
@@ -306,9 +307,9 @@ func parseRange(hdr string, size int64) (off, n int64, partial, ok bool) {
 
 // pathInfo returns the info of the valid path named by ph, fetching it from
 // the Source first when the store lacks it.
-func (h *Handler) pathInfo(ctx context.Context, ph store.PathHash) (*store.PathInfo, error) {
+func (h *Handler) pathInfo(ctx context.Context, ph nix.PathHash) (*nix.PathInfo, error) {
 	pi, err := h.cfg.Store.PathInfo(ph)
-	if err == nil || !errors.Is(err, store.ErrNotValid) || h.cfg.Source == nil {
+	if err == nil || !errors.Is(err, nix.ErrNotValid) || h.cfg.Source == nil {
 		return pi, err
 	}
 	if err := h.fetch(ctx, ph); err != nil {
@@ -320,7 +321,7 @@ func (h *Handler) pathInfo(ctx context.Context, ph store.PathHash) (*store.PathI
 // fetch waits for the flight that looks for ph and fetches it, starting one
 // if none runs. The flight outlives the request that started it, so a Nix
 // client that gives up does not fail the others waiting for the same path.
-func (h *Handler) fetch(ctx context.Context, ph store.PathHash) error {
+func (h *Handler) fetch(ctx context.Context, ph nix.PathHash) error {
 	h.mu.Lock()
 	f, ok := h.flights[ph]
 	if !ok {
@@ -339,7 +340,7 @@ func (h *Handler) fetch(ctx context.Context, ph store.PathHash) error {
 
 var errBusy = errors.New("too many lookups in flight; try again")
 
-func (h *Handler) fly(ph store.PathHash, f *flight) {
+func (h *Handler) fly(ph nix.PathHash, f *flight) {
 	defer func() {
 		h.mu.Lock()
 		delete(h.flights, ph)
@@ -378,9 +379,9 @@ func (h *Handler) fly(ph store.PathHash, f *flight) {
 // fail answers a request for a path that could not be served: 404 when it
 // is absent (Nix then treats the path as not in this cache), otherwise an
 // error status, which Nix reports rather than caching as absent.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, ph store.PathHash, err error) {
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, ph nix.PathHash, err error) {
 	switch {
-	case errors.Is(err, store.ErrNotValid) || errors.Is(err, ErrNotFound):
+	case errors.Is(err, nix.ErrNotValid) || errors.Is(err, ErrNotFound):
 		http.NotFound(w, r)
 	case errors.Is(err, errBusy) || h.ctx.Err() != nil || r.Context().Err() != nil:
 		http.Error(w, "trove: "+err.Error(), http.StatusServiceUnavailable)

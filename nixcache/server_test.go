@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/trove-p2p/trove/manifest"
@@ -39,7 +41,7 @@ func openStore(t testing.TB) *store.Store {
 
 // addTree adds a directory with a random file of size bytes, a script and
 // a symlink; it returns its info and its NAR.
-func addTree(t testing.TB, s *store.Store, name string, size int) (*store.PathInfo, []byte) {
+func addTree(t testing.TB, s *store.Store, name string, size int) (*nix.PathInfo, []byte) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
@@ -101,7 +103,7 @@ func get(t testing.TB, method, url string, hdr ...string) (*http.Response, []byt
 	return resp, b
 }
 
-func narURLOf(pi *store.PathInfo) string {
+func narURLOf(pi *nix.PathInfo) string {
 	return "nar/" + pi.Path.Hash.String() + "-" + nixbase32.EncodeToString(pi.NarHash[:]) + ".nar"
 }
 
@@ -128,7 +130,7 @@ func TestServeNarInfo(t *testing.T) {
 	other, own := newKey(t, "upstream-1"), newKey(t, "agent-1")
 	src := openStore(t)
 	pi0, nar := addTree(t, src, "with-refs", 1000)
-	info := &store.PathInfo{Path: pi0.Path, NarHash: pi0.NarHash, NarSize: pi0.NarSize, References: []store.Path{ref.Path}}
+	info := &nix.PathInfo{Path: pi0.Path, NarHash: pi0.NarHash, NarSize: pi0.NarSize, References: []nix.Path{ref.Path}}
 	// Stale: a signature by the agent's key name, over something else.
 	info.Sigs = []string{other.Sign(info.Fingerprint(s.StoreDir())), own.Sign("stale")}
 	pi, err := s.AddNAR(context.Background(), info, bytes.NewReader(nar))
@@ -309,7 +311,7 @@ func rawGet(t *testing.T, addr, target string) (int, string) {
 
 func TestServeConcurrently(t *testing.T) {
 	s := openStore(t)
-	var pis []*store.PathInfo
+	var pis []*nix.PathInfo
 	var nars [][]byte
 	for i := range 4 {
 		pi, nar := addTree(t, s, fmt.Sprintf("p%d", i), 200<<10)
@@ -351,17 +353,17 @@ func TestServeConcurrently(t *testing.T) {
 
 // fakeSource is a Source with func fields and call counters.
 type fakeSource struct {
-	find           func(ctx context.Context, h store.PathHash) (store.Path, error)
-	fetch          func(ctx context.Context, p store.Path) error
+	find           func(ctx context.Context, h nix.PathHash) (nix.Path, error)
+	fetch          func(ctx context.Context, p nix.Path) error
 	finds, fetches atomic.Int32
 }
 
-func (f *fakeSource) Find(ctx context.Context, h store.PathHash) (store.Path, error) {
+func (f *fakeSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error) {
 	f.finds.Add(1)
 	return f.find(ctx, h)
 }
 
-func (f *fakeSource) Fetch(ctx context.Context, p store.Path) error {
+func (f *fakeSource) Fetch(ctx context.Context, p nix.Path) error {
 	f.fetches.Add(1)
 	return f.fetch(ctx, p)
 }
@@ -371,23 +373,32 @@ func TestServeFetchesOnceFromSource(t *testing.T) {
 	pi, nar := addTree(t, remote, "elsewhere", 100<<10)
 	release := make(chan struct{})
 	src := &fakeSource{
-		find: func(ctx context.Context, h store.PathHash) (store.Path, error) {
+		find: func(ctx context.Context, h nix.PathHash) (nix.Path, error) {
 			if h != pi.Path.Hash {
-				return store.Path{}, nixcache.ErrNotFound
+				return nix.Path{}, nixcache.ErrNotFound
 			}
 			return pi.Path, nil
 		},
-		fetch: func(ctx context.Context, p store.Path) error {
+		fetch: func(ctx context.Context, p nix.Path) error {
 			<-release // every request below is waiting by now
 			var buf bytes.Buffer
 			if err := remote.WriteNAR(ctx, &buf, p, 0, -1); err != nil {
 				return err
 			}
-			_, err := local.AddNAR(ctx, &store.PathInfo{Path: p, NarHash: pi.NarHash, CA: pi.CA}, &buf)
+			_, err := local.AddNAR(ctx, &nix.PathInfo{Path: p, NarHash: pi.NarHash, CA: pi.CA}, &buf)
 			return err
 		},
 	}
-	srv := serve(t, nixcache.Config{Store: local, Source: src})
+	h, err := nixcache.New(t.Context(), nixcache.Config{Store: local, Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arrived atomic.Int32 // requests that reached the handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
 	const n = 32
 	var wg gosync.WaitGroup
 	statuses := make(chan int, 2*n)
@@ -410,7 +421,13 @@ func TestServeFetchesOnceFromSource(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Every request is in the handler, so they overlap the one fetch
+	// (one that came later would find the path local, and pass too).
+	for deadline := time.Now().Add(10 * time.Second); arrived.Load() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s only %d of %d requests reached the handler", arrived.Load(), n)
+		}
+	}
 	close(release)
 	wg.Wait()
 	close(statuses)
@@ -430,9 +447,9 @@ func TestServeFetchesOnceFromSource(t *testing.T) {
 
 func TestServeAnswersMissesInTime(t *testing.T) {
 	hang := &fakeSource{
-		find: func(ctx context.Context, h store.PathHash) (store.Path, error) {
+		find: func(ctx context.Context, h nix.PathHash) (nix.Path, error) {
 			<-ctx.Done() // a peer that never answers
-			return store.Path{}, ctx.Err()
+			return nix.Path{}, ctx.Err()
 		},
 	}
 	srv := serve(t, nixcache.Config{Store: openStore(t), Source: hang, Timeout: 300 * time.Millisecond})
@@ -444,7 +461,7 @@ func TestServeAnswersMissesInTime(t *testing.T) {
 
 	// A path that is found but cannot be fetched: 404 when nothing vouches
 	// for it, an error status (not cached by Nix as absent) otherwise.
-	p, _ := store.ParseBase(strings.Repeat("2", 32) + "-x")
+	p, _ := nix.ParseBase(strings.Repeat("2", 32) + "-x")
 	for _, tc := range []struct {
 		err    error
 		status int
@@ -453,8 +470,8 @@ func TestServeAnswersMissesInTime(t *testing.T) {
 		{errors.New("all peers stalled"), 502},
 	} {
 		src := &fakeSource{
-			find:  func(ctx context.Context, h store.PathHash) (store.Path, error) { return p, nil },
-			fetch: func(ctx context.Context, p store.Path) error { return tc.err },
+			find:  func(ctx context.Context, h nix.PathHash) (nix.Path, error) { return p, nil },
+			fetch: func(ctx context.Context, p nix.Path) error { return tc.err },
 		}
 		srv := serve(t, nixcache.Config{Store: openStore(t), Source: src})
 		if resp, body := get(t, "GET", srv.URL+"/"+p.Hash.String()+".narinfo"); resp.StatusCode != tc.status {

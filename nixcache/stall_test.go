@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/nixcache"
-	"github.com/trove-p2p/trove/store"
 )
 
 // narString is a NAR string token.
@@ -87,7 +88,7 @@ func TestImportCacheStalledNAR(t *testing.T) {
 	trees := filepath.Join(dst.Home(), "store")
 	done := make(chan error, 1)
 	go func() {
-		_, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), srv.URL, []store.Path{pi.Path}, true,
+		_, err := nixcache.ImportCache(context.Background(), dst, keyring(t, key), srv.URL, []nix.Path{pi.Path}, true,
 			nixcache.WithTimeout(time.Second))
 		done <- err
 	}()
@@ -147,12 +148,12 @@ func TestImportCacheStalledResponse(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	dst := openStore(t)
-	p, _ := store.ParseBase(strings.Repeat("1", 32) + "-hello")
-	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t), srv.URL, []store.Path{p}, true, nixcache.WithTimeout(200*time.Millisecond))
+	p, _ := nix.ParseBase(strings.Repeat("1", 32) + "-hello")
+	_, err := nixcache.ImportCache(context.Background(), dst, keyring(t), srv.URL, []nix.Path{p}, true, nixcache.WithTimeout(200*time.Millisecond))
 	if !errors.Is(err, nixcache.ErrStalled) || !strings.Contains(err.Error(), srv.URL+"/"+p.Hash.String()+".narinfo") {
 		t.Fatalf("import from a cache that never answers: %v", err)
 	}
-	if _, err := nixcache.ImportCache(context.Background(), dst, keyring(t), srv.URL, []store.Path{p}, true, nixcache.WithTimeout(0)); err == nil {
+	if _, err := nixcache.ImportCache(context.Background(), dst, keyring(t), srv.URL, []nix.Path{p}, true, nixcache.WithTimeout(0)); err == nil {
 		t.Error("a zero timeout was accepted")
 	}
 }

@@ -114,7 +114,7 @@ func Run(t testing.TB, name string, args ...string) []byte {
 	return RunCmd(t, Command(t, name, args...))
 }
 
-// FixtureNix is the offline three-derivation closure of reference/nix.md §3:
+// FixtureNix is the offline three-derivation closure of docs/reference/nix.md §3:
 // p2p-top refers to p2p-mid and p2p-leaf, p2p-mid to p2p-leaf. It needs no
 // nixpkgs and no network (the builders use the host's /bin tools).
 const FixtureNix = `let

@@ -95,7 +95,7 @@ func TestCommandIsolatesCache(t *testing.T) {
 }
 
 // TestBuildFixtureClosure checks the fixture against the paths recorded in
-// reference/nix.md §3 (x86_64-linux).
+// docs/reference/nix.md §3 (x86_64-linux).
 func TestBuildFixtureClosure(t *testing.T) {
 	Require(t)
 	got := BuildFixtureClosure(t)

@@ -39,7 +39,14 @@ func TestAnnounceWithoutGossip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // gossipsub gives up on b and c
+	// Once a has identified b it knows b speaks no gossipsub protocol
+	// (gossipsub learns it from the same identify event), so only the
+	// direct push can reach it. (a refuses c's connection: nothing to wait
+	// for there.)
+	waitFor(t, 10*time.Second, "a did not identify b", func() bool {
+		protos, _ := a.host.Peerstore().SupportsProtocols(b.ID(), ProtoAnnounce)
+		return len(protos) == 1
+	})
 	want := Announcement{Name: "laptop", Generation: 7, ID: make([]byte, 32)}
 	if err := a.Announce(context.Background(), want); err != nil {
 		t.Fatal(err)

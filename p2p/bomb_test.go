@@ -67,7 +67,7 @@ func TestLargestAnswersStillDecode(t *testing.T) {
 		w := seedInfo
 		w.References = refs
 		resp.Infos = append(resp.Infos, &w)
-		items += w.items()
+		items += w.Items()
 	}
 	var got InfoResponse
 	if err := decodeMsg(mustEnc(&resp), &got); err != nil {
@@ -94,8 +94,8 @@ func TestWireInfoSizeBoundsItsEncoding(t *testing.T) {
 	}
 	big.Sigs = []string{"cache.example.org-1:" + string(bytes.Repeat([]byte{'A'}, 88))}
 	for _, w := range []*WireInfo{&seedInfo, &big, {}} {
-		if enc := len(mustEnc(w)); w.size() < enc {
-			t.Errorf("size() = %d, encoded %d bytes", w.size(), enc)
+		if enc := len(mustEnc(w)); w.SizeBound() < enc {
+			t.Errorf("size() = %d, encoded %d bytes", w.SizeBound(), enc)
 		}
 	}
 }

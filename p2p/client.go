@@ -9,11 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-
-	"github.com/trove-p2p/trove/store"
+	"github.com/multiformats/go-multistream"
 )
 
 // requestTimeout bounds a have or info round trip.
@@ -33,6 +35,9 @@ func (e *BadDataError) Error() string {
 // stream opens a stream to p that is reset when ctx ends.
 func (n *Node) stream(ctx context.Context, p peer.ID, proto protocol.ID) (network.Stream, func(), error) {
 	st, err := n.host.NewStream(ctx, p, proto)
+	if errors.Is(err, multistream.ErrNotSupported[protocol.ID]{}) {
+		return nil, nil, fmt.Errorf("peer %s does not speak %s: it runs another version of trove (upgrade both to the same release): %w", p, proto, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening %s stream to %s: %w", proto, p, err)
 	}
@@ -44,8 +49,8 @@ func (n *Node) stream(ctx context.Context, p peer.ID, proto protocol.ID) (networ
 }
 
 // Have asks p which of hashes it holds, in batches of MaxHaveHashes.
-func (n *Node) Have(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]bool, error) {
-	return inBatches(hashes, MaxHaveHashes, func(batch []store.PathHash) ([]bool, error) {
+func (n *Node) Have(ctx context.Context, p peer.ID, hashes []nix.PathHash) ([]bool, error) {
+	return inBatches(hashes, MaxHaveHashes, func(batch []nix.PathHash) ([]bool, error) {
 		var resp HaveResponse
 		if err := n.roundTrip(ctx, p, ProtoHave, &HaveRequest{Hashes: rawHashes(batch)}, maxHaveResponse, &resp); err != nil {
 			return nil, err
@@ -63,7 +68,7 @@ func (n *Node) Have(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]
 
 // inBatches calls fn on consecutive batches of at most size hashes and
 // concatenates the answers.
-func inBatches[T any](hashes []store.PathHash, size int, fn func([]store.PathHash) ([]T, error)) ([]T, error) {
+func inBatches[T any](hashes []nix.PathHash, size int, fn func([]nix.PathHash) ([]T, error)) ([]T, error) {
 	out := make([]T, 0, len(hashes))
 	for len(hashes) > 0 {
 		batch := hashes[:min(len(hashes), size)]
@@ -77,7 +82,7 @@ func inBatches[T any](hashes []store.PathHash, size int, fn func([]store.PathHas
 	return out, nil
 }
 
-func rawHashes(hs []store.PathHash) [][]byte {
+func rawHashes(hs []nix.PathHash) [][]byte {
 	out := make([][]byte, len(hs))
 	for i := range hs {
 		out[i] = hs[i][:]
@@ -117,14 +122,14 @@ func (n *Node) roundTrip(ctx context.Context, p peer.ID, proto protocol.ID, req 
 // RemoteInfo is a PathInfo as a peer described it, with its chunk index:
 // well-formed and self-consistent, but not yet believed.
 type RemoteInfo struct {
-	Info  *store.PathInfo
-	Index store.ChunkIndex
+	Info  *nix.PathInfo
+	Index chunk.Index
 }
 
 // Info asks p for the PathInfos and chunk indexes of hashes; entries are nil
 // where p does not hold the path.
-func (n *Node) Info(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]*RemoteInfo, error) {
-	return inBatches(hashes, MaxInfoHashes, func(batch []store.PathHash) ([]*RemoteInfo, error) {
+func (n *Node) Info(ctx context.Context, p peer.ID, hashes []nix.PathHash) ([]*RemoteInfo, error) {
+	return inBatches(hashes, MaxInfoHashes, func(batch []nix.PathHash) ([]*RemoteInfo, error) {
 		var resp InfoResponse
 		if err := n.roundTrip(ctx, p, ProtoInfo, &InfoRequest{Hashes: rawHashes(batch)}, MaxInfoResponse, &resp); err != nil {
 			return nil, err
@@ -153,7 +158,7 @@ func (n *Node) Info(ctx context.Context, p peer.ID, hashes []store.PathHash) ([]
 // InfoClosure asks p for the infos of the closures of roots, in one round
 // trip. The result may be incomplete (the peer lacks a root, or the
 // answer was cut at the size cap); callers fill gaps with Info.
-func (n *Node) InfoClosure(ctx context.Context, p peer.ID, roots []store.PathHash) ([]*RemoteInfo, error) {
+func (n *Node) InfoClosure(ctx context.Context, p peer.ID, roots []nix.PathHash) ([]*RemoteInfo, error) {
 	if len(roots) > MaxInfoHashes {
 		roots = roots[:MaxInfoHashes]
 	}
@@ -178,9 +183,9 @@ func (n *Node) InfoClosure(ctx context.Context, p peer.ID, roots []store.PathHas
 // ChunkWant is one thing to fetch over a chunks stream: a chunk by ID and
 // size, or a NAR byte range of a path.
 type ChunkWant struct {
-	Chunk  store.ChunkID
+	Chunk  chunk.ID
 	Size   uint32
-	Path   store.PathHash // with IsRange
+	Path   nix.PathHash // with IsRange
 	Offset uint64
 	Length uint32
 	Range  bool
@@ -195,7 +200,7 @@ type fetchBuf struct {
 }
 
 var fetchBufs = sync.Pool{New: func() any {
-	return &fetchBuf{r: bufio.NewReaderSize(nil, 256<<10), data: make([]byte, store.ChunkMax)}
+	return &fetchBuf{r: bufio.NewReaderSize(nil, 256<<10), data: make([]byte, chunk.MaxSize)}
 }}
 
 // ErrNotServed is returned (wrapped) for a want the peer says it cannot serve.
@@ -292,7 +297,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 			}
 			return n.fetchErr(ctx, p, err)
 		}
-		if !w.Range && store.SumChunk(data) != w.Chunk {
+		if !w.Range && chunk.Sum(data) != w.Chunk {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s does not hash to its ID", w.Chunk)}
 		}
 		n.countChunk(p, true, len(data))

@@ -143,7 +143,7 @@ func (n *Node) topic(name string) (*pubsub.Topic, error) {
 // directly, and publishes it on name's topic for the rest. It fails only
 // if neither way could be tried.
 func (n *Node) Announce(ctx context.Context, a Announcement) error {
-	b, err := encMode.Marshal(&a)
+	b, err := strictcbor.Marshal(&a)
 	if err != nil {
 		return err
 	}

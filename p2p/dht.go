@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
-
-	"github.com/trove-p2p/trove/store"
 )
 
 // ErrNoDHT is returned by DHT calls on a node started without the DHT.
@@ -21,7 +21,7 @@ var ErrNoDHT = errors.New("the DHT is off; start the agent with --dht")
 // cannot afford; peers found through a root answer `have` for the rest).
 
 // PathKey is the DHT key of a closure root.
-func PathKey(h store.PathHash) cid.Cid { return dhtKey("trove/path/" + h.String()) }
+func PathKey(h nix.PathHash) cid.Cid { return dhtKey("trove/path/" + h.String()) }
 
 // ConfigKey is the DHT key of a configuration name.
 func ConfigKey(name string) cid.Cid { return dhtKey("trove/config/" + name) }

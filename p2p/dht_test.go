@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -115,7 +117,7 @@ func TestDHTFindsProviderThroughOthers(t *testing.T) {
 	t1 := time.Now()
 	nctx, ncancel := context.WithTimeout(ctx, 5*time.Second)
 	defer ncancel()
-	if got, err := finder.FindProviders(nctx, PathKey(store.PathHash{1}), 1); len(got) != 0 {
+	if got, err := finder.FindProviders(nctx, PathKey(nix.PathHash{1}), 1); len(got) != 0 {
 		t.Fatalf("a key nobody provides found %v, %v", got, err)
 	}
 	t.Logf("a fruitless lookup took %v", time.Since(t1).Round(time.Millisecond))
@@ -124,7 +126,7 @@ func TestDHTFindsProviderThroughOthers(t *testing.T) {
 	if err := finder.Connect(ctx, found[0]); err != nil {
 		t.Fatalf("connecting to the provider at the addresses the DHT gave: %v", err)
 	}
-	have, err := finder.Have(ctx, provider.ID(), []store.PathHash{root.Path.Hash})
+	have, err := finder.Have(ctx, provider.ID(), []nix.PathHash{root.Path.Hash})
 	if err != nil || !have[0] {
 		t.Fatalf("have from the provider found on the DHT: %v, %v", have, err)
 	}

@@ -15,7 +15,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Fuzz targets for every decoder of bytes from a peer. The property is the
@@ -30,7 +34,7 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora i
 // fixedPoint checks that an accepted message re-encodes consistently.
 func fixedPoint[T any](t *testing.T, v *T) {
 	t.Helper()
-	b1, err := encMode.Marshal(v)
+	b1, err := strictcbor.Marshal(v)
 	if err != nil {
 		t.Fatalf("an accepted %T does not encode: %v", v, err)
 	}
@@ -38,7 +42,7 @@ func fixedPoint[T any](t *testing.T, v *T) {
 	if err := decodeMsg(b1, &w); err != nil {
 		t.Fatalf("an accepted %T, re-encoded, is rejected: %v\n%x", v, err, b1)
 	}
-	b2, err := encMode.Marshal(&w)
+	b2, err := strictcbor.Marshal(&w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +67,7 @@ func decodeAs[T any](t *testing.T, b []byte) *T {
 }
 
 func mustEnc(v any) []byte {
-	b, err := encMode.Marshal(v)
+	b, err := strictcbor.Marshal(v)
 	if err != nil {
 		panic(err)
 	}
@@ -72,15 +76,15 @@ func mustEnc(v any) []byte {
 
 // Hand-written seeds: valid messages and near misses.
 var (
-	seedHash  = bytes.Repeat([]byte{0xab}, store.HashLen)
+	seedHash  = bytes.Repeat([]byte{0xab}, nix.HashLen)
 	seedChunk = bytes.Repeat([]byte{0xcd}, 32)
 	seedPath  = "0123456789abcdfghijklmnpqrsvwxyz-hello-2.12"
-	seedIndex = store.ChunkIndex{{ID: store.ChunkID(seedChunk), Size: 1000}, {ID: store.ChunkID{1}, Size: 24}}
+	seedIndex = chunk.Index{{ID: chunk.ID(seedChunk), Size: 1000}, {ID: chunk.ID{1}, Size: 24}}
 	seedInfo  = WireInfo{
 		Path: seedPath, NarHash: bytes.Repeat([]byte{1}, 32), NarSize: 1024,
 		References: []string{seedPath, "00000000000000000000000000000000-glibc"},
 		Deriver:    "11111111111111111111111111111111-hello.drv",
-		Sigs:       []string{"cache.example.org-1:c2ln"}, CA: "", ChunkIndex: seedIndex.Encode(),
+		Sigs:       []string{"cache.example.org-1:c2ln"}, CA: "", Index: seedIndex.Encode(),
 	}
 	seedsCommon = [][]byte{
 		nil, {0xa0}, {0xf6}, {0xff}, {0x80}, {0xa1, 0x01, 0xf6},
@@ -186,7 +190,7 @@ func FuzzDecodeInfoResponse(f *testing.F) {
 
 func FuzzDecodeWireInfo(f *testing.F) {
 	noIndex := seedInfo
-	noIndex.ChunkIndex = nil
+	noIndex.Index = nil
 	addSeeds(f, mustEnc(&seedInfo), mustEnc(&noIndex))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if w := decodeAs[WireInfo](t, b); w != nil {
@@ -202,15 +206,15 @@ type fuzzContent struct {
 	narSize uint64
 }
 
-func (c fuzzContent) PathInfo(h store.PathHash) (*store.PathInfo, error) {
+func (c fuzzContent) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
 	if h[0] == 0 {
-		return nil, store.ErrNotValid
+		return nil, nix.ErrNotValid
 	}
-	return &store.PathInfo{Path: store.Path{Hash: h, Name: "x"}, NarSize: c.narSize}, nil
+	return &nix.PathInfo{Path: nix.Path{Hash: h, Name: "x"}, NarSize: c.narSize}, nil
 }
 
-func (c fuzzContent) Closure(roots ...store.Path) ([]*store.PathInfo, error) {
-	var out []*store.PathInfo
+func (c fuzzContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+	var out []*nix.PathInfo
 	for _, r := range roots {
 		pi, err := c.PathInfo(r.Hash)
 		if err != nil {
@@ -221,21 +225,21 @@ func (c fuzzContent) Closure(roots ...store.Path) ([]*store.PathInfo, error) {
 	return out, nil
 }
 
-func (c fuzzContent) ChunkIndexOf(store.PathHash) (store.ChunkIndex, error) {
-	return nil, store.ErrNotValid
+func (c fuzzContent) ChunkIndexOf(nix.PathHash) (chunk.Index, error) {
+	return nil, nix.ErrNotValid
 }
 
-func (c fuzzContent) ReadChunk(_ context.Context, id store.ChunkID, size uint32) ([]byte, error) {
-	if size == 0 || size > store.ChunkMax {
+func (c fuzzContent) ReadChunk(_ context.Context, id chunk.ID, size uint32) ([]byte, error) {
+	if size == 0 || size > chunk.MaxSize {
 		c.t.Fatalf("the server asked for a chunk of %d bytes", size)
 	}
 	if id[0] == 0 {
-		return nil, store.ErrNotValid
+		return nil, nix.ErrNotValid
 	}
 	return make([]byte, size), nil
 }
 
-func (c fuzzContent) WriteNAR(_ context.Context, w io.Writer, _ store.Path, off, n int64) error {
+func (c fuzzContent) WriteNAR(_ context.Context, w io.Writer, _ nix.Path, off, n int64) error {
 	if off < 0 || n <= 0 || n > MaxRangeLen || uint64(off)+uint64(n) > c.narSize {
 		c.t.Fatalf("the server asked for NAR bytes %d+%d of %d", off, n, c.narSize)
 	}
@@ -427,7 +431,7 @@ func TestFuzzCorpus(t *testing.T) {
 	big := addTree(t, s, map[string][]byte{"data": randomBytes(600<<10, 3), "bin/x": []byte("#!/bin/sh\n")})
 	small := addTree(t, s, map[string][]byte{"f": []byte("hello")})
 	var infos []*WireInfo
-	for _, pi := range []*store.PathInfo{big, small} {
+	for _, pi := range []*nix.PathInfo{big, small} {
 		ix, err := s.ChunkIndexOf(pi.Path.Hash)
 		if err != nil {
 			t.Fatal(err)
@@ -457,7 +461,7 @@ func TestFuzzCorpus(t *testing.T) {
 			mustEnc(&ChunkRequest{Seq: 5, Path: h0[:], Length: MaxRangeLen}),
 		},
 		"FuzzDecodeChunkHeader": {
-			mustEnc(&ChunkHeader{Seq: 1 << 40, Length: store.ChunkMax}),
+			mustEnc(&ChunkHeader{Seq: 1 << 40, Length: chunk.MaxSize}),
 			mustEnc(&ChunkHeader{Seq: 9, Err: "chunk " + ix[0].ID.String() + ": path is not valid in the store"}),
 		},
 	}

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -74,7 +76,7 @@ func TestChunkHoldOpenPeakRSS(t *testing.T) {
 				t.Fatal(err)
 			}
 			fetchAll := func() error {
-				infos, err := honest.Info(ctx, sd.addr.ID, []store.PathHash{sd.path})
+				infos, err := honest.Info(ctx, sd.addr.ID, []nix.PathHash{sd.path})
 				if err != nil {
 					return err
 				}
@@ -153,7 +155,7 @@ type seederSpec struct {
 
 type seederProc struct {
 	addr peer.AddrInfo
-	path store.PathHash
+	path nix.PathHash
 	in   io.Writer
 	out  *bufio.Scanner
 }

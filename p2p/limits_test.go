@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // bigIndexContent holds paths whose chunk indexes have n chunks each, so
@@ -17,30 +18,30 @@ import (
 // tens of GiB behind them.
 type bigIndexContent struct{ n int }
 
-func (c bigIndexContent) index(h store.PathHash) store.ChunkIndex {
-	ix := make(store.ChunkIndex, c.n)
+func (c bigIndexContent) index(h nix.PathHash) chunk.Index {
+	ix := make(chunk.Index, c.n)
 	for i := range ix {
 		copy(ix[i].ID[:], h[:])
 		binary.BigEndian.PutUint64(ix[i].ID[24:], uint64(i))
-		ix[i].Size = store.ChunkAvg
+		ix[i].Size = chunk.AvgSize
 	}
 	return ix
 }
 
-func (c bigIndexContent) PathInfo(h store.PathHash) (*store.PathInfo, error) {
-	return &store.PathInfo{Path: store.Path{Hash: h, Name: "big"}, NarHash: store.Hash{1}, NarSize: c.index(h).NarSize()}, nil
+func (c bigIndexContent) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
+	return &nix.PathInfo{Path: nix.Path{Hash: h, Name: "big"}, NarHash: nix.Hash{1}, NarSize: c.index(h).NarSize()}, nil
 }
 
-func (c bigIndexContent) ChunkIndexOf(h store.PathHash) (store.ChunkIndex, error) {
+func (c bigIndexContent) ChunkIndexOf(h nix.PathHash) (chunk.Index, error) {
 	return c.index(h), nil
 }
 
-func (bigIndexContent) ReadChunk(context.Context, store.ChunkID, uint32) ([]byte, error) {
-	return nil, store.ErrNotValid
+func (bigIndexContent) ReadChunk(context.Context, chunk.ID, uint32) ([]byte, error) {
+	return nil, nix.ErrNotValid
 }
 
-func (bigIndexContent) WriteNAR(context.Context, io.Writer, store.Path, int64, int64) error {
-	return store.ErrNotValid
+func (bigIndexContent) WriteNAR(context.Context, io.Writer, nix.Path, int64, int64) error {
+	return nix.ErrNotValid
 }
 
 // TestInfoAnswersUpToTheCap: info answers as large as MaxInfoResponse
@@ -66,7 +67,7 @@ func TestInfoAnswersUpToTheCap(t *testing.T) {
 			if err := b.Connect(ctx, a.AddrInfo()); err != nil {
 				t.Fatal(err)
 			}
-			hs := make([]store.PathHash, tc.paths)
+			hs := make([]nix.PathHash, tc.paths)
 			for i := range hs {
 				hs[i][0], hs[i][1] = byte(i), 1
 			}
@@ -83,8 +84,8 @@ func TestInfoAnswersUpToTheCap(t *testing.T) {
 	}
 }
 
-func (c bigIndexContent) Closure(roots ...store.Path) ([]*store.PathInfo, error) {
-	var out []*store.PathInfo
+func (c bigIndexContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+	var out []*nix.PathInfo
 	for _, r := range roots {
 		pi, err := c.PathInfo(r.Hash)
 		if err != nil {
@@ -102,10 +103,10 @@ type wideClosure struct {
 	paths int
 }
 
-func (c wideClosure) Closure(...store.Path) ([]*store.PathInfo, error) {
-	out := make([]*store.PathInfo, c.paths)
+func (c wideClosure) Closure(...nix.Path) ([]*nix.PathInfo, error) {
+	out := make([]*nix.PathInfo, c.paths)
 	for i := range out {
-		out[i], _ = c.PathInfo(store.PathHash{byte(i), byte(i >> 8), 7})
+		out[i], _ = c.PathInfo(nix.PathHash{byte(i), byte(i >> 8), 7})
 	}
 	return out, nil
 }
@@ -123,7 +124,7 @@ func TestInfoClosureOfManyPaths(t *testing.T) {
 	if err := b.Connect(ctx, a.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	infos, err := b.InfoClosure(ctx, a.ID(), []store.PathHash{{1, 1}})
+	infos, err := b.InfoClosure(ctx, a.ID(), []nix.PathHash{{1, 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

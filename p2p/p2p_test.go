@@ -8,11 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/store"
 )
+
+// The embedded store is what agents serve.
+var _ Store = (*store.Store)(nil)
 
 // testNode starts a node on loopback TCP with a fresh store.
 func testNode(t testing.TB, trust *TrustGroup, listen ...string) (*Node, *store.Store) {
@@ -42,7 +47,7 @@ func pair(a, b *Node, ta, tb *TrustGroup) {
 	tb.Allow(a.ID(), "a")
 }
 
-func addTree(t testing.TB, s *store.Store, files map[string][]byte) *store.PathInfo {
+func addTree(t testing.TB, s *store.Store, files map[string][]byte) *nix.PathInfo {
 	t.Helper()
 	dir := t.TempDir()
 	for rel, data := range files {
@@ -76,12 +81,12 @@ func TestHaveInfoFetch(t *testing.T) {
 			if err := b.Connect(ctx, a.AddrInfo()); err != nil {
 				t.Fatal(err)
 			}
-			absent := store.PathHash{1}
-			have, err := b.Have(ctx, a.ID(), []store.PathHash{pi.Path.Hash, absent})
+			absent := nix.PathHash{1}
+			have, err := b.Have(ctx, a.ID(), []nix.PathHash{pi.Path.Hash, absent})
 			if err != nil || !have[0] || have[1] {
 				t.Fatalf("have = %v, %v", have, err)
 			}
-			infos, err := b.Info(ctx, a.ID(), []store.PathHash{absent, pi.Path.Hash})
+			infos, err := b.Info(ctx, a.ID(), []nix.PathHash{absent, pi.Path.Hash})
 			if err != nil || infos[0] != nil || infos[1] == nil {
 				t.Fatalf("info = %v, %v", infos, err)
 			}
@@ -136,7 +141,7 @@ func TestUntrustedPeerIsRefused(t *testing.T) {
 	if err == nil {
 		// The outbound side may see the handshake finish before a's gater
 		// closes it; no stream may succeed either way.
-		if _, err := b.Have(ctx, a.ID(), []store.PathHash{pi.Path.Hash}); err == nil {
+		if _, err := b.Have(ctx, a.ID(), []nix.PathHash{pi.Path.Hash}); err == nil {
 			t.Fatal("an untrusted peer got a have answer")
 		}
 	}

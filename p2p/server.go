@@ -11,32 +11,39 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/network"
 	"golang.org/x/sync/semaphore"
-
-	"github.com/trove-p2p/trove/store"
 )
 
-// Content is what the server answers from; *store.Store implements it.
+// Content is what the server answers from; the embedded store
+// (*store.Store) implements it.
 type Content interface {
-	PathInfo(h store.PathHash) (*store.PathInfo, error)
-	ChunkIndexOf(h store.PathHash) (store.ChunkIndex, error)
-	ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error)
-	WriteNAR(ctx context.Context, w io.Writer, p store.Path, off, n int64) error
-	Closure(roots ...store.Path) ([]*store.PathInfo, error)
+	PathInfo(h nix.PathHash) (*nix.PathInfo, error)
+	ChunkIndexOf(h nix.PathHash) (chunk.Index, error)
+	ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
+	WriteNAR(ctx context.Context, w io.Writer, p nix.Path, off, n int64) error
+	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
 }
 
-var _ Content = (*store.Store)(nil)
+// Store is Content that can also read a chunk into a buffer without
+// hashing it again, as the embedded store's ChunkData does.
+type Store interface {
+	Content
+	ChunkData(ctx context.Context, id chunk.ID, size uint32, dst []byte) ([]byte, error)
+}
 
-// StoreContent serves a store to peers without re-hashing each chunk it
-// sends (store.ChunkData): receivers verify every chunk on arrival. Use it
-// as Config.Content; a bare *store.Store also works, verifying twice.
-type StoreContent struct{ *store.Store }
+// StoreContent serves a Store to peers without re-hashing each chunk it
+// sends: receivers verify every chunk on arrival. Use it as
+// Config.Content; a bare store also works, verifying twice.
+type StoreContent struct{ Store }
 
 // ReadChunk reads a chunk for a peer, into a buffer that Recycle takes
 // back once it is sent.
-func (c StoreContent) ReadChunk(ctx context.Context, id store.ChunkID, size uint32) ([]byte, error) {
-	buf := chunkBufs.Get().(*[store.ChunkMax]byte)
+func (c StoreContent) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
+	buf := chunkBufs.Get().(*[chunk.MaxSize]byte)
 	data, err := c.ChunkData(ctx, id, size, buf[:])
 	if err != nil {
 		chunkBufs.Put(buf)
@@ -46,8 +53,8 @@ func (c StoreContent) ReadChunk(ctx context.Context, id store.ChunkID, size uint
 
 // Recycle takes back a chunk ReadChunk returned.
 func (StoreContent) Recycle(b []byte) {
-	if cap(b) == store.ChunkMax {
-		chunkBufs.Put((*[store.ChunkMax]byte)(b[:store.ChunkMax]))
+	if cap(b) == chunk.MaxSize {
+		chunkBufs.Put((*[chunk.MaxSize]byte)(b[:chunk.MaxSize]))
 	}
 }
 
@@ -62,7 +69,7 @@ const answerBufSize = 512 << 10
 
 // chunkBufs recycles the buffers chunks are served from: a gigabyte of
 // fresh 64 KiB slices, zeroed and collected, cost a tenth of serving them.
-var chunkBufs = sync.Pool{New: func() any { return new([store.ChunkMax]byte) }}
+var chunkBufs = sync.Pool{New: func() any { return new([chunk.MaxSize]byte) }}
 
 // Timeouts on the serving side: a request must arrive within idleTimeout of
 // the previous one, and a response must be taken by the peer within
@@ -172,14 +179,14 @@ func (s *server) readRequest(ctx context.Context, st network.Stream, r *bufio.Re
 	return held, err
 }
 
-func pathHashes(raw [][]byte, max int) ([]store.PathHash, error) {
+func pathHashes(raw [][]byte, max int) ([]nix.PathHash, error) {
 	if len(raw) > max {
 		return nil, fmt.Errorf("%w: %d hashes in one request, at most %d", ErrProtocol, len(raw), max)
 	}
-	out := make([]store.PathHash, len(raw))
+	out := make([]nix.PathHash, len(raw))
 	for i, b := range raw {
-		if len(b) != store.HashLen {
-			return nil, fmt.Errorf("%w: a store path hash has %d bytes, not %d", ErrProtocol, len(b), store.HashLen)
+		if len(b) != nix.HashLen {
+			return nil, fmt.Errorf("%w: a store path hash has %d bytes, not %d", ErrProtocol, len(b), nix.HashLen)
 		}
 		copy(out[i][:], b)
 	}
@@ -230,11 +237,11 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 		if w == nil {
 			continue
 		}
-		n := w.size()
-		if size+n > MaxInfoResponse || items+w.items() > maxInfoItems {
+		n := w.SizeBound()
+		if size+n > MaxInfoResponse || items+w.Items() > maxInfoItems {
 			break // the client asks again for the rest
 		}
-		size, items = size+n, items+w.items()
+		size, items = size+n, items+w.Items()
 		resp.Infos[i] = w
 	}
 	return s.reserve(ctx, st, 2*size, func() error {
@@ -246,7 +253,7 @@ func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Rea
 // wireInfo is the wire form of path h, or nil if it is not here or cannot
 // travel (more references than a client takes; signatures beyond MaxSigs
 // are left out).
-func (s *server) wireInfo(h store.PathHash) *WireInfo {
+func (s *server) wireInfo(h nix.PathHash) *WireInfo {
 	pi, err := s.content.PathInfo(h)
 	if err != nil || len(pi.References) > MaxReferences {
 		return nil
@@ -262,8 +269,8 @@ func (s *server) wireInfo(h store.PathHash) *WireInfo {
 
 // infoClosure answers a Closure info request: the infos of everything in
 // the closures of the requested paths it holds, references first.
-func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []store.PathHash) error {
-	var roots []store.Path
+func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []nix.PathHash) error {
+	var roots []nix.Path
 	for _, h := range hashes {
 		if pi, err := s.content.PathInfo(h); err == nil {
 			roots = append(roots, pi.Path)
@@ -281,14 +288,14 @@ func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []st
 			if w == nil {
 				continue
 			}
-			n := w.size()
+			n := w.SizeBound()
 			// The client's decoder takes at most MaxClosureInfos infos
 			// and maxInfoItems items.
-			if size+n > MaxInfoResponse || len(resp.Infos) == MaxClosureInfos || items+w.items() > maxInfoItems {
+			if size+n > MaxInfoResponse || len(resp.Infos) == MaxClosureInfos || items+w.Items() > maxInfoItems {
 				resp.Truncated = true // the client asks level by level for the rest
 				break
 			}
-			size, items = size+n, items+w.items()
+			size, items = size+n, items+w.Items()
 			resp.Infos = append(resp.Infos, w)
 		}
 	}
@@ -354,7 +361,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				// its size.
 				a.cost = int64(req.Length)
 				if len(req.Chunk) > 0 {
-					a.cost = store.ChunkMax
+					a.cost = chunk.MaxSize
 				}
 				a.cost = min(max(a.cost, 1), readAheadBytes)
 				if err := hold(a.cost); err != nil {
@@ -442,19 +449,19 @@ const (
 func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Buffer) (data []byte, serr, err error) {
 	switch {
 	case len(req.Chunk) > 0 && len(req.Path) == 0:
-		if len(req.Chunk) != len(store.ChunkID{}) || req.Size == 0 || req.Size > store.ChunkMax {
+		if len(req.Chunk) != len(chunk.ID{}) || req.Size == 0 || req.Size > chunk.MaxSize {
 			return nil, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
 		}
-		data, serr := s.content.ReadChunk(ctx, store.ChunkID(req.Chunk), req.Size)
+		data, serr := s.content.ReadChunk(ctx, chunk.ID(req.Chunk), req.Size)
 		if serr != nil && ctx.Err() != nil {
 			return nil, nil, ctx.Err() // shutting down, not "we lack it"
 		}
 		return data, serr, nil
 	case len(req.Path) > 0 && len(req.Chunk) == 0:
-		if len(req.Path) != store.HashLen || req.Length == 0 || req.Length > MaxRangeLen {
+		if len(req.Path) != nix.HashLen || req.Length == 0 || req.Length > MaxRangeLen {
 			return nil, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
 		}
-		pi, serr := s.content.PathInfo(store.PathHash(req.Path))
+		pi, serr := s.content.PathInfo(nix.PathHash(req.Path))
 		if serr != nil {
 			return nil, serr, nil
 		}
@@ -472,35 +479,15 @@ func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Bu
 }
 
 // ToWire converts a PathInfo and its chunk index to their wire form.
-func ToWire(pi *store.PathInfo, ix store.ChunkIndex) *WireInfo {
-	return &WireInfo{
-		Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize, References: pi.RefNames(),
-		Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA, ChunkIndex: ix.Encode(),
-	}
-}
+func ToWire(pi *nix.PathInfo, ix chunk.Index) *WireInfo { return nix.ToCBOR(pi, wireFields, ix) }
 
 // FromWire checks and converts a WireInfo: every field well-formed, and the
 // chunk index consistent with the NAR size. It says nothing about whether
-// the info is true; that needs a signature or a manifest (package fetch).
-func FromWire(w *WireInfo) (*store.PathInfo, store.ChunkIndex, error) {
-	bad := func(f string, a ...any) (*store.PathInfo, store.ChunkIndex, error) {
-		return nil, nil, fmt.Errorf("%w: path info: %s", ErrProtocol, fmt.Sprintf(f, a...))
-	}
-	if len(w.References) > MaxReferences || len(w.Sigs) > MaxSigs {
-		return bad("%s: %d references and %d signatures, at most %d and %d", w.Path, len(w.References), len(w.Sigs), MaxReferences, MaxSigs)
-	}
-	pi, err := store.PathInfoFromNames(w.Path, w.NarHash, w.NarSize, w.References, w.Deriver)
+// the info is true; that needs a signature or a manifest (package trust).
+func FromWire(w *WireInfo) (*nix.PathInfo, chunk.Index, error) {
+	pi, ix, err := w.PathInfo(wireFields)
 	if err != nil {
-		return bad("%v", err)
+		return nil, nil, fmt.Errorf("%w: path info: %v", ErrProtocol, err)
 	}
-	pi.Sigs, pi.CA = w.Sigs, w.CA
-	ix, err := store.DecodeChunkIndex(w.ChunkIndex)
-	if err != nil {
-		return bad("%s: %v", w.Path, err)
-	}
-	if ix.NarSize() != w.NarSize {
-		return bad("%s: chunk index covers %d bytes, narSize is %d", w.Path, ix.NarSize(), w.NarSize)
-	}
-	pi.ChunkIndex = ix.ID()
 	return pi, ix, nil
 }

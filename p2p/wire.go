@@ -7,17 +7,22 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/strictcbor"
 )
 
 // Protocol IDs. A change to a message bumps the version; a peer speaking
-// only an older one gets "protocols not supported" from libp2p.
+// only an older one gets "protocols not supported" from libp2p (and our
+// client says the peer runs an older trove).
+//
+// info 2.0.0 carries PathInfos in nix.CBORInfo's layout, the manifest's
+// (CA 6, signatures 8, chunk index 9; 1.0.0 had signatures 6, CA 7, chunk
+// index 8). 1.0.0 is neither served nor asked.
 const (
 	ProtoHave   protocol.ID = "/trove/have/1.0.0"
-	ProtoInfo   protocol.ID = "/trove/info/1.0.0"
+	ProtoInfo   protocol.ID = "/trove/info/2.0.0"
 	ProtoChunks protocol.ID = "/trove/chunks/1.0.0"
 )
 
@@ -41,9 +46,9 @@ const (
 	MaxClosureInfos = MaxHaveHashes
 	// MaxReferences is the most references one PathInfo may have (real
 	// paths have a few hundred at most); a path with more cannot travel.
-	MaxReferences = 4096
+	MaxReferences = nix.MaxReferences
 	// MaxSigs is the most signatures one PathInfo may carry.
-	MaxSigs = 64
+	MaxSigs = nix.MaxSigs
 	// maxInfoItems caps the CBOR data items of one info answer, and so
 	// what decoding it builds besides its payload bytes (24 bytes each, 6
 	// MiB): MaxClosureInfos infos of 17 items each, plus 128 Ki references
@@ -51,8 +56,8 @@ const (
 	// 3000 paths has about 8).
 	maxInfoItems = MaxClosureInfos*wireInfoItems + 1<<17
 	// wireInfoItems is what a WireInfo costs in items besides its
-	// references and signatures: a map of at most 8 keys and values.
-	wireInfoItems = 17
+	// references and signatures (WireInfo.Items).
+	wireInfoItems = nix.CBORInfoItems
 )
 
 // ErrProtocol is wrapped by every error caused by a peer breaking the
@@ -85,17 +90,12 @@ type InfoResponse struct {
 	Truncated bool        `cbor:"2,keyasint,omitempty"`
 }
 
-// WireInfo is a PathInfo as it travels, with its encoded chunk index.
-type WireInfo struct {
-	Path       string   `cbor:"1,keyasint"` // <hash32>-<name>
-	NarHash    []byte   `cbor:"2,keyasint"` // 32 bytes
-	NarSize    uint64   `cbor:"3,keyasint"`
-	References []string `cbor:"4,keyasint,omitempty"`
-	Deriver    string   `cbor:"5,keyasint,omitempty"`
-	Sigs       []string `cbor:"6,keyasint,omitempty"`
-	CA         string   `cbor:"7,keyasint,omitempty"`
-	ChunkIndex []byte   `cbor:"8,keyasint"` // store.ChunkIndex.Encode()
-}
+// WireInfo is a PathInfo as it travels: nix's one PathInfo codec, with
+// signatures and the encoded chunk index (wireFields).
+type WireInfo = nix.CBORInfo
+
+// wireFields are the optional PathInfo fields an info answer carries.
+const wireFields = nix.InfoWire
 
 // ChunkRequest asks for one chunk by ID (Chunk set, Size its length per the
 // chunk index) or for a NAR byte range of a path (Path, Offset, Length).
@@ -117,41 +117,11 @@ type ChunkHeader struct {
 	Err    string `cbor:"3,keyasint,omitempty"`
 }
 
-// items is what w costs in CBOR data items: a server keeps an answer
-// within maxInfoItems with it.
-func (w *WireInfo) items() int { return wireInfoItems + len(w.References) + len(w.Sigs) }
-
-// size bounds w's encoded size from above: its payloads, and 9 bytes of
-// head for each item.
-func (w *WireInfo) size() int {
-	n := len(w.Path) + len(w.NarHash) + len(w.Deriver) + len(w.CA) + len(w.ChunkIndex) + 9*w.items()
-	for _, r := range w.References {
-		n += len(r)
-	}
-	for _, sg := range w.Sigs {
-		n += len(sg)
-	}
-	return n
-}
-
-var encMode cbor.EncMode
-
-func init() {
-	var err error
-	encMode, err = cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		panic(err)
-	}
-}
-
 // msgLimits bounds what decoding one message of wire bytes builds: items
 // data items, arrays of at most array elements. Every message is a map of
 // at most 8 keys, nested at most 4 deep (an info answer's references).
 func msgLimits(wire, items, array int) *strictcbor.Decoder {
-	return strictcbor.MustDecoder(strictcbor.Limits{
-		Items: items, Array: array, MapPairs: 8, Nested: 4,
-		Decoded: wire + items*strictcbor.ItemCost,
-	})
+	return strictcbor.MustDecoder(strictcbor.Limits{Wire: wire, Items: items, Array: array, MapPairs: 8, Nested: 4})
 }
 
 // Decoders per message type: the wire cap alone does not bound what a
@@ -187,7 +157,7 @@ func decoderFor(v any) *strictcbor.Decoder {
 
 // writeMsg writes v as a uvarint length and its CBOR encoding.
 func writeMsg(w io.Writer, v any) error {
-	b, err := encMode.Marshal(v)
+	b, err := strictcbor.Marshal(v)
 	if err != nil {
 		return err
 	}

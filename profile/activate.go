@@ -8,14 +8,15 @@ import (
 	"os"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // Publish makes generation N+1 of name from the closure of root, which must
 // be valid locally, signs it with key and records it in the history. The
 // caller announces it.
-func Publish(s *store.Store, h *manifest.History, key manifest.SecretKey, name string, root store.Path, activate string) (*manifest.Manifest, []byte, error) {
+func Publish(s Store, h *manifest.History, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, []byte, error) {
 	if err := manifest.CheckName(name); err != nil {
 		return nil, nil, err
 	}
@@ -100,7 +101,7 @@ func Activate(ctx context.Context, p *Profiles, m *manifest.Manifest, o Activate
 // under the profile's lock and, if asked, runs its activation command
 // (rel, relative to the root) for at most the timeout. Activating a new
 // generation and rolling back to an old one are the same operation.
-func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root store.Path, rel string, o ActivateOptions) error {
+func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root nix.Path, rel string, o ActivateOptions) error {
 	holder := func() string {
 		h := fmt.Sprintf("generation %d, pid %d", gen, os.Getpid())
 		if o.Run && rel != "" {

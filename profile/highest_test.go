@@ -6,14 +6,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/store"
 )
 
 // threeGenerations adds three trees to s, to switch between.
-func threeGenerations(t *testing.T, s *store.Store) []store.Path {
+func threeGenerations(t *testing.T, s *store.Store) []nix.Path {
 	two := twoGenerations(t, s)
 	third := treeWithActivation(t, s, "#!/bin/sh\n")
-	return []store.Path{two[0], two[1], third}
+	return []nix.Path{two[0], two[1], third}
 }
 
 // TestSwitchRecordsHighest: every switch records the profile's highest

@@ -16,8 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // Profiles are named pointers to generations, as Nix's profiles:
@@ -26,14 +27,24 @@ import (
 // NAME always points at a whole generation, old or new, whatever happens.
 type Profiles struct {
 	dir   string
-	store *store.Store
+	store Store
+}
+
+// Store is what profiles need of a store: the closure of a root, which
+// must be valid to become a generation, and where a path's tree is, which
+// generation links point at. The home holds the profiles.
+type Store interface {
+	Home() string
+	StoreDir() string
+	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
+	TreePath(p nix.Path) string
 }
 
 // ProfilesDir is where a home keeps profiles.
 func ProfilesDir(home string) string { return filepath.Join(home, "profiles") }
 
 // OpenProfiles returns the profiles of the store's home.
-func OpenProfiles(s *store.Store) *Profiles {
+func OpenProfiles(s Store) *Profiles {
 	return &Profiles{dir: ProfilesDir(s.Home()), store: s}
 }
 
@@ -103,12 +114,12 @@ func genOf(name, file string) (uint64, bool) {
 }
 
 // rootOf reads the store path a generation link points at.
-func (p *Profiles) rootOf(link string) (store.Path, error) {
+func (p *Profiles) rootOf(link string) (nix.Path, error) {
 	target, err := os.Readlink(link)
 	if err != nil {
-		return store.Path{}, err
+		return nix.Path{}, err
 	}
-	return store.ParseBase(filepath.Base(target))
+	return nix.ParseBase(filepath.Base(target))
 }
 
 // Current returns the generation NAME points at (0 if none).
@@ -278,7 +289,7 @@ func symlinkAtomic(target, link string) error {
 // Switch points NAME at generation gen, whose root must be valid in the
 // store (with its closure), creating the generation link if needed. The
 // caller holds the lock.
-func (p *Profiles) Switch(name string, gen uint64, root store.Path) error {
+func (p *Profiles) Switch(name string, gen uint64, root nix.Path) error {
 	if err := manifest.CheckName(name); err != nil {
 		return err
 	}
@@ -330,10 +341,10 @@ func (p *Profiles) Switch(name string, gen uint64, root store.Path) error {
 }
 
 // Root returns the root of generation gen of NAME.
-func (p *Profiles) Root(name string, gen uint64) (store.Path, error) {
+func (p *Profiles) Root(name string, gen uint64) (nix.Path, error) {
 	root, err := p.rootOf(p.link(name, gen))
 	if errors.Is(err, os.ErrNotExist) {
-		return store.Path{}, fmt.Errorf("%s has no generation %d (see trove generations %s)", name, gen, name)
+		return nix.Path{}, fmt.Errorf("%s has no generation %d (see trove generations %s)", name, gen, name)
 	}
 	return root, err
 }
@@ -359,7 +370,7 @@ func (p *Profiles) Delete(name string, gens ...uint64) error {
 }
 
 // Roots returns every generation's root of every profile: GC roots.
-func (p *Profiles) Roots() ([]store.Path, error) {
+func (p *Profiles) Roots() ([]nix.Path, error) {
 	ents, err := os.ReadDir(p.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -367,7 +378,7 @@ func (p *Profiles) Roots() ([]store.Path, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []store.Path
+	var out []nix.Path
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), "-link") {
 			continue
@@ -472,7 +483,7 @@ func (e *ActivationError) Unwrap() error { return e.Err }
 // streaming its output, with a timeout (0 = none). The command gets the
 // root in TROVE_ROOT and the profile and generation in TROVE_PROFILE and
 // TROVE_GENERATION.
-func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, root store.Path, rel string, timeout time.Duration, stdout, stderr io.Writer) error {
+func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, root nix.Path, rel string, timeout time.Duration, stdout, stderr io.Writer) error {
 	if rel == "" {
 		return nil
 	}

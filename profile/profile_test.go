@@ -14,8 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/store"
 )
+
+// The embedded store is the one profiles live on today.
+var _ Store = (*store.Store)(nil)
 
 // testProfiles opens a store in a fresh home, closed when the test ends,
 // and its profiles.
@@ -30,9 +35,9 @@ func testProfiles(t testing.TB) (*store.Store, *Profiles) {
 }
 
 // twoGenerations adds two small trees to s, to switch between.
-func twoGenerations(t testing.TB, s *store.Store) [2]store.Path {
+func twoGenerations(t testing.TB, s *store.Store) [2]nix.Path {
 	t.Helper()
-	var out [2]store.Path
+	var out [2]nix.Path
 	for i := range out {
 		dir := filepath.Join(t.TempDir(), "cfg")
 		os.MkdirAll(dir, 0o755)
@@ -86,9 +91,9 @@ func switchChild(home string) {
 		os.Exit(3)
 	}
 	p := OpenProfiles(s)
-	var roots [2]store.Path
+	var roots [2]nix.Path
 	for i, arg := range strings.Fields(os.Getenv("TROVE_SWITCH_ROOTS")) {
-		roots[i], _ = store.ParseBase(arg)
+		roots[i], _ = nix.ParseBase(arg)
 	}
 	fmt.Println("ready")
 	for n := uint64(0); ; n++ {
@@ -146,7 +151,7 @@ func TestKillDuringActivation(t *testing.T) {
 }
 
 // treeWithActivation adds a tree whose bin/activate is script.
-func treeWithActivation(t testing.TB, s *store.Store, script string) store.Path {
+func treeWithActivation(t testing.TB, s *store.Store, script string) nix.Path {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "cfg")
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trove-p2p/trove/nix"
 )
 
 // benchBytes is the size of benchmark trees: TROVE_BENCH_BYTES, default 256 MiB.
@@ -90,7 +92,7 @@ func BenchmarkAdd(b *testing.B) {
 		troveTime += time.Since(start)
 		b.StopTimer()
 		s.Close()
-		removeTree(home)
+		nix.RemoveTree(home)
 		if nixErr == nil {
 			syscall.Sync()
 			start := time.Now()

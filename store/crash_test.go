@@ -79,6 +79,7 @@ func TestKillDuringWritesLeavesConsistentStore(t *testing.T) {
 		if _, err := out.Read(buf); err != nil {
 			t.Fatalf("round %d: child did not start: %v", round, err)
 		}
+		// The random delay is the thing under test: a kill at any point.
 		time.Sleep(time.Duration(20+r.IntN(400)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/trove-p2p/trove/nix"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,13 +59,13 @@ func (s *Store) Sync() error {
 }
 
 // unsynced returns the marked paths and the boot each was written in.
-func (s *Store) unsynced() (map[PathHash]string, error) {
-	out := map[PathHash]string{}
+func (s *Store) unsynced() (map[nix.PathHash]string, error) {
+	out := map[nix.PathHash]string{}
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxUnsynced, PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			var h PathHash
+			var h nix.PathHash
 			copy(h[:], it.Item().Key()[len(pfxUnsynced):])
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
@@ -112,7 +113,7 @@ func (s *Store) recoverUnsynced(ctx context.Context) error {
 
 // removeWithReferrers invalidates h and everything that refers to it,
 // referrers first, keeping the closure invariant.
-func (s *Store) removeWithReferrers(ctx context.Context, h PathHash) error {
+func (s *Store) removeWithReferrers(ctx context.Context, h nix.PathHash) error {
 	refs, err := s.Referrers(h)
 	if err != nil {
 		return err

@@ -8,14 +8,15 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // RootSource yields further GC roots (profiles, generations) from outside
 // the store; the store itself only knows explicit roots.
-type RootSource func() ([]Path, error)
+type RootSource func() ([]nix.Path, error)
 
 // AddRoot makes p an explicit GC root. p must be valid.
-func (s *Store) AddRoot(p Path) error {
+func (s *Store) AddRoot(p nix.Path) error {
 	if _, err := s.Lookup(p); err != nil {
 		return err
 	}
@@ -23,7 +24,7 @@ func (s *Store) AddRoot(p Path) error {
 }
 
 // RemoveRoot removes an explicit GC root; removing a non-root is an error.
-func (s *Store) RemoveRoot(p Path) error {
+func (s *Store) RemoveRoot(p nix.Path) error {
 	return s.db.Update(func(txn *badger.Txn) error {
 		k := key(pfxRoot, p.Hash[:])
 		if _, err := txn.Get(k); errors.Is(err, badger.ErrKeyNotFound) {
@@ -34,13 +35,13 @@ func (s *Store) RemoveRoot(p Path) error {
 }
 
 // Roots lists the explicit GC roots, sorted.
-func (s *Store) Roots() ([]Path, error) {
-	var out []Path
+func (s *Store) Roots() ([]nix.Path, error) {
+	var out []nix.Path
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxRoot, PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			var p Path
+			var p nix.Path
 			copy(p.Hash[:], it.Item().Key()[len(pfxRoot):])
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
@@ -51,13 +52,13 @@ func (s *Store) Roots() ([]Path, error) {
 		}
 		return nil
 	})
-	slices.SortFunc(out, Path.Compare)
+	slices.SortFunc(out, nix.Path.Compare)
 	return out, err
 }
 
 // GCResult says what a collection removed (or would remove).
 type GCResult struct {
-	Removed    []Path
+	Removed    []nix.Path
 	BytesFreed uint64 // NAR bytes of the removed paths
 }
 
@@ -77,7 +78,7 @@ func (s *Store) GC(ctx context.Context, dryRun bool, extra ...RootSource) (*GCRe
 		}
 		roots = append(roots, more...)
 	}
-	var live []Path
+	var live []nix.Path
 	for _, r := range roots {
 		if ok, _ := s.IsValid(r); ok {
 			live = append(live, r)
@@ -87,12 +88,12 @@ func (s *Store) GC(ctx context.Context, dryRun bool, extra ...RootSource) (*GCRe
 	if err != nil {
 		return nil, err
 	}
-	kept := map[PathHash]bool{}
+	kept := map[nix.PathHash]bool{}
 	for _, pi := range keep {
 		kept[pi.Path.Hash] = true
 	}
-	var dead []*PathInfo
-	err = s.Paths(ctx, func(pi *PathInfo) error {
+	var dead []*nix.PathInfo
+	err = s.Paths(ctx, func(pi *nix.PathInfo) error {
 		if !kept[pi.Path.Hash] {
 			dead = append(dead, pi)
 		}
@@ -119,21 +120,21 @@ func (s *Store) GC(ctx context.Context, dryRun bool, extra ...RootSource) (*GCRe
 		res.Removed = append(res.Removed, pi.Path)
 		res.BytesFreed += pi.NarSize
 	}
-	slices.SortFunc(res.Removed, Path.Compare)
+	slices.SortFunc(res.Removed, nix.Path.Compare)
 	return res, nil
 }
 
 // topoOrder orders infos references-first (among themselves).
-func topoOrder(infos []*PathInfo) ([]*PathInfo, error) {
-	byHash := make(map[PathHash]*PathInfo, len(infos))
+func topoOrder(infos []*nix.PathInfo) ([]*nix.PathInfo, error) {
+	byHash := make(map[nix.PathHash]*nix.PathInfo, len(infos))
 	for _, pi := range infos {
 		byHash[pi.Path.Hash] = pi
 	}
-	done := map[PathHash]bool{}
-	out := make([]*PathInfo, 0, len(infos))
+	done := map[nix.PathHash]bool{}
+	out := make([]*nix.PathInfo, 0, len(infos))
 	// Iterative DFS: closures can be deep.
 	type frame struct {
-		pi *PathInfo
+		pi *nix.PathInfo
 		i  int
 	}
 	for _, start := range infos {
@@ -161,7 +162,7 @@ func topoOrder(infos []*PathInfo) ([]*PathInfo, error) {
 }
 
 // deletePath makes a path invalid, then removes its tree and records.
-func (s *Store) deletePath(pi *PathInfo) error {
+func (s *Store) deletePath(pi *nix.PathInfo) error {
 	h := pi.Path.Hash
 	defer s.pathLock(h)()
 	err := s.db.Update(func(txn *badger.Txn) error {
@@ -179,7 +180,7 @@ func (s *Store) deletePath(pi *PathInfo) error {
 		return err
 	}
 	s.forgetSkeleton(h)
-	if err := removeTree(s.TreePath(pi.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := nix.RemoveTree(s.TreePath(pi.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return s.dropMetadata(h)
@@ -187,7 +188,7 @@ func (s *Store) deletePath(pi *PathInfo) error {
 
 // StoreSize sums the NAR sizes and counts the valid paths.
 func (s *Store) StoreSize(ctx context.Context) (paths int, bytes uint64, err error) {
-	err = s.Paths(ctx, func(pi *PathInfo) error {
+	err = s.Paths(ctx, func(pi *nix.PathInfo) error {
 		paths++
 		bytes += pi.NarSize
 		return nil

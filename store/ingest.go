@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,27 +14,25 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // staged is a NAR unpacked into a temporary tree inside the store, with
 // everything needed to register it.
 type staged struct {
 	tmp     string
-	narHash Hash
+	narHash nix.Hash
 	narSize uint64
-	index   ChunkIndex
+	index   chunk.Index
 	skel    *skeleton
 }
-
-// ErrHashMismatch is returned when a NAR's hash or size differs from what
-// was expected of it.
-var ErrHashMismatch = errors.New("NAR hash mismatch")
 
 // stage unpacks the NAR on r into a fresh temporary tree, computing its
 // sha256, skeleton and chunk index in the same pass: parsing, hashing and
 // writing on this goroutine, chunking and BLAKE3 on another. Nothing is
 // synced yet. The caller owns the returned tree.
-func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*staged, error) {
+func (s *Store) stage(ctx context.Context, r io.Reader, known chunk.Index) (*staged, error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	st := &staged{tmp: filepath.Join(s.treeDir, ".tmp-"+hex.EncodeToString(rnd[:]))}
@@ -63,16 +60,15 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 		sinks, pipes = io.MultiWriter(hp, cp), append(pipes, cp)
 		go func() {
 			var err error
-			st.index, err = ChunkNAR(cp)
+			st.index, err = chunk.IndexNAR(cp)
 			cp.CloseRead(err) // unblock the writer if chunking failed
 			chunked <- err
 		}()
 	}
 
 	tee := io.TeeReader(ctxReader{ctx, r}, sinks)
-	tw := &treeWriter{root: st.tmp, readOnly: true}
-	nr := &narReader{r: bufio.NewReaderSize(tee, 1<<20), v: tw, capture: true}
-	size, err := nr.run()
+	tw := nix.NewTreeWriter(st.tmp, true)
+	size, segs, err := nix.ReadNARSkeleton(tee, tw)
 	for _, p := range pipes {
 		p.CloseWrite(err)
 	}
@@ -87,16 +83,16 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known ChunkIndex) (*stag
 		err = cerr
 	}
 	if err != nil {
-		_ = removeTree(st.tmp)
+		_ = nix.RemoveTree(st.tmp)
 		return nil, err
 	}
 	st.narSize = uint64(size)
 	if known != nil && known.NarSize() != st.narSize {
-		removeTree(st.tmp)
-		return nil, fmt.Errorf("%w: the chunk index covers %d bytes, the NAR has %d", ErrHashMismatch, known.NarSize(), st.narSize)
+		nix.RemoveTree(st.tmp)
+		return nil, fmt.Errorf("%w: the chunk index covers %d bytes, the NAR has %d", nix.ErrHashMismatch, known.NarSize(), st.narSize)
 	}
 	copy(st.narHash[:], h.Sum(nil))
-	st.skel = newSkeleton(nr.segs)
+	st.skel = newSkeleton(segs)
 	return st, nil
 }
 
@@ -115,9 +111,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // commit makes a staged tree the valid path described by info: it syncs the
 // tree to disk, renames it into place and registers it. References other
 // than the path itself must already be valid.
-func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
-	defer removeTree(st.tmp) // no-op once renamed
-	if err := CheckName(info.Path.Name); err != nil {
+func (s *Store) commit(st *staged, info *nix.PathInfo) (*nix.PathInfo, error) {
+	defer nix.RemoveTree(st.tmp) // no-op once renamed
+	if err := nix.CheckName(info.Path.Name); err != nil {
 		return nil, err
 	}
 	// Another writer may have made it valid meanwhile.
@@ -135,7 +131,7 @@ func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
 		}
 	}
 	final := s.TreePath(info.Path)
-	if err := removeTree(final); err != nil { // an unregistered leftover
+	if err := nix.RemoveTree(final); err != nil { // an unregistered leftover
 		return nil, err
 	}
 	// The tree is not synced here: the path is registered as unsynced and a
@@ -145,7 +141,7 @@ func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
 	}
 
 	pi := *info
-	pi.References = sortRefs(info.References)
+	pi.References = nix.SortRefs(info.References)
 	pi.NarHash, pi.NarSize, pi.ChunkIndex = st.narHash, st.narSize, st.index.ID()
 	if pi.RegistrationTime.IsZero() {
 		pi.RegistrationTime = time.Now()
@@ -193,14 +189,14 @@ func (s *Store) commit(st *staged, info *PathInfo) (*PathInfo, error) {
 // AddNAR reads the NAR of info.Path from r and makes the path valid.
 // info.NarHash and info.NarSize, when set, must match what arrives; on any
 // mismatch or error nothing becomes valid. Its references must be valid.
-func (s *Store) AddNAR(ctx context.Context, info *PathInfo, r io.Reader) (*PathInfo, error) {
+func (s *Store) AddNAR(ctx context.Context, info *nix.PathInfo, r io.Reader) (*nix.PathInfo, error) {
 	return s.AddNARIndexed(ctx, info, nil, r)
 }
 
 // AddNARIndexed is AddNAR for a NAR whose chunk index the caller knows and
 // has verified chunk by chunk while assembling r (as sync does), so the
 // store need not cut and hash the chunks again. nil means unknown.
-func (s *Store) AddNARIndexed(ctx context.Context, info *PathInfo, index ChunkIndex, r io.Reader) (*PathInfo, error) {
+func (s *Store) AddNARIndexed(ctx context.Context, info *nix.PathInfo, index chunk.Index, r io.Reader) (*nix.PathInfo, error) {
 	if pi, err := s.Lookup(info.Path); err == nil {
 		// Already valid: drain nothing, the caller may skip sending.
 		return pi, nil
@@ -218,7 +214,7 @@ func (s *Store) AddNARIndexed(ctx context.Context, info *PathInfo, index ChunkIn
 // tree, which Open removes.
 type Staged struct {
 	s    *Store
-	info PathInfo
+	info nix.PathInfo
 	st   *staged
 }
 
@@ -227,18 +223,18 @@ type Staged struct {
 // arrived, and so must a content address. index is as for AddNARIndexed.
 // Unlike AddNARIndexed it does not need the references to be valid, so a
 // NAR can be unpacked as soon as it arrives and committed later.
-func (s *Store) StageNAR(ctx context.Context, info *PathInfo, index ChunkIndex, r io.Reader) (*Staged, error) {
+func (s *Store) StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.Index, r io.Reader) (*Staged, error) {
 	st, err := s.stage(ctx, r, index)
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", info.Path.Abs(s.storeDir), err)
 	}
 	if (!info.NarHash.IsZero() && st.narHash != info.NarHash) || (info.NarSize != 0 && st.narSize != info.NarSize) {
-		removeTree(st.tmp)
+		nix.RemoveTree(st.tmp)
 		return nil, fmt.Errorf("%w for %s: expected %s (%d bytes), got %s (%d bytes)",
-			ErrHashMismatch, info.Path.Abs(s.storeDir), info.NarHash, info.NarSize, st.narHash, st.narSize)
+			nix.ErrHashMismatch, info.Path.Abs(s.storeDir), info.NarHash, info.NarSize, st.narHash, st.narSize)
 	}
 	if err := s.checkCA(info, st.narHash); err != nil {
-		removeTree(st.tmp)
+		nix.RemoveTree(st.tmp)
 		return nil, err
 	}
 	return &Staged{s: s, info: *info, st: st}, nil
@@ -246,25 +242,25 @@ func (s *Store) StageNAR(ctx context.Context, info *PathInfo, index ChunkIndex, 
 
 // Commit makes the staged NAR the valid path: its references other than
 // itself must be valid by now.
-func (x *Staged) Commit() (*PathInfo, error) {
+func (x *Staged) Commit() (*nix.PathInfo, error) {
 	defer x.s.pathLock(x.info.Path.Hash)()
 	return x.s.commit(x.st, &x.info)
 }
 
 // Discard removes the staged tree.
-func (x *Staged) Discard() { removeTree(x.st.tmp) }
+func (x *Staged) Discard() { nix.RemoveTree(x.st.tmp) }
 
 // checkCA verifies a "fixed:r:sha256:" content address against the NAR
 // hash: such a path's name hash must recompute from its content.
-func (s *Store) checkCA(info *PathInfo, narHash Hash) error {
-	h, want, ok, err := info.caPath(s.storeDir)
+func (s *Store) checkCA(info *nix.PathInfo, narHash nix.Hash) error {
+	h, want, ok, err := info.CAPath(s.storeDir)
 	switch {
 	case !ok:
 		return nil // other forms cannot be checked from the NAR alone
 	case err != nil:
 		return fmt.Errorf("%s: %w", info.Path.Abs(s.storeDir), err)
 	case h != narHash:
-		return fmt.Errorf("%w for %s: its CA claims %s, NAR hashes to %s", ErrHashMismatch, info.Path.Abs(s.storeDir), h, narHash)
+		return fmt.Errorf("%w for %s: its CA claims %s, NAR hashes to %s", nix.ErrHashMismatch, info.Path.Abs(s.storeDir), h, narHash)
 	case want != info.Path:
 		return fmt.Errorf("%s: its content address gives %s", info.Path.Abs(s.storeDir), want.Abs(s.storeDir))
 	}
@@ -273,8 +269,8 @@ func (s *Store) checkCA(info *PathInfo, narHash Hash) error {
 
 // AddTree adds the file, directory or symlink at src as a content-addressed
 // path named name (no references), exactly as `nix-store --add` does.
-func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error) {
-	if err := CheckName(name); err != nil {
+func (s *Store) AddTree(ctx context.Context, src, name string) (*nix.PathInfo, error) {
+	if err := nix.CheckName(name); err != nil {
 		return nil, fmt.Errorf("cannot add %s: %w; rename it or pass a valid name", src, err)
 	}
 	if _, err := os.Lstat(src); err != nil {
@@ -282,7 +278,7 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error
 	}
 	pipe := newBufPipe(8 << 20)
 	go func() {
-		_, err := DumpNAR(pipe, src)
+		_, err := nix.DumpNAR(pipe, src)
 		pipe.CloseWrite(err)
 	}()
 	st, err := s.stage(ctx, pipe, nil)
@@ -290,21 +286,21 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*PathInfo, error
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", src, err)
 	}
-	p, err := MakeSourcePath(s.storeDir, st.narHash, name, nil, false)
+	p, err := nix.MakeSourcePath(s.storeDir, st.narHash, name, nil, false)
 	if err != nil {
-		removeTree(st.tmp)
+		nix.RemoveTree(st.tmp)
 		return nil, err
 	}
 	defer s.pathLock(p.Hash)()
 	// Like `nix-store --add`: content-addressed, so not "ultimate".
-	return s.commit(st, &PathInfo{Path: p, CA: "fixed:r:" + st.narHash.String()})
+	return s.commit(st, &nix.PathInfo{Path: p, CA: "fixed:r:" + st.narHash.String()})
 }
 
 // dropMetadata deletes every record of path h except its reverse references
 // from others (which GC removes with the referrer).
-func (s *Store) dropMetadata(h PathHash) error {
+func (s *Store) dropMetadata(h nix.PathHash) error {
 	ix, err := s.ChunkIndexOf(h)
-	if err != nil && !errors.Is(err, ErrNotValid) {
+	if err != nil && !errors.Is(err, nix.ErrNotValid) {
 		// A corrupt index still must not block removal.
 		s.log.Warn("dropping unreadable chunk index", "path", h, "err", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/trove-p2p/trove/nix"
 )
 
 // BenchmarkNARHash measures computing a narHash from a tree on disk (page
@@ -19,7 +21,7 @@ import (
 //	TROVE_BENCH_BYTES=1073741824 go test -run='^$' -bench=NARHash ./store/
 func BenchmarkNARHash(b *testing.B) {
 	tree := benchTree(b, benchBytes())
-	narSize, err := DumpNAR(io.Discard, tree) // also warms the page cache
+	narSize, err := nix.DumpNAR(io.Discard, tree) // also warms the page cache
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,7 +45,7 @@ func BenchmarkNARHash(b *testing.B) {
 		b.SetBytes(narSize)
 		for b.Loop() {
 			h := sha256.New()
-			n, err := DumpNAR(h, tree)
+			n, err := nix.DumpNAR(h, tree)
 			if err != nil || n != narSize {
 				b.Fatalf("DumpNAR = %d, %v; want %d bytes", n, err, narSize)
 			}

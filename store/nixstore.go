@@ -10,71 +10,9 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"time"
+
+	"github.com/trove-p2p/trove/nix"
 )
-
-// NixPathInfo is one entry of `nix path-info --json` (Nix 2.8), the format
-// `trove path-info --json` also prints.
-type NixPathInfo struct {
-	Path             string   `json:"path"`
-	NarHash          string   `json:"narHash"`
-	NarSize          uint64   `json:"narSize"`
-	References       []string `json:"references"`
-	CA               string   `json:"ca,omitempty"`
-	ClosureSize      uint64   `json:"closureSize,omitempty"`
-	Deriver          string   `json:"deriver,omitempty"`
-	RegistrationTime int64    `json:"registrationTime,omitempty"`
-	Ultimate         bool     `json:"ultimate,omitempty"`
-	Signatures       []string `json:"signatures,omitempty"`
-}
-
-// ToNix renders pi as `nix path-info --json` does.
-func (pi *PathInfo) ToNix(storeDir string) NixPathInfo {
-	n := NixPathInfo{
-		Path: pi.Path.Abs(storeDir), NarHash: pi.NarHash.SRI(), NarSize: pi.NarSize,
-		References: []string{}, RegistrationTime: pi.RegistrationTime.Unix(),
-		Ultimate: pi.Ultimate, Signatures: pi.Sigs, CA: pi.CA,
-	}
-	for _, r := range pi.References {
-		n.References = append(n.References, r.Abs(storeDir))
-	}
-	if !pi.Deriver.IsZero() {
-		n.Deriver = pi.Deriver.Abs(storeDir)
-	}
-	return n
-}
-
-// FromNix parses an entry of `nix path-info --json`.
-func FromNix(storeDir string, n NixPathInfo) (*PathInfo, error) {
-	p, err := ParsePath(storeDir, n.Path)
-	if err != nil {
-		return nil, err
-	}
-	pi := &PathInfo{Path: p, NarSize: n.NarSize, Sigs: n.Signatures, CA: n.CA, Ultimate: n.Ultimate}
-	if n.RegistrationTime != 0 {
-		pi.RegistrationTime = time.Unix(n.RegistrationTime, 0)
-	}
-	if pi.NarHash, err = ParseHash(n.NarHash); err != nil {
-		return nil, fmt.Errorf("%s: %w", n.Path, err)
-	}
-	if n.NarSize == 0 {
-		return nil, fmt.Errorf("%s: narSize is missing", n.Path)
-	}
-	for _, r := range n.References {
-		ref, err := ParsePath(storeDir, r)
-		if err != nil {
-			return nil, fmt.Errorf("%s: reference: %w", n.Path, err)
-		}
-		pi.References = append(pi.References, ref)
-	}
-	pi.References = sortRefs(pi.References)
-	if n.Deriver != "" {
-		if pi.Deriver, err = ParsePath(storeDir, n.Deriver); err != nil {
-			return nil, fmt.Errorf("%s: deriver: %w", n.Path, err)
-		}
-	}
-	return pi, nil
-}
 
 // ErrNixMissing means the Nix command-line tools are not installed.
 var ErrNixMissing = errors.New("the Nix tools (nix, nix-store) are not installed; install Nix (Debian: apt-get install nix-bin)")
@@ -83,7 +21,7 @@ var ErrNixMissing = errors.New("the Nix tools (nix, nix-store) are not installed
 // metadata from `nix path-info --json -r`, contents from `nix-store --dump`,
 // each NAR checked against Nix's narHash, references first. It calls
 // progress (if non-nil) after each path it adds, and returns the paths added.
-func (s *Store) ImportNix(ctx context.Context, paths []string, progress func(pi *PathInfo)) ([]*PathInfo, error) {
+func (s *Store) ImportNix(ctx context.Context, paths []string, progress func(pi *nix.PathInfo)) ([]*nix.PathInfo, error) {
 	if _, err := exec.LookPath("nix"); err != nil {
 		return nil, ErrNixMissing
 	}
@@ -93,13 +31,13 @@ func (s *Store) ImportNix(ctx context.Context, paths []string, progress func(pi 
 	if err != nil {
 		return nil, err
 	}
-	var entries []NixPathInfo
+	var entries []nix.NixPathInfo
 	if err := json.Unmarshal(out, &entries); err != nil {
 		return nil, fmt.Errorf("reading `nix path-info --json` output: %w", err)
 	}
-	infos := make([]*PathInfo, 0, len(entries))
+	infos := make([]*nix.PathInfo, 0, len(entries))
 	for _, e := range entries {
-		pi, err := FromNix(s.storeDir, e)
+		pi, err := nix.FromNix(s.storeDir, e)
 		if err != nil {
 			return nil, fmt.Errorf("nix path-info: %w", err)
 		}
@@ -109,7 +47,7 @@ func (s *Store) ImportNix(ctx context.Context, paths []string, progress func(pi 
 	if err != nil {
 		return nil, err
 	}
-	var added []*PathInfo
+	var added []*nix.PathInfo
 	for _, pi := range order {
 		if ok, err := s.IsValid(pi.Path); err != nil {
 			return added, err
@@ -128,7 +66,7 @@ func (s *Store) ImportNix(ctx context.Context, paths []string, progress func(pi 
 	return added, nil
 }
 
-func (s *Store) importOne(ctx context.Context, pi *PathInfo) (*PathInfo, error) {
+func (s *Store) importOne(ctx context.Context, pi *nix.PathInfo) (*nix.PathInfo, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nix-store", "--dump", pi.Path.Abs(s.storeDir))

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/nixtest"
 	"github.com/trove-p2p/trove/store"
 )
@@ -24,7 +26,7 @@ func TestImportNixMatchesNix(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	var progressed []string
-	added, err := s.ImportNix(ctx, []string{top}, func(pi *store.PathInfo) { progressed = append(progressed, pi.Path.Abs(s.StoreDir())) })
+	added, err := s.ImportNix(ctx, []string{top}, func(pi *nix.PathInfo) { progressed = append(progressed, pi.Path.Abs(s.StoreDir())) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,12 +34,12 @@ func TestImportNixMatchesNix(t *testing.T) {
 		t.Fatalf("imported %v, want the closure references first: %v", progressed, closure)
 	}
 
-	var want []store.NixPathInfo
+	var want []nix.NixPathInfo
 	if err := json.Unmarshal(nixtest.Run(t, "nix", "--extra-experimental-features", "nix-command", "path-info", "--json", "-r", top), &want); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range want {
-		p, err := store.ParsePath(s.StoreDir(), w.Path)
+		p, err := nix.ParsePath(s.StoreDir(), w.Path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/trove-p2p/trove/nix"
 )
 
 // A skeleton describes a stored path's NAR as literal segments (framing,
@@ -17,25 +19,18 @@ import (
 // so any byte range of the NAR can be produced from the tree without
 // keeping a second copy of the contents.
 type skeleton struct {
-	segs []segment
-	offs []int64 // NAR offset of each segment
+	segs []nix.Segment
+	offs []int64 // NAR offset of each Segment
 	size int64
 }
 
-func newSkeleton(segs []segment) *skeleton {
+func newSkeleton(segs []nix.Segment) *skeleton {
 	s := &skeleton{segs: segs, offs: make([]int64, len(segs))}
 	for i, g := range segs {
 		s.offs[i] = s.size
-		s.size += g.len()
+		s.size += g.Len()
 	}
 	return s
-}
-
-func (g segment) len() int64 {
-	if g.lit != nil {
-		return int64(len(g.lit))
-	}
-	return g.size
 }
 
 const (
@@ -47,15 +42,15 @@ func (s *skeleton) encode() []byte {
 	var b []byte
 	b = binary.AppendUvarint(b, uint64(len(s.segs)))
 	for _, g := range s.segs {
-		if g.lit != nil {
+		if g.Lit != nil {
 			b = append(b, segLit)
-			b = binary.AppendUvarint(b, uint64(len(g.lit)))
-			b = append(b, g.lit...)
+			b = binary.AppendUvarint(b, uint64(len(g.Lit)))
+			b = append(b, g.Lit...)
 		} else {
 			b = append(b, segFile)
-			b = binary.AppendUvarint(b, uint64(len(g.file)))
-			b = append(b, g.file...)
-			b = binary.AppendUvarint(b, uint64(g.size))
+			b = binary.AppendUvarint(b, uint64(len(g.File)))
+			b = append(b, g.File...)
+			b = binary.AppendUvarint(b, uint64(g.Size))
 		}
 	}
 	return b
@@ -76,7 +71,7 @@ func decodeSkeleton(b []byte) (*skeleton, error) {
 	if !ok || n > uint64(len(b)) {
 		return nil, errBadSkeleton
 	}
-	segs := make([]segment, 0, n)
+	segs := make([]nix.Segment, 0, n)
 	for range n {
 		if len(b) == 0 {
 			return nil, errBadSkeleton
@@ -91,13 +86,13 @@ func decodeSkeleton(b []byte) (*skeleton, error) {
 		b = b[l:]
 		switch kind {
 		case segLit:
-			segs = append(segs, segment{lit: data})
+			segs = append(segs, nix.Segment{Lit: data})
 		case segFile:
 			size, ok := uv()
 			if !ok || size == 0 || size > 1<<62 {
 				return nil, errBadSkeleton
 			}
-			segs = append(segs, segment{file: string(data), size: int64(size)})
+			segs = append(segs, nix.Segment{File: string(data), Size: int64(size)})
 		default:
 			return nil, errBadSkeleton
 		}
@@ -117,12 +112,12 @@ func (s *skeleton) writeRange(w io.Writer, root string, off, n int64, buf []byte
 	for ; n > 0; i++ {
 		g := s.segs[i]
 		rel := off - s.offs[i]
-		m := min(g.len()-rel, n)
-		if g.lit != nil {
-			if _, err := w.Write(g.lit[rel : rel+m]); err != nil {
+		m := min(g.Len()-rel, n)
+		if g.Lit != nil {
+			if _, err := w.Write(g.Lit[rel : rel+m]); err != nil {
 				return err
 			}
-		} else if err := copyFileRange(w, filepath.Join(root, filepath.FromSlash(g.file)), rel, m, buf); err != nil {
+		} else if err := copyFileRange(w, filepath.Join(root, filepath.FromSlash(g.File)), rel, m, buf); err != nil {
 			return err
 		}
 		off += m
@@ -158,10 +153,10 @@ func (s *skeleton) readAt(dst []byte, root string, off int64, files *fileCache) 
 	for len(dst) > 0 {
 		g := s.segs[i]
 		rel := off - s.offs[i]
-		m := min(g.len()-rel, int64(len(dst)))
-		if g.lit != nil {
-			copy(dst[:m], g.lit[rel:rel+m])
-		} else if err := files.readAt(dst[:m], filepath.Join(root, filepath.FromSlash(g.file)), rel); err != nil {
+		m := min(g.Len()-rel, int64(len(dst)))
+		if g.Lit != nil {
+			copy(dst[:m], g.Lit[rel:rel+m])
+		} else if err := files.readAt(dst[:m], filepath.Join(root, filepath.FromSlash(g.File)), rel); err != nil {
 			return err
 		}
 		dst = dst[m:]
@@ -253,3 +248,10 @@ func readFileAt(dst []byte, name string, off int64) error {
 	}
 	return nil
 }
+
+// onlyReader and onlyWriter hide WriterTo/ReaderFrom so CopyBuffer uses
+// our buffer.
+type (
+	onlyReader struct{ io.Reader }
+	onlyWriter struct{ io.Writer }
+)

@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // Store is a trove store: Badger metadata in <home>/db and the physical
@@ -27,13 +29,13 @@ type Store struct {
 	bootID   string
 
 	mu       sync.Mutex
-	inflight map[PathHash]*sync.Mutex    // serialises writers of one path
-	skels    map[PathHash]cachedSkeleton // decoded skeletons of valid paths (bounded); guarded by mu
+	inflight map[nix.PathHash]*sync.Mutex    // serialises writers of one path
+	skels    map[nix.PathHash]cachedSkeleton // decoded skeletons of valid paths (bounded); guarded by mu
 	// chunkLocs remembers where chunks are, filled a whole path's index at
 	// a time when one of its chunks is read: serving a path then costs one
 	// index lookup rather than a database scan per chunk. Bounded; cleared
 	// when full or when a path is deleted. Guarded by mu.
-	chunkLocs map[ChunkID]ChunkLocation
+	chunkLocs map[chunk.ID]ChunkLocation
 	files     *fileCache // open tree files, for serving chunks
 }
 
@@ -79,7 +81,7 @@ func key(pfx []byte, parts ...[]byte) []byte {
 // Open opens (creating if needed) the store under home.
 func Open(home string, opts Options) (*Store, error) {
 	if opts.StoreDir == "" {
-		opts.StoreDir = DefaultStoreDir
+		opts.StoreDir = nix.DefaultStoreDir
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -89,8 +91,8 @@ func Open(home string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		home: home, storeDir: opts.StoreDir, treeDir: filepath.Join(home, "store"),
-		log: opts.Logger, inflight: map[PathHash]*sync.Mutex{}, bootID: opts.BootID,
-		skels: map[PathHash]cachedSkeleton{}, chunkLocs: map[ChunkID]ChunkLocation{}, files: newFileCache(),
+		log: opts.Logger, inflight: map[nix.PathHash]*sync.Mutex{}, bootID: opts.BootID,
+		skels: map[nix.PathHash]cachedSkeleton{}, chunkLocs: map[chunk.ID]ChunkLocation{}, files: newFileCache(),
 	}
 	if s.bootID == "" {
 		s.bootID = currentBootID()
@@ -154,7 +156,7 @@ func (s *Store) StoreDir() string { return s.storeDir }
 func (s *Store) Home() string { return s.home }
 
 // TreePath is where the tree of p lives on disk.
-func (s *Store) TreePath(p Path) string { return filepath.Join(s.treeDir, p.String()) }
+func (s *Store) TreePath(p nix.Path) string { return filepath.Join(s.treeDir, p.String()) }
 
 func (s *Store) checkStoreDir() error {
 	return s.db.Update(func(txn *badger.Txn) error {
@@ -184,22 +186,22 @@ func (s *Store) cleanup() error {
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if p, err := ParseBase(name); err == nil {
+		if p, err := nix.ParseBase(name); err == nil {
 			if ok, err := s.IsValid(p); err != nil || ok {
 				continue
 			}
 		}
 		s.log.Info("removing leftover of an interrupted write", "tree", name)
-		if err := removeTree(filepath.Join(s.treeDir, name)); err != nil {
+		if err := nix.RemoveTree(filepath.Join(s.treeDir, name)); err != nil {
 			return err
 		}
 	}
-	var orphans []PathHash
+	var orphans []nix.PathHash
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxIndex})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			var h PathHash
+			var h nix.PathHash
 			copy(h[:], it.Item().Key()[len(pfxIndex):])
 			if _, err := txn.Get(key(pfxInfo, h[:])); errors.Is(err, badger.ErrKeyNotFound) {
 				orphans = append(orphans, h)
@@ -219,7 +221,7 @@ func (s *Store) cleanup() error {
 }
 
 // pathLock serialises writers of one path within this process.
-func (s *Store) pathLock(h PathHash) func() {
+func (s *Store) pathLock(h nix.PathHash) func() {
 	s.mu.Lock()
 	m, ok := s.inflight[h]
 	if !ok {
@@ -231,13 +233,10 @@ func (s *Store) pathLock(h PathHash) func() {
 	return m.Unlock
 }
 
-// ErrNotValid reports that a path is not valid in the store.
-var ErrNotValid = errors.New("path is not valid in the store")
-
 // IsValid reports whether p is a valid path.
-func (s *Store) IsValid(p Path) (bool, error) {
+func (s *Store) IsValid(p nix.Path) (bool, error) {
 	pi, err := s.PathInfo(p.Hash)
-	if errors.Is(err, ErrNotValid) {
+	if errors.Is(err, nix.ErrNotValid) {
 		return false, nil
 	}
 	if err != nil {
@@ -247,8 +246,8 @@ func (s *Store) IsValid(p Path) (bool, error) {
 }
 
 // PathInfo returns the info of the valid path with digest h.
-func (s *Store) PathInfo(h PathHash) (*PathInfo, error) {
-	var pi *PathInfo
+func (s *Store) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
+	var pi *nix.PathInfo
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
 		pi, err = getInfo(txn, h)
@@ -257,15 +256,15 @@ func (s *Store) PathInfo(h PathHash) (*PathInfo, error) {
 	return pi, err
 }
 
-func getInfo(txn *badger.Txn, h PathHash) (*PathInfo, error) {
+func getInfo(txn *badger.Txn, h nix.PathHash) (*nix.PathInfo, error) {
 	item, err := txn.Get(key(pfxInfo, h[:]))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%s: %w", h, ErrNotValid)
+		return nil, fmt.Errorf("%s: %w", h, nix.ErrNotValid)
 	}
 	if err != nil {
 		return nil, err
 	}
-	var pi *PathInfo
+	var pi *nix.PathInfo
 	err = item.Value(func(v []byte) error {
 		pi, err = decodePathInfo(v)
 		return err
@@ -274,19 +273,19 @@ func getInfo(txn *badger.Txn, h PathHash) (*PathInfo, error) {
 }
 
 // Lookup returns the info of p, checking the name as well as the digest.
-func (s *Store) Lookup(p Path) (*PathInfo, error) {
+func (s *Store) Lookup(p nix.Path) (*nix.PathInfo, error) {
 	pi, err := s.PathInfo(p.Hash)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p.Abs(s.storeDir), ErrNotValid)
+		return nil, fmt.Errorf("%s: %w", p.Abs(s.storeDir), nix.ErrNotValid)
 	}
 	if pi.Path != p {
-		return nil, fmt.Errorf("%s: %w (the store has %s)", p.Abs(s.storeDir), ErrNotValid, pi.Path)
+		return nil, fmt.Errorf("%s: %w (the store has %s)", p.Abs(s.storeDir), nix.ErrNotValid, pi.Path)
 	}
 	return pi, nil
 }
 
 // Paths calls fn with every valid path's info, in digest order.
-func (s *Store) Paths(ctx context.Context, fn func(*PathInfo) error) error {
+func (s *Store) Paths(ctx context.Context, fn func(*nix.PathInfo) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxInfo, PrefetchValues: true})
 		defer it.Close()
@@ -294,7 +293,7 @@ func (s *Store) Paths(ctx context.Context, fn func(*PathInfo) error) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var pi *PathInfo
+			var pi *nix.PathInfo
 			err := it.Item().Value(func(v []byte) error {
 				var err error
 				pi, err = decodePathInfo(v)
@@ -312,14 +311,14 @@ func (s *Store) Paths(ctx context.Context, fn func(*PathInfo) error) error {
 }
 
 // Referrers returns the valid paths that refer to h.
-func (s *Store) Referrers(h PathHash) ([]PathHash, error) {
-	var out []PathHash
+func (s *Store) Referrers(h nix.PathHash) ([]nix.PathHash, error) {
+	var out []nix.PathHash
 	err := s.db.View(func(txn *badger.Txn) error {
 		pfx := key(pfxRef, h[:])
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			var r PathHash
+			var r nix.PathHash
 			copy(r[:], it.Item().Key()[len(pfx):])
 			out = append(out, r)
 		}
@@ -332,19 +331,19 @@ func (s *Store) Referrers(h PathHash) ([]PathHash, error) {
 // everything they reference, transitively), each once, references before
 // their referrers, so the result is an order in which the paths can be
 // registered.
-func (s *Store) Closure(roots ...Path) ([]*PathInfo, error) {
-	var out []*PathInfo
-	seen := map[PathHash]bool{}
+func (s *Store) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+	var out []*nix.PathInfo
+	seen := map[nix.PathHash]bool{}
 	err := s.db.View(func(txn *badger.Txn) error {
-		var visit func(p Path, depth int) error
-		visit = func(p Path, depth int) error {
+		var visit func(p nix.Path, depth int) error
+		visit = func(p nix.Path, depth int) error {
 			if seen[p.Hash] {
 				return nil
 			}
 			seen[p.Hash] = true
 			pi, err := getInfo(txn, p.Hash)
 			if err != nil || pi.Path != p {
-				return fmt.Errorf("%s: %w", p.Abs(s.storeDir), ErrNotValid)
+				return fmt.Errorf("%s: %w", p.Abs(s.storeDir), nix.ErrNotValid)
 			}
 			for _, r := range pi.References {
 				if err := visit(r, depth+1); err != nil {
@@ -365,18 +364,18 @@ func (s *Store) Closure(roots ...Path) ([]*PathInfo, error) {
 }
 
 // ChunkIndexOf returns the chunk index of a valid path.
-func (s *Store) ChunkIndexOf(h PathHash) (ChunkIndex, error) {
-	var ix ChunkIndex
+func (s *Store) ChunkIndexOf(h nix.PathHash) (chunk.Index, error) {
+	var ix chunk.Index
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key(pfxIndex, h[:]))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("%s: %w", h, ErrNotValid)
+			return fmt.Errorf("%s: %w", h, nix.ErrNotValid)
 		}
 		if err != nil {
 			return err
 		}
 		return item.Value(func(v []byte) error {
-			ix, err = DecodeChunkIndex(v)
+			ix, err = chunk.DecodeIndex(v)
 			return err
 		})
 	})
@@ -390,7 +389,7 @@ type cachedSkeleton struct {
 }
 
 // skeleton returns the decoded skeleton of valid path h and its tree.
-func (s *Store) skeleton(h PathHash) (*skeleton, string, error) {
+func (s *Store) skeleton(h nix.PathHash) (*skeleton, string, error) {
 	s.mu.Lock()
 	c, ok := s.skels[h]
 	s.mu.Unlock()
@@ -404,7 +403,7 @@ func (s *Store) skeleton(h PathHash) (*skeleton, string, error) {
 		}
 		item, err := txn.Get(key(pfxSkel, h[:]))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("%s: %w", h, ErrNotValid)
+			return fmt.Errorf("%s: %w", h, nix.ErrNotValid)
 		}
 		if err != nil {
 			return err
@@ -433,7 +432,7 @@ func (s *Store) skeleton(h PathHash) (*skeleton, string, error) {
 }
 
 // forgetSkeleton drops what the caches know of a path being deleted.
-func (s *Store) forgetSkeleton(h PathHash) {
+func (s *Store) forgetSkeleton(h nix.PathHash) {
 	s.mu.Lock()
 	c, ok := s.skels[h]
 	delete(s.skels, h)
@@ -446,7 +445,7 @@ func (s *Store) forgetSkeleton(h PathHash) {
 
 // WriteNAR writes bytes [off, off+n) of the NAR of valid path p to w,
 // produced from the tree; n < 0 means to the end.
-func (s *Store) WriteNAR(ctx context.Context, w io.Writer, p Path, off, n int64) error {
+func (s *Store) WriteNAR(ctx context.Context, w io.Writer, p nix.Path, off, n int64) error {
 	if _, err := s.Lookup(p); err != nil {
 		return err
 	}
@@ -480,12 +479,12 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 
 // ChunkLocation is where a chunk's bytes can be read locally.
 type ChunkLocation struct {
-	Path   PathHash
+	Path   nix.PathHash
 	Offset int64
 }
 
 // FindChunk returns where in the store the chunk id can be read, if anywhere.
-func (s *Store) FindChunk(id ChunkID) ([]ChunkLocation, error) {
+func (s *Store) FindChunk(id chunk.ID) ([]ChunkLocation, error) {
 	var out []ChunkLocation
 	err := s.db.View(func(txn *badger.Txn) error {
 		pfx := key(pfxChunk, id[:])
@@ -514,8 +513,8 @@ func (s *Store) FindChunk(id ChunkID) ([]ChunkLocation, error) {
 
 // ReadChunk returns the bytes of chunk id from any valid path that holds it,
 // verified against id: what local reuse needs, since a damaged tree must
-// not end up inside another path. It returns ErrNotValid if no path has it.
-func (s *Store) ReadChunk(ctx context.Context, id ChunkID, size uint32) ([]byte, error) {
+// not end up inside another path. It returns nix.ErrNotValid if no path has it.
+func (s *Store) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
 	return s.readChunk(ctx, id, size, true, nil)
 }
 
@@ -524,12 +523,12 @@ func (s *Store) ReadChunk(ctx context.Context, id ChunkID, size uint32) ([]byte,
 // our tree is damaged), so hashing here too would only halve the rate.
 // The chunk is read into dst when it has room (a server recycles its
 // buffers), else into a new slice.
-func (s *Store) ChunkData(ctx context.Context, id ChunkID, size uint32, dst []byte) ([]byte, error) {
+func (s *Store) ChunkData(ctx context.Context, id chunk.ID, size uint32, dst []byte) ([]byte, error) {
 	return s.readChunk(ctx, id, size, false, dst)
 }
 
-func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify bool, dst []byte) ([]byte, error) {
-	if size == 0 || size > ChunkMax {
+func (s *Store) readChunk(ctx context.Context, id chunk.ID, size uint32, verify bool, dst []byte) ([]byte, error) {
+	if size == 0 || size > chunk.MaxSize {
 		return nil, fmt.Errorf("chunk %s: size %d out of range", id, size)
 	}
 	if err := ctx.Err(); err != nil {
@@ -550,7 +549,7 @@ func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify b
 	if ok {
 		buf = newBuf()
 		if sk, tree, err := s.skeleton(cached.Path); err == nil && sk.readAt(buf, tree, cached.Offset, s.files) == nil &&
-			(!verify || SumChunk(buf) == id) {
+			(!verify || chunk.Sum(buf) == id) {
 			return buf, nil
 		}
 	}
@@ -570,21 +569,21 @@ func (s *Store) readChunk(ctx context.Context, id ChunkID, size uint32, verify b
 			s.log.Warn("cannot read chunk from its tree", "chunk", id, "tree", tree, "err", err)
 			continue
 		}
-		if verify && SumChunk(buf) != id {
+		if verify && chunk.Sum(buf) != id {
 			s.log.Warn("chunk bytes in tree do not match; the tree is damaged", "chunk", id, "tree", tree)
 			continue
 		}
 		s.rememberChunks(loc.Path)
 		return buf, nil
 	}
-	return nil, fmt.Errorf("chunk %s: %w", id, ErrNotValid)
+	return nil, fmt.Errorf("chunk %s: %w", id, nix.ErrNotValid)
 }
 
 // maxChunkLocs bounds the chunk location cache (about 100 bytes an entry).
 const maxChunkLocs = 1 << 17
 
 // rememberChunks caches the locations of every chunk of path h.
-func (s *Store) rememberChunks(h PathHash) {
+func (s *Store) rememberChunks(h nix.PathHash) {
 	ix, err := s.ChunkIndexOf(h)
 	if err != nil {
 		return

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 )
 
 func openTestStore(t testing.TB) *Store {
@@ -54,7 +57,7 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 func narOf(t testing.TB, path string) []byte {
 	t.Helper()
 	var b bytes.Buffer
-	if _, err := DumpNAR(&b, path); err != nil {
+	if _, err := nix.DumpNAR(&b, path); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -158,7 +161,7 @@ func TestWriteNARRangesAndChunks(t *testing.T) {
 	}
 	for i, off := range ix.Offsets() {
 		c := ix[i]
-		if SumChunk(nar[off:off+uint64(c.Size)]) != c.ID {
+		if chunk.Sum(nar[off:off+uint64(c.Size)]) != c.ID {
 			t.Fatalf("chunk %d does not hash to its ID", i)
 		}
 		got, err := s.ReadChunk(ctx, c.ID, c.Size)
@@ -166,22 +169,22 @@ func TestWriteNARRangesAndChunks(t *testing.T) {
 			t.Fatalf("ReadChunk %d: %v", i, err)
 		}
 	}
-	if _, err := s.ReadChunk(ctx, SumChunk([]byte("absent")), 6); !errors.Is(err, ErrNotValid) {
+	if _, err := s.ReadChunk(ctx, chunk.Sum([]byte("absent")), 6); !errors.Is(err, nix.ErrNotValid) {
 		t.Fatalf("ReadChunk of an absent chunk: %v", err)
 	}
 }
 
 // addNARFor stages a tree as an input-addressed path with the given refs.
-func addNARFor(t testing.TB, s *Store, name string, content string, refs ...Path) (*PathInfo, error) {
+func addNARFor(t testing.TB, s *Store, name string, content string, refs ...nix.Path) (*nix.PathInfo, error) {
 	t.Helper()
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{name: content})
 	nar := narOf(t, filepath.Join(dir, name))
-	p, err := MakePath(s.storeDir, "output:out", Hash(sha256.Sum256([]byte(name+content))), name)
+	p, err := nix.MakePath(s.storeDir, "output:out", nix.Hash(sha256.Sum256([]byte(name+content))), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.AddNAR(context.Background(), &PathInfo{Path: p, NarHash: Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: refs}, bytes.NewReader(nar))
+	return s.AddNAR(context.Background(), &nix.PathInfo{Path: p, NarHash: nix.Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: refs}, bytes.NewReader(nar))
 }
 
 func TestAddNARRejects(t *testing.T) {
@@ -189,23 +192,23 @@ func TestAddNARRejects(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{"f": "content"})
 	nar := narOf(t, filepath.Join(dir, "f"))
-	good := Hash(sha256.Sum256(nar))
-	p, _ := MakePath(s.storeDir, "output:out", good, "f")
-	missing, _ := MakePath(s.storeDir, "output:out", Hash{1}, "missing")
-	caPath, _ := MakeSourcePath(s.storeDir, good, "f", nil, false)
+	good := nix.Hash(sha256.Sum256(nar))
+	p, _ := nix.MakePath(s.storeDir, "output:out", good, "f")
+	missing, _ := nix.MakePath(s.storeDir, "output:out", nix.Hash{1}, "missing")
+	caPath, _ := nix.MakeSourcePath(s.storeDir, good, "f", nil, false)
 	for _, tc := range []struct {
 		name string
-		info PathInfo
+		info nix.PathInfo
 		nar  []byte
 		want string
 	}{
-		{"wrong hash", PathInfo{Path: p, NarHash: Hash{9}}, nar, "NAR hash mismatch"},
-		{"wrong size", PathInfo{Path: p, NarHash: good, NarSize: 7}, nar, "NAR hash mismatch"},
-		{"missing reference", PathInfo{Path: p, NarHash: good, References: []Path{missing}}, nar, "is not valid"},
-		{"truncated", PathInfo{Path: p}, nar[:len(nar)-8], "truncated"},
-		{"trailing bytes", PathInfo{Path: p}, append(slices.Clone(nar), 0), "trailing"},
-		{"CA that does not recompute", PathInfo{Path: p, CA: "fixed:r:" + good.String()}, nar, "content address"},
-		{"CA with wrong hash", PathInfo{Path: caPath, CA: "fixed:r:" + Hash{3}.String()}, nar, "CA claims"},
+		{"wrong hash", nix.PathInfo{Path: p, NarHash: nix.Hash{9}}, nar, "NAR hash mismatch"},
+		{"wrong size", nix.PathInfo{Path: p, NarHash: good, NarSize: 7}, nar, "NAR hash mismatch"},
+		{"missing reference", nix.PathInfo{Path: p, NarHash: good, References: []nix.Path{missing}}, nar, "is not valid"},
+		{"truncated", nix.PathInfo{Path: p}, nar[:len(nar)-8], "truncated"},
+		{"trailing bytes", nix.PathInfo{Path: p}, append(slices.Clone(nar), 0), "trailing"},
+		{"CA that does not recompute", nix.PathInfo{Path: p, CA: "fixed:r:" + good.String()}, nar, "content address"},
+		{"CA with wrong hash", nix.PathInfo{Path: caPath, CA: "fixed:r:" + nix.Hash{3}.String()}, nar, "CA claims"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.AddNAR(context.Background(), &tc.info, bytes.NewReader(tc.nar))
@@ -279,15 +282,15 @@ func TestClosureAndGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ReadChunk(ctx, topIndex[0].ID, topIndex[0].Size); !errors.Is(err, ErrNotValid) {
+	if _, err := s.ReadChunk(ctx, topIndex[0].ID, topIndex[0].Size); !errors.Is(err, nix.ErrNotValid) {
 		t.Fatalf("a chunk of a collected path is still served: %v", err)
 	}
-	want := []Path{other.Path, top.Path}
-	slices.SortFunc(want, Path.Compare)
+	want := []nix.Path{other.Path, top.Path}
+	slices.SortFunc(want, nix.Path.Compare)
 	if !slices.Equal(res.Removed, want) || res.BytesFreed != top.NarSize+other.NarSize {
 		t.Fatalf("GC removed %v (%d bytes), want %v", res.Removed, res.BytesFreed, want)
 	}
-	for _, p := range []*PathInfo{leaf, mid} {
+	for _, p := range []*nix.PathInfo{leaf, mid} {
 		if ok, _ := s.IsValid(p.Path); !ok {
 			t.Errorf("%s was collected but is in a root's closure", p.Path)
 		}
@@ -320,7 +323,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{"a/f": "content", "b/f": "content b", "c/f": "c", "d/f": "d", "e/l": "->x"})
-	paths := map[string]*PathInfo{}
+	paths := map[string]*nix.PathInfo{}
 	for _, n := range []string{"a", "b", "c", "d", "e"} {
 		pi, err := s.AddTree(ctx, filepath.Join(dir, n), n)
 		if err != nil {
@@ -346,7 +349,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 	os.Chmod(tree("b"), 0o755)
 	os.WriteFile(filepath.Join(tree("b"), "extra"), nil, 0o644) // an added file
 	os.Chmod(filepath.Join(tree("c"), "f"), 0o755)              // now executable
-	removeTree(tree("d"))                                       // gone
+	nix.RemoveTree(tree("d"))                                   // gone
 	os.Chmod(tree("e"), 0o755)
 	os.Remove(filepath.Join(tree("e"), "l"))
 	os.Symlink("y", filepath.Join(tree("e"), "l")) // retargeted
@@ -443,7 +446,7 @@ func TestRebootReverifiesUnsyncedPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		p    *PathInfo
+		p    *nix.PathInfo
 		want bool
 	}{{leaf, false}, {top, false}, {other, true}} {
 		if ok, _ := s.IsValid(tc.p.Path); ok != tc.want {
@@ -484,7 +487,7 @@ func BenchmarkReadAbsentChunk(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s.ReadChunk(ctx, SumChunk([]byte{byte(i), byte(i >> 8)}), ChunkAvg)
+		s.ReadChunk(ctx, chunk.Sum([]byte{byte(i), byte(i >> 8)}), chunk.AvgSize)
 	}
 }
 
@@ -494,12 +497,12 @@ func BenchmarkReadAbsentChunk(b *testing.B) {
 func TestStageBeforeReferences(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
-	dep, _ := MakePath(s.storeDir, "output:out", Hash{7}, "dep")
+	dep, _ := nix.MakePath(s.storeDir, "output:out", nix.Hash{7}, "dep")
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{"top": "top data"})
 	nar := narOf(t, filepath.Join(dir, "top"))
-	top, _ := MakePath(s.storeDir, "output:out", Hash{8}, "top")
-	info := &PathInfo{Path: top, NarHash: Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: []Path{dep}}
+	top, _ := nix.MakePath(s.storeDir, "output:out", nix.Hash{8}, "top")
+	info := &nix.PathInfo{Path: top, NarHash: nix.Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: []nix.Path{dep}}
 
 	x, err := s.StageNAR(ctx, info, nil, bytes.NewReader(nar))
 	if err != nil {
@@ -518,7 +521,7 @@ func TestStageBeforeReferences(t *testing.T) {
 	dir2 := t.TempDir()
 	writeTree(t, dir2, map[string]string{"dep": "dep data"})
 	depNAR := narOf(t, filepath.Join(dir2, "dep"))
-	if _, err := s.AddNAR(ctx, &PathInfo{Path: dep, NarHash: Hash(sha256.Sum256(depNAR)), NarSize: uint64(len(depNAR))}, bytes.NewReader(depNAR)); err != nil {
+	if _, err := s.AddNAR(ctx, &nix.PathInfo{Path: dep, NarHash: nix.Hash(sha256.Sum256(depNAR)), NarSize: uint64(len(depNAR))}, bytes.NewReader(depNAR)); err != nil {
 		t.Fatal(err)
 	}
 	x, err = s.StageNAR(ctx, info, nil, bytes.NewReader(nar))
@@ -563,11 +566,11 @@ func TestChunkDataManyFiles(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, ChunkMax)
+			buf := make([]byte, chunk.MaxSize)
 			for i := range ix {
 				c := ix[(i+g*len(ix)/4)%len(ix)]
 				data, err := s.ChunkData(ctx, c.ID, c.Size, buf)
-				if err == nil && SumChunk(data) != c.ID {
+				if err == nil && chunk.Sum(data) != c.ID {
 					err = fmt.Errorf("chunk %s came back with other bytes", c.ID)
 				}
 				if err != nil {

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"os"
 	"slices"
+
+	"github.com/trove-p2p/trove/nix"
 )
 
 // Problem is one thing wrong with a stored path.
 type Problem struct {
-	Path   Path
+	Path   nix.Path
 	Kind   string // "missing", "corrupt", "reference"
 	Detail string
 }
@@ -22,10 +24,10 @@ func (p Problem) Error() string { return fmt.Sprintf("%s: %s: %s", p.Path, p.Kin
 // Verify recomputes the NAR hash and size of each path from its tree and
 // checks that its references are valid. With no paths it checks them all.
 // It calls report for each problem and returns how many paths it checked.
-func (s *Store) Verify(ctx context.Context, paths []Path, report func(Problem)) (int, error) {
-	var infos []*PathInfo
+func (s *Store) Verify(ctx context.Context, paths []nix.Path, report func(Problem)) (int, error) {
+	var infos []*nix.PathInfo
 	if len(paths) == 0 {
-		if err := s.Paths(ctx, func(pi *PathInfo) error { infos = append(infos, pi); return nil }); err != nil {
+		if err := s.Paths(ctx, func(pi *nix.PathInfo) error { infos = append(infos, pi); return nil }); err != nil {
 			return 0, err
 		}
 	}
@@ -46,7 +48,7 @@ func (s *Store) Verify(ctx context.Context, paths []Path, report func(Problem)) 
 	return len(infos), nil
 }
 
-func (s *Store) verifyOne(pi *PathInfo, report func(Problem)) {
+func (s *Store) verifyOne(pi *nix.PathInfo, report func(Problem)) {
 	for _, ref := range pi.References {
 		if ok, err := s.IsValid(ref); err != nil || !ok {
 			report(Problem{Path: pi.Path, Kind: "reference", Detail: "refers to " + ref.Abs(s.storeDir) + ", which is not valid"})
@@ -66,8 +68,8 @@ func (s *Store) verifyOne(pi *PathInfo, report func(Problem)) {
 		report(Problem{Path: pi.Path, Kind: "corrupt", Detail: "its NAR skeleton is unreadable: " + err.Error()})
 		return
 	}
-	var segs []segment
-	if err := walkNAR(tree, func(g segment) error { segs = append(segs, g); return nil }); err != nil {
+	var segs []nix.Segment
+	if err := nix.WalkNAR(tree, func(g nix.Segment) error { segs = append(segs, g); return nil }); err != nil {
 		report(Problem{Path: pi.Path, Kind: "corrupt", Detail: "cannot read its tree: " + err.Error()})
 		return
 	}
@@ -80,15 +82,15 @@ func (s *Store) verifyOne(pi *PathInfo, report func(Problem)) {
 		report(Problem{Path: pi.Path, Kind: "corrupt", Detail: "cannot read its tree: " + err.Error()})
 		return
 	}
-	var got Hash
+	var got nix.Hash
 	copy(got[:], h.Sum(nil))
 	if got != pi.NarHash || uint64(sk.size) != pi.NarSize {
 		report(Problem{Path: pi.Path, Kind: "corrupt", Detail: fmt.Sprintf("NAR hash %s (%d bytes), expected %s (%d bytes)", got, sk.size, pi.NarHash, pi.NarSize)})
 	}
 }
 
-func sameSegments(a, b []segment) bool {
-	return slices.EqualFunc(a, b, func(x, y segment) bool {
-		return bytes.Equal(x.lit, y.lit) && (x.lit == nil) == (y.lit == nil) && x.file == y.file && x.size == y.size
+func sameSegments(a, b []nix.Segment) bool {
+	return slices.EqualFunc(a, b, func(x, y nix.Segment) bool {
+		return bytes.Equal(x.Lit, y.Lit) && (x.Lit == nil) == (y.Lit == nil) && x.File == y.File && x.Size == y.Size
 	})
 }

@@ -12,8 +12,10 @@ import (
 // bytes), rounded up.
 const ItemCost = 24
 
-// Limits bound one message. Every field must be set.
+// Limits bound one message type. Every field but Decoded must be set.
 type Limits struct {
+	// Wire caps the message's encoded bytes.
+	Wire int
 	// Items caps the data items of the message at every level, keys and
 	// values of maps included.
 	Items int
@@ -25,9 +27,25 @@ type Limits struct {
 	// Nested caps the depth of arrays and maps.
 	Nested int
 	// Decoded caps the bytes the decoded value may hold: the payloads of
-	// its strings and byte strings plus ItemCost per item.
+	// its strings and byte strings plus ItemCost per item. Zero means what
+	// a message within Wire and Items can hold: Wire + Items*ItemCost.
 	Decoded int
 }
+
+// encMode is Core Deterministic Encoding: every trove format is
+// canonical, so a signature or a content address over an encoding is
+// stable, and a decoder can require the canonical form.
+var encMode = func() cbor.EncMode {
+	m, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return m
+}()
+
+// Marshal encodes v canonically (Core Deterministic Encoding). Every
+// encoder of a trove format uses it.
+func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
 
 // ErrLimit is wrapped by the error for a message over its Limits.
 var ErrLimit = errors.New("over the decoding limits")
@@ -39,9 +57,13 @@ type Decoder struct {
 	mode cbor.DecMode
 }
 
-// NewDecoder checks l and returns its Decoder.
+// NewDecoder checks l and returns its Decoder: the one way trove sets up
+// a decoder of outside bytes, whatever the format.
 func NewDecoder(l Limits) (*Decoder, error) {
-	if l.Items <= 0 || l.Array <= 0 || l.MapPairs <= 0 || l.Nested <= 0 || l.Decoded <= 0 {
+	if l.Decoded == 0 {
+		l.Decoded = l.Wire + l.Items*ItemCost
+	}
+	if l.Wire <= 0 || l.Items <= 0 || l.Array <= 0 || l.MapPairs <= 0 || l.Nested <= 0 || l.Decoded <= 0 {
 		return nil, fmt.Errorf("strictcbor: every limit must be positive: %+v", l)
 	}
 	// fxamacker/cbor repeats the per-array, per-map and nesting limits
@@ -86,6 +108,9 @@ func (d *Decoder) Unmarshal(b []byte, v any) error {
 // Check walks b without decoding it and reports whether it is one
 // well-formed message within the limits.
 func (d *Decoder) Check(b []byte) error {
+	if len(b) > d.lim.Wire {
+		return fmt.Errorf("%w: a message of %d bytes, at most %d", ErrLimit, len(b), d.lim.Wire)
+	}
 	w := walker{b: b, lim: &d.lim}
 	if err := w.item(0); err != nil {
 		return err

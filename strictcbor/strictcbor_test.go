@@ -31,7 +31,7 @@ func arrayOfEmpty(n int) []byte {
 }
 
 func TestLimits(t *testing.T) {
-	lim := Limits{Items: 100, Array: 10, MapPairs: 4, Nested: 3, Decoded: 1000}
+	lim := Limits{Wire: 1 << 20, Items: 100, Array: 10, MapPairs: 4, Nested: 3, Decoded: 1000}
 	d := MustDecoder(lim)
 	for _, tc := range []struct {
 		name  string
@@ -65,7 +65,7 @@ func TestLimits(t *testing.T) {
 	}
 	// Items: a message of 101 items (a map, its key, an array of 98).
 	b := arrayOfEmpty(98)
-	if err := MustDecoder(Limits{Items: 100, Array: 1000, MapPairs: 4, Nested: 3, Decoded: 1 << 20}).Check(b); !errors.Is(err, ErrLimit) {
+	if err := MustDecoder(Limits{Wire: 1 << 30, Items: 100, Array: 1000, MapPairs: 4, Nested: 3, Decoded: 1 << 20}).Check(b); !errors.Is(err, ErrLimit) {
 		t.Fatalf("101 items under a cap of 100: %v", err)
 	}
 }
@@ -73,7 +73,7 @@ func TestLimits(t *testing.T) {
 // TestCheckAllocatesNothing: the walk that refuses a bomb costs nothing
 // however large the bomb.
 func TestCheckAllocatesNothing(t *testing.T) {
-	d := MustDecoder(Limits{Items: 1 << 30, Array: 1 << 30, MapPairs: 4, Nested: 3, Decoded: 1 << 40})
+	d := MustDecoder(Limits{Wire: 1 << 40, Items: 1 << 30, Array: 1 << 30, MapPairs: 4, Nested: 3, Decoded: 1 << 40})
 	b := arrayOfEmpty(1 << 16)
 	if n := testing.AllocsPerRun(10, func() {
 		if err := d.Check(b); err != nil {
@@ -87,7 +87,7 @@ func TestCheckAllocatesNothing(t *testing.T) {
 func FuzzCheck(f *testing.F) {
 	f.Add(arrayOfEmpty(3))
 	f.Add([]byte{0xa1, 0x01, 0x61, 0x61})
-	d := MustDecoder(Limits{Items: 64, Array: 16, MapPairs: 4, Nested: 3, Decoded: 1 << 10})
+	d := MustDecoder(Limits{Wire: 1 << 20, Items: 64, Array: 16, MapPairs: 4, Nested: 3, Decoded: 1 << 10})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m msg
 		if err := d.Unmarshal(b, &m); err != nil {
@@ -106,7 +106,7 @@ func TestBytesAliasTheMessage(t *testing.T) {
 		Sig  string `cbor:"2,keyasint"`
 	}
 	b := enc(t, env{Body: Bytes("the body"), Sig: "s"})
-	d := MustDecoder(Limits{Items: 8, Array: 16, MapPairs: 4, Nested: 2, Decoded: 1 << 10})
+	d := MustDecoder(Limits{Wire: 1 << 20, Items: 8, Array: 16, MapPairs: 4, Nested: 2, Decoded: 1 << 10})
 	var e env
 	if err := d.Unmarshal(b, &e); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 )
 
 // BinaryEnv names an environment variable holding a trove binary to use
@@ -19,7 +18,7 @@ import (
 const BinaryEnv = "TROVE_TESTNET_BIN"
 
 // The trove binary is built once per test process into binDir, a directory
-// named for the process, removed by Main (or by the next process that
+// named for the process, removed by RemoveBuild (or by the next process that
 // builds, once this one has exited).
 var (
 	buildOnce sync.Once
@@ -82,13 +81,6 @@ func moduleRoot() (string, error) {
 	return "", errors.New("cannot find the trove module's root to build cmd/trove; set " + BinaryEnv)
 }
 
-// removeBuild removes the binary this process built.
-func removeBuild() {
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-}
-
 // sweepBuilds removes binaries built by test processes that have exited.
 func sweepBuilds() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
@@ -105,12 +97,11 @@ func alive(pid int) bool {
 	return pid == os.Getpid() || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
-// Main runs the tests of a package that uses testnet and then removes what
-// testnet built for them. Call it from TestMain:
-//
-//	func TestMain(m *testing.M) { testnet.Main(m) }
-func Main(m *testing.M) {
-	code := m.Run()
-	removeBuild()
-	os.Exit(code)
+// RemoveBuild removes the trove binary this process built for namespace
+// mode, if it built one. Call it once no LAN will start again (nettest.Main
+// does, when a package's tests end).
+func RemoveBuild() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
 }

@@ -12,8 +12,8 @@ import (
 	"syscall"
 )
 
-// The LANs of this process, torn down if it is interrupted: t.Cleanup does
-// not run on SIGINT or SIGTERM.
+// The LANs of this process, torn down if it is interrupted: neither
+// t.Cleanup nor a caller's deferred Close runs on SIGINT or SIGTERM.
 var (
 	liveMu      sync.Mutex
 	live        = map[*LAN]bool{}
@@ -56,7 +56,7 @@ func onSignal(ch chan os.Signal) {
 		}
 		os.RemoveAll(dir)
 	}
-	removeBuild()
+	RemoveBuild()
 	signal.Reset(sig)
 	syscall.Kill(os.Getpid(), sig)
 	// Still here: the signal was ignored when the process started (as in

@@ -30,7 +30,6 @@ const RequireEnv = "TROVE_REQUIRE_NETNS"
 // one LAN switch. Namespace and interface names carry the test process's
 // ID and a random run ID, so parallel runs do not collide.
 type LAN struct {
-	t      TB
 	cfg    config
 	bin    string
 	dir    string
@@ -60,28 +59,50 @@ type lanNode struct {
 	exited chan struct{} // closed when cmd has exited
 }
 
-// StartLAN builds the trove binary (once per test process), creates the
-// LAN and starts n agents on it, listening on TCP and QUIC port 4807 with
-// mDNS on and no static peers. Their homes are paired with `trove peer
-// allow` beforehand (see WithoutPairing). StartLAN returns once every agent
-// answers on its control socket; use WaitConnected to wait for discovery.
-// It skips the test unless running as root with iproute2 (ip) installed,
-// or fails it instead when TROVE_REQUIRE_NETNS=1.
-func StartLAN(t TB, n int, opts ...Option) *LAN {
-	t.Helper()
-	if n < 1 || n > 250 {
-		t.Fatalf("testnet: a LAN holds 1 to 250 agents, not %d", n)
+// UnavailableError says why namespace mode cannot run here (not root, or
+// no iproute2). Tests skip on it unless TROVE_REQUIRE_NETNS=1.
+type UnavailableError struct{ Reason string }
+
+func (e *UnavailableError) Error() string {
+	return "needs root and iproute2 (ip): " + e.Reason
+}
+
+// CheckNetns returns an *UnavailableError unless this process can create
+// network namespaces (runs as root, with iproute2's ip on PATH).
+func CheckNetns() error {
+	if os.Geteuid() != 0 {
+		return &UnavailableError{"not running as root"}
 	}
-	requireNetns(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		return &UnavailableError{"ip not found"}
+	}
+	return nil
+}
+
+// NewLAN builds the trove binary (once per process, unless BinaryEnv names
+// one), creates the LAN under dir and starts n agents on it, listening on
+// TCP and QUIC port 4807 with mDNS on and no static peers. Their homes are
+// paired with `trove peer allow` beforehand (see WithoutPairing). NewLAN
+// returns once every agent answers on its control socket; use
+// WaitConnected to wait for discovery. Without root or iproute2 it returns
+// an *UnavailableError. The caller must Close the LAN; when NewLAN fails,
+// it has removed what it made.
+func NewLAN(dir string, n int, opts ...Option) (*LAN, error) {
+	if n < 1 || n > 250 {
+		return nil, fmt.Errorf("testnet: a LAN holds 1 to 250 agents, not %d", n)
+	}
+	if err := CheckNetns(); err != nil {
+		return nil, err
+	}
 	bin, err := troveBinary()
 	if err != nil {
-		t.Fatalf("testnet: %v", err)
+		return nil, fmt.Errorf("testnet: %w", err)
 	}
 	id := rand.Uint32()
 	run := fmt.Sprintf("%06x", id&0xffffff)
 	pfx := fmt.Sprintf("trove-%d-%s-", os.Getpid(), run)
 	l := &LAN{
-		t: t, cfg: newConfig(opts), bin: bin, dir: t.TempDir(), run: run,
+		cfg: newConfig(opts), bin: bin, dir: dir, run: run,
 		subnet: fmt.Sprintf("10.77.%d", id>>24), bridge: pfx + "br", parts: map[[2]int]bool{},
 	}
 	for i := range n {
@@ -91,24 +112,32 @@ func StartLAN(t TB, n int, opts ...Option) *LAN {
 			home: filepath.Join(l.dir, "a"+strconv.Itoa(i)), log: filepath.Join(l.dir, "agent"+strconv.Itoa(i)+".log"),
 		})
 	}
-	// Registered after t.TempDir, so it runs before the directory goes.
-	t.Cleanup(l.Close)
 	register(l)
+	if err := l.launch(); err != nil {
+		return nil, errors.Join(err, l.Close())
+	}
+	return l, nil
+}
+
+// launch builds the LAN and starts its agents.
+func (l *LAN) launch() error {
 	sweepNamespaces()
 	if err := l.build(); err != nil {
-		t.Fatalf("testnet: building the LAN: %v", err)
+		return fmt.Errorf("testnet: building the LAN: %w", err)
 	}
 	if l.cfg.link != nil {
 		for i := range l.nodes {
-			l.Shape(i, *l.cfg.link)
+			if err := l.Shape(i, *l.cfg.link); err != nil {
+				return err
+			}
 		}
 	}
 	if err := l.pair(); err != nil {
-		t.Fatalf("testnet: pairing the agents: %v", err)
+		return fmt.Errorf("testnet: pairing the agents: %w", err)
 	}
 	for i := range l.nodes {
 		if err := l.start(i); err != nil {
-			t.Fatalf("testnet: starting agent %d: %v", i, err)
+			return fmt.Errorf("testnet: starting agent %d: %w", i, err)
 		}
 	}
 	l.mu.Lock()
@@ -116,30 +145,13 @@ func StartLAN(t TB, n int, opts ...Option) *LAN {
 	l.mu.Unlock()
 	for i := range l.nodes {
 		if err := l.waitReady(i); err != nil {
-			t.Fatalf("testnet: %v", err)
+			return fmt.Errorf("testnet: %w", err)
 		}
 	}
 	l.mu.Lock()
 	l.ready = time.Now()
 	l.mu.Unlock()
-	return l
-}
-
-func requireNetns(t TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not running as root"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "ip not found"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv(RequireEnv) == "1" {
-		t.Fatalf("needs root and iproute2 (ip): %s, and %s=1", why, RequireEnv)
-	}
-	t.Skipf("needs root and iproute2 (ip): %s", why)
+	return nil
 }
 
 // ip runs iproute2's ip.
@@ -203,7 +215,7 @@ func (l *LAN) pair() error {
 	var wg sync.WaitGroup
 	for i, nd := range l.nodes {
 		wg.Go(func() {
-			out, err := l.trove(i, "id", "--json")
+			out, err := l.Trove(i, "id", "--json")
 			if err != nil {
 				errs[i] = err
 				return
@@ -226,7 +238,7 @@ func (l *LAN) pair() error {
 			// One home at a time: peer allow rewrites peers.json.
 			for j, other := range l.nodes {
 				if l.cfg.allows(i, j) {
-					if _, err := l.trove(i, "peer", "allow", other.id, "--name", agentName(j)); err != nil {
+					if _, err := l.Trove(i, "peer", "allow", other.id, "--name", agentName(j)); err != nil {
 						errs[i] = err
 						return
 					}
@@ -238,9 +250,10 @@ func (l *LAN) pair() error {
 	return errors.Join(errs...)
 }
 
-// trove runs a trove command in agent i's home, from the root namespace
-// (commands reach a running agent through its control socket).
-func (l *LAN) trove(i int, args ...string) (string, error) {
+// Trove runs a trove command line in agent i's home, from the root
+// namespace (commands reach a running agent through its control socket),
+// for at most a minute, and returns its standard output.
+func (l *LAN) Trove(i int, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return l.Run(ctx, i, args...)
@@ -248,7 +261,7 @@ func (l *LAN) trove(i int, args ...string) (string, error) {
 
 // Run runs a trove command line in agent i's home until it ends or ctx
 // does, and returns its standard output, or an error with its standard
-// error. Unlike Trove it does not fail the test, so goroutines may call it.
+// error.
 func (l *LAN) Run(ctx context.Context, i int, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, l.bin, append([]string{"--home", l.nodes[i].home}, args...)...)
 	var stdout, stderr bytes.Buffer
@@ -257,17 +270,6 @@ func (l *LAN) Run(ctx context.Context, i int, args ...string) (string, error) {
 		return stdout.String(), fmt.Errorf("agent%d: trove %s: %v: %s", i, strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return stdout.String(), nil
-}
-
-// Trove runs a trove command line in agent i's home and returns its
-// standard output; the test fails if the command does.
-func (l *LAN) Trove(i int, args ...string) string {
-	l.t.Helper()
-	out, err := l.trove(i, args...)
-	if err != nil {
-		l.t.Fatalf("testnet: %v", err)
-	}
-	return out
 }
 
 // start launches agent i's process in its namespace.
@@ -315,7 +317,7 @@ func (l *LAN) waitReady(i int) error {
 	nd := l.nodes[i]
 	deadline := time.Now().Add(connectTimeout)
 	for {
-		if _, err := l.status(i); err == nil {
+		if _, err := l.Status(i); err == nil {
 			return nil
 		}
 		select {
@@ -328,6 +330,15 @@ func (l *LAN) waitReady(i int) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// LogTails is the tail of every agent's log, to show when a scenario fails.
+func (l *LAN) LogTails() string {
+	var b strings.Builder
+	for i, nd := range l.nodes {
+		fmt.Fprintf(&b, "testnet: agent%d (%s, %s) log (tail):\n%s\n", i, nd.ns, nd.addr, l.logTail(i))
+	}
+	return b.String()
 }
 
 func (l *LAN) logTail(i int) string {
@@ -354,7 +365,7 @@ func (l *LAN) ID(i int) string { return l.nodes[i].id }
 // Addr is agent i's IPv4 address on the LAN.
 func (l *LAN) Addr(i int) string { return l.nodes[i].addr }
 
-// Started is when the agents were last launched: by StartLAN (the last of
+// Started is when the agents were last launched: by NewLAN (the last of
 // them) or by the latest Restart.
 func (l *LAN) Started() time.Time {
 	l.mu.Lock()
@@ -370,7 +381,9 @@ func (l *LAN) Ready() time.Time {
 	return l.ready
 }
 
-func (l *LAN) status(i int) (*agent.Status, error) {
+// Status is agent i's status, as `trove status --json` prints it (read
+// from the same control socket).
+func (l *LAN) Status(i int) (*agent.Status, error) {
 	c, err := agent.Dial(l.nodes[i].home)
 	if err != nil {
 		return nil, err
@@ -378,17 +391,6 @@ func (l *LAN) status(i int) (*agent.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return c.Status(ctx)
-}
-
-// Status is agent i's status, as `trove status --json` prints it (read
-// from the same control socket).
-func (l *LAN) Status(i int) *agent.Status {
-	l.t.Helper()
-	st, err := l.status(i)
-	if err != nil {
-		l.t.Fatalf("testnet: status of agent %d: %v", i, err)
-	}
-	return st
 }
 
 // running reports whether agent i's process runs.
@@ -408,9 +410,8 @@ func (l *LAN) running(i int) bool {
 }
 
 // WaitConnected waits until every running agent has exactly k connected
-// peers and returns how long it waited; the test fails after 30 s.
-func (l *LAN) WaitConnected(k int) time.Duration {
-	l.t.Helper()
+// peers and returns how long it waited; it gives up after 30 s.
+func (l *LAN) WaitConnected(k int) (time.Duration, error) {
 	var idx []int
 	for i := range l.nodes {
 		if l.running(i) {
@@ -421,27 +422,25 @@ func (l *LAN) WaitConnected(k int) time.Duration {
 }
 
 // WaitPeers waits until agent i has exactly k connected peers.
-func (l *LAN) WaitPeers(i, k int) time.Duration {
-	l.t.Helper()
+func (l *LAN) WaitPeers(i, k int) (time.Duration, error) {
 	return l.wait(k, []int{i})
 }
 
-func (l *LAN) wait(k int, idx []int) time.Duration {
-	l.t.Helper()
+func (l *LAN) wait(k int, idx []int) (time.Duration, error) {
 	start := time.Now()
 	for {
 		done := true
 		for _, i := range idx {
-			if st, err := l.status(i); err != nil || st.PeersConnected != k {
+			if st, err := l.Status(i); err != nil || st.PeersConnected != k {
 				done = false
 				break
 			}
 		}
 		if done {
-			return time.Since(start)
+			return time.Since(start), nil
 		}
 		if time.Since(start) > connectTimeout {
-			l.t.Fatalf("testnet: agents %v did not reach %d connected peers in %v:\n%s", idx, k, connectTimeout, l.describe())
+			return time.Since(start), fmt.Errorf("testnet: agents %v did not reach %d connected peers in %v:\n%s", idx, k, connectTimeout, l.describe())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -451,7 +450,7 @@ func (l *LAN) wait(k int, idx []int) time.Duration {
 func (l *LAN) describe() string {
 	var b strings.Builder
 	for i, nd := range l.nodes {
-		st, err := l.status(i)
+		st, err := l.Status(i)
 		if err != nil {
 			fmt.Fprintf(&b, "  agent%d (%s, %s): %v\n", i, nd.addr, nd.id, err)
 			continue
@@ -462,20 +461,20 @@ func (l *LAN) describe() string {
 }
 
 // Kill kills agent i with SIGKILL, as a crash or power loss would.
-func (l *LAN) Kill(i int) {
-	l.t.Helper()
+func (l *LAN) Kill(i int) error {
 	if err := l.signal(i, syscall.SIGKILL, 10*time.Second); err != nil {
-		l.t.Fatalf("testnet: killing agent %d: %v", i, err)
+		return fmt.Errorf("testnet: killing agent %d: %w", i, err)
 	}
+	return nil
 }
 
-// Stop stops agent i cleanly (SIGTERM), killing it if it takes over 10 s.
-func (l *LAN) Stop(i int) {
-	l.t.Helper()
+// Stop stops agent i cleanly (SIGTERM), killing it if it takes over 10 s;
+// it returns an error if the agent did not stop cleanly.
+func (l *LAN) Stop(i int) error {
 	if err := l.signal(i, syscall.SIGTERM, 10*time.Second); err != nil {
-		l.t.Logf("testnet: %v", err)
-		l.Kill(i)
+		return errors.Join(fmt.Errorf("testnet: %w", err), l.Kill(i))
 	}
+	return nil
 }
 
 // signal sends sig to agent i's process and waits up to wait for it to exit.
@@ -499,23 +498,25 @@ func (l *LAN) signal(i int, sig syscall.Signal, wait time.Duration) error {
 // Restart stops agent i if it runs (cleanly) and starts it again in the
 // same home and namespace, waiting until it answers. Use Kill first for a
 // crash.
-func (l *LAN) Restart(i int) {
-	l.t.Helper()
+func (l *LAN) Restart(i int) error {
 	if l.running(i) {
-		l.Stop(i)
+		if err := l.Stop(i); err != nil {
+			return err
+		}
 	}
 	if err := l.start(i); err != nil {
-		l.t.Fatalf("testnet: restarting agent %d: %v", i, err)
+		return fmt.Errorf("testnet: restarting agent %d: %w", i, err)
 	}
 	l.mu.Lock()
 	l.started = time.Now()
 	l.mu.Unlock()
 	if err := l.waitReady(i); err != nil {
-		l.t.Fatalf("testnet: %v", err)
+		return fmt.Errorf("testnet: %w", err)
 	}
 	l.mu.Lock()
 	l.ready = time.Now()
 	l.mu.Unlock()
+	return nil
 }
 
 // Partition cuts agents i and j off from each other: each one's namespace
@@ -523,41 +524,40 @@ func (l *LAN) Restart(i int) {
 // connections between them stall (libp2p notices when its keep-alives
 // time out). Multicast still passes, so they may still see each other's
 // mDNS announcements.
-func (l *LAN) Partition(i, j int) {
-	l.t.Helper()
+func (l *LAN) Partition(i, j int) error {
 	for _, p := range [][2]int{{i, j}, {j, i}} {
 		if err := ip("-n", l.nodes[p[0]].ns, "route", "replace", "prohibit", l.nodes[p[1]].addr+"/32"); err != nil {
-			l.t.Fatalf("testnet: partition: %v", err)
+			return fmt.Errorf("testnet: partition: %w", err)
 		}
 	}
 	l.mu.Lock()
 	l.parts[[2]int{min(i, j), max(i, j)}] = true
 	l.mu.Unlock()
+	return nil
 }
 
 // Heal undoes Partition(i, j).
-func (l *LAN) Heal(i, j int) {
-	l.t.Helper()
+func (l *LAN) Heal(i, j int) error {
 	l.mu.Lock()
 	key := [2]int{min(i, j), max(i, j)}
 	was := l.parts[key]
 	delete(l.parts, key)
 	l.mu.Unlock()
 	if !was {
-		return
+		return nil
 	}
 	for _, p := range [][2]int{{i, j}, {j, i}} {
 		if err := ip("-n", l.nodes[p[0]].ns, "route", "del", "prohibit", l.nodes[p[1]].addr+"/32"); err != nil {
-			l.t.Fatalf("testnet: heal: %v", err)
+			return fmt.Errorf("testnet: heal: %w", err)
 		}
 	}
+	return nil
 }
 
 // Shape shapes agent i's link to the bridge in both directions with tc
 // (see Link), replacing any earlier shaping; a zero Link removes it. Delay
 // and loss need the kernel's netem qdisc (sch_netem).
-func (l *LAN) Shape(i int, link Link) {
-	l.t.Helper()
+func (l *LAN) Shape(i int, link Link) error {
 	nd := l.nodes[i]
 	for _, end := range []struct{ ns, dev string }{{nd.ns, nd.eth}, {l.bridge, nd.veth}} {
 		// Deleting the root qdisc of an unshaped link fails harmlessly.
@@ -568,32 +568,22 @@ func (l *LAN) Shape(i int, link Link) {
 				if slices.Contains(c, "netem") {
 					hint = " (delay and loss need the kernel's sch_netem module)"
 				}
-				l.t.Fatalf("testnet: shaping agent %d's link%s: %v", i, hint, err)
+				return fmt.Errorf("testnet: shaping agent %d's link%s: %w", i, hint, err)
 			}
 		}
 	}
+	return nil
 }
 
-// Close stops every agent and removes the LAN's namespaces and links; on a
-// failed test it first prints the tail of each agent's log. It runs at the
-// end of the test; calling it earlier (as a benchmark loop does) is fine.
-func (l *LAN) Close() {
-	l.mu.Lock()
-	down := l.down
-	l.mu.Unlock()
-	if down {
-		return
-	}
-	if l.t.Failed() {
-		for i, nd := range l.nodes {
-			l.t.Logf("testnet: agent%d (%s, %s) log (tail):\n%s", i, nd.ns, nd.addr, l.logTail(i))
-		}
-	}
+// Close stops every agent and removes the LAN's namespaces and links (not
+// its directory, which the caller owns). Calling it again does nothing.
+func (l *LAN) Close() error {
 	err := l.teardown()
 	unregister(l)
 	if err != nil {
-		l.t.Errorf("testnet: removing the LAN: %v", err)
+		return fmt.Errorf("testnet: removing the LAN: %w", err)
 	}
+	return nil
 }
 
 // teardown kills the agents and deletes the namespaces, once.

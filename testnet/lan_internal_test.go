@@ -1,12 +1,10 @@
 package testnet
 
 import (
-	"fmt"
+	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,64 +35,22 @@ func TestTCCommands(t *testing.T) {
 	}
 }
 
-// failingT stands in for a test that fails in the middle of a scenario:
-// it keeps cleanups and logs instead of handing them to the real test.
-type failingT struct {
-	real     *testing.T
-	mu       sync.Mutex
-	failed   bool
-	logs     strings.Builder
-	cleanups []func()
-}
-
-func (f *failingT) Helper()                           {}
-func (f *failingT) Cleanup(fn func())                 { f.cleanups = append(f.cleanups, fn) }
-func (f *failingT) TempDir() string                   { return f.real.TempDir() }
-func (f *failingT) Skipf(format string, args ...any)  { f.Fatalf(format, args...) }
-func (f *failingT) Fatalf(format string, args ...any) { f.Errorf(format, args...); runtime.Goexit() }
-
-func (f *failingT) Failed() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.failed
-}
-
-func (f *failingT) Logf(format string, args ...any) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fmt.Fprintf(&f.logs, format+"\n", args...)
-}
-
-func (f *failingT) Errorf(format string, args ...any) {
-	f.Logf(format, args...)
-	f.mu.Lock()
-	f.failed = true
-	f.mu.Unlock()
-}
-
-// runCleanups runs the cleanups last first, as testing does.
-func (f *failingT) runCleanups() {
-	for i := len(f.cleanups) - 1; i >= 0; i-- {
-		f.cleanups[i]()
+// A LAN closed in the middle of a scenario leaves no namespace, process
+// or socket behind.
+func TestLANCleansUp(t *testing.T) {
+	if err := CheckNetns(); err != nil {
+		if os.Getenv(RequireEnv) == "1" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
 	}
-}
-
-// A scenario that fails leaves no namespace, process or socket behind, and
-// the failure shows the agents' logs.
-func TestLANCleansUpAfterFailure(t *testing.T) {
-	requireNetns(t)
-	ft := &failingT{real: t}
-	var lan *LAN
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		lan = StartLAN(ft, 2)
-		lan.WaitConnected(1)
-		ft.Fatalf("the scenario failed here")
-	}()
-	<-done
-	if lan == nil {
-		t.Fatalf("StartLAN failed:\n%s", ft.logs.String())
+	lan, err := NewLAN(t.TempDir(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lan.WaitConnected(1); err != nil {
+		lan.Close()
+		t.Fatal(err)
 	}
 	var pids []int
 	for _, nd := range lan.nodes {
@@ -102,9 +58,12 @@ func TestLANCleansUpAfterFailure(t *testing.T) {
 	}
 	made := slices.Clone(lan.made)
 	if len(made) != 3 {
+		lan.Close()
 		t.Fatalf("made namespaces %v, want 3", made)
 	}
-	ft.runCleanups()
+	if err := lan.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
@@ -123,7 +82,7 @@ func TestLANCleansUpAfterFailure(t *testing.T) {
 			t.Errorf("agent %d still answers on its control socket", i)
 		}
 	}
-	if logs := ft.logs.String(); !strings.Contains(logs, "agent1") || !strings.Contains(logs, "agent started") {
-		t.Errorf("the failure did not show the agents' logs:\n%s", logs)
+	if tails := lan.LogTails(); !strings.Contains(tails, "agent1") || !strings.Contains(tails, "agent started") {
+		t.Errorf("LogTails does not show the agents' logs:\n%s", tails)
 	}
 }

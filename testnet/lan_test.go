@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/trove-p2p/trove/testnet"
+	"github.com/trove-p2p/trove/testnet/nettest"
 )
 
 // Three agents in their own network namespaces find each other by mDNS
 // alone (no static peers) within a few seconds.
 func TestLANDiscoveryByMDNS(t *testing.T) {
-	lan := testnet.StartLAN(t, 3)
+	lan := nettest.StartLAN(t, 3)
 	lan.WaitConnected(2)
 	d, r := time.Since(lan.Started()), time.Since(lan.Ready())
 	t.Logf("mDNS discovery: %v (from launching the agents; %v after the last one answered)", d, r)
@@ -30,10 +31,11 @@ func TestLANDiscoveryByMDNS(t *testing.T) {
 // dials it (it allows them), but is refused, while the paired agents
 // connect to each other.
 func TestLANRefusesStranger(t *testing.T) {
-	lan := testnet.StartLAN(t, 3, testnet.WithoutPairing(2))
+	lan := nettest.StartLAN(t, 3, testnet.WithoutPairing(2))
 	lan.WaitPeers(0, 1)
 	lan.WaitPeers(1, 1)
 	stranger := lan.ID(2)
+	// What must not happen has no event to wait for: check for a while.
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		for _, i := range []int{0, 1} {
 			if out := lan.Trove(i, "peers", "--json"); strings.Contains(out, stranger) {
@@ -57,7 +59,7 @@ func TestLANRefusesStranger(t *testing.T) {
 // An agent killed with SIGKILL restarts in its home and rejoins, except
 // across a partition, until it is healed.
 func TestLANKillRestartPartition(t *testing.T) {
-	lan := testnet.StartLAN(t, 3, testnet.WithLink(testnet.Link{Rate: 1e9}))
+	lan := nettest.StartLAN(t, 3, testnet.WithLink(testnet.Link{Rate: 1e9}))
 	lan.WaitConnected(2)
 	lan.Kill(2)
 	// The others may keep counting the dead agent for a while: over QUIC
@@ -82,11 +84,13 @@ func TestLANKillRestartPartition(t *testing.T) {
 func BenchmarkMDNSDiscovery(b *testing.B) {
 	var total, afterReady time.Duration
 	for range b.N {
-		lan := testnet.StartLAN(b, 3)
+		lan := nettest.StartLAN(b, 3)
 		lan.WaitConnected(2)
 		total += time.Since(lan.Started())
 		afterReady += time.Since(lan.Ready())
-		lan.Close()
+		if err := lan.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.ReportMetric(float64(total.Microseconds())/1e3/float64(b.N), "ms/discovery")
 	b.ReportMetric(float64(afterReady.Microseconds())/1e3/float64(b.N), "ms/after-ready")

@@ -9,15 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/testnet"
+	"github.com/trove-p2p/trove/testnet/nettest"
 )
 
-func TestMain(m *testing.M) { testnet.Main(m) }
+func TestMain(m *testing.M) { nettest.Main(m) }
 
 // addTree adds a tree of files to s and returns its PathInfo.
-func addTree(t *testing.T, s *store.Store, files map[string][]byte) *store.PathInfo {
+func addTree(t *testing.T, s *store.Store, files map[string][]byte) *nix.PathInfo {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tree")
 	for rel, data := range files {
@@ -74,7 +77,7 @@ func TestThreeAgentsAnswerHaveInfoChunks(t *testing.T) {
 			if err := seed.Store.WriteNAR(ctx, &nar, pi.Path, 0, -1); err != nil {
 				t.Fatal(err)
 			}
-			absent := store.PathHash{1, 2, 3}
+			absent := nix.PathHash{1, 2, 3}
 			for _, i := range []int{1, 2} {
 				n := net.Agent(i).Node
 				for _, ps := range n.Peers() {
@@ -82,11 +85,11 @@ func TestThreeAgentsAnswerHaveInfoChunks(t *testing.T) {
 						t.Errorf("agent %d reaches agent 0 over %q, want %q", i, ps.Transport, tc.transport)
 					}
 				}
-				have, err := n.Have(ctx, net.ID(0), []store.PathHash{pi.Path.Hash, absent})
+				have, err := n.Have(ctx, net.ID(0), []nix.PathHash{pi.Path.Hash, absent})
 				if err != nil || !slices.Equal(have, []bool{true, false}) {
 					t.Fatalf("agent %d: have = %v, %v; want [true false]", i, have, err)
 				}
-				infos, err := n.Info(ctx, net.ID(0), []store.PathHash{absent, pi.Path.Hash})
+				infos, err := n.Info(ctx, net.ID(0), []nix.PathHash{absent, pi.Path.Hash})
 				if err != nil || len(infos) != 2 || infos[0] != nil || infos[1] == nil {
 					t.Fatalf("agent %d: info = %v, %v; want [nil, info]", i, infos, err)
 				}
@@ -149,7 +152,7 @@ func TestStrangerIsRefused(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if have, err := net.Agent(2).Node.Have(ctx, net.ID(0), []store.PathHash{pi.Path.Hash}); err == nil {
+	if have, err := net.Agent(2).Node.Have(ctx, net.ID(0), []nix.PathHash{pi.Path.Hash}); err == nil {
 		t.Fatalf("the stranger got a have answer: %v", have)
 	}
 	for _, ps := range net.Agent(0).Node.Peers() {
@@ -178,7 +181,7 @@ func TestStopRestart(t *testing.T) {
 	net.WaitConnected(2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	have, err := net.Agent(0).Node.Have(ctx, id, []store.PathHash{pi.Path.Hash})
+	have, err := net.Agent(0).Node.Have(ctx, id, []nix.PathHash{pi.Path.Hash})
 	if err != nil || !have[0] {
 		t.Fatalf("after the restart agent 1 has = %v, %v", have, err)
 	}

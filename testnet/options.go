@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Option configures a network built by Start or StartLAN.
+// Option configures a network built by Start or NewLAN.
 type Option func(*config)
 
 type config struct {
@@ -63,9 +63,9 @@ func agentName(i int) string { return fmt.Sprintf("agent%d", i) }
 // connectTimeout bounds the waits for agents to start and to connect.
 const connectTimeout = 30 * time.Second
 
-// TB is the part of testing.TB that testnet uses: *testing.T and
-// *testing.B satisfy it, and a command such as `trove demo` can provide
-// its own.
+// TB is the part of testing.TB that Start uses: *testing.T and *testing.B
+// satisfy it. It is a plain interface so that testnet does not import
+// package testing (the trove binary links testnet for `trove bench`).
 type TB interface {
 	Helper()
 	Cleanup(func())

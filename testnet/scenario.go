@@ -6,11 +6,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/profile"
-	"github.com/trove-p2p/trove/store"
 )
 
 // The scenario vocabulary: a multi-agent test reads as a short story.
@@ -126,7 +127,7 @@ func (net *Net) WaitGeneration(i int, name string, gen uint64) {
 }
 
 // Sync fetches the closures of roots into agent i's store from its peers.
-func (net *Net) Sync(i int, roots ...store.Path) *fetch.Report {
+func (net *Net) Sync(i int, roots ...nix.Path) *fetch.Report {
 	net.t.Helper()
 	a := net.mustRun(i)
 	rep, err := fetch.New(a.Store, a.Node, fetch.Options{Keys: a.Keys}).Fetch(context.Background(), roots)
@@ -164,13 +165,13 @@ func (net *Net) Heal(i, j int) {
 // at the same NAR.
 func (net *Net) AssertSameTree(name string, idx ...int) {
 	net.t.Helper()
-	var want store.Hash
+	var want nix.Hash
 	for k, i := range idx {
 		tree, err := filepath.EvalSymlinks(filepath.Join(profile.ProfilesDir(net.Home(i)), name))
 		if err != nil {
 			net.t.Fatalf("testnet: agent %d has no profile %s: %v", i, name, err)
 		}
-		h, _, err := store.HashPath(tree)
+		h, _, err := nix.HashPath(tree)
 		if err != nil {
 			net.t.Fatalf("testnet: %v", err)
 		}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/store"
 )
@@ -203,9 +205,9 @@ func TestPeerAllowWithoutAgentEditsTheFile(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, base string) store.Path {
+func mustParse(t *testing.T, base string) nix.Path {
 	t.Helper()
-	p, err := store.ParseBase(base)
+	p, err := nix.ParseBase(base)
 	if err != nil {
 		t.Fatal(err)
 	}

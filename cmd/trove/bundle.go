@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/bundle"
@@ -186,7 +188,7 @@ can hand you a file can then put anything under any store path name).`,
 			return a.withStore(func(s *store.Store) error {
 				opts := bundle.ImportOptions{NoCheckSigs: noCheckSigs, Logger: a.log}
 				if showProgress {
-					opts.Progress = func(pi *store.PathInfo, added bool) {
+					opts.Progress = func(pi *nix.PathInfo, added bool) {
 						if added {
 							fmt.Fprintf(a.stderr, "imported %s (%s)\n", pi.Path.Abs(s.StoreDir()), humanBytes(pi.NarSize))
 						}

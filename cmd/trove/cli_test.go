@@ -12,9 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
+	"github.com/trove-p2p/trove/nix"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/spf13/cobra"
 )
 
 // A file holding "hi\n" named README.x, as `nix-store --add` and
@@ -215,7 +215,7 @@ func closureFixture(t *testing.T, home string) (leaf, mid, top, other string) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	abs := func(p store.Path) string { return p.Abs(store.DefaultStoreDir) }
+	abs := func(p nix.Path) string { return p.Abs(nix.DefaultStoreDir) }
 	return abs(l), abs(m), abs(tp), abs(o)
 }
 
@@ -247,14 +247,14 @@ func TestClosure(t *testing.T) {
 		t.Errorf("closure --json = %q, want %q", got, want)
 	}
 
-	var infos []store.NixPathInfo
+	var infos []nix.NixPathInfo
 	if err := json.Unmarshal([]byte(mustTrove(t, home, "path-info", "--json", "-rS", top)), &infos); err != nil {
 		t.Fatal(err)
 	}
-	if len(infos) != 3 || !slices.IsSortedFunc(infos, func(a, b store.NixPathInfo) int { return strings.Compare(a.Path, b.Path) }) {
+	if len(infos) != 3 || !slices.IsSortedFunc(infos, func(a, b nix.NixPathInfo) int { return strings.Compare(a.Path, b.Path) }) {
 		t.Fatalf("path-info --json -r of top: %+v; want 3 entries sorted by path", infos)
 	}
-	byPath := map[string]store.NixPathInfo{}
+	byPath := map[string]nix.NixPathInfo{}
 	for _, in := range infos {
 		byPath[in.Path] = in
 	}
@@ -465,7 +465,7 @@ func TestNARDumpRestoreRoundTrip(t *testing.T) {
 			if !bytes.Equal(nar.Bytes(), again.Bytes()) {
 				t.Fatalf("the restored tree dumps to a different NAR (%d vs %d bytes)", again.Len(), nar.Len())
 			}
-			want := store.Hash(sha256.Sum256(nar.Bytes())).String()
+			want := nix.Hash(sha256.Sum256(nar.Bytes())).String()
 			if got := mustTrove(t, "", "nar", "hash", src, dst); got != want+"\n"+want+"\n" {
 				t.Errorf("nar hash printed %q, want %s twice", got, want)
 			}
@@ -473,9 +473,9 @@ func TestNARDumpRestoreRoundTrip(t *testing.T) {
 			// The store agrees: the added path has that narHash and narSize.
 			home := newHome(t)
 			p := strings.TrimSpace(mustTrove(t, home, "add", src))
-			var infos []store.NixPathInfo
+			var infos []nix.NixPathInfo
 			mustDo(t, json.Unmarshal([]byte(mustTrove(t, home, "path-info", "--json", p)), &infos))
-			if h, err := store.ParseHash(infos[0].NarHash); err != nil || h.String() != want || infos[0].NarSize != uint64(nar.Len()) {
+			if h, err := nix.ParseHash(infos[0].NarHash); err != nil || h.String() != want || infos[0].NarSize != uint64(nar.Len()) {
 				t.Errorf("path-info says narHash %s narSize %d; nar hash says %s, %d bytes", infos[0].NarHash, infos[0].NarSize, want, nar.Len())
 			}
 		})

@@ -4,9 +4,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // FuzzArguments feeds arbitrary command-line arguments to the parsers of
@@ -24,8 +25,8 @@ func FuzzArguments(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if p, err := store.ParsePathLoose(store.DefaultStoreDir, s); err == nil {
-			if q, err := store.ParseBase(p.String()); err != nil || q != p {
+		if p, err := nix.ParsePathLoose(nix.DefaultStoreDir, s); err == nil {
+			if q, err := nix.ParseBase(p.String()); err != nil || q != p {
 				t.Fatalf("store path %q does not round-trip: %v", s, err)
 			}
 		}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/store"
@@ -39,7 +41,7 @@ prints how many paths and bytes it imported.`,
 			showProgress := a.stderrIsTerminal()
 			return a.withStore(func(s *store.Store) error {
 				var bytes uint64
-				added, err := s.ImportNix(cmd.Context(), paths, func(pi *store.PathInfo) {
+				added, err := s.ImportNix(cmd.Context(), paths, func(pi *nix.PathInfo) {
 					bytes += pi.NarSize
 					if showProgress {
 						fmt.Fprintf(a.stderr, "imported %s (%s)\n", pi.Path.Abs(s.StoreDir()), humanBytes(pi.NarSize))

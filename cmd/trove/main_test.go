@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -146,21 +148,21 @@ func openStore(t testing.TB, home string) *store.Store {
 
 // addWithRefs adds an input-addressed path named name holding a file with
 // content, referring to refs, through the store API, and returns it.
-func addWithRefs(t testing.TB, s *store.Store, name, content string, refs ...store.Path) store.Path {
+func addWithRefs(t testing.TB, s *store.Store, name, content string, refs ...nix.Path) nix.Path {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var nar bytes.Buffer
-	if _, err := store.DumpNAR(&nar, src); err != nil {
+	if _, err := nix.DumpNAR(&nar, src); err != nil {
 		t.Fatal(err)
 	}
-	p, err := store.MakePath(s.StoreDir(), "output:out", sha256.Sum256([]byte(name)), name)
+	p, err := nix.MakePath(s.StoreDir(), "output:out", sha256.Sum256([]byte(name)), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AddNAR(context.Background(), &store.PathInfo{Path: p, References: refs}, &nar); err != nil {
+	if _, err := s.AddNAR(context.Background(), &nix.PathInfo{Path: p, References: refs}, &nar); err != nil {
 		t.Fatal(err)
 	}
 	return p

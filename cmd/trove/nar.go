@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/spf13/cobra"
+	"github.com/trove-p2p/trove/nix"
 
-	"github.com/trove-p2p/trove/store"
+	"github.com/spf13/cobra"
 )
 
 func newNARCmd(a *app) *cobra.Command {
@@ -44,7 +44,7 @@ writes. Standard output must be a file or a pipe: a NAR is binary.`,
 				return usagef("refusing to write a binary NAR to a terminal; redirect standard output to a file or a pipe (trove nar dump %s > out.nar)", args[0])
 			}
 			w := bufio.NewWriterSize(a.stdout, 256<<10)
-			if _, err := store.DumpNAR(w, args[0]); err != nil {
+			if _, err := nix.DumpNAR(w, args[0]); err != nil {
 				return fmt.Errorf("dumping %s: %w", args[0], bareError(err, args[0]))
 			}
 			return w.Flush()
@@ -64,7 +64,7 @@ nix-hash --type sha256 --base32 PATH prints.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, p := range args {
-				h, _, err := store.HashPath(p)
+				h, _, err := nix.HashPath(p)
 				if err != nil {
 					return fmt.Errorf("hashing %s: %w", p, bareError(err, p))
 				}
@@ -97,7 +97,7 @@ any error nothing is left behind at DIR.`,
 			if _, err := os.Lstat(args[0]); err == nil {
 				return fmt.Errorf("%s already exists; nar restore unpacks into a new path: remove it or name another", args[0])
 			}
-			if err := store.RestoreNAR(bufio.NewReaderSize(a.stdin, 256<<10), args[0]); err != nil {
+			if err := nix.RestoreNAR(bufio.NewReaderSize(a.stdin, 256<<10), args[0]); err != nil {
 				return fmt.Errorf("unpacking the NAR on standard input into %s: %w", args[0], err)
 			}
 			return nil

@@ -10,24 +10,25 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/nixtest"
-	"github.com/trove-p2p/trove/store"
 )
 
 // nixPathInfo runs the real `nix path-info --json` with args.
-func nixPathInfo(t *testing.T, args ...string) map[string]store.NixPathInfo {
+func nixPathInfo(t *testing.T, args ...string) map[string]nix.NixPathInfo {
 	t.Helper()
 	out := nixtest.Run(t, "nix", append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json"}, args...)...)
 	return pathInfoByPath(t, out)
 }
 
-func pathInfoByPath(t *testing.T, out []byte) map[string]store.NixPathInfo {
+func pathInfoByPath(t *testing.T, out []byte) map[string]nix.NixPathInfo {
 	t.Helper()
-	var infos []store.NixPathInfo
+	var infos []nix.NixPathInfo
 	if err := json.Unmarshal(out, &infos); err != nil {
 		t.Fatalf("path-info --json printed %q: %v", out, err)
 	}
-	m := map[string]store.NixPathInfo{}
+	m := map[string]nix.NixPathInfo{}
 	for _, in := range infos {
 		m[in.Path] = in
 	}
@@ -37,7 +38,7 @@ func pathInfoByPath(t *testing.T, out []byte) map[string]store.NixPathInfo {
 // samePathInfo compares what must agree between trove and Nix for the same
 // path: everything but registrationTime and ultimate, which say when and how
 // each store got it.
-func samePathInfo(t *testing.T, got, want store.NixPathInfo) {
+func samePathInfo(t *testing.T, got, want nix.NixPathInfo) {
 	t.Helper()
 	if got.NarHash != want.NarHash || got.NarSize != want.NarSize || !slices.Equal(got.References, want.References) ||
 		got.Deriver != want.Deriver || got.CA != want.CA || !slices.Equal(got.Signatures, want.Signatures) {

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/trove-p2p/trove/bundle"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/store"
@@ -18,7 +20,7 @@ import (
 // which skips what Nix already has), then nix-env -p PROFILE --set ROOT,
 // so a NixOS machine can switch with its own tools. The store dir must be
 // Nix's.
-func setNixProfile(ctx context.Context, s *store.Store, h *manifest.History, profile string, root store.Path) error {
+func setNixProfile(ctx context.Context, s *store.Store, h *manifest.History, profile string, root nix.Path) error {
 	if _, err := exec.LookPath("nix-env"); err != nil {
 		return store.ErrNixMissing
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/store"
@@ -62,9 +64,9 @@ A path that is not valid in the store is an error.`,
 
 // selectPaths returns the infos of paths (or of every valid path with all),
 // with their closures when recursive, references first.
-func selectPaths(ctx context.Context, s *store.Store, paths []store.Path, all, recursive bool) ([]*store.PathInfo, error) {
+func selectPaths(ctx context.Context, s *store.Store, paths []nix.Path, all, recursive bool) ([]*nix.PathInfo, error) {
 	if all {
-		err := s.Paths(ctx, func(pi *store.PathInfo) error {
+		err := s.Paths(ctx, func(pi *nix.PathInfo) error {
 			paths = append(paths, pi.Path)
 			return nil
 		})
@@ -80,21 +82,21 @@ func selectPaths(ctx context.Context, s *store.Store, paths []store.Path, all, r
 	// Closure gives references-first order; for the non-recursive case keep
 	// just the paths asked for, in that order.
 	roots := slices.Clone(paths)
-	slices.SortFunc(roots, store.Path.Compare)
+	slices.SortFunc(roots, nix.Path.Compare)
 	roots = slices.Compact(roots)
 	infos, err := s.Closure(roots...)
 	if err != nil || recursive || all {
 		return infos, err
 	}
-	asked := make(map[store.Path]bool, len(roots))
+	asked := make(map[nix.Path]bool, len(roots))
 	for _, p := range roots {
 		asked[p] = true
 	}
-	return slices.DeleteFunc(infos, func(pi *store.PathInfo) bool { return !asked[pi.Path] }), nil
+	return slices.DeleteFunc(infos, func(pi *nix.PathInfo) bool { return !asked[pi.Path] }), nil
 }
 
 // closureSize is the sum of the NAR sizes of p's closure.
-func closureSize(s *store.Store, p store.Path) (uint64, error) {
+func closureSize(s *store.Store, p nix.Path) (uint64, error) {
 	infos, err := s.Closure(p)
 	var sum uint64
 	for _, pi := range infos {
@@ -103,8 +105,8 @@ func closureSize(s *store.Store, p store.Path) (uint64, error) {
 	return sum, err
 }
 
-func (a *app) printPathInfoJSON(s *store.Store, infos []*store.PathInfo, withClosureSize bool) error {
-	out := make([]store.NixPathInfo, 0, len(infos))
+func (a *app) printPathInfoJSON(s *store.Store, infos []*nix.PathInfo, withClosureSize bool) error {
+	out := make([]nix.NixPathInfo, 0, len(infos))
 	for _, pi := range infos {
 		n := pi.ToNix(s.StoreDir())
 		if withClosureSize {
@@ -116,14 +118,14 @@ func (a *app) printPathInfoJSON(s *store.Store, infos []*store.PathInfo, withClo
 		out = append(out, n)
 	}
 	// Nix prints a set of paths, so in path order.
-	slices.SortFunc(out, func(x, y store.NixPathInfo) int { return strings.Compare(x.Path, y.Path) })
+	slices.SortFunc(out, func(x, y nix.NixPathInfo) int { return strings.Compare(x.Path, y.Path) })
 	return writeJSON(a.stdout, out)
 }
 
 // printPathInfoPlain lays out columns as nix path-info does: the path,
 // padded to the longest one when columns follow, then a tab and an
 // 11-wide number per size column.
-func (a *app) printPathInfoPlain(s *store.Store, infos []*store.PathInfo, size, closure, sigs bool) error {
+func (a *app) printPathInfoPlain(s *store.Store, infos []*nix.PathInfo, size, closure, sigs bool) error {
 	width := 0
 	for _, pi := range infos {
 		width = max(width, len(pi.Path.Abs(s.StoreDir())))

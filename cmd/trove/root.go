@@ -12,6 +12,8 @@ import (
 	"runtime/pprof"
 	"strings"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
@@ -188,7 +190,7 @@ line is wrong.`,
 
 	f := root.PersistentFlags()
 	f.StringVar(&a.home, "home", "", "trove home `DIR` (env TROVE_HOME; default $XDG_DATA_HOME/trove,\n~/.local/share/trove, or /var/lib/trove as root)")
-	f.StringVar(&a.storeDir, "store-dir", store.DefaultStoreDir, "logical store `DIR` that store paths are named under")
+	f.StringVar(&a.storeDir, "store-dir", nix.DefaultStoreDir, "logical store `DIR` that store paths are named under")
 	f.BoolVarP(&a.verbose, "verbose", "v", false, "log debug messages to standard error")
 	f.StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of this command to `FILE`")
 	f.MarkHidden("cpuprofile")
@@ -259,7 +261,7 @@ func (a *app) setup() error {
 		a.profFile = f
 	}
 	if !filepath.IsAbs(a.storeDir) || filepath.Clean(a.storeDir) != a.storeDir || a.storeDir == "/" {
-		return usagef("--store-dir %q must be a clean absolute path other than /, such as %s", a.storeDir, store.DefaultStoreDir)
+		return usagef("--store-dir %q must be a clean absolute path other than /, such as %s", a.storeDir, nix.DefaultStoreDir)
 	}
 	return nil
 }
@@ -341,16 +343,16 @@ func (a *app) withStore(fn func(*store.Store) error) (err error) {
 // parseStorePaths turns STOREPATH arguments into store paths: absolute
 // store paths, paths below them, bare <hash>-<name>, or symlinks to one of
 // those (like Nix's ./result). A malformed one is a usage error.
-func (a *app) parseStorePaths(args []string) ([]store.Path, error) {
-	out := make([]store.Path, 0, len(args))
+func (a *app) parseStorePaths(args []string) ([]nix.Path, error) {
+	out := make([]nix.Path, 0, len(args))
 	for _, arg := range args {
-		p, err := store.ParsePathLoose(a.storeDir, arg)
+		p, err := nix.ParsePathLoose(a.storeDir, arg)
 		if err != nil {
 			if target, lerr := os.Readlink(a.abs(arg)); lerr == nil {
 				if !filepath.IsAbs(target) {
 					target = filepath.Join(filepath.Dir(a.abs(arg)), target)
 				}
-				if q, terr := store.ParsePathLoose(a.storeDir, target); terr == nil {
+				if q, terr := nix.ParsePathLoose(a.storeDir, target); terr == nil {
 					out = append(out, q)
 					continue
 				}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
@@ -50,7 +52,7 @@ only a line per finished path; --json prints a summary when done.`,
   trove sync laptop@4`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var paths []store.Path
+			var paths []nix.Path
 			var refs []string
 			for _, arg := range args {
 				ps, perr := a.parseStorePaths([]string{arg})
@@ -85,7 +87,7 @@ only a line per finished path; --json prints a summary when done.`,
 					if a.agent != nil {
 						h = a.agent.History
 					}
-					vouched := map[store.PathHash]*store.PathInfo{}
+					vouched := map[nix.PathHash]*nix.PathInfo{}
 					for _, ref := range refs {
 						name, gen, _ := manifest.ParseRef(ref)
 						m, err := fetch.ResolveManifest(cmd.Context(), n, h, name, gen)

@@ -1,4 +1,4 @@
-package store
+package nix
 
 import (
 	"errors"
@@ -9,10 +9,10 @@ import (
 	"syscall"
 )
 
-// treeWriter is a NARVisitor that materialises a NAR as a tree at root.
+// TreeWriter is a NARVisitor that materialises a NAR as a tree at root.
 // Entry names were checked by the reader (no "/", "..", "." or NUL), and
 // every file is created with O_EXCL|O_NOFOLLOW, so nothing lands outside root.
-type treeWriter struct {
+type TreeWriter struct {
 	root string
 	// readOnly marks store trees: files 0444 (0555 if executable). Their
 	// directories stay owner-writable (0755) so that whoever owns a trove
@@ -22,21 +22,27 @@ type treeWriter struct {
 	buf      []byte
 }
 
-var _ NARVisitor = (*treeWriter)(nil)
+var _ NARVisitor = (*TreeWriter)(nil)
 
-func (t *treeWriter) path(rel string) string {
+// NewTreeWriter returns a TreeWriter that writes under root, which must not
+// exist. readOnly makes files read-only, as store trees are.
+func NewTreeWriter(root string, readOnly bool) *TreeWriter {
+	return &TreeWriter{root: root, readOnly: readOnly}
+}
+
+func (t *TreeWriter) path(rel string) string {
 	if rel == "" {
 		return t.root
 	}
 	return filepath.Join(t.root, filepath.FromSlash(rel))
 }
 
-func (t *treeWriter) Directory(rel string) error {
+func (t *TreeWriter) Directory(rel string) error {
 	p := t.path(rel)
 	return os.Mkdir(p, 0o755)
 }
 
-func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reader) error {
+func (t *TreeWriter) Regular(rel string, executable bool, size int64, r io.Reader) error {
 	mode := os.FileMode(0o644)
 	if t.readOnly {
 		mode = 0o444
@@ -62,7 +68,7 @@ func (t *treeWriter) Regular(rel string, executable bool, size int64, r io.Reade
 	return err
 }
 
-func (t *treeWriter) Symlink(rel, target string) error {
+func (t *TreeWriter) Symlink(rel, target string) error {
 	return os.Symlink(target, t.path(rel))
 }
 
@@ -102,17 +108,17 @@ func RestoreNAR(r io.Reader, dir string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	t := &treeWriter{root: dir}
+	t := &TreeWriter{root: dir}
 	if _, err := ReadNAR(r, t); err != nil {
-		_ = removeTree(dir)
+		_ = RemoveTree(dir)
 		return err
 	}
 	return nil
 }
 
-// removeTree deletes a tree even when its directories are read-only, as
+// RemoveTree deletes a tree even when its directories are read-only, as
 // store trees are.
-func removeTree(root string) error {
+func RemoveTree(root string) error {
 	err := os.RemoveAll(root)
 	if err == nil {
 		return nil

@@ -1,4 +1,4 @@
-package store
+package nix
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package nixcache
+package agent
 
 import (
 	"context"
@@ -6,18 +6,25 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/nix"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/trust"
 )
 
-// PeerSource finds paths among a node's peers and fetches their closures
-// with fetch, which believes a PathInfo only through a key in the keyring
-// (or a content address that recomputes) and verifies every chunk.
-type PeerSource struct {
+// peerSource is the binary-cache endpoint's nixcache.Source when it serves
+// from peers (CacheConfig.FromPeers): it finds paths among a node's peers
+// and fetches their closures with sync, which believes a PathInfo only
+// through a key in the keyring (or a content address that recomputes) and
+// verifies every chunk. It lives here, not in nixcache, so that the cache
+// protocol knows nothing of peers.
+type peerSource struct {
 	store *store.Store
 	node  *p2p.Node
 	keys  *manifest.Keyring
@@ -27,15 +34,15 @@ type PeerSource struct {
 	syncing chan struct{}
 }
 
-var _ Source = (*PeerSource)(nil)
+var _ nixcache.Source = (*peerSource)(nil)
 
-// NewPeerSource returns a Source over the peers of n, fetching into s and
+// newPeerSource returns a Source over the peers of n, fetching into s and
 // trusting the keys in keys.
-func NewPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slog.Logger) *PeerSource {
+func newPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slog.Logger) *peerSource {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PeerSource{store: s, node: n, keys: keys, log: log, syncing: make(chan struct{}, 1)}
+	return &peerSource{store: s, node: n, keys: keys, log: log, syncing: make(chan struct{}, 1)}
 }
 
 // Find asks every connected peer whether it has h and learns the path's
@@ -43,13 +50,13 @@ func NewPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slo
 // nobody connected has costs one round trip. It does not ask the DHT: the
 // DHT knows only closure roots, so nearly every lookup there would miss,
 // and each miss would cost Nix the whole timeout.
-func (ps *PeerSource) Find(ctx context.Context, h store.PathHash) (store.Path, error) {
+func (ps *peerSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error) {
 	peers := ps.node.ConnectedPeers()
-	var path store.Path
+	var path nix.Path
 	// The first peer that names the path ends the search: its error
 	// stops the queries still out and those not sent yet.
 	err := fetch.AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
-		has, err := ps.node.Have(ctx, p, []store.PathHash{h})
+		has, err := ps.node.Have(ctx, p, []nix.PathHash{h})
 		if err != nil {
 			ps.log.Debug("have query failed", "peer", p, "err", err)
 			return nil
@@ -67,27 +74,27 @@ func (ps *PeerSource) Find(ctx context.Context, h store.PathHash) (store.Path, e
 	case errors.Is(err, errFound):
 		return path, nil
 	case ctx.Err() != nil:
-		return store.Path{}, ctx.Err()
+		return nix.Path{}, ctx.Err()
 	}
-	return store.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", ErrNotFound, h, len(peers))
+	return nix.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", nixcache.ErrNotFound, h, len(peers))
 }
 
 // errFound ends Find's questions once one peer has named the path.
 var errFound = errors.New("found")
 
 // name asks p for the info of h, for the path's name.
-func (ps *PeerSource) name(ctx context.Context, p peer.ID, h store.PathHash) (store.Path, bool) {
-	ris, err := ps.node.Info(ctx, p, []store.PathHash{h})
+func (ps *peerSource) name(ctx context.Context, p peer.ID, h nix.PathHash) (nix.Path, bool) {
+	ris, err := ps.node.Info(ctx, p, []nix.PathHash{h})
 	if err != nil || ris[0] == nil {
 		ps.log.Debug("peer has a path but no info for it", "peer", p, "hash", h, "err", err)
-		return store.Path{}, false
+		return nix.Path{}, false
 	}
 	return ris[0].Info.Path, true
 }
 
 // Fetch syncs the closure of p from the connected peers. A closure that
-// nothing trusted vouches for is ErrNotFound: it cannot be served.
-func (ps *PeerSource) Fetch(ctx context.Context, p store.Path) error {
+// nothing trusted vouches for is nixcache.ErrNotFound: it cannot be served.
+func (ps *peerSource) Fetch(ctx context.Context, p nix.Path) error {
 	select {
 	case ps.syncing <- struct{}{}:
 	case <-ctx.Done():
@@ -97,11 +104,11 @@ func (ps *PeerSource) Fetch(ctx context.Context, p store.Path) error {
 	if ok, err := ps.store.IsValid(p); err != nil || ok {
 		return err // fetched meanwhile, for another request
 	}
-	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Fetch(ctx, []store.Path{p})
-	if errors.Is(err, fetch.ErrUntrusted) {
+	_, err := fetch.New(ps.store, ps.node, fetch.Options{Keys: ps.keys, Logger: ps.log}).Fetch(ctx, []nix.Path{p})
+	if errors.Is(err, trust.ErrUntrusted) {
 		ps.log.Warn("a peer has a path that no trusted key vouches for; trust its publisher's key with `trove trust add NAME:KEY` to serve it",
 			"path", p.Abs(ps.store.StoreDir()), "err", err)
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
+		return fmt.Errorf("%w: %w", nixcache.ErrNotFound, err)
 	}
 	return err
 }

@@ -1,4 +1,4 @@
-package store
+package chunk
 
 import (
 	"bytes"
@@ -9,13 +9,13 @@ import (
 // cutPointRef is the byte-at-a-time definition the unrolled cutPoint must equal.
 func cutPointRef(data []byte) int {
 	n := len(data)
-	if n <= ChunkMin {
+	if n <= MinSize {
 		return n
 	}
-	n = min(n, ChunkMax)
-	norm := min(n, ChunkAvg)
+	n = min(n, MaxSize)
+	norm := min(n, AvgSize)
 	fp := uint64(0)
-	i := ChunkMin
+	i := MinSize
 	for ; i < norm; i++ {
 		fp = fp<<1 + gear[data[i]]
 		if fp&maskS == 0 {
@@ -57,13 +57,13 @@ func TestCDC(t *testing.T) {
 		t.Fatal("chunks do not concatenate to the input")
 	}
 	for i, c := range chunks {
-		if len(c) > ChunkMax || (i < len(chunks)-1 && len(c) < ChunkMin) {
+		if len(c) > MaxSize || (i < len(chunks)-1 && len(c) < MinSize) {
 			t.Fatalf("chunk %d has %d bytes", i, len(c))
 		}
 	}
 	avg := len(data) / len(chunks)
-	if avg < ChunkAvg/2 || avg > ChunkAvg*2 {
-		t.Fatalf("average chunk %d bytes, want about %d", avg, ChunkAvg)
+	if avg < AvgSize/2 || avg > AvgSize*2 {
+		t.Fatalf("average chunk %d bytes, want about %d", avg, AvgSize)
 	}
 	// Content-defined: an insertion changes only the chunks around it.
 	edited := append(append(bytes.Clone(data[:4<<20]), 'x'), data[4<<20:]...)
@@ -108,4 +108,13 @@ func BenchmarkCDC(b *testing.B) {
 		for off := 0; off < len(data); off += cutPoint(data[off:]) {
 		}
 	}
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
 }

@@ -1,4 +1,4 @@
-package store
+package nix
 
 import (
 	"bufio"
@@ -60,19 +60,27 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, narPad[:padLen(uint64(len(s)))]...)
 }
 
-// segment is a piece of a NAR: either literal bytes (framing, names,
+// Segment is a piece of a NAR: either literal bytes (framing, names,
 // symlink targets, padding) or the contents of one regular file in the tree.
 // The sequence of segments of a tree is its skeleton; contents are never
 // copied into it.
-type segment struct {
-	lit  []byte
-	file string // slash-separated path relative to the root, when lit is nil
-	size int64
+type Segment struct {
+	Lit  []byte
+	File string // slash-separated path relative to the root, when Lit is nil
+	Size int64
 }
 
-// walkNAR calls emit with the segments of the NAR of the tree at root, in
+// Len is the number of NAR bytes g stands for.
+func (g Segment) Len() int64 {
+	if g.Lit != nil {
+		return int64(len(g.Lit))
+	}
+	return g.Size
+}
+
+// WalkNAR calls emit with the segments of the NAR of the tree at root, in
 // order. Literal segments are coalesced.
-func walkNAR(root string, emit func(segment) error) error {
+func WalkNAR(root string, emit func(Segment) error) error {
 	w := &segWalker{root: root, emit: emit}
 	w.lit = appendStr(w.lit, narMagic)
 	if err := w.node("", 0); err != nil {
@@ -84,14 +92,14 @@ func walkNAR(root string, emit func(segment) error) error {
 type segWalker struct {
 	root string
 	lit  []byte
-	emit func(segment) error
+	emit func(Segment) error
 }
 
 func (w *segWalker) flush() error {
 	if len(w.lit) == 0 {
 		return nil
 	}
-	err := w.emit(segment{lit: w.lit})
+	err := w.emit(Segment{Lit: w.lit})
 	w.lit = nil
 	return err
 }
@@ -121,7 +129,7 @@ func (w *segWalker) node(rel string, depth int) error {
 			if err := w.flush(); err != nil {
 				return err
 			}
-			if err := w.emit(segment{file: rel, size: size}); err != nil {
+			if err := w.emit(Segment{File: rel, Size: size}); err != nil {
 				return err
 			}
 			w.lit = append(w.lit, narPad[:padLen(uint64(size))]...)
@@ -182,13 +190,13 @@ func readDirNames(dir string) ([]string, error) {
 func DumpNAR(w io.Writer, path string) (int64, error) {
 	var n int64
 	buf := make([]byte, 1<<20)
-	err := walkNAR(path, func(s segment) error {
-		if s.lit != nil {
-			m, err := w.Write(s.lit)
+	err := WalkNAR(path, func(s Segment) error {
+		if s.Lit != nil {
+			m, err := w.Write(s.Lit)
 			n += int64(m)
 			return err
 		}
-		m, err := copyFile(w, filepath.Join(path, filepath.FromSlash(s.file)), s.size, buf)
+		m, err := copyFile(w, filepath.Join(path, filepath.FromSlash(s.File)), s.Size, buf)
 		n += m
 		return err
 	})
@@ -238,7 +246,7 @@ type narReader struct {
 	// lit collects bytes that are not file contents, segs the finished segments.
 	capture bool
 	lit     []byte
-	segs    []segment
+	segs    []Segment
 	tok     [8]byte
 }
 
@@ -249,6 +257,14 @@ func ReadNAR(r io.Reader, v NARVisitor) (int64, error) {
 	return nr.run()
 }
 
+// ReadNARSkeleton is ReadNAR that also returns the NAR's skeleton: its
+// segments, with file contents left out (see Segment).
+func ReadNARSkeleton(r io.Reader, v NARVisitor) (int64, []Segment, error) {
+	nr := &narReader{r: bufio.NewReaderSize(r, 1<<20), v: v, capture: true}
+	n, err := nr.run()
+	return n, nr.segs, err
+}
+
 func (nr *narReader) run() (int64, error) {
 	if err := nr.expect(narMagic); err != nil {
 		return nr.off, err
@@ -257,7 +273,7 @@ func (nr *narReader) run() (int64, error) {
 		return nr.off, err
 	}
 	if nr.capture && len(nr.lit) > 0 {
-		nr.segs = append(nr.segs, segment{lit: nr.lit})
+		nr.segs = append(nr.segs, Segment{Lit: nr.lit})
 		nr.lit = nil
 	}
 	if _, err := nr.r.ReadByte(); err == nil {
@@ -412,7 +428,7 @@ func (nr *narReader) regular(rel string) error {
 		return nr.bad("file %q claims %d bytes", rel, size)
 	}
 	if nr.capture && size > 0 {
-		nr.segs = append(nr.segs, segment{lit: nr.lit}, segment{file: rel, size: int64(size)})
+		nr.segs = append(nr.segs, Segment{Lit: nr.lit}, Segment{File: rel, Size: int64(size)})
 		nr.lit = nil
 	}
 	// Contents bypass full(), so they never enter the skeleton.

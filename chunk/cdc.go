@@ -1,4 +1,4 @@
-package store
+package chunk
 
 import (
 	"errors"
@@ -53,13 +53,13 @@ func spreadMask(n int) uint64 {
 // it is no longer than ChunkMin, or ChunkMax at most).
 func cutPoint(data []byte) int {
 	n := len(data)
-	if n <= ChunkMin {
+	if n <= MinSize {
 		return n
 	}
-	n = min(n, ChunkMax)
-	norm := min(n, ChunkAvg)
+	n = min(n, MaxSize)
+	norm := min(n, AvgSize)
 	fp := uint64(0)
-	i := ChunkMin
+	i := MinSize
 	// Two bytes a step: after byte i the hash is fp<<1 + gear[b_i]; its
 	// test against mask equals the test of (fp<<2 + gearLS[b_i]) against
 	// mask<<1, so the intermediate value is tested with the shifted mask.
@@ -96,12 +96,12 @@ type cdcReader struct {
 }
 
 func newCDCReader(r io.Reader) *cdcReader {
-	return &cdcReader{r: r, buf: make([]byte, 4*ChunkMax)}
+	return &cdcReader{r: r, buf: make([]byte, 4*MaxSize)}
 }
 
 // next returns the next chunk (valid until the following call) or io.EOF.
 func (c *cdcReader) next() ([]byte, error) {
-	if c.end-c.beg < ChunkMax && !c.eof {
+	if c.end-c.beg < MaxSize && !c.eof {
 		// Slide the unconsumed tail to the front and refill.
 		copy(c.buf, c.buf[c.beg:c.end])
 		c.end -= c.beg

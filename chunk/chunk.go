@@ -1,4 +1,4 @@
-package store
+package chunk
 
 import (
 	"encoding/binary"
@@ -19,29 +19,29 @@ import (
 // wire); the 256 KiB ceiling bounds memory per chunk in flight and the work
 // lost to one bad chunk.
 const (
-	ChunkMin = 16 << 10
-	ChunkAvg = 64 << 10
-	ChunkMax = 256 << 10
+	MinSize = 16 << 10
+	AvgSize = 64 << 10
+	MaxSize = 256 << 10
 )
 
 // ChunkID is the BLAKE3-256 digest of a chunk's bytes: a plain value, turned
 // into a CIDv1 (raw codec, blake3 multihash) at the edges.
-type ChunkID [32]byte
+type ID [32]byte
 
 // SumChunk computes the ID of data.
-func SumChunk(data []byte) ChunkID { return ChunkID(blake3.Sum256(data)) }
+func Sum(data []byte) ID { return ID(blake3.Sum256(data)) }
 
 // CID is the CIDv1 (raw, blake3) of the chunk.
-func (c ChunkID) CID() cid.Cid {
+func (c ID) CID() cid.Cid {
 	m, _ := mh.Encode(c[:], mh.BLAKE3) // cannot fail: 32 bytes, known code
 	return cid.NewCidV1(cid.Raw, m)
 }
 
-func (c ChunkID) String() string { return c.CID().String() }
+func (c ID) String() string { return c.CID().String() }
 
 // ChunkIDFromCID accepts only what CID produces: v1, raw codec, blake3-256.
-func ChunkIDFromCID(c cid.Cid) (ChunkID, error) {
-	var id ChunkID
+func IDFromCID(c cid.Cid) (ID, error) {
+	var id ID
 	if !c.Defined() || c.Version() != 1 || c.Type() != cid.Raw {
 		return id, fmt.Errorf("chunk CID %s: want CIDv1 with the raw codec", c)
 	}
@@ -57,26 +57,26 @@ func ChunkIDFromCID(c cid.Cid) (ChunkID, error) {
 }
 
 // ParseChunkID parses the string form of a chunk CID.
-func ParseChunkID(s string) (ChunkID, error) {
+func ParseID(s string) (ID, error) {
 	c, err := cid.Decode(s)
 	if err != nil {
-		return ChunkID{}, fmt.Errorf("chunk CID %q: %w", s, err)
+		return ID{}, fmt.Errorf("chunk CID %q: %w", s, err)
 	}
-	return ChunkIDFromCID(c)
+	return IDFromCID(c)
 }
 
 // ChunkRef is one entry of a chunk index.
-type ChunkRef struct {
-	ID   ChunkID
+type Ref struct {
+	ID   ID
 	Size uint32
 }
 
 // ChunkIndex lists, in order, the chunks whose concatenation is one NAR.
 // A chunk's offset in the NAR is the sum of the sizes before it.
-type ChunkIndex []ChunkRef
+type Index []Ref
 
 // NarSize is the total size of the chunks.
-func (ix ChunkIndex) NarSize() uint64 {
+func (ix Index) NarSize() uint64 {
 	var n uint64
 	for _, c := range ix {
 		n += uint64(c.Size)
@@ -85,7 +85,7 @@ func (ix ChunkIndex) NarSize() uint64 {
 }
 
 // Offsets returns the NAR offset of every chunk.
-func (ix ChunkIndex) Offsets() []uint64 {
+func (ix Index) Offsets() []uint64 {
 	offs := make([]uint64, len(ix))
 	var n uint64
 	for i, c := range ix {
@@ -95,13 +95,13 @@ func (ix ChunkIndex) Offsets() []uint64 {
 	return offs
 }
 
-const chunkIndexVersion = 1
+const indexVersion = 1
 
 // Encode is the canonical encoding: a version byte, the count, then each
 // chunk's 32-byte ID and size as uvarints.
-func (ix ChunkIndex) Encode() []byte {
+func (ix Index) Encode() []byte {
 	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(ix)*(32+3))
-	b = append(b, chunkIndexVersion)
+	b = append(b, indexVersion)
 	b = binary.AppendUvarint(b, uint64(len(ix)))
 	for _, c := range ix {
 		b = append(b, c.ID[:]...)
@@ -111,18 +111,18 @@ func (ix ChunkIndex) Encode() []byte {
 }
 
 // ID content-addresses the index: the ChunkID of its encoding.
-func (ix ChunkIndex) ID() ChunkID { return SumChunk(ix.Encode()) }
+func (ix Index) ID() ID { return Sum(ix.Encode()) }
 
 // ErrBadChunkIndex is wrapped by errors decoding a chunk index.
-var ErrBadChunkIndex = errors.New("invalid chunk index")
+var ErrBadIndex = errors.New("invalid chunk index")
 
 // DecodeChunkIndex parses an encoded index strictly: every chunk between
 // 1 byte and ChunkMax, nothing trailing, the encoding canonical.
-func DecodeChunkIndex(b []byte) (ChunkIndex, error) {
-	bad := func(f string, a ...any) (ChunkIndex, error) {
-		return nil, fmt.Errorf("%w: %s", ErrBadChunkIndex, fmt.Sprintf(f, a...))
+func DecodeIndex(b []byte) (Index, error) {
+	bad := func(f string, a ...any) (Index, error) {
+		return nil, fmt.Errorf("%w: %s", ErrBadIndex, fmt.Sprintf(f, a...))
 	}
-	if len(b) == 0 || b[0] != chunkIndexVersion {
+	if len(b) == 0 || b[0] != indexVersion {
 		return bad("unknown version")
 	}
 	b = b[1:]
@@ -134,7 +134,7 @@ func DecodeChunkIndex(b []byte) (ChunkIndex, error) {
 	if n > uint64(len(b)/33) {
 		return bad("count %d does not fit in %d bytes", n, len(b))
 	}
-	ix := make(ChunkIndex, n)
+	ix := make(Index, n)
 	for i := range ix {
 		if len(b) < 33 {
 			return bad("truncated")
@@ -142,7 +142,7 @@ func DecodeChunkIndex(b []byte) (ChunkIndex, error) {
 		copy(ix[i].ID[:], b)
 		b = b[32:]
 		sz, k := binary.Uvarint(b)
-		if k <= 0 || sz == 0 || sz > ChunkMax {
+		if k <= 0 || sz == 0 || sz > MaxSize {
 			return bad("chunk %d: bad size", i)
 		}
 		if k != len(binary.AppendUvarint(nil, sz)) {
@@ -158,10 +158,10 @@ func DecodeChunkIndex(b []byte) (ChunkIndex, error) {
 }
 
 // ChunkNAR cuts the NAR on r into content-defined chunks and hashes each.
-func ChunkNAR(r io.Reader) (ChunkIndex, error) {
-	var ix ChunkIndex
+func IndexNAR(r io.Reader) (Index, error) {
+	var ix Index
 	err := chunkStream(r, func(data []byte) error {
-		ix = append(ix, ChunkRef{ID: SumChunk(data), Size: uint32(len(data))})
+		ix = append(ix, Ref{ID: Sum(data), Size: uint32(len(data))})
 		return nil
 	})
 	return ix, err

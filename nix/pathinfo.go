@@ -1,12 +1,13 @@
-package store
+package nix
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/trove-p2p/trove/chunk"
 )
 
 // PathInfo is what the store knows about a valid path, as Nix's ValidPathInfo
@@ -22,8 +23,8 @@ type PathInfo struct {
 	// "text:sha256:..."), empty for input-addressed paths.
 	CA               string
 	RegistrationTime time.Time
-	Ultimate         bool    // built or added here rather than substituted
-	ChunkIndex       ChunkID // ID of the NAR's chunk index
+	Ultimate         bool     // built or added here rather than substituted
+	ChunkIndex       chunk.ID // ID of the NAR's chunk index
 }
 
 // Fingerprint is the message Nix signs for a path:
@@ -89,72 +90,11 @@ func PathInfoFromNames(path string, narHash []byte, narSize uint64, refs []strin
 	return pi, nil
 }
 
-// sortRefs sorts and de-duplicates references.
-func sortRefs(refs []Path) []Path {
+// SortRefs sorts and de-duplicates references.
+func SortRefs(refs []Path) []Path {
 	refs = slices.Clone(refs)
 	slices.SortFunc(refs, Path.Compare)
 	return slices.Compact(refs)
-}
-
-// pathInfoRecord is the stored form of a PathInfo in Badger.
-type pathInfoRecord struct {
-	Path       string   `json:"path"`
-	NarHash    string   `json:"narHash"`
-	NarSize    uint64   `json:"narSize"`
-	References []string `json:"references,omitempty"`
-	Deriver    string   `json:"deriver,omitempty"`
-	Sigs       []string `json:"sigs,omitempty"`
-	CA         string   `json:"ca,omitempty"`
-	RegTime    int64    `json:"regTime"`
-	Ultimate   bool     `json:"ultimate,omitempty"`
-	ChunkIndex string   `json:"chunkIndex"`
-}
-
-func encodePathInfo(pi *PathInfo) []byte {
-	r := pathInfoRecord{
-		Path: pi.Path.String(), NarHash: pi.NarHash.String(), NarSize: pi.NarSize,
-		Sigs: pi.Sigs, CA: pi.CA, RegTime: pi.RegistrationTime.Unix(), Ultimate: pi.Ultimate,
-		ChunkIndex: pi.ChunkIndex.String(),
-	}
-	for _, ref := range pi.References {
-		r.References = append(r.References, ref.String())
-	}
-	if !pi.Deriver.IsZero() {
-		r.Deriver = pi.Deriver.String()
-	}
-	b, _ := json.Marshal(r) // cannot fail: strings and numbers
-	return b
-}
-
-func decodePathInfo(b []byte) (*PathInfo, error) {
-	var r pathInfoRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("corrupt path info in the store database: %w", err)
-	}
-	pi := &PathInfo{NarSize: r.NarSize, Sigs: r.Sigs, CA: r.CA, RegistrationTime: time.Unix(r.RegTime, 0), Ultimate: r.Ultimate}
-	var err error
-	if pi.Path, err = ParseBase(r.Path); err != nil {
-		return nil, err
-	}
-	if pi.NarHash, err = ParseHash(r.NarHash); err != nil {
-		return nil, err
-	}
-	for _, s := range r.References {
-		ref, err := ParseBase(s)
-		if err != nil {
-			return nil, err
-		}
-		pi.References = append(pi.References, ref)
-	}
-	if r.Deriver != "" {
-		if pi.Deriver, err = ParseBase(r.Deriver); err != nil {
-			return nil, err
-		}
-	}
-	if pi.ChunkIndex, err = ParseChunkID(r.ChunkIndex); err != nil {
-		return nil, err
-	}
-	return pi, nil
 }
 
 // ContentAddressed reports whether pi claims a recursive sha256 content
@@ -162,14 +102,14 @@ func decodePathInfo(b []byte) (*PathInfo, error) {
 // path recomputes. Such a path needs no signature to be believed: AddNAR
 // checks the NAR against that hash, so its name vouches for its content.
 func (pi *PathInfo) ContentAddressed(storeDir string) bool {
-	h, want, ok, err := pi.caPath(storeDir)
+	h, want, ok, err := pi.CAPath(storeDir)
 	return ok && err == nil && h == pi.NarHash && want == pi.Path
 }
 
-// caPath reads a "fixed:r:sha256:" content address: its hash and the
+// CAPath reads a "fixed:r:sha256:" content address: its hash and the
 // store path it implies for pi's name and references. ok is false for any
 // other kind of CA (which the NAR alone cannot check).
-func (pi *PathInfo) caPath(storeDir string) (h Hash, want Path, ok bool, err error) {
+func (pi *PathInfo) CAPath(storeDir string) (h Hash, want Path, ok bool, err error) {
 	rest, ok := strings.CutPrefix(pi.CA, "fixed:r:")
 	if !ok {
 		return h, want, false, nil

@@ -1,0 +1,22 @@
+package store_test
+
+import (
+	"testing"
+
+	"github.com/trove-p2p/trove/store"
+	"github.com/trove-p2p/trove/store/storetest"
+)
+
+var _ storetest.ChunkStore = (*store.Store)(nil)
+
+// TestConformance runs the suite every store implementation passes.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t testing.TB) storetest.Store {
+		s, err := store.Open(t.TempDir(), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
