@@ -51,38 +51,36 @@ func newPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slo
 // DHT knows only closure roots, so nearly every lookup there would miss,
 // and each miss would cost Nix the whole timeout.
 func (ps *peerSource) Find(ctx context.Context, h nix.PathHash) (nix.Path, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops the queries still out once one answered
 	peers := ps.node.ConnectedPeers()
-	type answer struct {
-		p   peer.ID
-		has bool
-	}
-	answers := make(chan answer, len(peers))
-	for _, p := range peers {
-		go func() {
-			has, err := ps.node.Have(ctx, p, []nix.PathHash{h})
-			if err != nil {
-				ps.log.Debug("have query failed", "peer", p, "err", err)
-			}
-			answers <- answer{p, err == nil && has[0]}
-		}()
-	}
-	for range peers {
-		select {
-		case a := <-answers:
-			if !a.has {
-				continue
-			}
-			if path, ok := ps.name(ctx, a.p, h); ok {
-				return path, nil
-			}
-		case <-ctx.Done():
-			return nix.Path{}, ctx.Err()
+	var path nix.Path
+	// The first peer that names the path ends the search: its error
+	// stops the queries still out and those not sent yet.
+	err := fetch.AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
+		has, err := ps.node.Have(ctx, p, []nix.PathHash{h})
+		if err != nil {
+			ps.log.Debug("have query failed", "peer", p, "err", err)
+			return nil
 		}
+		if !has[0] {
+			return nil
+		}
+		if named, ok := ps.name(ctx, p, h); ok {
+			path = named
+			return errFound
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errFound):
+		return path, nil
+	case ctx.Err() != nil:
+		return nix.Path{}, ctx.Err()
 	}
 	return nix.Path{}, fmt.Errorf("%w: %s: none of %d connected peers has it", nixcache.ErrNotFound, h, len(peers))
 }
+
+// errFound ends Find's questions once one peer has named the path.
+var errFound = errors.New("found")
 
 // name asks p for the info of h, for the path's name.
 func (ps *peerSource) name(ctx context.Context, p peer.ID, h nix.PathHash) (nix.Path, bool) {

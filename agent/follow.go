@@ -187,7 +187,7 @@ func (a *Agent) learn(ctx context.Context) {
 }
 
 // learnOnce asks the connected peers for the newest generation of every
-// followed configuration, all at once, and wakes the followers. It reports
+// followed configuration, all at once (bounded), and wakes the followers. It reports
 // whether a generation announced is still not known here (the caller
 // retries).
 func (a *Agent) learnOnce(ctx context.Context) (pending bool) {
@@ -195,31 +195,26 @@ func (a *Agent) learnOnce(ctx context.Context) (pending bool) {
 	a.followMu.Lock()
 	fls := slices.Collect(maps.Values(a.followers))
 	a.followMu.Unlock()
-	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for _, fl := range fls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if len(a.Node.ConnectedPeers()) > 0 {
-				actx, cancel := context.WithTimeout(ctx, askTimeout)
-				refused := fetch.Learn(actx, a.Node, a.History, fl.name, 0)
-				cancel()
-				for _, err := range refused {
-					if ctx.Err() == nil && fl.fail(fmt.Errorf("refused a generation: %w", err)) {
-						a.log.Warn("refused a generation a peer offered", "config", fl.name, "err", err)
-					}
+	fetch.AskAll(ctx, fls, 0, func(_ context.Context, fl *follower) error {
+		if len(a.Node.ConnectedPeers()) > 0 {
+			actx, cancel := context.WithTimeout(ctx, askTimeout)
+			refused := fetch.Learn(actx, a.Node, a.History, fl.name, 0)
+			cancel()
+			for _, err := range refused {
+				if ctx.Err() == nil && fl.fail(fmt.Errorf("refused a generation: %w", err)) {
+					a.log.Warn("refused a generation a peer offered", "config", fl.name, "err", err)
 				}
 			}
-			if fl.pending(a.newestKnown(fl.name)) {
-				mu.Lock()
-				pending = true
-				mu.Unlock()
-			}
-			fl.poke()
-		}()
-	}
-	wg.Wait()
+		}
+		if fl.pending(a.newestKnown(fl.name)) {
+			mu.Lock()
+			pending = true
+			mu.Unlock()
+		}
+		fl.poke()
+		return nil
+	})
 	return pending
 }
 

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
 
@@ -133,7 +135,7 @@ func (fe *Fetcher) Fetch(ctx context.Context, roots []nix.Path) (*Report, error)
 		return rep, nil
 	}
 	f := newTransfer(fe, pl, start)
-	err = f.noSpace(f.run(ctx))
+	err = f.noSpace(fe, f.run(ctx, fe))
 	fe.log.Debug("fetched", "took", time.Since(start), "err", err)
 	f.report(rep)
 	rep.Seconds = time.Since(start).Seconds()
@@ -153,7 +155,7 @@ type item struct {
 	offs      []uint64
 	infoFrom  peer.ID // who told us info and index (blamed if the NAR is wrong)
 	providers []peer.ID
-	valid     bool // committed locally; guarded by fetch.mu
+	valid     bool // committed locally; changed only by the scheduler
 	attempts  int  // descriptions proved wrong so far
 }
 
@@ -322,30 +324,25 @@ func (fe *Fetcher) locateConnected(ctx context.Context, hashes []nix.PathHash) [
 	return fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 }
 
-// ask sends one have query to each of peers, in parallel.
+// ask sends one have query to each of peers, a bounded number at once.
 func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID {
 	out := make([][]peer.ID, len(hashes))
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			has, err := fe.node.Have(ctx, p, hashes)
-			if err != nil {
-				fe.log.Debug("have query failed", "peer", p, "err", err)
-				return
+	AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
+		has, err := fe.node.Have(ctx, p, hashes)
+		if err != nil {
+			fe.log.Debug("have query failed", "peer", p, "err", err)
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i, h := range has {
+			if h {
+				out[i] = append(out[i], p)
 			}
-			mu.Lock()
-			for i, h := range has {
-				if h {
-					out[i] = append(out[i], p)
-				}
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+		}
+		return nil
+	})
 	return out
 }
 
@@ -354,24 +351,15 @@ func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHa
 func (fe *Fetcher) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.ID {
 	out := fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 	// Only what nobody connected has goes to the DHT: a lookup costs
-	// seconds, a have query a round trip.
-	var more []peer.ID
+	// seconds, a have query a round trip. The lookups run at once,
+	// bounded, and so do the dials to what they find.
+	var lookup []nix.PathHash
 	for i, h := range hashes {
-		if len(out[i]) > 0 {
-			continue
-		}
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		provs, err := fe.node.FindProviders(lctx, p2p.PathKey(h), 8)
-		cancel()
-		if err != nil {
-			continue
-		}
-		for _, ai := range provs {
-			if fe.node.Connect(ctx, ai) == nil && !slices.Contains(more, ai.ID) {
-				more = append(more, ai.ID)
-			}
+		if len(out[i]) == 0 {
+			lookup = append(lookup, h)
 		}
 	}
+	more := connectProviders(ctx, fe.node, lookup, p2p.PathKey)
 	if len(more) > 0 {
 		for i, ps := range fe.ask(ctx, more, hashes) {
 			out[i] = append(out[i], ps...)
@@ -382,6 +370,41 @@ func (fe *Fetcher) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.I
 		out[i] = slices.Compact(out[i])
 	}
 	return out
+}
+
+// connectProviders asks the DHT, for each of keys at once (bounded), for
+// the peers that provide it, connects to them, and returns those it
+// reached, each once.
+func connectProviders[K any](ctx context.Context, n *p2p.Node, keys []K, cidOf func(K) cid.Cid) []peer.ID {
+	var mu sync.Mutex
+	found := map[peer.ID]peer.AddrInfo{}
+	AskAll(ctx, keys, 0, func(ctx context.Context, k K) error {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		provs, err := n.FindProviders(lctx, cidOf(k), 8)
+		if err != nil {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ai := range provs {
+			if _, ok := found[ai.ID]; !ok {
+				found[ai.ID] = ai
+			}
+		}
+		return nil
+	})
+	var reached []peer.ID
+	AskAll(ctx, slices.Collect(maps.Values(found)), 0, func(ctx context.Context, ai peer.AddrInfo) error {
+		if n.Connect(ctx, ai) == nil {
+			mu.Lock()
+			reached = append(reached, ai.ID)
+			mu.Unlock()
+		}
+		return nil
+	})
+	slices.Sort(reached)
+	return reached
 }
 
 // believe gets p's PathInfo and chunk index from one of its providers and

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/trove-p2p/trove/nix"
 
@@ -41,44 +40,30 @@ func ResolveManifest(ctx context.Context, n *p2p.Node, h *manifest.History, name
 func Learn(ctx context.Context, n *p2p.Node, h *manifest.History, name string, gen uint64) (refused []error) {
 	refused = askManifest(ctx, n, h, n.ConnectedPeers(), name, gen)
 	if _, _, err := h.Get(name, gen); err != nil {
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		provs, derr := n.FindProviders(lctx, p2p.ConfigKey(name), 8)
-		cancel()
-		if derr == nil {
-			var more []peer.ID
-			for _, ai := range provs {
-				if n.Connect(ctx, ai) == nil {
-					more = append(more, ai.ID)
-				}
-			}
-			refused = append(refused, askManifest(ctx, n, h, more, name, gen)...)
-		}
+		more := connectProviders(ctx, n, []string{name}, p2p.ConfigKey)
+		refused = append(refused, askManifest(ctx, n, h, more, name, gen)...)
 	}
 	return refused
 }
 
-// askManifest asks peers for a manifest in parallel and records what
-// verifies; it returns what went wrong with the ones that did not.
+// askManifest asks peers for a manifest, a bounded number at once, and
+// records what verifies; it returns what went wrong with the ones that
+// did not.
 func askManifest(ctx context.Context, n *p2p.Node, h *manifest.History, peers []peer.ID, name string, gen uint64) []error {
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var problems []error
-	for _, p := range peers {
-		wg.Add(1)
-		go func(p peer.ID) {
-			defer wg.Done()
-			b, err := n.Manifest(ctx, p, name, gen)
-			if err != nil {
-				return // most peers do not follow every configuration
-			}
-			if _, _, err := h.AddAnswer(b, name, gen); err != nil {
-				mu.Lock()
-				problems = append(problems, fmt.Errorf("from %s: %w", p, err))
-				mu.Unlock()
-			}
-		}(p)
-	}
-	wg.Wait()
+	AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
+		b, err := n.Manifest(ctx, p, name, gen)
+		if err != nil {
+			return nil // most peers do not follow every configuration
+		}
+		if _, _, err := h.AddAnswer(b, name, gen); err != nil {
+			mu.Lock()
+			problems = append(problems, fmt.Errorf("from %s: %w", p, err))
+			mu.Unlock()
+		}
+		return nil
+	})
 	return problems
 }
 

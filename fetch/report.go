@@ -20,17 +20,17 @@ func humanBytes(n int64) string {
 }
 
 func (f *transfer) snapshot(done bool) Progress {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	s := f.lock()
+	defer f.unlock()
 	used := 0
-	for _, ps := range f.peers {
+	for _, ps := range s.peers {
 		if ps.bytes > 0 {
 			used++
 		}
 	}
 	return Progress{
-		PathsDone: f.pathsDone, PathsTotal: len(f.pl.items),
-		BytesDone: f.bytesDone, BytesTotal: f.bytesTotal, BytesFetched: f.bytesFetched,
+		PathsDone: s.pathsDone, PathsTotal: len(f.pl.items),
+		BytesDone: s.bytesDone, BytesTotal: s.bytesTotal, BytesFetched: s.bytesFetched,
 		PeersUsed: used, Elapsed: time.Since(f.start), Done: done,
 	}
 }
@@ -38,7 +38,7 @@ func (f *transfer) snapshot(done bool) Progress {
 // progressLoop reports progress five times a second until stopped; the
 // returned stop is idempotent and sends a final report.
 func (f *transfer) progressLoop() (stop func()) {
-	if f.fe.opts.Progress == nil {
+	if f.opts.Progress == nil {
 		return func() {}
 	}
 	quit := make(chan struct{})
@@ -52,7 +52,7 @@ func (f *transfer) progressLoop() (stop func()) {
 			case <-quit:
 				return
 			case <-t.C:
-				f.fe.opts.Progress(f.snapshot(false))
+				f.opts.Progress(f.snapshot(false))
 			}
 		}
 	}()
@@ -64,16 +64,16 @@ func (f *transfer) progressLoop() (stop func()) {
 		stopped = true
 		close(quit)
 		<-finished
-		f.fe.opts.Progress(f.snapshot(true))
+		f.opts.Progress(f.snapshot(true))
 	}
 }
 
 func (f *transfer) report(r *Report) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	r.PathsFetched = f.pathsDone
-	r.BytesFetched, r.BytesReused, r.BytesResumed, r.NarBytes = f.bytesFetched, f.bytesReused, f.bytesResumed, f.bytesTotal
-	for _, ps := range f.peers {
+	s := f.lock()
+	defer f.unlock()
+	r.PathsFetched = s.pathsDone
+	r.BytesFetched, r.BytesReused, r.BytesResumed, r.NarBytes = s.bytesFetched, s.bytesReused, s.bytesResumed, s.bytesTotal
+	for _, ps := range s.peers {
 		pr := PeerReport{ID: ps.id.String(), BytesFetched: ps.bytes, BadData: ps.bad, Dropped: ps.dropped}
 		if !ps.first.IsZero() && ps.last.After(ps.first) {
 			pr.Seconds = ps.last.Sub(ps.first).Seconds()

@@ -108,3 +108,51 @@ func checkSpace(need uint64, home string, dirs ...string) (spare uint64, err err
 	}
 	return spare, nil
 }
+
+// checkSpace fails with a NoSpaceError unless the rest of the transfer
+// fits: the missing paths' NARs, less what their spools hold already, plus
+// the largest of them, which may be held twice. It sets the scheduler's
+// budget of bytes held twice to that largest NAR plus half the space free
+// beyond the need.
+func (f *transfer) checkSpace(fe *Fetcher) error {
+	if len(f.pl.items) == 0 {
+		return nil
+	}
+	largest := f.pl.largest()
+	var need uint64
+	for _, it := range f.pl.items {
+		need += it.info.NarSize - spoolHolds(f.opts.SpoolDir, it.info.Path, it.info.NarSize)
+	}
+	trees := filepath.Dir(fe.store.TreePath(f.pl.items[0].info.Path))
+	spare, err := checkSpace(need+largest, fe.store.Home(), trees, f.opts.SpoolDir)
+	if err != nil {
+		return err
+	}
+	f.lock().budget = largest + min(spare/2, math.MaxUint64/2)
+	f.unlock()
+	return nil
+}
+
+// largest is the largest NAR of the plan.
+func (pl *plan) largest() uint64 {
+	var n uint64
+	for _, it := range pl.items {
+		n = max(n, it.info.NarSize)
+	}
+	return n
+}
+
+// noSpace turns a transfer that failed for want of disk into a
+// NoSpaceError that says how much more the rest of it needs, and where.
+func (f *transfer) noSpace(fe *Fetcher, err error) error {
+	var ns *NoSpaceError
+	if err == nil || errors.As(err, &ns) || !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	s := f.lock()
+	left := uint64(max(0, s.bytesTotal-s.bytesDone))
+	f.unlock()
+	need := left + f.pl.largest()
+	free, _, _ := freeSpace(fe.store.Home())
+	return &NoSpaceError{Dir: fe.store.Home(), Need: need, Free: free, Err: err}
+}

@@ -255,14 +255,16 @@ func TestWidenOnlyFastPeers(t *testing.T) {
 		{"already two", 64, 10 * time.Millisecond, 2, "", false},
 		{"dropped", 64, 10 * time.Millisecond, 1, "sent bad data", false},
 	} {
-		f := &transfer{peers: map[peer.ID]*peerState{}}
-		ps := f.peer(p)
+		s := newScheduler(&plan{}, "/nix/store", 16)
+		ps := s.peers.get(p)
 		ps.streams, ps.dropped = tc.streams, tc.dropped
-		started := 0
-		f.startWorker = func(peer.ID) { started++ }
-		f.widen(p, batch(tc.chunks), tc.took)
-		if got := started == 1; got != tc.want || started > 1 {
-			t.Errorf("%s: started %d workers, want a second stream: %v", tc.name, started, tc.want)
+		var bytes int64
+		for _, w := range batch(tc.chunks) {
+			bytes += int64(w.ref.Size)
+		}
+		got := s.widen(p, bytes, tc.took)
+		if got != tc.want || ps.streams != tc.streams+map[bool]int{true: 1}[got] {
+			t.Errorf("%s: widen = %v (streams %d), want a second stream: %v", tc.name, got, ps.streams, tc.want)
 		}
 	}
 }

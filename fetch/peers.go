@@ -1,0 +1,57 @@
+package fetch
+
+import (
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/nix"
+)
+
+// peerState is what one transfer knows of one peer: how it served (its
+// score for the report) and whether it may still be asked.
+type peerState struct {
+	id       peer.ID
+	bytes    int64     // verified chunk bytes it delivered first
+	first    time.Time // its first request
+	last     time.Time // its last delivery
+	bad      int       // bad data it sent (chunks, or a lying chunk index)
+	dropped  string    // why it was dropped for this transfer; "" while it may be asked
+	failures int       // failed batches, other than bad data and stalls
+	lacks    map[nix.PathHash]bool
+	streams  int // workers started for it
+}
+
+// usable says whether p may still be asked for chunks of h.
+func (ps *peerState) usable(h nix.PathHash) bool { return ps.dropped == "" && !ps.lacks[h] }
+
+// peerBook holds the states of every peer a transfer has met. It is part
+// of the scheduler's state and changes only through scheduler methods.
+type peerBook map[peer.ID]*peerState
+
+// get returns p's state, adding it on first sight.
+func (b peerBook) get(p peer.ID) *peerState {
+	ps, ok := b[p]
+	if !ok {
+		ps = &peerState{id: p, lacks: map[nix.PathHash]bool{}}
+		b[p] = ps
+	}
+	return ps
+}
+
+// live counts the peers not dropped.
+func (b peerBook) live() int {
+	n := 0
+	for _, ps := range b {
+		if ps.dropped == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// dropped says whether p was met and dropped.
+func (b peerBook) dropped(p peer.ID) bool {
+	ps := b[p]
+	return ps != nil && ps.dropped != ""
+}

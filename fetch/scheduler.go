@@ -1,0 +1,437 @@
+package fetch
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/p2p"
+)
+
+// scheduler decides everything a transfer decides: which chunks to hand
+// which peer (pulled, in plan order, shared among the live peers, then
+// duplicated in the endgame), when a peer is dropped, when a chunk nobody
+// can serve fails the transfer or makes its item be described again, and
+// which complete item to unpack next within the budget of bytes held
+// twice on disk.
+//
+// It does no I/O, starts no goroutine and reads no clock: times come in
+// as arguments, and what must be done outside (discard a staged tree,
+// start a worker) comes back as results. It is not safe for concurrent
+// use: transfer owns one and calls it only with transfer.mu held. Its
+// fields, and those of the itemStates, wants and peerStates it holds,
+// change only through its methods.
+type scheduler struct {
+	plan     *plan
+	storeDir string
+	window   int // chunk requests in flight per peer, shared by its streams
+
+	items   map[nix.PathHash]*itemState
+	pending []*want // not yet requested from anyone, in plan order
+	left    int     // wants not done
+	err     error   // set once, by fail; errFinished after success
+	peers   peerBook
+	// ready holds the items an ingest worker should take next: every chunk
+	// is in, or the item is stale. Items are unpacked in the order they
+	// complete, whatever their place in the graph, and committed once their
+	// references are (referrers says whom to look at after a commit).
+	ready     []readyItem
+	referrers map[nix.PathHash][]*itemState
+	// held is the NAR bytes of the items being unpacked or unpacked and
+	// waiting for their references: each takes disk twice, as spool and
+	// as tree, until it is committed. nextIngest keeps it within budget.
+	held, budget uint64
+
+	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
+	pathsDone                                                      int
+}
+
+// itemState is one item's progress through a transfer.
+type itemState struct {
+	it    *item
+	spool *spool // where its chunks land; the scheduler never touches it
+	wants []*want
+	left  int // wants of this description not done
+	// stale is set when the peer that described the item was dropped and
+	// no other peer serves its chunks: its chunk index may be a lie that
+	// only the liar can serve, so the item must be described again.
+	stale bool
+	// staged is the unpacked, verified NAR waiting for its references to
+	// become valid before it is committed.
+	staged staged
+	// epoch counts the item's descriptions (reset starts a new one), and
+	// busy says an ingest worker has taken it in this epoch: a ready entry
+	// of another epoch, or of a taken item, is stale and skipped.
+	epoch int
+	busy  bool
+	// held is the NAR size this item adds to scheduler.held, 0 if none.
+	held uint64
+}
+
+// readyItem is an entry of scheduler.ready.
+type readyItem struct {
+	st    *itemState
+	epoch int
+}
+
+// want is one chunk of one description of an item.
+type want struct {
+	st       *itemState
+	ref      chunk.Ref
+	off      uint64
+	done     bool
+	old      bool // its item was restarted under another description
+	inflight map[peer.ID]bool
+}
+
+// errFinished stops the workers after every path is in.
+var errFinished = errors.New("finished")
+
+// errStalled is why a batch was cut off: the peer sent nothing for the
+// stall timeout.
+var errStalled = errors.New("peer stalled")
+
+func newScheduler(pl *plan, storeDir string, window int) *scheduler {
+	s := &scheduler{plan: pl, storeDir: storeDir, window: window, peers: peerBook{},
+		items: map[nix.PathHash]*itemState{}, referrers: map[nix.PathHash][]*itemState{}}
+	for _, it := range pl.items {
+		s.bytesTotal += int64(it.info.NarSize)
+	}
+	return s
+}
+
+// fail records the end of the transfer (the first error wins).
+func (s *scheduler) fail(err error) {
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// reset starts a new description of st's item: sp is its spool, missing
+// the indexes of the chunks neither the spool nor the store holds.
+func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reused int64) {
+	it := st.it
+	*st = itemState{it: it, spool: sp, epoch: st.epoch + 1}
+	s.items[it.info.Path.Hash] = st
+	s.bytesResumed += resumed
+	s.bytesReused += reused
+	s.bytesDone += resumed + reused
+	for _, i := range missing {
+		w := &want{st: st, ref: it.index[i], off: it.offs[i], inflight: map[peer.ID]bool{}}
+		st.wants = append(st.wants, w)
+		st.left++
+		s.left++
+		s.pending = append(s.pending, w)
+	}
+	if st.left == 0 {
+		s.push(st)
+	}
+}
+
+// push queues st for an ingest worker.
+func (s *scheduler) push(st *itemState) {
+	s.ready = append(s.ready, readyItem{st, st.epoch})
+}
+
+// addStream counts one more worker for p.
+func (s *scheduler) addStream(p peer.ID) { s.peers.get(p).streams++ }
+
+// canServe says whether ps may be asked for w.
+func (s *scheduler) canServe(ps *peerState, w *want) bool {
+	return ps.usable(w.st.it.info.Path.Hash) && slices.Contains(w.st.it.providers, ps.id)
+}
+
+// take hands p up to n chunks to request. stop says p is done (dropped,
+// or the transfer is over); an empty batch without stop means nothing is
+// for p now but may be later. A peer stays until the end even when
+// nothing is left to fetch: an item whose NAR proves its chunk index a lie
+// is fetched again.
+func (s *scheduler) take(p peer.ID, n int) (batch []*want, stop bool) {
+	ps := s.peers.get(p)
+	if s.err != nil || ps.dropped != "" {
+		return nil, true
+	}
+	// Share what is left among the peers still working, so one peer does
+	// not take a whole small remainder while others idle.
+	if live := s.peers.live(); live > 1 {
+		n = max(4, min(n, len(s.pending)/live))
+	}
+	rest := s.pending[:0]
+	for _, w := range s.pending {
+		if len(batch) < n && !w.done && s.canServe(ps, w) {
+			w.inflight[p] = true
+			batch = append(batch, w)
+			continue
+		}
+		if !w.done {
+			rest = append(rest, w)
+		}
+	}
+	clear(s.pending[len(rest):])
+	s.pending = rest
+	if len(batch) == 0 && len(s.pending) == 0 {
+		batch = s.endgame(ps, n)
+	}
+	return batch, false
+}
+
+// endgame picks chunks in flight on other peers that ps could also serve:
+// the first copy to arrive wins.
+func (s *scheduler) endgame(ps *peerState, n int) []*want {
+	var batch []*want
+	for _, it := range s.plan.items {
+		st := s.items[it.info.Path.Hash]
+		if st.left == 0 {
+			continue
+		}
+		for _, w := range st.wants {
+			if len(batch) >= n {
+				return batch
+			}
+			if !w.done && len(w.inflight) > 0 && !w.inflight[ps.id] && s.canServe(ps, w) {
+				w.inflight[ps.id] = true
+				batch = append(batch, w)
+			}
+		}
+	}
+	return batch
+}
+
+// began notes that p starts a batch at now and says how many requests it
+// may have in flight on one stream.
+func (s *scheduler) began(p peer.ID, now time.Time) (window int) {
+	ps := s.peers.get(p)
+	if ps.first.IsZero() {
+		ps.first = now
+	}
+	return max(1, s.window/max(1, ps.streams))
+}
+
+// lacks notes that p said it does not have w after all (it lied in have).
+func (s *scheduler) lacks(p peer.ID, w *want) {
+	if !w.old { // not a chunk of a description since replaced
+		s.peers.get(p).lacks[w.st.it.info.Path.Hash] = true
+	}
+}
+
+// claim marks w as arrived, unless another peer's copy got there first:
+// only the claimant writes it.
+func (s *scheduler) claim(w *want) bool {
+	if w.done {
+		return false
+	}
+	w.done = true
+	return true
+}
+
+// delivered records that p's copy of the claimed w, n bytes, is in its
+// spool at now.
+func (s *scheduler) delivered(p peer.ID, w *want, n int, now time.Time) {
+	ps := s.peers.get(p)
+	ps.bytes += int64(n)
+	ps.last = now
+	s.bytesFetched += int64(n)
+	s.left--
+	if w.old {
+		return
+	}
+	s.bytesDone += int64(n)
+	w.st.left--
+	if w.st.left == 0 {
+		s.push(w.st)
+	}
+}
+
+// writeFailed records that the claimed w could not be written to its
+// spool; it returns the error to end the batch with, nil if it does not
+// matter (its item was restarted and the old spool removed).
+func (s *scheduler) writeFailed(w *want, err error) error {
+	if w.old && errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	s.fail(fmt.Errorf("fetching %s: %w", w.st.it.info.Path.Abs(s.storeDir), err))
+	return err
+}
+
+// release takes p off the wants of a finished batch; those nobody else is
+// fetching go back to the front of the queue.
+func (s *scheduler) release(p peer.ID, batch []*want) {
+	var back []*want
+	for _, w := range batch {
+		delete(w.inflight, p)
+		if !w.done && len(w.inflight) == 0 {
+			back = append(back, w)
+		}
+	}
+	if len(back) > 0 {
+		s.pending = append(back, s.pending...)
+		s.checkProviders()
+	}
+}
+
+// batchFailed decides what a batch p failed with means: bad data and a
+// stall drop p at once, other errors after three. It returns whether p is
+// out of this transfer (and why, if this dropped it), and if not how long
+// its worker should wait before its next batch.
+func (s *scheduler) batchFailed(p peer.ID, err error) (out bool, droppedNow string, backoff time.Duration) {
+	ps := s.peers.get(p)
+	var bad *p2p.BadDataError
+	why := ""
+	switch {
+	case errors.As(err, &bad):
+		ps.bad++
+		why = "sent bad data: " + bad.Detail
+	case errors.Is(err, errStalled):
+		why = "stalled"
+	default:
+		ps.failures++
+		if ps.failures >= 3 {
+			why = err.Error()
+		}
+	}
+	if why != "" && s.dropPeer(p, why) {
+		droppedNow = why
+	}
+	return ps.dropped != "", droppedNow, time.Duration(200*ps.failures) * time.Millisecond
+}
+
+// widen says whether p, whose batch of bytes took d, gets one more
+// stream; if so it is counted.
+func (s *scheduler) widen(p peer.ID, bytes int64, d time.Duration) bool {
+	if bytes < 1<<20 || float64(bytes)/d.Seconds() < fastStream {
+		return false
+	}
+	ps := s.peers.get(p)
+	if ps.streams >= maxStreamsPerPeer || ps.dropped != "" || s.err != nil {
+		return false
+	}
+	ps.streams++
+	return true
+}
+
+// dropPeer removes p from this transfer; its chunks go to the others. It
+// says whether p was dropped now (not before).
+func (s *scheduler) dropPeer(p peer.ID, why string) bool {
+	ps := s.peers.get(p)
+	if ps.dropped != "" {
+		return false
+	}
+	ps.dropped = why
+	s.checkProviders()
+	return true
+}
+
+// checkProviders fails the transfer if some chunk has nobody left to
+// serve it, or marks its item stale when another peer can describe it.
+func (s *scheduler) checkProviders() {
+	if s.err != nil {
+		return
+	}
+	for _, st := range s.items {
+		if st.left == 0 || st.stale {
+			continue
+		}
+		h := st.it.info.Path.Hash
+		alive := slices.ContainsFunc(st.it.providers, func(p peer.ID) bool {
+			ps := s.peers[p]
+			return ps != nil && ps.usable(h)
+		})
+		if alive {
+			continue
+		}
+		if s.redescribable(st) {
+			st.stale = true
+			s.push(st)
+			continue
+		}
+		var why []string
+		for _, p := range st.it.providers {
+			if ps := s.peers[p]; ps != nil {
+				r := ps.dropped
+				if r == "" && ps.lacks[h] {
+					r = "does not have it after all"
+				}
+				why = append(why, fmt.Sprintf("%s: %s", p, r))
+			}
+		}
+		s.fail(fmt.Errorf("no peer left to fetch %s from (%v); %s of %s are kept, so running the sync again when a peer that has it is back resumes",
+			st.it.info.Path.Abs(s.storeDir), why, humanBytes(s.bytesDone), humanBytes(s.bytesTotal)))
+		return
+	}
+}
+
+// redescribable says whether an item nobody can serve any more should be
+// described again: the peer that described it was dropped, so its chunk
+// index may be one that only that peer can serve, and another provider is
+// still there to ask.
+func (s *scheduler) redescribable(st *itemState) bool {
+	return s.peers.dropped(st.it.infoFrom) && len(s.others(st.it)) > 0
+}
+
+// others are the providers of it other than its describer that are not
+// dropped.
+func (s *scheduler) others(it *item) []peer.ID {
+	var out []peer.ID
+	for _, p := range it.providers {
+		if p != it.infoFrom && !s.peers.dropped(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// open lists the items with chunks still missing, in plan order.
+func (s *scheduler) open() []*item {
+	var out []*item
+	for _, it := range s.plan.items {
+		if st := s.items[it.info.Path.Hash]; st != nil && st.left > 0 {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// addProviders adds found as providers of it and returns those the
+// transfer has never met, each counted as one stream: start a worker each.
+func (s *scheduler) addProviders(it *item, found []peer.ID) (start []peer.ID) {
+	for _, p := range found {
+		if slices.Contains(it.providers, p) {
+			continue
+		}
+		it.providers = append(it.providers, p)
+		if _, ok := s.peers[p]; !ok {
+			s.addStream(p)
+			start = append(start, p)
+		}
+	}
+	return start
+}
+
+// meetProviders counts one stream for every provider of the plan not met
+// yet and returns them, to start a worker each; then it checks that every
+// item has a provider.
+func (s *scheduler) meetProviders() (start []peer.ID) {
+	for _, it := range s.plan.items {
+		for _, p := range it.providers {
+			if _, ok := s.peers[p]; !ok {
+				s.addStream(p)
+				start = append(start, p)
+			}
+		}
+	}
+	s.checkProviders()
+	return start
+}
+
+// lied records that p described an item with a chunk index that does not
+// produce its NAR, and drops it; it says whether p was dropped now.
+func (s *scheduler) lied(p peer.ID, why string) bool {
+	s.peers.get(p).bad++
+	return s.dropPeer(p, why)
+}

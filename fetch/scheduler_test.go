@@ -1,0 +1,241 @@
+package fetch
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/p2p"
+)
+
+// testItem is a path of chunks chunks of 1 KiB, with the given providers
+// (the first describes it) and references.
+func testItem(n byte, chunks int, providers []peer.ID, refs ...*item) *item {
+	p := nix.Path{Hash: nix.PathHash{n}, Name: fmt.Sprint("p", n)}
+	var index chunk.Index
+	for i := range chunks {
+		index = append(index, chunk.Ref{ID: chunk.ID{n, byte(i)}, Size: 1 << 10})
+	}
+	info := &nix.PathInfo{Path: p, NarSize: index.NarSize()}
+	for _, r := range refs {
+		info.References = append(info.References, r.info.Path)
+	}
+	return &item{info: info, index: index, offs: index.Offsets(), infoFrom: providers[0], providers: providers}
+}
+
+func testPlan(items ...*item) *plan {
+	pl := &plan{byHash: map[nix.PathHash]*item{}, items: items}
+	for _, it := range items {
+		pl.byHash[it.info.Path.Hash] = it
+	}
+	return pl
+}
+
+// testScheduler is a scheduler over items with every chunk missing.
+func testScheduler(items ...*item) (*scheduler, []*itemState) {
+	s := newScheduler(testPlan(items...), "/nix/store", 16)
+	var sts []*itemState
+	for _, it := range items {
+		st := &itemState{it: it}
+		missing := make([]int, len(it.index))
+		for i := range missing {
+			missing[i] = i
+		}
+		s.reset(st, nil, missing, 0, 0)
+		s.addReferrer(st)
+		sts = append(sts, st)
+	}
+	s.budget = 1 << 40
+	return s, sts
+}
+
+func chunksOf(batch []*want) []string {
+	var out []string
+	for _, w := range batch {
+		out = append(out, fmt.Sprintf("%s/%d", w.st.it.info.Path.Name, w.ref.ID[1]))
+	}
+	return out
+}
+
+func TestSchedulerTake(t *testing.T) {
+	const a, b, c = peer.ID("a"), peer.ID("b"), peer.ID("c")
+	for _, tc := range []struct {
+		name  string
+		setup func(s *scheduler)
+		peer  peer.ID
+		n     int
+		want  string // chunks handed out, "" for none
+		stop  bool
+	}{
+		{name: "in plan order", peer: a, n: 3, want: "p1/0 p1/1 p1/2"},
+		{name: "shared among live peers", setup: func(s *scheduler) { s.addStream(b) }, peer: a, n: 64, want: "p1/0 p1/1 p1/2 p1/3 p1/4 p1/5"}, // 12 chunks, 2 peers
+		{name: "only what the peer provides, at least 4", peer: c, n: 3, want: "p2/0 p2/1 p2/2 p2/3"},
+		{name: "not what it lacks", setup: func(s *scheduler) { s.lacks(c, s.items[nix.PathHash{2}].wants[0]) }, peer: c, n: 3, want: ""},
+		{name: "dropped peer stops", setup: func(s *scheduler) { s.dropPeer(a, "test") }, peer: a, n: 3, stop: true},
+		{name: "failed transfer stops", setup: func(s *scheduler) { s.fail(errors.New("boom")) }, peer: a, n: 3, stop: true},
+		{name: "endgame duplicates in-flight chunks", setup: func(s *scheduler) {
+			s.take(a, 64) // a holds everything it serves, nothing is pending
+		}, peer: c, n: 4, want: "p2/0 p2/1 p2/2 p2/3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p1 := testItem(1, 8, []peer.ID{a, b})
+			p2 := testItem(2, 4, []peer.ID{a, c})
+			s, _ := testScheduler(p1, p2)
+			s.addStream(a)
+			if tc.setup != nil {
+				tc.setup(s)
+			}
+			batch, stop := s.take(tc.peer, tc.n)
+			if got := strings.Join(chunksOf(batch), " "); got != tc.want || stop != tc.stop {
+				t.Errorf("take(%s, %d) = %q, stop %v; want %q, stop %v", tc.peer, tc.n, got, stop, tc.want, tc.stop)
+			}
+		})
+	}
+}
+
+func TestSchedulerDropPeer(t *testing.T) {
+	const a, b = peer.ID("a"), peer.ID("b")
+	t.Run("bad chunk drops and re-queues elsewhere", func(t *testing.T) {
+		s, _ := testScheduler(testItem(1, 4, []peer.ID{b, a}))
+		s.addStream(a)
+		s.addStream(b)
+		batch, _ := s.take(a, 2)
+		s.release(a, batch)
+		out, now, _ := s.batchFailed(a, &p2p.BadDataError{Peer: a, Detail: "chunk hash mismatch"})
+		if !out || now != "sent bad data: chunk hash mismatch" || s.peers[a].bad != 1 {
+			t.Fatalf("batchFailed: out %v, dropped now %q, bad %d", out, now, s.peers[a].bad)
+		}
+		got, _ := s.take(b, 64)
+		if want := "p1/0 p1/1 p1/2 p1/3"; strings.Join(chunksOf(got), " ") != want {
+			t.Errorf("b takes %v, want %s (a's chunks first)", chunksOf(got), want)
+		}
+		if s.err != nil {
+			t.Errorf("transfer failed: %v", s.err)
+		}
+	})
+	t.Run("stall drops at once, other errors after three", func(t *testing.T) {
+		s, _ := testScheduler(testItem(1, 4, []peer.ID{b, a}))
+		for i, want := range []bool{false, false, true} {
+			out, _, backoff := s.batchFailed(a, errors.New("stream reset"))
+			if out != want || backoff != time.Duration(200*(i+1))*time.Millisecond {
+				t.Errorf("failure %d: out %v backoff %v", i+1, out, backoff)
+			}
+		}
+		if out, now, _ := s.batchFailed(b, errStalled); !out || now != "stalled" {
+			t.Errorf("stall: out %v, dropped now %q", out, now)
+		}
+	})
+	t.Run("nobody left fails", func(t *testing.T) {
+		s, _ := testScheduler(testItem(1, 4, []peer.ID{a}))
+		s.dropPeer(a, "stalled")
+		if s.err == nil || !strings.Contains(s.err.Error(), "no peer left to fetch /nix/store/") || !strings.Contains(s.err.Error(), a.String()+": stalled") {
+			t.Errorf("err = %v", s.err)
+		}
+	})
+	t.Run("describer gone makes the item stale", func(t *testing.T) {
+		s, sts := testScheduler(testItem(1, 4, []peer.ID{a, b}))
+		s.lacks(b, sts[0].wants[0])
+		s.dropPeer(a, "sent bad data")
+		if s.err != nil || !sts[0].stale {
+			t.Fatalf("err %v, stale %v", s.err, sts[0].stale)
+		}
+		st, _, _ := s.nextIngest()
+		if st != sts[0] || st.held != 0 {
+			t.Errorf("nextIngest = %v (held %d), want the stale item, holding nothing", st, st.held)
+		}
+	})
+}
+
+// deliverAll delivers every chunk of st from p.
+func deliverAll(s *scheduler, p peer.ID, st *itemState) {
+	for _, w := range st.wants {
+		if s.claim(w) {
+			s.delivered(p, w, int(w.ref.Size), time.Unix(0, 0))
+		}
+	}
+}
+
+type fakeStaged struct{ name string }
+
+func (fakeStaged) Commit() (*nix.PathInfo, error) { return nil, nil }
+func (fakeStaged) Discard()                       {}
+
+func TestSchedulerNextIngest(t *testing.T) {
+	const a = peer.ID("a")
+	// dep is 4 KiB, top 8 KiB and refers to dep, other 2 KiB; fresh for
+	// each case, as a commit marks an item valid.
+	items := func() (dep, top, other *item) {
+		dep = testItem(1, 4, []peer.ID{a})
+		return dep, testItem(2, 8, []peer.ID{a}, dep), testItem(3, 2, []peer.ID{a})
+	}
+
+	t.Run("committable first, then within budget", func(t *testing.T) {
+		s, sts := testScheduler(items())
+		s.budget = 9 << 10
+		deliverAll(s, a, sts[1])
+		deliverAll(s, a, sts[2])
+		st, _, _ := s.nextIngest()
+		if st != sts[2] {
+			t.Fatalf("first = %s, want p3 (its references are valid)", st.it.info.Path.Name)
+		}
+		// top may be unpacked ahead only if it fits beside p3: 2+8 > 9 KiB.
+		if st, _, stop := s.nextIngest(); st != nil || stop {
+			t.Fatalf("second = %v, stop %v; want to wait for room", st, stop)
+		}
+		s.committed(sts[2])
+		if st, _, _ := s.nextIngest(); st != sts[1] || s.held != 8<<10 {
+			t.Fatalf("after commit: %v, held %d", st, s.held)
+		}
+		if s.stage(sts[1], fakeStaged{"top"}) {
+			t.Fatal("top staged while its reference is not valid: it must wait")
+		}
+	})
+	t.Run("evicts items unpacked ahead for a committable one", func(t *testing.T) {
+		s, sts := testScheduler(items())
+		s.budget = 9 << 10
+		deliverAll(s, a, sts[1])
+		st, _, _ := s.nextIngest()
+		if st != sts[1] {
+			t.Fatalf("first = %v, want top, unpacked ahead", st)
+		}
+		if s.stage(sts[1], fakeStaged{"top"}) {
+			t.Fatal("top committable before dep")
+		}
+		deliverAll(s, a, sts[0]) // dep: 8+4 > 9 KiB, so top's tree must go
+		st, discard, _ := s.nextIngest()
+		if st != sts[0] || len(discard) != 1 || s.held != 4<<10 {
+			t.Fatalf("next = %v, discard %v, held %d", st, discard, s.held)
+		}
+		if next := s.committed(sts[0]); len(next) != 0 {
+			t.Fatalf("committed dep: %v to commit, want none (top was evicted)", next)
+		}
+		if st, _, _ := s.nextIngest(); st != sts[1] {
+			t.Fatalf("after dep: %v, want top again", st)
+		}
+	})
+	t.Run("commit of the last reference commits the referrer", func(t *testing.T) {
+		dep, top, _ := items()
+		s, sts := testScheduler(dep, top)
+		deliverAll(s, a, sts[1])
+		deliverAll(s, a, sts[0])
+		first, _, _ := s.nextIngest()
+		second, _, _ := s.nextIngest()
+		if first != sts[0] || second != sts[1] {
+			t.Fatalf("order %s, %s; want dep first", first.it.info.Path.Name, second.it.info.Path.Name)
+		}
+		s.stage(sts[1], fakeStaged{"top"})
+		if next := s.committed(sts[0]); len(next) != 1 || next[0].st != sts[1] {
+			t.Fatalf("committed dep: %v", next)
+		}
+		s.committed(sts[1])
+		if st, _, stop := s.nextIngest(); st != nil || !stop {
+			t.Errorf("after all: %v, stop %v", st, stop)
+		}
+	})
+}

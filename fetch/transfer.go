@@ -1,0 +1,393 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
+)
+
+// A peer is fetched from by one worker with its own stream, and by a
+// second once a batch has come faster than fastStream: a muxed stream
+// starts with a 256 KiB receive window that grows only on links slower
+// than loopback, so on a fast link one stream leaves the peer idle part of
+// the time, and two keep it busy (a 1 GiB sync over loopback: 2.05 s
+// against 2.4 s). The streams share the peer's window of requests. On
+// slower links a second stream would only ask one peer for more at once,
+// which in a room of followers means more from the seeder and less from
+// each other.
+const (
+	maxStreamsPerPeer = 2
+	fastStream        = 200e6 // bytes per second
+)
+
+// batchSize is how many chunk requests one stream carries. A new stream
+// per batch lets the scheduler re-rank peers and hand work to new ones;
+// with a window of pipelined requests inside, the cost is one round trip
+// per batch.
+const batchSize = 64
+
+// chunkPeers is what a transfer's workers need of the network.
+type chunkPeers interface {
+	// Fetch requests wants from p with up to window in flight and calls
+	// got with each verified chunk, or with an error for a chunk p lacks.
+	Fetch(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, got func(i int, data []byte, err error) error) error
+	Protect(p peer.ID, tag string)
+	Unprotect(p peer.ID, tag string)
+}
+
+var _ chunkPeers = (*p2p.Node)(nil)
+
+// stager is what a transfer's ingest stage needs of the store.
+type stager interface {
+	ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
+	StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.Index, r io.Reader) (staged, error)
+}
+
+// storeStager is the store as a stager.
+type storeStager struct{ *store.Store }
+
+func (s storeStager) StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.Index, r io.Reader) (staged, error) {
+	x, err := s.Store.StageNAR(ctx, info, index, r)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// transfer is one run of the scheduler over a plan, with the I/O around
+// it: a worker per peer stream pulls chunks (take), verifies and writes
+// them into spools (deliver); ingest workers unpack complete items and
+// commit them references first (ingest.go); relocate keeps finding new
+// providers. Work is pulled, not pushed: a faster peer simply takes more.
+type transfer struct {
+	pl    *plan
+	start time.Time
+	opts  Options
+	log   *slog.Logger
+	net   chunkPeers
+	store stager
+	// locate asks connected peers which of hashes they have; believe gets
+	// a path's description from one of providers and checks it.
+	locate  func(ctx context.Context, hashes []nix.PathHash) [][]peer.ID
+	believe func(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error)
+
+	// mu guards sched, which is reached only through lock; unlock (and
+	// wait) publish what it decided: a failure closes ended, and every
+	// waiter is woken.
+	mu      sync.Mutex
+	cond    *sync.Cond
+	sched   *scheduler
+	ended   chan struct{} // closed once sched.err is set
+	isEnded bool
+	spawn   func(peer.ID) // starts one more worker for a peer the scheduler counted
+}
+
+func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
+	f := &transfer{pl: pl, start: start, opts: fe.opts, log: fe.log, net: fe.node, store: storeStager{fe.store},
+		locate: fe.locateConnected, believe: fe.believe}
+	f.init(fe.store.StoreDir())
+	return f
+}
+
+// init sets up the state every transfer starts from.
+func (f *transfer) init(storeDir string) {
+	f.cond = sync.NewCond(&f.mu)
+	f.sched = newScheduler(f.pl, storeDir, f.opts.Window)
+	f.ended = make(chan struct{})
+}
+
+// lock takes f.mu and returns the scheduler, which must not be used after
+// unlock or wait.
+func (f *transfer) lock() *scheduler {
+	f.mu.Lock()
+	return f.sched
+}
+
+// unlock publishes what the scheduler decided and lets go of f.mu.
+func (f *transfer) unlock() {
+	f.publish()
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+// wait publishes a failure and waits for a change; it does not wake the
+// other waiters, so that waiting is not itself a change.
+func (f *transfer) wait() {
+	f.publish()
+	f.cond.Wait()
+}
+
+func (f *transfer) publish() {
+	if f.sched.err != nil && !f.isEnded {
+		f.isEnded = true
+		close(f.ended)
+	}
+}
+
+// fail stops the whole transfer with err (the first error wins).
+func (f *transfer) fail(err error) {
+	f.lock().fail(err)
+	f.unlock()
+}
+
+// run prepares every item and drives the transfer to its end.
+func (f *transfer) run(ctx context.Context, fe *Fetcher) error {
+	sweepSpools(f.opts.SpoolDir, fe.store)
+	if err := f.checkSpace(fe); err != nil {
+		return err
+	}
+	// Prepare every item: resume from its spool, reuse local chunks. The
+	// fetch order is the plan's (references first) rotated to start at a
+	// random path: a room of machines syncing the same closure at once then
+	// finishes different paths first and can serve them to each other,
+	// instead of all waiting on the seeder for the same ones. Items are
+	// unpacked as they complete, whatever the order, so this costs nothing.
+	order := slices.Clone(f.pl.items)
+	if n := len(order); n > 1 {
+		k := rand.IntN(n)
+		order = append(order[k:], order[:k]...)
+	}
+	if err := f.prepareAll(ctx, order); err != nil {
+		return err
+	}
+	return f.drive(ctx)
+}
+
+// drive runs the workers, the ingest stage and relocation until every item
+// is valid or the transfer fails.
+func (f *transfer) drive(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopProgress := f.progressLoop()
+	defer stopProgress()
+
+	var workers sync.WaitGroup
+	f.spawn = func(p peer.ID) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			f.worker(ctx, p)
+		}()
+	}
+	start := f.lock().meetProviders()
+	f.unlock()
+	for _, p := range start {
+		f.spawn(p)
+	}
+	workers.Add(1)
+	go func() {
+		defer workers.Done()
+		f.relocate(ctx)
+	}()
+
+	stopWatch := context.AfterFunc(ctx, func() { f.fail(ctx.Err()) })
+	defer stopWatch()
+
+	// A few ingest workers unpack items as they complete and commit them
+	// references first.
+	g, gctx := errgroup.WithContext(ctx)
+	for range f.opts.Ingest {
+		g.Go(func() error {
+			err := f.ingestLoop(gctx)
+			if err != nil {
+				f.fail(err)
+			}
+			return err
+		})
+	}
+	err := g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err == nil {
+		err = errFinished
+	}
+	s := f.lock()
+	discard := s.finish(err)
+	err = s.err
+	f.unlock()
+	for _, x := range discard {
+		x.Discard()
+	}
+	cancel()
+	workers.Wait()
+	stopProgress()
+	f.closeSpools()
+	if errors.Is(err, errFinished) {
+		return nil
+	}
+	return err
+}
+
+// take hands p up to n chunks to request, blocking while there is nothing
+// for it now but may be later; nil means p is done.
+func (f *transfer) take(p peer.ID, n int) []*want {
+	s := f.lock()
+	defer f.unlock()
+	for {
+		batch, stop := s.take(p, n)
+		if stop {
+			return nil
+		}
+		if len(batch) > 0 {
+			return batch
+		}
+		f.wait()
+	}
+}
+
+// worker fetches batches from p until the scheduler has nothing more for
+// it, p is dropped, or the transfer ends.
+func (f *transfer) worker(ctx context.Context, p peer.ID) {
+	f.net.Protect(p, "trove-sync")
+	defer f.net.Unprotect(p, "trove-sync")
+	for {
+		batch := f.take(p, batchSize)
+		if batch == nil {
+			return
+		}
+		began := time.Now()
+		err := f.fetchBatch(ctx, p, batch)
+		took := time.Since(began)
+		s := f.lock()
+		s.release(p, batch)
+		var (
+			more, out  bool
+			droppedNow string
+			backoff    time.Duration
+		)
+		switch {
+		case err == nil:
+			var bytes int64
+			for _, w := range batch {
+				bytes += int64(w.ref.Size)
+			}
+			more = s.widen(p, bytes, took)
+		case ctx.Err() == nil:
+			out, droppedNow, backoff = s.batchFailed(p, err)
+		}
+		f.unlock()
+		if droppedNow != "" {
+			f.log.Warn("dropping peer for this sync", "peer", p, "reason", droppedNow)
+		}
+		if more {
+			f.spawn(p)
+		}
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil || out {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// fetchBatch requests batch from p, delivering each verified chunk. A
+// peer that sends nothing for the stall timeout is cut off (errStalled).
+func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(f.opts.StallTimeout, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	wants := make([]p2p.ChunkWant, len(batch))
+	for i, w := range batch {
+		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size}
+	}
+	window := f.lock().began(p, time.Now())
+	f.unlock()
+	err := f.net.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
+		watchdog.Reset(f.opts.StallTimeout)
+		w := batch[i]
+		if err != nil { // the peer does not have it after all (lied in have)
+			f.lock().lacks(p, w)
+			f.unlock()
+			return nil
+		}
+		return f.deliver(p, w, data)
+	})
+	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+		return errStalled
+	}
+	return err
+}
+
+// deliver writes a verified chunk into its spool, unless another peer's
+// copy got there first.
+func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
+	s := f.lock()
+	mine, sp := s.claim(w), w.st.spool
+	f.unlock()
+	if !mine {
+		return nil
+	}
+	err := sp.writeAt(data, w.off)
+	s = f.lock()
+	defer f.unlock()
+	if err != nil {
+		return s.writeFailed(w, err)
+	}
+	s.delivered(p, w, len(data), time.Now())
+	return nil
+}
+
+// relocateEvery is how often a running fetch asks connected peers again
+// which unfinished paths they have.
+var relocateEvery = 500 * time.Millisecond
+
+// relocate keeps re-asking connected peers for the paths still being
+// fetched and adds those that have them (another follower that just
+// finished a path, a peer that connected late) as providers with workers
+// of their own. This is what lets a room of followers serve each other
+// instead of all pulling from the one seeder.
+func (f *transfer) relocate(ctx context.Context) {
+	t := time.NewTicker(relocateEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.ended:
+			return
+		case <-t.C:
+		}
+		open := f.lock().open()
+		f.unlock()
+		if len(open) == 0 {
+			continue
+		}
+		hashes := make([]nix.PathHash, len(open))
+		for i, it := range open {
+			hashes[i] = it.info.Path.Hash
+		}
+		found := f.locate(ctx, hashes)
+		s := f.lock()
+		var start []peer.ID
+		for i, it := range open {
+			if i < len(found) {
+				start = append(start, s.addProviders(it, found[i])...)
+			}
+		}
+		f.unlock()
+		for _, p := range start {
+			f.spawn(p)
+		}
+	}
+}

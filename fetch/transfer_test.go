@@ -1,0 +1,237 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/p2p"
+)
+
+// fakePeers serves chunks through func fields, one per peer: no libp2p.
+type fakePeers struct {
+	serve map[peer.ID]func(ctx context.Context, wants []p2p.ChunkWant, got func(int, []byte, error) error) error
+}
+
+func (f *fakePeers) Fetch(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, got func(int, []byte, error) error) error {
+	return f.serve[p](ctx, wants, got)
+}
+func (f *fakePeers) Protect(peer.ID, string)   {}
+func (f *fakePeers) Unprotect(peer.ID, string) {}
+
+var _ chunkPeers = (*fakePeers)(nil)
+
+// fakeStore has no chunks; it stages a NAR when it is the expected bytes,
+// and records the order of commits.
+type fakeStore struct {
+	nars  map[nix.PathHash][]byte
+	stage func(info *nix.PathInfo) error // if set, may refuse a NAR that is right
+
+	mu        sync.Mutex
+	committed []string
+}
+
+func (s *fakeStore) ReadChunk(context.Context, chunk.ID, uint32) ([]byte, error) {
+	return nil, errors.New("no such chunk here")
+}
+
+func (s *fakeStore) StageNAR(_ context.Context, info *nix.PathInfo, _ chunk.Index, r io.Reader) (staged, error) {
+	b, err := io.ReadAll(io.LimitReader(r, int64(info.NarSize)))
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(b, s.nars[info.Path.Hash]) {
+		return nil, fmt.Errorf("%w for %s", nix.ErrHashMismatch, info.Path.Name)
+	}
+	if s.stage != nil {
+		if err := s.stage(info); err != nil {
+			return nil, err
+		}
+	}
+	return fakeCommit{s, info.Path.Name}, nil
+}
+
+type fakeCommit struct {
+	s    *fakeStore
+	name string
+}
+
+func (c fakeCommit) Commit() (*nix.PathInfo, error) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	c.s.committed = append(c.s.committed, c.name)
+	return nil, nil
+}
+func (fakeCommit) Discard() {}
+
+// nar makes an item of n chunks of random sizes and its NAR bytes.
+func nar(r *rand.Rand, id byte, n int, providers []peer.ID, refs ...*item) (*item, []byte, map[chunk.ID][]byte) {
+	var data []byte
+	var index chunk.Index
+	chunks := map[chunk.ID][]byte{}
+	for range n {
+		c := make([]byte, 1<<10+r.IntN(4<<10))
+		for i := range c {
+			c[i] = byte(r.Uint32())
+		}
+		ref := chunk.Ref{ID: chunk.Sum(c), Size: uint32(len(c))}
+		index = append(index, ref)
+		chunks[ref.ID] = c
+		data = append(data, c...)
+	}
+	it := testItem(id, 0, providers, refs...)
+	it.index, it.offs, it.info.NarSize = index, index.Offsets(), uint64(len(data))
+	return it, data, chunks
+}
+
+// TestTransferThroughFaults drives a whole transfer in a synctest bubble,
+// on fake time, with fake peers: one honest and slow, one that sends a bad
+// chunk, one that stalls, one whose streams keep failing, one that lacks
+// what it claimed, and one whose chunk index does not produce its NAR.
+// Every path must be committed references first, from the honest peer's
+// bytes, with each faulty peer dropped for the right reason.
+func TestTransferThroughFaults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const honest, bad, stall, flaky, lacking, liar = peer.ID("honest"), peer.ID("bad"), peer.ID("stall"),
+			peer.ID("flaky"), peer.ID("lacking"), peer.ID("liar")
+		all := []peer.ID{honest, bad, stall, flaky, lacking}
+		r := rand.New(rand.NewPCG(1, 2))
+		chunks := map[chunk.ID][]byte{}
+		nars := map[nix.PathHash][]byte{}
+		add := func(it *item, data []byte, cs map[chunk.ID][]byte) *item {
+			nars[it.info.Path.Hash] = data
+			for id, c := range cs {
+				chunks[id] = c
+			}
+			return it
+		}
+		lib := add(nar(r, 1, 40, all))
+		app := add(nar(r, 2, 30, all, lib))
+		// cfg is described by liar, whose description the store refuses
+		// once; asked again, honest describes it.
+		cfg := add(nar(r, 3, 10, append([]peer.ID{liar}, all...), app))
+		pl := testPlan(lib, app, cfg)
+
+		serve := func(delay time.Duration) func(context.Context, []p2p.ChunkWant, func(int, []byte, error) error) error {
+			return func(ctx context.Context, wants []p2p.ChunkWant, got func(int, []byte, error) error) error {
+				for i, w := range wants {
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(delay):
+					}
+					if err := got(i, chunks[w.Chunk], nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+		net := &fakePeers{serve: map[peer.ID]func(context.Context, []p2p.ChunkWant, func(int, []byte, error) error) error{
+			// honest is slow enough that the stall timeout passes before
+			// the others are done: the stalled peer must be dropped, not
+			// merely outlived.
+			honest: serve(200 * time.Millisecond),
+			liar:   serve(200 * time.Millisecond),
+			bad: func(ctx context.Context, wants []p2p.ChunkWant, got func(int, []byte, error) error) error {
+				return &p2p.BadDataError{Peer: "bad", Detail: "chunk " + wants[0].Chunk.String() + " does not hash to its ID"}
+			},
+			stall: func(ctx context.Context, _ []p2p.ChunkWant, _ func(int, []byte, error) error) error {
+				<-ctx.Done()
+				return ctx.Err()
+			},
+			flaky: func(context.Context, []p2p.ChunkWant, func(int, []byte, error) error) error {
+				return errors.New("stream reset")
+			},
+			lacking: func(_ context.Context, wants []p2p.ChunkWant, got func(int, []byte, error) error) error {
+				for i := range wants {
+					if err := got(i, nil, errors.New("not found")); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+		}}
+		st := &fakeStore{nars: nars}
+		var refused atomic.Bool
+		st.stage = func(info *nix.PathInfo) error {
+			if info.Path == cfg.info.Path && refused.CompareAndSwap(false, true) {
+				return fmt.Errorf("%w: liar's index", nix.ErrHashMismatch)
+			}
+			return nil
+		}
+		var believed []peer.ID
+		f := &transfer{pl: pl, start: time.Now(), net: net, store: st,
+			opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+			log:  slog.New(slog.DiscardHandler),
+			locate: func(context.Context, []nix.PathHash) [][]peer.ID {
+				return nil
+			},
+			believe: func(_ context.Context, p nix.Path, providers []peer.ID) (*item, error) {
+				believed = providers
+				fresh := *cfg
+				fresh.infoFrom, fresh.providers = honest, []peer.ID{honest}
+				return &fresh, nil
+			},
+		}
+		f.init("/nix/store")
+		f.sched.budget = 1 << 30
+		began := time.Now()
+		if err := f.prepareAll(t.Context(), pl.items); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.drive(t.Context()); err != nil {
+			t.Fatalf("transfer failed: %v", err)
+		}
+		took := time.Since(began)
+		t.Logf("took %v of fake time", took)
+
+		if want := []string{"p1", "p2", "p3"}; !slices.Equal(st.committed, want) {
+			t.Errorf("committed %v, want %v (references first)", st.committed, want)
+		}
+		if slices.Contains(believed, liar) || !slices.Contains(believed, honest) {
+			t.Errorf("asked %v to describe cfg again; want the providers other than liar", believed)
+		}
+		rep := &Report{}
+		f.report(rep)
+		why := map[string]string{}
+		var fetched int64
+		for _, pr := range rep.Peers {
+			why[pr.ID] = pr.Dropped
+			fetched += pr.BytesFetched
+		}
+		for p, want := range map[peer.ID]string{
+			bad:     "sent bad data: chunk ",
+			stall:   "stalled",
+			flaky:   "stream reset",
+			liar:    "described " + cfg.info.Path.String() + " with a chunk index that does not produce its NAR",
+			honest:  "",
+			lacking: "",
+		} {
+			if got := why[p.String()]; len(got) < len(want) || got[:len(want)] != want || (want == "" && got != "") {
+				t.Errorf("%s: dropped %q, want %q", p, got, want)
+			}
+		}
+		if total := int64(len(nars[lib.info.Path.Hash]) + len(nars[app.info.Path.Hash]) + 2*len(nars[cfg.info.Path.Hash])); fetched < total {
+			t.Errorf("fetched %d bytes, want at least %d (cfg twice)", fetched, total)
+		}
+		// The stall costs one stall timeout of fake time, not a real one.
+		if took < 15*time.Second || took > 2*time.Minute {
+			t.Errorf("took %v of fake time, want one stall timeout and a little", took)
+		}
+	})
+}

@@ -1,0 +1,192 @@
+package fetch
+
+import (
+	"slices"
+
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/store"
+)
+
+// The scheduler's decisions about unpacking and committing. Like the rest
+// of the scheduler they do no I/O: the ingest stage (ingest.go) unpacks,
+// commits and discards what these methods tell it to.
+
+// staged is an unpacked, verified NAR not valid yet (*store.Staged).
+type staged interface {
+	Commit() (*nix.PathInfo, error)
+	Discard()
+}
+
+var _ staged = (*store.Staged)(nil)
+
+// nextIngest takes the ready item to unpack now, or nil if none may start
+// yet; discard are staged trees evicted to make room, for the caller to
+// discard. stop says no item will ever be ready again: the transfer ended
+// (see err) or every item is valid.
+//
+// An item whose references are valid is unpacked and committed at once;
+// one whose references are not is unpacked ahead and waits for them.
+// Either way its NAR is on disk twice (spool and tree) until its commit,
+// and the bytes so held stay within the budget: an item starts only when
+// it fits, or when nothing is held. Items that can be committed go first,
+// and to make room for one, items unpacked ahead are evicted (their
+// spools stay, so they are only unpacked again later); no item is
+// unpacked ahead while one that could be committed waits, so the transfer
+// always moves on.
+func (s *scheduler) nextIngest() (st *itemState, discard []staged, stop bool) {
+	if s.err != nil {
+		return nil, nil, true
+	}
+	live := s.ready[:0]
+	for _, e := range s.ready {
+		if e.epoch == e.st.epoch && !e.st.busy {
+			live = append(live, e)
+		}
+	}
+	clear(s.ready[len(live):])
+	s.ready = live
+	pick := slices.IndexFunc(s.ready, func(e readyItem) bool { return e.st.stale || s.refsValid(e.st.it) })
+	switch {
+	case pick >= 0 && s.ready[pick].st.stale:
+		// Described again without unpacking: holds nothing.
+	case pick >= 0:
+		if size := s.ready[pick].st.it.info.NarSize; !s.fits(size) {
+			discard = s.evict(size)
+			if !s.fits(size) {
+				return nil, discard, false // wait for the items being unpacked
+			}
+		}
+	default:
+		pick = slices.IndexFunc(s.ready, func(e readyItem) bool { return s.fits(e.st.it.info.NarSize) })
+		if pick < 0 {
+			return nil, discard, len(s.ready) == 0 && s.pathsDone == len(s.plan.items)
+		}
+	}
+	st = s.ready[pick].st
+	s.ready = slices.Delete(s.ready, pick, pick+1)
+	if !st.stale {
+		st.held = st.it.info.NarSize
+		s.held += st.held
+	}
+	st.busy = true
+	return st, discard, false
+}
+
+// fits says whether a NAR of size bytes may be held twice now.
+func (s *scheduler) fits(size uint64) bool { return s.held == 0 || s.held+size <= s.budget }
+
+// evict takes items unpacked ahead off the disk budget until size fits, or
+// none is left, and queues them again; it returns their staged trees.
+func (s *scheduler) evict(size uint64) (discard []staged) {
+	for _, st := range s.items {
+		if s.fits(size) {
+			break
+		}
+		if st.staged != nil {
+			discard = append(discard, st.staged)
+			st.staged = nil
+			st.busy = false
+			s.unhold(st)
+			s.push(st)
+		}
+	}
+	return discard
+}
+
+// unhold takes st's NAR off the bytes held twice.
+func (s *scheduler) unhold(st *itemState) {
+	s.held -= st.held
+	st.held = 0
+}
+
+// stage records that st's NAR is unpacked as x. It returns true if x is
+// to be committed now; otherwise st keeps it until its last reference is
+// committed (see committed).
+func (s *scheduler) stage(st *itemState, x staged) (commitNow bool) {
+	if s.refsValid(st.it) {
+		return true
+	}
+	st.staged = x
+	return false
+}
+
+// commitJob is a staged NAR whose references are all valid.
+type commitJob struct {
+	st *itemState
+	x  staged
+}
+
+// committed records that st is valid and returns the staged referrers
+// that this made committable.
+func (s *scheduler) committed(st *itemState) (next []commitJob) {
+	s.unhold(st)
+	st.it.valid = true
+	s.pathsDone++
+	for _, r := range s.referrers[st.it.info.Path.Hash] {
+		if r.staged != nil && s.refsValid(r.it) {
+			next = append(next, commitJob{r, r.staged})
+			r.staged = nil
+		}
+	}
+	return next
+}
+
+// refsValid says whether every reference of it in the plan is valid.
+func (s *scheduler) refsValid(it *item) bool {
+	for _, ref := range it.info.References {
+		if dep, ok := s.plan.byHash[ref.Hash]; ok && dep != it && !dep.valid {
+			return false
+		}
+	}
+	return true
+}
+
+// addReferrer records st as a referrer of its references in the plan.
+func (s *scheduler) addReferrer(st *itemState) {
+	for _, ref := range st.it.info.References {
+		if dep, ok := s.plan.byHash[ref.Hash]; ok && dep != st.it && !slices.Contains(s.referrers[ref.Hash], st) {
+			s.referrers[ref.Hash] = append(s.referrers[ref.Hash], st)
+		}
+	}
+}
+
+// abandon gives up the chunks of st's current description still wanted:
+// its last chunks must not make it look complete meanwhile.
+func (s *scheduler) abandon(st *itemState) {
+	s.unhold(st)
+	for _, w := range st.wants {
+		if !w.done {
+			w.done = true
+			s.left--
+		}
+		w.old = true
+	}
+}
+
+// redescribe puts st's item under a fresh description: the chunks of the
+// old one still wanted are abandoned, and what peers lacked of it is
+// forgotten (they lacked chunks of the old index). The caller removes the
+// old spool and resets st (reset) once it has looked at the new one.
+func (s *scheduler) redescribe(st *itemState, fresh *item) (old *spool) {
+	s.abandon(st)
+	it := st.it
+	for _, ps := range s.peers {
+		delete(ps.lacks, it.info.Path.Hash)
+	}
+	it.info, it.index, it.offs, it.infoFrom, it.providers = fresh.info, fresh.index, fresh.offs, fresh.infoFrom, fresh.providers
+	s.addReferrer(st)
+	return st.spool
+}
+
+// finish ends the transfer with err (if it has not ended yet) and returns
+// the staged trees never committed (a reference failed), to discard.
+func (s *scheduler) finish(err error) (discard []staged) {
+	s.fail(err)
+	for _, st := range s.items {
+		if st.staged != nil {
+			discard = append(discard, st.staged)
+			st.staged = nil
+		}
+	}
+	return discard
+}
