@@ -10,7 +10,9 @@
 // duplicates, so that bytes from a cache are refused with a clear error
 // rather than half understood.
 //
-// nixcache knows nothing of peers and imports neither p2p nor sync: serving
-// from the swarm goes through the Source interface, which the agent
-// implements with p2p and sync (agent/cachepeers.go).
+// nixcache knows nothing of peers or of a particular store: it serves a
+// Store and imports into a Target (interfaces it defines, store.go), and
+// serving from the swarm goes through the Source interface, which the agent
+// implements with p2p and fetch (agent/cachepeers.go). What a cache says
+// is believed only as package trust decides.
 package nixcache

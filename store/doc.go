@@ -1,8 +1,11 @@
-// Package store is trove's local content-addressed store: Nix-exact NAR
-// encoding and decoding, Nix base32, store path computation, PathInfo, the
-// Store itself (Badger metadata beside the physical trees), content-defined
-// chunking with a chunk index per NAR, verification, garbage collection and
-// import from a local Nix store.
+// Package store is trove's embedded content-addressed store: Badger
+// metadata (PathInfos, reverse references, chunk indexes and where each
+// chunk's bytes lie, skeletons) beside the physical trees, one-pass ingest
+// of a NAR (tree, narHash and chunk index together), NARs and chunks
+// served back from the trees, verification, garbage collection, the
+// home's lock, and import from a local Nix store. The formats it stores
+// are package nix's and package chunk's; store/storetest is the contract
+// it, and any other store, passes.
 //
 // The invariant the package keeps: a path is valid only when its tree is
 // complete on disk, its NAR hashes to the recorded narHash, and every path it
@@ -19,5 +22,5 @@
 // their referrers. A valid path is always durable or re-checked before it
 // is trusted.
 //
-// store knows nothing of peers.
+// store knows nothing of peers, manifests or policy.
 package store
