@@ -94,6 +94,17 @@ type Report struct {
 	Peers        []PeerReport `json:"peers"`
 }
 
+// PeersUsed counts the peers that sent bytes.
+func (r *Report) PeersUsed() int {
+	n := 0
+	for _, p := range r.Peers {
+		if p.BytesFetched > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // PeerReport is one peer's part in a sync.
 type PeerReport struct {
 	ID           string  `json:"id"`

@@ -11,12 +11,6 @@ import (
 	"github.com/trove-p2p/trove/nix"
 )
 
-// Operations on bundles.
-var (
-	CreateBundle = register("bundle-create", doCreateBundle)
-	ImportBundle = register("bundle-import", doImportBundle)
-)
-
 // CreateBundleRequest writes the closures of Refs (store paths, or
 // configurations NAME[@N]) into one file.
 type CreateBundleRequest struct {
@@ -36,11 +30,7 @@ func doCreateBundle(ctx context.Context, e *Env, req CreateBundleRequest, ev fun
 	default:
 		return nil, usagef("--format %q: want trove or nix-export", req.Format)
 	}
-	h, err := e.History()
-	if err != nil {
-		return nil, err
-	}
-	s, err := e.Store()
+	s, _, h, err := e.trusted()
 	if err != nil {
 		return nil, err
 	}
@@ -102,15 +92,7 @@ func doImportBundle(ctx context.Context, e *Env, req ImportBundleRequest, ev fun
 	} else if in == nil {
 		return nil, usagef("a running agent cannot read your standard input: give the bundle as a file")
 	}
-	keys, err := e.Keys()
-	if err != nil {
-		return nil, err
-	}
-	h, err := e.History()
-	if err != nil {
-		return nil, err
-	}
-	s, err := e.Store()
+	s, keys, h, err := e.trusted()
 	if err != nil {
 		return nil, err
 	}

@@ -14,18 +14,6 @@ import (
 	"github.com/trove-p2p/trove/nix"
 )
 
-// Operations on configurations and profiles.
-var (
-	Publish           = register("publish", doPublish)
-	SetFollow         = register("follow", doSetFollow)
-	Activate          = register("activate", doActivate)
-	Rollback          = register("rollback", doRollback)
-	Generations       = register("generations", doGenerations)
-	DeleteGenerations = register("generations-delete", doDeleteGenerations)
-	ShowManifest      = register("manifest-show", doShowManifest)
-	ListManifests     = register("manifest-list", doListManifests)
-)
-
 // PublishRequest publishes a new generation of configuration Name.
 type PublishRequest struct {
 	Name     string `json:"name"`
@@ -73,13 +61,9 @@ func doPublish(ctx context.Context, e *Env, req PublishRequest, _ func(Event)) (
 		m, err = ag.Publish(ctx, key, req.Name, root, req.Activate)
 		r.Announced = true
 	} else {
-		s, serr := e.Store()
-		if serr != nil {
-			return r, serr
-		}
-		h, herr := e.History()
-		if herr != nil {
-			return r, herr
+		s, _, h, terr := e.trusted()
+		if terr != nil {
+			return r, terr
 		}
 		m, _, err = profile.Publish(s, h, key, req.Name, root, req.Activate)
 	}
@@ -108,6 +92,9 @@ func doSetFollow(ctx context.Context, e *Env, req FollowRequest, _ func(Event)) 
 	var r FollowResponse
 	f, follow := req.Follow, !req.Stop
 	if follow {
+		if err := manifest.CheckName(f.Name); err != nil {
+			return r, &UsageError{err}
+		}
 		kr, err := e.Keys()
 		if err != nil {
 			return r, err
@@ -274,14 +261,7 @@ type RollbackRequest struct {
 
 func doRollback(ctx context.Context, e *Env, req RollbackRequest, ev func(Event)) (SwitchResponse, error) {
 	r := SwitchResponse{Name: req.Name}
-	if err := manifest.CheckName(req.Name); err != nil {
-		return r, &UsageError{err}
-	}
-	prof, err := e.Profiles()
-	if err != nil {
-		return r, err
-	}
-	gens, err := prof.Generations(req.Name)
+	prof, gens, err := e.generations(req.Name)
 	if err != nil {
 		return r, err
 	}
@@ -352,14 +332,8 @@ type GenerationsResponse struct {
 
 func doGenerations(ctx context.Context, e *Env, req GenerationsRequest, _ func(Event)) (GenerationsResponse, error) {
 	var r GenerationsResponse
-	if err := manifest.CheckName(req.Name); err != nil {
-		return r, &UsageError{err}
-	}
-	prof, err := e.Profiles()
-	if err != nil {
-		return r, err
-	}
-	r.Generations, err = prof.Generations(req.Name)
+	var err error
+	_, r.Generations, err = e.generations(req.Name)
 	if r.Generations == nil {
 		r.Generations = []profile.Generation{}
 	}
@@ -380,14 +354,7 @@ type DeleteGenerationsResponse struct {
 
 func doDeleteGenerations(ctx context.Context, e *Env, req DeleteGenerationsRequest, _ func(Event)) (DeleteGenerationsResponse, error) {
 	var r DeleteGenerationsResponse
-	if err := manifest.CheckName(req.Name); err != nil {
-		return r, &UsageError{err}
-	}
-	prof, err := e.Profiles()
-	if err != nil {
-		return r, err
-	}
-	gens, err := prof.Generations(req.Name)
+	prof, gens, err := e.generations(req.Name)
 	if err != nil {
 		return r, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/store"
 )
 
@@ -113,6 +114,60 @@ func (e *Env) History() (*manifest.History, error) {
 	}
 	e.history = manifest.OpenHistory(e.Home, kr)
 	return e.history, nil
+}
+
+// storePaths parses store path arguments (a malformed one is a usage
+// error, found before anything is opened) and opens the store.
+func (e *Env) storePaths(args []string) (*store.Store, []nix.Path, error) {
+	paths := make([]nix.Path, 0, len(args))
+	for _, a := range args {
+		p, err := nix.ParsePathLoose(e.StoreDir, a)
+		if err != nil {
+			return nil, nil, &UsageError{err}
+		}
+		paths = append(paths, p)
+	}
+	s, err := e.Store()
+	return s, paths, err
+}
+
+// trusted opens the store, the trusted keys and the manifest history:
+// what believing outside data needs.
+func (e *Env) trusted() (*store.Store, *manifest.Keyring, *manifest.History, error) {
+	h, err := e.History()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, err := e.Store()
+	return s, e.keys, h, err
+}
+
+// generations checks the configuration name, opens the profiles and
+// lists the generations of profile name.
+func (e *Env) generations(name string) (*profile.Profiles, []profile.Generation, error) {
+	if err := manifest.CheckName(name); err != nil {
+		return nil, nil, &UsageError{err}
+	}
+	prof, err := e.Profiles()
+	if err != nil {
+		return nil, nil, err
+	}
+	gens, err := prof.Generations(name)
+	return prof, gens, err
+}
+
+// each runs fn on each item in order, listing what it returns; on an
+// error, what it returned before.
+func each[T any](items []T, fn func(T) (string, error)) ([]string, error) {
+	var out []string
+	for _, it := range items {
+		s, err := fn(it)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // Agent is the running agent, or nil in a short-lived environment.

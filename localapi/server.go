@@ -29,6 +29,47 @@ func register[Req, Resp any](name string, run func(context.Context, *Env, Req, f
 	return o
 }
 
+// The operations, each served as POST /v1/<name>.
+var (
+	// The store.
+	Init        = register("init", doInit)
+	Add         = register("add", doAdd)
+	ImportNix   = register("import-nix", doImportNix)
+	ImportCache = register("import-cache", doImportCache)
+	PathInfo    = register("path-info", doPathInfo)
+	Closure     = register("closure", doClosure)
+	Verify      = register("verify", doVerify)
+	GC          = register("gc", doGC)
+	RootAdd     = register("root-add", doRootAdd)
+	RootRemove  = register("root-remove", doRootRemove)
+	RootList    = register("root-list", doRootList)
+	// Fetching from peers, and bundles.
+	Sync         = register("sync", doSync)
+	CreateBundle = register("bundle-create", doCreateBundle)
+	ImportBundle = register("bundle-import", doImportBundle)
+	// Configurations and profiles.
+	Publish           = register("publish", doPublish)
+	SetFollow         = register("follow", doSetFollow)
+	Activate          = register("activate", doActivate)
+	Rollback          = register("rollback", doRollback)
+	Generations       = register("generations", doGenerations)
+	DeleteGenerations = register("generations-delete", doDeleteGenerations)
+	ShowManifest      = register("manifest-show", doShowManifest)
+	ListManifests     = register("manifest-list", doListManifests)
+	// Trusted keys and signing keys.
+	TrustKeys   = register("trust-add", doTrustKeys)
+	UntrustKeys = register("trust-remove", doUntrustKeys)
+	ListKeys    = register("trust-list", doListKeys)
+	GenerateKey = register("key-generate", doGenerateKey)
+	// The trust group, and the agent's identity and state.
+	AllowPeer  = register("peer-allow", doAllowPeer)
+	RemovePeer = register("peer-remove", doRemovePeer)
+	ListPeers  = register("peer-list", doListPeers)
+	ID         = register("id", doID)
+	Status     = register("status", doStatus)
+	Peers      = register("peers", doPeers)
+)
+
 // storeDirHeader carries the store dir the caller means; an agent whose
 // store uses another refuses the operations that touch it.
 const storeDirHeader = "Trove-Store-Dir"

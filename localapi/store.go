@@ -18,21 +18,6 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
-// Operations on the store.
-var (
-	Init        = register("init", doInit)
-	Add         = register("add", doAdd)
-	ImportNix   = register("import-nix", doImportNix)
-	ImportCache = register("import-cache", doImportCache)
-	PathInfo    = register("path-info", doPathInfo)
-	Closure     = register("closure", doClosure)
-	Verify      = register("verify", doVerify)
-	GC          = register("gc", doGC)
-	RootAdd     = register("root-add", doRootAdd)
-	RootRemove  = register("root-remove", doRootRemove)
-	RootList    = register("root-list", doRootList)
-)
-
 // InitRequest asks to create the home.
 type InitRequest struct{}
 
@@ -159,15 +144,11 @@ type ImportCacheRequest struct {
 
 func doImportCache(ctx context.Context, e *Env, req ImportCacheRequest, _ func(Event)) (ImportResponse, error) {
 	var r ImportResponse
-	paths, err := parsePaths(e.StoreDir, req.Paths)
+	s, paths, err := e.storePaths(req.Paths)
 	if err != nil {
 		return r, err
 	}
 	keys, err := e.Keys()
-	if err != nil {
-		return r, err
-	}
-	s, err := e.Store()
 	if err != nil {
 		return r, err
 	}
@@ -181,18 +162,6 @@ func doImportCache(ctx context.Context, e *Env, req ImportCacheRequest, _ func(E
 	}
 	r.Added = len(added)
 	return r, err
-}
-
-func parsePaths(storeDir string, args []string) ([]nix.Path, error) {
-	out := make([]nix.Path, 0, len(args))
-	for _, a := range args {
-		p, err := nix.ParsePathLoose(storeDir, a)
-		if err != nil {
-			return nil, &UsageError{err}
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 // PathInfoRequest asks what the store knows of paths.
@@ -211,11 +180,7 @@ type PathInfoResponse struct {
 
 func doPathInfo(ctx context.Context, e *Env, req PathInfoRequest, _ func(Event)) (PathInfoResponse, error) {
 	var r PathInfoResponse
-	paths, err := parsePaths(e.StoreDir, req.Paths)
-	if err != nil {
-		return r, err
-	}
-	s, err := e.Store()
+	s, paths, err := e.storePaths(req.Paths)
 	if err != nil {
 		return r, err
 	}
@@ -287,11 +252,7 @@ type PathsResponse struct {
 
 func doClosure(ctx context.Context, e *Env, req PathsRequest, _ func(Event)) (PathsResponse, error) {
 	var r PathsResponse
-	paths, err := parsePaths(e.StoreDir, req.Paths)
-	if err != nil {
-		return r, err
-	}
-	s, err := e.Store()
+	s, paths, err := e.storePaths(req.Paths)
 	if err != nil {
 		return r, err
 	}
@@ -327,11 +288,7 @@ type VerifyReport struct {
 
 func doVerify(ctx context.Context, e *Env, req VerifyRequest, _ func(Event)) (VerifyReport, error) {
 	rep := VerifyReport{Problems: []VerifyProblem{}}
-	paths, err := parsePaths(e.StoreDir, req.Paths)
-	if err != nil {
-		return rep, err
-	}
-	s, err := e.Store()
+	s, paths, err := e.storePaths(req.Paths)
 	if err != nil {
 		return rep, err
 	}
@@ -390,23 +347,13 @@ func doRootRemove(ctx context.Context, e *Env, req PathsRequest, _ func(Event)) 
 	return eachRoot(e, req, (*store.Store).RemoveRoot)
 }
 
-func eachRoot(e *Env, req PathsRequest, fn func(*store.Store, nix.Path) error) (PathsResponse, error) {
-	var r PathsResponse
-	paths, err := parsePaths(e.StoreDir, req.Paths)
+func eachRoot(e *Env, req PathsRequest, fn func(*store.Store, nix.Path) error) (r PathsResponse, err error) {
+	s, paths, err := e.storePaths(req.Paths)
 	if err != nil {
 		return r, err
 	}
-	s, err := e.Store()
-	if err != nil {
-		return r, err
-	}
-	for _, p := range paths {
-		if err := fn(s, p); err != nil {
-			return r, err
-		}
-		r.Paths = append(r.Paths, p.Abs(s.StoreDir()))
-	}
-	return r, nil
+	r.Paths, err = each(paths, func(p nix.Path) (string, error) { return p.Abs(s.StoreDir()), fn(s, p) })
+	return r, err
 }
 
 // RootListRequest lists the GC roots.

@@ -18,9 +18,6 @@ import (
 	"github.com/trove-p2p/trove/store"
 )
 
-// Sync fetches closures, and configurations' closures, from peers.
-var Sync = register("sync", doSync)
-
 // SyncRequest names store paths and configurations (NAME or NAME@N) to
 // fetch, and peers to fetch from besides the known ones.
 type SyncRequest struct {
@@ -31,23 +28,15 @@ type SyncRequest struct {
 }
 
 func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetch.Report, error) {
-	paths, err := parsePaths(e.StoreDir, req.Paths)
-	if err != nil {
-		return nil, err
-	}
 	froms, err := agent.ParsePeerAddrs(req.From)
 	if err != nil {
 		return nil, &UsageError{err}
 	}
-	s, err := e.Store()
+	_, paths, err := e.storePaths(req.Paths)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := e.Keys()
-	if err != nil {
-		return nil, err
-	}
-	h, err := e.History()
+	s, keys, h, err := e.trusted()
 	if err != nil {
 		return nil, err
 	}

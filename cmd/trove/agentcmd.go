@@ -1,13 +1,22 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/localapi"
+	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/p2p"
 )
 
@@ -91,7 +100,7 @@ whose new generation a bundle brought is activated.`,
 			ag, err := agent.Start(cmd.Context(), agent.Config{
 				Home: home, StoreDir: a.storeDir, Listen: set.Listen, MDNS: set.MDNS, Peers: set.Peers,
 				DHT: set.DHT, Bootstrap: set.Bootstrap, Public: set.Serve == "public", Logger: log,
-				API: localapi.API, Cache: cacheCfg, Sources: absAll(a, sources),
+				API: localapi.API, Cache: cacheCfg, Sources: a.absAll(sources),
 				ActivationTimeout: fc.Agent.ActivationTimeout(),
 			})
 			if err != nil {
@@ -134,38 +143,200 @@ func (a *app) agentLogger(format string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: want text or json", format)
 }
 
-func newIDCmd(a *app) *cobra.Command {
+func newStatusCmd(a *app) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "id",
-		Short: "Print this machine's peer ID and addresses, to pair with other machines",
-		Long: `Print this agent's peer ID and the addresses it listens on. Give them to
-another machine's "trove peer allow" (the ID) and "--peer" (an address) to
-pair the two. The identity key is created on first use in $TROVE_HOME/keys.
+		Use:   "status",
+		Short: "Show the agent's state: peer ID, addresses, peers, store size",
+		Long: `Show the running agent's peer ID and addresses, how many peers are
+connected, the store's size and path count, and transfers in flight.
 
-With a running agent the addresses are the live ones; otherwise they are
-the configured listen addresses.`,
-		Example: `  trove id
-  trove id --json`,
+An agent that is starting is waited for. Without an agent it says so and
+exits 1 (with --json it prints {"running": false, "home": ...}); it does
+not open the store, so it never stands in the way of an agent starting.`,
+		Example: `  trove status
+  trove status --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, err := call(cmd.Context(), a, localapi.ID, localapi.IDRequest{}, nil)
-			if err != nil {
-				return err
+			st, err := call(cmd.Context(), a, localapi.Status, localapi.StatusRequest{}, nil)
+			if errors.Is(err, agent.ErrNoAgent) && asJSON {
+				home, _ := a.homeDir()
+				if err := writeJSON(a.stdout, notRunning{Home: home}); err != nil {
+					return err
+				}
 			}
-			if asJSON {
-				return writeJSON(a.stdout, out)
-			}
-			fmt.Fprintln(a.stdout, out.ID)
-			if !out.Running {
-				fmt.Fprintln(a.stderr, "(no agent running: these are the addresses it will listen on)")
-			}
-			for _, addr := range out.Addrs {
-				fmt.Fprintln(a.stdout, addr)
-			}
-			return nil
+			return show(a, asJSON, st, err, a.printStatus)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+func (a *app) printStatus(st *agent.Status) error {
+	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "peer ID:\t%s\n", st.PeerID)
+	for i, addr := range st.Addrs {
+		label := ""
+		if i == 0 {
+			label = "addresses:"
+		}
+		fmt.Fprintf(w, "%s\t%s\n", label, addr)
+	}
+	fmt.Fprintf(w, "peers:\t%d connected, %d in the trust group\n", st.PeersConnected, st.TrustGroup)
+	fmt.Fprintf(w, "store:\t%d %s, %s\n", st.StorePaths, plural(st.StorePaths, "path", "paths"), humanBytes(st.StoreBytes))
+	fmt.Fprintf(w, "transfers:\t%d in flight\n", st.Transfers)
+	fmt.Fprintf(w, "uptime:\t%s\n", time.Duration(st.UptimeSeconds)*time.Second)
+	if st.Public {
+		fmt.Fprintf(w, "serving:\tPUBLIC (anyone may fetch)\n")
+	}
+	for _, f := range st.Follows {
+		fmt.Fprintf(w, "following %s:\t%s\n", f.Name, followSummary(f))
+		if f.State != "" {
+			fmt.Fprintf(w, "\tnow %s\n", f.State)
+		}
+		if f.LastError != "" {
+			fmt.Fprintf(w, "\tlast error (%s): %s\n", f.LastErrorAt.Format("15:04:05"), f.LastError)
+		}
+		if f.Hint != "" {
+			fmt.Fprintf(w, "\t%s\n", f.Hint)
+		}
+	}
+	return w.Flush()
+}
+
+// notRunning is what `trove status --json` prints when no agent runs; a
+// running agent's status (agent.Status) has "running": true.
+type notRunning struct {
+	Running bool   `json:"running"`
+	Home    string `json:"home"`
+}
+
+func newPeersCmd(a *app) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "peers",
+		Short: "List connected and trusted peers with their traffic",
+		Long: `List the running agent's peers: each connected peer and each member of the
+trust group, with its name, addresses, transport, latency, bytes in and
+out, and whether it is trusted. Needs a running agent (one that is
+starting is waited for).`,
+		Example: `  trove peers
+  trove peers --json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ps, err := call(cmd.Context(), a, localapi.Peers, localapi.PeersRequest{}, nil)
+			return show(a, asJSON, ps, err, a.printPeers)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func (a *app) printPeers(ps []p2p.PeerStatus) error {
+	if len(ps) == 0 {
+		fmt.Fprintln(a.stderr, "no peers: none connected and the trust group is empty")
+		return nil
+	}
+	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "PEER\tNAME\tSTATE\tTRANSPORT\tLATENCY\tIN\tOUT\tTRUSTED\tADDRESS")
+	for _, p := range ps {
+		state := "offline"
+		if p.Connected {
+			state = "connected"
+		}
+		addr := ""
+		if len(p.Addrs) > 0 {
+			addr = p.Addrs[0]
+		}
+		lat := "-"
+		if p.Latency > 0 {
+			lat = p.Latency.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", shortID(p.ID), p.Name, state, p.Transport, lat,
+			humanBytes(uint64(p.BytesIn)), humanBytes(uint64(p.BytesOut)), p.Trusted, addr)
+	}
+	return w.Flush()
+}
+
+func shortID(id string) string {
+	if len(id) > 16 {
+		return id[:8] + "…" + id[len(id)-6:]
+	}
+	return id
+}
+
+// followSummary says in one line where a followed configuration stands.
+func followSummary(f agent.FollowStatus) string {
+	var b strings.Builder
+	switch {
+	case !f.Activate:
+		fmt.Fprintf(&b, "fetching only; newest known generation %d", f.Newest)
+	case f.Current == 0:
+		fmt.Fprintf(&b, "no generation active yet; newest known %d", f.Newest)
+	default:
+		fmt.Fprintf(&b, "generation %d active; newest known %d", f.Current, f.Newest)
+	}
+	if f.Announced > 0 {
+		fmt.Fprintf(&b, " (%d announced, fetching its manifest)", f.Announced)
+	}
+	if f.HeldBack {
+		fmt.Fprintf(&b, "; HELD BACK (it had %d)", f.Highest)
+	}
+	return b.String()
+}
+
+// cacheFlags are trove agent's flags for the Nix binary-cache endpoint.
+type cacheFlags struct {
+	listen    string
+	fromPeers bool
+	key       string
+	timeout   time.Duration
+}
+
+func (c *cacheFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&c.listen, "cache-listen", "", "serve the Nix binary-cache protocol on `HOST:PORT` (e.g. 127.0.0.1:4808);\nanyone who can reach it can read the whole store")
+	f.BoolVar(&c.fromPeers, "cache-from-peers", false, "fetch paths the cache is asked for and lacks from peers")
+	f.StringVar(&c.key, "cache-key", "", "sign narinfos with $TROVE_HOME/keys/`NAME`.secret (default: the only key there)")
+	f.DurationVar(&c.timeout, "cache-timeout", nixcache.DefaultTimeout, "how long to look among peers for a missing path before answering 404")
+}
+
+// config checks the flags and loads the signing key.
+func (c *cacheFlags) config(cmd *cobra.Command, home string, log *slog.Logger) (agent.CacheConfig, error) {
+	f := cmd.Flags()
+	if c.listen == "" {
+		for _, name := range []string{"cache-from-peers", "cache-key", "cache-timeout"} {
+			if f.Changed(name) {
+				return agent.CacheConfig{}, usagef("--%s needs --cache-listen HOST:PORT", name)
+			}
+		}
+		return agent.CacheConfig{}, nil
+	}
+	host, _, err := net.SplitHostPort(c.listen)
+	if err != nil {
+		return agent.CacheConfig{}, usagef("--cache-listen %q: want HOST:PORT, such as 127.0.0.1:4808", c.listen)
+	}
+	if c.timeout <= 0 {
+		return agent.CacheConfig{}, usagef("--cache-timeout %s: want a positive duration, such as 5s", c.timeout)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		log.Warn("the binary cache is reachable beyond this machine: anyone who reaches it can read every path in the store", "addr", c.listen)
+	}
+	cc := agent.CacheConfig{Listen: c.listen, FromPeers: c.fromPeers, Timeout: c.timeout}
+	if c.key == "" {
+		matches, _ := filepath.Glob(filepath.Join(home, "keys", "*.secret"))
+		switch len(matches) {
+		case 0:
+			log.Warn("no signing key: narinfos carry only the paths' own signatures; make one with `trove key generate NAME` for Nix to trust this cache")
+			return cc, nil
+		case 1:
+		default:
+			return cc, fmt.Errorf("%d signing keys in %s: choose the cache's with --cache-key NAME", len(matches), filepath.Join(home, "keys"))
+		}
+	}
+	key, err := manifest.LoadSigningKey(manifest.KeysDir(home), c.key)
+	if err != nil {
+		return cc, err
+	}
+	cc.Key = &key
+	return cc, nil
 }

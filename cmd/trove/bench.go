@@ -45,7 +45,7 @@ times vary between runs and machines: read the ratios.`,
 			if asJSON && !a.stderrIsTerminal() {
 				log = io.Discard
 			}
-			t, err := bench.Run(cmd.Context(), bench.Options{Quick: quick, Names: args, Trove: self, PlotDir: a.absOrEmpty(plotDir), Log: log})
+			t, err := bench.Run(cmd.Context(), bench.Options{Quick: quick, Names: args, Trove: self, PlotDir: a.abs(plotDir), Log: log})
 			if err != nil {
 				return err
 			}
@@ -60,11 +60,4 @@ times vary between runs and machines: read the ratios.`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().StringVar(&plotDir, "plot", "", "write SVG charts to `DIR`")
 	return c
-}
-
-func (a *app) absOrEmpty(p string) string {
-	if p == "" {
-		return ""
-	}
-	return a.abs(p)
 }

@@ -1,17 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/localapi"
-	"github.com/trove-p2p/trove/manifest"
 )
 
 func newBundleCmd(a *app) *cobra.Command {
-	c := &cobra.Command{
+	return group(&cobra.Command{
 		Use:   "bundle",
 		Short: "Carry closures on a USB stick to machines the network does not reach",
 		Long: `A bundle is one file holding closures, their path infos and the signed
@@ -22,10 +22,7 @@ itself.`,
 		Example: `  trove bundle create -o /media/usb/laptop.trove laptop
   trove bundle import /media/usb/laptop.trove
   trove bundle create --format nix-export -o closure.nixexport ./result`,
-		RunE: groupRunE,
-	}
-	c.AddCommand(newBundleCreateCmd(a), newBundleImportCmd(a))
-	return c
+	}, newBundleCreateCmd(a), newBundleImportCmd(a))
 }
 
 func newBundleCreateCmd(a *app) *cobra.Command {
@@ -61,19 +58,14 @@ nix-store --import (no signatures or manifests: Nix trusts the file).`,
 			}
 			refs := make([]string, len(args))
 			for i, arg := range args {
-				if ps, err := a.parseStorePaths([]string{arg}); err == nil {
-					refs[i] = ps[0].Abs(a.storeDir)
-				} else if _, _, rerr := manifest.ParseRef(arg); rerr == nil {
-					refs[i] = arg
-				} else {
+				p, err := a.pathOrConfig(arg)
+				if err != nil {
 					return usagef("%q is neither a store path nor a configuration NAME[@N]", arg)
 				}
+				refs[i] = cmp.Or(p, arg)
 			}
-			file := out
-			if out != "-" {
-				file = a.abs(out)
-			}
-			rep, err := call(cmd.Context(), a, localapi.CreateBundle, localapi.CreateBundleRequest{Output: file, Format: format, Refs: refs}, events{a: a}.show)
+			req := localapi.CreateBundleRequest{Output: a.fileArg(out), Format: format, Refs: refs}
+			rep, err := call(cmd.Context(), a, localapi.CreateBundle, req, events{a: a}.show)
 			if err != nil {
 				return err
 			}
@@ -125,10 +117,7 @@ can hand you a file can then put anything under any store path name).`,
   trove bundle import laptop.trove --json`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := localapi.ImportBundleRequest{File: args[0], Shown: args[0], NoCheckSigs: noCheckSigs, Stdin: a.stdin}
-			if args[0] != "-" {
-				req.File = a.abs(args[0])
-			}
+			req := localapi.ImportBundleRequest{File: a.fileArg(args[0]), Shown: args[0], NoCheckSigs: noCheckSigs, Stdin: a.stdin}
 			ev := events{a: a, imported: a.stderrIsTerminal() && !asJSON}
 			rep, err := call(cmd.Context(), a, localapi.ImportBundle, req, ev.show)
 			if err != nil {
@@ -160,14 +149,4 @@ can hand you a file can then put anything under any store path name).`,
 	c.Flags().BoolVar(&noCheckSigs, "no-check-sigs", false, "believe every path in the bundle (for tests; unsafe)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return c
-}
-
-// bundleTrust returns the trusted keys and the manifest history, the agent's
-// when running inside it.
-func absAll(a *app, dirs []string) []string {
-	out := make([]string, len(dirs))
-	for i, d := range dirs {
-		out[i] = a.abs(d)
-	}
-	return out
 }

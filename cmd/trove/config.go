@@ -33,15 +33,12 @@ NAME: trove trust add KEY --config NAME.`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := manifest.CheckName(name); err != nil {
-				return usageError{err}
-			}
-			roots, err := a.parseStorePaths(args[1:])
+			root, err := a.storePath(args[1])
 			if err != nil {
 				return err
 			}
 			r, err := call(cmd.Context(), a, localapi.Publish, localapi.PublishRequest{
-				Name: name, Root: roots[0].Abs(a.storeDir), Activate: activate, Key: keyName}, nil)
+				Name: name, Root: root, Activate: activate, Key: keyName}, nil)
 			if err != nil {
 				return err
 			}
@@ -58,7 +55,7 @@ NAME: trove trust add KEY --config NAME.`,
 }
 
 func newManifestCmd(a *app) *cobra.Command {
-	c := &cobra.Command{
+	parent := &cobra.Command{
 		Use:   "manifest",
 		Short: "Show the signed manifests of configurations known here",
 		Long: `A manifest is one signed generation of a configuration: its root, its
@@ -67,10 +64,9 @@ the previous generation's ID. Those known here were published here or
 fetched from peers and verified.`,
 		Example: `  trove manifest list
   trove manifest show laptop@3 --json`,
-		RunE: groupRunE,
 	}
 	var asJSON bool
-	show := &cobra.Command{
+	showCmd := &cobra.Command{
 		Use:     "show NAME[@N]",
 		Short:   "Show a configuration's newest (or Nth) manifest",
 		Long:    "Show the newest generation of NAME known here, or generation N.",
@@ -82,25 +78,21 @@ fetched from peers and verified.`,
 				return usageError{err}
 			}
 			j, err := call(cmd.Context(), a, localapi.ShowManifest, localapi.ShowManifestRequest{Name: name, Generation: gen}, nil)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(a.stdout, j)
-			}
-			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "name:\t%s\ngeneration:\t%d\nid:\t%s\nroot:\t%s\n", j.Name, j.Generation, j.ID, j.Root)
-			if j.Activate != "" {
-				fmt.Fprintf(w, "activate:\t%s\n", j.Activate)
-			}
-			fmt.Fprintf(w, "created:\t%s\npublisher:\t%s\nclosure:\t%d paths, %s\n", j.Created, j.Publisher, j.Paths, humanBytes(j.NarBytes))
-			if j.Previous != "" {
-				fmt.Fprintf(w, "previous:\t%s\n", j.Previous)
-			}
-			return w.Flush()
+			return show(a, asJSON, j, err, func(j localapi.ManifestInfo) error {
+				w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(w, "name:\t%s\ngeneration:\t%d\nid:\t%s\nroot:\t%s\n", j.Name, j.Generation, j.ID, j.Root)
+				if j.Activate != "" {
+					fmt.Fprintf(w, "activate:\t%s\n", j.Activate)
+				}
+				fmt.Fprintf(w, "created:\t%s\npublisher:\t%s\nclosure:\t%d paths, %s\n", j.Created, j.Publisher, j.Paths, humanBytes(j.NarBytes))
+				if j.Previous != "" {
+					fmt.Fprintf(w, "previous:\t%s\n", j.Previous)
+				}
+				return w.Flush()
+			})
 		},
 	}
-	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	showCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	var listJSON bool
 	list := &cobra.Command{
 		Use:     "list",
@@ -111,28 +103,22 @@ fetched from peers and verified.`,
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := call(cmd.Context(), a, localapi.ListManifests, localapi.ListManifestsRequest{}, nil)
-			if err != nil {
-				return err
-			}
-			out := r.Manifests
-			if listJSON {
-				return writeJSON(a.stdout, out)
-			}
-			if len(out) == 0 {
-				fmt.Fprintln(a.stderr, "no manifests here: publish one (trove publish) or follow one (trove follow)")
-				return nil
-			}
-			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tGEN\tCREATED\tPATHS\tSIZE\tROOT")
-			for _, j := range out {
-				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\n", j.Name, j.Generation, j.Created, j.Paths, humanBytes(j.NarBytes), j.Root)
-			}
-			return w.Flush()
+			return show(a, listJSON, r.Manifests, err, func(out []localapi.ManifestInfo) error {
+				if len(out) == 0 {
+					fmt.Fprintln(a.stderr, "no manifests here: publish one (trove publish) or follow one (trove follow)")
+					return nil
+				}
+				w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tGEN\tCREATED\tPATHS\tSIZE\tROOT")
+				for _, j := range out {
+					fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\n", j.Name, j.Generation, j.Created, j.Paths, humanBytes(j.NarBytes), j.Root)
+				}
+				return w.Flush()
+			})
 		},
 	}
 	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
-	c.AddCommand(show, list)
-	return c
+	return group(parent, showCmd, list)
 }
 
 func newFollowCmd(a *app) *cobra.Command {
@@ -160,18 +146,16 @@ NAME); follow warns when no trusted key may publish NAME.`,
   trove follow dotfiles --activate --run --timeout 2m`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := manifest.CheckName(args[0]); err != nil {
-				return usageError{err}
-			}
 			if runIt && !activate {
 				return usagef("--run needs --activate")
 			}
 			f := agent.Follow{Name: args[0], Activate: activate, Run: runIt}
-			if cmd.Flags().Changed("timeout") {
-				if timeout <= 0 {
-					return usagef("--timeout %s: want a duration above zero, such as 90s or 10m", timeout)
-				}
-				f.Timeout = timeout.String()
+			t, err := timeoutFlag(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			if t > 0 {
+				f.Timeout = t.String()
 			}
 			return a.setFollow(cmd.Context(), f, true)
 		},
@@ -269,9 +253,6 @@ closure into the local Nix store and sets that real Nix profile to it
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := manifest.CheckName(name); err != nil {
-				return usageError{err}
-			}
 			t, err := timeoutFlag(cmd, timeout)
 			if err != nil && !dryRun {
 				return err
@@ -322,9 +303,6 @@ at most its timeout.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := manifest.CheckName(name); err != nil {
-				return usageError{err}
-			}
 			t, err := timeoutFlag(cmd, timeout)
 			if err != nil {
 				return err
@@ -349,36 +327,26 @@ func newGenerationsCmd(a *app) *cobra.Command {
 which is current. Every generation is a GC root until deleted.`,
 		Example: `  trove generations laptop
   trove generations laptop --json
-  trove generations delete laptop 1 2
-  trove generations delete laptop 30d
-  trove generations delete laptop +3`,
+  trove generations delete laptop 30d`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := manifest.CheckName(args[0]); err != nil {
-				return usageError{err}
-			}
 			r, err := call(cmd.Context(), a, localapi.Generations, localapi.GenerationsRequest{Name: args[0]}, nil)
-			if err != nil {
-				return err
-			}
-			gens := r.Generations
-			if asJSON {
-				return writeJSON(a.stdout, gens)
-			}
-			if len(gens) == 0 {
-				fmt.Fprintf(a.stderr, "%s has no generations here\n", args[0])
-				return nil
-			}
-			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "GEN\tDATE\tCLOSURE\tROOT\t")
-			for _, g := range gens {
-				cur := ""
-				if g.Current {
-					cur = "(current)"
+			return show(a, asJSON, r.Generations, err, func(gens []profile.Generation) error {
+				if len(gens) == 0 {
+					fmt.Fprintf(a.stderr, "%s has no generations here\n", args[0])
+					return nil
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", g.Number, g.Created.Format("2006-01-02 15:04:05"), humanBytes(g.ClosureSize), g.Root, cur)
-			}
-			return w.Flush()
+				w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "GEN\tDATE\tCLOSURE\tROOT\t")
+				for _, g := range gens {
+					cur := ""
+					if g.Current {
+						cur = "(current)"
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", g.Number, g.Created.Format("2006-01-02 15:04:05"), humanBytes(g.ClosureSize), g.Root, cur)
+				}
+				return w.Flush()
+			})
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -394,9 +362,6 @@ trove gc afterwards to free their paths.`,
 		Args: minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := manifest.CheckName(name); err != nil {
-				return usageError{err}
-			}
 			req := localapi.DeleteGenerationsRequest{Name: name}
 			for _, arg := range args[1:] {
 				sel, err := profile.ParseSelector(arg)

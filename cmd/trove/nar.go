@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/spf13/cobra"
+
+	"github.com/trove-p2p/trove/localapi"
+	"github.com/trove-p2p/trove/nix"
 )
 
 func newNARCmd(a *app) *cobra.Command {
-	c := &cobra.Command{
+	return group(&cobra.Command{
 		Use:   "nar",
 		Short: "Write, hash and unpack NAR archives",
 		Long: `Work with NARs (Nix ARchives), the canonical serialization of a file,
@@ -22,10 +23,7 @@ These commands work on any path on disk and do not touch the trove store.`,
 		Example: `  trove nar dump ./src > src.nar
   trove nar hash ./src
   trove nar restore ./src-copy < src.nar`,
-		RunE: groupRunE,
-	}
-	c.AddCommand(newNARDumpCmd(a), newNARHashCmd(a), newNARRestoreCmd(a))
-	return c
+	}, newNARDumpCmd(a), newNARHashCmd(a), newNARRestoreCmd(a))
 }
 
 func newNARDumpCmd(a *app) *cobra.Command {
@@ -45,7 +43,7 @@ writes. Standard output must be a file or a pipe: a NAR is binary.`,
 			}
 			w := bufio.NewWriterSize(a.stdout, 256<<10)
 			if _, err := nix.DumpNAR(w, args[0]); err != nil {
-				return fmt.Errorf("dumping %s: %w", args[0], bareError(err, args[0]))
+				return fmt.Errorf("dumping %s: %w", args[0], localapi.BareError(err, args[0]))
 			}
 			return w.Flush()
 		},
@@ -66,7 +64,7 @@ nix-hash --type sha256 --base32 PATH prints.`,
 			for _, p := range args {
 				h, _, err := nix.HashPath(p)
 				if err != nil {
-					return fmt.Errorf("hashing %s: %w", p, bareError(err, p))
+					return fmt.Errorf("hashing %s: %w", p, localapi.BareError(err, p))
 				}
 				fmt.Fprintln(a.stdout, h)
 			}

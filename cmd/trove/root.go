@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"strings"
 
+	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/spf13/cobra"
@@ -57,8 +58,12 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) strin
 	return &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, euid: os.Geteuid(), cwd: cwd}
 }
 
-// abs makes a path argument absolute against the caller's directory.
+// abs makes a path argument absolute against the caller's directory; ""
+// stays "".
 func (a *app) abs(p string) string {
+	if p == "" {
+		return ""
+	}
 	if filepath.IsAbs(p) {
 		return filepath.Clean(p)
 	}
@@ -67,6 +72,23 @@ func (a *app) abs(p string) string {
 
 // stderrIsTerminal says whether progress may be drawn on stderr.
 func (a *app) stderrIsTerminal() bool { return isTerminal(a.stderr) }
+
+// fileArg is abs of a file argument, except "-" (standard input or output).
+func (a *app) fileArg(p string) string {
+	if p == "-" {
+		return p
+	}
+	return a.abs(p)
+}
+
+// absAll is abs of each path.
+func (a *app) absAll(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = a.abs(p)
+	}
+	return out
+}
 
 // usageError is a wrong command line: exit status 2, with a pointer to --help.
 type usageError struct{ error }
@@ -262,64 +284,47 @@ func (a *app) homeDir() (string, error) {
 	return filepath.Abs(home)
 }
 
-// parseStorePaths turns STOREPATH arguments into store paths: absolute
-// store paths, paths below them, bare <hash>-<name>, or symlinks to one of
-// those (like Nix's ./result). A malformed one is a usage error.
-func (a *app) parseStorePaths(args []string) ([]nix.Path, error) {
-	out := make([]nix.Path, 0, len(args))
-	for _, arg := range args {
+// storePaths turns STOREPATH arguments into store paths for a request:
+// absolute store paths, paths below them, bare <hash>-<name>, or symlinks
+// to one of those (like Nix's ./result). A malformed one is a usage error.
+func (a *app) storePaths(args []string) ([]string, error) {
+	out := make([]string, len(args))
+	for i, arg := range args {
 		p, err := nix.ParsePathLoose(a.storeDir, arg)
 		if err != nil {
-			if target, lerr := os.Readlink(a.abs(arg)); lerr == nil {
-				if !filepath.IsAbs(target) {
-					target = filepath.Join(filepath.Dir(a.abs(arg)), target)
-				}
-				if q, terr := nix.ParsePathLoose(a.storeDir, target); terr == nil {
-					out = append(out, q)
-					continue
-				}
+			target, lerr := os.Readlink(a.abs(arg))
+			if lerr != nil {
+				return nil, usageError{err}
 			}
-			return nil, usageError{err}
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(a.abs(arg)), target)
+			}
+			if p, lerr = nix.ParsePathLoose(a.storeDir, target); lerr != nil {
+				return nil, usageError{err}
+			}
 		}
-		out = append(out, p)
+		out[i] = p.Abs(a.storeDir)
 	}
 	return out, nil
 }
 
-// groupRunE runs a command that only groups subcommands, like trove nar:
-// alone it shows its help; with an unknown subcommand it is a usage error
-// (cobra would otherwise show the help and exit 0).
-func groupRunE(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+// storePath is storePaths of one argument.
+func (a *app) storePath(arg string) (string, error) {
+	ps, err := a.storePaths([]string{arg})
+	if err != nil {
+		return "", err
 	}
-	return cmd.Help()
+	return ps[0], nil
 }
 
-// Argument-count checks with messages that show the command's usage line.
-
-func exactArgs(n int) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != n {
-			return argCountError(cmd, len(args))
+// pathOrConfig reads an argument naming a store path or a configuration
+// NAME[@N]: it returns the store path, or "" for a configuration.
+func (a *app) pathOrConfig(arg string) (string, error) {
+	p, err := a.storePath(arg)
+	if err != nil {
+		if _, _, rerr := manifest.ParseRef(arg); rerr == nil {
+			return "", nil
 		}
-		return nil
 	}
-}
-
-func minArgs(n int) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) < n {
-			return argCountError(cmd, len(args))
-		}
-		return nil
-	}
-}
-
-func argCountError(cmd *cobra.Command, got int) error {
-	what := "none"
-	if got > 0 {
-		what = fmt.Sprintf("%d %s", got, plural(got, "argument", "arguments"))
-	}
-	return usagef("wrong number of arguments (got %s); usage: %s", what, cmd.UseLine())
+	return p, err
 }

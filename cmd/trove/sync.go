@@ -2,14 +2,14 @@ package main
 
 import (
 	"fmt"
-
-	"github.com/trove-p2p/trove/fetch"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/localapi"
-	"github.com/trove-p2p/trove/manifest"
 )
 
 func newSyncCmd(a *app) *cobra.Command {
@@ -48,15 +48,15 @@ only a line per finished path; --json prints a summary when done.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := localapi.SyncRequest{From: from, NoCheckSigs: noCheckSigs}
 			for _, arg := range args {
-				ps, perr := a.parseStorePaths([]string{arg})
-				if perr == nil {
-					req.Paths = append(req.Paths, ps[0].Abs(a.storeDir))
-					continue
+				p, err := a.pathOrConfig(arg)
+				switch {
+				case err != nil:
+					return err
+				case p == "":
+					req.Configs = append(req.Configs, arg)
+				default:
+					req.Paths = append(req.Paths, p)
 				}
-				if _, _, err := manifest.ParseRef(arg); err != nil {
-					return perr
-				}
-				req.Configs = append(req.Configs, arg)
 			}
 			if _, err := agent.ParsePeerAddrs(from); err != nil {
 				return usageError{err}
@@ -68,23 +68,23 @@ only a line per finished path; --json prints a summary when done.`,
 			rep, err := call(cmd.Context(), a, localapi.Sync, req, events{a: a, sync: show}.show)
 			show.finish()
 			if asJSON && rep != nil {
+				// What was fetched before an error is worth reporting too.
 				if jerr := writeJSON(a.stdout, rep); jerr != nil && err == nil {
 					err = jerr
 				}
 			}
-			if err != nil {
+			if err != nil || asJSON {
 				return err
 			}
-			if !asJSON {
-				if rep.PathsFetched == 0 {
-					fmt.Fprintf(a.stdout, "nothing to fetch: the closure (%d %s) is already here\n", rep.PathsTotal, plural(rep.PathsTotal, "path", "paths"))
-				} else {
-					fmt.Fprintf(a.stdout, "fetched %d %s: %s from %d %s, %s reused locally, %s resumed, in %.1fs\n",
-						rep.PathsFetched, plural(rep.PathsFetched, "path", "paths"), humanBytes(uint64(rep.BytesFetched)),
-						peersUsed(rep), plural(peersUsed(rep), "peer", "peers"), humanBytes(uint64(rep.BytesReused)),
-						humanBytes(uint64(rep.BytesResumed)), rep.Seconds)
-				}
+			if rep.PathsFetched == 0 {
+				fmt.Fprintf(a.stdout, "nothing to fetch: the closure (%d %s) is already here\n", rep.PathsTotal, plural(rep.PathsTotal, "path", "paths"))
+				return nil
 			}
+			peers := rep.PeersUsed()
+			fmt.Fprintf(a.stdout, "fetched %d %s: %s from %d %s, %s reused locally, %s resumed, in %.1fs\n",
+				rep.PathsFetched, plural(rep.PathsFetched, "path", "paths"), humanBytes(uint64(rep.BytesFetched)),
+				peers, plural(peers, "peer", "peers"), humanBytes(uint64(rep.BytesReused)),
+				humanBytes(uint64(rep.BytesResumed)), rep.Seconds)
 			return nil
 		},
 	}
@@ -94,12 +94,52 @@ only a line per finished path; --json prints a summary when done.`,
 	return c
 }
 
-func peersUsed(r *fetch.Report) int {
-	n := 0
-	for _, p := range r.Peers {
-		if p.BytesFetched > 0 {
-			n++
+// syncProgress shows a sync's progress: a redrawn line on a terminal,
+// a line per finished path when piped, nothing with --json.
+type syncProgress struct {
+	a         *app
+	tty       bool
+	quiet     bool
+	lastPaths int
+	drawn     bool
+}
+
+func newSyncProgress(a *app, asJSON bool) *syncProgress {
+	return &syncProgress{a: a, tty: a.stderrIsTerminal(), quiet: asJSON}
+}
+
+func (p *syncProgress) update(s fetch.Progress) {
+	if p.tty {
+		rate := 0.0
+		if secs := s.Elapsed.Seconds(); secs > 0 {
+			rate = float64(s.BytesFetched) / secs
 		}
+		pct := 100.0
+		if s.BytesTotal > 0 {
+			pct = 100 * float64(s.BytesDone) / float64(s.BytesTotal)
+		}
+		line := fmt.Sprintf("%s %3.0f%%  %s / %s  %s/s  paths %d/%d  peers %d  %s",
+			bar(pct, 20), pct, humanBytes(uint64(s.BytesDone)), humanBytes(uint64(s.BytesTotal)),
+			humanBytes(uint64(rate)), s.PathsDone, s.PathsTotal, s.PeersUsed, s.Elapsed.Round(time.Second))
+		fmt.Fprintf(p.a.stderr, "\r\033[K%s", line)
+		p.drawn = true
+		return
 	}
-	return n
+	if p.quiet || s.PathsDone == p.lastPaths {
+		return
+	}
+	p.lastPaths = s.PathsDone
+	fmt.Fprintf(p.a.stderr, "fetched %d/%d paths, %s of %s\n", s.PathsDone, s.PathsTotal, humanBytes(uint64(s.BytesDone)), humanBytes(uint64(s.BytesTotal)))
+}
+
+func (p *syncProgress) finish() {
+	if p.drawn {
+		fmt.Fprint(p.a.stderr, "\r\033[K")
+	}
+}
+
+func bar(pct float64, width int) string {
+	full := int(pct / 100 * float64(width))
+	full = max(0, min(width, full))
+	return "[" + strings.Repeat("#", full) + strings.Repeat(".", width-full) + "]"
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func newTrustCmd(a *app) *cobra.Command {
-	c := &cobra.Command{
+	parent := &cobra.Command{
 		Use:   "trust",
 		Short: "Manage the public keys whose signatures make paths believable",
 		Long: `A path fetched from a peer is believed only if a trusted key signed it (or it
@@ -20,7 +20,6 @@ trove key generate print. They are kept in $TROVE_HOME/trusted-keys.`,
 		Example: `  trove trust add cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=
   trove trust list
   trove trust remove cache.nixos.org-1`,
-		RunE: groupRunE,
 	}
 	var configs []string
 	add := &cobra.Command{
@@ -35,14 +34,11 @@ a manifest from any other key is refused.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := call(cmd.Context(), a, localapi.TrustKeys, localapi.TrustKeysRequest{Keys: args, Configs: configs}, nil)
-			for _, name := range r.Names {
-				if len(configs) > 0 {
-					fmt.Fprintf(a.stdout, "trusted %s, also to publish %s\n", name, strings.Join(configs, ", "))
-				} else {
-					fmt.Fprintf(a.stdout, "trusted %s\n", name)
-				}
+			format := "trusted %s"
+			if len(configs) > 0 {
+				format += ", also to publish " + strings.ReplaceAll(strings.Join(configs, ", "), "%", "%%")
 			}
-			return err
+			return a.printEach(format, r.Names, err)
 		},
 	}
 	add.Flags().StringArrayVar(&configs, "config", nil, "also trust the key to publish configuration `NAME` (repeatable; * for any)")
@@ -55,10 +51,7 @@ a manifest from any other key is refused.`,
 		Args:    minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := call(cmd.Context(), a, localapi.UntrustKeys, localapi.UntrustKeysRequest{Names: args}, nil)
-			for _, name := range r.Names {
-				fmt.Fprintf(a.stdout, "removed %s\n", name)
-			}
-			return err
+			return a.printEach("removed %s", r.Names, err)
 		},
 	}
 	var asJSON bool
@@ -95,18 +88,16 @@ a manifest from any other key is refused.`,
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	c.AddCommand(add, remove, list)
-	return c
+	return group(parent, add, remove, list)
 }
 
 func newKeyCmd(a *app) *cobra.Command {
-	c := &cobra.Command{
+	parent := &cobra.Command{
 		Use:   "key",
 		Short: "Make signing keys",
 		Long: `Make signing keys in Nix's format, interchangeable with
 nix-store --generate-binary-cache-key.`,
 		Example: `  trove key generate laptop-1`,
-		RunE:    groupRunE,
 	}
 	var out string
 	gen := &cobra.Command{
@@ -119,10 +110,7 @@ nix-store --generate-binary-cache-key.`,
   trove key generate laptop-1 --out ./laptop-1.secret`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := localapi.GenerateKeyRequest{Name: args[0]}
-			if out != "" {
-				req.File = a.abs(out)
-			}
+			req := localapi.GenerateKeyRequest{Name: args[0], File: a.abs(out)}
 			r, err := call(cmd.Context(), a, localapi.GenerateKey, req, nil)
 			if err != nil {
 				return err
@@ -133,6 +121,118 @@ nix-store --generate-binary-cache-key.`,
 		},
 	}
 	gen.Flags().StringVarP(&out, "out", "o", "", "write the secret key to `FILE`")
-	c.AddCommand(gen)
+	return group(parent, gen)
+}
+
+func newPeerCmd(a *app) *cobra.Command {
+	parent := &cobra.Command{
+		Use:   "peer",
+		Short: "Manage the trust group: the peers allowed to fetch from this machine",
+		Long: `The trust group is the set of peers (by peer ID) allowed to fetch from this
+agent. Everyone else is refused at connection time. Pair two machines by
+running "trove peer allow" on each with the other's ID (from "trove id").`,
+		Example: `  trove peer allow 12D3KooWQnT... --name laptop
+  trove peer list
+  trove peer remove 12D3KooWQnT...`,
+	}
+	var name string
+	allow := &cobra.Command{
+		Use:   "allow PEERID",
+		Short: "Add a peer to the trust group",
+		Long: `Add the peer with this ID (printed by "trove id" on that machine) to the
+trust group, so it may fetch from this agent. With a running agent the change
+takes effect at once.`,
+		Example: `  trove peer allow 12D3KooWQnT... --name laptop`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := call(cmd.Context(), a, localapi.AllowPeer, localapi.PeerRequest{ID: args[0], Name: name}, nil)
+			if err != nil {
+				return err
+			}
+			return a.printEach("allowed %s", []string{r.ID + nameSuffix(name)}, nil)
+		},
+	}
+	allow.Flags().StringVar(&name, "name", "", "a `NAME` for the peer, such as laptop")
+	remove := &cobra.Command{
+		Use:     "remove PEERID",
+		Aliases: []string{"rm"},
+		Short:   "Remove a peer from the trust group (and disconnect it)",
+		Long: `Remove the peer from the trust group. A running agent closes its connections
+at once and refuses it from then on.`,
+		Example: `  trove peer remove 12D3KooWQnT...`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := call(cmd.Context(), a, localapi.RemovePeer, localapi.PeerRequest{ID: args[0]}, nil)
+			if err != nil {
+				return err
+			}
+			return a.printEach("removed %s", []string{r.ID}, nil)
+		},
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the trust group",
+		Long:    "List the peers in the trust group, with their names.",
+		Example: `  trove peer list --json`,
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := call(cmd.Context(), a, localapi.ListPeers, localapi.ListPeersRequest{}, nil)
+			return show(a, asJSON, r.Peers, err, func(out []localapi.TrustedPeer) error {
+				if len(out) == 0 {
+					fmt.Fprintln(a.stderr, "the trust group is empty: pair a machine with trove peer allow PEERID")
+				}
+				for _, e := range out {
+					fmt.Fprintf(a.stdout, "%s%s\n", e.ID, nameSuffix(e.Name))
+				}
+				return nil
+			})
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return group(parent, allow, remove, list)
+}
+
+func nameSuffix(n string) string {
+	if n == "" {
+		return ""
+	}
+	return "\t" + n
+}
+
+func newIDCmd(a *app) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "id",
+		Short: "Print this machine's peer ID and addresses, to pair with other machines",
+		Long: `Print this agent's peer ID and the addresses it listens on. Give them to
+another machine's "trove peer allow" (the ID) and "--peer" (an address) to
+pair the two. The identity key is created on first use in $TROVE_HOME/keys.
+
+With a running agent the addresses are the live ones; otherwise they are
+the configured listen addresses.`,
+		Example: `  trove id
+  trove id --json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := call(cmd.Context(), a, localapi.ID, localapi.IDRequest{}, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, out)
+			}
+			fmt.Fprintln(a.stdout, out.ID)
+			if !out.Running {
+				fmt.Fprintln(a.stderr, "(no agent running: these are the addresses it will listen on)")
+			}
+			for _, addr := range out.Addrs {
+				fmt.Fprintln(a.stdout, addr)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }

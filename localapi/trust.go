@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,17 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
-)
-
-// Operations on the trust group and the agent's identity and state.
-var (
-	AllowPeer  = register("peer-allow", doAllowPeer)
-	RemovePeer = register("peer-remove", doRemovePeer)
-	ListPeers  = register("peer-list", doListPeers)
-	ID         = register("id", doID)
-	Status     = register("status", doStatus)
-	Peers      = register("peers", doPeers)
 )
 
 // PeerRequest names a peer of the trust group.
@@ -182,3 +174,120 @@ func doPeers(ctx context.Context, e *Env, _ PeersRequest, _ func(Event)) ([]p2p.
 
 // API is the agent's Config.API: it serves this package's Handler.
 func API(ag *agent.Agent) http.Handler { return Handler(ag, ag.Logger().With("component", "localapi")) }
+
+// TrustKeysRequest trusts public keys (NAME:BASE64), and with Configs
+// also to publish those configurations ("*" for any).
+type TrustKeysRequest struct {
+	Keys    []string `json:"keys"`
+	Configs []string `json:"configs,omitempty"`
+}
+
+// KeysResponse names the keys changed, in order; on an error, those
+// changed before it.
+type KeysResponse struct {
+	Names []string `json:"names"`
+}
+
+// editKeys changes the trusted keys, once for each item.
+func editKeys(e *Env, items []string, fn func(*manifest.Keyring, string) (string, error)) (KeysResponse, error) {
+	kr, err := e.Keys()
+	if err != nil {
+		return KeysResponse{}, err
+	}
+	names, err := each(items, func(it string) (string, error) { return fn(kr, it) })
+	return KeysResponse{Names: names}, err
+}
+
+func doTrustKeys(ctx context.Context, e *Env, req TrustKeysRequest, _ func(Event)) (KeysResponse, error) {
+	return editKeys(e, req.Keys, func(kr *manifest.Keyring, s string) (string, error) {
+		k, err := manifest.ParsePublicKey(s)
+		if err == nil {
+			err = kr.Add(k, req.Configs...)
+		}
+		if err != nil {
+			return "", &UsageError{err}
+		}
+		return k.Name, nil
+	})
+}
+
+// UntrustKeysRequest stops trusting the keys with these names.
+type UntrustKeysRequest struct {
+	Names []string `json:"names"`
+}
+
+func doUntrustKeys(ctx context.Context, e *Env, req UntrustKeysRequest, _ func(Event)) (KeysResponse, error) {
+	return editKeys(e, req.Names, func(kr *manifest.Keyring, name string) (string, error) {
+		ok, err := kr.Remove(name)
+		if err == nil && !ok {
+			err = fmt.Errorf("no trusted key is named %q (see trove trust list)", name)
+		}
+		return name, err
+	})
+}
+
+// ListKeysRequest lists the trusted keys.
+type ListKeysRequest struct{}
+
+// TrustedKey is a trusted public key and the configurations it may publish.
+type TrustedKey struct {
+	Key     string   `json:"key"`
+	Configs []string `json:"configs,omitempty"`
+}
+
+// ListKeysResponse lists the trusted keys.
+type ListKeysResponse struct {
+	Keys []TrustedKey `json:"keys"`
+}
+
+func doListKeys(ctx context.Context, e *Env, _ ListKeysRequest, _ func(Event)) (ListKeysResponse, error) {
+	r := ListKeysResponse{Keys: []TrustedKey{}}
+	kr, err := e.Keys()
+	if err != nil {
+		return r, err
+	}
+	for _, k := range kr.Keys() {
+		r.Keys = append(r.Keys, TrustedKey{Key: k.String(), Configs: kr.Configs(k.Name)})
+	}
+	return r, nil
+}
+
+// GenerateKeyRequest makes a signing key pair NAME, its secret half
+// written (mode 0600, never over an existing file) to File (absolute), or
+// by default to the home's keys directory.
+type GenerateKeyRequest struct {
+	Name string `json:"name"`
+	File string `json:"file,omitempty"`
+}
+
+// GenerateKeyResponse is the public key and where the secret key went.
+type GenerateKeyResponse struct {
+	Public string `json:"public"`
+	File   string `json:"file"`
+}
+
+func doGenerateKey(ctx context.Context, e *Env, req GenerateKeyRequest, _ func(Event)) (GenerateKeyResponse, error) {
+	sk, err := manifest.GenerateKey(req.Name)
+	if err != nil {
+		return GenerateKeyResponse{}, &UsageError{err}
+	}
+	file := req.File
+	if file == "" {
+		file = filepath.Join(manifest.KeysDir(e.Home), req.Name+".secret")
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return GenerateKeyResponse{}, err
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return GenerateKeyResponse{}, fmt.Errorf("writing the secret key: %w (it is never overwritten; remove it first or pass --out)", err)
+	}
+	_, err = fmt.Fprintln(f, sk.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return GenerateKeyResponse{}, err
+	}
+	return GenerateKeyResponse{Public: sk.Public().String(), File: file}, nil
+}
