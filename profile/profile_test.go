@@ -71,9 +71,9 @@ func TestTwoActivationsAtOnce(t *testing.T) {
 	if time.Since(start) < 250*time.Millisecond {
 		t.Fatal("the second activation did not wait")
 	}
-	// It waits and proceeds when the first finishes.
-	go func() { time.Sleep(200 * time.Millisecond); unlock() }()
-	unlock2, err := p.Lock(ctx, "laptop", holder, 5*time.Second, nil)
+	// It waits and proceeds when the first finishes: the first finishes
+	// once the second is told that it waits.
+	unlock2, err := p.Lock(ctx, "laptop", holder, 5*time.Second, func(string) { go unlock() })
 	if err != nil {
 		t.Fatalf("waiting activation: %v", err)
 	}
@@ -125,6 +125,8 @@ func TestKillDuringActivation(t *testing.T) {
 		}
 		buf := make([]byte, 6)
 		out.Read(buf)
+		// Not synchronisation: the kill lands at a random moment of the
+		// child's switching, which is what the test is about.
 		time.Sleep(time.Duration(5+r.IntN(60)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
