@@ -165,6 +165,16 @@ func treeWithActivation(t testing.TB, s *store.Store, script string) nix.Path {
 	return pi.Path
 }
 
+// requireHeldBack fails the test unless laptop's HeldBack is as wanted
+// after step.
+func requireHeldBack(t *testing.T, p *Profiles, step string, wantHeld bool, wantCur, wantHighest uint64) {
+	t.Helper()
+	held, cur, highest, err := p.HeldBack("laptop")
+	if err != nil || held != wantHeld || cur != wantCur || highest != wantHighest {
+		t.Fatalf("%s: held %v current %d highest %d (%v); want %v %d %d", step, held, cur, highest, err, wantHeld, wantCur, wantHighest)
+	}
+}
+
 // TestHeldBack: a rollback holds the profile below its highest generation
 // until Resume or an activation of the newest.
 func TestHeldBack(t *testing.T) {
@@ -173,10 +183,7 @@ func TestHeldBack(t *testing.T) {
 	ctx := context.Background()
 	check := func(step string, wantHeld bool, wantCur, wantHighest uint64) {
 		t.Helper()
-		held, cur, highest, err := p.HeldBack("laptop")
-		if err != nil || held != wantHeld || cur != wantCur || highest != wantHighest {
-			t.Fatalf("%s: held %v current %d highest %d (%v); want %v %d %d", step, held, cur, highest, err, wantHeld, wantCur, wantHighest)
-		}
+		requireHeldBack(t, p, step, wantHeld, wantCur, wantHighest)
 	}
 	check("no profile", false, 0, 0)
 	for i, r := range roots {
