@@ -53,7 +53,7 @@ func TestRollbackHoldsAfterDelete(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	switchTo(t, p, 2, roots[1]) // trove rollback laptop
+	switchTo(t, p, 2, roots[1])                   // trove rollback laptop
 	if err := p.Delete("laptop", 3); err != nil { // trove generations delete laptop 3
 		t.Fatal(err)
 	}
