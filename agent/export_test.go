@@ -16,3 +16,15 @@ func SetAnnounceExpiry(d time.Duration) (restore func()) {
 	announceExpiry = d
 	return func() { announceExpiry = old }
 }
+
+// Applied counts the rounds name's follower has finished deciding what to
+// fetch and activate (0 if name is not followed).
+func (a *Agent) Applied(name string) uint64 {
+	a.followMu.Lock()
+	fl := a.followers[name]
+	a.followMu.Unlock()
+	if fl == nil {
+		return 0
+	}
+	return fl.applied.Load()
+}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trove-p2p/trove/nix"
@@ -67,6 +68,8 @@ type follower struct {
 	state       string // what the follower does now: "" (idle), fetching, activating
 	lastErr     string
 	lastErrAt   time.Time
+
+	applied atomic.Uint64 // rounds of apply finished; tests wait on it
 }
 
 func (f *follower) poke() {
@@ -317,6 +320,7 @@ func (a *Agent) activationTimeout(f Follow) time.Duration {
 // status; a failed fetch is retried after fetchRetry, anything else at the
 // next wake.
 func (a *Agent) apply(ctx context.Context, fl *follower) {
+	defer fl.applied.Add(1)
 	defer fl.set("")
 	f, ok := a.follow(fl.name)
 	if !ok {

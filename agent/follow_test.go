@@ -29,6 +29,16 @@ func newActivationLog(t *testing.T) activationLog {
 	return activationLog(filepath.Join(t.TempDir(), "activations"))
 }
 
+// followingPair starts two connected agents, agent 1 following f of
+// agent 0 (Activate and Run set), and a log of the activations.
+func followingPair(t *testing.T, f agent.Follow) (*testnet.Net, activationLog) {
+	net := testnet.Start(t, 2)
+	net.WaitConnected(1)
+	f.Activate, f.Run = true, true
+	net.FollowWith(1, f)
+	return net, newActivationLog(t)
+}
+
 // files is a configuration tree whose activation command logs, then runs
 // extra (shell).
 func (l activationLog) files(version, extra string) map[string]string {
@@ -70,6 +80,15 @@ func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) ti
 	return time.Since(start)
 }
 
+// waitRounds waits until a's follower of name has decided n more times
+// whether to activate (the periodic check wakes it), so that a test can
+// assert what it did not do.
+func waitRounds(t *testing.T, a *agent.Agent, name string, n uint64) {
+	t.Helper()
+	from := a.Applied(name)
+	waitFor(t, fmt.Sprintf("%d rounds of the %s follower", n, name), 20*time.Second, func() bool { return a.Applied(name) >= from+n })
+}
+
 // rollback switches agent i's profile back to gen as `trove rollback
 // --to gen --run` does.
 func rollback(t *testing.T, a *agent.Agent, name string, gen uint64) {
@@ -95,11 +114,8 @@ func rollback(t *testing.T, a *agent.Agent, name string, gen uint64) {
 // and periodic checks happen; following with --activate again resumes.
 func TestRollbackHolds(t *testing.T) {
 	defer agent.SetLearnInterval(200 * time.Millisecond)()
-	net := testnet.Start(t, 2)
-	net.WaitConnected(1)
-	log := newActivationLog(t)
+	net, log := followingPair(t, agent.Follow{Name: "laptop"})
 	publisher, follower := net.Agent(0), net.Agent(1)
-	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
 	net.Publish(0, "laptop", log.files("1", ""))
 	net.WaitGeneration(1, "laptop", 1)
 	net.Publish(0, "laptop", log.files("2", ""))
@@ -122,7 +138,7 @@ func TestRollbackHolds(t *testing.T) {
 	}
 	publisher.Node.Host().Network().ClosePeer(net.ID(1))
 	net.WaitConnected(1)
-	time.Sleep(3 * time.Second)
+	waitRounds(t, follower, "laptop", 5)
 	prof := profile.OpenProfiles(follower.Store)
 	if cur, _ := prof.Current("laptop"); cur != 1 {
 		t.Fatalf("the follower undid the rollback: profile at generation %d", cur)
@@ -149,7 +165,7 @@ func TestRollbackHolds(t *testing.T) {
 	if err := prof.Delete("laptop", 3); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	waitRounds(t, follower, "laptop", 3)
 	if cur, _ := prof.Current("laptop"); cur != 2 {
 		t.Fatalf("profile at %d after the second rollback", cur)
 	}
@@ -166,12 +182,9 @@ func TestRollbackHolds(t *testing.T) {
 // generation at once, a manual rollback waits at most the timeout, and the
 // next generation activates.
 func TestHangingActivation(t *testing.T) {
-	net := testnet.Start(t, 2)
-	net.WaitConnected(1)
-	log := newActivationLog(t)
-	follower := net.Agent(1)
 	const timeout = 3 * time.Second
-	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true, Timeout: timeout.String()})
+	net, log := followingPair(t, agent.Follow{Name: "laptop", Timeout: timeout.String()})
+	follower := net.Agent(1)
 	net.Publish(0, "laptop", log.files("1", ""))
 	net.WaitGeneration(1, "laptop", 1)
 
@@ -284,11 +297,8 @@ func TestRefusalIsReported(t *testing.T) {
 // lock while the user switches by hand (activate 2, roll back to 1) does not
 // switch to 2 again when it gets the lock: the hold is checked under it.
 func TestManualSwitchWhileFollowerWaits(t *testing.T) {
-	net := testnet.Start(t, 2)
-	net.WaitConnected(1)
-	log := newActivationLog(t)
+	net, log := followingPair(t, agent.Follow{Name: "laptop"})
 	follower := net.Agent(1)
-	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
 	net.Publish(0, "laptop", log.files("1", ""))
 	net.WaitGeneration(1, "laptop", 1)
 	waitFor(t, "generation 1's command runs", 10*time.Second, func() bool { return len(log.lines()) == 1 })
@@ -328,11 +338,8 @@ func TestManualSwitchWhileFollowerWaits(t *testing.T) {
 // selected generation's activation was cut off and what to run. An
 // unfollow, though, lets a running command finish.
 func TestInterruptedActivation(t *testing.T) {
-	net := testnet.Start(t, 2)
-	net.WaitConnected(1)
-	log := newActivationLog(t)
+	net, log := followingPair(t, agent.Follow{Name: "laptop"})
 	started := filepath.Join(t.TempDir(), "started")
-	net.FollowWith(1, agent.Follow{Name: "laptop", Activate: true, Run: true})
 	net.Publish(0, "laptop", log.files("1", "touch "+started+"\nsleep 400"))
 	waitFor(t, "the activation starts", 20*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
 	net.Stop(1)

@@ -2,8 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,20 +26,17 @@ func FollowsPath(home string) string { return filepath.Join(home, "follows.json"
 
 // LoadFollows reads the followed configurations.
 func LoadFollows(home string) ([]Follow, error) {
-	b, err := os.ReadFile(FollowsPath(home))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
+	return loadFile(FollowsPath(home), nil, parseFollows)
+}
+
+func parseFollows(b []byte) ([]Follow, error) {
 	var fs []Follow
 	if err := json.Unmarshal(b, &fs); err != nil {
-		return nil, fmt.Errorf("%s: %w", FollowsPath(home), err)
+		return nil, err
 	}
 	for _, f := range fs {
 		if err := f.check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", FollowsPath(home), err)
+			return nil, err
 		}
 	}
 	return fs, nil

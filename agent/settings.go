@@ -70,18 +70,25 @@ func ConfigPath(home string) string { return filepath.Join(home, "config.toml") 
 
 // LoadConfig reads config.toml; a missing file is an empty config.
 func LoadConfig(home string) (*FileConfig, error) {
-	b, err := os.ReadFile(ConfigPath(home))
+	return loadFile(ConfigPath(home), &FileConfig{}, ParseConfig)
+}
+
+// loadFile parses the file at path, or returns missing if there is none.
+// A parse error names the file.
+func loadFile[T any](path string, missing T, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return &FileConfig{}, nil
+		return missing, nil
 	}
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	c, err := ParseConfig(b)
+	v, err := parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ConfigPath(home), err)
+		return zero, fmt.Errorf("%s: %w", path, err)
 	}
-	return c, nil
+	return v, nil
 }
 
 // ParseConfig parses config.toml strictly: unknown keys and bad values are

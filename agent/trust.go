@@ -2,7 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,18 +30,7 @@ func TrustPath(home string) string { return filepath.Join(home, "peers.json") }
 
 // LoadTrust reads the trust group; a missing file is an empty group.
 func LoadTrust(home string) (*p2p.TrustGroup, error) {
-	b, err := os.ReadFile(TrustPath(home))
-	if errors.Is(err, os.ErrNotExist) {
-		return p2p.NewTrustGroup(nil), nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	g, err := parseTrust(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", TrustPath(home), err)
-	}
-	return g, nil
+	return loadFile(TrustPath(home), p2p.NewTrustGroup(nil), parseTrust)
 }
 
 func parseTrust(b []byte) (*p2p.TrustGroup, error) {

@@ -14,6 +14,24 @@ import (
 	"github.com/trove-p2p/trove/testnet"
 )
 
+// onLAN runs scenario fn with a LAN of n agents (withLAN) and the
+// fixture of e.lanSpec, or reports the scenario skipped where Nix or
+// network namespaces are missing.
+func (e *Env) onLAN(scenario string, n int, fn func(*testnet.LAN, *Fixture) ([]Result, error)) ([]Result, error) {
+	if !HaveNix() {
+		return []Result{{Scenario: scenario, Skipped: "nix not installed"}}, nil
+	}
+	f, err := e.fixtureSpec(e.lanSpec())
+	if err != nil {
+		return nil, err
+	}
+	res, skip, err := e.withLAN(n, func(lan *testnet.LAN) ([]Result, error) { return fn(lan, f) })
+	if skip != "" {
+		return []Result{{Scenario: scenario, Skipped: skip}}, nil
+	}
+	return res, err
+}
+
 // withLAN runs fn with a LAN of n agent processes in network namespaces,
 // and removes the LAN when fn returns. Where namespaces cannot run it
 // returns a skip note instead.
@@ -77,15 +95,8 @@ const mbit100 = 100_000_000
 // swarm: the sync rate with 1, 2 and 4 seeders whose links are shaped to
 // 100 Mbit/s (namespaces and tc); trove should add up their uploads.
 func runSwarm(e *Env) ([]Result, error) {
-	if !HaveNix() {
-		return []Result{{Scenario: "swarm", Skipped: "nix not installed"}}, nil
-	}
-	f, err := e.fixtureSpec(e.lanSpec())
-	if err != nil {
-		return nil, err
-	}
 	seeders := 4
-	res, skip, err := e.withLAN(seeders+1, func(lan *testnet.LAN) ([]Result, error) {
+	return e.onLAN("swarm", seeders+1, func(lan *testnet.LAN, f *Fixture) ([]Result, error) {
 		for i := 1; i <= seeders; i++ {
 			if _, err := lan.Trove(i, "import-nix", f.Top); err != nil {
 				return nil, err
@@ -128,28 +139,17 @@ func runSwarm(e *Env) ([]Result, error) {
 				Note: fmt.Sprintf("2 seeders: %.1f MB/s", rates[2])}, 3, true),
 		}, nil
 	})
-	if skip != "" {
-		return []Result{{Scenario: "swarm", Skipped: skip}}, nil
-	}
-	return res, err
 }
 
 // fanout: one seeder and F followers on 100 Mbit/s links sync at once.
 // Reports the time until all have the closure and the seeder's upload as
 // a multiple of the closure size (below F means followers served each other).
 func runFanout(e *Env) ([]Result, error) {
-	if !HaveNix() {
-		return []Result{{Scenario: "fanout", Skipped: "nix not installed"}}, nil
-	}
-	f, err := e.fixtureSpec(e.lanSpec())
-	if err != nil {
-		return nil, err
-	}
 	followers := 16
 	if e.Quick {
 		followers = 4
 	}
-	res, skip, err := e.withLAN(followers+1, func(lan *testnet.LAN) ([]Result, error) {
+	return e.onLAN("fanout", followers+1, func(lan *testnet.LAN, f *Fixture) ([]Result, error) {
 		if _, err := lan.Trove(0, "import-nix", f.Top); err != nil {
 			return nil, err
 		}
@@ -206,10 +206,6 @@ func runFanout(e *Env) ([]Result, error) {
 				Target: "< 1×", Met: met(float64(up)/float64(f.NarBytes) < float64(followers))},
 		}, nil
 	})
-	if skip != "" {
-		return []Result{{Scenario: "fanout", Skipped: skip}}, nil
-	}
-	return res, err
 }
 
 // fixtureSpec builds a fixture of a given spec, once per run.

@@ -21,7 +21,8 @@ type badFixture struct {
 	key    manifest.SecretKey
 	f      *fixture
 	bundle []byte
-	head   int // bytes before the first NAR
+	hd     *head // the bundle's, parsed
+	head   int   // bytes before the first NAR
 }
 
 func newBadFixture(t testing.TB) *badFixture {
@@ -30,16 +31,23 @@ func newBadFixture(t testing.TB) *badFixture {
 	bf.f = buildFixture(t, bf.a.store, manifest.SecretKey{}) // unsigned: only the manifest vouches
 	publish(t, bf.a, bf.key, "laptop", bf.f.root.Path, "bin/activate")
 	bf.bundle = createBundle(t, bf.a, "laptop")
-	hd, err := newReader(bytes.NewReader(bf.bundle)).readHead()
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, err := encodeHead(hd.storeDir, hd.manifests, hd.infos)
+	bf.hd = readHeadOf(t, bf.bundle)
+	head, err := encodeHead(bf.hd.storeDir, bf.hd.manifests, bf.hd.infos)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bf.head = len(head)
 	return bf
+}
+
+// readHeadOf parses the head of bundle b.
+func readHeadOf(t testing.TB, b []byte) *head {
+	t.Helper()
+	hd, err := newReader(bytes.NewReader(b)).readHead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hd
 }
 
 // importer is a machine that trusts the key for the configuration, reset
@@ -164,7 +172,13 @@ func TestTruncatedBundles(t *testing.T) {
 // infos[i].
 func craft(t testing.TB, storeDir string, manifests [][]byte, infos []*nix.PathInfo, nars [][]byte) []byte {
 	t.Helper()
-	b, err := encodeHead(storeDir, manifests, infos)
+	return craftOf(t, formatVersion, encodeInfo, storeDir, manifests, infos, nars)
+}
+
+// craftOf is craft for a bundle of format version whose infos enc encodes.
+func craftOf(t testing.TB, version uint64, enc func(*nix.PathInfo) ([]byte, error), storeDir string, manifests [][]byte, infos []*nix.PathInfo, nars [][]byte) []byte {
+	t.Helper()
+	b, err := encodeHeadOf(version, enc, storeDir, manifests, infos)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +186,16 @@ func craft(t testing.TB, storeDir string, manifests [][]byte, infos []*nix.PathI
 		b = appendBlob(b, n)
 	}
 	return append(b, trailer...)
+}
+
+// narsOf is the NARs of pis, in order.
+func narsOf(t testing.TB, s *store.Store, pis ...*nix.PathInfo) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, pi := range pis {
+		out = append(out, narOf(t, s, pi.Path))
+	}
+	return out
 }
 
 func narOf(t testing.TB, s *store.Store, p nix.Path) []byte {
@@ -185,11 +209,7 @@ func narOf(t testing.TB, s *store.Store, p nix.Path) []byte {
 
 func TestSwappedNAR(t *testing.T) {
 	bf := newBadFixture(t)
-	hd, err := newReader(bytes.NewReader(bf.bundle)).readHead()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := bf.a.store
+	hd, s := bf.hd, bf.a.store
 	nars := func(swap func(p nix.Path) nix.Path) [][]byte {
 		var out [][]byte
 		for _, pi := range hd.infos {
@@ -317,19 +337,9 @@ func TestStaleManifest(t *testing.T) {
 
 func TestIncompleteBundles(t *testing.T) {
 	bf := newBadFixture(t)
-	s := bf.a.store
-	hd, err := newReader(bytes.NewReader(bf.bundle)).readHead()
-	if err != nil {
-		t.Fatal(err)
-	}
+	hd, s := bf.hd, bf.a.store
 	f := bf.f
-	nar := func(pis ...*nix.PathInfo) [][]byte {
-		var out [][]byte
-		for _, pi := range pis {
-			out = append(out, narOf(t, s, pi.Path))
-		}
-		return out
-	}
+	nar := func(pis ...*nix.PathInfo) [][]byte { return narsOf(t, s, pis...) }
 	stray := addTree(t, s, "stray", map[string]string{"f": "stray"}, nil, manifest.SecretKey{}) // unsigned, in no manifest
 	im := bf.importer(t)
 	for _, tc := range []struct {

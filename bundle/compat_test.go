@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"bytes"
 	"reflect"
 	"testing"
 
@@ -13,42 +12,21 @@ import (
 // PathInfos took nix.CBORInfo's keys.
 func encodeV1(t testing.TB, storeDir string, manifests [][]byte, infos []*nix.PathInfo, nars [][]byte) []byte {
 	t.Helper()
-	b := appendU64([]byte(magic), 1)
-	b = appendBlob(b, []byte(storeDir))
-	b = appendU64(b, uint64(len(manifests)))
-	for _, m := range manifests {
-		b = appendBlob(b, m)
-	}
-	b = appendU64(b, uint64(len(infos)))
-	for _, pi := range infos {
-		e, err := strictcbor.Marshal(v1Info{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
-			References: pi.RefNames(), Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = appendBlob(b, e)
-	}
-	for _, n := range nars {
-		b = appendBlob(b, n)
-	}
-	return append(b, trailer...)
+	return craftOf(t, 1, encodeV1Info, storeDir, manifests, infos, nars)
+}
+
+func encodeV1Info(pi *nix.PathInfo) ([]byte, error) {
+	return strictcbor.Marshal(v1Info{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize,
+		References: pi.RefNames(), Deriver: pi.DeriverName(), Sigs: pi.Sigs, CA: pi.CA})
 }
 
 // TestReadsFormat1: bundles written before format 2 still import, with
 // their signatures and content addresses under their old keys.
 func TestReadsFormat1(t *testing.T) {
 	bf := newBadFixture(t)
-	s := bf.a.store
-	hd, err := newReader(bytes.NewReader(bf.bundle)).readHead()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nars [][]byte
-	for _, pi := range hd.infos {
-		nars = append(nars, narOf(t, s, pi.Path))
-	}
+	hd, s := bf.hd, bf.a.store
 	im := bf.importer(t)
-	rep, err := im.imp(encodeV1(t, s.StoreDir(), hd.manifests, hd.infos, nars))
+	rep, err := im.imp(encodeV1(t, s.StoreDir(), hd.manifests, hd.infos, narsOf(t, s, hd.infos...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,15 +39,11 @@ func TestReadsFormat1(t *testing.T) {
 	pi.Sigs = []string{"cache.example.org-1:c2ln"}
 	pi.CA = "fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
 	old := encodeV1(t, s.StoreDir(), nil, []*nix.PathInfo{&pi}, nil)
-	got, err := newReader(bytes.NewReader(old)).readHead()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if g := got.infos[0]; g.CA != pi.CA || !reflect.DeepEqual(g.Sigs, pi.Sigs) {
+	if g := readHeadOf(t, old).infos[0]; g.CA != pi.CA || !reflect.DeepEqual(g.Sigs, pi.Sigs) {
 		t.Fatalf("format 1 read as CA %q, sigs %v", g.CA, g.Sigs)
 	}
 	// And a format 1 info is not read as format 2.
-	e, err := strictcbor.Marshal(v1Info{Path: pi.Path.String(), NarHash: pi.NarHash[:], NarSize: pi.NarSize, Sigs: pi.Sigs, CA: pi.CA})
+	e, err := encodeV1Info(&pi)
 	if err != nil {
 		t.Fatal(err)
 	}

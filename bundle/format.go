@@ -80,13 +80,19 @@ func appendBlob(b, blob []byte) []byte { return append(appendU64(b, uint64(len(b
 
 // encodeHead is everything before the NARs.
 func encodeHead(storeDir string, manifests [][]byte, infos []*nix.PathInfo) ([]byte, error) {
+	return encodeHeadOf(formatVersion, encodeInfo, storeDir, manifests, infos)
+}
+
+// encodeHeadOf is the head of a bundle of format version whose infos enc
+// encodes (the tests write format 1 with it).
+func encodeHeadOf(version uint64, enc func(*nix.PathInfo) ([]byte, error), storeDir string, manifests [][]byte, infos []*nix.PathInfo) ([]byte, error) {
 	if len(manifests) > maxManifests {
 		return nil, fmt.Errorf("%d manifests: a bundle holds at most %d", len(manifests), maxManifests)
 	}
 	if len(infos) > maxInfos {
 		return nil, fmt.Errorf("%d paths: a bundle holds at most %d; split it", len(infos), maxInfos)
 	}
-	b := appendU64([]byte(magic), formatVersion)
+	b := appendU64([]byte(magic), version)
 	b = appendBlob(b, []byte(storeDir))
 	b = appendU64(b, uint64(len(manifests)))
 	for _, m := range manifests {
@@ -94,7 +100,7 @@ func encodeHead(storeDir string, manifests [][]byte, infos []*nix.PathInfo) ([]b
 	}
 	b = appendU64(b, uint64(len(infos)))
 	for _, pi := range infos {
-		e, err := encodeInfo(pi)
+		e, err := enc(pi)
 		if err != nil {
 			return nil, err
 		}

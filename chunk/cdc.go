@@ -58,32 +58,38 @@ func cutPoint(data []byte) int {
 	}
 	n = min(n, MaxSize)
 	norm := min(n, AvgSize)
-	fp := uint64(0)
-	i := MinSize
-	// Two bytes a step: after byte i the hash is fp<<1 + gear[b_i]; its
-	// test against mask equals the test of (fp<<2 + gearLS[b_i]) against
-	// mask<<1, so the intermediate value is tested with the shifted mask.
-	for ; i+1 < norm; i += 2 {
-		fp = (fp << 2) + gearLS[data[i]]
-		if fp&maskSLS == 0 {
-			return i + 1
-		}
-		fp += gear[data[i+1]]
-		if fp&maskS == 0 {
-			return i + 2
-		}
+	// Small chunks are unlikely (the stricter mask) below AvgSize, large
+	// ones above it (the looser mask): FastCDC's normalisation.
+	i, fp, cut := gearScan(data, MinSize, norm, 0, maskS, maskSLS)
+	if cut {
+		return i
 	}
-	for ; i+1 < n; i += 2 {
-		fp = (fp << 2) + gearLS[data[i]]
-		if fp&maskLLS == 0 {
-			return i + 1
-		}
-		fp += gear[data[i+1]]
-		if fp&maskL == 0 {
-			return i + 2
-		}
+	if i, _, cut = gearScan(data, i, n, fp, maskL, maskLLS); cut {
+		return i
 	}
 	return n
+}
+
+// gearScan rolls the gear hash fp over data[i:end], two bytes a step, and
+// stops after the first byte whose hash has no bit of mask set: it returns
+// the length up to that byte and cut, or where it stopped (end, or end-1
+// with one byte left for the next scan) and the hash so far.
+//
+// After byte i the hash is fp<<1 + gear[b_i]; its test against mask equals
+// the test of (fp<<2 + gearLS[b_i]) against mask<<1 (maskLS), so the
+// intermediate value is tested with the shifted mask.
+func gearScan(data []byte, i, end int, fp, mask, maskLS uint64) (int, uint64, bool) {
+	for ; i+1 < end; i += 2 {
+		fp = (fp << 2) + gearLS[data[i]]
+		if fp&maskLS == 0 {
+			return i + 1, fp, true
+		}
+		fp += gear[data[i+1]]
+		if fp&mask == 0 {
+			return i + 2, fp, true
+		}
+	}
+	return i, fp, false
 }
 
 // cdcReader cuts a stream into chunks, keeping at most 2×ChunkMax bytes.

@@ -78,22 +78,17 @@ func TestResolveManifestThroughDHT(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for pub.Provide(ctx, p2p.ConfigKey("laptop")) != nil { // until the routing table has the bootstrap node
-		time.Sleep(50 * time.Millisecond)
-	}
-	for len(res.ConnectedPeers()) == 0 && ctx.Err() == nil { // joined through the bootstrap node
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(t, 20*time.Second, "the publisher cannot provide: its routing table stays empty", func() bool {
+		return pub.Provide(ctx, p2p.ConfigKey("laptop")) == nil
+	})
+	waitUntil(t, 20*time.Second, "the resolver never joined through the bootstrap node", func() bool { return len(res.ConnectedPeers()) > 0 })
 	// The resolver's routing table fills a moment after it connects: wait
 	// until a lookup can succeed at all, so that the test is about
 	// resolving, not about how soon the DHT is ready.
-	for {
+	waitUntil(t, 20*time.Second, "no lookup finds the publisher", func() bool {
 		provs, _ := res.FindProviders(ctx, p2p.ConfigKey("laptop"), 1)
-		if len(provs) > 0 || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(provs) > 0
+	})
 	// Only the DHT may lead the resolver to the publisher.
 	res.Host().Network().ClosePeer(pub.ID())
 	pub.Host().Network().ClosePeer(res.ID())

@@ -137,25 +137,12 @@ func TestSyncDiskFillsMidway(t *testing.T) {
 	disk := smallDisk(t, 64<<20)
 	sk, kr := testKeys(t)
 	gate := newGate(40)
-	var paths []*nix.PathInfo
-	a := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
-		paths = closure(t, s, sk, 4, 8<<20, 52)
-		gate.Store = s
-		return gate
-	}})
+	a, paths := seeding(t, sk, 4, 8<<20, 52, func(s *store.Store) p2p.Content { gate.Store = s; return gate })
 	c := newNode(t, nodeOpts{home: disk})
 	connect(t, c, a)
 	root := paths[len(paths)-1].Path
 
-	type result struct {
-		rep *Report
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})
-		done <- result{rep, err}
-	}()
+	done := fetchInBackground(context.Background(), c, Options{Keys: kr}, root)
 	select {
 	case <-gate.reached:
 	case r := <-done:
@@ -230,30 +217,17 @@ func TestSyncPeakDisk(t *testing.T) {
 func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 	sk, kr := testKeys(t)
 	gate := newGate(10)
-	var paths []*nix.PathInfo
-	a := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
-		paths = closure(t, s, sk, 3, 4<<20, 54)
-		gate.Store = s
-		return gate
-	}})
+	a, paths := seeding(t, sk, 3, 4<<20, 54, func(s *store.Store) p2p.Content { gate.Store = s; return gate })
 	c := newNode(t, nodeOpts{})
 	connect(t, c, a)
 	root := paths[len(paths)-1].Path
 	dir := DefaultSpoolDir(c.store)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := New(c.store, c.node, Options{Keys: kr}).Fetch(ctx, []nix.Path{root})
-		done <- err
-	}()
+	done := fetchInBackground(ctx, c, Options{Keys: kr}, root)
 	<-gate.reached
-	for deadline := time.Now().Add(10 * time.Second); received(c, &peerNode{node: a.node}) < 10*chunk.MinSize; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the first chunks never arrived")
-		}
-	}
+	waitUntil(t, 10*time.Second, "the first chunks never arrived", func() bool { return received(c, a) >= 10*chunk.MinSize })
 	used := diskUsage(dir)
-	t.Logf("spools of a sync that has fetched %d bytes of %d: %d bytes of disk", received(c, &peerNode{node: a.node}), 3*(4<<20), used)
+	t.Logf("spools of a sync that has fetched %d bytes of %d: %d bytes of disk", received(c, a), 3*(4<<20), used)
 	if used > 4<<20 {
 		t.Errorf("the spools of a sync that fetched ten chunks take %d bytes", used)
 	}
@@ -266,7 +240,7 @@ func TestSpoolsTakeOnlyWhatArrivedAndGCTakesStoppedOnes(t *testing.T) {
 	}
 	cancel()
 	close(gate.open)
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := (<-done).err; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled sync: %v", err)
 	}
 

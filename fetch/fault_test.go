@@ -431,44 +431,34 @@ func liars() []liar {
 			bad: true, alone: []string{"chunk index that does not produce its NAR"},
 		},
 		{
-			name: "alters the narHash",
-			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, info: func(h nix.PathHash) (*nix.PathInfo, error) {
-					pi, err := s.PathInfo(h)
-					if err == nil {
-						pi.NarHash[0] ^= 1
-					}
-					return pi, err
-				}}
-			},
+			name:  "alters the narHash",
+			wrap:  altersInfo(func(pi *nix.PathInfo) { pi.NarHash[0] ^= 1 }),
 			alone: []string{"does not match"}, is: trust.ErrUntrusted,
 		},
 		{
-			name: "drops the references",
-			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, info: func(h nix.PathHash) (*nix.PathInfo, error) {
-					pi, err := s.PathInfo(h)
-					if err == nil {
-						pi.References = nil
-					}
-					return pi, err
-				}}
-			},
+			name:  "drops the references",
+			wrap:  altersInfo(func(pi *nix.PathInfo) { pi.References = nil }),
 			alone: []string{"does not match"}, is: trust.ErrUntrusted,
 		},
 		{
-			name: "strips the signature",
-			wrap: func(s *store.Store) p2p.Content {
-				return &lyingContent{Store: s, info: func(h nix.PathHash) (*nix.PathInfo, error) {
-					pi, err := s.PathInfo(h)
-					if err == nil {
-						pi.Sigs = nil
-					}
-					return pi, err
-				}}
-			},
+			name:  "strips the signature",
+			wrap:  altersInfo(func(pi *nix.PathInfo) { pi.Sigs = nil }),
 			alone: []string{"no signature"}, is: trust.ErrUntrusted,
 		},
+	}
+}
+
+// altersInfo is a peer that serves its store but changes every PathInfo
+// it describes with alter.
+func altersInfo(alter func(*nix.PathInfo)) func(*store.Store) p2p.Content {
+	return func(s *store.Store) p2p.Content {
+		return &lyingContent{Store: s, info: func(h nix.PathHash) (*nix.PathInfo, error) {
+			pi, err := s.PathInfo(h)
+			if err == nil {
+				alter(pi)
+			}
+			return pi, err
+		}}
 	}
 }
 

@@ -115,9 +115,9 @@ func (f *transfer) nextIngest() (*itemState, error) {
 // chunks are still missing.
 func (f *transfer) ingest(ctx context.Context, st *itemState) error {
 	s := f.lock()
-	it, stale, sp := st.it, st.stale, st.spool
+	it, sp := st.it, st.spool
 	info := *it.info
-	if stale {
+	if st.phase == redescribing {
 		from, others := it.infoFrom, s.others(it)
 		why, where := s.peers.get(from).dropped, info.Path.Abs(s.storeDir)
 		s.abandon(st) // its last chunks must not make it look complete meanwhile

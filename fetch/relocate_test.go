@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,9 +20,12 @@ func TestNewProviderJoinsMidFetch(t *testing.T) {
 	defer func(d time.Duration) { relocateEvery = d }(relocateEvery)
 	relocateEvery = 50 * time.Millisecond
 	sk, kr := testKeys(t)
+	fetching := make(chan struct{}) // closed at the first chunk asked of the slow seeder
+	var once sync.Once
 	slow := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
 		return &lyingContent{Store: s, chunk: func(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
-			time.Sleep(20 * time.Millisecond)
+			once.Do(func() { close(fetching) })
+			time.Sleep(20 * time.Millisecond) // slow, not synchronisation
 			return s.ReadChunk(ctx, id, size)
 		}}
 	}})
@@ -31,7 +35,7 @@ func TestNewProviderJoinsMidFetch(t *testing.T) {
 	root := paths[len(paths)-1].Path
 
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		<-fetching
 		closure(t, late.store, sk, 6, 700<<10, 21) // the same paths appear on the other peer
 	}()
 	rep, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{root})

@@ -140,26 +140,13 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	sk, kr := testKeys(t)
 	cs := &countingStore{blocked: make(chan struct{})}
 	cs.block.Store(10)
-	var paths []*nix.PathInfo
-	seeder := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
-		paths = closure(t, s, sk, 2, 2<<20, 21)
-		cs.Store = s
-		return cs
-	}})
+	seeder, paths := seeding(t, sk, 2, 2<<20, 21, func(s *store.Store) p2p.Content { cs.Store = s; return cs })
 	c := newNode(t, nodeOpts{})
 	connect(t, c, seeder)
 	root := paths[len(paths)-1].Path
 	opts := Options{Keys: kr, StallTimeout: 2 * time.Second}
 
-	type result struct {
-		rep *Report
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rep, err := New(c.store, c.node, opts).Fetch(context.Background(), []nix.Path{root})
-		done <- result{rep, err}
-	}()
+	done := fetchInBackground(context.Background(), c, opts, root)
 	select {
 	case <-cs.blocked:
 	case r := <-done:
@@ -169,13 +156,9 @@ func TestSyncResumesAfterSeederLeaves(t *testing.T) {
 	}
 	// The seeder reads ahead on each stream: wait until chunks it read
 	// have arrived, then take it away.
-	for deadline := time.Now().Add(10 * time.Second); received(c, seeder) == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no chunk arrived from the seeder")
-		}
-	}
+	waitUntil(t, 10*time.Second, "no chunk arrived from the seeder", func() bool { return received(c, seeder) > 0 })
 	seeder.node.Close()
-	var r result
+	var r fetched
 	select {
 	case r = <-done:
 	case <-time.After(20 * time.Second):
@@ -229,12 +212,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	}
 	sk, kr := testKeys(t)
 	cs := &countingStore{delay: 2 * time.Millisecond}
-	var paths []*nix.PathInfo
-	seeder := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
-		paths = closure(t, s, sk, 10, 2<<20, 31)
-		cs.Store = s
-		return cs
-	}})
+	seeder, paths := seeding(t, sk, 10, 2<<20, 31, func(s *store.Store) p2p.Content { cs.Store = s; return cs })
 	root := paths[len(paths)-1].Path
 	chunks := 0
 	for _, pi := range paths {

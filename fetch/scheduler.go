@@ -37,11 +37,12 @@ type scheduler struct {
 	left    int     // wants not done
 	err     error   // set once, by fail; errFinished after success
 	peers   peerBook
-	// ready holds the items an ingest worker should take next: every chunk
-	// is in, or the item is stale. Items are unpacked in the order they
-	// complete, whatever their place in the graph, and committed once their
-	// references are (referrers says whom to look at after a commit).
-	ready     []readyItem
+	// ready holds the items an ingest worker should take next, each once:
+	// those in phase queued or stale, and no others. Items are unpacked in
+	// the order they complete, whatever their place in the graph, and
+	// committed once their references are (referrers says whom to look at
+	// after a commit).
+	ready     []*itemState
 	referrers map[nix.PathHash][]*itemState
 	// held is the NAR bytes of the items being unpacked or unpacked and
 	// waiting for their references: each takes disk twice, as spool and
@@ -55,40 +56,89 @@ type scheduler struct {
 // itemState is one item's progress through a transfer.
 type itemState struct {
 	it    *item
+	phase phase
 	spool *spool // where its chunks land; the scheduler never touches it
 	wants []*want
 	left  int // wants of this description not done
-	// stale is set when the peer that described the item was dropped and
-	// no other peer serves its chunks: its chunk index may be a lie that
-	// only the liar can serve, so the item must be described again.
-	stale bool
+	// desc numbers the item's descriptions: abandon ends one, and the
+	// wants of an earlier one are abandoned (want.abandoned).
+	desc int
 	// staged is the unpacked, verified NAR waiting for its references to
 	// become valid before it is committed.
 	staged staged
-	// epoch counts the item's descriptions (reset starts a new one), and
-	// busy says an ingest worker has taken it in this epoch: a ready entry
-	// of another epoch, or of a taken item, is stale and skipped.
-	epoch int
-	busy  bool
 	// held is the NAR size this item adds to scheduler.held, 0 if none.
 	held uint64
 }
 
-// readyItem is an entry of scheduler.ready.
-type readyItem struct {
-	st    *itemState
-	epoch int
+// phase is where an item stands. An item moves
+//
+//	fetching → queued → unpacking → committed
+//	fetching → stale → redescribing → (reset) fetching
+//	unpacking → (evicted) queued; unpacking → (lied, reset) fetching
+//
+// and waits in scheduler.ready exactly while queued or stale.
+type phase uint8
+
+const (
+	// fetching: chunks of its description are still missing.
+	fetching phase = iota
+	// queued: every chunk is in; it waits for an ingest worker.
+	queued
+	// stale: the peer that described it was dropped while chunks are
+	// missing and no other peer serves them: its chunk index may be a lie
+	// only the liar can serve, so it waits for an ingest worker to have
+	// it described again.
+	stale
+	// unpacking: an ingest worker unpacks it, or it is unpacked (staged)
+	// and waits for its references.
+	unpacking
+	// redescribing: an ingest worker has it described again.
+	redescribing
+	// committed: it is valid.
+	committed
+)
+
+// complete moves st, all of whose chunks are in, to queued; it says
+// whether st is to be queued now (it was fetching).
+func (st *itemState) complete() bool { return st.from(fetching, queued) }
+
+// orphaned moves st, whose chunks nobody left can serve, to stale; it
+// says whether st is to be queued now (it was fetching).
+func (st *itemState) orphaned() bool { return st.from(fetching, stale) }
+
+// evicted moves st, unpacked ahead of its references, back to queued: its
+// staged tree was discarded to make room.
+func (st *itemState) evicted() bool { return st.from(unpacking, queued) }
+
+// take hands st, queued or stale, to an ingest worker: to unpacking or
+// redescribing.
+func (st *itemState) take() {
+	if !st.from(stale, redescribing) {
+		st.phase = unpacking
+	}
+}
+
+// from moves st to phase to if it is in phase was, and says whether it was.
+func (st *itemState) from(was, to phase) bool {
+	if st.phase != was {
+		return false
+	}
+	st.phase = to
+	return true
 }
 
 // want is one chunk of one description of an item.
 type want struct {
 	st       *itemState
+	desc     int // the description of st it belongs to
 	ref      chunk.Ref
 	off      uint64
 	done     bool
-	old      bool // its item was restarted under another description
 	inflight map[peer.ID]bool
 }
+
+// abandoned says w belongs to a description of its item since given up.
+func (w *want) abandoned() bool { return w.desc != w.st.desc }
 
 // errFinished stops the workers after every path is in.
 var errFinished = errors.New("finished")
@@ -117,26 +167,21 @@ func (s *scheduler) fail(err error) {
 // the indexes of the chunks neither the spool nor the store holds.
 func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reused int64) {
 	it := st.it
-	*st = itemState{it: it, spool: sp, epoch: st.epoch + 1}
+	*st = itemState{it: it, phase: fetching, spool: sp, desc: st.desc}
 	s.items[it.info.Path.Hash] = st
 	s.bytesResumed += resumed
 	s.bytesReused += reused
 	s.bytesDone += resumed + reused
 	for _, i := range missing {
-		w := &want{st: st, ref: it.index[i], off: it.offs[i], inflight: map[peer.ID]bool{}}
+		w := &want{st: st, desc: st.desc, ref: it.index[i], off: it.offs[i], inflight: map[peer.ID]bool{}}
 		st.wants = append(st.wants, w)
 		st.left++
 		s.left++
 		s.pending = append(s.pending, w)
 	}
-	if st.left == 0 {
-		s.push(st)
+	if st.left == 0 && st.complete() {
+		s.ready = append(s.ready, st)
 	}
-}
-
-// push queues st for an ingest worker.
-func (s *scheduler) push(st *itemState) {
-	s.ready = append(s.ready, readyItem{st, st.epoch})
 }
 
 // addStream counts one more worker for p.
@@ -215,7 +260,7 @@ func (s *scheduler) began(p peer.ID, now time.Time) (window int) {
 
 // lacks notes that p said it does not have w after all (it lied in have).
 func (s *scheduler) lacks(p peer.ID, w *want) {
-	if !w.old { // not a chunk of a description since replaced
+	if !w.abandoned() {
 		s.peers.get(p).lacks[w.st.it.info.Path.Hash] = true
 	}
 }
@@ -238,13 +283,13 @@ func (s *scheduler) delivered(p peer.ID, w *want, n int, now time.Time) {
 	ps.last = now
 	s.bytesFetched += int64(n)
 	s.left--
-	if w.old {
+	if w.abandoned() {
 		return
 	}
 	s.bytesDone += int64(n)
 	w.st.left--
-	if w.st.left == 0 {
-		s.push(w.st)
+	if w.st.left == 0 && w.st.complete() {
+		s.ready = append(s.ready, w.st)
 	}
 }
 
@@ -252,7 +297,7 @@ func (s *scheduler) delivered(p peer.ID, w *want, n int, now time.Time) {
 // spool; it returns the error to end the batch with, nil if it does not
 // matter (its item was restarted and the old spool removed).
 func (s *scheduler) writeFailed(w *want, err error) error {
-	if w.old && errors.Is(err, os.ErrClosed) {
+	if w.abandoned() && errors.Is(err, os.ErrClosed) {
 		return nil
 	}
 	s.fail(fmt.Errorf("fetching %s: %w", w.st.it.info.Path.Abs(s.storeDir), err))
@@ -334,7 +379,7 @@ func (s *scheduler) checkProviders() {
 		return
 	}
 	for _, st := range s.items {
-		if st.left == 0 || st.stale {
+		if st.phase != fetching {
 			continue
 		}
 		h := st.it.info.Path.Hash
@@ -345,9 +390,8 @@ func (s *scheduler) checkProviders() {
 		if alive {
 			continue
 		}
-		if s.redescribable(st) {
-			st.stale = true
-			s.push(st)
+		if s.redescribable(st) && st.orphaned() {
+			s.ready = append(s.ready, st)
 			continue
 		}
 		var why []string

@@ -142,12 +142,24 @@ func TestSchedulerDropPeer(t *testing.T) {
 		s, sts := testScheduler(testItem(1, 4, []peer.ID{a, b}))
 		s.lacks(b, sts[0].wants[0])
 		s.dropPeer(a, "sent bad data")
-		if s.err != nil || !sts[0].stale {
-			t.Fatalf("err %v, stale %v", s.err, sts[0].stale)
+		if s.err != nil || sts[0].phase != stale {
+			t.Fatalf("err %v, phase %d", s.err, sts[0].phase)
 		}
 		st, _, _ := s.nextIngest()
 		if st != sts[0] || st.held != 0 {
 			t.Errorf("nextIngest = %v (held %d), want the stale item, holding nothing", st, st.held)
+		}
+	})
+	t.Run("a stale item whose chunks then arrive is handed out once, to be described again", func(t *testing.T) {
+		s, sts := testScheduler(testItem(1, 4, []peer.ID{a, b}))
+		s.lacks(b, sts[0].wants[0])
+		s.dropPeer(a, "sent bad data")
+		deliverAll(s, b, sts[0])
+		if st, _, _ := s.nextIngest(); st != sts[0] || st.phase != redescribing {
+			t.Fatalf("nextIngest = %v, want the stale item to describe again", st)
+		}
+		if st, _, _ := s.nextIngest(); st != nil {
+			t.Errorf("the item was handed out twice")
 		}
 	})
 }

@@ -119,6 +119,46 @@ func narOf(t testing.TB, s *store.Store, p nix.Path) []byte {
 	return b.Bytes()
 }
 
+// seeding starts a node that serves a closure of n paths of size bytes
+// (made from seed) through wrap, which decorates its store.
+func seeding(t testing.TB, sk manifest.SecretKey, n, size int, seed uint64, wrap func(*store.Store) p2p.Content) (*peerNode, []*nix.PathInfo) {
+	t.Helper()
+	var paths []*nix.PathInfo
+	pn := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
+		paths = closure(t, s, sk, n, size, seed)
+		return wrap(s)
+	}})
+	return pn, paths
+}
+
+// fetched is what a fetch running in the background returned.
+type fetched struct {
+	rep *Report
+	err error
+}
+
+// fetchInBackground starts c fetching roots with opts; its result arrives
+// on the channel.
+func fetchInBackground(ctx context.Context, c *peerNode, opts Options, roots ...nix.Path) <-chan fetched {
+	done := make(chan fetched, 1)
+	go func() {
+		rep, err := New(c.store, c.node, opts).Fetch(ctx, roots)
+		done <- fetched{rep, err}
+	}()
+	return done
+}
+
+// waitUntil polls cond until it holds, and fails the test if it does not
+// within d.
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+	}
+}
+
 func requireSameClosure(t testing.TB, from, to *store.Store, paths []*nix.PathInfo) {
 	t.Helper()
 	for _, pi := range paths {

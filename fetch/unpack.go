@@ -37,38 +37,30 @@ func (s *scheduler) nextIngest() (st *itemState, discard []staged, stop bool) {
 	if s.err != nil {
 		return nil, nil, true
 	}
-	live := s.ready[:0]
-	for _, e := range s.ready {
-		if e.epoch == e.st.epoch && !e.st.busy {
-			live = append(live, e)
-		}
-	}
-	clear(s.ready[len(live):])
-	s.ready = live
-	pick := slices.IndexFunc(s.ready, func(e readyItem) bool { return e.st.stale || s.refsValid(e.st.it) })
+	pick := slices.IndexFunc(s.ready, func(st *itemState) bool { return st.phase == stale || s.refsValid(st.it) })
 	switch {
-	case pick >= 0 && s.ready[pick].st.stale:
+	case pick >= 0 && s.ready[pick].phase == stale:
 		// Described again without unpacking: holds nothing.
 	case pick >= 0:
-		if size := s.ready[pick].st.it.info.NarSize; !s.fits(size) {
+		if size := s.ready[pick].it.info.NarSize; !s.fits(size) {
 			discard = s.evict(size)
 			if !s.fits(size) {
 				return nil, discard, false // wait for the items being unpacked
 			}
 		}
 	default:
-		pick = slices.IndexFunc(s.ready, func(e readyItem) bool { return s.fits(e.st.it.info.NarSize) })
+		pick = slices.IndexFunc(s.ready, func(st *itemState) bool { return s.fits(st.it.info.NarSize) })
 		if pick < 0 {
 			return nil, discard, len(s.ready) == 0 && s.pathsDone == len(s.plan.items)
 		}
 	}
-	st = s.ready[pick].st
+	st = s.ready[pick]
 	s.ready = slices.Delete(s.ready, pick, pick+1)
-	if !st.stale {
+	st.take()
+	if st.phase == unpacking {
 		st.held = st.it.info.NarSize
 		s.held += st.held
 	}
-	st.busy = true
 	return st, discard, false
 }
 
@@ -82,12 +74,11 @@ func (s *scheduler) evict(size uint64) (discard []staged) {
 		if s.fits(size) {
 			break
 		}
-		if st.staged != nil {
+		if st.staged != nil && st.evicted() {
 			discard = append(discard, st.staged)
 			st.staged = nil
-			st.busy = false
 			s.unhold(st)
-			s.push(st)
+			s.ready = append(s.ready, st)
 		}
 	}
 	return discard
@@ -120,6 +111,7 @@ type commitJob struct {
 // that this made committable.
 func (s *scheduler) committed(st *itemState) (next []commitJob) {
 	s.unhold(st)
+	st.phase = committed
 	st.it.valid = true
 	s.pathsDone++
 	for _, r := range s.referrers[st.it.info.Path.Hash] {
@@ -159,8 +151,8 @@ func (s *scheduler) abandon(st *itemState) {
 			w.done = true
 			s.left--
 		}
-		w.old = true
 	}
+	st.desc++ // its wants are abandoned
 }
 
 // redescribe puts st's item under a fresh description: the chunks of the

@@ -140,15 +140,21 @@ func (h *History) file(name string, gen uint64) string {
 	return filepath.Join(h.dir, name, strconv.FormatUint(gen, 10)+".manifest")
 }
 
+// entries lists dir: none if it does not exist yet.
+func entries(dir string) ([]os.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return ents, err
+}
+
 // Generations lists the generation numbers known for name, ascending.
 func (h *History) Generations(name string) ([]uint64, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
-	ents, err := os.ReadDir(filepath.Join(h.dir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	ents, err := entries(filepath.Join(h.dir, name))
 	if err != nil {
 		return nil, err
 	}
@@ -208,10 +214,7 @@ func (h *History) Get(name string, gen uint64) (*Manifest, []byte, error) {
 
 // Names lists the configurations with at least one known generation.
 func (h *History) Names() ([]string, error) {
-	ents, err := os.ReadDir(h.dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	ents, err := entries(h.dir)
 	if err != nil {
 		return nil, err
 	}

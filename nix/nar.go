@@ -344,28 +344,34 @@ func (nr *narReader) str(max int, what string) (string, error) {
 	return string(b), nr.padding(n)
 }
 
-func (nr *narReader) expect(want string) error {
-	got, err := nr.str(maxTokenLen, "token")
-	if err != nil {
-		return err
-	}
-	if got != want {
-		return nr.bad("expected %q, found %q", want, got)
+// expect reads the tokens want, in order.
+func (nr *narReader) expect(want ...string) error {
+	for _, w := range want {
+		got, err := nr.str(maxTokenLen, "token")
+		if err != nil {
+			return err
+		}
+		if got != w {
+			return nr.bad("expected %q, found %q", w, got)
+		}
 	}
 	return nil
+}
+
+// valueAfter reads the tokens keys, then a string of at most max bytes:
+// the value of what.
+func (nr *narReader) valueAfter(max int, what string, keys ...string) (string, error) {
+	if err := nr.expect(keys...); err != nil {
+		return "", err
+	}
+	return nr.str(max, what)
 }
 
 func (nr *narReader) node(rel string, depth int) error {
 	if depth > MaxNARDepth {
 		return nr.bad("directories nested deeper than %d levels", MaxNARDepth)
 	}
-	if err := nr.expect("("); err != nil {
-		return err
-	}
-	if err := nr.expect("type"); err != nil {
-		return err
-	}
-	typ, err := nr.str(maxTokenLen, "node type")
+	typ, err := nr.valueAfter(maxTokenLen, "node type", "(", "type")
 	if err != nil {
 		return err
 	}
@@ -375,10 +381,7 @@ func (nr *narReader) node(rel string, depth int) error {
 			return err
 		}
 	case "symlink":
-		if err := nr.expect("target"); err != nil {
-			return err
-		}
-		target, err := nr.str(maxTarget, "symlink target")
+		target, err := nr.valueAfter(maxTarget, "symlink target", "target")
 		if err != nil {
 			return err
 		}
@@ -480,13 +483,7 @@ func (nr *narReader) entries(rel string, depth int) error {
 		if tok != "entry" {
 			return nr.bad("expected \"entry\" or \")\", found %q", tok)
 		}
-		if err := nr.expect("("); err != nil {
-			return err
-		}
-		if err := nr.expect("name"); err != nil {
-			return err
-		}
-		name, err := nr.str(maxNameLen, "entry name")
+		name, err := nr.valueAfter(maxNameLen, "entry name", "(", "name")
 		if err != nil {
 			return err
 		}

@@ -183,6 +183,14 @@ func (an *abuseNet) connected(p peer.ID) bool {
 	return an.a.Host().Network().Connectedness(p) == network.Connected
 }
 
+// setForTest sets a tunable to v until the test and its cleanups (the
+// nodes it started) are done.
+func setForTest[T any](t testing.TB, p *T, v T) {
+	old := *p
+	t.Cleanup(func() { *p = old })
+	*p = v
+}
+
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -755,8 +763,7 @@ func testCancelledRequestKeepsConnection(t *testing.T, listen string) {
 // server must stop at the flow-control window instead of buffering the
 // answers, and reset the stream when the write deadline passes.
 func TestNeverReads(t *testing.T) {
-	defer func(d time.Duration) { writeTimeout = d }(writeTimeout)
-	writeTimeout = 500 * time.Millisecond
+	setForTest(t, &writeTimeout, 500*time.Millisecond)
 	an := newAbuseNet(t, 8<<20)
 	att := an.attacker(t)
 	const requests = 64
@@ -796,8 +803,7 @@ func TestNeverReads(t *testing.T) {
 // timeout (a stalled client, or a client whose consumer is slow) costs the
 // peer that stream, not its connection: its other streams carry on.
 func TestSlowPeerStreamReset(t *testing.T) {
-	defer func(d time.Duration) { idleTimeout = d }(idleTimeout)
-	idleTimeout = 300 * time.Millisecond
+	setForTest(t, &idleTimeout, 300*time.Millisecond)
 	an := newAbuseNet(t, 1<<20)
 	att := an.attacker(t)
 	conns := an.a.Host().Network().ConnsToPeer(att.ID())

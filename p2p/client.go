@@ -90,33 +90,41 @@ func rawHashes(hs []nix.PathHash) [][]byte {
 	return out
 }
 
-// roundTrip sends one request on a new stream to p and reads one answer
-// of at most max bytes, within requestTimeout.
-func (n *Node) roundTrip(ctx context.Context, p peer.ID, proto protocol.ID, req any, max int, resp any) error {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+// exchange opens a stream of proto to p and runs use on it, all within d
+// (use's context ends then).
+func (n *Node) exchange(ctx context.Context, p peer.ID, proto protocol.ID, d time.Duration, use func(context.Context, network.Stream) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	st, done, err := n.stream(ctx, p, proto)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if err := writeMsg(st, req); err != nil {
-		return fmt.Errorf("%s request to %s: %w", proto, p, err)
-	}
-	st.CloseWrite()
-	// The answer is charged to the stream's scope while it is read, so
-	// the resource manager's limits bound how many large answers (from
-	// every peer asked at once) are held together; a read waits for room.
-	held, err := readMsgIn(bufio.NewReaderSize(st, 64<<10), max, resp, func(n int) error {
-		return reserveWait(ctx, st.Scope(), n, requestTimeout)
+	return use(ctx, st)
+}
+
+// roundTrip sends one request on a new stream to p and reads one answer
+// of at most max bytes, within requestTimeout.
+func (n *Node) roundTrip(ctx context.Context, p peer.ID, proto protocol.ID, req any, max int, resp any) error {
+	return n.exchange(ctx, p, proto, requestTimeout, func(ctx context.Context, st network.Stream) error {
+		if err := writeMsg(st, req); err != nil {
+			return fmt.Errorf("%s request to %s: %w", proto, p, err)
+		}
+		st.CloseWrite()
+		// The answer is charged to the stream's scope while it is read, so
+		// the resource manager's limits bound how many large answers (from
+		// every peer asked at once) are held together; a read waits for room.
+		held, err := readMsgIn(bufio.NewReaderSize(st, 64<<10), max, resp, func(n int) error {
+			return reserveWait(ctx, st.Scope(), n, requestTimeout)
+		})
+		if held > 0 {
+			st.Scope().ReleaseMemory(held)
+		}
+		if err != nil {
+			return fmt.Errorf("%s answer from %s: %w", proto, p, err)
+		}
+		return nil
 	})
-	if held > 0 {
-		st.Scope().ReleaseMemory(held)
-	}
-	if err != nil {
-		return fmt.Errorf("%s answer from %s: %w", proto, p, err)
-	}
-	return nil
 }
 
 // RemoteInfo is a PathInfo as a peer described it, with its chunk index:

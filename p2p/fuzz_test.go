@@ -214,9 +214,14 @@ func (c fuzzContent) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
 }
 
 func (c fuzzContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+	return infosOf(c.PathInfo, roots)
+}
+
+// infosOf is the closure of roots that refer to nothing: their PathInfos.
+func infosOf(info func(nix.PathHash) (*nix.PathInfo, error), roots []nix.Path) ([]*nix.PathInfo, error) {
 	var out []*nix.PathInfo
 	for _, r := range roots {
-		pi, err := c.PathInfo(r.Hash)
+		pi, err := info(r.Hash)
 		if err != nil {
 			return nil, err
 		}

@@ -58,15 +58,9 @@ func TestInfoAnswersUpToTheCap(t *testing.T) {
 		{"64 indexes of 1 GiB NARs", 1 << 14, MaxInfoHashes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
-			a := startNode(t, Config{Trust: ta, Content: bigIndexContent{tc.chunks}})
-			b := startNode(t, Config{Trust: tb})
-			pair(a, b, ta, tb)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := b.Connect(ctx, a.AddrInfo()); err != nil {
-				t.Fatal(err)
-			}
+			a, b := servingTo(ctx, t, bigIndexContent{tc.chunks})
 			hs := make([]nix.PathHash, tc.paths)
 			for i := range hs {
 				hs[i][0], hs[i][1] = byte(i), 1
@@ -84,16 +78,22 @@ func TestInfoAnswersUpToTheCap(t *testing.T) {
 	}
 }
 
-func (c bigIndexContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
-	var out []*nix.PathInfo
-	for _, r := range roots {
-		pi, err := c.PathInfo(r.Hash)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, pi)
+// servingTo starts a node a serving content and a node b of its trust
+// group connected to it.
+func servingTo(ctx context.Context, t testing.TB, content Content) (a, b *Node) {
+	t.Helper()
+	ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
+	a = startNode(t, Config{Trust: ta, Content: content})
+	b = startNode(t, Config{Trust: tb})
+	pair(a, b, ta, tb)
+	if err := b.Connect(ctx, a.AddrInfo()); err != nil {
+		t.Fatal(err)
 	}
-	return out, nil
+	return a, b
+}
+
+func (c bigIndexContent) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+	return infosOf(c.PathInfo, roots)
 }
 
 // wideClosure is a bigIndexContent whose every path has a closure of
@@ -115,15 +115,9 @@ func (c wideClosure) Closure(...nix.Path) ([]*nix.PathInfo, error) {
 // array elements comes back cut short (the rest is asked for with Info),
 // not as an answer the client must reject as a protocol violation.
 func TestInfoClosureOfManyPaths(t *testing.T) {
-	ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
-	a := startNode(t, Config{Trust: ta, Content: wideClosure{bigIndexContent{1}, MaxHaveHashes + 900}})
-	b := startNode(t, Config{Trust: tb})
-	pair(a, b, ta, tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := b.Connect(ctx, a.AddrInfo()); err != nil {
-		t.Fatal(err)
-	}
+	a, b := servingTo(ctx, t, wideClosure{bigIndexContent{1}, MaxHaveHashes + 900})
 	infos, err := b.InfoClosure(ctx, a.ID(), []nix.PathHash{{1, 1}})
 	if err != nil {
 		t.Fatal(err)

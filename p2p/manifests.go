@@ -66,14 +66,7 @@ type ManifestSource interface {
 	ManifestBytes(name string, gen uint64) ([]byte, error)
 }
 
-func (s *server) handleManifest(ctx context.Context, st network.Stream, r *bufio.Reader) error {
-	st.SetReadDeadline(time.Now().Add(s.idle))
-	var req ManifestRequest
-	held, err := s.readRequest(ctx, st, r, maxRequest, &req)
-	if err != nil {
-		return err
-	}
-	defer st.Scope().ReleaseMemory(held)
+func (s *server) handleManifest(ctx context.Context, st network.Stream, req *ManifestRequest) error {
 	// A manifest's size is known only once it is loaded: loads take turns,
 	// and each is charged to its stream before the next begins, so at
 	// most one manifest is held uncharged.
@@ -87,7 +80,7 @@ func (s *server) handleManifest(ctx context.Context, st network.Stream, r *bufio
 		resp.Manifest = b
 	}
 	n := 2 * len(resp.Manifest) // held, and encoded
-	err = s.reserver(ctx, st)(n)
+	err := s.reserver(ctx, st)(n)
 	s.loads.Release(1)
 	if err != nil {
 		return fmt.Errorf("manifest answer: %w", err)
@@ -169,14 +162,7 @@ func (n *Node) Announce(ctx context.Context, a Announcement) error {
 }
 
 func (n *Node) announceTo(ctx context.Context, p peer.ID, a *Announcement) error {
-	ctx, cancel := context.WithTimeout(ctx, announceTimeout)
-	defer cancel()
-	st, done, err := n.stream(ctx, p, ProtoAnnounce)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return writeMsg(st, a)
+	return n.exchange(ctx, p, ProtoAnnounce, announceTimeout, func(_ context.Context, st network.Stream) error { return writeMsg(st, a) })
 }
 
 // handleAnnounce takes a direct announcement to the subscriber of its name.

@@ -138,14 +138,14 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.Content != nil {
 		s := &server{node: n, content: cfg.Content, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait}
-		h.SetStreamHandler(ProtoHave, s.serve("have", s.handleHave))
-		h.SetStreamHandler(ProtoInfo, s.serve("info", s.handleInfo))
+		h.SetStreamHandler(ProtoHave, s.serve("have", oneRequest(s, s.handleHave)))
+		h.SetStreamHandler(ProtoInfo, s.serve("info", oneRequest(s, s.handleInfo)))
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
 	}
 	if cfg.Manifests != nil {
 		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait,
 			loads: semaphore.NewWeighted(1)}
-		h.SetStreamHandler(ProtoManifest, s.serve("manifest", s.handleManifest))
+		h.SetStreamHandler(ProtoManifest, s.serve("manifest", oneRequest(s, s.handleManifest)))
 	}
 	as := &server{node: n, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
 	h.SetStreamHandler(ProtoAnnounce, as.serve("announce", as.handleAnnounce))

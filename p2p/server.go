@@ -170,6 +170,22 @@ func (s *server) reserve(ctx context.Context, st network.Stream, n int, fn func(
 
 // readRequest reads a request of at most max bytes into v, charged to
 // st's scope; the caller releases the returned bytes when done with v.
+// oneRequest makes a handler of a protocol that takes one request of type
+// Req: it reads the request within the idle deadline, charging its memory
+// to the stream until handle returns.
+func oneRequest[Req any](s *server, handle func(context.Context, network.Stream, *Req) error) func(context.Context, network.Stream, *bufio.Reader) error {
+	return func(ctx context.Context, st network.Stream, r *bufio.Reader) error {
+		st.SetReadDeadline(time.Now().Add(s.idle))
+		var req Req
+		held, err := s.readRequest(ctx, st, r, maxRequest, &req)
+		if err != nil {
+			return err
+		}
+		defer st.Scope().ReleaseMemory(held)
+		return handle(ctx, st, &req)
+	}
+}
+
 func (s *server) readRequest(ctx context.Context, st network.Stream, r *bufio.Reader, max int, v any) (int, error) {
 	held, err := readMsgIn(r, max, v, s.reserver(ctx, st))
 	if err != nil && held > 0 {
@@ -193,14 +209,7 @@ func pathHashes(raw [][]byte, max int) ([]nix.PathHash, error) {
 	return out, nil
 }
 
-func (s *server) handleHave(ctx context.Context, st network.Stream, r *bufio.Reader) error {
-	st.SetReadDeadline(time.Now().Add(s.idle))
-	var req HaveRequest
-	held, err := s.readRequest(ctx, st, r, maxRequest, &req)
-	if err != nil {
-		return err
-	}
-	defer st.Scope().ReleaseMemory(held)
+func (s *server) handleHave(ctx context.Context, st network.Stream, req *HaveRequest) error {
 	hashes, err := pathHashes(req.Hashes, MaxHaveHashes)
 	if err != nil {
 		return err
@@ -215,14 +224,7 @@ func (s *server) handleHave(ctx context.Context, st network.Stream, r *bufio.Rea
 	return writeMsg(st, &HaveResponse{Bitmap: bitmap})
 }
 
-func (s *server) handleInfo(ctx context.Context, st network.Stream, r *bufio.Reader) error {
-	st.SetReadDeadline(time.Now().Add(s.idle))
-	var req InfoRequest
-	held, err := s.readRequest(ctx, st, r, maxRequest, &req)
-	if err != nil {
-		return err
-	}
-	defer st.Scope().ReleaseMemory(held)
+func (s *server) handleInfo(ctx context.Context, st network.Stream, req *InfoRequest) error {
 	hashes, err := pathHashes(req.Hashes, MaxInfoHashes)
 	if err != nil {
 		return err

@@ -12,6 +12,14 @@ import (
 )
 
 // threeGenerations adds three trees to s, to switch between.
+// switchTo activates generation gen (root) of laptop, running nothing.
+func switchTo(t *testing.T, p *Profiles, gen uint64, root nix.Path) {
+	t.Helper()
+	if err := p.Activate(context.Background(), "laptop", gen, root, "", ActivateOptions{}); err != nil {
+		t.Fatalf("activating generation %d: %v", gen, err)
+	}
+}
+
 func threeGenerations(t *testing.T, s *store.Store) []nix.Path {
 	two := twoGenerations(t, s)
 	third := treeWithActivation(t, s, "#!/bin/sh\n")
@@ -45,16 +53,11 @@ func TestRollbackHoldsAfterDelete(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := p.Activate(ctx, "laptop", 2, roots[1], "", ActivateOptions{}); err != nil { // trove rollback laptop
-		t.Fatal(err)
-	}
+	switchTo(t, p, 2, roots[1])                   // trove rollback laptop
 	if err := p.Delete("laptop", 3); err != nil { // trove generations delete laptop 3
 		t.Fatal(err)
 	}
-	held, cur, highest, err := p.HeldBack("laptop")
-	if err != nil || !held || highest != 3 {
-		t.Fatalf("after rollback to 2 and deleting 3: held %v current %d highest %d (%v); a follower re-activates 3", held, cur, highest, err)
-	}
+	requireHeldBack(t, p, "after rollback to 2 and deleting 3 (a follower re-activates 3)", true, 2, 3)
 }
 
 // TestRollbackHoldsAfterLostRecord: a kill -9 after a switch up but before
@@ -63,31 +66,21 @@ func TestRollbackHoldsAfterDelete(t *testing.T) {
 func TestRollbackHoldsAfterLostRecord(t *testing.T) {
 	s, p := testProfiles(t)
 	roots := twoGenerations(t, s)
-	ctx := context.Background()
-	if err := p.Activate(ctx, "laptop", 1, roots[0], "", ActivateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	switchTo(t, p, 1, roots[0])
 	if err := p.Resume("laptop"); err != nil { // trove follow laptop --activate: .highest = 1
 		t.Fatal(err)
 	}
 	// Switch to 2, and the process dies between the rename of NAME and
 	// writeHighest: emulate by restoring the record Switch wrote.
-	if err := p.Activate(ctx, "laptop", 2, roots[1], "", ActivateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	switchTo(t, p, 2, roots[1])
 	if err := p.writeHighest("laptop", 1); err != nil {
 		t.Fatal(err)
 	}
 	if h, _ := p.Highest("laptop"); h != 2 {
 		t.Fatalf("highest right after the crash: %d", h)
 	}
-	if err := p.Activate(ctx, "laptop", 1, roots[0], "", ActivateOptions{}); err != nil { // trove rollback laptop
-		t.Fatal(err)
-	}
-	held, cur, highest, err := p.HeldBack("laptop")
-	if err != nil || !held || highest != 2 {
-		t.Fatalf("crash, then rollback: held %v current %d highest %d (%v); the follower re-activates 2", held, cur, highest, err)
-	}
+	switchTo(t, p, 1, roots[0]) // trove rollback laptop
+	requireHeldBack(t, p, "crash, then rollback (the follower re-activates 2)", true, 1, 2)
 }
 
 // TestActivationRunsWhenRecordFails: a record that cannot be written after
@@ -97,9 +90,7 @@ func TestActivationRunsWhenRecordFails(t *testing.T) {
 	s, p := testProfiles(t)
 	roots := twoGenerations(t, s)
 	ctx := context.Background()
-	if err := p.Activate(ctx, "laptop", 1, roots[0], "", ActivateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	switchTo(t, p, 1, roots[0])
 	if err := p.Resume("laptop"); err != nil {
 		t.Fatal(err)
 	}

@@ -61,16 +61,22 @@ func (p *Profiles) link(name string, gen uint64) string {
 	return filepath.Join(p.dir, fmt.Sprintf("%s-%d-link", name, gen))
 }
 
+// entries lists the profiles directory: none before the first profile.
+func (p *Profiles) entries() ([]os.DirEntry, error) {
+	ents, err := os.ReadDir(p.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return ents, err
+}
+
 // Generations lists a profile's generations, oldest first.
 func (p *Profiles) Generations(name string) ([]Generation, error) {
 	if err := manifest.CheckName(name); err != nil {
 		return nil, err
 	}
 	cur, _ := p.Current(name)
-	ents, err := os.ReadDir(p.dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	ents, err := p.entries()
 	if err != nil {
 		return nil, err
 	}
@@ -214,10 +220,7 @@ func (p *Profiles) Highest(name string) (uint64, error) {
 func (p *Profiles) recordedHighest(name string) (h uint64, recorded bool, err error) {
 	b, err := os.ReadFile(p.highestFile(name))
 	if errors.Is(err, os.ErrNotExist) {
-		ents, err := os.ReadDir(p.dir)
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, false, nil
-		}
+		ents, err := p.entries()
 		for _, e := range ents {
 			if n, ok := genOf(name, e.Name()); ok {
 				h = max(h, n)
@@ -371,10 +374,7 @@ func (p *Profiles) Delete(name string, gens ...uint64) error {
 
 // Roots returns every generation's root of every profile: GC roots.
 func (p *Profiles) Roots() ([]nix.Path, error) {
-	ents, err := os.ReadDir(p.dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	ents, err := p.entries()
 	if err != nil {
 		return nil, err
 	}

@@ -71,9 +71,9 @@ func TestTwoActivationsAtOnce(t *testing.T) {
 	if time.Since(start) < 250*time.Millisecond {
 		t.Fatal("the second activation did not wait")
 	}
-	// It waits and proceeds when the first finishes.
-	go func() { time.Sleep(200 * time.Millisecond); unlock() }()
-	unlock2, err := p.Lock(ctx, "laptop", holder, 5*time.Second, nil)
+	// It waits and proceeds when the first finishes: the first finishes
+	// once the second is told that it waits.
+	unlock2, err := p.Lock(ctx, "laptop", holder, 5*time.Second, func(string) { go unlock() })
 	if err != nil {
 		t.Fatalf("waiting activation: %v", err)
 	}
@@ -125,6 +125,8 @@ func TestKillDuringActivation(t *testing.T) {
 		}
 		buf := make([]byte, 6)
 		out.Read(buf)
+		// Not synchronisation: the kill lands at a random moment of the
+		// child's switching, which is what the test is about.
 		time.Sleep(time.Duration(5+r.IntN(60)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
@@ -163,6 +165,16 @@ func treeWithActivation(t testing.TB, s *store.Store, script string) nix.Path {
 	return pi.Path
 }
 
+// requireHeldBack fails the test unless laptop's HeldBack is as wanted
+// after step.
+func requireHeldBack(t *testing.T, p *Profiles, step string, wantHeld bool, wantCur, wantHighest uint64) {
+	t.Helper()
+	held, cur, highest, err := p.HeldBack("laptop")
+	if err != nil || held != wantHeld || cur != wantCur || highest != wantHighest {
+		t.Fatalf("%s: held %v current %d highest %d (%v); want %v %d %d", step, held, cur, highest, err, wantHeld, wantCur, wantHighest)
+	}
+}
+
 // TestHeldBack: a rollback holds the profile below its highest generation
 // until Resume or an activation of the newest.
 func TestHeldBack(t *testing.T) {
@@ -171,10 +183,7 @@ func TestHeldBack(t *testing.T) {
 	ctx := context.Background()
 	check := func(step string, wantHeld bool, wantCur, wantHighest uint64) {
 		t.Helper()
-		held, cur, highest, err := p.HeldBack("laptop")
-		if err != nil || held != wantHeld || cur != wantCur || highest != wantHighest {
-			t.Fatalf("%s: held %v current %d highest %d (%v); want %v %d %d", step, held, cur, highest, err, wantHeld, wantCur, wantHighest)
-		}
+		requireHeldBack(t, p, step, wantHeld, wantCur, wantHighest)
 	}
 	check("no profile", false, 0, 0)
 	for i, r := range roots {

@@ -44,26 +44,15 @@ func decodePathInfo(b []byte) (*nix.PathInfo, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("corrupt path info in the store database: %w", err)
 	}
-	pi := &nix.PathInfo{NarSize: r.NarSize, Sigs: r.Sigs, CA: r.CA, RegistrationTime: time.Unix(r.RegTime, 0), Ultimate: r.Ultimate}
-	var err error
-	if pi.Path, err = nix.ParseBase(r.Path); err != nil {
+	h, err := nix.ParseHash(r.NarHash)
+	if err != nil {
 		return nil, err
 	}
-	if pi.NarHash, err = nix.ParseHash(r.NarHash); err != nil {
+	pi, err := nix.PathInfoFromNames(r.Path, h[:], r.NarSize, r.References, r.Deriver)
+	if err != nil {
 		return nil, err
 	}
-	for _, s := range r.References {
-		ref, err := nix.ParseBase(s)
-		if err != nil {
-			return nil, err
-		}
-		pi.References = append(pi.References, ref)
-	}
-	if r.Deriver != "" {
-		if pi.Deriver, err = nix.ParseBase(r.Deriver); err != nil {
-			return nil, err
-		}
-	}
+	pi.Sigs, pi.CA, pi.RegistrationTime, pi.Ultimate = r.Sigs, r.CA, time.Unix(r.RegTime, 0), r.Ultimate
 	if pi.ChunkIndex, err = chunk.ParseID(r.ChunkIndex); err != nil {
 		return nil, err
 	}

@@ -174,8 +174,8 @@ func TestWriteNARRangesAndChunks(t *testing.T) {
 	}
 }
 
-// addNARFor stages a tree as an input-addressed path with the given refs.
-func addNARFor(t testing.TB, s *Store, name string, content string, refs ...nix.Path) (*nix.PathInfo, error) {
+// addNARFor adds a tree as an input-addressed path with the given refs.
+func addNARFor(t testing.TB, s *Store, name string, content string, refs ...nix.Path) *nix.PathInfo {
 	t.Helper()
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{name: content})
@@ -184,7 +184,11 @@ func addNARFor(t testing.TB, s *Store, name string, content string, refs ...nix.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.AddNAR(context.Background(), &nix.PathInfo{Path: p, NarHash: nix.Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: refs}, bytes.NewReader(nar))
+	pi, err := s.AddNAR(context.Background(), &nix.PathInfo{Path: p, NarHash: nix.Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: refs}, bytes.NewReader(nar))
+	if err != nil {
+		t.Fatalf("adding %s: %v", name, err)
+	}
+	return pi
 }
 
 func TestAddNARRejects(t *testing.T) {
@@ -229,22 +233,10 @@ func TestAddNARRejects(t *testing.T) {
 func TestClosureAndGC(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
-	leaf, err := addNARFor(t, s, "leaf", "leaf data")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mid, err := addNARFor(t, s, "mid", "mid", leaf.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := addNARFor(t, s, "top", "top", mid.Path, leaf.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := addNARFor(t, s, "other", "other", leaf.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf := addNARFor(t, s, "leaf", "leaf data")
+	mid := addNARFor(t, s, "mid", "mid", leaf.Path)
+	top := addNARFor(t, s, "top", "top", mid.Path, leaf.Path)
+	other := addNARFor(t, s, "other", "other", leaf.Path)
 	cl, err := s.Closure(top.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -423,18 +415,9 @@ func TestRebootReverifiesUnsyncedPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := addNARFor(t, s, "leaf", "leaf data")
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := addNARFor(t, s, "top", "top", leaf.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := addNARFor(t, s, "other", "other")
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf := addNARFor(t, s, "leaf", "leaf data")
+	top := addNARFor(t, s, "top", "top", leaf.Path)
+	other := addNARFor(t, s, "other", "other")
 	s.Close()
 	// A power loss ate leaf's data before writeback.
 	f := s.TreePath(leaf.Path)
@@ -466,9 +449,7 @@ func TestRebootReverifiesUnsyncedPaths(t *testing.T) {
 
 func TestSyncClearsMarks(t *testing.T) {
 	s := openTestStore(t)
-	if _, err := addNARFor(t, s, "p", "data"); err != nil {
-		t.Fatal(err)
-	}
+	addNARFor(t, s, "p", "data")
 	if m, _ := s.unsynced(); len(m) != 1 {
 		t.Fatalf("%d marks after a write, want 1", len(m))
 	}

@@ -135,15 +135,25 @@ func (l *LAN) launch() error {
 	if err := l.pair(); err != nil {
 		return fmt.Errorf("testnet: pairing the agents: %w", err)
 	}
-	for i := range l.nodes {
+	all := make([]int, len(l.nodes))
+	for i := range all {
+		all[i] = i
+	}
+	return l.startAndWait("starting", all...)
+}
+
+// startAndWait starts agents idx and waits until each answers, recording
+// when they were started and ready (Started, Ready).
+func (l *LAN) startAndWait(doing string, idx ...int) error {
+	for _, i := range idx {
 		if err := l.start(i); err != nil {
-			return fmt.Errorf("testnet: starting agent %d: %w", i, err)
+			return fmt.Errorf("testnet: %s agent %d: %w", doing, i, err)
 		}
 	}
 	l.mu.Lock()
 	l.started = time.Now()
 	l.mu.Unlock()
-	for i := range l.nodes {
+	for _, i := range idx {
 		if err := l.waitReady(i); err != nil {
 			return fmt.Errorf("testnet: %w", err)
 		}
@@ -504,19 +514,7 @@ func (l *LAN) Restart(i int) error {
 			return err
 		}
 	}
-	if err := l.start(i); err != nil {
-		return fmt.Errorf("testnet: restarting agent %d: %w", i, err)
-	}
-	l.mu.Lock()
-	l.started = time.Now()
-	l.mu.Unlock()
-	if err := l.waitReady(i); err != nil {
-		return fmt.Errorf("testnet: %w", err)
-	}
-	l.mu.Lock()
-	l.ready = time.Now()
-	l.mu.Unlock()
-	return nil
+	return l.startAndWait("restarting", i)
 }
 
 // Partition cuts agents i and j off from each other: each one's namespace

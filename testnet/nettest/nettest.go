@@ -25,25 +25,12 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// tb is the part of testing.TB that StartLAN uses, so that a test of this
-// package can stand in for a test that fails.
-type tb interface {
-	Helper()
-	Cleanup(func())
-	TempDir() string
-	Failed() bool
-	Logf(format string, args ...any)
-	Errorf(format string, args ...any)
-	Fatalf(format string, args ...any)
-	Skipf(format string, args ...any)
-}
-
 // LAN is a testnet.LAN whose scenario steps fail the test instead of
 // returning an error. The embedded LAN's accessors (N, ID, Home, Log,
 // Started, Ready, Run) are used as they are.
 type LAN struct {
 	*testnet.LAN
-	t tb
+	t testnet.TB
 }
 
 // StartLAN starts a testnet.LAN of n agents in t's temp directory (see
@@ -56,7 +43,9 @@ func StartLAN(t testing.TB, n int, opts ...testnet.Option) *LAN {
 	return startLAN(t, n, opts...)
 }
 
-func startLAN(t tb, n int, opts ...testnet.Option) *LAN {
+// startLAN takes the part of testing.TB it uses, so that a test of this
+// package can stand in for a test that fails.
+func startLAN(t testnet.TB, n int, opts ...testnet.Option) *LAN {
 	t.Helper()
 	if err := testnet.CheckNetns(); err != nil {
 		if os.Getenv(testnet.RequireEnv) == "1" {
