@@ -53,11 +53,12 @@ func Call[Req, Resp any](ctx context.Context, t Target, o Op[Req, Resp], req Req
 		}
 		if err == nil {
 			t.Log.Debug("running the command inside the agent", "home", t.Home, "op", o.Name)
-			resp, err := o.Remote(ctx, c, req, ev)
+			resp, rerr := o.Remote(ctx, c, req, ev)
 			var te *transportError
-			if !errors.As(err, &te) {
-				return resp, true, err
+			if !errors.As(rerr, &te) {
+				return resp, true, rerr
 			}
+			err = rerr // say why talking to the agent failed
 		}
 		return zero, true, fmt.Errorf("the store is owned by a running agent, and passing the command to it failed: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/trove-p2p/trove/agent"
@@ -161,4 +162,43 @@ func mustPath(t *testing.T, s string) nix.Path {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A command whose talk with the agent fails (Ctrl-C during a sync, the
+// agent dying mid-answer) says why, as the old argv forwarding did
+// ("talking to the agent: …: interrupt signal received"), not "<nil>".
+func TestCallSaysWhyTalkingToTheAgentFailed(t *testing.T) {
+	home := t.TempDir()
+	startAgent(t, home)
+	tgt := localapi.Target{Home: home, StoreDir: storeDir}
+	interrupted := errors.New("interrupt signal received")
+	for _, tc := range []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{"gc", func(ctx context.Context) error {
+			_, err := localapi.Call(ctx, tgt, localapi.GC, localapi.GCRequest{}, nil)
+			return err
+		}},
+		{"sync", func(ctx context.Context) error {
+			_, err := localapi.Call(ctx, tgt, localapi.Sync, localapi.SyncRequest{Paths: []string{helloPath}}, nil)
+			return err
+		}},
+		{"root-list", func(ctx context.Context) error {
+			_, err := localapi.Call(ctx, tgt, localapi.RootList, localapi.RootListRequest{}, nil)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			cancel(interrupted)
+			err := tc.call(ctx)
+			if err == nil {
+				t.Fatal("a cancelled call succeeded")
+			}
+			if msg := err.Error(); strings.Contains(msg, "<nil>") || !strings.Contains(msg, "talking to the agent") {
+				t.Fatalf("error %q does not say why talking to the agent failed", msg)
+			}
+		})
+	}
 }
