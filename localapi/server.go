@@ -74,6 +74,19 @@ var (
 // store uses another refuses the operations that touch it.
 const storeDirHeader = "Trove-Store-Dir"
 
+// logLevelHeader carries the level (slog's names: DEBUG, WARN, …) from
+// which the operation's log records go back to the caller as Log events,
+// as they would reach its standard error had it run there (-v is DEBUG).
+const logLevelHeader = "Trove-Log-Level"
+
+// logWriter sends each Write (one log record) as a Log event.
+type logWriter func(Event)
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w(Event{Log: string(p)})
+	return len(p), nil
+}
+
 // Handler serves the local API of a running agent: POST /v1/<operation>.
 // Mount it with agent.Config.API.
 func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
@@ -100,7 +113,13 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 					fl.Flush()
 				}
 			}
-			e := AgentEnv(ag, storeDir, log)
+			oplog := log
+			var level slog.Level
+			if lv := r.Header.Get(logLevelHeader); lv != "" && level.UnmarshalText([]byte(lv)) == nil {
+				toCaller := slog.NewTextHandler(logWriter(func(ev Event) { send(frame{Event: &ev}) }), &slog.HandlerOptions{Level: level})
+				oplog = slog.New(slog.NewMultiHandler(log.Handler(), toCaller))
+			}
+			e := AgentEnv(ag, storeDir, oplog)
 			resp, err := h(r.Context(), e, raw, func(ev Event) { send(frame{Event: &ev}) })
 			f := frame{Final: true}
 			if resp != nil {
