@@ -202,3 +202,44 @@ func TestCallSaysWhyTalkingToTheAgentFailed(t *testing.T) {
 		})
 	}
 }
+
+// A request is bounded, but by more than any command line: the old argv
+// forwarding took 1 MiB of arguments, and a request carries each path
+// argument twice (absolute, and as written). An oversized request is
+// refused saying so.
+func TestRequestSizeBound(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	startAgent(t, home)
+	tgt := localapi.Target{Home: home, StoreDir: storeDir}
+	if _, err := localapi.Call(ctx, tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		bytes   int    // about this much JSON
+		wantErr string // "" for success
+	}{
+		{"small", 1 << 10, ""},
+		{"over the old 1 MiB", 3 << 20, ""},
+		{"huge", 40 << 20, "larger than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			paths := make([]string, tc.bytes/(len(helloPath)+3))
+			for i := range paths {
+				paths[i] = helloPath
+			}
+			r, err := localapi.Closure.Remote(ctx, c, localapi.PathsRequest{Paths: paths}, nil)
+			switch {
+			case tc.wantErr == "" && (err != nil || len(r.Paths) != 1):
+				t.Fatalf("closure of %d paths: %v %v", len(paths), r.Paths, err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr) || !localapi.IsUsage(err)):
+				t.Fatalf("closure of %d paths: %v, want a usage error saying %q", len(paths), err, tc.wantErr)
+			}
+		})
+	}
+}

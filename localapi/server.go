@@ -74,6 +74,11 @@ var (
 // store uses another refuses the operations that touch it.
 const storeDirHeader = "Trove-Store-Dir"
 
+// maxRequest bounds a request's JSON. A command line is at most a few
+// MiB (the kernel's ARG_MAX), and a request may carry each path argument
+// twice (made absolute, and as written), so this is well above any.
+const maxRequest = 32 << 20
+
 // logLevelHeader carries the level (slog's names: DEBUG, WARN, …) from
 // which the operation's log records go back to the caller as Log events,
 // as they would reach its standard error had it run there (-v is DEBUG).
@@ -93,7 +98,7 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	for name, h := range registry {
 		mux.HandleFunc("POST /v1/"+name, func(w http.ResponseWriter, r *http.Request) {
-			raw, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			raw, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
@@ -120,7 +125,13 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 				oplog = slog.New(slog.NewMultiHandler(log.Handler(), toCaller))
 			}
 			e := AgentEnv(ag, storeDir, oplog)
-			resp, err := h(r.Context(), e, raw, func(ev Event) { send(frame{Event: &ev}) })
+			var resp any
+			if len(raw) > maxRequest {
+				// Read no further: whatever follows is not looked at.
+				err = usagef("the %s request is larger than %d MiB: pass fewer arguments at a time", name, maxRequest>>20)
+			} else {
+				resp, err = h(r.Context(), e, raw, func(ev Event) { send(frame{Event: &ev}) })
+			}
 			f := frame{Final: true}
 			if resp != nil {
 				f.Result, _ = json.Marshal(resp)
