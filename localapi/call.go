@@ -157,6 +157,10 @@ func (o Op[Req, Resp]) Remote(ctx context.Context, c *Client, req Req, ev func(E
 	defer hresp.Body.Close()
 	if hresp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(hresp.Body, 4096))
+		if hresp.StatusCode == http.StatusNotFound || hresp.StatusCode == http.StatusMethodNotAllowed {
+			// An agent of another version, left running across an upgrade.
+			return resp, &transportError{fmt.Errorf("the agent does not serve the %s operation (%s): it runs another version of trove; restart it", o.Name, bytes.TrimSpace(b))}
+		}
 		return resp, &transportError{fmt.Errorf("agent: %s", bytes.TrimSpace(b))}
 	}
 	sc := bufio.NewScanner(hresp.Body)

@@ -3,6 +3,7 @@ package localapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -142,5 +143,23 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 			send(f)
 		})
 	}
+	// A trove from before the local API passes its command line to
+	// /v1/run and shows the fd-2 frames of the answer; tell it (and,
+	// below, callers of other unknown operations) that versions differ.
+	mux.HandleFunc("POST /v1/run", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		enc.Encode(struct {
+			FD   int    `json:"fd"`
+			Data []byte `json:"data"`
+		}{2, []byte("trove: the running agent is a newer trove than this command: run the trove of the agent's version, or restart the agent with this one\n")})
+		exit := 1
+		enc.Encode(struct {
+			Exit *int `json:"exit"`
+		}{&exit})
+	})
+	mux.HandleFunc("POST /v1/{op}", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, fmt.Sprintf("unknown operation %q: this agent runs another version of trove", r.PathValue("op")), http.StatusNotFound)
+	})
 	return mux
 }
