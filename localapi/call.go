@@ -31,6 +31,19 @@ type Target struct {
 	// Waiting, if set, is told once that the command waits for an agent
 	// that is starting or stopping.
 	Waiting func(store.Holder)
+	// LogTo, if set, receives the log lines of an operation that runs in
+	// the agent, at the levels Log enables (in-process, Log has them).
+	LogTo io.Writer
+}
+
+// minLevel is the lowest level log enables.
+func minLevel(ctx context.Context, log *slog.Logger) (slog.Level, bool) {
+	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError} {
+		if log.Enabled(ctx, l) {
+			return l, true
+		}
+	}
+	return 0, false
 }
 
 // Call runs o for t: in the agent when one owns (or is taking) the home's
@@ -52,12 +65,16 @@ func Call[Req, Resp any](ctx context.Context, t Target, o Op[Req, Resp], req Req
 			return zero, false, nil
 		}
 		if err == nil {
-			t.Log.Debug("running the command inside the agent", "home", t.Home, "op", o.Name)
-			resp, err := o.Remote(ctx, c, req, ev)
-			var te *transportError
-			if !errors.As(err, &te) {
-				return resp, true, err
+			if level, ok := minLevel(ctx, t.Log); ok && t.LogTo != nil {
+				c.logTo, c.logLevel = t.LogTo, level.String()
 			}
+			t.Log.Debug("running the command inside the agent", "home", t.Home, "op", o.Name)
+			resp, rerr := o.Remote(ctx, c, req, ev)
+			var te *transportError
+			if !errors.As(rerr, &te) {
+				return resp, true, rerr
+			}
+			err = rerr // say why talking to the agent failed
 		}
 		return zero, true, fmt.Errorf("the store is owned by a running agent, and passing the command to it failed: %v", err)
 	}
@@ -90,6 +107,9 @@ func Call[Req, Resp any](ctx context.Context, t Target, o Op[Req, Resp], req Req
 type Client struct {
 	http     *http.Client
 	storeDir string
+	// logTo receives the operation's log lines from logLevel up.
+	logTo    io.Writer
+	logLevel string
 }
 
 // Connect connects to the agent that owns home's store, waiting for one
@@ -127,6 +147,9 @@ func (o Op[Req, Resp]) Remote(ctx context.Context, c *Client, req Req, ev func(E
 		return resp, err
 	}
 	hreq.Header.Set(storeDirHeader, c.storeDir)
+	if c.logTo != nil {
+		hreq.Header.Set(logLevelHeader, c.logLevel)
+	}
 	hresp, err := c.http.Do(hreq)
 	if err != nil {
 		return resp, &transportError{fmt.Errorf("talking to the agent: %w", err)}
@@ -134,6 +157,10 @@ func (o Op[Req, Resp]) Remote(ctx context.Context, c *Client, req Req, ev func(E
 	defer hresp.Body.Close()
 	if hresp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(hresp.Body, 4096))
+		if hresp.StatusCode == http.StatusNotFound || hresp.StatusCode == http.StatusMethodNotAllowed {
+			// An agent of another version, left running across an upgrade.
+			return resp, &transportError{fmt.Errorf("the agent does not serve the %s operation (%s): it runs another version of trove; restart it", o.Name, bytes.TrimSpace(b))}
+		}
 		return resp, &transportError{fmt.Errorf("agent: %s", bytes.TrimSpace(b))}
 	}
 	sc := bufio.NewScanner(hresp.Body)
@@ -143,7 +170,12 @@ func (o Op[Req, Resp]) Remote(ctx context.Context, c *Client, req Req, ev func(E
 		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
 			return resp, &transportError{fmt.Errorf("agent sent a bad frame: %w", err)}
 		}
-		if f.Event != nil && ev != nil {
+		switch {
+		case f.Event != nil && f.Event.Log != "":
+			if c.logTo != nil {
+				io.WriteString(c.logTo, f.Event.Log)
+			}
+		case f.Event != nil && ev != nil:
 			ev(*f.Event)
 		}
 		if !f.Final {

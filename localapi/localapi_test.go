@@ -1,11 +1,18 @@
 package localapi_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/localapi"
@@ -161,4 +168,160 @@ func mustPath(t *testing.T, s string) nix.Path {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A command whose talk with the agent fails (Ctrl-C during a sync, the
+// agent dying mid-answer) says why, as the old argv forwarding did
+// ("talking to the agent: …: interrupt signal received"), not "<nil>".
+func TestCallSaysWhyTalkingToTheAgentFailed(t *testing.T) {
+	home := t.TempDir()
+	startAgent(t, home)
+	tgt := localapi.Target{Home: home, StoreDir: storeDir}
+	interrupted := errors.New("interrupt signal received")
+	for _, tc := range []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{"gc", func(ctx context.Context) error {
+			_, err := localapi.Call(ctx, tgt, localapi.GC, localapi.GCRequest{}, nil)
+			return err
+		}},
+		{"sync", func(ctx context.Context) error {
+			_, err := localapi.Call(ctx, tgt, localapi.Sync, localapi.SyncRequest{Paths: []string{helloPath}}, nil)
+			return err
+		}},
+		{"root-list", func(ctx context.Context) error {
+			_, err := localapi.Call(ctx, tgt, localapi.RootList, localapi.RootListRequest{}, nil)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			cancel(interrupted)
+			err := tc.call(ctx)
+			if err == nil {
+				t.Fatal("a cancelled call succeeded")
+			}
+			if msg := err.Error(); strings.Contains(msg, "<nil>") || !strings.Contains(msg, "talking to the agent") {
+				t.Fatalf("error %q does not say why talking to the agent failed", msg)
+			}
+		})
+	}
+}
+
+// A request is bounded, but by more than any command line: the old argv
+// forwarding took 1 MiB of arguments, and a request carries each path
+// argument twice (absolute, and as written). An oversized request is
+// refused saying so.
+func TestRequestSizeBound(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	startAgent(t, home)
+	tgt := localapi.Target{Home: home, StoreDir: storeDir}
+	if _, err := localapi.Call(ctx, tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		bytes   int    // about this much JSON
+		wantErr string // "" for success
+	}{
+		{"small", 1 << 10, ""},
+		{"over the old 1 MiB", 3 << 20, ""},
+		{"huge", 40 << 20, "larger than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			paths := make([]string, tc.bytes/(len(helloPath)+3))
+			for i := range paths {
+				paths[i] = helloPath
+			}
+			r, err := localapi.Closure.Remote(ctx, c, localapi.PathsRequest{Paths: paths}, nil)
+			switch {
+			case tc.wantErr == "" && (err != nil || len(r.Paths) != 1):
+				t.Fatalf("closure of %d paths: %v %v", len(paths), r.Paths, err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr) || !localapi.IsUsage(err)):
+				t.Fatalf("closure of %d paths: %v, want a usage error saying %q", len(paths), err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// A trove and an agent of different versions (the binary upgraded under
+// a running agent) say so and what to do, not "404 page not found".
+func TestVersionSkewSaysRestartTheAgent(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	startAgent(t, home)
+	sock := agent.SocketPath(home)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	for _, tc := range []struct {
+		name, path, body string
+		want             []string // in the answer
+	}{
+		// An older trove forwarding its command line.
+		{"old trove's /v1/run", "/v1/run", `{"args":["gc"]}`, []string{`"fd":2`, `"exit":1`}},
+		{"unknown operation", "/v1/frobnicate", `{}`, []string{"frobnicate", "version"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := hc.Post("http://agent"+tc.path, "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answer := string(b)
+			if tc.path == "/v1/run" {
+				// The old client shows fd-2 frames as they are and exits with "exit".
+				answer = string(b) + decodeRunFrames(t, b)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(answer, w) {
+					t.Errorf("answer %q lacks %q", answer, w)
+				}
+			}
+			if tc.path == "/v1/run" && !strings.Contains(answer, "restart") {
+				t.Errorf("answer %q does not say to restart the agent", answer)
+			}
+		})
+	}
+
+	// This trove talking to an agent that serves other operations.
+	other := t.TempDir()
+	ln, err := net.Listen("unix", agent.SocketPath(other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c, err := localapi.Connect(ctx, other, storeDir, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = localapi.GC.Remote(ctx, c, localapi.GCRequest{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("an agent without the gc operation: %v, want a hint to restart it", err)
+	}
+}
+
+// decodeRunFrames is the text of the fd-2 frames of an old /v1/run answer.
+func decodeRunFrames(t *testing.T, b []byte) string {
+	var out strings.Builder
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		var f struct {
+			FD   int    `json:"fd"`
+			Data []byte `json:"data"`
+		}
+		if err := json.Unmarshal(line, &f); err != nil {
+			t.Fatalf("frame %q: %v", line, err)
+		}
+		out.Write(f.Data)
+	}
+	return out.String()
 }

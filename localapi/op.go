@@ -46,6 +46,9 @@ type Event struct {
 	// Output is output of an activation command or bytes of a bundle
 	// written to standard output.
 	Output *Output `json:"output,omitempty"`
+	// Log is a line of the operation's own log, for the caller's
+	// standard error, at the level the caller asked for (Client.logLevel).
+	Log string `json:"log,omitempty"`
 }
 
 // ImportedPath is one imported store path.

@@ -3,6 +3,7 @@ package localapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -74,13 +75,31 @@ var (
 // store uses another refuses the operations that touch it.
 const storeDirHeader = "Trove-Store-Dir"
 
+// maxRequest bounds a request's JSON. A command line is at most a few
+// MiB (the kernel's ARG_MAX), and a request may carry each path argument
+// twice (made absolute, and as written), so this is well above any.
+const maxRequest = 32 << 20
+
+// logLevelHeader carries the level (slog's names: DEBUG, WARN, …) from
+// which the operation's log records go back to the caller as Log events,
+// as they would reach its standard error had it run there (-v is DEBUG).
+const logLevelHeader = "Trove-Log-Level"
+
+// logWriter sends each Write (one log record) as a Log event.
+type logWriter func(Event)
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w(Event{Log: string(p)})
+	return len(p), nil
+}
+
 // Handler serves the local API of a running agent: POST /v1/<operation>.
 // Mount it with agent.Config.API.
 func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	for name, h := range registry {
 		mux.HandleFunc("POST /v1/"+name, func(w http.ResponseWriter, r *http.Request) {
-			raw, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			raw, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
@@ -100,8 +119,20 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 					fl.Flush()
 				}
 			}
-			e := AgentEnv(ag, storeDir, log)
-			resp, err := h(r.Context(), e, raw, func(ev Event) { send(frame{Event: &ev}) })
+			oplog := log
+			var level slog.Level
+			if lv := r.Header.Get(logLevelHeader); lv != "" && level.UnmarshalText([]byte(lv)) == nil {
+				toCaller := slog.NewTextHandler(logWriter(func(ev Event) { send(frame{Event: &ev}) }), &slog.HandlerOptions{Level: level})
+				oplog = slog.New(slog.NewMultiHandler(log.Handler(), toCaller))
+			}
+			e := AgentEnv(ag, storeDir, oplog)
+			var resp any
+			if len(raw) > maxRequest {
+				// Read no further: whatever follows is not looked at.
+				err = usagef("the %s request is larger than %d MiB: pass fewer arguments at a time", name, maxRequest>>20)
+			} else {
+				resp, err = h(r.Context(), e, raw, func(ev Event) { send(frame{Event: &ev}) })
+			}
 			f := frame{Final: true}
 			if resp != nil {
 				f.Result, _ = json.Marshal(resp)
@@ -112,5 +143,23 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 			send(f)
 		})
 	}
+	// A trove from before the local API passes its command line to
+	// /v1/run and shows the fd-2 frames of the answer; tell it (and,
+	// below, callers of other unknown operations) that versions differ.
+	mux.HandleFunc("POST /v1/run", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		enc.Encode(struct {
+			FD   int    `json:"fd"`
+			Data []byte `json:"data"`
+		}{2, []byte("trove: the running agent is a newer trove than this command: run the trove of the agent's version, or restart the agent with this one\n")})
+		exit := 1
+		enc.Encode(struct {
+			Exit *int `json:"exit"`
+		}{&exit})
+	})
+	mux.HandleFunc("POST /v1/{op}", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, fmt.Sprintf("unknown operation %q: this agent runs another version of trove", r.PathValue("op")), http.StatusNotFound)
+	})
 	return mux
 }

@@ -214,3 +214,34 @@ func mustParse(t *testing.T, base string) nix.Path {
 	}
 	return p
 }
+
+// -v shows the debug log of a command that runs inside the agent, as it
+// does when the command runs here (and as the old argv forwarding did);
+// without -v the caller sees none of it.
+func TestVerboseShowsTheAgentSideLog(t *testing.T) {
+	home := t.TempDir()
+	startAgent(t, home)
+	p := mustAdd(t, home, "hello.txt", "hello\n")
+	for _, tc := range []struct {
+		args    []string
+		want    string // in stderr
+		notWant string
+	}{
+		{args: []string{"-v", "sync", p}, want: "msg=planned"},
+		{args: []string{"sync", p}, notWant: "msg=planned"},
+		{args: []string{"-v", "sync", "--json", p}, want: "msg=planned"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, stderr, code := runTrove(t, home, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if tc.want != "" && !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, stderr)
+			}
+			if tc.notWant != "" && strings.Contains(stderr, tc.notWant) {
+				t.Errorf("stderr has %q:\n%s", tc.notWant, stderr)
+			}
+		})
+	}
+}
