@@ -327,7 +327,9 @@ func newGenerationsCmd(a *app) *cobra.Command {
 which is current. Every generation is a GC root until deleted.`,
 		Example: `  trove generations laptop
   trove generations laptop --json
-  trove generations delete laptop 30d`,
+  trove generations delete laptop 1 2
+  trove generations delete laptop 30d
+  trove generations delete laptop +3`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := call(cmd.Context(), a, localapi.Generations, localapi.GenerationsRequest{Name: args[0]}, nil)
