@@ -140,12 +140,7 @@ func TestErrorKindsCrossTheSocket(t *testing.T) {
 // arrives as Output events.
 func TestEventsStream(t *testing.T) {
 	ctx := context.Background()
-	home := t.TempDir()
-	startAgent(t, home)
-	tgt := localapi.Target{Home: home, StoreDir: storeDir}
-	if _, err := localapi.Call(ctx, tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	_, tgt := agentWithHello(t)
 	var out []byte
 	rep, err := localapi.Call(ctx, tgt, localapi.CreateBundle, localapi.CreateBundleRequest{Output: "-", Format: "nix-export", Refs: []string{helloPath}},
 		func(ev localapi.Event) {
@@ -215,12 +210,7 @@ func TestCallSaysWhyTalkingToTheAgentFailed(t *testing.T) {
 // refused saying so.
 func TestRequestSizeBound(t *testing.T) {
 	ctx := context.Background()
-	home := t.TempDir()
-	startAgent(t, home)
-	tgt := localapi.Target{Home: home, StoreDir: storeDir}
-	if _, err := localapi.Call(ctx, tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	home, _ := agentWithHello(t)
 	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -324,4 +314,16 @@ func decodeRunFrames(t *testing.T, b []byte) string {
 		out.Write(f.Data)
 	}
 	return out.String()
+}
+
+// agentWithHello starts an agent in a new home holding helloPath.
+func agentWithHello(t *testing.T) (home string, tgt localapi.Target) {
+	t.Helper()
+	home = t.TempDir()
+	startAgent(t, home)
+	tgt = localapi.Target{Home: home, StoreDir: storeDir}
+	if _, err := localapi.Call(context.Background(), tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return home, tgt
 }
