@@ -165,23 +165,20 @@ func (t *Trust) Believe(pi *nix.PathInfo) error {
 	if t.BelieveAll {
 		return nil
 	}
+	if t.keys != nil && len(pi.Sigs) > 0 {
+		if _, ok := t.keys.VerifyPathInfo(t.storeDir, pi); ok {
+			return nil
+		}
+	}
+	// pi.ContentAddressed, from one CAPath: its detail is the error's.
+	caHash, caPath, isCA, caErr := pi.CAPath(t.storeDir)
+	if isCA && caErr == nil && caHash == pi.NarHash && caPath == pi.Path {
+		return nil
+	}
+	// Not believed: say why.
 	var keys []manifest.PublicKey
 	if t.keys != nil {
 		keys = t.keys.Keys()
-	}
-	if len(pi.Sigs) > 0 && len(keys) > 0 {
-		fp := pi.Fingerprint(t.storeDir)
-		for _, k := range keys {
-			for _, sig := range pi.Sigs {
-				if k.Verify(fp, sig) {
-					return nil
-				}
-			}
-		}
-	}
-	_, _, isCA, caErr := pi.CAPath(t.storeDir)
-	if pi.ContentAddressed(t.storeDir) {
-		return nil
 	}
 	signers := make([]string, len(pi.Sigs))
 	for i, s := range pi.Sigs {
