@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -505,3 +506,48 @@ func TestImportSkipsBigNAR(t *testing.T) {
 type onlyReader struct{ r *bytes.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// TestCreateVouchesByManifest: the paths a bundled manifest lists need no
+// signature, the others do; and a manifest whose infos differ from the
+// store's is refused before anything is written.
+func TestCreateVouchesByManifest(t *testing.T) {
+	a := newMachine(t)
+	key := newKey(t, "laptop-1")
+	f := buildFixture(t, a.store, manifest.SecretKey{})
+	publish(t, a, key, "laptop", f.lib.Path, "")
+	var b bytes.Buffer
+	rep, err := Create(context.Background(), &b, a.store, a.hist, []string{"laptop", f.root.Path.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{f.root.Path.Abs(a.store.StoreDir())}; !slices.Equal(rep.Unvouched, want) {
+		t.Fatalf("unvouched %v, want only the unlisted %v", rep.Unvouched, want)
+	}
+
+	closure, err := a.store.Closure(f.lib.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, pi := range closure {
+		if pi.Path == f.lib.Path {
+			altered := *pi
+			altered.NarSize++
+			closure[i] = &altered
+		}
+	}
+	man := &manifest.Manifest{Name: "other", Generation: 1, Root: f.lib.Path, Created: time.Now(), Paths: closure}
+	if err := man.Sign(key); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := man.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.hist.Add(mb); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Create(context.Background(), &b, a.store, a.hist, []string{"other"})
+	if err == nil || !strings.Contains(err.Error(), "differs from what the manifest signed") || !errors.Is(err, trust.ErrUntrusted) {
+		t.Fatalf("bundling a manifest the store disagrees with: %v", err)
+	}
+}

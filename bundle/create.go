@@ -12,7 +12,6 @@ import (
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/trust"
 )
 
@@ -32,6 +31,7 @@ type contents struct {
 	manifests [][]byte
 	names     []string
 	infos     []*nix.PathInfo // references first
+	listed    *trust.Trust    // vouched for by the manifests, no keys
 }
 
 // resolve turns refs into manifests and the closure to write. A ref that
@@ -42,7 +42,7 @@ func resolve(s Source, h *manifest.History, refs []string) (*contents, error) {
 	if len(refs) == 0 {
 		return nil, errors.New("nothing to bundle: give store paths or configuration names")
 	}
-	c := &contents{}
+	c := &contents{listed: trust.New(s.StoreDir(), nil)}
 	var roots []nix.Path
 	var ms []*manifest.Manifest
 	seen := map[string]bool{}
@@ -79,6 +79,7 @@ func resolve(s Source, h *manifest.History, refs []string) (*contents, error) {
 		ms = append(ms, m)
 		for _, pi := range m.Paths { // the root's closure, and anything else it lists
 			roots = append(roots, pi.Path)
+			c.listed.VouchFor(pi, ref)
 		}
 	}
 	var err error
@@ -86,18 +87,13 @@ func resolve(s Source, h *manifest.History, refs []string) (*contents, error) {
 		return nil, fmt.Errorf("%w; add or fetch it first", err)
 	}
 	// The store's infos must be the ones the manifests sign, or the
-	// importer would refuse the bundle.
-	// The importer asks the same question of the bundle's infos, which
-	// carry no chunk index.
+	// importer would refuse the bundle: ask its question of them as the
+	// bundle carries them, without a chunk index.
 	have := make(map[nix.PathHash]*nix.PathInfo, len(c.infos))
 	for _, pi := range c.infos {
 		have[pi.Path.Hash] = pi
 	}
 	for i, m := range ms {
-		belief := trust.New(s.StoreDir(), nil)
-		for _, v := range m.Paths {
-			belief.VouchFor(v, c.names[i])
-		}
 		for _, v := range m.Paths {
 			pi := have[v.Path.Hash]
 			if pi == nil {
@@ -105,7 +101,7 @@ func resolve(s Source, h *manifest.History, refs []string) (*contents, error) {
 			}
 			bundled := *pi
 			bundled.ChunkIndex = chunk.ID{}
-			if err := belief.Believe(&bundled); err != nil {
+			if err := c.listed.Believe(&bundled); err != nil {
 				return nil, fmt.Errorf("%s: this store's %s differs from what the manifest signed; the bundle would be refused: %w", c.names[i], v.Path.Abs(s.StoreDir()), err)
 			}
 		}
@@ -116,17 +112,9 @@ func resolve(s Source, h *manifest.History, refs []string) (*contents, error) {
 // unvouched lists the infos that no manifest lists, without signatures or a
 // content address.
 func (c *contents) unvouched(storeDir string) []string {
-	listed := map[nix.PathHash]bool{}
-	for _, b := range c.manifests {
-		if m, err := manifest.Decode(b); err == nil {
-			for _, pi := range m.Paths {
-				listed[pi.Path.Hash] = true
-			}
-		}
-	}
 	var out []string
 	for _, pi := range c.infos {
-		if !listed[pi.Path.Hash] && len(pi.Sigs) == 0 && !pi.ContentAddressed(storeDir) {
+		if len(c.listed.Vouchers(pi.Path.Hash)) == 0 && len(pi.Sigs) == 0 && !pi.ContentAddressed(storeDir) {
 			out = append(out, pi.Path.Abs(storeDir))
 		}
 	}
