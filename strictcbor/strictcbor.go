@@ -93,9 +93,6 @@ func MustDecoder(l Limits) *Decoder {
 	return d
 }
 
-// Limits returns the decoder's limits.
-func (d *Decoder) Limits() Limits { return d.lim }
-
 // Unmarshal decodes b, which must hold exactly one message within the
 // decoder's limits, into v.
 func (d *Decoder) Unmarshal(b []byte, v any) error {
