@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/trove-p2p/trove/nix"
 )
 
 // cborHead is the head of a CBOR item of major type major and argument n.
@@ -63,7 +65,7 @@ func TestLargestAnswersStillDecode(t *testing.T) {
 	}
 	resp := InfoResponse{}
 	items := 0
-	for items+wireInfoItems+len(refs)+1 <= maxInfoItems && len(resp.Infos) < MaxClosureInfos {
+	for items+nix.CBORInfoItems+len(refs)+1 <= maxInfoItems && len(resp.Infos) < MaxClosureInfos {
 		w := seedInfo
 		w.References = refs
 		resp.Infos = append(resp.Infos, &w)

@@ -51,13 +51,10 @@ const (
 	MaxSigs = nix.MaxSigs
 	// maxInfoItems caps the CBOR data items of one info answer, and so
 	// what decoding it builds besides its payload bytes (24 bytes each, 6
-	// MiB): MaxClosureInfos infos of 17 items each, plus 128 Ki references
+	// MiB): MaxClosureInfos infos of nix.CBORInfoItems each, plus 128 Ki references
 	// and signatures in all (32 per path on average; a NixOS closure of
 	// 3000 paths has about 8).
-	maxInfoItems = MaxClosureInfos*wireInfoItems + 1<<17
-	// wireInfoItems is what a WireInfo costs in items besides its
-	// references and signatures (WireInfo.Items).
-	wireInfoItems = nix.CBORInfoItems
+	maxInfoItems = MaxClosureInfos*nix.CBORInfoItems + 1<<17
 )
 
 // ErrProtocol is wrapped by every error caused by a peer breaking the
@@ -131,7 +128,7 @@ var (
 	decHaveResponse = msgLimits(maxHaveResponse, 8, 16)
 	decInfoRequest  = msgLimits(maxRequest, MaxInfoHashes+8, MaxInfoHashes)
 	decInfoResponse = msgLimits(MaxInfoResponse, maxInfoItems, max(MaxClosureInfos, MaxReferences))
-	decWireInfo     = msgLimits(MaxInfoResponse, wireInfoItems+MaxReferences+MaxSigs, MaxReferences)
+	decWireInfo     = strictcbor.MustDecoder(nix.InfoLimits(MaxInfoResponse))
 	decManifest     = msgLimits(MaxManifestBytes+64, 8, 16)
 	decSmall        = msgLimits(maxRequest, 32, 16) // chunk requests and headers, manifest requests, announcements
 )
