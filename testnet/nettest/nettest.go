@@ -127,7 +127,12 @@ func (l *LAN) Stop(i int) {
 }
 
 // Restart stops agent i if it runs and starts it again (testnet.LAN.Restart).
-func (l *LAN) Restart(i int) { l.t.Helper(); l.check(l.LAN.Restart(i)) }
+// As with Stop, an agent that had to be killed is logged, not a failure.
+func (l *LAN) Restart(i int) {
+	l.t.Helper()
+	l.Stop(i)
+	l.check(l.LAN.Restart(i))
+}
 
 // Partition cuts agents i and j off from each other (testnet.LAN.Partition).
 func (l *LAN) Partition(i, j int) { l.t.Helper(); l.check(l.LAN.Partition(i, j)) }
