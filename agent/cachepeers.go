@@ -39,9 +39,6 @@ var _ nixcache.Source = (*peerSource)(nil)
 // newPeerSource returns a Source over the peers of n, fetching into s and
 // trusting the keys in keys.
 func newPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slog.Logger) *peerSource {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return &peerSource{store: s, node: n, keys: keys, log: log, syncing: make(chan struct{}, 1)}
 }
 
