@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/trove-p2p/trove/fetch"
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
