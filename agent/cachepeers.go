@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/trove-p2p/trove/fetch"
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixcache"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
@@ -39,9 +38,6 @@ var _ nixcache.Source = (*peerSource)(nil)
 // newPeerSource returns a Source over the peers of n, fetching into s and
 // trusting the keys in keys.
 func newPeerSource(s *store.Store, n *p2p.Node, keys *manifest.Keyring, log *slog.Logger) *peerSource {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return &peerSource{store: s, node: n, keys: keys, log: log, syncing: make(chan struct{}, 1)}
 }
 

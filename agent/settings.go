@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/trove-p2p/trove/profile"
-
 	"github.com/BurntSushi/toml"
 
 	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/profile"
 )
 
 // FileConfig is $TROVE_HOME/config.toml. Command-line flags override it.

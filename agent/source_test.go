@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/bundle"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/store"
 )

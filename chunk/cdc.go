@@ -50,7 +50,7 @@ func spreadMask(n int) uint64 {
 }
 
 // cutPoint returns the length of the first chunk of data (all of data if
-// it is no longer than ChunkMin, or ChunkMax at most).
+// it is no longer than MinSize, or MaxSize at most).
 func cutPoint(data []byte) int {
 	n := len(data)
 	if n <= MinSize {
@@ -92,7 +92,7 @@ func gearScan(data []byte, i, end int, fp, mask, maskLS uint64) (int, uint64, bo
 	return i, fp, false
 }
 
-// cdcReader cuts a stream into chunks, keeping at most 2×ChunkMax bytes.
+// cdcReader cuts a stream into chunks, in a buffer of 4×MaxSize bytes.
 type cdcReader struct {
 	r   io.Reader
 	buf []byte

@@ -24,11 +24,11 @@ const (
 	MaxSize = 256 << 10
 )
 
-// ChunkID is the BLAKE3-256 digest of a chunk's bytes: a plain value, turned
+// ID is the BLAKE3-256 digest of a chunk's bytes: a plain value, turned
 // into a CIDv1 (raw codec, blake3 multihash) at the edges.
 type ID [32]byte
 
-// SumChunk computes the ID of data.
+// Sum computes the ID of data.
 func Sum(data []byte) ID { return ID(blake3.Sum256(data)) }
 
 // CID is the CIDv1 (raw, blake3) of the chunk.
@@ -39,7 +39,7 @@ func (c ID) CID() cid.Cid {
 
 func (c ID) String() string { return c.CID().String() }
 
-// ChunkIDFromCID accepts only what CID produces: v1, raw codec, blake3-256.
+// IDFromCID accepts only what CID produces: v1, raw codec, blake3-256.
 func IDFromCID(c cid.Cid) (ID, error) {
 	var id ID
 	if !c.Defined() || c.Version() != 1 || c.Type() != cid.Raw {
@@ -56,7 +56,7 @@ func IDFromCID(c cid.Cid) (ID, error) {
 	return id, nil
 }
 
-// ParseChunkID parses the string form of a chunk CID.
+// ParseID parses the string form of a chunk CID.
 func ParseID(s string) (ID, error) {
 	c, err := cid.Decode(s)
 	if err != nil {
@@ -65,13 +65,13 @@ func ParseID(s string) (ID, error) {
 	return IDFromCID(c)
 }
 
-// ChunkRef is one entry of a chunk index.
+// Ref is one entry of a chunk index.
 type Ref struct {
 	ID   ID
 	Size uint32
 }
 
-// ChunkIndex lists, in order, the chunks whose concatenation is one NAR.
+// Index lists, in order, the chunks whose concatenation is one NAR.
 // A chunk's offset in the NAR is the sum of the sizes before it.
 type Index []Ref
 
@@ -110,14 +110,14 @@ func (ix Index) Encode() []byte {
 	return b
 }
 
-// ID content-addresses the index: the ChunkID of its encoding.
+// ID content-addresses the index: the chunk ID of its encoding.
 func (ix Index) ID() ID { return Sum(ix.Encode()) }
 
-// ErrBadChunkIndex is wrapped by errors decoding a chunk index.
+// ErrBadIndex is wrapped by errors decoding a chunk index.
 var ErrBadIndex = errors.New("invalid chunk index")
 
-// DecodeChunkIndex parses an encoded index strictly: every chunk between
-// 1 byte and ChunkMax, nothing trailing, the encoding canonical.
+// DecodeIndex parses an encoded index strictly: every chunk between
+// 1 byte and MaxSize, nothing trailing, the encoding canonical.
 func DecodeIndex(b []byte) (Index, error) {
 	bad := func(f string, a ...any) (Index, error) {
 		return nil, fmt.Errorf("%w: %s", ErrBadIndex, fmt.Sprintf(f, a...))
@@ -157,7 +157,7 @@ func DecodeIndex(b []byte) (Index, error) {
 	return ix, nil
 }
 
-// ChunkNAR cuts the NAR on r into content-defined chunks and hashes each.
+// IndexNAR cuts the NAR on r into content-defined chunks and hashes each.
 func IndexNAR(r io.Reader) (Index, error) {
 	var ix Index
 	err := chunkStream(r, func(data []byte) error {

@@ -26,14 +26,9 @@ type pathInfoRecord struct {
 func encodePathInfo(pi *nix.PathInfo) []byte {
 	r := pathInfoRecord{
 		Path: pi.Path.String(), NarHash: pi.NarHash.String(), NarSize: pi.NarSize,
+		References: pi.RefNames(), Deriver: pi.DeriverName(),
 		Sigs: pi.Sigs, CA: pi.CA, RegTime: pi.RegistrationTime.Unix(), Ultimate: pi.Ultimate,
 		ChunkIndex: pi.ChunkIndex.String(),
-	}
-	for _, ref := range pi.References {
-		r.References = append(r.References, ref.String())
-	}
-	if !pi.Deriver.IsZero() {
-		r.Deriver = pi.Deriver.String()
 	}
 	b, _ := json.Marshal(r) // cannot fail: strings and numbers
 	return b

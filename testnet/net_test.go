@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/testnet"

@@ -6,11 +6,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/fetch"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/profile"
 )
 

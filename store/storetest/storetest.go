@@ -50,12 +50,16 @@ type ChunkStore interface {
 	ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
 }
 
-// Run runs the suite against fresh stores from open, one per subtest.
-func Run(t *testing.T, open func(t testing.TB) Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s Store)
-	}{
+// Test is one case of the suite: fn fails t if s breaks the contract.
+type Test struct {
+	Name string
+	Fn   func(t testing.TB, s Store)
+}
+
+// Tests lists the suite's cases, for running one against a store whose
+// failure is expected (to show the suite catches it); Run runs them all.
+func Tests() []Test {
+	return []Test{
 		{"AddThenRead", testAddThenRead},
 		{"NARRanges", testNARRanges},
 		{"ClosureOrder", testClosureOrder},
@@ -70,8 +74,12 @@ func Run(t *testing.T, open func(t testing.TB) Store) {
 		{"ContentAddressChecked", testContentAddress},
 		{"Chunks", testChunks},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
+}
+
+// Run runs the suite against fresh stores from open, one per subtest.
+func Run(t *testing.T, open func(t testing.TB) Store) {
+	for _, tt := range Tests() {
+		t.Run(tt.Name, func(t *testing.T) { tt.Fn(t, open(t)) })
 	}
 }
 
@@ -172,7 +180,7 @@ func samePathInfo(t testing.TB, got, want *nix.PathInfo) {
 	}
 }
 
-func testAddThenRead(t *testing.T, s Store) {
+func testAddThenRead(t testing.TB, s Store) {
 	f := makePath(t, s, "hello", 1)
 	added := f.add(t, s)
 	samePathInfo(t, added, f.info)
@@ -194,7 +202,7 @@ func testAddThenRead(t *testing.T, s Store) {
 	}
 }
 
-func testNARRanges(t *testing.T, s Store) {
+func testNARRanges(t testing.TB, s Store) {
 	f := makePath(t, s, "ranges", 2)
 	f.add(t, s)
 	size := int64(len(f.nar))
@@ -216,7 +224,7 @@ func testNARRanges(t *testing.T, s Store) {
 	}
 }
 
-func testClosureOrder(t *testing.T, s Store) {
+func testClosureOrder(t testing.TB, s Store) {
 	leaf := makePath(t, s, "leaf", 4)
 	leaf.add(t, s)
 	mid := makePath(t, s, "mid", 5, leaf.info.Path)
@@ -246,7 +254,7 @@ func testClosureOrder(t *testing.T, s Store) {
 	}
 }
 
-func testAddIsIdempotent(t *testing.T, s Store) {
+func testAddIsIdempotent(t testing.TB, s Store) {
 	f := makePath(t, s, "twice", 7)
 	f.add(t, s)
 	samePathInfo(t, f.add(t, s), f.info)
@@ -255,7 +263,7 @@ func testAddIsIdempotent(t *testing.T, s Store) {
 	}
 }
 
-func testConcurrentAdds(t *testing.T, s Store) {
+func testConcurrentAdds(t testing.TB, s Store) {
 	f := makePath(t, s, "racing", 8)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -277,7 +285,7 @@ func testConcurrentAdds(t *testing.T, s Store) {
 	}
 }
 
-func testUnknownPath(t *testing.T, s Store) {
+func testUnknownPath(t testing.TB, s Store) {
 	f := makePath(t, s, "never-added", 9)
 	requireAbsent(t, s, f.info.Path)
 	var b bytes.Buffer
@@ -286,7 +294,7 @@ func testUnknownPath(t *testing.T, s Store) {
 	}
 }
 
-func testWrongHash(t *testing.T, s Store) {
+func testWrongHash(t testing.TB, s Store) {
 	f := makePath(t, s, "liar", 10)
 	info := clone(f.info)
 	info.NarHash[0] ^= 1
@@ -298,7 +306,7 @@ func testWrongHash(t *testing.T, s Store) {
 	f.add(t, s)
 }
 
-func testWrongSize(t *testing.T, s Store) {
+func testWrongSize(t testing.TB, s Store) {
 	f := makePath(t, s, "short", 11)
 	info := clone(f.info)
 	info.NarSize--
@@ -308,7 +316,7 @@ func testWrongSize(t *testing.T, s Store) {
 	requireAbsent(t, s, f.info.Path)
 }
 
-func testTruncated(t *testing.T, s Store) {
+func testTruncated(t testing.TB, s Store) {
 	f := makePath(t, s, "truncated", 12)
 	for _, n := range []int{0, 1, len(f.nar) / 2, len(f.nar) - 1} {
 		if _, err := s.AddNAR(context.Background(), clone(f.info), bytes.NewReader(f.nar[:n])); err == nil {
@@ -318,7 +326,7 @@ func testTruncated(t *testing.T, s Store) {
 	}
 }
 
-func testBadNAR(t *testing.T, s Store) {
+func testBadNAR(t testing.TB, s Store) {
 	f := makePath(t, s, "garbage", 13)
 	bad := slices.Clone(f.nar)
 	copy(bad[8:], "nix-archive-2") // a NAR of another format, same length
@@ -330,7 +338,7 @@ func testBadNAR(t *testing.T, s Store) {
 	requireAbsent(t, s, f.info.Path)
 }
 
-func testMissingReference(t *testing.T, s Store) {
+func testMissingReference(t testing.TB, s Store) {
 	dep := makePath(t, s, "dep", 14)
 	f := makePath(t, s, "needs-dep", 15, dep.info.Path)
 	if _, err := s.AddNAR(context.Background(), clone(f.info), bytes.NewReader(f.nar)); err == nil {
@@ -341,7 +349,7 @@ func testMissingReference(t *testing.T, s Store) {
 	f.add(t, s)
 }
 
-func testContentAddress(t *testing.T, s Store) {
+func testContentAddress(t testing.TB, s Store) {
 	f := makePath(t, s, "fixed", 16)
 	info := clone(f.info)
 	info.CA = "fixed:r:" + f.info.NarHash.String()
@@ -363,7 +371,7 @@ func testContentAddress(t *testing.T, s Store) {
 	requireAbsent(t, s, g.info.Path)
 }
 
-func testChunks(t *testing.T, s Store) {
+func testChunks(t testing.TB, s Store) {
 	cs, ok := s.(ChunkStore)
 	if !ok {
 		t.Skip("this store does not serve chunks")
