@@ -20,7 +20,7 @@ import (
 // scope first, serving or asking, so the memory columns are enforced, not
 // advisory: a request as it is read, an info or manifest answer twice (as
 // built and encoded), a chunks stream's write buffer and each answer it
-// reads ahead (a chunk costs a whole ChunkMax buffer). A reservation that
+// reads ahead (a chunk costs a whole chunk.MaxSize buffer). A reservation that
 // does not fit waits for other streams to free memory, up to memoryWait,
 // then the stream is reset. At ReservationPriorityMedium a reservation may
 // fill 153/256 of a limit, so one peer holding chunks streams open without

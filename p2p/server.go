@@ -359,7 +359,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			var req ChunkRequest
 			a := answer{}
 			if a.err = readMsg(r, maxChunkHeader, &req); a.err == nil {
-				// A chunk is read into a whole ChunkMax buffer, whatever
+				// A chunk is read into a whole chunk.MaxSize buffer, whatever
 				// its size.
 				a.cost = int64(req.Length)
 				if len(req.Chunk) > 0 {
