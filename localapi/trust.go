@@ -273,7 +273,7 @@ func doGenerateKey(ctx context.Context, e *Env, req GenerateKeyRequest, _ func(E
 	}
 	file := req.File
 	if file == "" {
-		file = filepath.Join(manifest.KeysDir(e.Home), req.Name+".secret")
+		file = manifest.SigningKeyPath(manifest.KeysDir(e.Home), req.Name)
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return GenerateKeyResponse{}, err
