@@ -327,3 +327,23 @@ func agentWithHello(t *testing.T) (home string, tgt localapi.Target) {
 	}
 	return home, tgt
 }
+
+// Without an agent, id gives the addresses an agent would listen on:
+// config.toml's, else the defaults.
+func TestIDWithoutAgentListsConfiguredAddrs(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	e := localapi.Open(home, storeDir, nil)
+	defer e.Close()
+	def, err := localapi.ID.Local(ctx, e, localapi.IDRequest{}, nil)
+	if err != nil || len(def.Addrs) == 0 {
+		t.Fatalf("default addresses: %+v %v", def, err)
+	}
+	if err := os.WriteFile(agent.ConfigPath(home), []byte("[agent]\nlisten = [\"/ip4/127.0.0.1/tcp/4999\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := localapi.ID.Local(ctx, e, localapi.IDRequest{}, nil)
+	if want := "/ip4/127.0.0.1/tcp/4999/p2p/" + r.ID; err != nil || r.ID != def.ID || len(r.Addrs) != 1 || r.Addrs[0] != want {
+		t.Fatalf("with config.toml: %+v %v, want the one address %s", r, err, want)
+	}
+}

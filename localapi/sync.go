@@ -79,6 +79,16 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetc
 	return fetch.New(s, n, opts).Fetch(ctx, paths)
 }
 
+// fileSettings are the settings an agent of home would have with no
+// flags: config.toml's over the defaults.
+func fileSettings(home string) (agent.Settings, error) {
+	fc, err := agent.LoadConfig(home)
+	if err != nil {
+		return agent.Settings{}, err
+	}
+	return fc.Merge(agent.DefaultSettings(), func(string) bool { return false })
+}
+
 // ShortLivedNode starts a node for a command that runs without an agent:
 // this home's identity and trust group, listening on ephemeral ports,
 // connected to froms and to config.toml's peers (with the settings an
@@ -87,11 +97,7 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetc
 // told to ev as Unreachable events.
 func ShortLivedNode(ctx context.Context, s *store.Store, froms []peer.AddrInfo, log *slog.Logger, ev func(Event)) (*p2p.Node, error) {
 	home := s.Home()
-	fc, err := agent.LoadConfig(home)
-	if err != nil {
-		return nil, err
-	}
-	set, err := fc.Merge(agent.DefaultSettings(), func(string) bool { return false })
+	set, err := fileSettings(home)
 	if err != nil {
 		return nil, err
 	}

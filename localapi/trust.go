@@ -129,11 +129,7 @@ func doID(ctx context.Context, e *Env, _ IDRequest, _ func(Event)) (IDResponse, 
 	if err != nil {
 		return IDResponse{}, err
 	}
-	fc, err := agent.LoadConfig(e.Home)
-	if err != nil {
-		return IDResponse{}, err
-	}
-	set, err := fc.Merge(agent.DefaultSettings(), func(string) bool { return false })
+	set, err := fileSettings(e.Home)
 	if err != nil {
 		return IDResponse{}, err
 	}
