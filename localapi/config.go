@@ -57,7 +57,7 @@ func doPublish(ctx context.Context, e *Env, req PublishRequest, _ func(Event)) (
 		}
 	}
 	var m *manifest.Manifest
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		m, err = ag.Publish(ctx, key, req.Name, root, req.Activate)
 		r.Announced = true
 	} else {
@@ -101,7 +101,7 @@ func doSetFollow(ctx context.Context, e *Env, req FollowRequest, _ func(Event)) 
 		}
 		r.NoPublisher = len(kr.Publishers(f.Name)) == 0
 	}
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		r.Agent = true
 		return r, ag.SetFollow(ctx, f, follow)
 	}

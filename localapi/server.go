@@ -125,7 +125,7 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 				toCaller := slog.NewTextHandler(logWriter(func(ev Event) { send(frame{Event: &ev}) }), &slog.HandlerOptions{Level: level})
 				oplog = slog.New(slog.NewMultiHandler(log.Handler(), toCaller))
 			}
-			e := AgentEnv(ag, storeDir, oplog)
+			e := agentEnv(ag, storeDir, oplog)
 			var resp any
 			if len(raw) > maxRequest {
 				// Read no further: whatever follows is not looked at.

@@ -30,7 +30,7 @@ type PeerResponse struct {
 // editTrust changes the trust group: the agent's when one runs (so it
 // takes effect at once), else the file's.
 func editTrust(e *Env, inAgent func(*agent.Agent) error, inFile func(*p2p.TrustGroup) error) error {
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		return inAgent(ag)
 	}
 	g, err := agent.LoadTrust(e.Home)
@@ -85,7 +85,7 @@ type ListPeersResponse struct {
 func doListPeers(ctx context.Context, e *Env, _ ListPeersRequest, _ func(Event)) (ListPeersResponse, error) {
 	r := ListPeersResponse{Peers: []TrustedPeer{}}
 	var g *p2p.TrustGroup
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		g = ag.Trust
 	} else {
 		var err error
@@ -114,7 +114,7 @@ type IDResponse struct {
 }
 
 func doID(ctx context.Context, e *Env, _ IDRequest, _ func(Event)) (IDResponse, error) {
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		st, err := ag.Status(ctx)
 		if err != nil {
 			return IDResponse{}, err
@@ -146,7 +146,7 @@ type StatusRequest struct{}
 // doStatus needs a running agent; without one it says so, and opens
 // nothing (a command must never stand in the way of an agent starting).
 func doStatus(ctx context.Context, e *Env, _ StatusRequest, _ func(Event)) (*agent.Status, error) {
-	ag := e.Agent()
+	ag := e.agent
 	if ag == nil {
 		return nil, &Error{Kind: KindNotRunning, Message: agent.NotRunning(e.Home).Error()}
 	}
@@ -157,7 +157,7 @@ func doStatus(ctx context.Context, e *Env, _ StatusRequest, _ func(Event)) (*age
 type PeersRequest struct{}
 
 func doPeers(ctx context.Context, e *Env, _ PeersRequest, _ func(Event)) ([]p2p.PeerStatus, error) {
-	ag := e.Agent()
+	ag := e.agent
 	if ag == nil {
 		return nil, &Error{Kind: KindNotRunning, Message: agent.NotRunning(e.Home).Error()}
 	}
