@@ -347,3 +347,26 @@ func TestIDWithoutAgentListsConfiguredAddrs(t *testing.T) {
 		t.Fatalf("with config.toml: %+v %v, want the one address %s", r, err, want)
 	}
 }
+
+// What a running agent cannot do for a caller it refuses saying why: a
+// store dir other than its store's, a bundle on the caller's standard
+// input.
+func TestAgentRefusesWhatItCannotServe(t *testing.T) {
+	ctx := context.Background()
+	home, _ := agentWithHello(t)
+	other, err := localapi.Connect(ctx, home, "/other/store", localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := localapi.RootList.Remote(ctx, other, localapi.RootListRequest{}, nil); err == nil || !strings.Contains(err.Error(), "uses store dir /nix/store, not /other/store") {
+		t.Fatalf("root list for another store dir: %v", err)
+	}
+	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = localapi.ImportBundle.Remote(ctx, c, localapi.ImportBundleRequest{File: "-", Stdin: strings.NewReader("bundle")}, nil)
+	if err == nil || !localapi.IsUsage(err) || !strings.Contains(err.Error(), "standard input") {
+		t.Fatalf("bundle import from stdin through the agent: %v", err)
+	}
+}
