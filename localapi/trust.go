@@ -3,7 +3,6 @@ package localapi
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -167,9 +166,6 @@ func doPeers(ctx context.Context, e *Env, _ PeersRequest, _ func(Event)) ([]p2p.
 	}
 	return ps, nil
 }
-
-// API is the agent's Config.API: it serves this package's Handler.
-func API(ag *agent.Agent) http.Handler { return Handler(ag, ag.Logger().With("component", "localapi")) }
 
 // TrustKeysRequest trusts public keys (NAME:BASE64), and with Configs
 // also to publish those configurations ("*" for any).
