@@ -370,3 +370,27 @@ func TestAgentRefusesWhatItCannotServe(t *testing.T) {
 		t.Fatalf("bundle import from stdin through the agent: %v", err)
 	}
 }
+
+// A running agent announces what it publishes; without one the
+// generation is only recorded, and the response says which happened
+// (the CLI tells the user that peers get it when they ask).
+func TestPublishSaysWhetherAnnounced(t *testing.T) {
+	ctx := context.Background()
+	for _, withAgent := range []bool{false, true} {
+		home := t.TempDir()
+		if withAgent {
+			startAgent(t, home)
+		}
+		tgt := localapi.Target{Home: home, StoreDir: storeDir}
+		if _, err := localapi.Call(ctx, tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := localapi.Call(ctx, tgt, localapi.GenerateKey, localapi.GenerateKeyRequest{Name: "k-1"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		r, err := localapi.Call(ctx, tgt, localapi.Publish, localapi.PublishRequest{Name: "hello", Root: helloPath}, nil)
+		if err != nil || r.Generation != 1 || r.Key != "k-1" || r.Announced != withAgent {
+			t.Fatalf("publish (agent running: %v): %+v %v", withAgent, r, err)
+		}
+	}
+}
