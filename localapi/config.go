@@ -57,9 +57,8 @@ func doPublish(ctx context.Context, e *Env, req PublishRequest, _ func(Event)) (
 		}
 	}
 	var m *manifest.Manifest
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		m, err = ag.Publish(ctx, key, req.Name, root, req.Activate)
-		r.Announced = true
 	} else {
 		s, _, h, terr := e.trusted()
 		if terr != nil {
@@ -70,7 +69,7 @@ func doPublish(ctx context.Context, e *Env, req PublishRequest, _ func(Event)) (
 	if err != nil {
 		return r, err
 	}
-	return PublishResponse{Name: req.Name, Generation: m.Generation, Paths: len(m.Paths), Key: key.Name, Announced: r.Announced}, nil
+	return PublishResponse{Name: req.Name, Generation: m.Generation, Paths: len(m.Paths), Key: key.Name, Announced: e.agent != nil}, nil
 }
 
 // FollowRequest starts (Follow) or stops following a configuration.
@@ -101,7 +100,7 @@ func doSetFollow(ctx context.Context, e *Env, req FollowRequest, _ func(Event)) 
 		}
 		r.NoPublisher = len(kr.Publishers(f.Name)) == 0
 	}
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		r.Agent = true
 		return r, ag.SetFollow(ctx, f, follow)
 	}

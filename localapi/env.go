@@ -17,7 +17,7 @@ import (
 // manifest history, and the running agent when there is one (its node,
 // trust group and followers). A short-lived Env (Open) opens what an
 // operation asks for on first use and closes it in Close; the agent's
-// (AgentEnv) shares the agent's, which lives as long as the agent.
+// (agentEnv) shares the agent's, which lives as long as the agent.
 type Env struct {
 	Home     string
 	StoreDir string
@@ -38,12 +38,9 @@ func Open(home, storeDir string, log *slog.Logger) *Env {
 	return &Env{Home: home, StoreDir: storeDir, Log: log}
 }
 
-// AgentEnv is the running agent's environment, for requests asking for
+// agentEnv is the running agent's environment, for requests asking for
 // store dir storeDir.
-func AgentEnv(ag *agent.Agent, storeDir string, log *slog.Logger) *Env {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+func agentEnv(ag *agent.Agent, storeDir string, log *slog.Logger) *Env {
 	return &Env{Home: ag.Home, StoreDir: storeDir, Log: log, agent: ag, store: ag.Store, keys: ag.Keys, history: ag.History}
 }
 
@@ -169,6 +166,3 @@ func each[T any](items []T, fn func(T) (string, error)) ([]string, error) {
 	}
 	return out, nil
 }
-
-// Agent is the running agent, or nil in a short-lived environment.
-func (e *Env) Agent() *agent.Agent { return e.agent }

@@ -327,3 +327,70 @@ func agentWithHello(t *testing.T) (home string, tgt localapi.Target) {
 	}
 	return home, tgt
 }
+
+// Without an agent, id gives the addresses an agent would listen on:
+// config.toml's, else the defaults.
+func TestIDWithoutAgentListsConfiguredAddrs(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	e := localapi.Open(home, storeDir, nil)
+	defer e.Close()
+	def, err := localapi.ID.Local(ctx, e, localapi.IDRequest{}, nil)
+	if err != nil || len(def.Addrs) == 0 {
+		t.Fatalf("default addresses: %+v %v", def, err)
+	}
+	if err := os.WriteFile(agent.ConfigPath(home), []byte("[agent]\nlisten = [\"/ip4/127.0.0.1/tcp/4999\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := localapi.ID.Local(ctx, e, localapi.IDRequest{}, nil)
+	if want := "/ip4/127.0.0.1/tcp/4999/p2p/" + r.ID; err != nil || r.ID != def.ID || len(r.Addrs) != 1 || r.Addrs[0] != want {
+		t.Fatalf("with config.toml: %+v %v, want the one address %s", r, err, want)
+	}
+}
+
+// What a running agent cannot do for a caller it refuses saying why: a
+// store dir other than its store's, a bundle on the caller's standard
+// input.
+func TestAgentRefusesWhatItCannotServe(t *testing.T) {
+	ctx := context.Background()
+	home, _ := agentWithHello(t)
+	other, err := localapi.Connect(ctx, home, "/other/store", localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := localapi.RootList.Remote(ctx, other, localapi.RootListRequest{}, nil); err == nil || !strings.Contains(err.Error(), "uses store dir /nix/store, not /other/store") {
+		t.Fatalf("root list for another store dir: %v", err)
+	}
+	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = localapi.ImportBundle.Remote(ctx, c, localapi.ImportBundleRequest{File: "-", Stdin: strings.NewReader("bundle")}, nil)
+	if err == nil || !localapi.IsUsage(err) || !strings.Contains(err.Error(), "standard input") {
+		t.Fatalf("bundle import from stdin through the agent: %v", err)
+	}
+}
+
+// A running agent announces what it publishes; without one the
+// generation is only recorded, and the response says which happened
+// (the CLI tells the user that peers get it when they ask).
+func TestPublishSaysWhetherAnnounced(t *testing.T) {
+	ctx := context.Background()
+	for _, withAgent := range []bool{false, true} {
+		home := t.TempDir()
+		if withAgent {
+			startAgent(t, home)
+		}
+		tgt := localapi.Target{Home: home, StoreDir: storeDir}
+		if _, err := localapi.Call(ctx, tgt, localapi.Add, localapi.AddRequest{Paths: []string{helloFile(t)}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := localapi.Call(ctx, tgt, localapi.GenerateKey, localapi.GenerateKeyRequest{Name: "k-1"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		r, err := localapi.Call(ctx, tgt, localapi.Publish, localapi.PublishRequest{Name: "hello", Root: helloPath}, nil)
+		if err != nil || r.Generation != 1 || r.Key != "k-1" || r.Announced != withAgent {
+			t.Fatalf("publish (agent running: %v): %+v %v", withAgent, r, err)
+		}
+	}
+}

@@ -93,6 +93,9 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// API is the agent's Config.API: it serves this package's Handler.
+func API(ag *agent.Agent) http.Handler { return Handler(ag, ag.Logger().With("component", "localapi")) }
+
 // Handler serves the local API of a running agent: POST /v1/<operation>.
 // Mount it with agent.Config.API.
 func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
@@ -125,7 +128,7 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 				toCaller := slog.NewTextHandler(logWriter(func(ev Event) { send(frame{Event: &ev}) }), &slog.HandlerOptions{Level: level})
 				oplog = slog.New(slog.NewMultiHandler(log.Handler(), toCaller))
 			}
-			e := AgentEnv(ag, storeDir, oplog)
+			e := agentEnv(ag, storeDir, oplog)
 			var resp any
 			if len(raw) > maxRequest {
 				// Read no further: whatever follows is not looked at.

@@ -41,7 +41,7 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetc
 		return nil, err
 	}
 	var n *p2p.Node
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		for _, ai := range froms {
 			if err := ag.Node.Connect(ctx, ai); err != nil {
 				return nil, fmt.Errorf("cannot reach %s: %w", ai.ID, err)
@@ -50,7 +50,7 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetc
 		defer ag.BeginTransfer()()
 		n = ag.Node
 	} else {
-		if n, err = ShortLivedNode(ctx, s, froms, e.Log, ev); err != nil {
+		if n, err = shortLivedNode(ctx, s, froms, e.Log, ev); err != nil {
 			return nil, err
 		}
 		defer n.Close()
@@ -79,19 +79,25 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetc
 	return fetch.New(s, n, opts).Fetch(ctx, paths)
 }
 
-// ShortLivedNode starts a node for a command that runs without an agent:
+// fileSettings are the settings an agent of home would have with no
+// flags: config.toml's over the defaults.
+func fileSettings(home string) (agent.Settings, error) {
+	fc, err := agent.LoadConfig(home)
+	if err != nil {
+		return agent.Settings{}, err
+	}
+	return fc.Merge(agent.DefaultSettings(), func(string) bool { return false })
+}
+
+// shortLivedNode starts a node for a command that runs without an agent:
 // this home's identity and trust group, listening on ephemeral ports,
 // connected to froms and to config.toml's peers (with the settings an
 // agent would use: agent.FileConfig.Merge), and, when none answers, given
 // a moment to find a trusted peer on the LAN. Peers it cannot reach are
 // told to ev as Unreachable events.
-func ShortLivedNode(ctx context.Context, s *store.Store, froms []peer.AddrInfo, log *slog.Logger, ev func(Event)) (*p2p.Node, error) {
+func shortLivedNode(ctx context.Context, s *store.Store, froms []peer.AddrInfo, log *slog.Logger, ev func(Event)) (*p2p.Node, error) {
 	home := s.Home()
-	fc, err := agent.LoadConfig(home)
-	if err != nil {
-		return nil, err
-	}
-	set, err := fc.Merge(agent.DefaultSettings(), func(string) bool { return false })
+	set, err := fileSettings(home)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package localapi
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,7 +29,7 @@ type PeerResponse struct {
 // editTrust changes the trust group: the agent's when one runs (so it
 // takes effect at once), else the file's.
 func editTrust(e *Env, inAgent func(*agent.Agent) error, inFile func(*p2p.TrustGroup) error) error {
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		return inAgent(ag)
 	}
 	g, err := agent.LoadTrust(e.Home)
@@ -85,7 +84,7 @@ type ListPeersResponse struct {
 func doListPeers(ctx context.Context, e *Env, _ ListPeersRequest, _ func(Event)) (ListPeersResponse, error) {
 	r := ListPeersResponse{Peers: []TrustedPeer{}}
 	var g *p2p.TrustGroup
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		g = ag.Trust
 	} else {
 		var err error
@@ -114,7 +113,7 @@ type IDResponse struct {
 }
 
 func doID(ctx context.Context, e *Env, _ IDRequest, _ func(Event)) (IDResponse, error) {
-	if ag := e.Agent(); ag != nil {
+	if ag := e.agent; ag != nil {
 		st, err := ag.Status(ctx)
 		if err != nil {
 			return IDResponse{}, err
@@ -129,11 +128,7 @@ func doID(ctx context.Context, e *Env, _ IDRequest, _ func(Event)) (IDResponse, 
 	if err != nil {
 		return IDResponse{}, err
 	}
-	fc, err := agent.LoadConfig(e.Home)
-	if err != nil {
-		return IDResponse{}, err
-	}
-	set, err := fc.Merge(agent.DefaultSettings(), func(string) bool { return false })
+	set, err := fileSettings(e.Home)
 	if err != nil {
 		return IDResponse{}, err
 	}
@@ -150,7 +145,7 @@ type StatusRequest struct{}
 // doStatus needs a running agent; without one it says so, and opens
 // nothing (a command must never stand in the way of an agent starting).
 func doStatus(ctx context.Context, e *Env, _ StatusRequest, _ func(Event)) (*agent.Status, error) {
-	ag := e.Agent()
+	ag := e.agent
 	if ag == nil {
 		return nil, &Error{Kind: KindNotRunning, Message: agent.NotRunning(e.Home).Error()}
 	}
@@ -161,7 +156,7 @@ func doStatus(ctx context.Context, e *Env, _ StatusRequest, _ func(Event)) (*age
 type PeersRequest struct{}
 
 func doPeers(ctx context.Context, e *Env, _ PeersRequest, _ func(Event)) ([]p2p.PeerStatus, error) {
-	ag := e.Agent()
+	ag := e.agent
 	if ag == nil {
 		return nil, &Error{Kind: KindNotRunning, Message: agent.NotRunning(e.Home).Error()}
 	}
@@ -171,9 +166,6 @@ func doPeers(ctx context.Context, e *Env, _ PeersRequest, _ func(Event)) ([]p2p.
 	}
 	return ps, nil
 }
-
-// API is the agent's Config.API: it serves this package's Handler.
-func API(ag *agent.Agent) http.Handler { return Handler(ag, ag.Logger().With("component", "localapi")) }
 
 // TrustKeysRequest trusts public keys (NAME:BASE64), and with Configs
 // also to publish those configurations ("*" for any).
@@ -273,7 +265,7 @@ func doGenerateKey(ctx context.Context, e *Env, req GenerateKeyRequest, _ func(E
 	}
 	file := req.File
 	if file == "" {
-		file = filepath.Join(manifest.KeysDir(e.Home), req.Name+".secret")
+		file = manifest.SigningKeyPath(manifest.KeysDir(e.Home), req.Name)
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return GenerateKeyResponse{}, err

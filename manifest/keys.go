@@ -331,21 +331,33 @@ func (kr *Keyring) TrustedFor(k PublicKey, name string) bool {
 // KeysDir is the directory of a home's secret keys (NAME.secret).
 func KeysDir(home string) string { return filepath.Join(home, "keys") }
 
+// SigningKeys names the secret keys (NAME.secret) in dir.
+func SigningKeys(dir string) []string {
+	matches, _ := filepath.Glob(SigningKeyPath(dir, "*"))
+	for i, m := range matches {
+		matches[i] = strings.TrimSuffix(filepath.Base(m), ".secret")
+	}
+	return matches
+}
+
+// SigningKeyPath is the file of the secret key name in dir.
+func SigningKeyPath(dir, name string) string { return filepath.Join(dir, name+".secret") }
+
 // LoadSigningKey loads the secret key NAME.secret from dir, or with name
 // "" the only secret key there.
 func LoadSigningKey(dir, name string) (SecretKey, error) {
 	if name == "" {
-		matches, _ := filepath.Glob(filepath.Join(dir, "*.secret"))
-		switch len(matches) {
+		names := SigningKeys(dir)
+		switch len(names) {
 		case 0:
 			return SecretKey{}, errors.New("no signing key: make one with `trove key generate NAME`")
 		case 1:
-			name = strings.TrimSuffix(filepath.Base(matches[0]), ".secret")
+			name = names[0]
 		default:
-			return SecretKey{}, fmt.Errorf("%d signing keys in %s: choose one with --key NAME", len(matches), dir)
+			return SecretKey{}, fmt.Errorf("%d signing keys in %s: choose one with --key NAME", len(names), dir)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(dir, name+".secret"))
+	b, err := os.ReadFile(SigningKeyPath(dir, name))
 	if err != nil {
 		return SecretKey{}, fmt.Errorf("signing key %q: %w", name, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -323,14 +322,13 @@ func (c *cacheFlags) config(cmd *cobra.Command, home string, log *slog.Logger) (
 	}
 	cc := agent.CacheConfig{Listen: c.listen, FromPeers: c.fromPeers, Timeout: c.timeout}
 	if c.key == "" {
-		matches, _ := filepath.Glob(filepath.Join(home, "keys", "*.secret"))
-		switch len(matches) {
+		switch n := len(manifest.SigningKeys(manifest.KeysDir(home))); n {
 		case 0:
 			log.Warn("no signing key: narinfos carry only the paths' own signatures; make one with `trove key generate NAME` for Nix to trust this cache")
 			return cc, nil
 		case 1:
 		default:
-			return cc, fmt.Errorf("%d signing keys in %s: choose the cache's with --cache-key NAME", len(matches), filepath.Join(home, "keys"))
+			return cc, fmt.Errorf("%d signing keys in %s: choose the cache's with --cache-key NAME", n, manifest.KeysDir(home))
 		}
 	}
 	key, err := manifest.LoadSigningKey(manifest.KeysDir(home), c.key)

@@ -10,17 +10,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/store"
 )
-
-// agentRunning reports whether an agent owns this home, or is starting
-// and will.
-func (a *app) agentRunning() bool {
-	home, err := a.homeDir()
-	return err == nil && agent.Running(home)
-}
 
 // call runs an operation of the local API: in the agent that owns the
 // home, or here (localapi.Call decides). A request the operation calls
