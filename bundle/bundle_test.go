@@ -77,6 +77,13 @@ func publish(t testing.TB, m *machine, key manifest.SecretKey, name string, root
 	if prev, _, err := m.hist.Get(name, 0); err == nil {
 		man.Generation, man.Previous = prev.Generation+1, mustID(t, prev)
 	}
+	record(t, m, key, man)
+	return man
+}
+
+// record signs man with key and records it in m's history.
+func record(t testing.TB, m *machine, key manifest.SecretKey, man *manifest.Manifest) {
+	t.Helper()
 	if err := man.Sign(key); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +94,6 @@ func publish(t testing.TB, m *machine, key manifest.SecretKey, name string, root
 	if _, _, err := m.hist.Add(b); err != nil {
 		t.Fatal(err)
 	}
-	return man
 }
 
 func newKey(t testing.TB, name string) manifest.SecretKey {
@@ -535,17 +541,7 @@ func TestCreateVouchesByManifest(t *testing.T) {
 			closure[i] = &altered
 		}
 	}
-	man := &manifest.Manifest{Name: "other", Generation: 1, Root: f.lib.Path, Created: time.Now(), Paths: closure}
-	if err := man.Sign(key); err != nil {
-		t.Fatal(err)
-	}
-	mb, err := man.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := a.hist.Add(mb); err != nil {
-		t.Fatal(err)
-	}
+	record(t, a, key, &manifest.Manifest{Name: "other", Generation: 1, Root: f.lib.Path, Created: time.Now(), Paths: closure})
 	_, err = Create(context.Background(), &b, a.store, a.hist, []string{"other"})
 	if err == nil || !strings.Contains(err.Error(), "differs from what the manifest signed") || !errors.Is(err, trust.ErrUntrusted) {
 		t.Fatalf("bundling a manifest the store disagrees with: %v", err)

@@ -11,12 +11,5 @@ var _ storetest.ChunkStore = (*store.Store)(nil)
 
 // TestConformance runs the suite every store implementation passes.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t testing.TB) storetest.Store {
-		s, err := store.Open(t.TempDir(), store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	})
+	storetest.Run(t, func(t testing.TB) storetest.Store { return openStore(t) })
 }
