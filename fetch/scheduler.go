@@ -34,7 +34,6 @@ type scheduler struct {
 
 	items   map[nix.PathHash]*itemState
 	pending []*want // not yet requested from anyone, in plan order
-	left    int     // wants not done
 	err     error   // set once, by fail; errFinished after success
 	peers   peerBook
 	// ready holds the items an ingest worker should take next, each once:
@@ -176,7 +175,6 @@ func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reus
 		w := &want{st: st, desc: st.desc, ref: it.index[i], off: it.offs[i], inflight: map[peer.ID]bool{}}
 		st.wants = append(st.wants, w)
 		st.left++
-		s.left++
 		s.pending = append(s.pending, w)
 	}
 	if st.left == 0 && st.complete() {
@@ -282,7 +280,6 @@ func (s *scheduler) delivered(p peer.ID, w *want, n int, now time.Time) {
 	ps.bytes += int64(n)
 	ps.last = now
 	s.bytesFetched += int64(n)
-	s.left--
 	if w.abandoned() {
 		return
 	}

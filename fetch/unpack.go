@@ -147,10 +147,7 @@ func (s *scheduler) addReferrer(st *itemState) {
 func (s *scheduler) abandon(st *itemState) {
 	s.unhold(st)
 	for _, w := range st.wants {
-		if !w.done {
-			w.done = true
-			s.left--
-		}
+		w.done = true
 	}
 	st.desc++ // its wants are abandoned
 }
