@@ -65,17 +65,16 @@ type itemState struct {
 	// staged is the unpacked, verified NAR waiting for its references to
 	// become valid before it is committed.
 	staged staged
-	// held is the NAR size this item adds to scheduler.held, 0 if none.
-	held uint64
 }
 
 // phase is where an item stands. An item moves
 //
 //	fetching → queued → unpacking → committed
 //	fetching → stale → redescribing → (reset) fetching
-//	unpacking → (evicted) queued; unpacking → (lied, reset) fetching
+//	unpacking → (evicted) queued; unpacking → (lied) redescribing
 //
-// and waits in scheduler.ready exactly while queued or stale.
+// waits in scheduler.ready exactly while queued or stale, and holds its
+// NAR twice on disk (scheduler.held) exactly while unpacking.
 type phase uint8
 
 const (
@@ -104,10 +103,6 @@ func (st *itemState) complete() bool { return st.from(fetching, queued) }
 // orphaned moves st, whose chunks nobody left can serve, to stale; it
 // says whether st is to be queued now (it was fetching).
 func (st *itemState) orphaned() bool { return st.from(fetching, stale) }
-
-// evicted moves st, unpacked ahead of its references, back to queued: its
-// staged tree was discarded to make room.
-func (st *itemState) evicted() bool { return st.from(unpacking, queued) }
 
 // take hands st, queued or stale, to an ingest worker: to unpacking or
 // redescribing.
