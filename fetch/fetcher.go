@@ -382,10 +382,18 @@ func (fe *Fetcher) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.I
 	return out
 }
 
+// providerFinder is what connectProviders needs of the network.
+type providerFinder interface {
+	FindProviders(ctx context.Context, key cid.Cid, max int) ([]peer.AddrInfo, error)
+	Connect(ctx context.Context, p peer.AddrInfo) error
+}
+
+var _ providerFinder = (*p2p.Node)(nil)
+
 // connectProviders asks the DHT, for each of keys at once (bounded), for
 // the peers that provide it, connects to them, and returns those it
 // reached, each once.
-func connectProviders[K any](ctx context.Context, n *p2p.Node, keys []K, cidOf func(K) cid.Cid) []peer.ID {
+func connectProviders[K any](ctx context.Context, n providerFinder, keys []K, cidOf func(K) cid.Cid) []peer.ID {
 	var mu sync.Mutex
 	found := map[peer.ID]peer.AddrInfo{}
 	AskAll(ctx, keys, 0, func(ctx context.Context, k K) error {
