@@ -124,7 +124,7 @@ type Progress struct {
 	Done                  bool
 }
 
-// Sync makes the closures of roots valid in the store.
+// Fetch makes the closures of roots valid in the store.
 func (fe *Fetcher) Fetch(ctx context.Context, roots []nix.Path) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
