@@ -87,12 +87,11 @@ type transfer struct {
 	// mu guards sched, which is reached only through lock; unlock (and
 	// wait) publish what it decided: a failure closes ended, and every
 	// waiter is woken.
-	mu      sync.Mutex
-	cond    *sync.Cond
-	sched   *scheduler
-	ended   chan struct{} // closed once sched.err is set
-	isEnded bool
-	spawn   func(peer.ID) // starts one more worker for a peer the scheduler counted
+	mu    sync.Mutex
+	cond  *sync.Cond
+	sched *scheduler
+	ended chan struct{} // closed once sched.err is set
+	spawn func(peer.ID) // starts one more worker for a peer the scheduler counted
 }
 
 func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
@@ -137,8 +136,12 @@ func (f *transfer) wait() {
 }
 
 func (f *transfer) publish() {
-	if f.sched.err != nil && !f.isEnded {
-		f.isEnded = true
+	if f.sched.err == nil {
+		return
+	}
+	select {
+	case <-f.ended:
+	default:
 		close(f.ended)
 	}
 }
