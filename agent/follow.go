@@ -199,7 +199,7 @@ func (a *Agent) learnOnce(ctx context.Context) (pending bool) {
 	fls := slices.Collect(maps.Values(a.followers))
 	a.followMu.Unlock()
 	var mu sync.Mutex
-	fetch.AskAll(ctx, fls, 0, func(_ context.Context, fl *follower) error {
+	fetch.AskAll(ctx, fls, 0, func(ctx context.Context, fl *follower) error {
 		if len(a.Node.ConnectedPeers()) > 0 {
 			actx, cancel := context.WithTimeout(ctx, askTimeout)
 			refused := fetch.Learn(actx, a.Node, a.History, fl.name, 0)

@@ -11,12 +11,11 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/trove-p2p/trove/chunk"
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/trust"
@@ -125,7 +124,7 @@ type Progress struct {
 	Done                  bool
 }
 
-// Sync makes the closures of roots valid in the store.
+// Fetch makes the closures of roots valid in the store.
 func (fe *Fetcher) Fetch(ctx context.Context, roots []nix.Path) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
@@ -383,10 +382,18 @@ func (fe *Fetcher) locate(ctx context.Context, hashes []nix.PathHash) [][]peer.I
 	return out
 }
 
+// providerFinder is what connectProviders needs of the network.
+type providerFinder interface {
+	FindProviders(ctx context.Context, key cid.Cid, max int) ([]peer.AddrInfo, error)
+	Connect(ctx context.Context, p peer.AddrInfo) error
+}
+
+var _ providerFinder = (*p2p.Node)(nil)
+
 // connectProviders asks the DHT, for each of keys at once (bounded), for
 // the peers that provide it, connects to them, and returns those it
 // reached, each once.
-func connectProviders[K any](ctx context.Context, n *p2p.Node, keys []K, cidOf func(K) cid.Cid) []peer.ID {
+func connectProviders[K any](ctx context.Context, n providerFinder, keys []K, cidOf func(K) cid.Cid) []peer.ID {
 	var mu sync.Mutex
 	found := map[peer.ID]peer.AddrInfo{}
 	AskAll(ctx, keys, 0, func(ctx context.Context, k K) error {

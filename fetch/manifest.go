@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/p2p"
 )
 

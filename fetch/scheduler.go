@@ -34,7 +34,6 @@ type scheduler struct {
 
 	items   map[nix.PathHash]*itemState
 	pending []*want // not yet requested from anyone, in plan order
-	left    int     // wants not done
 	err     error   // set once, by fail; errFinished after success
 	peers   peerBook
 	// ready holds the items an ingest worker should take next, each once:
@@ -66,17 +65,16 @@ type itemState struct {
 	// staged is the unpacked, verified NAR waiting for its references to
 	// become valid before it is committed.
 	staged staged
-	// held is the NAR size this item adds to scheduler.held, 0 if none.
-	held uint64
 }
 
 // phase is where an item stands. An item moves
 //
 //	fetching → queued → unpacking → committed
 //	fetching → stale → redescribing → (reset) fetching
-//	unpacking → (evicted) queued; unpacking → (lied, reset) fetching
+//	unpacking → (evicted) queued; unpacking → (lied) redescribing
 //
-// and waits in scheduler.ready exactly while queued or stale.
+// waits in scheduler.ready exactly while queued or stale, and holds its
+// NAR twice on disk (scheduler.held) exactly while unpacking.
 type phase uint8
 
 const (
@@ -105,10 +103,6 @@ func (st *itemState) complete() bool { return st.from(fetching, queued) }
 // orphaned moves st, whose chunks nobody left can serve, to stale; it
 // says whether st is to be queued now (it was fetching).
 func (st *itemState) orphaned() bool { return st.from(fetching, stale) }
-
-// evicted moves st, unpacked ahead of its references, back to queued: its
-// staged tree was discarded to make room.
-func (st *itemState) evicted() bool { return st.from(unpacking, queued) }
 
 // take hands st, queued or stale, to an ingest worker: to unpacking or
 // redescribing.
@@ -176,7 +170,6 @@ func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reus
 		w := &want{st: st, desc: st.desc, ref: it.index[i], off: it.offs[i], inflight: map[peer.ID]bool{}}
 		st.wants = append(st.wants, w)
 		st.left++
-		s.left++
 		s.pending = append(s.pending, w)
 	}
 	if st.left == 0 && st.complete() {
@@ -282,7 +275,6 @@ func (s *scheduler) delivered(p peer.ID, w *want, n int, now time.Time) {
 	ps.bytes += int64(n)
 	ps.last = now
 	s.bytesFetched += int64(n)
-	s.left--
 	if w.abandoned() {
 		return
 	}

@@ -146,8 +146,8 @@ func TestSchedulerDropPeer(t *testing.T) {
 			t.Fatalf("err %v, phase %d", s.err, sts[0].phase)
 		}
 		st, _, _ := s.nextIngest()
-		if st != sts[0] || st.held != 0 {
-			t.Errorf("nextIngest = %v (held %d), want the stale item, holding nothing", st, st.held)
+		if st != sts[0] || s.held != 0 {
+			t.Errorf("nextIngest = %v (held %d), want the stale item, holding nothing", st, s.held)
 		}
 	})
 	t.Run("a stale item whose chunks then arrive is handed out once, to be described again", func(t *testing.T) {
@@ -229,6 +229,24 @@ func TestSchedulerNextIngest(t *testing.T) {
 		}
 		if st, _, _ := s.nextIngest(); st != sts[1] {
 			t.Fatalf("after dep: %v, want top again", st)
+		}
+	})
+	t.Run("a NAR that proves its description a lie no longer counts against the budget", func(t *testing.T) {
+		dep, top, other := items()
+		s, sts := testScheduler(dep, top, other)
+		s.budget = 9 << 10
+		deliverAll(s, a, sts[0])
+		if st, _, _ := s.nextIngest(); st != sts[0] || s.held != 4<<10 {
+			t.Fatalf("first = %v, held %d; want dep, 4 KiB", st, s.held)
+		}
+		s.lied(a, "lied")
+		s.redescribe(sts[0], testItem(1, 4, []peer.ID{a}))
+		if s.held != 0 || sts[0].phase != redescribing {
+			t.Fatalf("after the lie: held %d, phase %d; want 0, redescribing", s.held, sts[0].phase)
+		}
+		s.abandon(sts[0]) // as ingest does for a stale item: holds nothing twice
+		if s.held != 0 {
+			t.Fatalf("abandoned again: held %d", s.held)
 		}
 	})
 	t.Run("commit of the last reference commits the referrer", func(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 // spool, and the spool goes when the path is committed. So each path takes
 // about its NAR size at any moment, except while it is held twice: from
 // the start of its unpacking until its commit. The bytes held twice are
-// kept within a budget (fetch.next): the largest NAR of the plan, so a
+// kept within a budget (scheduler.nextIngest): the largest NAR of the plan, so a
 // sync never needs more than its missing closure's NAR bytes plus the
 // largest of them, and that is what it checks is free before it starts.
 // Unpacking paths ahead of their references keeps both cores busy while

@@ -87,12 +87,11 @@ type transfer struct {
 	// mu guards sched, which is reached only through lock; unlock (and
 	// wait) publish what it decided: a failure closes ended, and every
 	// waiter is woken.
-	mu      sync.Mutex
-	cond    *sync.Cond
-	sched   *scheduler
-	ended   chan struct{} // closed once sched.err is set
-	isEnded bool
-	spawn   func(peer.ID) // starts one more worker for a peer the scheduler counted
+	mu    sync.Mutex
+	cond  *sync.Cond
+	sched *scheduler
+	ended chan struct{} // closed once sched.err is set
+	spawn func(peer.ID) // starts one more worker for a peer the scheduler counted
 }
 
 func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
@@ -123,6 +122,12 @@ func (f *transfer) unlock() {
 	f.mu.Unlock()
 }
 
+// unlockQuiet lets go of f.mu without waking the waiters, after a call
+// that only took work away (claim, began) and so gave no waiter anything
+// to act on: on the chunk path a broadcast would wake every idle worker
+// to scan the pending chunks again.
+func (f *transfer) unlockQuiet() { f.mu.Unlock() }
+
 // wait publishes a failure and waits for a change; it does not wake the
 // other waiters, so that waiting is not itself a change.
 func (f *transfer) wait() {
@@ -131,8 +136,12 @@ func (f *transfer) wait() {
 }
 
 func (f *transfer) publish() {
-	if f.sched.err != nil && !f.isEnded {
-		f.isEnded = true
+	if f.sched.err == nil {
+		return
+	}
+	select {
+	case <-f.ended:
+	default:
 		close(f.ended)
 	}
 }
@@ -312,7 +321,7 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) err
 		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size}
 	}
 	window := f.lock().began(p, time.Now())
-	f.unlock()
+	f.unlockQuiet()
 	err := f.net.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
 		watchdog.Reset(f.opts.StallTimeout)
 		w := batch[i]
@@ -334,7 +343,7 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) err
 func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 	s := f.lock()
 	mine, sp := s.claim(w), w.st.spool
-	f.unlock()
+	f.unlockQuiet()
 	if !mine {
 		return nil
 	}

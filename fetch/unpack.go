@@ -58,8 +58,7 @@ func (s *scheduler) nextIngest() (st *itemState, discard []staged, stop bool) {
 	s.ready = slices.Delete(s.ready, pick, pick+1)
 	st.take()
 	if st.phase == unpacking {
-		st.held = st.it.info.NarSize
-		s.held += st.held
+		s.held += st.it.info.NarSize
 	}
 	return st, discard, false
 }
@@ -74,20 +73,24 @@ func (s *scheduler) evict(size uint64) (discard []staged) {
 		if s.fits(size) {
 			break
 		}
-		if st.staged != nil && st.evicted() {
+		if st.staged != nil && s.leave(st, queued) {
 			discard = append(discard, st.staged)
 			st.staged = nil
-			s.unhold(st)
 			s.ready = append(s.ready, st)
 		}
 	}
 	return discard
 }
 
-// unhold takes st's NAR off the bytes held twice.
-func (s *scheduler) unhold(st *itemState) {
-	s.held -= st.held
-	st.held = 0
+// leave moves st, if it is unpacking, to phase to, taking its NAR off the
+// bytes held twice; it says whether st was unpacking.
+func (s *scheduler) leave(st *itemState, to phase) bool {
+	if st.phase != unpacking {
+		return false
+	}
+	s.held -= st.it.info.NarSize
+	st.phase = to
+	return true
 }
 
 // stage records that st's NAR is unpacked as x. It returns true if x is
@@ -110,8 +113,7 @@ type commitJob struct {
 // committed records that st is valid and returns the staged referrers
 // that this made committable.
 func (s *scheduler) committed(st *itemState) (next []commitJob) {
-	s.unhold(st)
-	st.phase = committed
+	s.leave(st, committed)
 	st.it.valid = true
 	s.pathsDone++
 	for _, r := range s.referrers[st.it.info.Path.Hash] {
@@ -143,14 +145,12 @@ func (s *scheduler) addReferrer(st *itemState) {
 }
 
 // abandon gives up the chunks of st's current description still wanted:
-// its last chunks must not make it look complete meanwhile.
+// its last chunks must not make it look complete meanwhile. An item whose
+// NAR proved its description a lie moves from unpacking to redescribing.
 func (s *scheduler) abandon(st *itemState) {
-	s.unhold(st)
+	s.leave(st, redescribing)
 	for _, w := range st.wants {
-		if !w.done {
-			w.done = true
-			s.left--
-		}
+		w.done = true
 	}
 	st.desc++ // its wants are abandoned
 }

@@ -8,9 +8,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // Publish makes generation N+1 of name from the closure of root, which must

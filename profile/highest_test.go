@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/store"
 )
 

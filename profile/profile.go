@@ -16,9 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/manifest"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // Profiles are named pointers to generations, as Nix's profiles:

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/trove-p2p/trove/nix"
-
 	"github.com/trove-p2p/trove/store"
 )
 
