@@ -406,4 +406,3 @@ func (s *narSource) tunnel(w *writer, n uint64) error {
 	w.str(string(s.buf[:k]))
 	return w.flush()
 }
-

@@ -317,10 +317,10 @@ func TestCancelCloses(t *testing.T) {
 
 func TestStripANSI(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain":                                 "plain",
+		"plain":                                "plain",
 		"path '\x1b[35;1m/nix/store/x\x1b[0m'": "path '/nix/store/x'",
-		"\x1b[31;1merror:\x1b[0m bad":           "error: bad",
-		"dangling \x1b[":                        "dangling \x1b[",
+		"\x1b[31;1merror:\x1b[0m bad":          "error: bad",
+		"dangling \x1b[":                       "dangling \x1b[",
 	} {
 		if got := stripANSI(in); got != want {
 			t.Errorf("stripANSI(%q) = %q, want %q", in, got, want)
