@@ -26,6 +26,9 @@ import (
 type Config struct {
 	Home     string
 	StoreDir string
+	// Kind is the store to work on: the home's own when zero (see
+	// store.Kind; --store and config.toml's store choose).
+	Kind store.Kind
 	// Listen, MDNS, Peers, DHT, Bootstrap and Public: see p2p.Config.
 	Listen    []string
 	MDNS      bool
@@ -213,7 +216,7 @@ func openStore(ctx context.Context, cfg Config) (*store.Store, error) {
 	if _, err := Dial(cfg.Home); err == nil {
 		return nil, fmt.Errorf("another agent is already running in %s (its control socket %s answers): stop it first, or give this one another --home", cfg.Home, SocketPath(cfg.Home))
 	}
-	opts := store.Options{StoreDir: cfg.StoreDir, Logger: cfg.Logger.With("component", "store"), Role: store.RoleAgentStarting}
+	opts := store.Options{StoreDir: cfg.StoreDir, Logger: cfg.Logger.With("component", "store"), Role: store.RoleAgentStarting, Kind: cfg.Kind}
 	deadline := time.Now().Add(storeWait)
 	waited := false
 	for {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/profile"
+	"github.com/trove-p2p/trove/store"
 )
 
 // FileConfig is $TROVE_HOME/config.toml. Command-line flags override it.
@@ -27,7 +28,12 @@ import (
 //	log_format = "text"   # or "json"
 //	timeout = "10m"       # for every activation command (follow, activate, rollback)
 type FileConfig struct {
-	Agent AgentSection `toml:"agent"`
+	// Store is the store every command of this home works on: "embedded"
+	// (trove's own) or "nix" (the machine's Nix store); NixStore names
+	// another Nix store than the machine's ("local?root=DIR").
+	Store    string       `toml:"store"`
+	NixStore string       `toml:"nix_store"`
+	Agent    AgentSection `toml:"agent"`
 }
 
 // AgentSection is the [agent] table. Pointers distinguish "unset" from false.
@@ -103,7 +109,10 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("unknown setting %s (known: agent.listen, agent.peers, agent.mdns, agent.dht, agent.bootstrap, agent.serve, agent.log_format, agent.timeout)", strings.Join(keys, ", "))
+		return nil, fmt.Errorf("unknown setting %s (known: store, nix_store, agent.listen, agent.peers, agent.mdns, agent.dht, agent.bootstrap, agent.serve, agent.log_format, agent.timeout)", strings.Join(keys, ", "))
+	}
+	if _, err := store.ParseKind(c.Store, c.NixStore); err != nil {
+		return nil, err
 	}
 	switch c.Agent.Serve {
 	case "", "trusted", "public":

@@ -47,6 +47,10 @@ type scheduler struct {
 	// waiting for their references: each takes disk twice, as spool and
 	// as tree, until it is committed. nextIngest keeps it within budget.
 	held, budget uint64
+	// inOrder says the store adds a path only once its references are
+	// valid (Nix's store restores and registers in one step), so nothing
+	// is unpacked ahead of its references.
+	inOrder bool
 
 	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
 	pathsDone                                                      int

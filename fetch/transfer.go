@@ -98,6 +98,7 @@ func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
 	f := &transfer{pl: pl, start: start, opts: fe.opts, log: fe.log, net: fe.node, store: storeStager{fe.store},
 		locate: fe.locateConnected, believe: fe.believe}
 	f.init(fe.store.StoreDir())
+	f.sched.inOrder = !fe.store.StagesAhead()
 	return f
 }
 

@@ -48,6 +48,8 @@ func (s *scheduler) nextIngest() (st *itemState, discard []staged, stop bool) {
 				return nil, discard, false // wait for the items being unpacked
 			}
 		}
+	case s.inOrder:
+		return nil, discard, len(s.ready) == 0 && s.pathsDone == len(s.plan.items)
 	default:
 		pick = slices.IndexFunc(s.ready, func(st *itemState) bool { return s.fits(st.it.info.NarSize) })
 		if pick < 0 {

@@ -27,6 +27,7 @@ const AgentStartWait = time.Minute
 type Target struct {
 	Home     string
 	StoreDir string
+	Kind     store.Kind // the store asked for; zero: the home's
 	Log      *slog.Logger
 	// Waiting, if set, is told once that the command waits for an agent
 	// that is starting or stopping.
@@ -65,6 +66,7 @@ func Call[Req, Resp any](ctx context.Context, t Target, o Op[Req, Resp], req Req
 			return zero, false, nil
 		}
 		if err == nil {
+			c.backend = t.Kind.Backend
 			if level, ok := minLevel(ctx, t.Log); ok && t.LogTo != nil {
 				c.logTo, c.logLevel = t.LogTo, level.String()
 			}
@@ -85,6 +87,7 @@ func Call[Req, Resp any](ctx context.Context, t Target, o Op[Req, Resp], req Req
 	}
 	for {
 		e := Open(t.Home, t.StoreDir, t.Log)
+		e.Kind = t.Kind
 		resp, err := o.Local(ctx, e, req, ev)
 		if cerr := e.Close(); cerr != nil && err == nil {
 			err = cerr
@@ -107,6 +110,7 @@ func Call[Req, Resp any](ctx context.Context, t Target, o Op[Req, Resp], req Req
 type Client struct {
 	http     *http.Client
 	storeDir string
+	backend  string // the store the caller asked for, if it did
 	// logTo receives the operation's log lines from logLevel up.
 	logTo    io.Writer
 	logLevel string
@@ -147,6 +151,9 @@ func (o Op[Req, Resp]) Remote(ctx context.Context, c *Client, req Req, ev func(E
 		return resp, err
 	}
 	hreq.Header.Set(storeDirHeader, c.storeDir)
+	if c.backend != "" {
+		hreq.Header.Set(backendHeader, c.backend)
+	}
 	if c.logTo != nil {
 		hreq.Header.Set(logLevelHeader, c.logLevel)
 	}

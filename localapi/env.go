@@ -21,7 +21,10 @@ import (
 type Env struct {
 	Home     string
 	StoreDir string
-	Log      *slog.Logger
+	// Kind is the store the caller asked for (--store, --nix-store); the
+	// zero value is the home's own.
+	Kind store.Kind
+	Log  *slog.Logger
 
 	agent   *agent.Agent // nil in a short-lived environment
 	store   *store.Store // the agent's, or opened by Store
@@ -64,10 +67,13 @@ func (e *Env) Store() (*store.Store, error) {
 		if e.store.StoreDir() != e.StoreDir {
 			return nil, fmt.Errorf("the running agent's store uses store dir %s, not %s", e.store.StoreDir(), e.StoreDir)
 		}
+		if b := e.Kind.Backend; b != "" && b != e.store.Backend() {
+			return nil, fmt.Errorf("the running agent works on the %s store, not the %s store: leave out --store, or stop the agent", e.store.Backend(), b)
+		}
 		return e.store, nil
 	}
 	e.Log.Debug("opening store", "home", e.Home, "storeDir", e.StoreDir)
-	s, err := store.Open(e.Home, store.Options{StoreDir: e.StoreDir, Logger: e.Log})
+	s, err := store.Open(e.Home, store.Options{StoreDir: e.StoreDir, Logger: e.Log, Kind: e.Kind})
 	if err != nil {
 		return nil, err
 	}

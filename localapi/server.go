@@ -75,6 +75,10 @@ var (
 // store uses another refuses the operations that touch it.
 const storeDirHeader = "Trove-Store-Dir"
 
+// backendHeader carries the store (embedded or nix) the caller asked for
+// with --store, if it did; an agent on the other one refuses.
+const backendHeader = "Trove-Store"
+
 // maxRequest bounds a request's JSON. A command line is at most a few
 // MiB (the kernel's ARG_MAX), and a request may carry each path argument
 // twice (made absolute, and as written), so this is well above any.
@@ -129,6 +133,7 @@ func Handler(ag *agent.Agent, log *slog.Logger) http.Handler {
 				oplog = slog.New(slog.NewMultiHandler(log.Handler(), toCaller))
 			}
 			e := agentEnv(ag, storeDir, oplog)
+			e.Kind.Backend = r.Header.Get(backendHeader)
 			var resp any
 			if len(raw) > maxRequest {
 				// Read no further: whatever follows is not looked at.

@@ -25,6 +25,7 @@ type InitRequest struct{}
 type InitResponse struct {
 	Home     string `json:"home"`
 	StoreDir string `json:"storeDir"`
+	Store    string `json:"store"` // "embedded" or "nix"
 	Created  bool   `json:"created"`
 	Paths    int    `json:"paths"`
 	Bytes    uint64 `json:"bytes"`
@@ -40,7 +41,7 @@ func doInit(ctx context.Context, e *Env, _ InitRequest, _ func(Event)) (InitResp
 	if err != nil {
 		return InitResponse{}, err
 	}
-	r := InitResponse{Home: s.Home(), StoreDir: s.StoreDir(), Created: !existed}
+	r := InitResponse{Home: s.Home(), StoreDir: s.StoreDir(), Store: s.Backend(), Created: !existed}
 	if existed {
 		r.Paths, r.Bytes, err = s.StoreSize(ctx)
 	}

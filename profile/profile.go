@@ -30,21 +30,25 @@ type Profiles struct {
 }
 
 // Store is what profiles need of a store: the closure of a root, which
-// must be valid to become a generation, and where a path's tree is, which
-// generation links point at. The home holds the profiles.
+// must be valid to become a generation, where a path's tree is (to run
+// its activation), what generation links point at, and where the
+// profiles live: the home's for the embedded store, Nix's own profiles
+// directory for Nix's store, so that Nix's tools and garbage collector
+// see the same generations.
 type Store interface {
-	Home() string
 	StoreDir() string
+	ProfilesDir() string
 	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
 	TreePath(p nix.Path) string
+	LinkTarget(p nix.Path) string
 }
 
-// ProfilesDir is where a home keeps profiles.
+// ProfilesDir is where a home keeps profiles for the embedded store.
 func ProfilesDir(home string) string { return filepath.Join(home, "profiles") }
 
-// OpenProfiles returns the profiles of the store's home.
+// OpenProfiles returns the profiles of the store.
 func OpenProfiles(s Store) *Profiles {
-	return &Profiles{dir: ProfilesDir(s.Home()), store: s}
+	return &Profiles{dir: s.ProfilesDir(), store: s}
 }
 
 // Generation is one generation of a profile.
@@ -321,7 +325,7 @@ func (p *Profiles) Switch(name string, gen uint64, root nix.Path) error {
 	}
 	link := p.link(name, gen)
 	if have, err := p.rootOf(link); err != nil || have != root {
-		if err := symlinkAtomic(p.store.TreePath(root), link); err != nil {
+		if err := symlinkAtomic(p.store.LinkTarget(root), link); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
@@ -20,11 +21,20 @@ func (s *Store) AddRoot(p nix.Path) error {
 	if _, err := s.Lookup(p); err != nil {
 		return err
 	}
+	if s.nix != nil {
+		return s.nixGCRoot(context.Background(), p, true)
+	}
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(key(pfxRoot, p.Hash[:]), []byte(p.Name)) })
 }
 
 // RemoveRoot removes an explicit GC root; removing a non-root is an error.
 func (s *Store) RemoveRoot(p nix.Path) error {
+	if s.nix != nil {
+		if _, err := os.Lstat(filepath.Join(s.home, "gcroots", p.String())); err != nil {
+			return fmt.Errorf("%s is not a GC root", p.Abs(s.storeDir))
+		}
+		return s.nixGCRoot(context.Background(), p, false)
+	}
 	return s.db.Update(func(txn *badger.Txn) error {
 		k := key(pfxRoot, p.Hash[:])
 		if _, err := txn.Get(k); errors.Is(err, badger.ErrKeyNotFound) {
@@ -36,6 +46,9 @@ func (s *Store) RemoveRoot(p nix.Path) error {
 
 // Roots lists the explicit GC roots, sorted.
 func (s *Store) Roots() ([]nix.Path, error) {
+	if s.nix != nil {
+		return s.nixRoots()
+	}
 	var out []nix.Path
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxRoot, PrefetchValues: true})
@@ -66,7 +79,19 @@ type GCResult struct {
 // only reports. Referrers are removed before what they refer to, each path
 // first made invalid and then deleted from disk, so a crash midway leaves a
 // consistent store (and an unregistered tree that the next Open removes).
+//
+// On Nix's store, Nix's garbage collector decides (`nix-collect-garbage`;
+// trove's profiles and roots are Nix's GC roots): GC only forgets the
+// records of paths Nix has deleted.
 func (s *Store) GC(ctx context.Context, dryRun bool, extra ...RootSource) (*GCResult, error) {
+	if s.nix != nil {
+		if !dryRun {
+			if _, _, _, err := s.forgetDeleted(ctx); err != nil {
+				return nil, err
+			}
+		}
+		return &GCResult{}, nil
+	}
 	roots, err := s.Roots()
 	if err != nil {
 		return nil, err

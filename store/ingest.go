@@ -201,6 +201,9 @@ func (s *Store) AddNARIndexed(ctx context.Context, info *nix.PathInfo, index chu
 		// Already valid: drain nothing, the caller may skip sending.
 		return pi, nil
 	}
+	if s.nix != nil {
+		return s.addNix(ctx, info, index, r)
+	}
 	x, err := s.StageNAR(ctx, info, index, r)
 	if err != nil {
 		return nil, err
@@ -216,6 +219,7 @@ type Staged struct {
 	s    *Store
 	info nix.PathInfo
 	st   *staged
+	done *nix.PathInfo // the Nix backend: added already
 }
 
 // StageNAR reads the NAR of info.Path from r into a temporary tree and
@@ -223,7 +227,18 @@ type Staged struct {
 // arrived, and so must a content address. index is as for AddNARIndexed.
 // Unlike AddNARIndexed it does not need the references to be valid, so a
 // NAR can be unpacked as soon as it arrives and committed later.
+//
+// The Nix backend cannot stage: Nix restores and registers a NAR in one
+// step, so its references must be valid already (see StagesAhead) and
+// StageNAR adds the path at once.
 func (s *Store) StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.Index, r io.Reader) (*Staged, error) {
+	if s.nix != nil {
+		pi, err := s.AddNARIndexed(ctx, info, index, r)
+		if err != nil {
+			return nil, err
+		}
+		return &Staged{s: s, info: *info, done: pi}, nil
+	}
 	st, err := s.stage(ctx, r, index)
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", info.Path.Abs(s.storeDir), err)
@@ -243,12 +258,23 @@ func (s *Store) StageNAR(ctx context.Context, info *nix.PathInfo, index chunk.In
 // Commit makes the staged NAR the valid path: its references other than
 // itself must be valid by now.
 func (x *Staged) Commit() (*nix.PathInfo, error) {
+	if x.done != nil {
+		return x.done, nil
+	}
 	defer x.s.pathLock(x.info.Path.Hash)()
 	return x.s.commit(x.st, &x.info)
 }
 
 // Discard removes the staged tree.
-func (x *Staged) Discard() { nix.RemoveTree(x.st.tmp) }
+func (x *Staged) Discard() {
+	if x.st != nil {
+		nix.RemoveTree(x.st.tmp)
+	}
+}
+
+// StagesAhead reports whether StageNAR takes a NAR whose references are
+// not valid yet: the embedded store does, the Nix backend does not.
+func (s *Store) StagesAhead() bool { return s.nix == nil }
 
 // checkCA verifies a "fixed:r:sha256:" content address against the NAR
 // hash: such a path's name hash must recompute from its content.
@@ -276,6 +302,9 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*nix.PathInfo, e
 	if _, err := os.Lstat(src); err != nil {
 		return nil, fmt.Errorf("cannot add %s: %w", src, err)
 	}
+	if s.nix != nil {
+		return s.addTreeNix(ctx, src, name)
+	}
 	pipe := newBufPipe(8 << 20)
 	go func() {
 		_, err := nix.DumpNAR(pipe, src)
@@ -299,7 +328,7 @@ func (s *Store) AddTree(ctx context.Context, src, name string) (*nix.PathInfo, e
 // dropMetadata deletes every record of path h except its reverse references
 // from others (which GC removes with the referrer).
 func (s *Store) dropMetadata(h nix.PathHash) error {
-	ix, err := s.ChunkIndexOf(h)
+	ix, err := s.storedIndex(h)
 	if err != nil && !errors.Is(err, nix.ErrNotValid) {
 		// A corrupt index still must not block removal.
 		s.log.Warn("dropping unreadable chunk index", "path", h, "err", err)

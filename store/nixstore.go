@@ -22,6 +22,9 @@ var ErrNixMissing = errors.New("the Nix tools (nix, nix-store) are not installed
 // each NAR checked against Nix's narHash, references first. It calls
 // progress (if non-nil) after each path it adds, and returns the paths added.
 func (s *Store) ImportNix(ctx context.Context, paths []string, progress func(pi *nix.PathInfo)) ([]*nix.PathInfo, error) {
+	if s.nix != nil {
+		return nil, errors.New("this trove home works on Nix's own store: its paths are shared as they are, with nothing to import")
+	}
 	if _, err := exec.LookPath("nix"); err != nil {
 		return nil, ErrNixMissing
 	}

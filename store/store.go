@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -8,8 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -37,6 +41,8 @@ type Store struct {
 	// when full or when a path is deleted. Guarded by mu.
 	chunkLocs map[chunk.ID]ChunkLocation
 	files     *fileCache // open tree files, for serving chunks
+
+	nix *nixBackend // the Nix backend's daemon connections; nil for the embedded store
 }
 
 // maxCachedSkeletons bounds the skeleton cache: serving a path's chunks
@@ -56,6 +62,49 @@ type Options struct {
 	// Role is recorded in <home>/lock for others who find the store in
 	// use (lock.go); RoleCommand if empty.
 	Role Role
+	Kind
+}
+
+// Kind says which store a home works on.
+type Kind struct {
+	// Backend is BackendEmbedded (Badger and trees in the home) or
+	// BackendNix (the machine's Nix store, see nix.go); empty means the
+	// one the home was made with, embedded for a new home. A home keeps
+	// the backend it was made with.
+	Backend string
+	// Nix says which Nix store the Nix backend works on.
+	Nix NixOptions
+}
+
+// ParseKind reads --store (backend) and --nix-store (nixStore: empty for
+// the machine's Nix, or "local?root=DIR" for the Nix store under DIR, as
+// Nix's own --store takes it, e.g. for an installation in /mnt).
+func ParseKind(backend, nixStore string) (Kind, error) {
+	k := Kind{Backend: backend}
+	switch backend {
+	case "", BackendEmbedded, BackendNix:
+	default:
+		return k, fmt.Errorf("unknown store %q: use %q (trove's own) or %q (the machine's Nix store)", backend, BackendEmbedded, BackendNix)
+	}
+	if nixStore == "" || nixStore == "daemon" || nixStore == "auto" {
+		return k, nil
+	}
+	if backend == BackendEmbedded {
+		return k, fmt.Errorf("--nix-store %s names a Nix store, but the store is trove's embedded one: pass --store nix", nixStore)
+	}
+	k.Backend = BackendNix
+	u, err := url.Parse(nixStore)
+	root := ""
+	if err == nil && (u.Scheme == "" && u.Path == "local" || u.Scheme == "local") {
+		root = u.Query().Get("root")
+	} else if strings.HasPrefix(nixStore, "/") && !strings.Contains(nixStore, "?") {
+		root = nixStore // Nix's shorthand: a directory is local?root=DIR
+	}
+	if root == "" || !filepath.IsAbs(root) {
+		return k, fmt.Errorf("--nix-store %q: use the machine's Nix (leave it out) or a local store under a directory, local?root=/ABS/DIR", nixStore)
+	}
+	k.Nix = NixOptions{StoreURI: "local?root=" + filepath.Clean(root), Root: filepath.Clean(root)}
+	return k, nil
 }
 
 // Badger keys. Path hashes are the 20 raw bytes.
@@ -89,6 +138,11 @@ func Open(home string, opts Options) (*Store, error) {
 	if !filepath.IsAbs(opts.StoreDir) || filepath.Clean(opts.StoreDir) != opts.StoreDir || opts.StoreDir == "/" {
 		return nil, fmt.Errorf("store dir %q must be a clean absolute path other than /", opts.StoreDir)
 	}
+	switch opts.Backend {
+	case "", BackendEmbedded, BackendNix:
+	default:
+		return nil, fmt.Errorf("unknown store %q: use %q (trove's own) or %q (the machine's Nix store)", opts.Backend, BackendEmbedded, BackendNix)
+	}
 	s := &Store{
 		home: home, storeDir: opts.StoreDir, treeDir: filepath.Join(home, "store"),
 		log: opts.Logger, inflight: map[nix.PathHash]*sync.Mutex{}, bootID: opts.BootID,
@@ -97,7 +151,7 @@ func Open(home string, opts Options) (*Store, error) {
 	if s.bootID == "" {
 		s.bootID = currentBootID()
 	}
-	for _, d := range []string{home, s.treeDir, filepath.Join(home, "db")} {
+	for _, d := range []string{home, filepath.Join(home, "db")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("creating trove home: %w", err)
 		}
@@ -128,6 +182,21 @@ func Open(home string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	backend, err := s.checkBackend(opts.Backend)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if backend == BackendNix {
+		s.treeDir = filepath.Join(opts.Nix.Root, s.storeDir)
+		if s.nix, err = openNix(context.Background(), s.storeDir, opts.Nix); err != nil {
+			s.Close()
+			return nil, err
+		}
+	} else if err := os.MkdirAll(s.treeDir, 0o755); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("creating trove home: %w", err)
+	}
 	if err := s.cleanup(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("cleaning up after an interrupted write: %w", err)
@@ -141,6 +210,9 @@ func Open(home string, opts Options) (*Store, error) {
 
 // Close releases the database and the lock.
 func (s *Store) Close() error {
+	if s.nix != nil {
+		s.nix.close()
+	}
 	s.files.close()
 	err := s.db.Close()
 	if s.lock != nil {
@@ -184,6 +256,9 @@ func (s *Store) cleanup() error {
 	if err != nil {
 		return err
 	}
+	if s.nix != nil {
+		ents = nil // Nix's store: Nix cleans up after itself
+	}
 	for _, e := range ents {
 		name := e.Name()
 		if p, err := nix.ParseBase(name); err == nil {
@@ -197,13 +272,17 @@ func (s *Store) cleanup() error {
 		}
 	}
 	var orphans []nix.PathHash
+	owner := pfxInfo
+	if s.nix != nil {
+		owner = pfxNixRec
+	}
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxIndex})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var h nix.PathHash
 			copy(h[:], it.Item().Key()[len(pfxIndex):])
-			if _, err := txn.Get(key(pfxInfo, h[:])); errors.Is(err, badger.ErrKeyNotFound) {
+			if _, err := txn.Get(key(owner, h[:])); errors.Is(err, badger.ErrKeyNotFound) {
 				orphans = append(orphans, h)
 			}
 		}
@@ -235,6 +314,9 @@ func (s *Store) pathLock(h nix.PathHash) func() {
 
 // IsValid reports whether p is a valid path.
 func (s *Store) IsValid(p nix.Path) (bool, error) {
+	if s.nix != nil {
+		return s.nix.isValid(context.Background(), p)
+	}
 	pi, err := s.PathInfo(p.Hash)
 	if errors.Is(err, nix.ErrNotValid) {
 		return false, nil
@@ -247,6 +329,13 @@ func (s *Store) IsValid(p nix.Path) (bool, error) {
 
 // PathInfo returns the info of the valid path with digest h.
 func (s *Store) PathInfo(h nix.PathHash) (*nix.PathInfo, error) {
+	if s.nix != nil {
+		p, err := s.nix.pathOf(context.Background(), h)
+		if err != nil {
+			return nil, err
+		}
+		return s.Lookup(p)
+	}
 	var pi *nix.PathInfo
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
@@ -274,6 +363,13 @@ func getInfo(txn *badger.Txn, h nix.PathHash) (*nix.PathInfo, error) {
 
 // Lookup returns the info of p, checking the name as well as the digest.
 func (s *Store) Lookup(p nix.Path) (*nix.PathInfo, error) {
+	if s.nix != nil {
+		pi, err := s.nix.pathInfo(context.Background(), p)
+		if err != nil {
+			return nil, err
+		}
+		return s.withIndexID(pi), nil
+	}
 	pi, err := s.PathInfo(p.Hash)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.Abs(s.storeDir), nix.ErrNotValid)
@@ -286,6 +382,26 @@ func (s *Store) Lookup(p nix.Path) (*nix.PathInfo, error) {
 
 // Paths calls fn with every valid path's info, in digest order.
 func (s *Store) Paths(ctx context.Context, fn func(*nix.PathInfo) error) error {
+	if s.nix != nil {
+		ps, err := s.nix.allValid(ctx)
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(ps, func(a, b nix.Path) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
+		for _, p := range ps {
+			pi, err := s.Lookup(p)
+			if errors.Is(err, nix.ErrNotValid) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if err := fn(pi); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxInfo, PrefetchValues: true})
 		defer it.Close()
@@ -341,7 +457,13 @@ func (s *Store) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 				return nil
 			}
 			seen[p.Hash] = true
-			pi, err := getInfo(txn, p.Hash)
+			var pi *nix.PathInfo
+			var err error
+			if s.nix != nil {
+				pi, err = s.Lookup(p)
+			} else {
+				pi, err = getInfo(txn, p.Hash)
+			}
 			if err != nil || pi.Path != p {
 				return fmt.Errorf("%s: %w", p.Abs(s.storeDir), nix.ErrNotValid)
 			}
@@ -365,6 +487,18 @@ func (s *Store) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 
 // ChunkIndexOf returns the chunk index of a valid path.
 func (s *Store) ChunkIndexOf(h nix.PathHash) (chunk.Index, error) {
+	if s.nix != nil {
+		pi, err := s.PathInfo(h)
+		if err != nil {
+			return nil, err
+		}
+		return s.nixIndex(context.Background(), pi)
+	}
+	return s.storedIndex(h)
+}
+
+// storedIndex returns the chunk index recorded for h.
+func (s *Store) storedIndex(h nix.PathHash) (chunk.Index, error) {
 	var ix chunk.Index
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key(pfxIndex, h[:]))
@@ -397,11 +531,24 @@ func (s *Store) skeleton(h nix.PathHash) (*skeleton, string, error) {
 		return c.sk, c.tree, nil
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
-		pi, err := getInfo(txn, h)
-		if err != nil {
-			return err
+		var p nix.Path
+		if s.nix != nil {
+			var err error
+			if p, err = nixTree(txn, h); err != nil {
+				return err
+			}
+		} else {
+			pi, err := getInfo(txn, h)
+			if err != nil {
+				return err
+			}
+			p = pi.Path
 		}
+		c.tree = s.TreePath(p)
 		item, err := txn.Get(key(pfxSkel, h[:]))
+		if errors.Is(err, badger.ErrKeyNotFound) && s.nix != nil {
+			return nil // made from the tree below
+		}
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%s: %w", h, nix.ErrNotValid)
 		}
@@ -412,10 +559,13 @@ func (s *Store) skeleton(h nix.PathHash) (*skeleton, string, error) {
 		if err != nil {
 			return err
 		}
-		c.tree = s.TreePath(pi.Path)
 		c.sk, err = decodeSkeleton(v)
 		return err
 	})
+	if err == nil && c.sk == nil {
+		// A path Nix added for us: its skeleton is a walk of its tree.
+		c.sk, err = s.walkSkeleton(h, c.tree)
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -446,8 +596,25 @@ func (s *Store) forgetSkeleton(h nix.PathHash) {
 // WriteNAR writes bytes [off, off+n) of the NAR of valid path p to w,
 // produced from the tree; n < 0 means to the end.
 func (s *Store) WriteNAR(ctx context.Context, w io.Writer, p nix.Path, off, n int64) error {
-	if _, err := s.Lookup(p); err != nil {
+	pi, err := s.Lookup(p)
+	if err != nil {
 		return err
+	}
+	if s.nix != nil {
+		if err := s.nix.tempRoot(ctx, p); err != nil {
+			return err
+		}
+		if pi.ChunkIndex == (chunk.ID{}) && off == 0 && n < 0 {
+			// Not indexed: the whole NAR needs no skeleton.
+			bw := bufio.NewWriterSize(ctxWriter{ctx, w}, 256<<10)
+			if _, err := nix.DumpNAR(bw, s.TreePath(p)); err != nil {
+				return err
+			}
+			return bw.Flush()
+		}
+		if _, err := s.nixIndex(ctx, pi); err != nil {
+			return err
+		}
 	}
 	sk, tree, err := s.skeleton(p.Hash)
 	if err != nil {
@@ -548,7 +715,8 @@ func (s *Store) readChunk(ctx context.Context, id chunk.ID, size uint32, verify 
 	}
 	if ok {
 		buf = newBuf()
-		if sk, tree, err := s.skeleton(cached.Path); err == nil && sk.readAt(buf, tree, cached.Offset, s.files) == nil &&
+		if sk, tree, err := s.skeleton(cached.Path); err == nil && (s.nix == nil || s.nixServable(ctx, cached.Path, tree)) &&
+			sk.readAt(buf, tree, cached.Offset, s.files) == nil &&
 			(!verify || chunk.Sum(buf) == id) {
 			return buf, nil
 		}
@@ -564,6 +732,9 @@ func (s *Store) readChunk(ctx context.Context, id chunk.ID, size uint32, verify 
 		}
 		if buf == nil {
 			buf = newBuf()
+		}
+		if s.nix != nil && !s.nixServable(ctx, loc.Path, tree) {
+			continue
 		}
 		if err := sk.readAt(buf, tree, loc.Offset, s.files); err != nil {
 			s.log.Warn("cannot read chunk from its tree", "chunk", id, "tree", tree, "err", err)

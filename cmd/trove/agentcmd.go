@@ -96,8 +96,12 @@ whose new generation a bundle brought is activated.`,
 			if err != nil {
 				return err
 			}
+			kind, err := a.kind(home)
+			if err != nil {
+				return err
+			}
 			ag, err := agent.Start(cmd.Context(), agent.Config{
-				Home: home, StoreDir: a.storeDir, Listen: set.Listen, MDNS: set.MDNS, Peers: set.Peers,
+				Home: home, StoreDir: a.storeDir, Kind: kind, Listen: set.Listen, MDNS: set.MDNS, Peers: set.Peers,
 				DHT: set.DHT, Bootstrap: set.Bootstrap, Public: set.Serve == "public", Logger: log,
 				API: localapi.API, Cache: cacheCfg, Sources: a.absAll(sources),
 				ActivationTimeout: fc.Agent.ActivationTimeout(),

@@ -41,7 +41,7 @@ func writeHi(t testing.TB) string {
 func TestInitIsIdempotent(t *testing.T) {
 	home := newHome(t)
 	out := mustTrove(t, home, "init")
-	if want := "created trove home " + home + " (store dir /nix/store)\n"; out != want {
+	if want := "created trove home " + home + " (store dir /nix/store, embedded store)\n"; out != want {
 		t.Errorf("first init printed %q, want %q", out, want)
 	}
 	for _, d := range []string{"db", "store"} {
@@ -51,7 +51,7 @@ func TestInitIsIdempotent(t *testing.T) {
 	}
 	mustTrove(t, home, "add", writeHi(t))
 	out = mustTrove(t, home, "init")
-	if want := "trove home " + home + " already exists (store dir /nix/store, 1 path, 120 B)\n"; out != want {
+	if want := "trove home " + home + " already exists (store dir /nix/store, embedded store, 1 path, 120 B)\n"; out != want {
 		t.Errorf("second init printed %q, want %q", out, want)
 	}
 	if got := mustTrove(t, home, "path-info", hiPath); got != hiPath+"\n" {

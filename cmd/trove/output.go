@@ -23,7 +23,12 @@ func call[Req, Resp any](ctx context.Context, a *app, o localapi.Op[Req, Resp], 
 		var zero Resp
 		return zero, err
 	}
-	t := localapi.Target{Home: home, StoreDir: a.storeDir, Log: a.log, LogTo: a.stderr, Waiting: func(h store.Holder) {
+	kind, err := a.kind(home)
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	t := localapi.Target{Home: home, StoreDir: a.storeDir, Kind: kind, Log: a.log, LogTo: a.stderr, Waiting: func(h store.Holder) {
 		what := "start"
 		if h.Role == store.RoleAgentStopping {
 			what = "stop"

@@ -14,6 +14,7 @@ import (
 
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/store"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +34,8 @@ type app struct {
 	// Global flags.
 	home       string
 	storeDir   string
+	backend    string // --store
+	nixStore   string // --nix-store
 	verbose    bool
 	cpuProfile string
 
@@ -193,6 +196,8 @@ line is wrong.`,
 	f := root.PersistentFlags()
 	f.StringVar(&a.home, "home", "", "trove home `DIR` (env TROVE_HOME; default $XDG_DATA_HOME/trove,\n~/.local/share/trove, or /var/lib/trove as root)")
 	f.StringVar(&a.storeDir, "store-dir", nix.DefaultStoreDir, "logical store `DIR` that store paths are named under")
+	f.StringVar(&a.backend, "store", "", "the store to work on: `embedded` (trove's own) or nix (the machine's\nNix store); default: config.toml's store, else what the home was made with")
+	f.StringVar(&a.nixStore, "nix-store", "", "with --store nix, another Nix store than the machine's: local?root=`DIR`\n(as Nix's --store, e.g. for an installation under /mnt)")
 	f.BoolVarP(&a.verbose, "verbose", "v", false, "log debug messages to standard error")
 	f.StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of this command to `FILE`")
 	f.MarkHidden("cpuprofile")
@@ -270,6 +275,22 @@ func (a *app) setup() error {
 
 // homeDir is the trove home: --home, else TROVE_HOME, else the default for
 // this user, made absolute.
+// kind is the store the command asked for: --store and --nix-store over
+// config.toml's store and nix_store; zero means the home's own.
+func (a *app) kind(home string) (store.Kind, error) {
+	backend, nixStore := a.backend, a.nixStore
+	if backend == "" && nixStore == "" {
+		if fc, err := agent.LoadConfig(home); err == nil {
+			backend, nixStore = fc.Store, fc.NixStore
+		}
+	}
+	k, err := store.ParseKind(backend, nixStore)
+	if err != nil {
+		return k, usageError{err}
+	}
+	return k, nil
+}
+
 func (a *app) homeDir() (string, error) {
 	home := a.home
 	if home == "" {

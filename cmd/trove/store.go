@@ -28,8 +28,12 @@ init is for doing it on purpose and seeing where it went.
 
 The home is --home, else $TROVE_HOME, else $XDG_DATA_HOME/trove
 (~/.local/share/trove), or /var/lib/trove when run as root. A home keeps the
---store-dir it was created with.`,
+--store-dir it was created with, and its store: trove's embedded one
+(the default), or with --store nix the machine's Nix store, which trove
+then shares as it is and delivers into (its own database keeps only chunk
+indexes and resume state).`,
 		Example: `  trove init
+  trove init --store nix
   trove --home /srv/trove --store-dir /nix/store init
   TROVE_HOME=$(mktemp -d) trove init`,
 		Args: exactArgs(0),
@@ -39,11 +43,11 @@ The home is --home, else $TROVE_HOME, else $XDG_DATA_HOME/trove
 				return err
 			}
 			if r.Created {
-				fmt.Fprintf(a.stdout, "created trove home %s (store dir %s)\n", r.Home, r.StoreDir)
+				fmt.Fprintf(a.stdout, "created trove home %s (store dir %s, %s store)\n", r.Home, r.StoreDir, r.Store)
 				return nil
 			}
-			fmt.Fprintf(a.stdout, "trove home %s already exists (store dir %s, %d %s, %s)\n",
-				r.Home, r.StoreDir, r.Paths, plural(r.Paths, "path", "paths"), humanBytes(r.Bytes))
+			fmt.Fprintf(a.stdout, "trove home %s already exists (store dir %s, %s store, %d %s, %s)\n",
+				r.Home, r.StoreDir, r.Store, r.Paths, plural(r.Paths, "path", "paths"), humanBytes(r.Bytes))
 			return nil
 		},
 	}
