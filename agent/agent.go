@@ -190,6 +190,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.stop, a.bg = stop, bg
 	a.wg.Add(1)
 	go a.syncLoop(bg)
+	if a.Store.Backend() == store.BackendNix {
+		a.wg.Add(1)
+		go a.indexLoop(bg)
+	}
 	if err := a.startCache(bg); err != nil {
 		a.Close()
 		return nil, err
@@ -335,4 +339,36 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	return st, nil
+}
+
+// IndexInterval is how often an agent on Nix's store looks for paths Nix
+// added or deleted, to index the new ones (so that their chunks can be
+// reused by syncs) and forget the deleted. Serving does not wait for it:
+// peers are answered from Nix's own metadata, and a path not indexed yet
+// is indexed when first asked for.
+const IndexInterval = 10 * time.Second
+
+// indexLoop keeps the chunk indexes of Nix's store up to date, in the
+// background at low priority: two workers, one round at a time.
+func (a *Agent) indexLoop(ctx context.Context) {
+	defer a.wg.Done()
+	for {
+		start := time.Now()
+		st, err := a.Store.Reindex(ctx, 2)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			a.log.Warn("indexing Nix's store", "err", err)
+		case st.Indexed > 0 || st.Dropped > 0:
+			secs := time.Since(start).Seconds()
+			a.log.Info("indexed Nix's store", "paths", st.Paths, "indexed", st.Indexed, "bytes", st.NARBytes,
+				"MB/s", int(float64(st.NARBytes)/1e6/max(secs, 1e-3)), "forgotten", st.Dropped)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(IndexInterval):
+		}
+	}
 }

@@ -460,7 +460,15 @@ func (s *Store) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 			var pi *nix.PathInfo
 			var err error
 			if s.nix != nil {
-				pi, err = s.Lookup(p)
+				// Nix's paths are indexed when first needed: a closure's
+				// PathInfos name their chunk indexes (manifests carry them).
+				if pi, err = s.Lookup(p); err == nil && pi.ChunkIndex == (chunk.ID{}) {
+					var ix chunk.Index
+					if ix, err = s.nixIndex(context.Background(), pi); err != nil {
+						return err
+					}
+					pi.ChunkIndex = ix.ID()
+				}
 			} else {
 				pi, err = getInfo(txn, p.Hash)
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/p2p"
+	"github.com/trove-p2p/trove/store"
 )
 
 // Net is a network of in-process agents on loopback.
@@ -25,11 +26,12 @@ type Net struct {
 }
 
 type node struct {
-	home   string
-	id     peer.ID
-	listen []string // the addresses bound at first start, reused on restart
-	agent  *agent.Agent
-	log    *logTail
+	home    string
+	id      peer.ID
+	listen  []string // the addresses bound at first start, reused on restart
+	agent   *agent.Agent
+	log     *logTail
+	nixRoot string // WithNixStores: where its Nix store is
 }
 
 // Start starts n agents on loopback (TCP, or QUIC with WithQUIC), each with
@@ -50,7 +52,11 @@ func Start(t TB, n int, opts ...Option) *Net {
 		if err != nil {
 			t.Fatalf("testnet: agent %d identity: %v", i, err)
 		}
-		net.nodes = append(net.nodes, &node{home: home, id: id, log: &logTail{}})
+		nd := &node{home: home, id: id, log: &logTail{}}
+		if net.cfg.nix {
+			nd.nixRoot = t.TempDir()
+		}
+		net.nodes = append(net.nodes, nd)
 	}
 	// Registered after the homes, so it runs before they are removed.
 	t.Cleanup(net.close)
@@ -99,12 +105,23 @@ func (net *Net) start(i int, listen, peers []string) {
 	if net.cfg.dht && i > 0 {
 		cfg.Bootstrap = net.p2pAddrs(0)
 	}
+	if nd.nixRoot != "" {
+		kind, err := store.ParseKind(store.BackendNix, "local?root="+nd.nixRoot)
+		if err != nil {
+			net.t.Fatalf("testnet: agent %d: %v", i, err)
+		}
+		cfg.Kind = kind
+	}
 	a, err := agent.Start(context.Background(), cfg)
 	if err != nil {
 		net.t.Fatalf("testnet: starting agent %d: %v", i, err)
 	}
 	nd.agent = a
 }
+
+// NixRoot is the directory agent i's Nix store is under (WithNixStores):
+// pass `--store local?root=DIR` to Nix's commands to look at it.
+func (net *Net) NixRoot(i int) string { return net.nodes[i].nixRoot }
 
 // p2pAddrs are agent i's listen addresses ending in /p2p/<id>.
 func (net *Net) p2pAddrs(i int) []string {

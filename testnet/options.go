@@ -14,6 +14,7 @@ type config struct {
 	noPairing bool
 	strangers map[int]bool
 	link      *Link
+	nix       bool
 }
 
 func newConfig(opts []Option) config {
@@ -51,6 +52,11 @@ func WithoutPairing(strangers ...int) Option {
 // WithLink shapes every LAN agent's link to the bridge at start (see
 // LAN.Shape). In-process networks ignore it.
 func WithLink(l Link) Option { return func(c *config) { c.link = &l } }
+
+// WithNixStores gives every in-process agent a Nix store of its own (a
+// store under a directory, Nix's local?root=DIR, served by a private
+// nix-daemon) and runs it with the Nix backend. Net.NixRoot says where.
+func WithNixStores() Option { return func(c *config) { c.nix = true } }
 
 // allows reports whether agent i has agent j in its trust group.
 func (c *config) allows(i, j int) bool {

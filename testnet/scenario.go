@@ -84,7 +84,14 @@ func (net *Net) Publish(i int, name string, files map[string]string) uint64 {
 	if _, ok := files["bin/activate"]; ok {
 		activate = "bin/activate"
 	}
-	m, err := a.Publish(context.Background(), net.publisherKey(i, name), name, pi.Path, activate)
+	return net.PublishPath(i, name, pi.Path, activate)
+}
+
+// PublishPath publishes the closure of root, valid in agent i's store, as
+// the next generation of name, and returns its number.
+func (net *Net) PublishPath(i int, name string, root nix.Path, activate string) uint64 {
+	net.t.Helper()
+	m, err := net.mustRun(i).Publish(context.Background(), net.publisherKey(i, name), name, root, activate)
 	if err != nil {
 		net.t.Fatalf("testnet: agent %d publishing %s: %v", i, name, err)
 	}

@@ -58,6 +58,8 @@ var layerRules = []struct {
 		why: "trust is the one belief rule: it judges PathInfos, whatever brought them"},
 	{pkg: "chunk", onlyTrove: true, noDB: true,
 		why: "chunking and chunk IDs are a pure format"},
+	{pkg: "nixdaemon", onlyTrove: true, only: []string{"nix", "strictcbor", "chunk"}, noDB: true,
+		why: "the Nix daemon's protocol is a format and a connection: the store decides what to do with it"},
 }
 
 // testOnly are packages that only tests may import; frontEnds the packages
