@@ -2,7 +2,7 @@
 #
 #   imports = [ /path/to/trove/nixos/module.nix ];
 #   services.trove = {
-#     enable = true;
+#     enable = true;                        # works on /nix/store itself (store = "nix")
 #     package = trove;                      # a derivation providing bin/trove
 #     peers = [ "/ip4/192.168.1.7/tcp/4807/p2p/12D3KooW..." ];
 #     cacheListen = "127.0.0.1:4808";       # Nix substitutes from the swarm
@@ -20,7 +20,7 @@ let
   inherit (lib) mkEnableOption mkOption mkIf types optional optionals concatMap escapeShellArgs;
 
   args =
-    [ "--home" "/var/lib/trove" "agent" "--log-format" "json" ]
+    [ "--home" "/var/lib/trove" "--store" cfg.store "agent" "--log-format" "json" ]
     ++ concatMap (l: [ "--listen" l ]) cfg.listen
     ++ concatMap (p: [ "--peer" p ]) cfg.peers
     ++ [ "--mdns=${lib.boolToString cfg.mdns}" "--dht=${lib.boolToString cfg.dht}" ]
@@ -40,6 +40,18 @@ in
     package = mkOption {
       type = types.package;
       description = "The trove package (providing bin/trove).";
+    };
+
+    store = mkOption {
+      type = types.enum [ "nix" "embedded" ];
+      default = "nix";
+      description = ''
+        The store the agent works on (--store): "nix" shares this machine's
+        /nix/store as it is and delivers what it fetches into it, so a
+        followed configuration is a Nix profile (/nix/var/nix/profiles/NAME)
+        that nixos-rebuild and nix-env see; "embedded" keeps trove's own store
+        under /var/lib/trove. A home keeps the store it was made with.
+      '';
     };
 
     listen = mkOption {

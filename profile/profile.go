@@ -500,7 +500,7 @@ func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, r
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	cmd := exec.CommandContext(ctx, cmdPath)
+	cmd := exec.CommandContext(ctx, cmdPath, activationArgs(rel)...)
 	cmd.Dir = tree
 	cmd.Env = append(os.Environ(), "TROVE_ROOT="+tree, "TROVE_PROFILE="+filepath.Join(p.dir, name), "TROVE_GENERATION="+strconv.FormatUint(gen, 10))
 	var tail bytes.Buffer
@@ -514,6 +514,16 @@ func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, r
 	}
 	if err != nil {
 		return &ActivationError{Name: name, Gen: gen, Err: err}
+	}
+	return nil
+}
+
+// activationArgs are the arguments an activation command gets: none,
+// except NixOS's bin/switch-to-configuration, which needs an action and
+// gets "switch", as from nixos-rebuild switch.
+func activationArgs(rel string) []string {
+	if rel == "bin/switch-to-configuration" {
+		return []string{"switch"}
 	}
 	return nil
 }

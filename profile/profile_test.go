@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -251,4 +252,21 @@ func TestActivationTimeout(t *testing.T) {
 		t.Fatalf("lock after the timeout: %v", err)
 	}
 	unlock()
+}
+
+// TestSwitchToConfigurationGetsSwitch: NixOS's activation command runs as
+// nixos-rebuild switch runs it.
+func TestSwitchToConfigurationGetsSwitch(t *testing.T) {
+	for _, tt := range []struct {
+		rel  string
+		want []string
+	}{
+		{"bin/switch-to-configuration", []string{"switch"}},
+		{"bin/activate", nil},
+		{"sw/bin/switch-to-configuration", nil},
+	} {
+		if got := activationArgs(tt.rel); !slices.Equal(got, tt.want) {
+			t.Errorf("activationArgs(%q) = %q, want %q", tt.rel, got, tt.want)
+		}
+	}
 }
