@@ -284,6 +284,9 @@ func TestAddRefused(t *testing.T) {
 			if ok, err := c2.IsValidPath(ctx, info.Path); err != nil || ok {
 				t.Errorf("IsValidPath(refused path) = %v, %v", ok, err)
 			}
+			if _, err := os.Lstat(filepath.Join(s.root, info.Path.Abs(storeDir))); err == nil {
+				t.Logf("the daemon left %s (invalid) on disk", info.Path)
+			}
 			if all, err := c2.QueryAllValidPaths(ctx); err != nil || !slices.Equal(all, []nix.Path{base.Path}) {
 				t.Errorf("QueryAllValidPaths = %v, %v; want only %s", all, err, base.Path)
 			}
