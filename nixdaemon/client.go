@@ -2,6 +2,7 @@ package nixdaemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -141,7 +142,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	w.line = append(w.line, p...)
 	for {
-		i := strings.IndexByte(string(w.line), '\n')
+		i := bytes.IndexByte(w.line, '\n')
 		if i < 0 {
 			break
 		}

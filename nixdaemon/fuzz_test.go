@@ -161,7 +161,7 @@ func syntheticReply(minor uint8) []byte {
 	w.u64(stderrLast) // handshake
 	logs()
 	w.u64(stderrLast)
-	w.u64(1) // IsValidPath
+	w.u64(1)                                                  // IsValidPath
 	fail("path '\x1b[35;1m/nix/store/x\x1b[0m' is not valid") // QueryPathInfo
 	logs()
 	w.u64(stderrLast)

@@ -1,17 +1,20 @@
 package nixdaemon
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,6 +284,9 @@ func TestAddRefused(t *testing.T) {
 			if ok, err := c2.IsValidPath(ctx, info.Path); err != nil || ok {
 				t.Errorf("IsValidPath(refused path) = %v, %v", ok, err)
 			}
+			if _, err := os.Lstat(filepath.Join(s.root, info.Path.Abs(storeDir))); err == nil {
+				t.Logf("the daemon left %s (invalid) on disk", info.Path)
+			}
 			if all, err := c2.QueryAllValidPaths(ctx); err != nil || !slices.Equal(all, []nix.Path{base.Path}) {
 				t.Errorf("QueryAllValidPaths = %v, %v; want only %s", all, err, base.Path)
 			}
@@ -326,4 +332,60 @@ func TestStripANSI(t *testing.T) {
 			t.Errorf("stripANSI(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestCancelSilentDaemon cancels an operation the daemon never answers;
+// it needs no Nix.
+func TestCancelSilentDaemon(t *testing.T) {
+	cli, srv := net.Pipe()
+	defer srv.Close()
+	go io.Copy(io.Discard, srv) // read requests, never answer them
+	go func() {
+		w := &writer{w: bufio.NewWriter(srv)}
+		w.u64(workerMagic2)
+		w.u64(protocolVersion)
+		w.str("2.8.0")
+		w.u64(stderrLast)
+		w.flush()
+	}()
+	c, err := newClient(context.Background(), cli, cli, cli, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dv := c.DaemonVersion(); dv != "2.8.0" {
+		t.Errorf("DaemonVersion() = %q", dv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.IsValidPath(ctx, ghost); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("IsValidPath = %v; want DeadlineExceeded", err)
+	}
+	if _, err := c.QueryAllValidPaths(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("QueryAllValidPaths after the cancel = %v; want ErrClosed", err)
+	}
+}
+
+// TestConcurrent shares one Client between goroutines.
+func TestConcurrent(t *testing.T) {
+	s := newTestStore(t)
+	c := s.client(t, Options{})
+	ctx := context.Background()
+	info, nar := sourceInfo(t, tree{"f": "shared\n"}.write(t), "shared", nil)
+	if err := add(ctx, c, info, nar, true); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 20 {
+				if pi, err := c.QueryPathInfo(ctx, info.Path); err != nil || pi.NarHash != info.NarHash {
+					t.Errorf("QueryPathInfo = %v, %v", pi, err)
+				}
+				if err := c.NarFromPath(ctx, info.Path, io.Discard); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
