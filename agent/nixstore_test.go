@@ -2,14 +2,18 @@ package agent_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixtest"
+	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/testnet"
 )
 
@@ -109,5 +113,81 @@ func TestNixStoreServesNewPathsLive(t *testing.T) {
 	}
 	if out := nixIn(t, net.NixRoot(1), "nix-store", "--verify-path", added); out != "" {
 		t.Fatalf("nix-store --verify-path: %s", out)
+	}
+}
+
+// startNixAgent runs an agent on the Nix store under root.
+func startNixAgent(t *testing.T, root string, cache agent.CacheConfig) *agent.Agent {
+	t.Helper()
+	kind, err := store.ParseKind(store.BackendNix, "local?root="+root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.Start(context.Background(), agent.Config{
+		Home: t.TempDir(), StoreDir: nix.DefaultStoreDir, Kind: kind, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Cache: cache,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// dirBytes is the disk a directory tree takes.
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestNixSubstituterWithoutCopy: Nix substituting from the cache endpoint
+// of an agent on its own store gets a path the agent fetches from a peer,
+// and the path then exists once, in Nix's store; the agent's home keeps
+// no copy of it.
+func TestNixSubstituterWithoutCopy(t *testing.T) {
+	nixtest.Require(t)
+	r0, r1 := t.TempDir(), t.TempDir()
+	seeder := startNixAgent(t, r0, agent.CacheConfig{})
+	cache := startNixAgent(t, r1, agent.CacheConfig{Listen: "127.0.0.1:0", FromPeers: true, Timeout: 5 * time.Second})
+	if err := seeder.Allow(cache.Node.ID(), "cache"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Allow(seeder.Node.ID(), "seeder"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Node.Connect(context.Background(), seeder.Node.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "payload")
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	added := strings.TrimSpace(nixIn(t, r0, "nix-store", "--add", src))
+	before := dirBytes(t, cache.Home)
+	nixIn(t, r1, "nix-store", "-r", added, "--option", "substituters", "http://"+cache.CacheAddr().String(),
+		"--option", "require-sigs", "false")
+	if out := nixIn(t, r1, "nix-store", "--verify-path", added); out != "" {
+		t.Fatalf("nix-store --verify-path: %s", out)
+	}
+	if grew := dirBytes(t, cache.Home) - before; grew > int64(len(data))/4 {
+		t.Fatalf("the cache agent's home grew by %d bytes serving a %d-byte path to Nix", grew, len(data))
 	}
 }
