@@ -1,0 +1,138 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/nixtest"
+	"github.com/trove-p2p/trove/store"
+)
+
+// nixAdd adds a file of data to the Nix store under root with Nix's own
+// nix-store --add, and returns its path.
+func nixAdd(t *testing.T, root string, name string, data []byte) nix.Path {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := strings.TrimSpace(string(nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--add", src)))
+	p, err := nix.ParsePath(nix.DefaultStoreDir, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func openNixAt(t *testing.T, root string) *store.Store {
+	t.Helper()
+	kind, err := store.ParseKind(store.BackendNix, "local?root="+root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(t.TempDir(), store.Options{Kind: kind})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestNixStoreFollowsNix: the store answers from Nix as Nix is now: a path
+// Nix adds is valid and indexed by the next Reindex, a path Nix deletes is
+// forgotten and its chunks are no longer read, and a path served is a
+// temporary root that Nix's collector leaves alone.
+func TestNixStoreFollowsNix(t *testing.T) {
+	nixtest.Require(t)
+	root := t.TempDir()
+	s := openNixAt(t, root)
+	kept := nixAdd(t, root, "kept", bytes.Repeat([]byte("kept\n"), 100000))
+	gone := nixAdd(t, root, "gone", bytes.Repeat([]byte("gone\n"), 100000))
+	unread := nixAdd(t, root, "unread", bytes.Repeat([]byte("unread\n"), 100000))
+
+	st, err := s.Reindex(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Paths != 3 || st.Indexed != 3 || st.NARBytes == 0 {
+		t.Fatalf("first Reindex: %+v, want 3 paths indexed", st)
+	}
+	if st, _ := s.Reindex(context.Background(), 2); st.Indexed != 0 {
+		t.Fatalf("second Reindex indexed %d paths again", st.Indexed)
+	}
+	ixGone, err := s.ChunkIndexOf(gone.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Serving kept makes it a temporary root: Nix's GC keeps it.
+	if err := s.WriteNAR(context.Background(), io.Discard, kept, 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--delete", gone.Abs(nix.DefaultStoreDir), unread.Abs(nix.DefaultStoreDir))
+	nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--gc")
+	if ok, err := s.IsValid(kept); err != nil || !ok {
+		t.Fatalf("Nix's GC collected a path being served (valid %v, %v)", ok, err)
+	}
+	if ok, _ := s.IsValid(gone); ok {
+		t.Fatal("a path Nix deleted is still valid")
+	}
+	if _, err := s.ReadChunk(context.Background(), ixGone[0].ID, ixGone[0].Size); !errors.Is(err, nix.ErrNotValid) {
+		t.Fatalf("reading a chunk of a deleted path: %v, want ErrNotValid", err)
+	}
+	// The read forgot gone; the next round forgets unread.
+	if st, _ := s.Reindex(context.Background(), 2); st.Dropped != 1 || st.Paths != 1 {
+		t.Fatalf("Reindex after the deletions: %+v, want 1 path and 1 dropped", st)
+	}
+}
+
+// TestNixStoreErrors: what a user sees when the Nix store cannot be used.
+func TestNixStoreErrors(t *testing.T) {
+	nixtest.Require(t)
+	for _, tt := range []struct {
+		name string
+		open func(t *testing.T) error
+		want string
+	}{
+		{"no Nix", func(t *testing.T) error {
+			t.Setenv("PATH", t.TempDir())
+			_, err := store.Open(t.TempDir(), store.Options{Kind: store.Kind{Backend: store.BackendNix,
+				Nix: store.NixOptions{Socket: filepath.Join(t.TempDir(), "none")}}})
+			return err
+		}, "Nix is not installed"},
+		{"store dir mismatch", func(t *testing.T) error {
+			kind, _ := store.ParseKind(store.BackendNix, "local?root="+t.TempDir())
+			_, err := store.Open(t.TempDir(), store.Options{StoreDir: "/gnu/store", Kind: kind})
+			return err
+		}, "another store dir"},
+		{"home of the other backend", func(t *testing.T) error {
+			home := t.TempDir()
+			s, err := store.Open(home, store.Options{})
+			if err != nil {
+				return err
+			}
+			s.Close()
+			kind, _ := store.ParseKind(store.BackendNix, "local?root="+t.TempDir())
+			_, err = store.Open(home, store.Options{Kind: kind})
+			return err
+		}, "was made for the embedded store"},
+		{"bad --nix-store", func(t *testing.T) error {
+			_, err := store.ParseKind(store.BackendNix, "ssh://elsewhere")
+			return err
+		}, "local?root="},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.open(t)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tt.want)
+			}
+		})
+	}
+}
