@@ -177,6 +177,10 @@ func (e *Env) troveSyncOn(home string, global []string, top string, seeders ...*
 		args = append(args, "-v")
 	}
 	if p := os.Getenv("TROVE_BENCH_CPUPROFILE"); p != "" {
+		// A %s in it is the home's name: one profile per sync.
+		if strings.Contains(p, "%s") {
+			p = fmt.Sprintf(p, filepath.Base(home))
+		}
 		args = append(args, "--cpuprofile", p)
 	}
 	for _, s := range seeders {

@@ -145,7 +145,7 @@ func (e *Env) nixCold(f *Fixture, ns *seeder) (rows []Result, home, r1 string, e
 	size := fmt.Sprintf("%d paths, %s", len(f.Paths), human(f.NarBytes))
 	return []Result{ratioRow(Result{Scenario: "nix", Metric: "sync into Nix's store, wall time (" + size + ")", Unit: "s",
 		Trove: best.Seconds(), Baseline: nixBest.Seconds(), BaselineName: "nix copy --from http (loopback)", Target: "≤ 1.0×",
-		Note: "seeder and follower both on chroot Nix stores; nix-store --verify-path accepts every delivered path"}, 1.0, false)}, home, r1, nil
+		Note: "both on chroot Nix stores; nix-store --verify-path passes"}, 1.0, false)}, home, r1, nil
 }
 
 func minDur(best, d time.Duration) time.Duration {
@@ -207,9 +207,9 @@ func (e *Env) nixIncremental(r0, r1, home string, ns *seeder) (Result, error) {
 		return Result{}, err
 	}
 	e.logf("nix incremental: trove fetched %s, reused %s; nix copy would transfer %s", human(r.Report.BytesFetched), human(r.Report.BytesReused), human(cur.NarBytes))
-	note := "reused nothing locally"
+	note := "nothing reused locally"
 	if r.Report.BytesReused > 0 {
-		note = fmt.Sprintf("reused %s locally, from the chunk indexes the follower recorded when it delivered generation N into Nix's store (it never indexed R1 itself: one-shot trove sync, no agent)",
+		note = fmt.Sprintf("reused %s locally, all via indexes recorded at delivery of gen. N",
 			human(r.Report.BytesReused))
 	}
 	return ratioRow(Result{Scenario: "nix", Metric: fmt.Sprintf("bytes fetched into Nix's store, generation N→N+1 (%d paths renamed)", len(cur.Paths)),
@@ -232,7 +232,7 @@ func (e *Env) nixIndexing(kind store.Kind, home string, f *Fixture) ([]Result, e
 	}
 	return []Result{{Scenario: "nix", Metric: fmt.Sprintf("first indexing of a Nix store (%d paths), 2 workers", len(f.Paths)), Unit: "GB/s",
 		Trove: rate2 / 1e9, Target: "≥ 1 GB/s", Met: met(rate2 >= 1e9),
-		Note: fmt.Sprintf("NAR bytes indexed ÷ wall time of Reindex; 1 worker: %.2f GB/s; trees in the page cache (Nix just wrote them)", rate1/1e9)}}, nil
+		Note: fmt.Sprintf("Reindex, NAR bytes ÷ wall; 1 worker: %.2f GB/s; trees in page cache", rate1/1e9)}}, nil
 }
 
 // indexRate opens a fresh home on kind's Nix store and times Reindex:
@@ -291,9 +291,9 @@ func (e *Env) nixServing(f *Fixture, kind store.Kind, ns *seeder) ([]Result, err
 	}
 	return []Result{
 		row("serving from Nix's store, sync rate (indexed)", nixBest,
-			"the seeder indexed its Nix store before serving (the first-indexing row); follower on trove's own store"),
+			"seeder's Reindex done before serving; follower embedded"),
 		row("serving from Nix's store, sync rate (first serve, not indexed)", lazy,
-			"a seeder just started on the same Nix store: paths indexed as asked for, while its background indexing runs"),
+			"fresh seeder home: lazy indexing + background Reindex"),
 	}, nil
 }
 
