@@ -49,6 +49,21 @@ type testLog struct{ t testing.TB }
 
 func (l testLog) Write(p []byte) (int, error) { l.t.Logf("%s", p); return len(p), nil }
 
+// testScenarios are the scenarios TestQuickBench runs: all but nix (which
+// adds some 20 s) unless TROVE_BENCH_NIX or TROVE_BENCH_FULL is set.
+func testScenarios() []string {
+	if os.Getenv("TROVE_BENCH_NIX") != "" || os.Getenv("TROVE_BENCH_FULL") != "" {
+		return nil
+	}
+	var names []string
+	for _, s := range Scenarios {
+		if s.Name != "nix" {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
 // TestQuickBench runs every scenario at --quick size (the LAN ones only as
 // root) and requires each to produce figures rather than fail.
 func TestQuickBench(t *testing.T) {
@@ -56,7 +71,7 @@ func TestQuickBench(t *testing.T) {
 		t.Skip("runs the benchmark scenarios; skipped with -short")
 	}
 	quick := os.Getenv("TROVE_BENCH_FULL") == ""
-	tab, err := Run(context.Background(), Options{Quick: quick, Trove: buildTrove(t), Log: testLog{t}, PlotDir: t.TempDir()})
+	tab, err := Run(context.Background(), Options{Quick: quick, Names: testScenarios(), Trove: buildTrove(t), Log: testLog{t}, PlotDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

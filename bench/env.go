@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/store"
 )
 
 // Env is what scenarios share in one run.
@@ -77,12 +78,22 @@ func (e *Env) fixture(salt string) (*Fixture, error) {
 // seeder is an in-process agent holding closures imported from Nix.
 type seeder struct {
 	ag   *agent.Agent
+	home string
 	addr string // multiaddr with /p2p/
 }
 
 func (e *Env) startSeeder(name string, tops ...string) (*seeder, error) {
-	home := filepath.Join(e.Dir, "seeder-"+name)
-	ag, err := agent.Start(e.Ctx, agent.Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	return e.startSeederOn(name, store.Kind{}, tops...)
+}
+
+// seederHome is where startSeederOn(name, ...) keeps its home.
+func (e *Env) seederHome(name string) string { return filepath.Join(e.Dir, "seeder-"+name) }
+
+// startSeederOn starts a seeder on the store kind names (trove's own for
+// the zero Kind), importing tops from the machine's Nix into it.
+func (e *Env) startSeederOn(name string, kind store.Kind, tops ...string) (*seeder, error) {
+	home := e.seederHome(name)
+	ag, err := agent.Start(e.Ctx, agent.Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Kind: kind})
 	if err != nil {
 		return nil, err
 	}
@@ -92,12 +103,18 @@ func (e *Env) startSeeder(name string, tops ...string) (*seeder, error) {
 			return nil, err
 		}
 	}
-	return &seeder{ag: ag, addr: ag.Node.Host().Addrs()[0].String() + "/p2p/" + ag.Node.ID().String()}, nil
+	return &seeder{ag: ag, home: home, addr: ag.Node.Host().Addrs()[0].String() + "/p2p/" + ag.Node.ID().String()}, nil
 }
 
 // syncHome prepares a fresh trove home that trusts the fixture key and is
 // allowed by the seeders.
 func (e *Env) syncHome(name string, seeders ...*seeder) (string, error) {
+	return e.syncHomeOn(name, nil, seeders...)
+}
+
+// syncHomeOn is syncHome for a home made with the global flags global
+// (e.g. --store nix --nix-store local?root=DIR).
+func (e *Env) syncHomeOn(name string, global []string, seeders ...*seeder) (string, error) {
 	home := filepath.Join(e.Dir, "sync-"+name)
 	os.RemoveAll(home)
 	if err := os.MkdirAll(home, 0o755); err != nil {
@@ -106,10 +123,10 @@ func (e *Env) syncHome(name string, seeders ...*seeder) (string, error) {
 	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte("[agent]\nmdns = false\n"), 0o644); err != nil {
 		return "", err
 	}
-	if _, err := runCmd(e.Ctx, os.Environ(), e.Trove, "--home", home, "trust", "add", e.nixPub); err != nil {
+	if _, err := runCmd(e.Ctx, os.Environ(), e.Trove, troveArgs(home, global, "trust", "add", e.nixPub)...); err != nil {
 		return "", err
 	}
-	out, err := runCmd(e.Ctx, os.Environ(), e.Trove, "--home", home, "id", "--json")
+	out, err := runCmd(e.Ctx, os.Environ(), e.Trove, troveArgs(home, global, "id", "--json")...)
 	if err != nil {
 		return "", err
 	}
@@ -144,11 +161,26 @@ type syncRun struct {
 // troveSync runs `trove sync --json` of top in home from the seeders, as a
 // separate process (so its wall time and peak RSS are its own).
 func (e *Env) troveSync(home, top string, seeders ...*seeder) (*syncRun, error) {
-	args := []string{"--home", home, "sync", "--json"}
+	return e.troveSyncOn(home, nil, top, seeders...)
+}
+
+// troveArgs are trove's arguments for a command in home with the global
+// flags global.
+func troveArgs(home string, global []string, cmd ...string) []string {
+	return append(append([]string{"--home", home}, global...), cmd...)
+}
+
+// troveSyncOn is troveSync with the global flags global.
+func (e *Env) troveSyncOn(home string, global []string, top string, seeders ...*seeder) (*syncRun, error) {
+	args := troveArgs(home, global, "sync", "--json")
 	if os.Getenv("TROVE_BENCH_VERBOSE") != "" {
 		args = append(args, "-v")
 	}
 	if p := os.Getenv("TROVE_BENCH_CPUPROFILE"); p != "" {
+		// A %s in it is the home's name: one profile per sync.
+		if strings.Contains(p, "%s") {
+			p = fmt.Sprintf(p, filepath.Base(home))
+		}
 		args = append(args, "--cpuprofile", p)
 	}
 	for _, s := range seeders {

@@ -26,6 +26,7 @@ var Scenarios = []Scenario{
 	{"cold", "sync of a Nix-built closure from one seeder vs nix copy from a binary cache (also: memory)", runCold},
 	{"incremental", "generation N→N+1 after a deep change: bytes fetched vs what nix copy moves", runIncremental},
 	{"swarm", "sync rate from 1, 2, 4 seeders on 100 Mbit/s links (root)", runSwarm},
+	{"nix", "on Nix's own store: sync into it vs nix copy, disk use, incremental, first indexing, serving from it", runNix},
 	{"fanout", "one seeder, many followers on 100 Mbit/s links (root)", runFanout},
 }
 
@@ -51,7 +52,7 @@ type Table struct {
 func Run(ctx context.Context, o Options) (*Table, error) {
 	for _, n := range o.Names {
 		if n != "memory" && !slices.ContainsFunc(Scenarios, func(s Scenario) bool { return s.Name == n }) {
-			return nil, fmt.Errorf("no scenario %q (have: add, cold, incremental, memory, swarm, fanout)", n)
+			return nil, fmt.Errorf("no scenario %q (have: add, cold, incremental, memory, swarm, nix, fanout)", n)
 		}
 	}
 	dir, err := os.MkdirTemp("", "trove-bench-")

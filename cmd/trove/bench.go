@@ -25,7 +25,10 @@ Scenarios: add (trove add vs nix-store --add), cold (sync of a Nix-built
 binary cache on loopback, and vs the floor: the same bytes through one
 libp2p TLS stream, hashed with SHA-256 and BLAKE3, no disk), memory (peak
 RSS of that sync), incremental
-(generation N→N+1 after a deep change: bytes fetched vs nix copy), swarm
+(generation N→N+1 after a deep change: bytes fetched vs nix copy), nix
+(trove on Nix's own store: sync into it vs nix copy, trove's disk use
+beside it, an incremental generation into it, first indexing, serving
+from it vs from trove's own store), swarm
 (1, 2, 4 seeders on 100 Mbit/s links) and fanout (one seeder, 16 followers)
 — the last two run in network namespaces and need root and iproute2.
 
