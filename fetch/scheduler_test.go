@@ -208,6 +208,25 @@ func TestSchedulerNextIngest(t *testing.T) {
 			t.Fatal("top staged while its reference is not valid: it must wait")
 		}
 	})
+	t.Run("in order: nothing ahead of its references, however much room", func(t *testing.T) {
+		s, sts := testScheduler(items())
+		s.inOrder = true
+		deliverAll(s, a, sts[1])
+		if st, _, stop := s.nextIngest(); st != nil || stop {
+			t.Fatalf("top alone = %v, stop %v; want to wait for dep", st, stop)
+		}
+		deliverAll(s, a, sts[0])
+		if st, _, _ := s.nextIngest(); st != sts[0] {
+			t.Fatalf("next = %v, want dep", st)
+		}
+		if st, _, stop := s.nextIngest(); st != nil || stop {
+			t.Fatalf("before dep commits: %v, stop %v; want to wait", st, stop)
+		}
+		s.committed(sts[0])
+		if st, _, _ := s.nextIngest(); st != sts[1] {
+			t.Fatalf("after dep: %v, want top", st)
+		}
+	})
 	t.Run("evicts items unpacked ahead for a committable one", func(t *testing.T) {
 		s, sts := testScheduler(items())
 		s.budget = 9 << 10

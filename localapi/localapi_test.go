@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/store"
 )
 
 const storeDir = "/nix/store"
@@ -349,8 +351,8 @@ func TestIDWithoutAgentListsConfiguredAddrs(t *testing.T) {
 }
 
 // What a running agent cannot do for a caller it refuses saying why: a
-// store dir other than its store's, a bundle on the caller's standard
-// input.
+// store dir other than its store's, the other backend (--store), a
+// bundle on the caller's standard input.
 func TestAgentRefusesWhatItCannotServe(t *testing.T) {
 	ctx := context.Background()
 	home, _ := agentWithHello(t)
@@ -360,6 +362,10 @@ func TestAgentRefusesWhatItCannotServe(t *testing.T) {
 	}
 	if _, err := localapi.RootList.Remote(ctx, other, localapi.RootListRequest{}, nil); err == nil || !strings.Contains(err.Error(), "uses store dir /nix/store, not /other/store") {
 		t.Fatalf("root list for another store dir: %v", err)
+	}
+	nixKind := localapi.Target{Home: home, StoreDir: storeDir, Kind: store.Kind{Backend: store.BackendNix}, Log: slog.New(slog.DiscardHandler)}
+	if _, err := localapi.Call(ctx, nixKind, localapi.RootList, localapi.RootListRequest{}, nil); err == nil || !strings.Contains(err.Error(), "works on the embedded store, not the nix store") {
+		t.Fatalf("root list asking for Nix's store of an agent on the embedded one: %v", err)
 	}
 	c, err := localapi.Connect(ctx, home, storeDir, localapi.AgentStartWait, nil)
 	if err != nil {

@@ -242,9 +242,9 @@ func (nc *narCopier) contents(size uint64) error {
 //
 // The NAR is streamed in frames (protocol >= 1.23; before it the daemon
 // asks for it piece by piece), never held whole in memory. If nar fails,
-// or yields more or fewer than info.NarSize bytes, the connection is
-// closed without ending the NAR, so the daemon registers nothing, and the
-// error is returned. Canceling ctx closes the connection, but
+// or yields more or fewer than info.NarSize bytes (an error wrapping
+// nix.ErrHashMismatch), the connection is closed without ending the NAR,
+// so the daemon registers nothing, and the error is returned. Canceling ctx closes the connection, but
 // AddToStoreNar returns only once a pending nar.Read has returned.
 func (c *Client) AddToStoreNar(ctx context.Context, info *nix.PathInfo, nar io.Reader, dontCheckSigs bool) error {
 	return c.do(ctx, "AddToStoreNar", func() error {
@@ -372,7 +372,7 @@ func (s *narSource) nextMax(max int) (int, error) {
 		var b [1]byte
 		n, err := io.ReadFull(s.r, b[:])
 		if n > 0 {
-			return 0, s.fail(fmt.Errorf("the NAR is longer than its narSize %d", s.want))
+			return 0, s.fail(fmt.Errorf("%w: the NAR is longer than its narSize %d", nix.ErrHashMismatch, s.want))
 		}
 		if err != io.EOF {
 			return 0, s.fail(err)
@@ -384,7 +384,7 @@ func (s *narSource) nextMax(max int) (int, error) {
 	s.got += uint64(n)
 	switch {
 	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		return 0, s.fail(fmt.Errorf("the NAR ended after %d bytes, before its narSize %d", s.got, s.want))
+		return 0, s.fail(fmt.Errorf("%w: the NAR ended after %d bytes, before its narSize %d", nix.ErrHashMismatch, s.got, s.want))
 	case err != nil:
 		return 0, s.fail(fmt.Errorf("reading the NAR: %w", err))
 	}

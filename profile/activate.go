@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 )
@@ -22,6 +23,15 @@ func Publish(s Store, h *manifest.History, key manifest.SecretKey, name string, 
 	closure, err := s.Closure(root)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot publish %s: %w", root.Abs(s.StoreDir()), err)
+	}
+	for _, pi := range closure {
+		if pi.ChunkIndex == (chunk.ID{}) {
+			ix, err := s.ChunkIndexOf(pi.Path.Hash)
+			if err != nil {
+				return nil, nil, fmt.Errorf("cannot publish %s: indexing %s: %w", root.Abs(s.StoreDir()), pi.Path.Abs(s.StoreDir()), err)
+			}
+			pi.ChunkIndex = ix.ID()
+		}
 	}
 	m := &manifest.Manifest{Name: name, Generation: 1, Root: root, Activate: activate, Created: time.Now(), Paths: closure}
 	if prev, prevBytes, err := h.Get(name, 0); err == nil {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 )
@@ -39,6 +40,10 @@ type Store interface {
 	StoreDir() string
 	ProfilesDir() string
 	Closure(roots ...nix.Path) ([]*nix.PathInfo, error)
+	// ChunkIndexOf gives the chunk index of a valid path, which a store
+	// may compute only when asked (Nix's store does): a manifest names
+	// each path's index.
+	ChunkIndexOf(h nix.PathHash) (chunk.Index, error)
 	TreePath(p nix.Path) string
 	LinkTarget(p nix.Path) string
 }

@@ -20,16 +20,7 @@ func TestConformance(t *testing.T) {
 func openNixStore(t testing.TB) *store.Store {
 	t.Helper()
 	nixtest.Require(t)
-	kind, err := store.ParseKind(store.BackendNix, "local?root="+t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := store.Open(t.TempDir(), store.Options{Kind: kind})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return openNixAt(t, t.TempDir())
 }
 
 // TestConformanceNix runs the same suite against Nix's own store.

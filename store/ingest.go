@@ -120,15 +120,8 @@ func (s *Store) commit(st *staged, info *nix.PathInfo) (*nix.PathInfo, error) {
 	if pi, err := s.Lookup(info.Path); err == nil {
 		return pi, nil
 	}
-	for _, ref := range info.References {
-		if ref == info.Path {
-			continue
-		}
-		if ok, err := s.IsValid(ref); err != nil {
-			return nil, err
-		} else if !ok {
-			return nil, fmt.Errorf("cannot add %s: its reference %s is not valid in the store; add the references first", info.Path.Abs(s.storeDir), ref.Abs(s.storeDir))
-		}
+	if err := s.checkRefs(info); err != nil {
+		return nil, err
 	}
 	final := s.TreePath(info.Path)
 	if err := nix.RemoveTree(final); err != nil { // an unregistered leftover
@@ -184,6 +177,22 @@ func (s *Store) commit(st *staged, info *nix.PathInfo) (*nix.PathInfo, error) {
 		return nil, fmt.Errorf("registering %s: %w", pi.Path.Abs(s.storeDir), err)
 	}
 	return &pi, nil
+}
+
+// checkRefs says why info cannot become valid yet: a reference other than
+// itself that is not valid (the closure invariant).
+func (s *Store) checkRefs(info *nix.PathInfo) error {
+	for _, ref := range info.References {
+		if ref == info.Path {
+			continue
+		}
+		if ok, err := s.IsValid(ref); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("cannot add %s: its reference %s is not valid in the store; add the references first", info.Path.Abs(s.storeDir), ref.Abs(s.storeDir))
+		}
+	}
+	return nil
 }
 
 // AddNAR reads the NAR of info.Path from r and makes the path valid.

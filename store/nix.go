@@ -81,8 +81,13 @@ type nixBackend struct {
 	dir  string // the logical store dir
 	open func(ctx context.Context) (*nixdaemon.Client, error)
 
-	mu   sync.Mutex
-	idle []*nixdaemon.Client
+	mu sync.Mutex
+	// idle connections, each with when it was opened. Nix makes every
+	// path added a temporary root of the connection that added it, so a
+	// connection is retired after rootTTL: what trove delivered becomes
+	// collectable once nothing else roots it, as with Nix's own
+	// substitution.
+	idle []pooled
 	// Temporary roots keep Nix's garbage collector off the paths being
 	// served. They last as long as the connection that made them, so they
 	// are made on one connection that is replaced every rootTTL (the old
@@ -94,7 +99,13 @@ type nixBackend struct {
 	rooted     map[nix.PathHash]bool
 }
 
-const rootTTL = 5 * time.Minute
+// rootTTL is a var for tests.
+var rootTTL = 5 * time.Minute
+
+type pooled struct {
+	c    *nixdaemon.Client
+	born time.Time
+}
 
 // openNix connects to the Nix store opts names and checks that it uses
 // storeDir.
@@ -116,7 +127,7 @@ func openNix(ctx context.Context, storeDir string, opts NixOptions) (*nixBackend
 		}
 		c, err := nixdaemon.Dial(ctx, socket, dopts)
 		if err == nil {
-			b.idle = append(b.idle, c)
+			b.idle = append(b.idle, pooled{c, time.Now()})
 			b.open = func(ctx context.Context) (*nixdaemon.Client, error) { return nixdaemon.Dial(ctx, socket, dopts) }
 			break
 		}
@@ -164,33 +175,48 @@ func (b *nixBackend) checkStoreDir(ctx context.Context) error {
 }
 
 // do runs fn on an idle connection, or a new one. A connection whose
-// error was not the daemon's answer is broken and closed.
+// error was not the daemon's answer is broken and closed, and so is one
+// older than rootTTL (an agent calls do at least every IndexInterval).
 func (b *nixBackend) do(ctx context.Context, fn func(c *nixdaemon.Client) error) error {
 	b.mu.Lock()
-	var c *nixdaemon.Client
-	if n := len(b.idle); n > 0 {
-		c, b.idle = b.idle[n-1], b.idle[:n-1]
-	}
-	b.mu.Unlock()
-	if c == nil {
-		var err error
-		if c, err = b.open(ctx); err != nil {
-			return fmt.Errorf("connecting to the Nix daemon: %w", err)
+	var retired []pooled
+	fresh := b.idle[:0]
+	for _, pc := range b.idle {
+		if time.Since(pc.born) < rootTTL {
+			fresh = append(fresh, pc)
+		} else {
+			retired = append(retired, pc)
 		}
 	}
-	err := fn(c)
+	b.idle = fresh
+	var pc pooled
+	if n := len(b.idle); n > 0 {
+		pc, b.idle = b.idle[n-1], b.idle[:n-1]
+	}
+	b.mu.Unlock()
+	for _, r := range retired {
+		r.c.Close()
+	}
+	if pc.c == nil {
+		c, err := b.open(ctx)
+		if err != nil {
+			return fmt.Errorf("connecting to the Nix daemon: %w", err)
+		}
+		pc = pooled{c, time.Now()}
+	}
+	err := fn(pc.c)
 	var de *nixdaemon.DaemonError
 	if err != nil && !errors.As(err, &de) && !errors.Is(err, nix.ErrNotValid) {
-		c.Close()
+		pc.c.Close()
 		return err
 	}
 	b.mu.Lock()
-	if len(b.idle) < 8 {
-		b.idle, c = append(b.idle, c), nil
+	if len(b.idle) < 8 && time.Since(pc.born) < rootTTL {
+		b.idle, pc.c = append(b.idle, pc), nil
 	}
 	b.mu.Unlock()
-	if c != nil {
-		c.Close()
+	if pc.c != nil {
+		pc.c.Close()
 	}
 	return err
 }
@@ -246,7 +272,10 @@ func (b *nixBackend) tempRoot(ctx context.Context, p nix.Path) error {
 func (b *nixBackend) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, c := range append(b.idle, b.roots, b.oldRoots) {
+	for _, pc := range b.idle {
+		pc.c.Close()
+	}
+	for _, c := range []*nixdaemon.Client{b.roots, b.oldRoots} {
 		if c != nil {
 			c.Close()
 		}
@@ -294,12 +323,12 @@ func (b *nixBackend) allValid(ctx context.Context) (ps []nix.Path, err error) {
 
 // add streams a NAR into Nix's store. The daemon restores it, checks its
 // narHash, size and content address itself, and registers it only if its
-// references are valid; trove already believes info. r is held to
-// info.NarSize bytes, so a short or long NAR never reaches the daemon
+// references are valid; trove already believes info. The client holds r
+// to info.NarSize bytes, so a short or long NAR never reaches the daemon
 // whole.
 func (b *nixBackend) add(ctx context.Context, info *nix.PathInfo, r io.Reader) error {
 	err := b.do(ctx, func(c *nixdaemon.Client) error {
-		return c.AddToStoreNar(ctx, info, &exactReader{r: r, left: int64(info.NarSize)}, true)
+		return c.AddToStoreNar(ctx, info, r, true)
 	})
 	var de *nixdaemon.DaemonError
 	switch {
@@ -311,35 +340,6 @@ func (b *nixBackend) add(ctx context.Context, info *nix.PathInfo, r io.Reader) e
 		return fmt.Errorf("the Nix daemon refused %s: %s", info.Path.Abs(b.dir), de.Msg)
 	}
 	return err
-}
-
-// exactReader passes on exactly left bytes of r: fewer is a truncated NAR,
-// more a NAR longer than its PathInfo says.
-type exactReader struct {
-	r    io.Reader
-	left int64
-}
-
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.left == 0 {
-		var one [1]byte
-		if n, _ := io.ReadFull(e.r, one[:]); n > 0 {
-			return 0, fmt.Errorf("%w: the NAR is longer than its narSize", nix.ErrHashMismatch)
-		}
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.left {
-		p = p[:e.left]
-	}
-	n, err := e.r.Read(p)
-	e.left -= int64(n)
-	if err == io.EOF && e.left > 0 {
-		return n, fmt.Errorf("%w: the NAR ends %d bytes short of its narSize", nix.ErrHashMismatch, e.left)
-	}
-	if err == io.EOF {
-		err = nil
-	}
-	return n, err
 }
 
 // The Store's methods for the Nix backend.
@@ -490,7 +490,6 @@ func (s *Store) Reindex(ctx context.Context, workers int) (IndexStats, error) {
 		}
 	}
 	var mu sync.Mutex
-	var firstErr error
 	work := make(chan nix.Path)
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
@@ -503,12 +502,9 @@ func (s *Store) Reindex(ctx context.Context, workers int) (IndexStats, error) {
 					continue // deleted meanwhile
 				}
 				if _, err := s.nixIndex(ctx, pi); err != nil {
-					s.log.Warn("cannot index a Nix path", "path", p.Abs(s.storeDir), "err", err)
-					mu.Lock()
-					if firstErr == nil && ctx.Err() != nil {
-						firstErr = ctx.Err()
+					if ctx.Err() == nil {
+						s.log.Warn("cannot index a Nix path", "path", p.Abs(s.storeDir), "err", err)
 					}
-					mu.Unlock()
 					continue
 				}
 				mu.Lock()
@@ -518,21 +514,17 @@ func (s *Store) Reindex(ctx context.Context, workers int) (IndexStats, error) {
 			}
 		}()
 	}
+feed:
 	for _, p := range todo {
 		select {
 		case work <- p:
 		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
+			break feed
 		}
 	}
 	close(work)
 	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	return st, firstErr
+	return st, ctx.Err()
 }
 
 // Backend is "nix" for a store on Nix's own store, else "embedded".
@@ -713,15 +705,8 @@ func (s *Store) addNix(ctx context.Context, info *nix.PathInfo, index chunk.Inde
 	if pi, err := s.Lookup(info.Path); err == nil {
 		return pi, nil
 	}
-	for _, ref := range info.References {
-		if ref == info.Path {
-			continue
-		}
-		if ok, err := s.IsValid(ref); err != nil {
-			return nil, err
-		} else if !ok {
-			return nil, fmt.Errorf("cannot add %s: its reference %s is not valid in the store; add the references first", info.Path.Abs(s.storeDir), ref.Abs(s.storeDir))
-		}
+	if err := s.checkRefs(info); err != nil {
+		return nil, err
 	}
 	add := *info
 	add.References = nix.SortRefs(info.References)

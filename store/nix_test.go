@@ -3,13 +3,17 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixtest"
 	"github.com/trove-p2p/trove/store"
@@ -31,7 +35,8 @@ func nixAdd(t *testing.T, root string, name string, data []byte) nix.Path {
 	return p
 }
 
-func openNixAt(t *testing.T, root string) *store.Store {
+// openNixAt opens a store, in a fresh home, on the Nix store under root.
+func openNixAt(t testing.TB, root string) *store.Store {
 	t.Helper()
 	kind, err := store.ParseKind(store.BackendNix, "local?root="+root)
 	if err != nil {
@@ -134,5 +139,61 @@ func TestNixStoreErrors(t *testing.T) {
 				t.Fatalf("got %v, want an error saying %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestNixStoreReindexesReplacedPath: a path trove added becomes
+// collectable by Nix once the connection that added it retires, and an
+// input-addressed path that Nix deletes and registers again with other
+// contents (a build that is not reproducible) is served with its new
+// chunk index, not the one recorded for the old contents.
+func TestNixStoreReindexesReplacedPath(t *testing.T) {
+	nixtest.Require(t)
+	root := t.TempDir()
+	s := openNixAt(t, root)
+	p, err := nix.MakePath(nix.DefaultStoreDir, "output:out", nix.Hash{1}, "unreproducible")
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(contents string) chunk.Index {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(file, bytes.Repeat([]byte(contents), 50000), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var nar bytes.Buffer
+		if _, err := nix.DumpNAR(&nar, file); err != nil {
+			t.Fatal(err)
+		}
+		info := &nix.PathInfo{Path: p, NarHash: nix.Hash(sha256.Sum256(nar.Bytes())), NarSize: uint64(nar.Len())}
+		if _, err := s.AddNAR(context.Background(), info, bytes.NewReader(nar.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		want, err := chunk.IndexNAR(bytes.NewReader(nar.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return want
+	}
+	add("first build\n")
+	if _, err := s.ChunkIndexOf(p.Hash); err != nil {
+		t.Fatal(err)
+	}
+	// Nix made the path a temporary root of the connection that added
+	// it; once that connection retires (any use of the store after
+	// rootTTL), Nix may delete the path.
+	defer store.SetRootTTL(50 * time.Millisecond)()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := s.IsValid(p); err != nil {
+		t.Fatal(err)
+	}
+	nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--delete", p.Abs(nix.DefaultStoreDir))
+	want := add("second build, other bytes\n")
+	got, err := s.ChunkIndexOf(p.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatal("the chunk index of a replaced path is the old contents'")
 	}
 }

@@ -252,22 +252,9 @@ func (s *Store) checkStoreDir() error {
 // trees that never became valid, and the chunk entries of paths whose
 // registration did not finish.
 func (s *Store) cleanup() error {
-	ents, err := os.ReadDir(s.treeDir)
-	if err != nil {
-		return err
-	}
-	if s.nix != nil {
-		ents = nil // Nix's store: Nix cleans up after itself
-	}
-	for _, e := range ents {
-		name := e.Name()
-		if p, err := nix.ParseBase(name); err == nil {
-			if ok, err := s.IsValid(p); err != nil || ok {
-				continue
-			}
-		}
-		s.log.Info("removing leftover of an interrupted write", "tree", name)
-		if err := nix.RemoveTree(filepath.Join(s.treeDir, name)); err != nil {
+	// Nix's store is Nix's to clean up: trove writes no tree there.
+	if s.nix == nil {
+		if err := s.removeLeftoverTrees(); err != nil {
 			return err
 		}
 	}
@@ -276,7 +263,7 @@ func (s *Store) cleanup() error {
 	if s.nix != nil {
 		owner = pfxNixRec
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfxIndex})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -293,6 +280,28 @@ func (s *Store) cleanup() error {
 	}
 	for _, h := range orphans {
 		if err := s.dropMetadata(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeLeftoverTrees removes the trees in the embedded store that are
+// not valid: temporary trees and trees whose registration never happened.
+func (s *Store) removeLeftoverTrees() error {
+	ents, err := os.ReadDir(s.treeDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if p, err := nix.ParseBase(name); err == nil {
+			if ok, err := s.IsValid(p); err != nil || ok {
+				continue
+			}
+		}
+		s.log.Info("removing leftover of an interrupted write", "tree", name)
+		if err := nix.RemoveTree(filepath.Join(s.treeDir, name)); err != nil {
 			return err
 		}
 	}
@@ -460,15 +469,9 @@ func (s *Store) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
 			var pi *nix.PathInfo
 			var err error
 			if s.nix != nil {
-				// Nix's paths are indexed when first needed: a closure's
-				// PathInfos name their chunk indexes (manifests carry them).
-				if pi, err = s.Lookup(p); err == nil && pi.ChunkIndex == (chunk.ID{}) {
-					var ix chunk.Index
-					if ix, err = s.nixIndex(context.Background(), pi); err != nil {
-						return err
-					}
-					pi.ChunkIndex = ix.ID()
-				}
+				// A Nix path not indexed yet has no ChunkIndex: ask
+				// ChunkIndexOf for it where it is needed.
+				pi, err = s.Lookup(p)
 			} else {
 				pi, err = getInfo(txn, p.Hash)
 			}

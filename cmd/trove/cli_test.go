@@ -18,6 +18,7 @@ import (
 
 	"github.com/trove-p2p/trove/localapi"
 	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/nixtest"
 )
 
 // A file holding "hi\n" named README.x, as `nix-store --add` and
@@ -611,5 +612,40 @@ func TestNARRefusesTerminals(t *testing.T) {
 	}
 	if _, err := os.Lstat(dst); !os.IsNotExist(err) {
 		t.Errorf("nar restore from a terminal created %s", dst)
+	}
+}
+
+// TestNixStoreChosenOnce: config.toml's store (or --store) chooses Nix's
+// store when the home is made, the home records it, and later commands
+// work on Nix's store without saying so; --store asking for the other
+// store of a home is refused.
+func TestNixStoreChosenOnce(t *testing.T) {
+	nixtest.Require(t)
+	home, root := newHome(t), t.TempDir()
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte("store = \"nix\"\nnix_store = \"local?root="+root+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustTrove(t, home, "init"); !strings.Contains(out, "nix store") {
+		t.Fatalf("init with store = \"nix\" printed %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(home, "store")); err == nil {
+		t.Fatal("a home on Nix's store has a tree directory")
+	}
+	// Nix adds the path; trove sees it at once, with nothing imported.
+	nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--add", writeHi(t))
+	if got := mustTrove(t, home, "path-info", hiPath); got != hiPath+"\n" {
+		t.Fatalf("path-info of a path in Nix's store printed %q", got)
+	}
+	// Without config.toml, --nix-store alone names the store; --store
+	// embedded is refused, saying why.
+	os.Remove(filepath.Join(home, "config.toml"))
+	if got := mustTrove(t, home, "--nix-store", "local?root="+root, "path-info", hiPath); got != hiPath+"\n" {
+		t.Fatalf("path-info with --nix-store printed %q", got)
+	}
+	if _, stderr, code := runTrove(t, home, "--store", "embedded", "path-info", hiPath); code == 0 || !strings.Contains(stderr, "made for the nix store") {
+		t.Fatalf("--store embedded on a home made for Nix's: exit %d, %q", code, stderr)
 	}
 }
