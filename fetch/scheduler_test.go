@@ -288,3 +288,37 @@ func TestSchedulerNextIngest(t *testing.T) {
 		}
 	})
 }
+
+// TestFetchOrder: a store that stages ahead fetches the plan rotated to a
+// random start; one that adds paths only after their references (Nix's)
+// fetches references first, or every path above the start would wait for
+// the end of the transfer.
+func TestFetchOrder(t *testing.T) {
+	ps := []peer.ID{"a"}
+	p0 := testItem(0, 1, ps)
+	p1 := testItem(1, 1, ps, p0)
+	p2 := testItem(2, 1, ps, p1)
+	plan := []*item{p0, p1, p2}
+	names := func(items []*item) string {
+		var out []string
+		for _, it := range items {
+			out = append(out, it.info.Path.Name)
+		}
+		return strings.Join(out, " ")
+	}
+	for _, tc := range []struct {
+		inOrder bool
+		want    string
+	}{
+		{inOrder: false, want: "p2 p0 p1"},
+		{inOrder: true, want: "p0 p1 p2"},
+	} {
+		got := fetchOrder(plan, tc.inOrder, func(int) int { return 2 })
+		if names(got) != tc.want {
+			t.Errorf("inOrder=%v: fetch order %q, want %q", tc.inOrder, names(got), tc.want)
+		}
+	}
+	if names(plan) != "p0 p1 p2" {
+		t.Errorf("fetchOrder changed the plan: %q", names(plan))
+	}
+}

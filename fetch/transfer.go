@@ -159,21 +159,31 @@ func (f *transfer) run(ctx context.Context, fe *Fetcher) error {
 	if err := f.checkSpace(fe); err != nil {
 		return err
 	}
-	// Prepare every item: resume from its spool, reuse local chunks. The
-	// fetch order is the plan's (references first) rotated to start at a
-	// random path: a room of machines syncing the same closure at once then
-	// finishes different paths first and can serve them to each other,
-	// instead of all waiting on the seeder for the same ones. Items are
-	// unpacked as they complete, whatever the order, so this costs nothing.
-	order := slices.Clone(f.pl.items)
-	if n := len(order); n > 1 {
-		k := rand.IntN(n)
-		order = append(order[k:], order[:k]...)
-	}
-	if err := f.prepareAll(ctx, order); err != nil {
+	// Prepare every item: resume from its spool, reuse local chunks.
+	if err := f.prepareAll(ctx, fetchOrder(f.pl.items, f.sched.inOrder, rand.IntN)); err != nil {
 		return err
 	}
 	return f.drive(ctx)
+}
+
+// fetchOrder is the order in which items are fetched. It is the plan's
+// (references first) rotated to start at a random path (intn picks it): a
+// room of machines syncing the same closure at once then finishes
+// different paths first and can serve them to each other, instead of all
+// waiting on the seeder for the same ones. A store that stages ahead
+// unpacks items as they complete, whatever the order, so rotating costs
+// it nothing. A store that adds a path only once its references are valid
+// (inOrder: Nix's) gets the plan's order as it is: rotated, the paths
+// before the start would come last, and every path above them would wait
+// for the end of the transfer to be added, turning a pipeline into fetch
+// then add.
+func fetchOrder(items []*item, inOrder bool, intn func(int) int) []*item {
+	order := slices.Clone(items)
+	if n := len(order); n > 1 && !inOrder {
+		k := intn(n)
+		order = append(order[k:], order[:k]...)
+	}
+	return order
 }
 
 // drive runs the workers, the ingest stage and relocation until every item
