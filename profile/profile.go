@@ -573,6 +573,20 @@ func (p *Profiles) LastActivation(name string) (*ActivationRecord, error) {
 	if err != nil {
 		return nil, err
 	}
+	rec, err := l.lastActivation()
+	if err != nil || rec == nil || rec.Result != ActivationRunning || l.locked() {
+		return rec, err
+	}
+	// An activation writes its outcome before it lets go of the lock: read
+	// again, now that nobody holds it, or one that ended between the read
+	// and the look at the lock would pass for interrupted.
+	if rec, err = l.lastActivation(); err == nil && rec != nil && rec.Result == ActivationRunning {
+		rec.Result = ActivationInterrupted
+	}
+	return rec, err
+}
+
+func (l place) lastActivation() (*ActivationRecord, error) {
 	b, err := os.ReadFile(l.mark("activation"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -583,9 +597,6 @@ func (p *Profiles) LastActivation(name string) (*ActivationRecord, error) {
 	var rec ActivationRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("%s: %w", l.mark("activation"), err)
-	}
-	if rec.Result == ActivationRunning && !l.locked() {
-		rec.Result = ActivationInterrupted
 	}
 	return &rec, nil
 }
