@@ -469,6 +469,8 @@ type FollowStatus struct {
 	Activate bool   `json:"activate"`
 	Run      bool   `json:"run"`
 	Timeout  string `json:"timeout,omitempty"`
+	// Profile is where the configuration's profile link is.
+	Profile string `json:"profile"`
 	// Current is the profile's generation, Highest the highest it has
 	// had, Newest the newest generation known here, Announced a newer one
 	// announced whose manifest is being fetched.
@@ -498,6 +500,9 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 	out := []FollowStatus{}
 	for _, f := range fs {
 		st := FollowStatus{Name: f.Name, Activate: f.Activate, Run: f.Run, Timeout: f.Timeout, Newest: a.newestKnown(f.Name)}
+		if st.Profile, err = prof.Path(f.Name); err != nil {
+			return nil, err
+		}
 		if st.HeldBack, st.Current, st.Highest, err = prof.HeldBack(f.Name); err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/nix"
 	"github.com/trove-p2p/trove/nixtest"
+	"github.com/trove-p2p/trove/profile"
 	"github.com/trove-p2p/trove/store"
 	"github.com/trove-p2p/trove/testnet"
 )
@@ -188,5 +189,46 @@ func TestNixSubstituterWithoutCopy(t *testing.T) {
 	}
 	if grew := dirBytes(t, cache.Home) - before; grew > int64(len(data))/4 {
 		t.Fatalf("the cache agent's home grew by %d bytes serving a %d-byte path to Nix", grew, len(data))
+	}
+}
+
+// TestNixStoreFollowsIntoProfilePath: a follower whose configuration's
+// profile was given another path (trove follow --profile) activates each
+// generation there, as nix-env -p PATH would, and not in Nix's profiles
+// directory, and status says where it is.
+func TestNixStoreFollowsIntoProfilePath(t *testing.T) {
+	nixtest.Require(t)
+	net := testnet.Start(t, 2, testnet.WithNixStores())
+	net.WaitConnected(1)
+	src := filepath.Join(t.TempDir(), "cfg")
+	if err := os.WriteFile(src, []byte("a configuration for "+t.Name()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	added := strings.TrimSpace(nixIn(t, net.NixRoot(0), "nix-store", "--add", src))
+	top, err := nix.ParsePath(nix.DefaultStoreDir, added)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof := filepath.Join(t.TempDir(), "state", "laptop")
+	if err := profile.OpenProfiles(net.Agent(1).Store).Record("laptop", prof); err != nil {
+		t.Fatal(err)
+	}
+	net.Follow(1, "laptop", true)
+	net.PublishPath(0, "laptop", top, "")
+	net.WaitGeneration(1, "laptop", 1)
+
+	if link, err := os.Readlink(prof); err != nil || link != "laptop-1-link" {
+		t.Fatalf("%s → %q (%v), want laptop-1-link", prof, link, err)
+	}
+	if _, err := os.Lstat(filepath.Join(net.NixRoot(1), "nix/var/nix/profiles/laptop")); err == nil {
+		t.Fatal("the follower also made the profile in Nix's profiles directory")
+	}
+	gens := string(nixtest.Run(t, "nix-env", "--store", "local?root="+net.NixRoot(1), "-p", prof, "--list-generations"))
+	if !strings.Contains(gens, "   1   ") || !strings.Contains(gens, "(current)") {
+		t.Fatalf("nix-env --list-generations -p %s:\n%s", prof, gens)
+	}
+	st, err := net.Agent(1).FollowStatuses()
+	if err != nil || len(st) != 1 || st[0].Profile != prof {
+		t.Fatalf("follow status %+v (%v), want profile %s", st, err, prof)
 	}
 }

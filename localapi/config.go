@@ -12,6 +12,7 @@ import (
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/store"
 )
 
 // PublishRequest publishes a new generation of configuration Name.
@@ -76,6 +77,9 @@ func doPublish(ctx context.Context, e *Env, req PublishRequest, _ func(Event)) (
 type FollowRequest struct {
 	Follow agent.Follow `json:"follow"`
 	Stop   bool         `json:"stop,omitempty"`
+	// Profile, if set, is where the configuration's profile link is
+	// (absolute), recorded for it (profile.Profiles.Record).
+	Profile string `json:"profile,omitempty"`
 }
 
 // FollowResponse says how the change took effect.
@@ -100,6 +104,16 @@ func doSetFollow(ctx context.Context, e *Env, req FollowRequest, _ func(Event)) 
 		}
 		r.NoPublisher = len(kr.Publishers(f.Name)) == 0
 	}
+	if req.Profile != "" {
+		if !follow {
+			return r, &UsageError{errors.New("--profile is for following, not unfollowing")}
+		}
+		// Before the follower starts, so that its first activation
+		// lands there.
+		if _, err := e.profilesAt(f.Name, req.Profile, true); err != nil {
+			return r, err
+		}
+	}
 	if ag := e.agent; ag != nil {
 		r.Agent = true
 		return r, ag.SetFollow(ctx, f, follow)
@@ -121,8 +135,14 @@ type ActivateRequest struct {
 	// Timeout bounds the activation command; 0 is config.toml's, else
 	// sync.DefaultActivationTimeout.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Profile, if set, is where the profile link of Name is (absolute):
+	// recorded for Name (profile.Profiles.Record), so later commands and
+	// the agent's follower use it.
+	Profile string `json:"profile,omitempty"`
 	// NixProfile, if set, is a real Nix profile (absolute) also set to
-	// the generation's root, after importing its closure into Nix.
+	// the generation's root with nix-env --set, after importing its
+	// closure into Nix. With the Nix store, whose profiles are Nix's
+	// already, it is Profile.
 	NixProfile string `json:"nixProfile,omitempty"`
 }
 
@@ -141,6 +161,8 @@ type SwitchResponse struct {
 	Total        int    `json:"total,omitempty"`
 	MissingBytes uint64 `json:"missingBytes,omitempty"`
 	Run          string `json:"run,omitempty"`
+	// Profile is where the profile link is.
+	Profile string `json:"profile,omitempty"`
 	// NixProfile is the real Nix profile set, if any.
 	NixProfile string `json:"nixProfile,omitempty"`
 	// Held, if set, says a followed profile is now held back.
@@ -212,7 +234,24 @@ func doActivate(ctx context.Context, e *Env, req ActivateRequest, ev func(Event)
 	if err != nil {
 		return r, err
 	}
-	prof := profile.OpenProfiles(s)
+	nixProfile := req.NixProfile
+	if nixProfile != "" && s.Backend() == store.BackendNix {
+		// The profile is a Nix profile already, of the same store: what
+		// --nix-profile asks for is where it is, with nothing to import
+		// and trove's generation numbers, which a second profile set by
+		// nix-env --set (numbered by Nix) would not keep.
+		if req.Profile != "" && req.Profile != nixProfile {
+			return r, &UsageError{fmt.Errorf("with the Nix store, --nix-profile %s is --profile %s: give one of them", nixProfile, nixProfile)}
+		}
+		req.Profile, nixProfile = nixProfile, ""
+		r.NixProfile = req.Profile
+	}
+	// Checked now, recorded only when the profile switches.
+	prof, err := e.profilesAt(req.Name, req.Profile, false)
+	if err != nil {
+		return r, err
+	}
+	r.Profile, _ = prof.Path(req.Name)
 	r.From, _ = prof.Current(req.Name)
 	r.To, r.Root, r.Total = m.Generation, m.Root.Abs(s.StoreDir()), len(m.Paths)
 	for _, pi := range m.Paths {
@@ -234,17 +273,22 @@ func doActivate(ctx context.Context, e *Env, req ActivateRequest, ev func(Event)
 	if err != nil {
 		return r, err
 	}
+	if req.Profile != "" {
+		if err := prof.Record(req.Name, req.Profile); err != nil {
+			return r, err
+		}
+	}
 	err = profile.Activate(ctx, prof, m, opts)
 	if err != nil && !IsActivationFailure(err) {
 		return r, err
 	}
 	r.Switched = true
 	r.Held = heldBack(e.Home, prof, req.Name)
-	if req.NixProfile != "" {
-		if nerr := setNixProfile(ctx, s, h, req.NixProfile, m.Root); nerr != nil {
+	if nixProfile != "" {
+		if nerr := setNixProfile(ctx, s, h, nixProfile, m.Root); nerr != nil {
 			return r, nerr
 		}
-		r.NixProfile = req.NixProfile
+		r.NixProfile = nixProfile
 	}
 	return r, err
 }
@@ -256,14 +300,16 @@ type RollbackRequest struct {
 	To      uint64        `json:"to,omitempty"`
 	Run     bool          `json:"run,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"` // as ActivateRequest's
+	Profile string        `json:"profile,omitempty"` // as ActivateRequest's
 }
 
 func doRollback(ctx context.Context, e *Env, req RollbackRequest, ev func(Event)) (SwitchResponse, error) {
 	r := SwitchResponse{Name: req.Name}
-	prof, gens, err := e.generations(req.Name)
+	prof, gens, err := e.generations(req.Name, req.Profile, true)
 	if err != nil {
 		return r, err
 	}
+	r.Profile, _ = prof.Path(req.Name)
 	if r.From, err = prof.Current(req.Name); err != nil {
 		return r, err
 	}
@@ -322,6 +368,10 @@ func heldBack(home string, prof *profile.Profiles, name string) *Held {
 // GenerationsRequest lists the generations of profile Name.
 type GenerationsRequest struct {
 	Name string `json:"name"`
+	// Profile, if set, is where Name's profile is; it must be the one
+	// recorded, unless Name has no generations where its profile was.
+	// Nothing is recorded.
+	Profile string `json:"profile,omitempty"`
 }
 
 // GenerationsResponse lists generations, oldest first.
@@ -332,7 +382,7 @@ type GenerationsResponse struct {
 func doGenerations(ctx context.Context, e *Env, req GenerationsRequest, _ func(Event)) (GenerationsResponse, error) {
 	var r GenerationsResponse
 	var err error
-	_, r.Generations, err = e.generations(req.Name)
+	_, r.Generations, err = e.generations(req.Name, req.Profile, false)
 	if r.Generations == nil {
 		r.Generations = []profile.Generation{}
 	}
@@ -344,6 +394,7 @@ func doGenerations(ctx context.Context, e *Env, req GenerationsRequest, _ func(E
 type DeleteGenerationsRequest struct {
 	Name      string             `json:"name"`
 	Selectors []profile.Selector `json:"selectors"`
+	Profile   string             `json:"profile,omitempty"` // as GenerationsRequest's
 }
 
 // DeleteGenerationsResponse counts the generations deleted.
@@ -353,7 +404,7 @@ type DeleteGenerationsResponse struct {
 
 func doDeleteGenerations(ctx context.Context, e *Env, req DeleteGenerationsRequest, _ func(Event)) (DeleteGenerationsResponse, error) {
 	var r DeleteGenerationsResponse
-	prof, gens, err := e.generations(req.Name)
+	prof, gens, err := e.generations(req.Name, req.Profile, false)
 	if err != nil {
 		return r, err
 	}

@@ -145,13 +145,30 @@ func (e *Env) trusted() (*store.Store, *manifest.Keyring, *manifest.History, err
 	return s, e.keys, h, err
 }
 
-// generations checks the configuration name, opens the profiles and
-// lists the generations of profile name.
-func (e *Env) generations(name string) (*profile.Profiles, []profile.Generation, error) {
+// profilesAt opens the profiles with name's profile at path (absolute)
+// when it is given (--profile): recorded for later commands when record is
+// set (a command that switches the profile), else for this request only.
+func (e *Env) profilesAt(name, path string, record bool) (*profile.Profiles, error) {
 	if err := manifest.CheckName(name); err != nil {
-		return nil, nil, &UsageError{err}
+		return nil, &UsageError{err}
 	}
 	prof, err := e.Profiles()
+	if err != nil || path == "" {
+		return prof, err
+	}
+	if record {
+		err = prof.Record(name, path)
+	} else {
+		err = prof.Use(name, path)
+	}
+	return prof, err
+}
+
+// generations checks the configuration name, opens the profiles (with
+// name's at path, if given; see profilesAt) and lists the generations of
+// profile name.
+func (e *Env) generations(name, path string, record bool) (*profile.Profiles, []profile.Generation, error) {
+	prof, err := e.profilesAt(name, path, record)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -21,13 +21,21 @@ import (
 	"github.com/trove-p2p/trove/nix"
 )
 
-// Profiles are named pointers to generations, as Nix's profiles:
-// <home>/profiles/NAME → NAME-N-link → the root's tree in the store.
-// Switching writes a new symlink beside NAME and renames it over NAME, so
-// NAME always points at a whole generation, old or new, whatever happens.
+// Profiles are named pointers to generations, as Nix's profiles: the
+// profile of configuration NAME is a symlink PROFILE → PROFILE-N-link →
+// the root of generation N in the store, laid out exactly as `nix-env -p
+// PROFILE` lays it out, so Nix's tools list and roll back the same
+// generations. PROFILE is DIR/NAME in the store's profiles directory,
+// unless another path was recorded for NAME (Record, trove's --profile).
+// Switching writes a new symlink beside PROFILE and renames it over it, so
+// it always points at a whole generation, old or new, whatever happens.
+// trove's marks of a profile (its lock, highest generation and last
+// activation) are dot files beside it, which Nix ignores.
 type Profiles struct {
 	dir   string
 	store Store
+	// used holds the paths given to Use: they count for this value only.
+	used map[string]string
 }
 
 // Store is what profiles need of a store: the closure of a root, which
@@ -46,6 +54,16 @@ type Store interface {
 	ChunkIndexOf(h nix.PathHash) (chunk.Index, error)
 	TreePath(p nix.Path) string
 	LinkTarget(p nix.Path) string
+	// Home is the trove home, where the profile paths given with
+	// --profile are recorded (PathsFile).
+	Home() string
+	// RootLink makes the new generation link link, which points at p, a
+	// root of the store's garbage collector where that takes telling the
+	// store: Nix's store registers it as nix-env does (an indirect root,
+	// so a profile outside Nix's profiles directory keeps its
+	// generations); the embedded store's collector is handed the
+	// profiles' roots (Roots) instead.
+	RootLink(link string, p nix.Path) error
 }
 
 // ProfilesDir is where a home keeps profiles for the embedded store.
@@ -54,6 +72,48 @@ func ProfilesDir(home string) string { return filepath.Join(home, "profiles") }
 // OpenProfiles returns the profiles of the store.
 func OpenProfiles(s Store) *Profiles {
 	return &Profiles{dir: s.ProfilesDir(), store: s}
+}
+
+// place is where one profile lives: the absolute path of its link, with
+// its generation links and trove's marks beside it.
+type place string
+
+// gen is the link of generation n: PROFILE-N-link, as nix-env names it.
+func (l place) gen(n uint64) string { return fmt.Sprintf("%s-%d-link", l, n) }
+
+// base is the profile link's file name, the prefix of its generation links.
+func (l place) base() string { return filepath.Base(string(l)) }
+
+func (l place) dir() string { return filepath.Dir(string(l)) }
+
+// mark is one of trove's files about the profile: .BASE.KIND beside it.
+func (l place) mark(kind string) string {
+	return filepath.Join(l.dir(), "."+l.base()+"."+kind)
+}
+
+// place returns where name's profile lives: a path given to Use, else the
+// one recorded for it, else DIR/NAME.
+func (p *Profiles) place(name string) (place, error) {
+	if err := manifest.CheckName(name); err != nil {
+		return "", err
+	}
+	if path, ok := p.used[name]; ok {
+		return place(path), nil
+	}
+	recs, err := LoadPaths(p.store.Home())
+	if err != nil {
+		return "", err
+	}
+	if path, ok := recs[name]; ok {
+		return place(path), nil
+	}
+	return place(filepath.Join(p.dir, name)), nil
+}
+
+// Path is where name's profile link is (whether or not it exists yet).
+func (p *Profiles) Path(name string) (string, error) {
+	l, err := p.place(name)
+	return string(l), err
 }
 
 // Generation is one generation of a profile.
@@ -65,41 +125,47 @@ type Generation struct {
 	Current     bool      `json:"current"`
 }
 
-func (p *Profiles) link(name string, gen uint64) string {
-	return filepath.Join(p.dir, fmt.Sprintf("%s-%d-link", name, gen))
-}
-
-// entries lists the profiles directory: none before the first profile.
-func (p *Profiles) entries() ([]os.DirEntry, error) {
-	ents, err := os.ReadDir(p.dir)
+// entries lists the directory a profile is in: none before the first
+// profile.
+func entries(dir string) ([]os.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	return ents, err
 }
 
+// gens lists the numbers of a profile's generation links, unsorted.
+func (l place) gens() ([]uint64, error) {
+	ents, err := entries(l.dir())
+	var out []uint64
+	for _, e := range ents {
+		if n, ok := genOf(l.base(), e.Name()); ok {
+			out = append(out, n)
+		}
+	}
+	return out, err
+}
+
 // Generations lists a profile's generations, oldest first.
 func (p *Profiles) Generations(name string) ([]Generation, error) {
-	if err := manifest.CheckName(name); err != nil {
+	l, err := p.place(name)
+	if err != nil {
 		return nil, err
 	}
-	cur, _ := p.Current(name)
-	ents, err := p.entries()
+	cur, _ := l.current()
+	ns, err := l.gens()
 	if err != nil {
 		return nil, err
 	}
 	var out []Generation
-	for _, e := range ents {
-		n, ok := genOf(name, e.Name())
-		if !ok {
-			continue
-		}
-		root, err := p.rootOf(p.link(name, n))
+	for _, n := range ns {
+		root, err := rootOf(l.gen(n))
 		if err != nil {
 			continue
 		}
 		g := Generation{Number: n, Root: root.Abs(p.store.StoreDir()), Current: n == cur}
-		if fi, err := os.Lstat(p.link(name, n)); err == nil {
+		if fi, err := os.Lstat(l.gen(n)); err == nil {
 			g.Created = fi.ModTime()
 		}
 		if cl, err := p.store.Closure(root); err == nil {
@@ -113,9 +179,9 @@ func (p *Profiles) Generations(name string) ([]Generation, error) {
 	return out, nil
 }
 
-// genOf parses "NAME-N-link".
-func genOf(name, file string) (uint64, bool) {
-	s, ok := strings.CutPrefix(file, name+"-")
+// genOf parses "BASE-N-link", a generation link of profile BASE.
+func genOf(base, file string) (uint64, bool) {
+	s, ok := strings.CutPrefix(file, base+"-")
 	if !ok {
 		return 0, false
 	}
@@ -128,7 +194,7 @@ func genOf(name, file string) (uint64, bool) {
 }
 
 // rootOf reads the store path a generation link points at.
-func (p *Profiles) rootOf(link string) (nix.Path, error) {
+func rootOf(link string) (nix.Path, error) {
 	target, err := os.Readlink(link)
 	if err != nil {
 		return nix.Path{}, err
@@ -138,16 +204,24 @@ func (p *Profiles) rootOf(link string) (nix.Path, error) {
 
 // Current returns the generation NAME points at (0 if none).
 func (p *Profiles) Current(name string) (uint64, error) {
-	target, err := os.Readlink(filepath.Join(p.dir, name))
+	l, err := p.place(name)
+	if err != nil {
+		return 0, err
+	}
+	return l.current()
+}
+
+func (l place) current() (uint64, error) {
+	target, err := os.Readlink(string(l))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	n, ok := genOf(name, filepath.Base(target))
+	n, ok := genOf(l.base(), filepath.Base(target))
 	if !ok {
-		return 0, fmt.Errorf("profile %s points at %s, which is not a generation link", name, target)
+		return 0, fmt.Errorf("profile %s points at %s, which is not a generation link", l, target)
 	}
 	return n, nil
 }
@@ -159,10 +233,16 @@ func (p *Profiles) Current(name string) (uint64, error) {
 // for, and is called once the lock is taken); onWait, if set, is told once, with the current holder, that this
 // call has to wait.
 func (p *Profiles) Lock(ctx context.Context, name string, holder func() string, wait time.Duration, onWait func(holder string)) (unlock func(), err error) {
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+	l, err := p.place(name)
+	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(p.dir, "."+name+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err := os.MkdirAll(l.dir(), 0o755); err != nil {
+		return nil, err
+	}
+	// Not Nix's PROFILE.lock: Nix takes a lock file that is not empty for
+	// a stale one and retries, and trove writes who holds its lock into it.
+	f, err := os.OpenFile(l.mark("lock"), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -204,35 +284,37 @@ func lockHolder(f *os.File) string {
 	return "held by another process"
 }
 
-// highestFile records a profile's high-water mark (see Highest).
-func (p *Profiles) highestFile(name string) string {
-	return filepath.Join(p.dir, "."+name+".highest")
-}
-
 // Highest is the highest generation profile name has been switched to:
 // automatic following activates only generations above it, so that a
 // manual rollback (or an activation of an older generation) holds until the
 // user resumes (Resume, or activating the newest). It is never below the
 // current generation.
 func (p *Profiles) Highest(name string) (uint64, error) {
-	cur, err := p.Current(name)
+	l, err := p.place(name)
 	if err != nil {
 		return 0, err
 	}
-	rec, _, err := p.recordedHighest(name)
+	return l.highest()
+}
+
+func (l place) highest() (uint64, error) {
+	cur, err := l.current()
+	if err != nil {
+		return 0, err
+	}
+	rec, _, err := l.recordedHighest()
 	return max(cur, rec), err
 }
 
 // recordedHighest reads the mark; a profile without one (made by an older
-// trove) counts its newest generation link, and recorded is false.
-func (p *Profiles) recordedHighest(name string) (h uint64, recorded bool, err error) {
-	b, err := os.ReadFile(p.highestFile(name))
+// trove, or by Nix) counts its newest generation link, and recorded is
+// false.
+func (l place) recordedHighest() (h uint64, recorded bool, err error) {
+	b, err := os.ReadFile(l.mark("highest"))
 	if errors.Is(err, os.ErrNotExist) {
-		ents, err := p.entries()
-		for _, e := range ents {
-			if n, ok := genOf(name, e.Name()); ok {
-				h = max(h, n)
-			}
+		ns, err := l.gens()
+		for _, n := range ns {
+			h = max(h, n)
 		}
 		return h, false, err
 	}
@@ -241,7 +323,7 @@ func (p *Profiles) recordedHighest(name string) (h uint64, recorded bool, err er
 	}
 	h, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
-		return 0, false, fmt.Errorf("%s: %w", p.highestFile(name), err)
+		return 0, false, fmt.Errorf("%s: %w", l.mark("highest"), err)
 	}
 	return h, true, nil
 }
@@ -249,10 +331,14 @@ func (p *Profiles) recordedHighest(name string) (h uint64, recorded bool, err er
 // HeldBack reports whether name is held at an older generation than the
 // highest it was switched to, and both numbers.
 func (p *Profiles) HeldBack(name string) (held bool, current, highest uint64, err error) {
-	if current, err = p.Current(name); err != nil {
+	l, err := p.place(name)
+	if err != nil {
 		return false, 0, 0, err
 	}
-	if highest, err = p.Highest(name); err != nil {
+	if current, err = l.current(); err != nil {
+		return false, 0, 0, err
+	}
+	if highest, err = l.highest(); err != nil {
 		return false, 0, 0, err
 	}
 	return current < highest, current, highest, nil
@@ -261,21 +347,22 @@ func (p *Profiles) HeldBack(name string) (held bool, current, highest uint64, er
 // Resume lets automatic following move on from the current generation:
 // generations above it may be activated again.
 func (p *Profiles) Resume(name string) error {
-	if err := manifest.CheckName(name); err != nil {
-		return err
-	}
-	cur, err := p.Current(name)
+	l, err := p.place(name)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+	cur, err := l.current()
+	if err != nil {
 		return err
 	}
-	return p.writeHighest(name, cur)
+	if err := os.MkdirAll(l.dir(), 0o755); err != nil {
+		return err
+	}
+	return l.writeHighest(cur)
 }
 
-func (p *Profiles) writeHighest(name string, gen uint64) error {
-	file := p.highestFile(name)
+func (l place) writeHighest(gen uint64) error {
+	file := l.mark("highest")
 	tmp := file + ".tmp"
 	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(gen, 10)+"\n"), 0o644); err != nil {
 		return err
@@ -301,49 +388,66 @@ func symlinkAtomic(target, link string) error {
 // store (with its closure), creating the generation link if needed. The
 // caller holds the lock.
 func (p *Profiles) Switch(name string, gen uint64, root nix.Path) error {
-	if err := manifest.CheckName(name); err != nil {
+	l, err := p.place(name)
+	if err != nil {
 		return err
 	}
 	if _, err := p.store.Closure(root); err != nil {
 		return fmt.Errorf("cannot activate %s generation %d: %w", name, gen, err)
 	}
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+	link := l.gen(gen)
+	have, err := rootOf(link)
+	linkMissing := errors.Is(err, os.ErrNotExist)
+	if !linkMissing && (err != nil || have != root) {
+		// A generation's number is its manifest's, and a history never
+		// holds two manifests of one generation: a link that points
+		// elsewhere was made by something else (nix-env, nixos-rebuild
+		// on a profile trove was given), and replacing it would lose
+		// that generation.
+		return fmt.Errorf("cannot make generation %d of %s: %s exists and is not that generation (it points elsewhere); trove does not replace it: delete it (nix-env -p %s --delete-generations %d) or give %s another profile",
+			gen, name, link, l, gen, name)
+	}
+	if err := os.MkdirAll(l.dir(), 0o755); err != nil {
 		return err
 	}
 	// The mark is made durable before anything moves: so that it never
 	// depends on generation links (which a user may delete), nor on the
 	// write after an earlier switch that a crash lost (Highest counted the
 	// current generation meanwhile; a switch down must not forget it).
-	cur, err := p.Current(name)
+	cur, err := l.current()
 	if err != nil {
 		return err
 	}
-	rec, recorded, err := p.recordedHighest(name)
+	rec, recorded, err := l.recordedHighest()
 	if err != nil {
 		return err
 	}
 	highest := max(cur, rec)
 	if !recorded || highest > rec {
-		if err := p.writeHighest(name, highest); err != nil {
+		if err := l.writeHighest(highest); err != nil {
 			return fmt.Errorf("recording the highest generation of %s: %w", name, err)
 		}
 	}
-	link := p.link(name, gen)
-	if have, err := p.rootOf(link); err != nil || have != root {
+	if linkMissing {
 		if err := symlinkAtomic(p.store.LinkTarget(root), link); err != nil {
 			return err
 		}
 	}
-	if err := symlinkAtomic(filepath.Base(link), filepath.Join(p.dir, name)); err != nil {
+	// As nix-env does for each generation it makes, whether or not
+	// this one is new: a link made before is registered again.
+	if err := p.store.RootLink(link, root); err != nil {
+		return fmt.Errorf("making %s a GC root: %w", link, err)
+	}
+	if err := symlinkAtomic(filepath.Base(link), string(l)); err != nil {
 		return err
 	}
 	// A switch up is recorded after it is made: if this write is lost,
 	// Highest still counts the current generation, and the next switch
 	// records it before moving.
 	if gen > highest {
-		p.writeHighest(name, gen)
+		l.writeHighest(gen)
 	}
-	d, err := os.Open(p.dir)
+	d, err := os.Open(l.dir())
 	if err == nil {
 		d.Sync()
 		d.Close()
@@ -353,7 +457,11 @@ func (p *Profiles) Switch(name string, gen uint64, root nix.Path) error {
 
 // Root returns the root of generation gen of NAME.
 func (p *Profiles) Root(name string, gen uint64) (nix.Path, error) {
-	root, err := p.rootOf(p.link(name, gen))
+	l, err := p.place(name)
+	if err != nil {
+		return nix.Path{}, err
+	}
+	root, err := rootOf(l.gen(gen))
 	if errors.Is(err, os.ErrNotExist) {
 		return nix.Path{}, fmt.Errorf("%s has no generation %d (see trove generations %s)", name, gen, name)
 	}
@@ -362,7 +470,11 @@ func (p *Profiles) Root(name string, gen uint64) (nix.Path, error) {
 
 // Delete removes generations (never the current one).
 func (p *Profiles) Delete(name string, gens ...uint64) error {
-	cur, err := p.Current(name)
+	l, err := p.place(name)
+	if err != nil {
+		return err
+	}
+	cur, err := l.current()
 	if err != nil {
 		return err
 	}
@@ -370,7 +482,7 @@ func (p *Profiles) Delete(name string, gens ...uint64) error {
 		if g == cur {
 			return fmt.Errorf("generation %d of %s is the current one; switch away from it first", g, name)
 		}
-		if err := os.Remove(p.link(name, g)); err != nil {
+		if err := os.Remove(l.gen(g)); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("%s has no generation %d", name, g)
 			}
@@ -380,9 +492,10 @@ func (p *Profiles) Delete(name string, gens ...uint64) error {
 	return nil
 }
 
-// Roots returns every generation's root of every profile: GC roots.
+// Roots returns every generation's root of every profile, those in the
+// profiles directory and those recorded elsewhere: GC roots.
 func (p *Profiles) Roots() ([]nix.Path, error) {
-	ents, err := p.entries()
+	ents, err := entries(p.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -391,8 +504,23 @@ func (p *Profiles) Roots() ([]nix.Path, error) {
 		if !strings.HasSuffix(e.Name(), "-link") {
 			continue
 		}
-		if root, err := p.rootOf(filepath.Join(p.dir, e.Name())); err == nil {
+		if root, err := rootOf(filepath.Join(p.dir, e.Name())); err == nil {
 			out = append(out, root)
+		}
+	}
+	recs, err := LoadPaths(p.store.Home())
+	if err != nil {
+		return nil, err
+	}
+	for _, path := range recs {
+		ns, err := place(path).gens()
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range ns {
+			if root, err := rootOf(place(path).gen(n)); err == nil {
+				out = append(out, root)
+			}
 		}
 	}
 	return out, nil
@@ -419,20 +547,20 @@ const (
 	ActivationSkipped     = "switched"    // switched without running a command
 )
 
-func (p *Profiles) activationFile(name string) string {
-	return filepath.Join(p.dir, "."+name+".activation")
-}
-
 // recordActivation writes rec; a failure to write it costs only the
 // report, so it is not an error of the activation.
 func (p *Profiles) recordActivation(name string, rec ActivationRecord) {
+	l, err := p.place(name)
+	if err != nil {
+		return
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return
 	}
-	tmp := p.activationFile(name) + ".tmp"
+	tmp := l.mark("activation") + ".tmp"
 	if os.WriteFile(tmp, append(b, '\n'), 0o644) == nil {
-		os.Rename(tmp, p.activationFile(name))
+		os.Rename(tmp, l.mark("activation"))
 	}
 }
 
@@ -441,7 +569,25 @@ func (p *Profiles) recordActivation(name string, rec ActivationRecord) {
 // profile's lock was cut off (a crash, a stopped agent): it is reported as
 // interrupted.
 func (p *Profiles) LastActivation(name string) (*ActivationRecord, error) {
-	b, err := os.ReadFile(p.activationFile(name))
+	l, err := p.place(name)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := l.lastActivation()
+	if err != nil || rec == nil || rec.Result != ActivationRunning || l.locked() {
+		return rec, err
+	}
+	// An activation writes its outcome before it lets go of the lock: read
+	// again, now that nobody holds it, or one that ended between the read
+	// and the look at the lock would pass for interrupted.
+	if rec, err = l.lastActivation(); err == nil && rec != nil && rec.Result == ActivationRunning {
+		rec.Result = ActivationInterrupted
+	}
+	return rec, err
+}
+
+func (l place) lastActivation() (*ActivationRecord, error) {
+	b, err := os.ReadFile(l.mark("activation"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -450,17 +596,14 @@ func (p *Profiles) LastActivation(name string) (*ActivationRecord, error) {
 	}
 	var rec ActivationRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.activationFile(name), err)
-	}
-	if rec.Result == ActivationRunning && !p.locked(name) {
-		rec.Result = ActivationInterrupted
+		return nil, fmt.Errorf("%s: %w", l.mark("activation"), err)
 	}
 	return &rec, nil
 }
 
-// locked reports whether an activation holds name's lock now.
-func (p *Profiles) locked(name string) bool {
-	f, err := os.Open(filepath.Join(p.dir, "."+name+".lock"))
+// locked reports whether an activation holds the profile's lock now.
+func (l place) locked() bool {
+	f, err := os.Open(l.mark("lock"))
 	if err != nil {
 		return false
 	}
@@ -495,6 +638,10 @@ func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, r
 	if rel == "" {
 		return nil
 	}
+	l, err := p.place(name)
+	if err != nil {
+		return err
+	}
 	tree := p.store.TreePath(root)
 	cmdPath := filepath.Join(tree, filepath.FromSlash(rel))
 	if !strings.HasPrefix(cmdPath, tree+string(filepath.Separator)) {
@@ -507,13 +654,13 @@ func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, r
 	}
 	cmd := exec.CommandContext(ctx, cmdPath, activationArgs(rel)...)
 	cmd.Dir = tree
-	cmd.Env = append(os.Environ(), "TROVE_ROOT="+tree, "TROVE_PROFILE="+filepath.Join(p.dir, name), "TROVE_GENERATION="+strconv.FormatUint(gen, 10))
+	cmd.Env = append(os.Environ(), "TROVE_ROOT="+tree, "TROVE_PROFILE="+string(l), "TROVE_GENERATION="+strconv.FormatUint(gen, 10))
 	var tail bytes.Buffer
 	cmd.Stdout, cmd.Stderr = stdout, io.MultiWriter(stderr, &tail)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	err = cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("timed out after %s", timeout)
 	}

@@ -588,7 +588,32 @@ func (s *Store) nixGCRoot(ctx context.Context, p nix.Path, add bool) error {
 	if err := os.Rename(tmp, link); err != nil {
 		return err
 	}
+	return s.addIndirectRoot(ctx, link)
+}
+
+// addIndirectRoot registers the symlink link to a store path with Nix's
+// garbage collector (gcroots/auto), which keeps the path while the link
+// points at it and forgets the root once the link is gone.
+func (s *Store) addIndirectRoot(ctx context.Context, link string) error {
 	return s.nix.do(ctx, func(c *nixdaemon.Client) error { return c.AddIndirectRoot(ctx, link) })
+}
+
+// RootLink makes a profile's generation link, which points at p, a root
+// of Nix's garbage collector, as nix-env does for each generation link it
+// makes (an indirect root: Nix scans only its own profiles directory, so a
+// profile elsewhere would otherwise lose its generations to
+// nix-collect-garbage). The embedded store's GC is handed the profiles'
+// roots by its caller (profile.Profiles.Roots), so it needs nothing here.
+func (s *Store) RootLink(link string, p nix.Path) error {
+	if s.nix == nil {
+		return nil
+	}
+	ctx := context.Background()
+	// Held until the indirect root counts, as Nix's addPermRoot does.
+	if err := s.nix.tempRoot(ctx, p); err != nil {
+		return err
+	}
+	return s.addIndirectRoot(ctx, link)
 }
 
 func (s *Store) nixRoots() ([]nix.Path, error) {

@@ -194,6 +194,7 @@ func (a *app) printStatus(st *agent.Status) error {
 	}
 	for _, f := range st.Follows {
 		fmt.Fprintf(w, "following %s:\t%s\n", f.Name, followSummary(f))
+		fmt.Fprintf(w, "\tprofile %s\n", f.Profile)
 		if f.State != "" {
 			fmt.Fprintf(w, "\tnow %s\n", f.State)
 		}

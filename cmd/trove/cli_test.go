@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/trove-p2p/trove/profile"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -647,5 +648,78 @@ func TestNixStoreChosenOnce(t *testing.T) {
 	}
 	if _, stderr, code := runTrove(t, home, "--store", "embedded", "path-info", hiPath); code == 0 || !strings.Contains(stderr, "made for the nix store") {
 		t.Fatalf("--store embedded on a home made for Nix's: exit %d, %q", code, stderr)
+	}
+}
+
+// TestProfilePathEmbedded: on the embedded store, activate --profile
+// PATH (relative paths resolved where trove runs) keeps the
+// configuration's generations at PATH-N-link; later commands use the
+// recorded path without being told, trove gc keeps what they point at,
+// and another path for the same configuration, or the same path for
+// another, is refused.
+func TestProfilePathEmbedded(t *testing.T) {
+	home := newHome(t)
+	mustTrove(t, home, "key", "generate", "me-1")
+	gens := [2]string{mustAdd(t, home, "cfg", "generation 1"), mustAdd(t, home, "cfg", "generation 2")}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for i, p := range gens {
+		mustTrove(t, home, "publish", "laptop", p)
+		args := []string{"activate", "laptop"}
+		if i == 0 {
+			args = append(args, "--profile", "state/laptop-profile")
+		}
+		mustTrove(t, home, args...)
+	}
+	prof := filepath.Join(dir, "state", "laptop-profile")
+	if link, err := os.Readlink(prof); err != nil || link != "laptop-profile-2-link" {
+		t.Fatalf("%s → %q (%v), want laptop-profile-2-link", prof, link, err)
+	}
+	if _, err := os.Lstat(filepath.Join(home, "profiles", "laptop")); err == nil {
+		t.Fatal("the profile was also made in the home's profiles directory")
+	}
+	if got, want := troveGenerations(t, home, "laptop"), []genLine{{1, false}, {2, true}}; !slices.Equal(got, want) {
+		t.Fatalf("trove generations laptop: %v, want %v", got, want)
+	}
+	mustTrove(t, home, "rollback", "laptop")
+	if got, want := troveGenerations(t, home, "laptop", "--profile", prof), []genLine{{1, true}, {2, false}}; !slices.Equal(got, want) {
+		t.Fatalf("trove generations laptop after rollback: %v, want %v", got, want)
+	}
+	// Both generations are roots of trove's GC; a deleted one is not.
+	if out := mustTrove(t, home, "gc"); !strings.HasPrefix(out, "0 paths removed") {
+		t.Fatalf("trove gc removed generations of a profile outside the home: %q", out)
+	}
+	mustTrove(t, home, "generations", "delete", "laptop", "2")
+	if out := mustTrove(t, home, "gc"); !strings.Contains(out, gens[1]) || strings.Contains(out, gens[0]) {
+		t.Fatalf("trove gc after deleting generation 2 printed %q, want %s removed and %s kept", out, gens[1], gens[0])
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"another path for laptop", []string{"activate", "laptop", "--generation", "1", "--profile", filepath.Join(dir, "elsewhere")}, "does not move it"},
+		{"another path for laptop, rollback", []string{"rollback", "laptop", "--profile", filepath.Join(dir, "elsewhere")}, "does not move it"},
+		{"another path for laptop, listing", []string{"generations", "laptop", "--profile", filepath.Join(dir, "elsewhere")}, "does not move it"},
+		{"laptop's path for desk", []string{"follow", "desk", "--activate", "--profile", prof}, "already the profile of laptop"},
+		{"a directory", []string{"follow", "desk", "--profile", dir}, "is not a profile"},
+		{"in the store", []string{"follow", "desk", "--profile", "/nix/store/profile"}, "cannot be in the store"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, stderr, code := runTrove(t, home, tc.args...); code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("trove %s: exit %d, %q; want exit 1 saying %q", strings.Join(tc.args, " "), code, stderr, tc.want)
+			}
+		})
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "elsewhere")); err == nil {
+		t.Fatal("a refused --profile made a profile")
+	}
+	// Following records the path too, before anything is activated.
+	deskProf := filepath.Join(dir, "desk-profile")
+	mustTrove(t, home, "follow", "desk", "--activate", "--profile", deskProf)
+	recs, err := profile.LoadPaths(home)
+	if err != nil || recs["desk"] != deskProf || recs["laptop"] != prof {
+		t.Fatalf("recorded profile paths: %v (%v)", recs, err)
 	}
 }

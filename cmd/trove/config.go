@@ -121,9 +121,24 @@ fetched from peers and verified.`,
 	return group(parent, showCmd, list)
 }
 
+// profileHelp says what --profile means, in the help of every command
+// that has it.
+const profileHelp = `--profile PATH says where NAME's profile link is, instead of
+$TROVE_HOME/profiles/NAME (with --store nix, Nix's profiles directory:
+/nix/var/nix/profiles/NAME as root): for example /nix/var/nix/profiles/system,
+or ~/.local/state/nix/profiles/home-manager. Its generations are
+PATH-N-link beside it, as nix-env -p PATH lays them out, so nix-env
+--list-generations -p PATH and nix-env --rollback -p PATH agree with trove
+generations NAME; with --store nix each is a root of Nix's garbage
+collector, as nix-env makes them. Given to follow, activate or rollback,
+the path is recorded for NAME, and later commands and the agent use it
+without --profile. A profile moves only while it has no generations: once
+NAME has generations at one path, another is refused, saying how to move.`
+
 func newFollowCmd(a *app) *cobra.Command {
 	var activate, runIt bool
 	var timeout time.Duration
+	var profilePath string
 	c := &cobra.Command{
 		Use:   "follow NAME",
 		Short: "Follow a configuration: fetch (and activate) each new generation",
@@ -141,9 +156,12 @@ Running trove follow NAME --activate again resumes: the newest generation
 is activated.
 
 The publisher's key must be trusted for NAME (trove trust add KEY --config
-NAME); follow warns when no trusted key may publish NAME.`,
+NAME); follow warns when no trusted key may publish NAME.
+
+` + profileHelp,
 		Example: `  trove follow laptop --activate
-  trove follow dotfiles --activate --run --timeout 2m`,
+  trove follow dotfiles --activate --run --timeout 2m
+  sudo trove follow desk --activate --run --profile /nix/var/nix/profiles/system`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runIt && !activate {
@@ -157,10 +175,11 @@ NAME); follow warns when no trusted key may publish NAME.`,
 			if t > 0 {
 				f.Timeout = t.String()
 			}
-			return a.setFollow(cmd.Context(), f, true)
+			return a.setFollow(cmd.Context(), f, true, a.abs(profilePath))
 		},
 	}
 	c.Flags().BoolVar(&activate, "activate", false, "switch the profile to each new generation")
+	c.Flags().StringVar(&profilePath, "profile", "", "keep NAME's profile at `PATH` (recorded; see above)")
 	c.Flags().BoolVar(&runIt, "run", false, "also run each generation's activation command")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop an activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	return c
@@ -174,17 +193,17 @@ func newUnfollowCmd(a *app) *cobra.Command {
 		Example: `  trove unfollow laptop`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.setFollow(cmd.Context(), agent.Follow{Name: args[0]}, false)
+			return a.setFollow(cmd.Context(), agent.Follow{Name: args[0]}, false, "")
 		},
 	}
 }
 
-func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool) error {
+func (a *app) setFollow(ctx context.Context, f agent.Follow, follow bool, profilePath string) error {
 	verb := "following"
 	if !follow {
 		verb = "no longer following"
 	}
-	r, err := call(ctx, a, localapi.SetFollow, localapi.FollowRequest{Follow: f, Stop: !follow}, nil)
+	r, err := call(ctx, a, localapi.SetFollow, localapi.FollowRequest{Follow: f, Stop: !follow, Profile: profilePath}, nil)
 	if r.NoPublisher {
 		fmt.Fprintf(a.stderr, "warning: no trusted key may publish %s, so every generation of it will be refused; trust the publisher's key with `trove trust add KEY --config %s`\n", f.Name, f.Name)
 	}
@@ -230,25 +249,33 @@ func newActivateCmd(a *app) *cobra.Command {
 	var gen uint64
 	var runIt, dryRun bool
 	var timeout time.Duration
-	var nixProfile string
+	var nixProfile, profilePath string
 	c := &cobra.Command{
 		Use:   "activate NAME",
 		Short: "Switch a profile to a generation of a configuration",
-		Long: `Make $TROVE_HOME/profiles/NAME point at the newest generation of NAME (or
---generation N), fetching its closure from peers first if it is not here.
-The switch is one atomic rename: the profile always points at a whole
-generation. --run runs the generation's activation command with its output
+		Long: `Make NAME's profile ($TROVE_HOME/profiles/NAME, or the one given with
+--profile) point at the newest generation of NAME (or --generation N),
+whose closure must be here (trove sync NAME fetches it). The switch is
+one atomic rename: the profile always points at a whole generation. --run runs the generation's activation command with its output
 shown, for at most --timeout (default: timeout in config.toml, else 10m),
 after which its whole process group is killed; if it fails, the new
 generation stays selected (as NixOS does) and trove says how to roll back.
 Activating an older generation holds a followed profile there, as
 trove rollback does. --dry-run says what would be fetched and what
-would change, and changes nothing. --nix-profile PATH also imports the
-closure into the local Nix store and sets that real Nix profile to it
-(nix-env -p PATH --set), so a NixOS machine can switch with its own tools.`,
+would change, and changes nothing.
+
+` + profileHelp + `
+
+--nix-profile PATH is for the embedded store: it also imports the
+closure into the local Nix store and sets that second, real Nix profile to
+it (nix-env -p PATH --set, numbered by Nix, each time activate is run with
+it; the agent does not keep it up to date). With --store nix, where NAME's
+profile is a Nix profile already, it is the same as --profile PATH:
+nothing is imported, and the generations keep trove's numbers.`,
 		Example: `  trove activate laptop --run
   trove activate laptop --generation 3
   trove activate laptop --dry-run
+  sudo trove activate desk --run --profile /nix/var/nix/profiles/system
   trove activate laptop --nix-profile /nix/var/nix/profiles/system`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -258,9 +285,7 @@ closure into the local Nix store and sets that real Nix profile to it
 				return err
 			}
 			req := localapi.ActivateRequest{Name: name, Generation: gen, Run: runIt, DryRun: dryRun, Timeout: t}
-			if nixProfile != "" {
-				req.NixProfile = a.abs(nixProfile)
-			}
+			req.NixProfile, req.Profile = a.abs(nixProfile), a.abs(profilePath)
 			r, err := call(cmd.Context(), a, localapi.Activate, req, events{a: a, waitName: name}.show)
 			if dryRun && err == nil {
 				fmt.Fprintf(a.stdout, "would switch %s from generation %d to %d (root %s)\n", name, r.From, r.To, r.Root)
@@ -278,7 +303,8 @@ closure into the local Nix store and sets that real Nix profile to it
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "say what would happen, change nothing")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
-	c.Flags().StringVar(&nixProfile, "nix-profile", "", "also set the real Nix profile `PATH` (imports the closure into Nix)")
+	c.Flags().StringVar(&profilePath, "profile", "", "keep NAME's profile at `PATH` (recorded; see above)")
+	c.Flags().StringVar(&nixProfile, "nix-profile", "", "embedded store: also set the real Nix profile `PATH` (imports the closure into Nix); --store nix: as --profile")
 	return c
 }
 
@@ -286,6 +312,7 @@ func newRollbackCmd(a *app) *cobra.Command {
 	var to uint64
 	var runIt bool
 	var timeout time.Duration
+	var profilePath string
 	c := &cobra.Command{
 		Use:   "rollback NAME",
 		Short: "Switch a profile back to the previous (or a given) generation",
@@ -297,7 +324,9 @@ activates only a generation newer than any the profile has had, never the
 one rolled back from, and trove status shows NAME as held back. To resume,
 run trove follow NAME --activate again (or trove activate NAME for the
 newest). If another activation of NAME is running, rollback waits for it,
-at most its timeout.`,
+at most its timeout.
+
+` + profileHelp,
 		Example: `  trove rollback laptop
   trove rollback laptop --to 2 --run`,
 		Args: exactArgs(1),
@@ -307,12 +336,13 @@ at most its timeout.`,
 			if err != nil {
 				return err
 			}
-			r, err := call(cmd.Context(), a, localapi.Rollback, localapi.RollbackRequest{Name: name, To: to, Run: runIt, Timeout: t}, events{a: a, waitName: name}.show)
+			r, err := call(cmd.Context(), a, localapi.Rollback, localapi.RollbackRequest{Name: name, To: to, Run: runIt, Timeout: t, Profile: a.abs(profilePath)}, events{a: a, waitName: name}.show)
 			a.printSwitch(r)
 			return err
 		},
 	}
 	c.Flags().Uint64Var(&to, "to", 0, "switch to generation `N`")
+	c.Flags().StringVar(&profilePath, "profile", "", "NAME's profile is at `PATH` (recorded; see above)")
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command of that generation")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	return c
@@ -320,11 +350,16 @@ at most its timeout.`,
 
 func newGenerationsCmd(a *app) *cobra.Command {
 	var asJSON bool
+	var profilePath, delProfilePath string
 	c := &cobra.Command{
 		Use:   "generations NAME",
 		Short: "List a profile's generations",
 		Long: `List the generations of profile NAME: number, date, root, closure size, and
-which is current. Every generation is a GC root until deleted.`,
+which is current. Every generation is a GC root until deleted.
+
+` + profileHelp + `
+Here --profile records nothing; it must be NAME's profile unless NAME has
+no generations yet.`,
 		Example: `  trove generations laptop
   trove generations laptop --json
   trove generations delete laptop 1 2
@@ -332,7 +367,7 @@ which is current. Every generation is a GC root until deleted.`,
   trove generations delete laptop +3`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := call(cmd.Context(), a, localapi.Generations, localapi.GenerationsRequest{Name: args[0]}, nil)
+			r, err := call(cmd.Context(), a, localapi.Generations, localapi.GenerationsRequest{Name: args[0], Profile: a.abs(profilePath)}, nil)
 			return show(a, asJSON, r.Generations, err, func(gens []profile.Generation) error {
 				if len(gens) == 0 {
 					fmt.Fprintf(a.stderr, "%s has no generations here\n", args[0])
@@ -352,19 +387,21 @@ which is current. Every generation is a GC root until deleted.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringVar(&profilePath, "profile", "", "NAME's profile is at `PATH` (see above)")
 	del := &cobra.Command{
 		Use:   "delete NAME (N... | Nd | +N)",
 		Short: "Delete old generations of a profile",
 		Long: `Delete generations of NAME: the numbers given, those older than N days (Nd),
 or all but the newest N (+N). The current generation is never deleted. Run
-trove gc afterwards to free their paths.`,
+trove gc afterwards to free their paths (with --store nix, Nix's
+nix-collect-garbage). --profile PATH is as trove generations --profile.`,
 		Example: `  trove generations delete laptop 1 2
   trove generations delete laptop 30d
   trove generations delete laptop +3`,
 		Args: minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			req := localapi.DeleteGenerationsRequest{Name: name}
+			req := localapi.DeleteGenerationsRequest{Name: name, Profile: a.abs(delProfilePath)}
 			for _, arg := range args[1:] {
 				sel, err := profile.ParseSelector(arg)
 				if err != nil {
@@ -380,6 +417,7 @@ trove gc afterwards to free their paths.`,
 			return nil
 		},
 	}
+	del.Flags().StringVar(&delProfilePath, "profile", "", "NAME's profile is at `PATH`")
 	c.AddCommand(del)
 	return c
 }

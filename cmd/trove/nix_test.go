@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"github.com/trove-p2p/trove/profile"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -150,4 +153,124 @@ func TestActivateSetsARealNixProfile(t *testing.T) {
 		t.Fatalf("nix-env lists no current generation: %q", gens)
 	}
 	nixtest.Run(t, "nix-store", "--delete", "--ignore-liveness", p)
+}
+
+// genLine is one generation as trove generations --json and nix-env
+// --list-generations both show it.
+type genLine struct {
+	n       uint64
+	current bool
+}
+
+// nixGenerations runs nix-env --list-generations -p profile on the Nix
+// store under root.
+func nixGenerations(t *testing.T, root, profile string) []genLine {
+	t.Helper()
+	out := nixtest.Run(t, "nix-env", "--store", "local?root="+root, "--list-generations", "-p", profile)
+	var gens []genLine
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			t.Fatalf("nix-env --list-generations printed %q", out)
+		}
+		gens = append(gens, genLine{n, slices.Contains(f, "(current)")})
+	}
+	return gens
+}
+
+// troveGenerations runs trove generations NAME --json.
+func troveGenerations(t *testing.T, home, name string, args ...string) []genLine {
+	t.Helper()
+	var gens []profile.Generation
+	if err := json.Unmarshal([]byte(mustTrove(t, home, append([]string{"generations", name, "--json"}, args...)...)), &gens); err != nil {
+		t.Fatal(err)
+	}
+	var out []genLine
+	for _, g := range gens {
+		out = append(out, genLine{g.Number, g.Current})
+	}
+	return out
+}
+
+// TestProfilePathOnNixStore: with the Nix store, trove activate --profile
+// PATH keeps the configuration's generations at PATH as nix-env -p PATH
+// does, so Nix's tools list and roll back the same generations as trove,
+// and Nix's garbage collector keeps them although PATH is outside Nix's
+// profiles directory. The path is recorded: later commands need no
+// --profile, and another path is refused.
+func TestProfilePathOnNixStore(t *testing.T) {
+	nixtest.Require(t)
+	nixtest.Isolate(t)
+	home, root := newHome(t), t.TempDir()
+	mustDo(t, os.MkdirAll(home, 0o755))
+	mustDo(t, os.WriteFile(filepath.Join(home, "config.toml"), []byte("store = \"nix\"\nnix_store = \"local?root="+root+"\"\n"), 0o644))
+	mustTrove(t, home, "key", "generate", "me-1")
+	var gens [2]string
+	for i := range gens {
+		dir := filepath.Join(t.TempDir(), "cfg")
+		mustDo(t, os.MkdirAll(dir, 0o755))
+		mustDo(t, os.WriteFile(filepath.Join(dir, "version"), []byte(fmt.Sprint("generation ", i+1)), 0o644))
+		gens[i] = strings.TrimSpace(mustTrove(t, home, "add", dir))
+	}
+	prof := filepath.Join(t.TempDir(), "profiles", "prof")
+	for i, p := range gens {
+		mustTrove(t, home, "publish", "cfg", p)
+		mustTrove(t, home, "activate", "cfg", "--profile", prof)
+		// As nix-env -p makes them: PATH → PATH-N-link → the store path.
+		link, _ := os.Readlink(prof)
+		target, _ := os.Readlink(filepath.Join(filepath.Dir(prof), link))
+		if want := fmt.Sprintf("prof-%d-link", i+1); link != want || target != p {
+			t.Fatalf("after activating generation %d: %s → %s → %s, want %s → %s", i+1, prof, link, target, want, p)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(root, "nix/var/nix/profiles/cfg")); err == nil {
+		t.Error("the profile was also made in Nix's profiles directory")
+	}
+	want := []genLine{{1, false}, {2, true}}
+	if got := troveGenerations(t, home, "cfg"); !slices.Equal(got, want) {
+		t.Fatalf("trove generations cfg (no --profile): %v, want %v", got, want)
+	}
+	if got := nixGenerations(t, root, prof); !slices.Equal(got, want) {
+		t.Fatalf("nix-env --list-generations -p %s: %v, want %v", prof, got, want)
+	}
+
+	nixtest.Run(t, "nix-env", "--store", "local?root="+root, "--rollback", "-p", prof)
+	want = []genLine{{1, true}, {2, false}}
+	if got := troveGenerations(t, home, "cfg"); !slices.Equal(got, want) {
+		t.Fatalf("trove generations after nix-env --rollback: %v, want %v", got, want)
+	}
+
+	// Nothing but the generation links roots the two paths now (trove's
+	// daemon connections are gone with its processes).
+	nixtest.Run(t, "nix-collect-garbage", "--store", "local?root="+root)
+	if out := nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--check-validity", "--print-invalid", gens[0], gens[1]); len(out) > 0 {
+		t.Fatalf("nix-collect-garbage collected generations of a profile outside Nix's profiles directory: %s", out)
+	}
+	// The roots go with the generation: deleting it lets Nix collect it.
+	mustTrove(t, home, "generations", "delete", "cfg", "2")
+	nixtest.Run(t, "nix-collect-garbage", "--store", "local?root="+root)
+	if out := strings.TrimSpace(string(nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--check-validity", "--print-invalid", gens[0], gens[1]))); out != gens[1] {
+		t.Fatalf("after deleting generation 2 and collecting, invalid: %q, want %s", out, gens[1])
+	}
+
+	// Another path for cfg is refused, and changes nothing.
+	other := filepath.Join(t.TempDir(), "other")
+	if _, stderr, code := runTrove(t, home, "activate", "cfg", "--generation", "1", "--profile", other); code == 0 || !strings.Contains(stderr, "does not move it") {
+		t.Fatalf("activate with another --profile: exit %d, %q", code, stderr)
+	}
+	if _, err := os.Lstat(other); err == nil {
+		t.Fatal("a refused --profile made a profile")
+	}
+	// --nix-profile on the Nix store is --profile: nothing imported, and
+	// no second profile numbered by Nix.
+	if out := mustTrove(t, home, "activate", "cfg", "--generation", "1", "--nix-profile", prof); !strings.Contains(out, "switched cfg from generation 1 to 1") {
+		t.Fatalf("activate --nix-profile (the profile's own path) printed %q", out)
+	}
+	if _, stderr, code := runTrove(t, home, "activate", "cfg", "--generation", "1", "--nix-profile", other); code == 0 || !strings.Contains(stderr, "does not move it") {
+		t.Fatalf("activate --nix-profile elsewhere on the Nix store: exit %d, %q", code, stderr)
+	}
 }
