@@ -56,7 +56,8 @@ type NixOptions struct {
 
 var (
 	keyBackend = []byte("meta/backend")
-	pfxNixRec  = []byte("x/") // x/<hash> → nixRecord: what the index of a Nix path was computed against
+	keyNixRoot = []byte("meta/nixroot") // the Nix store's root, "" for the machine's
+	pfxNixRec  = []byte("x/")           // x/<hash> → nixRecord: what the index of a Nix path was computed against
 )
 
 // nixRecord says which Nix path (and which registration of it) the
@@ -535,35 +536,87 @@ func (s *Store) Backend() string {
 	return BackendEmbedded
 }
 
-// checkBackend records the home's backend when it is new and refuses to
-// open it with the other one.
-func (s *Store) checkBackend(want string) (string, error) {
-	var got string
+// checkKind records the home's backend, and for the Nix backend which
+// Nix store (its root, "" for the machine's), when the home is new, and
+// refuses to open it as another. A Nix-backed home opened without naming
+// a Nix store opens on the one it was made with: its records describe
+// that store's paths, and a later command that forgot --nix-store must
+// not quietly work on the machine's store instead.
+func (s *Store) checkKind(want Kind) (Kind, error) {
+	got := want
 	err := s.db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyBackend)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			// A home made before backends were recorded holds an
-			// embedded store if it holds anything.
-			got = want
-			if got == "" {
-				got = BackendEmbedded
-			}
-			return txn.Set(keyBackend, []byte(got))
-		}
+		backend, ok, err := getMeta(txn, keyBackend)
 		if err != nil {
 			return err
 		}
-		v, err := item.ValueCopy(nil)
-		got = string(v)
-		return err
+		if !ok {
+			// A home made before backends were recorded holds an
+			// embedded store if it holds anything.
+			if got.Backend == "" {
+				got.Backend = BackendEmbedded
+			}
+			if err := txn.Set(keyBackend, []byte(got.Backend)); err != nil {
+				return err
+			}
+		} else {
+			got.Backend = backend
+		}
+		if got.Backend != BackendNix {
+			return nil
+		}
+		root, ok, err := getMeta(txn, keyNixRoot)
+		switch {
+		case err != nil:
+			return err
+		case !ok: // new, or made before Nix stores were recorded
+			return txn.Set(keyNixRoot, []byte(want.Nix.Root))
+		case want.Backend == "" || want.Nix == (NixOptions{}):
+			if root != "" {
+				got.Nix = NixOptions{StoreURI: "local?root=" + root, Root: root}
+			}
+		case want.Nix.Root != root:
+			return fmt.Errorf("the trove home %s was made for %s, not %s: give --nix-store %s, or give --home another directory",
+				s.home, nixStoreName(root), nixStoreName(want.Nix.Root), nixStoreArg(root))
+		}
+		return nil
 	})
 	if err != nil {
-		return "", err
+		return got, err
 	}
-	if want != "" && want != got {
-		return "", fmt.Errorf("the trove home %s was made for the %s store, not the %s store: use it with --store %s, or give --home another directory for the %s store", s.home, got, want, got, want)
+	if want.Backend != "" && want.Backend != got.Backend {
+		return got, fmt.Errorf("the trove home %s was made for the %s store, not the %s store: use it with --store %s, or give --home another directory for the %s store",
+			s.home, got.Backend, want.Backend, got.Backend, want.Backend)
 	}
 	return got, nil
+}
+
+// getMeta reads a meta key; ok is false if it is not set.
+func getMeta(txn *badger.Txn, k []byte) (v string, ok bool, err error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	b, err := item.ValueCopy(nil)
+	return string(b), err == nil, err
+}
+
+// nixStoreName names the Nix store under root for people.
+func nixStoreName(root string) string {
+	if root == "" {
+		return "the machine's Nix store"
+	}
+	return "the Nix store under " + root
+}
+
+// nixStoreArg is the --nix-store argument for the Nix store under root.
+func nixStoreArg(root string) string {
+	if root == "" {
+		return "daemon"
+	}
+	return "local?root=" + root
 }
 
 // nixGCRoot makes p a root of Nix's garbage collector through a symlink

@@ -99,6 +99,33 @@ func TestNixStoreFollowsNix(t *testing.T) {
 }
 
 // TestNixStoreErrors: what a user sees when the Nix store cannot be used.
+// TestNixStoreRemembered: a home made on a Nix store opens on that store
+// when a later command names none, not on the machine's.
+func TestNixStoreRemembered(t *testing.T) {
+	nixtest.Require(t)
+	home, root := t.TempDir(), t.TempDir()
+	kind, err := store.ParseKind(store.BackendNix, "local?root="+root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(home, store.Options{Kind: kind})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for _, k := range []store.Kind{{}, {Backend: store.BackendNix}} {
+		s, err := store.Open(home, store.Options{Kind: k})
+		if err != nil {
+			t.Fatalf("opening with %+v: %v", k, err)
+		}
+		p := nix.Path{Hash: nix.PathHash{1}, Name: "x"}
+		if got, want := s.TreePath(p), filepath.Join(root, "nix/store", p.String()); s.Backend() != store.BackendNix || got != want {
+			t.Errorf("opened with %+v: backend %s, trees at %s, want nix and %s", k, s.Backend(), got, want)
+		}
+		s.Close()
+	}
+}
+
 func TestNixStoreErrors(t *testing.T) {
 	nixtest.Require(t)
 	for _, tt := range []struct {
@@ -128,6 +155,18 @@ func TestNixStoreErrors(t *testing.T) {
 			_, err = store.Open(home, store.Options{Kind: kind})
 			return err
 		}, "was made for the embedded store"},
+		{"home of another Nix store", func(t *testing.T) error {
+			home := t.TempDir()
+			kind, _ := store.ParseKind(store.BackendNix, "local?root="+t.TempDir())
+			s, err := store.Open(home, store.Options{Kind: kind})
+			if err != nil {
+				return err
+			}
+			s.Close()
+			other, _ := store.ParseKind(store.BackendNix, "local?root="+t.TempDir())
+			_, err = store.Open(home, store.Options{Kind: other})
+			return err
+		}, "was made for the Nix store under"},
 		{"bad --nix-store", func(t *testing.T) error {
 			_, err := store.ParseKind(store.BackendNix, "ssh://elsewhere")
 			return err

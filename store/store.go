@@ -182,12 +182,13 @@ func Open(home string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	backend, err := s.checkBackend(opts.Backend)
+	kind, err := s.checkKind(opts.Kind)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	if backend == BackendNix {
+	opts.Kind = kind
+	if kind.Backend == BackendNix {
 		s.treeDir = filepath.Join(opts.Nix.Root, s.storeDir)
 		if s.nix, err = openNix(context.Background(), s.storeDir, opts.Nix); err != nil {
 			s.Close()
