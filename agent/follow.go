@@ -340,6 +340,10 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 			return // up to date, or held back by a manual switch
 		}
 	}
+	// Nix's collector must not take what the sync delivers (or finds
+	// valid) before the profile roots it, however long the sync takes.
+	release := a.Store.Hold()
+	defer release()
 	if ok, _ := a.Store.IsValid(m.Root); !ok {
 		if len(a.Node.ConnectedPeers()) == 0 {
 			return // a peer connecting wakes us again

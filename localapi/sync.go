@@ -76,6 +76,9 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetc
 		}
 		opts.Vouched = vouched
 	}
+	// Until the sync ends; then, as after `nix copy`, what it delivered
+	// stays Nix's to collect once nothing roots it.
+	defer s.Hold()()
 	return fetch.New(s, n, opts).Fetch(ctx, paths)
 }
 

@@ -27,6 +27,22 @@ func (s *Store) AddRoot(p nix.Path) error {
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(key(pfxRoot, p.Hash[:]), []byte(p.Name)) })
 }
 
+// Hold keeps what a sync works with from Nix's garbage collector until
+// release is called: every path the store adds or finds valid meanwhile
+// stays a temporary root, however long that takes, so a sync longer than
+// the temporary roots last does not lose the paths it delivered first (or
+// found valid) before the profile that needs them roots them. Call release
+// once the paths are rooted or no longer needed; afterwards they stay
+// rooted for a while longer, as after Nix's own substitution. The embedded
+// store's collector runs in the agent that owns the home and needs no
+// hold.
+func (s *Store) Hold() (release func()) {
+	if s.nix == nil {
+		return func() {}
+	}
+	return s.nix.hold()
+}
+
 // RemoveRoot removes an explicit GC root; removing a non-root is an error.
 func (s *Store) RemoveRoot(p nix.Path) error {
 	if s.nix != nil {

@@ -90,14 +90,17 @@ type nixBackend struct {
 	// substitution.
 	idle []pooled
 	// Temporary roots keep Nix's garbage collector off the paths being
-	// served. They last as long as the connection that made them, so they
-	// are made on one connection that is replaced every rootTTL (the old
-	// one is closed one period later): a path served now stays rooted for
-	// at least rootTTL after the last time it was served.
-	roots      *nixdaemon.Client
-	oldRoots   *nixdaemon.Client
-	rootsSince time.Time
-	rooted     map[nix.PathHash]bool
+	// served or added. They last as long as the connection that made
+	// them, so they are made on one connection that is replaced every
+	// rootTTL (the old one is closed one period later), unless a Hold is
+	// open: a path served now stays rooted for at least rootTTL after the
+	// last time it was served.
+	roots, oldRoots           *nixdaemon.Client
+	rootsSince, oldRootsSince time.Time
+	rooted                    map[nix.PathHash]bool
+	// holds counts the open Holds: while one is, the temporary roots are
+	// not replaced, and every path found valid is rooted too.
+	holds int
 }
 
 // rootTTL is a var for tests.
@@ -180,6 +183,9 @@ func (b *nixBackend) checkStoreDir(ctx context.Context) error {
 // older than rootTTL (an agent calls do at least every IndexInterval).
 func (b *nixBackend) do(ctx context.Context, fn func(c *nixdaemon.Client) error) error {
 	b.mu.Lock()
+	if c := b.rotateLocked(); c != nil {
+		defer c.Close()
+	}
 	var retired []pooled
 	fresh := b.idle[:0]
 	for _, pc := range b.idle {
@@ -222,15 +228,28 @@ func (b *nixBackend) do(ctx context.Context, fn func(c *nixdaemon.Client) error)
 	return err
 }
 
+// rotateLocked replaces the temporary roots once they are rootTTL old,
+// unless a Hold is open: the connection holding them is kept one period
+// more, then closed, which drops its roots. It returns the connection to
+// close, if any. The caller holds b.mu.
+func (b *nixBackend) rotateLocked() (drop *nixdaemon.Client) {
+	switch {
+	case b.holds > 0:
+	case b.roots != nil && time.Since(b.rootsSince) > rootTTL:
+		drop = b.oldRoots
+		b.oldRoots, b.oldRootsSince, b.roots = b.roots, time.Now(), nil
+		clear(b.rooted)
+	case b.oldRoots != nil && time.Since(b.oldRootsSince) > rootTTL:
+		drop, b.oldRoots = b.oldRoots, nil
+	}
+	return drop
+}
+
 // tempRoot keeps p from Nix's garbage collector for at least rootTTL.
 func (b *nixBackend) tempRoot(ctx context.Context, p nix.Path) error {
 	b.mu.Lock()
-	if b.roots != nil && time.Since(b.rootsSince) > rootTTL {
-		if b.oldRoots != nil {
-			b.oldRoots.Close()
-		}
-		b.oldRoots, b.roots = b.roots, nil
-		clear(b.rooted)
+	if c := b.rotateLocked(); c != nil {
+		defer c.Close()
 	}
 	if b.rooted[p.Hash] {
 		b.mu.Unlock()
@@ -292,7 +311,36 @@ func (b *nixBackend) pathInfo(ctx context.Context, p nix.Path) (pi *nix.PathInfo
 	if errors.Is(err, nix.ErrNotValid) {
 		return nil, fmt.Errorf("%s: %w", p.Abs(b.dir), nix.ErrNotValid)
 	}
+	if err == nil {
+		err = b.keep(ctx, p)
+	}
 	return pi, err
+}
+
+// hold starts a Hold; the function it returns ends it.
+func (b *nixBackend) hold() (release func()) {
+	b.mu.Lock()
+	b.holds++
+	b.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			b.holds--
+			b.mu.Unlock()
+		})
+	}
+}
+
+// keep roots p, found valid, while a Hold is open.
+func (b *nixBackend) keep(ctx context.Context, p nix.Path) error {
+	b.mu.Lock()
+	held := b.holds > 0
+	b.mu.Unlock()
+	if !held {
+		return nil
+	}
+	return b.tempRoot(ctx, p)
 }
 
 func (b *nixBackend) pathOf(ctx context.Context, h nix.PathHash) (p nix.Path, err error) {
@@ -311,6 +359,9 @@ func (b *nixBackend) isValid(ctx context.Context, p nix.Path) (ok bool, err erro
 		ok, err = c.IsValidPath(ctx, p)
 		return err
 	})
+	if ok && err == nil {
+		err = b.keep(ctx, p)
+	}
 	return ok, err
 }
 
@@ -328,6 +379,11 @@ func (b *nixBackend) allValid(ctx context.Context) (ps []nix.Path, err error) {
 // to info.NarSize bytes, so a short or long NAR never reaches the daemon
 // whole.
 func (b *nixBackend) add(ctx context.Context, info *nix.PathInfo, r io.Reader) error {
+	// Rooted first, as Nix's own substitution does: the connection that
+	// adds it roots it too, but only until that connection retires.
+	if err := b.tempRoot(ctx, info.Path); err != nil {
+		return err
+	}
 	err := b.do(ctx, func(c *nixdaemon.Client) error {
 		return c.AddToStoreNar(ctx, info, r, true)
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -181,6 +182,80 @@ func TestNixStoreErrors(t *testing.T) {
 	}
 }
 
+// outliveRoots waits, using s meanwhile, until the temporary roots s made
+// (rootTTL shortened) have been dropped, unless a Hold keeps them.
+func outliveRoots(t *testing.T, s *store.Store, p nix.Path) {
+	t.Helper()
+	for range 3 {
+		time.Sleep(100 * time.Millisecond)
+		if _, err := s.IsValid(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestNixStoreHoldKeepsWhatItDelivered: while a Hold is open (a sync),
+// what the store added and what it found valid stay rooted however long
+// it takes, and Nix's garbage collector leaves them; without one, they are
+// Nix's to collect once the temporary roots lapse.
+func TestNixStoreHoldKeepsWhatItDelivered(t *testing.T) {
+	nixtest.Require(t)
+	defer store.SetRootTTL(50 * time.Millisecond)()
+	for _, held := range []bool{true, false} {
+		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
+			root := t.TempDir()
+			s := openNixAt(t, root)
+			found := strings.TrimSpace(string(nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--add", writeFile(t, "found valid"))))
+			fp, err := nix.ParsePath(nix.DefaultStoreDir, found)
+			if err != nil {
+				t.Fatal(err)
+			}
+			release := func() {}
+			if held {
+				release = s.Hold()
+			}
+			if ok, err := s.IsValid(fp); err != nil || !ok {
+				t.Fatalf("IsValid(%s) = %v, %v", found, ok, err)
+			}
+			file := writeFile(t, "delivered")
+			var nar bytes.Buffer
+			if _, err := nix.DumpNAR(&nar, file); err != nil {
+				t.Fatal(err)
+			}
+			narHash := nix.Hash(sha256.Sum256(nar.Bytes()))
+			dp, err := nix.MakePath(nix.DefaultStoreDir, "output:out", nix.Hash{2}, "delivered")
+			if err != nil {
+				t.Fatal(err)
+			}
+			info := &nix.PathInfo{Path: dp, NarHash: narHash, NarSize: uint64(nar.Len())}
+			if _, err := s.AddNAR(context.Background(), info, bytes.NewReader(nar.Bytes())); err != nil {
+				t.Fatal(err)
+			}
+			outliveRoots(t, s, dp)
+			nixtest.Run(t, "nix-collect-garbage", "--store", "local?root="+root)
+			for _, p := range []nix.Path{fp, dp} {
+				ok, err := s.IsValid(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok != held {
+					t.Errorf("held=%v: %s valid after Nix's GC: %v", held, p.Abs(nix.DefaultStoreDir), ok)
+				}
+			}
+			release()
+		})
+	}
+}
+
+func writeFile(t *testing.T, contents string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(file, []byte(contents+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 // TestNixStoreReindexesReplacedPath: a path trove added becomes
 // collectable by Nix once the connection that added it retires, and an
 // input-addressed path that Nix deletes and registers again with other
@@ -222,10 +297,7 @@ func TestNixStoreReindexesReplacedPath(t *testing.T) {
 	// it; once that connection retires (any use of the store after
 	// rootTTL), Nix may delete the path.
 	defer store.SetRootTTL(50 * time.Millisecond)()
-	time.Sleep(100 * time.Millisecond)
-	if _, err := s.IsValid(p); err != nil {
-		t.Fatal(err)
-	}
+	outliveRoots(t, s, p)
 	nixtest.Run(t, "nix-store", "--store", "local?root="+root, "--delete", p.Abs(nix.DefaultStoreDir))
 	want := add("second build, other bytes\n")
 	got, err := s.ChunkIndexOf(p.Hash)
