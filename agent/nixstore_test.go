@@ -182,8 +182,22 @@ func TestNixSubstituterWithoutCopy(t *testing.T) {
 	}
 	added := strings.TrimSpace(nixIn(t, r0, "nix-store", "--add", src))
 	before := dirBytes(t, cache.Home)
-	nixIn(t, r1, "nix-store", "-r", added, "--option", "substituters", "http://"+cache.CacheAddr().String(),
-		"--option", "require-sigs", "false")
+	// Nix asks for the narinfo, at which the agent delivers the path into
+	// Nix's store; Nix then finds it valid and downloads no NAR (its
+	// --debug log names every URL it downloads).
+	cmd := nixtest.Command(t, "nix-store", "--store", "local?root="+r1, "-r", added,
+		"--option", "substituters", "http://"+cache.CacheAddr().String(), "--option", "require-sigs", "false", "--debug")
+	combined, err := cmd.CombinedOutput()
+	out := string(combined)
+	if err != nil {
+		t.Fatalf("nix-store -r: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, ".narinfo") {
+		t.Fatalf("nix-store -r did not ask the cache for the narinfo (is --debug still logging downloads?):\n%s", out)
+	}
+	if strings.Contains(out, "/nar/") {
+		t.Fatalf("Nix downloaded the NAR too, so the path was sent twice:\n%s", out)
+	}
 	if out := nixIn(t, r1, "nix-store", "--verify-path", added); out != "" {
 		t.Fatalf("nix-store --verify-path: %s", out)
 	}
