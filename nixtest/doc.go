@@ -9,4 +9,9 @@
 // data directories under the test's temporary directory, so a test neither
 // reads nor pollutes the user's ~/.cache/nix (Nix 2.8 caches binary-cache
 // answers there without expiry).
+//
+// StartDaemon runs a nix-daemon listening on a socket of its own, on a
+// chroot store under a temporary directory, as the daemon of a multi-user
+// install (only root trusted); RunAsNobody runs a test of the same binary
+// as the user nobody, a client that daemon does not trust.
 package nixtest

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -21,8 +22,8 @@ const RequireEnv = "TROVE_REQUIRE_NIX"
 // TROVE_REQUIRE_NIX=1.
 func Require(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("nix-store"); err == nil {
-		err := usable()
+	if path, err := exec.LookPath("nix-store"); err == nil {
+		err := usableCached(path)
 		if err == nil {
 			return
 		}
@@ -37,6 +38,20 @@ func Require(t testing.TB) {
 		return
 	}
 	t.Skip(MissingMessage)
+}
+
+var usableMemo sync.Map // nix-store's path → usable's answer
+
+// usableCached is usable, asked once per nix-store a process finds: a
+// test that starts several daemons checks Nix once.
+func usableCached(nixStore string) error {
+	if err, ok := usableMemo.Load(nixStore); ok {
+		err, _ := err.(error)
+		return err
+	}
+	err := usable()
+	usableMemo.Store(nixStore, err)
+	return err
 }
 
 // usable reports why this user cannot use the installed Nix's store (as

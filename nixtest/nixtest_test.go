@@ -1,12 +1,16 @@
 package nixtest
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -114,5 +118,53 @@ func TestBuildFixtureClosure(t *testing.T) {
 		if _, err := os.Lstat(p); err != nil {
 			t.Errorf("fixture path missing after build: %v", err)
 		}
+	}
+}
+
+// TestStartDaemon: the daemon answers on its socket, acts on its chroot
+// store, and is gone with its socket and per-connection processes when
+// the test that started it ends.
+func TestStartDaemon(t *testing.T) {
+	RequireDaemon(t)
+	root := t.TempDir()
+	var d *Daemon
+	t.Run("running", func(t *testing.T) {
+		d = StartDaemon(t, root)
+		if fi, err := os.Stat(filepath.Dir(d.Socket)); err != nil || fi.Mode().Perm()&0o005 != 0o005 {
+			t.Errorf("the socket's directory is not open to other users: %v, %v", fi.Mode(), err)
+		}
+		for range 2 { // one connection left open for the cleanup to end
+			c, err := net.Dial("unix", d.Socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			// The worker protocol's handshake: WORKER_MAGIC_1 in, WORKER_MAGIC_2 out.
+			if _, err := c.Write(binary.LittleEndian.AppendUint64(nil, 0x6e697863)); err != nil {
+				t.Fatal(err)
+			}
+			var reply [8]byte
+			if _, err := io.ReadFull(c, reply[:]); err != nil || binary.LittleEndian.Uint64(reply[:]) != 0x6478696f {
+				t.Fatalf("handshake reply %x, %v", reply, err)
+			}
+		}
+		if len(children(d.cmd.Process.Pid)) == 0 {
+			t.Error("no per-connection process for open connections")
+		}
+		if _, err := os.Stat(filepath.Join(root, "nix/var/nix/db/db.sqlite")); err != nil {
+			t.Errorf("the daemon did not open the chroot store: %v", err)
+		}
+	})
+	if d == nil {
+		t.FailNow()
+	}
+	if err := d.cmd.Process.Signal(syscall.Signal(0)); err == nil {
+		t.Errorf("nix-daemon %d still runs", d.cmd.Process.Pid)
+	}
+	if _, err := os.Stat(filepath.Dir(d.Socket)); !os.IsNotExist(err) {
+		t.Errorf("socket directory left behind: %v", err)
+	}
+	if kids := children(d.cmd.Process.Pid); len(kids) > 0 {
+		t.Errorf("processes of the daemon left: %v", kids)
 	}
 }
