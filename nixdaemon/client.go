@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/trove-p2p/trove/nix"
@@ -70,7 +71,22 @@ func Dial(ctx context.Context, socket string, o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nixdaemon: %w", err)
 	}
-	return newClient(ctx, conn, conn, conn, o)
+	c, err := newClient(ctx, conn, conn, conn, o)
+	if err != nil && hungUp(err) {
+		return nil, fmt.Errorf("nixdaemon: %s: %w (%v)", socket, ErrHungUp, err)
+	}
+	return c, err
+}
+
+// ErrHungUp is wrapped by Dial's error when the daemon accepted the
+// connection but closed it without answering the handshake, as nix-daemon
+// does to a user its allowed-users (and trusted-users) do not list.
+var ErrHungUp = errors.New("the Nix daemon hung up during the handshake")
+
+// hungUp reports whether err says the peer closed the connection.
+func hungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // Start runs `nix-daemon --stdio` (with `--store storeURI` unless storeURI

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,31 +18,46 @@ const storeDir = nix.DefaultStoreDir
 // requireDaemon skips (or fails, with TROVE_REQUIRE_NIX=1) without Nix.
 func requireDaemon(t testing.TB) {
 	t.Helper()
-	nixtest.Require(t)
-	if _, err := exec.LookPath("nix-daemon"); err != nil {
-		if os.Getenv(nixtest.RequireEnv) == "1" {
-			t.Fatal("nix-daemon not found (" + nixtest.RequireEnv + "=1 is set)")
-		}
-		t.Skip("nix-daemon not found; install nix-bin to run Nix interop tests")
-	}
+	nixtest.RequireDaemon(t)
 }
 
-// testStore is a private chroot store served by `nix-daemon --stdio`.
+// The transports a test store is reached by: a private `nix-daemon
+// --stdio` per client (Start), or the socket of a nix-daemon listening for
+// the test (Dial), as on a multi-user install.
+const (
+	stdio  = "stdio"
+	socket = "socket"
+)
+
+var transports = []string{stdio, socket}
+
+// testStore is a private chroot store served by `nix-daemon --stdio`, or
+// by a listening nix-daemon.
 type testStore struct {
-	root string // the chroot: the store is root/nix/store
-	uri  string
+	root   string // the chroot: the store is root/nix/store
+	uri    string
+	socket string // the listening daemon's, "" for --stdio
 }
 
-func newTestStore(t testing.TB) *testStore {
+// newTestStore makes a store reached by --stdio.
+func newTestStore(t testing.TB) *testStore { return newTestStoreOver(t, stdio) }
+
+// newTestStoreOver makes a store reached by transport.
+func newTestStoreOver(t testing.TB, transport string) *testStore {
 	t.Helper()
 	requireDaemon(t)
 	nixtest.Isolate(t)
 	root := t.TempDir()
 	t.Cleanup(func() { nix.RemoveTree(root) })
-	return &testStore{root: root, uri: "local?root=" + root}
+	s := &testStore{root: root, uri: "local?root=" + root}
+	if transport == socket {
+		s.socket = nixtest.StartDaemon(t, root).Socket
+	}
+	return s
 }
 
-// client starts a daemon on the store; it is closed when the test ends.
+// client connects to the store: starts a daemon on it, or dials its
+// daemon. It is closed when the test ends.
 func (s *testStore) client(t testing.TB, o Options) *Client {
 	t.Helper()
 	if o.Log == nil {
@@ -51,7 +65,13 @@ func (s *testStore) client(t testing.TB, o Options) *Client {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Start(ctx, s.uri, o)
+	var c *Client
+	var err error
+	if s.socket != "" {
+		c, err = Dial(ctx, s.socket, o)
+	} else {
+		c, err = Start(ctx, s.uri, o)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,8 +37,19 @@ var versions = []struct {
 	{"1.22", 1<<8 | 22},
 }
 
+// overTransports runs test once for each transport, as a subtest.
+func overTransports(t *testing.T, test func(t *testing.T, transport string)) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { test(t, tr) })
+	}
+}
+
 func TestHandshake(t *testing.T) {
-	s := newTestStore(t)
+	overTransports(t, testHandshake)
+}
+
+func testHandshake(t *testing.T, transport string) {
+	s := newTestStoreOver(t, transport)
 	for _, v := range versions {
 		t.Run(v.name, func(t *testing.T) {
 			c := s.client(t, Options{version: v.version})
@@ -56,9 +67,13 @@ func TestHandshake(t *testing.T) {
 // TestAddAndQuery adds two paths, one referring to the other, and checks
 // every query against what Nix's own commands say about the store.
 func TestAddAndQuery(t *testing.T) {
+	overTransports(t, testAddAndQuery)
+}
+
+func testAddAndQuery(t *testing.T, transport string) {
 	for _, v := range versions {
 		t.Run(v.name, func(t *testing.T) {
-			s := newTestStore(t)
+			s := newTestStoreOver(t, transport)
 			c := s.client(t, Options{version: v.version})
 			ctx := context.Background()
 
@@ -214,7 +229,11 @@ func (f *failingReader) Read(p []byte) (int, error) {
 // TestAddRefused checks that what the daemon or the client refuses leaves
 // the store as it was.
 func TestAddRefused(t *testing.T) {
-	s := newTestStore(t)
+	overTransports(t, testAddRefused)
+}
+
+func testAddRefused(t *testing.T, transport string) {
+	s := newTestStoreOver(t, transport)
 	ctx := context.Background()
 	base, baseNAR := sourceInfo(t, tree{"f": "base\n"}.write(t), "base", nil)
 	if err := add(ctx, s.client(t, Options{}), base, baseNAR, true); err != nil {
@@ -300,7 +319,11 @@ type cancelWriter struct{ cancel context.CancelFunc }
 func (w cancelWriter) Write(p []byte) (int, error) { w.cancel(); return len(p), nil }
 
 func TestCancelCloses(t *testing.T) {
-	s := newTestStore(t)
+	overTransports(t, testCancelCloses)
+}
+
+func testCancelCloses(t *testing.T, transport string) {
+	s := newTestStoreOver(t, transport)
 	c := s.client(t, Options{})
 	dir := t.TempDir()
 	randomFile(t, dir, 64<<20)
@@ -367,7 +390,11 @@ func TestCancelSilentDaemon(t *testing.T) {
 
 // TestConcurrent shares one Client between goroutines.
 func TestConcurrent(t *testing.T) {
-	s := newTestStore(t)
+	overTransports(t, testConcurrent)
+}
+
+func testConcurrent(t *testing.T, transport string) {
+	s := newTestStoreOver(t, transport)
 	c := s.client(t, Options{})
 	ctx := context.Background()
 	info, nar := sourceInfo(t, tree{"f": "shared\n"}.write(t), "shared", nil)
