@@ -137,6 +137,9 @@ func openNix(ctx context.Context, storeDir string, opts NixOptions) (*nixBackend
 		}
 		_, lookErr := exec.LookPath("nix-daemon")
 		switch {
+		case errors.Is(err, nixdaemon.ErrHungUp):
+			// The daemon runs but turned this user away.
+			return nil, fmt.Errorf("the Nix daemon turned this user away (%v): it lets only the users in allowed-users (and trusted-users) of nix.conf connect; add this user, or a group of theirs as @group, there", err)
 		case lookErr != nil && errors.Is(err, os.ErrNotExist):
 			return nil, errNixMissing()
 		case os.Geteuid() != 0:
