@@ -34,7 +34,7 @@ const (
 	// MaxTokenAddrs is the most addresses a token carries.
 	MaxTokenAddrs = 8
 	// MaxTokenLen caps a token's text, checked before decoding.
-	MaxTokenLen = 1024
+	MaxTokenLen  = 1024
 	tokenVersion = 1
 	maxAddrLen   = 64
 	checksumLen  = 4
