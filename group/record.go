@@ -181,3 +181,18 @@ func beats(r, cur *Record) bool {
 	}
 	return bytes.Compare(r.Sig, cur.Sig) > 0
 }
+
+// recordLimits bound one encoded record: a map of 7 pairs.
+var decRecord = strictcbor.MustDecoder(strictcbor.Limits{Wire: 1 << 10, Items: 16, Array: 1, MapPairs: 8, Nested: 1})
+
+// Encode is the record's canonical encoding.
+func (r *Record) Encode() ([]byte, error) { return strictcbor.Marshal(r) }
+
+// DecodeRecord decodes and verifies one record.
+func DecodeRecord(b []byte) (Record, error) {
+	var r Record
+	if err := decRecord.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%w: %v", ErrBadRecord, err)
+	}
+	return r, r.Verify()
+}

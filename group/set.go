@@ -186,3 +186,21 @@ func (s *Set) Adopt(in []Record, inviter peer.ID) []peer.ID {
 	}
 	return s.Merge(in, func(p peer.ID) bool { return theirs[p] })
 }
+
+// Put keeps r if its signature verifies and it beats the record held for
+// its peer, whoever signed it: for records read back from this member's
+// own file, which were accepted when they came.
+func (s *Set) Put(r Record) error {
+	if err := r.Verify(); err != nil {
+		return err
+	}
+	p := r.PeerID()
+	if cur, ok := s.recs[p]; ok && !beats(&r, &cur) {
+		return nil
+	}
+	if _, ok := s.recs[p]; !ok && len(s.recs) >= MaxMembers {
+		return fmt.Errorf("more than %d records", MaxMembers)
+	}
+	s.recs[p] = r
+	return nil
+}
