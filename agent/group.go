@@ -178,10 +178,17 @@ func (a *Agent) startGroup() {
 	}
 }
 
-// JoinsOpen reports whether a machine may come to ask to join: while an
+// JoinsOpen reports whether machine p may come to ask to join: while an
 // invitation is open, or closed less than a day ago, so that a used or
-// expired token gets a clear refusal rather than a closed connection.
-func (k keeper) JoinsOpen() bool { return len(k.a.invites.List(time.Now())) > 0 }
+// expired token gets a clear refusal rather than a closed connection. A
+// removed member may not: only a member adding it again (peer allow)
+// brings it back, so a stolen machine cannot rejoin with a token it saw.
+func (k keeper) JoinsOpen(p peer.ID) bool {
+	k.a.trustMu.Lock()
+	r, ok := k.a.members.Set.Get(p)
+	k.a.trustMu.Unlock()
+	return !(ok && r.Removed) && len(k.a.invites.List(time.Now())) > 0
+}
 
 // Join admits a machine that presents an open invitation's secret.
 func (k keeper) Join(ctx context.Context, j p2p.Joiner) (p2p.GroupUpdate, error) {

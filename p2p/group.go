@@ -39,8 +39,10 @@ const (
 	maxMemberAddrs = 8
 	maxAddrBytes   = 64
 	// joinWindow is how long a stranger admitted to join may stay
-	// connected without becoming a member.
+	// connected without becoming a member, and joinStart how soon it must
+	// have asked to join.
 	joinWindow = 15 * time.Second
+	joinStart  = 2 * time.Second
 	// maxJoiners is the most strangers admitted at once.
 	maxJoiners = 16
 	// joinRate and joinBurst bound join attempts per second, from all peers.
@@ -103,9 +105,8 @@ type Joiner struct {
 
 // GroupKeeper keeps the group; the agent is one.
 type GroupKeeper interface {
-	// JoinsOpen reports whether a stranger may connect to ask to join
-	// (some invitation is open).
-	JoinsOpen() bool
+	// JoinsOpen reports whether stranger p may connect to ask to join.
+	JoinsOpen(p peer.ID) bool
 	// Join answers a machine asking to join: the group as it stands with
 	// the machine in it, or an error whose message the machine is told.
 	Join(ctx context.Context, j Joiner) (GroupUpdate, error)
@@ -129,6 +130,7 @@ type joiners struct {
 
 	mu      sync.Mutex
 	pending map[peer.ID]int // strangers admitted, by connections admitted
+	asking  map[peer.ID]int // strangers with a join stream open
 	tokens  float64         // join attempts that may start now
 	last    time.Time
 }
@@ -137,13 +139,13 @@ func newJoiners(k GroupKeeper) *joiners {
 	if k == nil {
 		return nil
 	}
-	return &joiners{keeper: k, pending: map[peer.ID]int{}, tokens: joinBurst}
+	return &joiners{keeper: k, pending: map[peer.ID]int{}, asking: map[peer.ID]int{}, tokens: joinBurst}
 }
 
 // admit decides whether stranger p's inbound connection may proceed: while
 // invitations are open, at most maxJoiners at a time, each for joinWindow.
 func (j *joiners) admit(p peer.ID) bool {
-	if j == nil || !j.keeper.JoinsOpen() {
+	if j == nil || !j.keeper.JoinsOpen(p) {
 		return false
 	}
 	j.mu.Lock()
@@ -192,6 +194,14 @@ func (g *gater) watchJoiner(c network.Conn) {
 	if c.Stat().Direction != network.DirInbound || g.allowed(p) || !g.joins.stranger(p) {
 		return
 	}
+	time.AfterFunc(joinStart, func() {
+		g.joins.mu.Lock()
+		asking := g.joins.asking[p] > 0
+		g.joins.mu.Unlock()
+		if !asking && !g.allowed(p) {
+			c.Close()
+		}
+	})
 	time.AfterFunc(joinWindow, func() {
 		if !g.allowed(p) {
 			c.Close()
@@ -234,6 +244,16 @@ func (n *Node) handleJoin(st network.Stream) {
 		st.Reset()
 		return
 	}
+	k.mu.Lock()
+	k.asking[p]++
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		if k.asking[p]--; k.asking[p] <= 0 {
+			delete(k.asking, p)
+		}
+		k.mu.Unlock()
+	}()
 	st.SetDeadline(time.Now().Add(joinTimeout))
 	refuse := func(reason string) {
 		n.log.Info("refused a machine asking to join", "peer", p, "reason", reason)
