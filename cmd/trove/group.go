@@ -46,7 +46,7 @@ able to reach this one, and this machine's agent must be running.`,
 		},
 	}
 	c.Flags().IntVar(&uses, "uses", 1, "how many machines may join with the token (`N`)")
-	c.Flags().DurationVar(&expires, "expires", time.Hour, "how long the token may be used (`DURATION`, such as 30m or 24h)")
+	c.Flags().DurationVar(&expires, "expires", time.Hour, "how long the token may be used: a `DURATION` such as 30m or 24h")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	var listJSON bool
 	list := &cobra.Command{
