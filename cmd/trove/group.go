@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -101,12 +102,23 @@ expired, revoked or wrong).
 
 This machine is named --name in the group (default: its host name). With a
 running agent the agent joins and connects to the members at once; otherwise
-the command joins by itself and the agent connects when it starts.`,
+the command joins by itself and the agent connects when it starts.
+
+TOKEN "-" reads the token from standard input, keeping it out of the
+process list and the shell's history.`,
 		Example: `  trove join trove1-ae3k...
-  trove join "$(cat token)" --name build-07`,
+  trove join - --name build-07 < token`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := call(cmd.Context(), a, localapi.Join, localapi.JoinRequest{Token: args[0], Name: name}, nil)
+			tok := args[0]
+			if tok == "-" {
+				b, err := io.ReadAll(io.LimitReader(a.stdin, 4096))
+				if err != nil {
+					return err
+				}
+				tok = string(b)
+			}
+			r, err := call(cmd.Context(), a, localapi.Join, localapi.JoinRequest{Token: tok, Name: name}, nil)
 			if err != nil {
 				return err
 			}
