@@ -13,10 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/trove-p2p/trove/fetch"
+	"github.com/trove-p2p/trove/group"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 	"github.com/trove-p2p/trove/store"
@@ -62,6 +64,10 @@ type Agent struct {
 	Node  *p2p.Node
 	Trust *p2p.TrustGroup
 	log   *slog.Logger
+
+	key     crypto.PrivKey
+	members *Members       // the group's records; guarded by trustMu (group.go)
+	invites *group.Invites // the invitations open here
 
 	// Keys are the trusted public keys; History the known manifests.
 	Keys    *manifest.Keyring
@@ -150,12 +156,23 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	trust, err := LoadTrust(cfg.Home)
+	key, err := p2p.LoadOrCreateKey(filepath.Join(cfg.Home, "keys"))
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	key, err := p2p.LoadOrCreateKey(filepath.Join(cfg.Home, "keys"))
+	self, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	members, err := LoadMembers(cfg.Home, self)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	trust := p2p.NewTrustGroup(members.Trust())
+	invites, err := group.OpenInvites(group.InvitesPath(cfg.Home))
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -165,11 +182,11 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		s.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now(),
+	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now(), key: key, members: members, invites: invites,
 		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, followers: map[string]*follower{}, kicks: make(chan struct{}, 1)}
 	a.Node, err = p2p.New(ctx, p2p.Config{
 		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s}, Manifests: historyBytes{a.History},
-		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots,
+		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots, Group: keeper{a},
 		Logger: cfg.Logger.With("component", "p2p"),
 	})
 	if err != nil {
@@ -203,6 +220,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.startSources(bg)
+	a.startGroup()
 	a.log.Info("agent started", "peer", a.Node.ID(), "addrs", a.Node.Host().Addrs(), "home", cfg.Home)
 	return a, nil
 }
@@ -282,24 +300,18 @@ func (a *Agent) Close() error {
 	return errors.Join(nerr, serr, cerr)
 }
 
-// Allow adds a peer to the trust group and saves it.
+// Allow makes a peer a member of the group: a record signed by this
+// machine, saved and pushed to every member, so that all of them trust it.
 func (a *Agent) Allow(id peer.ID, name string) error {
-	a.trustMu.Lock()
-	defer a.trustMu.Unlock()
-	a.Trust.Allow(id, name)
-	return SaveTrust(a.cfg.Home, a.Trust)
+	return a.change(id, name, false)
 }
 
-// Remove drops a peer from the trust group, saves it and disconnects it.
+// Remove removes a peer from the group: every member hears of it and
+// closes its connections to it, this one at once. It reports whether the
+// peer was trusted here.
 func (a *Agent) Remove(id peer.ID) (bool, error) {
-	a.trustMu.Lock()
-	defer a.trustMu.Unlock()
-	ok := a.Trust.Remove(id)
-	if err := SaveTrust(a.cfg.Home, a.Trust); err != nil {
-		return ok, err
-	}
-	a.Node.Untrust(id)
-	return ok, nil
+	was := a.Trust.Contains(id)
+	return was, a.change(id, "", true)
 }
 
 // Status is what `trove status` shows.

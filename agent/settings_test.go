@@ -65,7 +65,7 @@ func FuzzParseTrust(f *testing.F) {
 	f.Add([]byte(`{"peers":[{"id":"nope"}]}`))
 	f.Add([]byte(`{`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		g, err := parseTrust(b)
+		g, err := parseMembers(b, "")
 		if err == nil && g == nil {
 			t.Fatal("nil group without error")
 		}

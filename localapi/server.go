@@ -66,9 +66,16 @@ var (
 	AllowPeer  = register("peer-allow", doAllowPeer)
 	RemovePeer = register("peer-remove", doRemovePeer)
 	ListPeers  = register("peer-list", doListPeers)
-	ID         = register("id", doID)
-	Status     = register("status", doStatus)
-	Peers      = register("peers", doPeers)
+	// The group: invitations, joining, members.
+	Invite       = register("invite", doInvite)
+	ListInvites  = register("invite-list", doListInvites)
+	RevokeInvite = register("invite-revoke", doRevokeInvite)
+	Join         = register("join", doJoin)
+	ListGroup    = register("group-list", doListGroup)
+	RemoveMember = register("group-remove", doRemoveMember)
+	ID           = register("id", doID)
+	Status       = register("status", doStatus)
+	Peers        = register("peers", doPeers)
 )
 
 // storeDirHeader carries the store dir the caller means; an agent whose

@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/agent"
+	"github.com/trove-p2p/trove/group"
 	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/p2p"
 )
@@ -27,19 +29,20 @@ type PeerResponse struct {
 }
 
 // editTrust changes the trust group: the agent's when one runs (so it
-// takes effect at once), else the file's.
-func editTrust(e *Env, inAgent func(*agent.Agent) error, inFile func(*p2p.TrustGroup) error) error {
+// takes effect at once and reaches the members), else the file's (the
+// members hear of it when the agent next connects to them).
+func editTrust(e *Env, inAgent func(*agent.Agent) error, inFile func(*agent.Members, crypto.PrivKey) error) error {
 	if ag := e.agent; ag != nil {
 		return inAgent(ag)
 	}
-	g, err := agent.LoadTrust(e.Home)
+	m, key, err := e.members()
 	if err != nil {
 		return err
 	}
-	if err := inFile(g); err != nil {
+	if err := inFile(m, key); err != nil {
 		return err
 	}
-	return agent.SaveTrust(e.Home, g)
+	return m.Save(e.Home)
 }
 
 func doAllowPeer(ctx context.Context, e *Env, req PeerRequest, _ func(Event)) (PeerResponse, error) {
@@ -47,9 +50,14 @@ func doAllowPeer(ctx context.Context, e *Env, req PeerRequest, _ func(Event)) (P
 	if err != nil {
 		return PeerResponse{}, usagef("%q is not a peer ID (run `trove id` on the other machine): %v", req.ID, err)
 	}
+	if err := group.CheckName(req.Name); err != nil {
+		return PeerResponse{}, &UsageError{err}
+	}
 	return PeerResponse{ID: id.String()}, editTrust(e,
 		func(ag *agent.Agent) error { return ag.Allow(id, req.Name) },
-		func(g *p2p.TrustGroup) error { g.Allow(id, req.Name); return nil })
+		func(m *agent.Members, key crypto.PrivKey) error {
+			return agent.ChangeMembers(m, key, id, req.Name, false)
+		})
 }
 
 func doRemovePeer(ctx context.Context, e *Env, req PeerRequest, _ func(Event)) (PeerResponse, error) {
@@ -60,7 +68,13 @@ func doRemovePeer(ctx context.Context, e *Env, req PeerRequest, _ func(Event)) (
 	var was bool
 	err = editTrust(e,
 		func(ag *agent.Agent) (err error) { was, err = ag.Remove(id); return err },
-		func(g *p2p.TrustGroup) error { was = g.Remove(id); return nil })
+		func(m *agent.Members, key crypto.PrivKey) error {
+			_, was = m.Trust()[id]
+			if !was {
+				return nil
+			}
+			return agent.ChangeMembers(m, key, id, "", true)
+		})
 	if err == nil && !was {
 		err = fmt.Errorf("%s is not in the trust group (see trove peer list)", id)
 	}

@@ -16,6 +16,7 @@ import (
 type gater struct {
 	trust  *TrustGroup
 	public bool
+	joins  *joiners // nil: no stranger is admitted to join (group.go)
 }
 
 var _ connmgr.ConnectionGater = (*gater)(nil)
@@ -27,7 +28,10 @@ func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool  { return true }
 
 func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return dir == network.DirOutbound || g.allowed(p)
+	return dir == network.DirOutbound || g.allowed(p) || g.joins.admit(p)
 }
 
-func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {
+	g.watchJoiner(c)
+	return true, 0
+}

@@ -15,6 +15,8 @@ import (
 //	info              128                 4              256 MiB            192 MiB (indexes are big)
 //	chunks            512                32              512 MiB             64 MiB
 //	manifest           64                 4               64 MiB             64 MiB
+//	join               16                 1                8 MiB              2 MiB
+//	group              64                 2               32 MiB              4 MiB
 //
 // Every byte a node buffers for a peer is reserved against the stream's
 // scope first, serving or asking, so the memory columns are enforced, not
@@ -33,7 +35,7 @@ import (
 // A new stream waits in the transient scope, which all peers share, until
 // its protocol is negotiated (up to 10 s). A peer's inbound streams are
 // capped at the sum of the per-peer column plus 32 for libp2p's own
-// protocols (identify, ping, the DHT): 80, below the smallest autoscaled
+// protocols (identify, ping, the DHT): 83, below the smallest autoscaled
 // transient limit (128), so one peer opening streams it never negotiates
 // cannot take every transient slot.
 var protocolLimits = []struct {
@@ -47,6 +49,8 @@ var protocolLimits = []struct {
 	{ProtoInfo, 128, 4, 256 << 20, 4 * MaxInfoResponse},
 	{ProtoChunks, 512, 32, 512 << 20, 64 << 20},
 	{ProtoManifest, 64, 4, 4 * MaxManifestBytes, 4 * MaxManifestBytes},
+	{ProtoJoin, 16, 1, 8 << 20, 2 * maxGroupMessage},
+	{ProtoGroup, 64, 2, 32 << 20, 4 * maxGroupMessage},
 }
 
 func newLimiter() rcmgr.Limiter {

@@ -65,7 +65,10 @@ type Config struct {
 	// from Bootstrap.
 	DHT       bool
 	Bootstrap []peer.AddrInfo
-	Logger    *slog.Logger
+	// Group keeps the trust group's membership and answers machines that
+	// come to join it (group.go); nil serves neither.
+	Group  GroupKeeper
+	Logger *slog.Logger
 }
 
 // Node is a running libp2p host with trove's protocols, discovery and limits.
@@ -115,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic}, log: cfg.Logger,
+		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic, joins: newJoiners(cfg.Group)}, log: cfg.Logger,
 		static: map[peer.ID]chan struct{}{}, bw: metrics.NewBandwidthCounter(),
 	}
 	h, err := libp2p.New(
@@ -149,7 +152,12 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	as := &server{node: n, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
 	h.SetStreamHandler(ProtoAnnounce, as.serve("announce", as.handleAnnounce))
-	n.ps, err = pubsub.NewGossipSub(n.ctx, h, pubsub.WithMaxMessageSize(maxAnnouncement*4))
+	if cfg.Group != nil {
+		n.startGroups(cfg.Group)
+	}
+	n.ps, err = pubsub.NewGossipSub(n.ctx, h, pubsub.WithMaxMessageSize(maxAnnouncement*4),
+		// A stranger let in to join hears no gossip.
+		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return !n.gater.joins.stranger(p) || n.gater.allowed(p) }))
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("starting gossipsub: %w", err)
@@ -296,6 +304,12 @@ func (n *Node) KeepConnected(ai peer.AddrInfo) {
 				return
 			case <-wake:
 			case <-time.After(wait):
+			}
+			n.mu.Lock()
+			kept := n.static[ai.ID] == wake
+			n.mu.Unlock()
+			if !kept { // Forget
+				return
 			}
 		}
 	}()

@@ -148,6 +148,10 @@ func decoderFor(v any) *strictcbor.Decoder {
 		return decWireInfo
 	case *ManifestResponse:
 		return decManifest
+	case *JoinRequest:
+		return decJoinRequest
+	case *JoinResponse, *GroupMessage:
+		return decGroupMessage
 	}
 	return decSmall
 }

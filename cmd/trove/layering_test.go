@@ -54,6 +54,8 @@ var layerRules = []struct {
 		why: "every decoder of outside bytes uses it, so it is a leaf"},
 	{pkg: "nix", onlyTrove: true, only: []string{"strictcbor", "chunk"}, noDB: true,
 		why: "the pure Nix formats need no database, network or policy"},
+	{pkg: "group", not: []string{"store", "p2p", "fetch", "profile", "agent", "nixcache", "bundle", "manifest"}, noDB: true,
+		why: "group membership is records and rules: p2p carries them, the agent applies them"},
 	{pkg: "trust", not: []string{"store", "p2p", "fetch", "profile", "agent", "nixcache", "bundle"}, noDB: true,
 		why: "trust is the one belief rule: it judges PathInfos, whatever brought them"},
 	{pkg: "chunk", onlyTrove: true, noDB: true,

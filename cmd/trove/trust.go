@@ -129,8 +129,10 @@ func newPeerCmd(a *app) *cobra.Command {
 		Use:   "peer",
 		Short: "Manage the trust group: the peers allowed to fetch from this machine",
 		Long: `The trust group is the set of peers (by peer ID) allowed to fetch from this
-agent. Everyone else is refused at connection time. Pair two machines by
-running "trove peer allow" on each with the other's ID (from "trove id").`,
+agent. Everyone else is refused at connection time. The easy way to add
+machines is "trove invite" on a member and "trove join TOKEN" on each new
+one (see "trove group"). "trove peer allow" adds one peer by its ID (from
+"trove id"), as a member of the whole group: every member learns of it.`,
 		Example: `  trove peer allow 12D3KooWQnT... --name laptop
   trove peer list
   trove peer remove 12D3KooWQnT...`,
@@ -140,8 +142,10 @@ running "trove peer allow" on each with the other's ID (from "trove id").`,
 		Use:   "allow PEERID",
 		Short: "Add a peer to the trust group",
 		Long: `Add the peer with this ID (printed by "trove id" on that machine) to the
-trust group, so it may fetch from this agent. With a running agent the change
-takes effect at once.`,
+group, so it may fetch from this agent and every other member: the change is
+signed by this machine and passed to every member. With a running agent it
+takes effect at once; otherwise when the agent starts. The peer itself must
+also allow a member (or join with an invitation) to fetch from the group.`,
 		Example: `  trove peer allow 12D3KooWQnT... --name laptop`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -156,9 +160,9 @@ takes effect at once.`,
 	remove := &cobra.Command{
 		Use:     "remove PEERID",
 		Aliases: []string{"rm"},
-		Short:   "Remove a peer from the trust group (and disconnect it)",
-		Long: `Remove the peer from the trust group. A running agent closes its connections
-at once and refuses it from then on.`,
+		Short:   "Remove a peer from the group (and disconnect it)",
+		Long: `Remove the peer from the group, as trove group remove does: every member
+hears of it, closes its connections to it and refuses it from then on.`,
 		Example: `  trove peer remove 12D3KooWQnT...`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
