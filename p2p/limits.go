@@ -15,6 +15,7 @@ import (
 //	info              128                 4              256 MiB            192 MiB (indexes are big)
 //	chunks            512                32              512 MiB             64 MiB
 //	manifest           64                 4               64 MiB             64 MiB
+//	haves             256                 4               64 MiB              8 MiB
 //
 // Every byte a node buffers for a peer is reserved against the stream's
 // scope first, serving or asking, so the memory columns are enforced, not
@@ -47,6 +48,7 @@ var protocolLimits = []struct {
 	{ProtoInfo, 128, 4, 256 << 20, 4 * MaxInfoResponse},
 	{ProtoChunks, 512, 32, 512 << 20, 64 << 20},
 	{ProtoManifest, 64, 4, 4 * MaxManifestBytes, 4 * MaxManifestBytes},
+	{ProtoHaves, 256, 4, 64 << 20, 8 << 20},
 }
 
 func newLimiter() rcmgr.Limiter {
