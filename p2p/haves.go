@@ -411,11 +411,9 @@ func (n *Node) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHa
 			st.Scope().ReleaseMemory(held)
 			return fmt.Errorf("%w: %s floods have messages (more than %d a second)", ErrProtocol, p, HavesRate)
 		}
-		for _, e := range msg.Entries {
-			if int(e.Path) >= len(paths) {
-				st.Scope().ReleaseMemory(held)
-				return fmt.Errorf("%w: %s speaks of path %d of a subscription to %d", ErrProtocol, p, e.Path, len(paths))
-			}
+		if err := checkHaves(&msg, len(paths)); err != nil {
+			st.Scope().ReleaseMemory(held)
+			return fmt.Errorf("%w: %s %v", ErrProtocol, p, err)
 		}
 		err = got(&msg)
 		st.Scope().ReleaseMemory(held)
@@ -423,4 +421,24 @@ func (n *Node) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHa
 			return err
 		}
 	}
+}
+
+// checkHaves checks a have message of a subscription to n paths against
+// what the decoder's limits do not say: entries and positions per
+// message, and paths subscribed to.
+func checkHaves(msg *Haves, n int) error {
+	if len(msg.Entries) > MaxHaveEntries {
+		return fmt.Errorf("sent %d entries in one have message, at most %d", len(msg.Entries), MaxHaveEntries)
+	}
+	adds := 0
+	for _, e := range msg.Entries {
+		if int(e.Path) >= n {
+			return fmt.Errorf("speaks of path %d of a subscription to %d", e.Path, n)
+		}
+		adds += len(e.Add)
+	}
+	if adds > MaxHaveAdds {
+		return fmt.Errorf("added %d chunks in one have message, at most %d", adds, MaxHaveAdds)
+	}
+	return nil
 }
