@@ -221,6 +221,7 @@ func (s *scheduler) take(p peer.ID, n int) (batch []*want, stop bool) {
 	if s.swarm {
 		n = min(n, swarmBatch)
 	}
+	n = min(n, ps.batchFor())
 	batch = s.pick(ps, n)
 	if len(batch) == 0 && len(s.pending) == 0 {
 		batch = s.endgame(ps, n)

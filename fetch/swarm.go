@@ -3,6 +3,7 @@ package fetch
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -29,6 +30,27 @@ const randomFirst = 16
 // is in flight small, so two followers rarely ask the seeder for the same
 // chunk; a round trip per batch costs little on a LAN.
 const swarmBatch = 16
+
+// batchTime is about how long one batch should take a peer: what is in
+// flight on a peer cannot be asked of others, and a slow peer (a seeder
+// shared by a room) handed a long batch holds chunks that followers
+// holding them could serve. A peer whose rate is not known yet gets
+// firstBatch chunks.
+const (
+	batchTime  = 500 * time.Millisecond
+	firstBatch = 16
+)
+
+// batchFor is how many chunks p may be handed at once: about batchTime
+// at its rate so far, at least 4.
+func (ps *peerState) batchFor() int {
+	d := ps.last.Sub(ps.first)
+	if ps.bytes == 0 || d <= 0 {
+		return firstBatch
+	}
+	rate := float64(ps.bytes) / d.Seconds()
+	return max(4, int(rate*batchTime.Seconds()/float64(64<<10)))
+}
 
 // maxMisses is how many advertised chunks a peer may fail to serve before
 // it is dropped: a chunk said to be held may honestly go (the path was

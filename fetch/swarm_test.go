@@ -3,6 +3,7 @@ package fetch
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -178,18 +179,31 @@ func TestSchedulerPartialHolders(t *testing.T) {
 	}
 }
 
-// TestSwarmBatch: once other followers are known, a peer is handed at
-// most swarmBatch chunks at once (what others cannot yet know is in
-// flight); alone, a whole batch.
+// TestSwarmBatch: a peer is handed about batchTime of chunks at its rate
+// (firstBatch before it is known), and once other followers are known at
+// most swarmBatch (what others cannot yet know is in flight).
 func TestSwarmBatch(t *testing.T) {
 	const s0, f = peer.ID("seeder"), peer.ID("f")
-	s, _ := testScheduler(testItem(1, 200, []peer.ID{s0}))
+	s, sts := testScheduler(testItem(1, 400, []peer.ID{s0}))
 	s.addStream(s0)
-	if batch, _ := s.take(s0, batchSize); len(batch) != batchSize {
-		t.Fatalf("alone: %d chunks, want %d", len(batch), batchSize)
+	t0 := time.Unix(0, 0)
+	take := func(what string, want int) {
+		t.Helper()
+		batch, _ := s.take(s0, batchSize)
+		if len(batch) != want {
+			t.Errorf("%s: %d chunks, want %d", what, len(batch), want)
+		}
+		s.release(s0, batch)
 	}
+	take("rate unknown", firstBatch)
+	s.began(s0, t0)
+	w := sts[0].wants[399]
+	s.claim(w)
+	s.delivered(s0, w, 64<<20, t0.Add(time.Second)) // 64 MiB/s: 512 chunks in batchTime
+	take("fast", batchSize)
+	s.peers[s0].last = t0.Add(64 * time.Second) // 1 MiB/s: 8 chunks
+	take("slow", 8)
+	s.peers[s0].last = t0.Add(time.Second)
 	s.haves(f, []nix.PathHash{{1}}, adds(0, 199))
-	if batch, _ := s.take(s0, batchSize); len(batch) != swarmBatch {
-		t.Errorf("in a swarm: %d chunks, want %d", len(batch), swarmBatch)
-	}
+	take("in a swarm", swarmBatch)
 }

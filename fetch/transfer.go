@@ -421,14 +421,16 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 	defer t.Stop()
 	var mu sync.Mutex
 	subs := map[peer.ID]bool{} // subscribed, or (false) does not speak haves
-	var lastAsk time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-f.ended:
-			return
-		case <-t.C:
+	lastAsk := time.Now() // the plan just asked
+	for first := true; ; first = false {
+		if !first { // subscribe at once, poll from the next tick
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.ended:
+				return
+			case <-t.C:
+			}
 		}
 		var legacy []peer.ID
 		if f.haves != nil {
