@@ -421,7 +421,7 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 	defer t.Stop()
 	var mu sync.Mutex
 	subs := map[peer.ID]bool{} // subscribed, or (false) does not speak haves
-	lastAsk := time.Now() // the plan just asked
+	lastAsk := time.Now()      // the plan just asked
 	for first := true; ; first = false {
 		if !first { // subscribe at once, poll from the next tick
 			select {

@@ -492,7 +492,7 @@ func TestFuzzCorpus(t *testing.T) {
 			mustEnc(&Haves{Entries: []HaveEntry{{Path: 0, All: true}, {Path: 1, Bits: []byte{0b1011}}}}),
 			mustEnc(&Haves{Entries: []HaveEntry{{Path: 1, Add: []uint32{uint32(len(ix) - 1), 0}}}}),
 		},
-		"FuzzDecodeInfoRequest":  {mustEnc(&InfoRequest{Hashes: [][]byte{h0[:], h1[:]}}), mustEnc(&InfoRequest{Hashes: [][]byte{h0[:]}, Closure: true})},
+		"FuzzDecodeInfoRequest": {mustEnc(&InfoRequest{Hashes: [][]byte{h0[:], h1[:]}}), mustEnc(&InfoRequest{Hashes: [][]byte{h0[:]}, Closure: true})},
 		"FuzzDecodeInfoResponse": {
 			mustEnc(&InfoResponse{Infos: infos}),
 			mustEnc(&InfoResponse{Infos: []*WireInfo{nil, infos[1], nil}}),
