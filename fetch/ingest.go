@@ -63,6 +63,7 @@ func (f *transfer) prepare(ctx context.Context, st *itemState) error {
 		}
 		missing = append(missing, i)
 	}
+	f.hold.start(path.Hash, sp, index, offs, missing)
 	f.lock().reset(st, sp, missing, resumed, reused)
 	f.unlock()
 	return nil
@@ -176,6 +177,7 @@ func (f *transfer) commit(st *itemState, x staged) error {
 			}
 			return err
 		}
+		f.hold.forget(j.st.it.info.Path.Hash)
 		j.st.spool.remove()
 		next = append(next, f.lock().committed(j.st)...)
 		f.unlock()

@@ -20,6 +20,10 @@ type peerState struct {
 	failures int       // failed batches, other than bad data and stalls
 	lacks    map[nix.PathHash]bool
 	streams  int // workers started for it
+	// chunks holds, per path it does not provide whole, a bitfield of the
+	// chunks it said it holds (in have messages).
+	chunks map[nix.PathHash][]byte
+	misses int // advertised chunks it then did not serve
 }
 
 // usable says whether p may still be asked for chunks of h.

@@ -3,6 +3,7 @@ package fetch
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"time"
@@ -54,6 +55,13 @@ type scheduler struct {
 
 	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
 	pathsDone                                                      int
+
+	// swarm says some peer holds part of a path (another follower): then
+	// batches are smaller (swarmBatch).
+	swarm  bool
+	handed int           // chunks handed out so far (random first, then rarest)
+	intn   func(int) int // picks at random
+	cand   []*want       // pick's scratch space
 }
 
 // itemState is one item's progress through a transfer.
@@ -130,9 +138,13 @@ type want struct {
 	st       *itemState
 	desc     int // the description of st it belongs to
 	ref      chunk.Ref
+	i        int // its position in the item's chunk index
 	off      uint64
 	done     bool
 	inflight map[peer.ID]bool
+	// avail is how many usable peers hold it (provide its path whole, or
+	// said they hold it): the rarest go first.
+	avail int
 }
 
 // abandoned says w belongs to a description of its item since given up.
@@ -146,7 +158,7 @@ var errFinished = errors.New("finished")
 var errStalled = errors.New("peer stalled")
 
 func newScheduler(pl *plan, storeDir string, window int) *scheduler {
-	s := &scheduler{plan: pl, storeDir: storeDir, window: window, peers: peerBook{},
+	s := &scheduler{plan: pl, storeDir: storeDir, window: window, peers: peerBook{}, intn: rand.IntN,
 		items: map[nix.PathHash]*itemState{}, referrers: map[nix.PathHash][]*itemState{}}
 	for _, it := range pl.items {
 		s.bytesTotal += int64(it.info.NarSize)
@@ -171,11 +183,12 @@ func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reus
 	s.bytesReused += reused
 	s.bytesDone += resumed + reused
 	for _, i := range missing {
-		w := &want{st: st, desc: st.desc, ref: it.index[i], off: it.offs[i], inflight: map[peer.ID]bool{}}
+		w := &want{st: st, desc: st.desc, ref: it.index[i], i: i, off: it.offs[i], inflight: map[peer.ID]bool{}}
 		st.wants = append(st.wants, w)
 		st.left++
 		s.pending = append(s.pending, w)
 	}
+	s.recount(st)
 	if st.left == 0 && st.complete() {
 		s.ready = append(s.ready, st)
 	}
@@ -186,7 +199,8 @@ func (s *scheduler) addStream(p peer.ID) { s.peers.get(p).streams++ }
 
 // canServe says whether ps may be asked for w.
 func (s *scheduler) canServe(ps *peerState, w *want) bool {
-	return ps.usable(w.st.it.info.Path.Hash) && slices.Contains(w.st.it.providers, ps.id)
+	h := w.st.it.info.Path.Hash
+	return ps.usable(h) && (ps.holds(h, w.i) || slices.Contains(w.st.it.providers, ps.id))
 }
 
 // take hands p up to n chunks to request. stop says p is done (dropped,
@@ -204,19 +218,11 @@ func (s *scheduler) take(p peer.ID, n int) (batch []*want, stop bool) {
 	if live := s.peers.live(); live > 1 {
 		n = max(4, min(n, len(s.pending)/live))
 	}
-	rest := s.pending[:0]
-	for _, w := range s.pending {
-		if len(batch) < n && !w.done && s.canServe(ps, w) {
-			w.inflight[p] = true
-			batch = append(batch, w)
-			continue
-		}
-		if !w.done {
-			rest = append(rest, w)
-		}
+	if s.swarm {
+		n = min(n, swarmBatch)
 	}
-	clear(s.pending[len(rest):])
-	s.pending = rest
+	n = min(n, ps.batchFor())
+	batch = s.pick(ps, n)
 	if len(batch) == 0 && len(s.pending) == 0 {
 		batch = s.endgame(ps, n)
 	}
@@ -255,11 +261,19 @@ func (s *scheduler) began(p peer.ID, now time.Time) (window int) {
 	return max(1, s.window/max(1, ps.streams))
 }
 
-// lacks notes that p said it does not have w after all (it lied in have).
-func (s *scheduler) lacks(p peer.ID, w *want) {
-	if !w.abandoned() {
-		s.peers.get(p).lacks[w.st.it.info.Path.Hash] = true
+// lacks notes that p said it does not have w after all: it lied in have
+// (then it is not asked for the path again), or in a have message (then
+// missed decides); droppedNow says why p was dropped if this dropped it.
+func (s *scheduler) lacks(p peer.ID, w *want) (droppedNow string) {
+	if w.abandoned() {
+		return ""
 	}
+	if !provides(w.st.it, p) {
+		return s.missed(p, w)
+	}
+	s.peers.get(p).lacks[w.st.it.info.Path.Hash] = true
+	s.recount(w.st)
+	return ""
 }
 
 // claim marks w as arrived, unless another peer's copy got there first:
@@ -364,6 +378,7 @@ func (s *scheduler) dropPeer(p peer.ID, why string) bool {
 		return false
 	}
 	ps.dropped = why
+	s.recountAll()
 	s.checkProviders()
 	return true
 }
@@ -383,7 +398,7 @@ func (s *scheduler) checkProviders() {
 			ps := s.peers[p]
 			return ps != nil && ps.usable(h)
 		})
-		if alive {
+		if alive || s.heldElsewhere(st) {
 			continue
 		}
 		if s.redescribable(st) && st.orphaned() {
@@ -445,9 +460,12 @@ func (s *scheduler) addProviders(it *item, found []peer.ID) (start []peer.ID) {
 			continue
 		}
 		it.providers = append(it.providers, p)
-		if _, ok := s.peers[p]; !ok {
+		if ps, ok := s.peers[p]; !ok || ps.streams == 0 {
 			s.addStream(p)
 			start = append(start, p)
+		}
+		if st := s.items[it.info.Path.Hash]; st != nil {
+			s.recount(st)
 		}
 	}
 	return start

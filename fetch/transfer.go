@@ -50,6 +50,17 @@ type chunkPeers interface {
 
 var _ chunkPeers = (*p2p.Node)(nil)
 
+// swarmPeers is what a transfer needs of the network to swarm: serve
+// what its spools hold, say what it gains, and hear what peers hold.
+type swarmPeers interface {
+	AddPartial(src p2p.Partial) (remove func())
+	Gained(h nix.PathHash, pos ...int)
+	SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHash, got func(*p2p.Haves) error) error
+	ConnectedPeers() []peer.ID
+}
+
+var _ swarmPeers = (*p2p.Node)(nil)
+
 // stager is what a transfer's ingest stage needs of the store.
 type stager interface {
 	ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error)
@@ -83,6 +94,14 @@ type transfer struct {
 	// a path's description from one of providers and checks it.
 	locate  func(ctx context.Context, hashes []nix.PathHash) [][]peer.ID
 	believe func(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error)
+	// haves, when set, makes the transfer swarm (partial.go): it serves
+	// what its spools hold (hold), pushes what it gains to subscribed
+	// peers, and subscribes to what connected peers hold of subPaths;
+	// ask asks the peers that do not speak haves which paths they have.
+	haves    swarmPeers
+	ask      func(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID
+	hold     *holdings
+	subPaths []nix.PathHash
 
 	// mu guards sched, which is reached only through lock; unlock (and
 	// wait) publish what it decided: a failure closes ended, and every
@@ -96,7 +115,7 @@ type transfer struct {
 
 func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
 	f := &transfer{pl: pl, start: start, opts: fe.opts, log: fe.log, net: fe.node, store: storeStager{fe.store},
-		locate: fe.locateConnected, believe: fe.believe}
+		locate: fe.locateConnected, believe: fe.believe, haves: fe.node, ask: fe.ask}
 	f.init(fe.store.StoreDir())
 	f.sched.inOrder = !fe.store.StagesAhead()
 	return f
@@ -107,6 +126,10 @@ func (f *transfer) init(storeDir string) {
 	f.cond = sync.NewCond(&f.mu)
 	f.sched = newScheduler(f.pl, storeDir, f.opts.Window)
 	f.ended = make(chan struct{})
+	f.hold = newHoldings()
+	for _, it := range f.pl.items[:min(len(f.pl.items), p2p.MaxHaveHashes)] {
+		f.subPaths = append(f.subPaths, it.info.Path.Hash)
+	}
 }
 
 // lock takes f.mu and returns the scheduler, which must not be used after
@@ -202,6 +225,11 @@ func (f *transfer) drive(ctx context.Context) error {
 			f.worker(ctx, p)
 		}()
 	}
+	unserve := func() {}
+	if f.haves != nil {
+		unserve = f.haves.AddPartial(f.hold)
+	}
+	defer unserve()
 	start := f.lock().meetProviders()
 	f.unlock()
 	for _, p := range start {
@@ -210,7 +238,7 @@ func (f *transfer) drive(ctx context.Context) error {
 	workers.Add(1)
 	go func() {
 		defer workers.Done()
-		f.relocate(ctx)
+		f.relocate(ctx, &workers)
 	}()
 
 	stopWatch := context.AfterFunc(ctx, func() { f.fail(ctx.Err()) })
@@ -245,6 +273,8 @@ func (f *transfer) drive(ctx context.Context) error {
 	cancel()
 	workers.Wait()
 	stopProgress()
+	unserve() // before the spools close
+	unserve = func() {}
 	f.closeSpools()
 	if errors.Is(err, errFinished) {
 		return nil
@@ -337,8 +367,12 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) err
 		watchdog.Reset(f.opts.StallTimeout)
 		w := batch[i]
 		if err != nil { // the peer does not have it after all (lied in have)
-			f.lock().lacks(p, w)
+			why := f.lock().lacks(p, w)
 			f.unlock()
+			if why != "" {
+				f.log.Warn("dropping peer for this sync", "peer", p, "reason", why)
+				return &p2p.BadDataError{Peer: p, Detail: why}
+			}
 			return nil
 		}
 		return f.deliver(p, w, data)
@@ -365,42 +399,103 @@ func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 		return s.writeFailed(w, err)
 	}
 	s.delivered(p, w, len(data), time.Now())
+	if f.haves != nil && !w.abandoned() {
+		f.gained(w)
+	}
 	return nil
 }
 
-// relocateEvery is how often a running fetch asks connected peers again
-// which unfinished paths they have.
+// relocateEvery is how often a running fetch asks connected peers that
+// do not speak the haves protocol which unfinished paths they have.
 var relocateEvery = 500 * time.Millisecond
 
-// relocate keeps re-asking connected peers for the paths still being
-// fetched and adds those that have them (another follower that just
-// finished a path, a peer that connected late) as providers with workers
-// of their own. This is what lets a room of followers serve each other
-// instead of all pulling from the one seeder.
-func (f *transfer) relocate(ctx context.Context) {
-	t := time.NewTicker(relocateEvery)
+// relocate keeps finding who holds what is still being fetched: it
+// subscribes to what every connected peer holds (partial.go), which then
+// pushes what it gains, chunk by chunk; and it asks peers that do not
+// speak haves (and all peers, for paths beyond a subscription's cap)
+// every relocateEvery which unfinished paths they have. This is what lets
+// a room of followers serve each other instead of all pulling from the
+// one seeder.
+func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
+	t := time.NewTicker(min(relocateEvery, watchEvery))
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-f.ended:
-			return
-		case <-t.C:
+	var mu sync.Mutex
+	subs := map[peer.ID]bool{} // subscribed, or (false) does not speak haves
+	lastAsk := time.Now()      // the plan just asked
+	for first := true; ; first = false {
+		if !first { // subscribe at once, poll from the next tick
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.ended:
+				return
+			case <-t.C:
+			}
 		}
+		var legacy []peer.ID
+		if f.haves != nil {
+			for _, p := range f.haves.ConnectedPeers() {
+				mu.Lock()
+				spoke, known := subs[p]
+				if !known {
+					subs[p] = true
+				}
+				mu.Unlock()
+				switch {
+				case !known && !f.dropped(p):
+					workers.Add(1)
+					go func() {
+						defer workers.Done()
+						spoke := f.subscribe(ctx, p)
+						mu.Lock()
+						if spoke {
+							delete(subs, p) // went away: subscribe again if it comes back
+						} else {
+							subs[p] = false
+						}
+						mu.Unlock()
+					}()
+				case known && !spoke:
+					legacy = append(legacy, p)
+				}
+			}
+		}
+		if time.Since(lastAsk) < relocateEvery {
+			continue
+		}
+		lastAsk = time.Now()
 		open := f.lock().open()
 		f.unlock()
 		if len(open) == 0 {
 			continue
 		}
-		hashes := make([]nix.PathHash, len(open))
-		for i, it := range open {
-			hashes[i] = it.info.Path.Hash
+		// With haves, only paths beyond the subscriptions are asked of
+		// everyone, and the subscribed ones of peers without haves.
+		var hashes, all []nix.PathHash
+		var items []*item
+		for _, it := range open {
+			h := it.info.Path.Hash
+			if f.haves == nil || !slices.Contains(f.subPaths, h) {
+				all = append(all, h)
+				items = append(items, it)
+			}
 		}
-		found := f.locate(ctx, hashes)
+		found := [][]peer.ID{}
+		if len(all) > 0 {
+			found = f.locate(ctx, all)
+		}
+		if len(legacy) > 0 {
+			for _, it := range open {
+				if h := it.info.Path.Hash; slices.Contains(f.subPaths, h) {
+					hashes = append(hashes, h)
+					items = append(items, it)
+				}
+			}
+			found = append(found, f.ask(ctx, legacy, hashes)...)
+		}
 		s := f.lock()
 		var start []peer.ID
-		for i, it := range open {
+		for i, it := range items {
 			if i < len(found) {
 				start = append(start, s.addProviders(it, found[i])...)
 			}
@@ -410,4 +505,10 @@ func (f *transfer) relocate(ctx context.Context) {
 			f.spawn(p)
 		}
 	}
+}
+
+// dropped says whether p was dropped from this transfer.
+func (f *transfer) dropped(p peer.ID) bool {
+	defer f.unlock()
+	return f.lock().peers.dropped(p)
 }

@@ -166,6 +166,7 @@ func (s *scheduler) redescribe(st *itemState, fresh *item) (old *spool) {
 	it := st.it
 	for _, ps := range s.peers {
 		delete(ps.lacks, it.info.Path.Hash)
+		delete(ps.chunks, it.info.Path.Hash) // positions in the old index
 	}
 	it.info, it.index, it.offs, it.infoFrom, it.providers = fresh.info, fresh.index, fresh.offs, fresh.infoFrom, fresh.providers
 	s.addReferrer(st)

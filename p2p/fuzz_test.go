@@ -126,6 +126,40 @@ func FuzzDecodeHaveRequest(f *testing.F) {
 	})
 }
 
+func FuzzDecodeHavesRequest(f *testing.F) {
+	addSeeds(f,
+		mustEnc(&HavesRequest{Paths: [][]byte{seedHash}}),
+		mustEnc(&HavesRequest{Paths: [][]byte{seedHash[:19]}}),
+		cat(haveArrayHeader(MaxHaveHashes+1), []byte{0x54}, seedHash),
+		mustEnc(&HavesRequest{}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req := decodeAs[HavesRequest](t, b)
+		if req == nil {
+			return
+		}
+		if _, err := pathHashes(req.Paths, MaxHaveHashes); err != nil && !errors.Is(err, ErrProtocol) {
+			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzDecodeHaves(f *testing.F) {
+	addSeeds(f,
+		mustEnc(&Haves{Entries: []HaveEntry{{Path: 0, All: true}, {Path: 3, Bits: []byte{0xff, 0x01}}, {Path: 9, Add: []uint32{1, 5, 1 << 20}}}}),
+		mustEnc(&Haves{Entries: []HaveEntry{{Path: 1, Add: make([]uint32, MaxHaveAdds+1)}}}),
+		mustEnc(&Haves{Entries: make([]HaveEntry, MaxHaveEntries+1)}),
+		mustEnc(&Haves{}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := decodeAs[Haves](t, b)
+		if m == nil {
+			return
+		}
+		if err := checkHaves(m, MaxHaveHashes); err == nil && len(m.Entries) > MaxHaveEntries {
+			t.Fatalf("%d entries accepted, cap %d", len(m.Entries), MaxHaveEntries)
+		}
+	})
+}
+
 func FuzzDecodeHaveResponse(f *testing.F) {
 	addSeeds(f, mustEnc(&HaveResponse{Bitmap: []byte{0x05}}), mustEnc(&HaveResponse{}))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -417,7 +451,7 @@ func TestFuzzCorpus(t *testing.T) {
 	targets := []string{
 		"FuzzDecodeHaveRequest", "FuzzDecodeHaveResponse", "FuzzDecodeInfoRequest",
 		"FuzzDecodeInfoResponse", "FuzzDecodeWireInfo", "FuzzDecodeChunkRequest",
-		"FuzzDecodeChunkHeader", "FuzzReadMsg",
+		"FuzzDecodeChunkHeader", "FuzzReadMsg", "FuzzDecodeHavesRequest", "FuzzDecodeHaves",
 	}
 	if !*updateCorpus {
 		for _, name := range targets {
@@ -453,7 +487,12 @@ func TestFuzzCorpus(t *testing.T) {
 			mustEnc(&HaveRequest{Hashes: hashes(9)}),
 		},
 		"FuzzDecodeHaveResponse": {mustEnc(&HaveResponse{Bitmap: []byte{0xff, 0x01}})},
-		"FuzzDecodeInfoRequest":  {mustEnc(&InfoRequest{Hashes: [][]byte{h0[:], h1[:]}}), mustEnc(&InfoRequest{Hashes: [][]byte{h0[:]}, Closure: true})},
+		"FuzzDecodeHavesRequest": {mustEnc(&HavesRequest{Paths: [][]byte{h0[:], h1[:]}})},
+		"FuzzDecodeHaves": {
+			mustEnc(&Haves{Entries: []HaveEntry{{Path: 0, All: true}, {Path: 1, Bits: []byte{0b1011}}}}),
+			mustEnc(&Haves{Entries: []HaveEntry{{Path: 1, Add: []uint32{uint32(len(ix) - 1), 0}}}}),
+		},
+		"FuzzDecodeInfoRequest": {mustEnc(&InfoRequest{Hashes: [][]byte{h0[:], h1[:]}}), mustEnc(&InfoRequest{Hashes: [][]byte{h0[:]}, Closure: true})},
 		"FuzzDecodeInfoResponse": {
 			mustEnc(&InfoResponse{Infos: infos}),
 			mustEnc(&InfoResponse{Infos: []*WireInfo{nil, infos[1], nil}}),

@@ -17,6 +17,7 @@ import (
 //	manifest           64                 4               64 MiB             64 MiB
 //	join               16                 1                8 MiB              2 MiB
 //	group              64                 2               32 MiB              4 MiB
+//	haves             256                 4               64 MiB              8 MiB
 //
 // Every byte a node buffers for a peer is reserved against the stream's
 // scope first, serving or asking, so the memory columns are enforced, not
@@ -51,6 +52,7 @@ var protocolLimits = []struct {
 	{ProtoManifest, 64, 4, 4 * MaxManifestBytes, 4 * MaxManifestBytes},
 	{ProtoJoin, 16, 1, 8 << 20, 2 * maxGroupMessage},
 	{ProtoGroup, 64, 2, 32 << 20, 4 * maxGroupMessage},
+	{ProtoHaves, 256, 4, 64 << 20, 8 << 20},
 }
 
 func newLimiter() rcmgr.Limiter {

@@ -88,6 +88,9 @@ type Node struct {
 	topics topics
 	chunks chunkCounter
 	bw     *metrics.BandwidthCounter
+	// partial holds the fetches in progress whose verified chunks are
+	// served, and the haves subscriptions served.
+	partial partials
 }
 
 // New starts a node.
@@ -144,6 +147,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		h.SetStreamHandler(ProtoHave, s.serve("have", oneRequest(s, s.handleHave)))
 		h.SetStreamHandler(ProtoInfo, s.serve("info", oneRequest(s, s.handleInfo)))
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
+		h.SetStreamHandler(ProtoHaves, s.serve("haves", s.handleHaves))
 	}
 	if cfg.Manifests != nil {
 		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait,

@@ -455,6 +455,13 @@ func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Bu
 			return nil, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
 		}
 		data, serr := s.content.ReadChunk(ctx, chunk.ID(req.Chunk), req.Size)
+		if serr != nil && ctx.Err() == nil {
+			// Not in the store: maybe verified already by a fetch in
+			// progress here, in a spool.
+			if d, err := s.node.partialChunk(ctx, chunk.ID(req.Chunk), req.Size); err == nil {
+				data, serr = d, nil
+			}
+		}
 		if serr != nil && ctx.Err() != nil {
 			return nil, nil, ctx.Err() // shutting down, not "we lack it"
 		}

@@ -24,6 +24,9 @@ const (
 	ProtoHave   protocol.ID = "/trove/have/1.0.0"
 	ProtoInfo   protocol.ID = "/trove/info/2.0.0"
 	ProtoChunks protocol.ID = "/trove/chunks/1.0.0"
+	// ProtoHaves carries subscriptions to what a peer holds, chunk by
+	// chunk, of the paths of a sync (haves.go).
+	ProtoHaves protocol.ID = "/trove/haves/1.0.0"
 )
 
 // Caps. A request larger than these is a protocol violation.
@@ -152,6 +155,10 @@ func decoderFor(v any) *strictcbor.Decoder {
 		return decJoinRequest
 	case *JoinResponse, *GroupMessage:
 		return decGroupMessage
+	case *HavesRequest:
+		return decHavesRequest
+	case *Haves:
+		return decHaves
 	}
 	return decSmall
 }

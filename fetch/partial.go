@@ -1,0 +1,187 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/p2p"
+)
+
+// The I/O side of swarming: a transfer serves the verified chunks in its
+// spools to peers (holdings, a p2p.Partial the node consults for chunks
+// its store lacks), tells the peers subscribed to its paths what it gains
+// (p2p.Node.Gained), and subscribes to what every connected peer holds of
+// the paths it fetches, feeding the scheduler (scheduler.haves).
+
+// holdings are the chunks of a transfer that are verified and in a spool:
+// a chunk is added once its bytes are written (or found there on resume,
+// or copied from the store), and a path's go when its spool does. Its own
+// lock, not the transfer's: peers read chunks while workers deliver.
+type holdings struct {
+	mu     sync.RWMutex
+	chunks map[chunk.ID]spot
+	paths  map[nix.PathHash]*held
+}
+
+// spot is where a held chunk lies.
+type spot struct {
+	sp  *spool
+	off uint64
+}
+
+// held is what is held of one path: a bitfield over its chunk index.
+type held struct {
+	sp   *spool
+	bits []byte
+	ids  []chunk.ID // the chunk at each position, to forget them
+}
+
+var _ p2p.Partial = (*holdings)(nil)
+
+func newHoldings() *holdings {
+	return &holdings{chunks: map[chunk.ID]spot{}, paths: map[nix.PathHash]*held{}}
+}
+
+// start begins holding h, whose spool is sp, with the chunks of index at
+// positions have already in it; anything held of h before goes.
+func (ho *holdings) start(h nix.PathHash, sp *spool, index chunk.Index, offs []uint64, missing []int) {
+	ho.mu.Lock()
+	defer ho.mu.Unlock()
+	ho.forgetLocked(h)
+	hd := &held{sp: sp, bits: make([]byte, (len(index)+7)/8), ids: make([]chunk.ID, len(index))}
+	for i, c := range index {
+		hd.ids[i] = c.ID
+	}
+	m := 0
+	for i := range index {
+		if m < len(missing) && missing[m] == i {
+			m++
+			continue
+		}
+		hd.bits[i/8] |= 1 << (i % 8)
+		ho.chunks[index[i].ID] = spot{sp, offs[i]}
+	}
+	ho.paths[h] = hd
+}
+
+// add holds the chunk at position i of h, written at off in its spool.
+func (ho *holdings) add(h nix.PathHash, i int, id chunk.ID, off uint64) {
+	ho.mu.Lock()
+	defer ho.mu.Unlock()
+	hd := ho.paths[h]
+	if hd == nil || i >= len(hd.ids) || hd.ids[i] != id {
+		return // h was described again meanwhile
+	}
+	hd.bits[i/8] |= 1 << (i % 8)
+	ho.chunks[id] = spot{hd.sp, off}
+}
+
+// forget stops serving h's chunks from its spool (it is committed, and
+// in the store, or its spool goes).
+func (ho *holdings) forget(h nix.PathHash) {
+	ho.mu.Lock()
+	defer ho.mu.Unlock()
+	ho.forgetLocked(h)
+}
+
+func (ho *holdings) forgetLocked(h nix.PathHash) {
+	hd := ho.paths[h]
+	if hd == nil {
+		return
+	}
+	for i, id := range hd.ids {
+		if hd.bits[i/8]&(1<<(i%8)) != 0 && ho.chunks[id].sp == hd.sp {
+			delete(ho.chunks, id)
+		}
+	}
+	delete(ho.paths, h)
+}
+
+// ReadChunk reads a held chunk from its spool, and checks it again: a
+// spool is resume state on disk, and a peer blames us for a bad chunk.
+func (ho *holdings) ReadChunk(ctx context.Context, id chunk.ID, size uint32, dst []byte) ([]byte, error) {
+	ho.mu.RLock()
+	at, ok := ho.chunks[id]
+	ho.mu.RUnlock()
+	if !ok || int(size) > len(dst) {
+		return nil, errNotHeld
+	}
+	b := dst[:size]
+	if _, err := at.sp.f.ReadAt(b, int64(at.off)); err != nil {
+		return nil, err // the spool went: the path committed or restarted
+	}
+	if chunk.Sum(b) != id {
+		return nil, fmt.Errorf("chunk %s in spool %s: %w", id, at.sp.f.Name(), errNotHeld)
+	}
+	return b, nil
+}
+
+// Holds returns what is held of h.
+func (ho *holdings) Holds(h nix.PathHash) ([]byte, bool) {
+	ho.mu.RLock()
+	defer ho.mu.RUnlock()
+	hd := ho.paths[h]
+	if hd == nil {
+		return nil, false
+	}
+	return slices.Clone(hd.bits), true
+}
+
+var errNotHeld = errors.New("chunk not held")
+
+// watchEvery is how often a running fetch looks for connected peers it
+// has not subscribed to yet, and asks those that do not speak the haves
+// protocol (by path, with have) which unfinished paths they hold.
+var watchEvery = 500 * time.Millisecond
+
+// subscribe follows what p holds of the paths of the transfer until the
+// transfer ends or p goes; it reports whether p speaks the protocol.
+func (f *transfer) subscribe(ctx context.Context, p peer.ID) (spoke bool) {
+	paths := f.subPaths
+	err := f.haves.SubscribeHaves(ctx, p, paths, func(msg *p2p.Haves) error {
+		spoke = true
+		s := f.lock()
+		start, err := s.haves(p, paths, msg)
+		why := ""
+		if err != nil {
+			why = s.peers.get(p).dropped
+		}
+		f.unlock()
+		if why != "" {
+			f.log.Warn("dropping peer for this sync", "peer", p, "reason", why)
+		}
+		for _, q := range start {
+			f.spawn(q)
+		}
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		f.log.Debug("haves subscription ended", "peer", p, "err", err)
+		if errors.Is(err, p2p.ErrProtocol) {
+			s := f.lock()
+			droppedNow := s.dropPeer(p, err.Error())
+			s.peers.get(p).bad++
+			f.unlock()
+			if droppedNow {
+				f.log.Warn("dropping peer for this sync", "peer", p, "reason", err.Error())
+			}
+		}
+	}
+	return spoke
+}
+
+// gained tells the subscribed peers, and the holdings, that w's chunk is
+// in its spool.
+func (f *transfer) gained(w *want) {
+	h := w.st.it.info.Path.Hash
+	f.hold.add(h, w.i, w.ref.ID, w.off)
+	f.haves.Gained(h, w.i)
+}

@@ -1,0 +1,302 @@
+package fetch
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/p2p"
+)
+
+// The scheduler's decisions for a room of peers fetching the same closure
+// (a swarm): what each peer holds, chunk by chunk, as it said in its have
+// messages; how many peers hold each wanted chunk (its availability);
+// which chunks to ask of whom (random first, then rarest first, so that
+// a seeder is asked for what nobody else has and followers for what they
+// have); and what a peer that advertises chunks it then does not serve
+// gets. Like the rest of the scheduler these do no I/O.
+
+// randomFirst is how many chunks a transfer hands out in random order
+// before it goes rarest first: a room of followers that all start from
+// the same seeder then asks it for different chunks at once, and each has
+// something to trade at once.
+const randomFirst = 16
+
+// swarmBatch is the most chunks one batch asks of a peer once the peers
+// of a swarm are known: a smaller batch keeps what others do not yet know
+// is in flight small, so two followers rarely ask the seeder for the same
+// chunk; a round trip per batch costs little on a LAN.
+const swarmBatch = 16
+
+// batchTime is about how long one batch should take a peer: what is in
+// flight on a peer cannot be asked of others, and a slow peer (a seeder
+// shared by a room) handed a long batch holds chunks that followers
+// holding them could serve. A peer whose rate is not known yet gets
+// firstBatch chunks.
+const (
+	batchTime  = 500 * time.Millisecond
+	firstBatch = 16
+)
+
+// batchFor is how many chunks p may be handed at once: about batchTime
+// at its rate so far, at least 4.
+func (ps *peerState) batchFor() int {
+	d := ps.last.Sub(ps.first)
+	if ps.bytes == 0 || d <= 0 {
+		return firstBatch
+	}
+	rate := float64(ps.bytes) / d.Seconds()
+	return max(4, int(rate*batchTime.Seconds()/float64(64<<10)))
+}
+
+// maxMisses is how many advertised chunks a peer may fail to serve before
+// it is dropped: a chunk said to be held may honestly go (the path was
+// described again), but not many.
+const maxMisses = 8
+
+// holds says whether ps said it holds the chunk at position i of h.
+func (ps *peerState) holds(h nix.PathHash, i int) bool {
+	b := ps.chunks[h]
+	return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0
+}
+
+// provides says whether p is a whole-path provider of it.
+func provides(it *item, p peer.ID) bool { return slices.Contains(it.providers, p) }
+
+// recount computes the availability of every want of st from scratch:
+// the usable peers that provide its path whole or said they hold it.
+func (s *scheduler) recount(st *itemState) {
+	h := st.it.info.Path.Hash
+	whole := 0
+	for _, p := range st.it.providers {
+		if ps := s.peers[p]; ps == nil || ps.usable(h) {
+			whole++
+		}
+	}
+	for _, w := range st.wants {
+		w.avail = whole
+	}
+	for _, ps := range s.peers {
+		if len(ps.chunks[h]) == 0 || !ps.usable(h) || provides(st.it, ps.id) {
+			continue
+		}
+		for _, w := range st.wants {
+			if ps.holds(h, w.i) {
+				w.avail++
+			}
+		}
+	}
+}
+
+// recountAll recounts every item (after a peer was dropped).
+func (s *scheduler) recountAll() {
+	for _, st := range s.items {
+		s.recount(st)
+	}
+}
+
+// haves applies what p said it holds (one message of a subscription to
+// paths) and returns p if it must be met (start a worker). A message that
+// cannot be true of the paths (a position past a chunk index's end, a
+// bitfield of the wrong length) drops p: err says why.
+func (s *scheduler) haves(p peer.ID, paths []nix.PathHash, msg *p2p.Haves) (start []peer.ID, err error) {
+	ps := s.peers.get(p)
+	if ps.dropped != "" || s.err != nil {
+		return nil, nil
+	}
+	for _, e := range msg.Entries {
+		h := paths[e.Path]
+		st := s.items[h]
+		if st == nil || st.it.valid {
+			continue // not (or no longer) fetched here
+		}
+		n := len(st.it.index)
+		switch {
+		case e.All:
+			start = append(start, s.addProviders(st.it, []peer.ID{p})...)
+			delete(ps.chunks, h)
+			s.recount(st)
+		case e.Bits != nil:
+			if len(e.Bits) != (n+7)/8 {
+				return start, s.lie(p, fmt.Sprintf("said it holds a bitfield of %d bytes of %s, which has %d chunks", len(e.Bits), st.it.info.Path.Name, n))
+			}
+			if ps.chunks == nil {
+				ps.chunks = map[nix.PathHash][]byte{}
+			}
+			ps.chunks[h] = slices.Clone(e.Bits)
+			s.recount(st)
+		default:
+			b := ps.chunks[h]
+			if b == nil {
+				b = make([]byte, (n+7)/8)
+				if ps.chunks == nil {
+					ps.chunks = map[nix.PathHash][]byte{}
+				}
+				ps.chunks[h] = b
+			}
+			whole := provides(st.it, p)
+			for _, i := range e.Add {
+				if int(i) >= n {
+					return start, s.lie(p, fmt.Sprintf("said it holds chunk %d of %s, which has %d", i, st.it.info.Path.Name, n))
+				}
+				if b[i/8]&(1<<(i%8)) != 0 {
+					continue
+				}
+				b[i/8] |= 1 << (i % 8)
+				if !whole && ps.usable(h) {
+					if w := st.wantAt(int(i)); w != nil {
+						w.avail++
+					}
+				}
+			}
+		}
+		s.swarm = s.swarm || !e.All
+	}
+	if ps.streams == 0 && len(ps.chunks) > 0 {
+		s.addStream(p)
+		start = append(start, p)
+	}
+	return start, nil
+}
+
+// lie drops p for what it said in a have message; the error ends its
+// subscription.
+func (s *scheduler) lie(p peer.ID, why string) error {
+	s.peers.get(p).bad++
+	s.dropPeer(p, why)
+	return fmt.Errorf("peer %s %s", p, why)
+}
+
+// wantAt is the want of st at position i of its index, nil if that chunk
+// is not wanted (it was in the spool or the store).
+func (st *itemState) wantAt(i int) *want {
+	k, ok := slices.BinarySearchFunc(st.wants, i, func(w *want, i int) int { return w.i - i })
+	if !ok {
+		return nil
+	}
+	return st.wants[k]
+}
+
+// missed records that p did not serve w although it said it holds it
+// (not as a whole path: that is lacks). Its bit goes; a peer that misses
+// too many is dropped.
+func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
+	ps := s.peers.get(p)
+	h := w.st.it.info.Path.Hash
+	if b := ps.chunks[h]; w.i/8 < len(b) && b[w.i/8]&(1<<(w.i%8)) != 0 {
+		b[w.i/8] &^= 1 << (w.i % 8)
+		if ps.usable(h) && !provides(w.st.it, p) {
+			w.avail--
+		}
+	}
+	ps.misses++
+	if ps.misses >= maxMisses {
+		why := fmt.Sprintf("advertised %d chunks it did not serve", ps.misses)
+		ps.bad++
+		if s.dropPeer(p, why) {
+			return why
+		}
+	}
+	s.checkProviders()
+	return ""
+}
+
+// pick chooses up to n of the wants p can serve among pending, marks them
+// in flight on p and takes them off pending.
+//
+// Alone with its seeders (no peer holds part of a path) a transfer takes
+// them in pending order: the plan's, rotated, which keeps each spool
+// written in long runs. In a swarm it takes the first randomFirst chunks
+// at random, then the rarest first (fewest usable peers hold them): a
+// seeder is asked for what nobody else has, a follower for what it has
+// that others lack. Among equally rare chunks it takes a run from a
+// random place, so that followers asking the same seeder at once ask for
+// different chunks, and spools are still written in runs.
+func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
+	cand := s.cand[:0]
+	for _, w := range s.pending {
+		if !w.done && s.canServe(ps, w) {
+			cand = append(cand, w)
+		}
+	}
+	switch {
+	case len(cand) <= n:
+		batch = append(batch, cand...)
+	case !s.swarm:
+		batch = append(batch, cand[:n]...)
+	case s.handed < randomFirst:
+		for range n {
+			k := s.intn(len(cand))
+			batch = append(batch, cand[k])
+			cand[k] = cand[len(cand)-1]
+			cand = cand[:len(cand)-1]
+		}
+	default:
+		batch = s.rarest(cand, n)
+	}
+	clear(cand)
+	s.cand = cand[:0]
+	s.handed += len(batch)
+	for _, w := range batch {
+		w.inflight[ps.id] = true
+	}
+	rest := s.pending[:0]
+	for _, w := range s.pending {
+		if !w.done && !w.inflight[ps.id] {
+			rest = append(rest, w)
+		}
+	}
+	clear(s.pending[len(rest):])
+	s.pending = rest
+	return batch
+}
+
+// rarest returns the n of cand (more than n) that the fewest peers hold:
+// all of those rarer than some availability, and a run of those at it
+// starting at a random one. Counting by availability takes two passes
+// over cand, without sorting.
+func (s *scheduler) rarest(cand []*want, n int) []*want {
+	lo, hi := cand[0].avail, cand[0].avail
+	for _, w := range cand {
+		lo, hi = min(lo, w.avail), max(hi, w.avail)
+	}
+	count := make([]int, hi-lo+1)
+	for _, w := range cand {
+		count[w.avail-lo]++
+	}
+	limit, took := lo, 0 // all of cand rarer than limit are taken
+	for took+count[limit-lo] <= n {
+		took += count[limit-lo]
+		limit++
+	}
+	batch := make([]*want, 0, n)
+	var at []*want // those at limit
+	for _, w := range cand {
+		switch {
+		case w.avail < limit:
+			batch = append(batch, w)
+		case w.avail == limit:
+			at = append(at, w)
+		}
+	}
+	k := s.intn(len(at))
+	for i := range n - took {
+		batch = append(batch, at[(k+i)%len(at)])
+	}
+	return batch
+}
+
+// heldElsewhere says whether every chunk of st still missing is held by
+// some usable peer that said so in a have message: st can complete
+// without its whole-path providers.
+func (s *scheduler) heldElsewhere(st *itemState) bool {
+	for _, w := range st.wants {
+		if !w.done && w.avail == 0 {
+			return false
+		}
+	}
+	return st.left > 0
+}

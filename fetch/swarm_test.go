@@ -1,0 +1,209 @@
+package fetch
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/p2p"
+)
+
+// bitsOf is a bitfield of n chunks with the given positions set.
+func bitsOf(n int, pos ...int) []byte {
+	b := make([]byte, (n+7)/8)
+	for _, i := range pos {
+		b[i/8] |= 1 << (i % 8)
+	}
+	return b
+}
+
+// adds is a have message adding positions of path 0 of a subscription.
+func adds(path uint32, pos ...uint32) *p2p.Haves {
+	return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: path, Add: pos}}}
+}
+
+// TestSchedulerSwarm: which chunks a swarm asks of whom. Seeder s
+// provides p1 (12 chunks) and p2 (4 chunks) whole; followers f and g say
+// in have messages which chunks they hold. intn always answers 0, so
+// "random" picks take the first candidate, then the last ones (each pick
+// moves the last into its place), and runs start at the first. A batch
+// has at least 4 chunks.
+func TestSchedulerSwarm(t *testing.T) {
+	const s0, f, g = peer.ID("seeder"), peer.ID("f"), peer.ID("g")
+	paths := []nix.PathHash{{1}, {2}}
+	for _, tc := range []struct {
+		name   string
+		haves  map[peer.ID][]*p2p.Haves
+		handed int // chunks handed out before (random first is over past randomFirst)
+		peer   peer.ID
+		n      int
+		want   string
+		start  string // peers met by the have messages
+	}{
+		{name: "alone with a seeder: plan order", peer: s0, n: 4, handed: 100, want: "p1/0 p1/1 p1/2 p1/3"},
+		{name: "a follower is asked for what it holds",
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(0, 5, 6, 7)}}, handed: 100, peer: f, n: 8, want: "p1/5 p1/6 p1/7", start: "f"},
+		{name: "the seeder is asked first for what no follower holds",
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(0, 0, 1, 2, 3)}, g: {adds(0, 4, 5)}}, handed: 100, peer: s0, n: 4,
+			want: "p1/6 p1/7 p1/8 p1/9", start: "f g"},
+		{name: "rarest first among followers",
+			haves: map[peer.ID][]*p2p.Haves{
+				f: {{Entries: []p2p.HaveEntry{{Path: 0, Bits: bitsOf(12, 0, 1, 2, 3, 4, 5)}}}},
+				g: {adds(0, 0, 1)},
+			}, handed: 100, peer: f, n: 4, want: "p1/2 p1/3 p1/4 p1/5", start: "f g"},
+		{name: "random first",
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0)}}, peer: s0, n: 4, want: "p1/0 p2/3 p2/2 p2/1", start: "f"},
+		{name: "a whole path said in one flag",
+			haves: map[peer.ID][]*p2p.Haves{f: {{Entries: []p2p.HaveEntry{{Path: 1, All: true}}}}}, handed: 100, peer: f, n: 8,
+			want: "p2/0 p2/1 p2/2 p2/3", start: "f"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p1 := testItem(1, 12, []peer.ID{s0})
+			p2 := testItem(2, 4, []peer.ID{s0})
+			s, _ := testScheduler(p1, p2)
+			s.addStream(s0)
+			s.intn = func(int) int { return 0 }
+			s.handed = tc.handed
+			var met []string
+			for _, p := range []peer.ID{f, g} {
+				for _, msg := range tc.haves[p] {
+					start, err := s.haves(p, paths, msg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, q := range start {
+						met = append(met, string(q))
+					}
+				}
+			}
+			batch, _ := s.take(tc.peer, tc.n)
+			if got := strings.Join(chunksOf(batch), " "); got != tc.want {
+				t.Errorf("take(%s, %d) = %q, want %q", tc.peer, tc.n, got, tc.want)
+			}
+			if got := strings.Join(met, " "); got != tc.start {
+				t.Errorf("peers met: %q, want %q", got, tc.start)
+			}
+		})
+	}
+}
+
+func TestSchedulerHaveLies(t *testing.T) {
+	const s0, f = peer.ID("seeder"), peer.ID("f")
+	paths := []nix.PathHash{{1}}
+	for _, tc := range []struct {
+		name string
+		msg  *p2p.Haves
+		why  string
+	}{
+		{"a chunk past the end", adds(0, 12), "said it holds chunk 12 of p1, which has 12"},
+		{"a bitfield of another length", &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bitsOf(64, 1)}}}, "bitfield of 8 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := testScheduler(testItem(1, 12, []peer.ID{s0}))
+			s.addStream(s0)
+			if _, err := s.haves(f, paths, tc.msg); err == nil || !strings.Contains(err.Error(), tc.why) {
+				t.Fatalf("haves: %v, want an error saying %q", err, tc.why)
+			}
+			if ps := s.peers[f]; !strings.Contains(ps.dropped, tc.why) || ps.bad != 1 {
+				t.Errorf("peer state %+v: want dropped and blamed", ps)
+			}
+			if s.err != nil {
+				t.Errorf("the transfer failed: %v", s.err)
+			}
+		})
+	}
+	t.Run("advertising chunks it then does not serve", func(t *testing.T) {
+		s, sts := testScheduler(testItem(1, 12, []peer.ID{s0}))
+		s.addStream(s0)
+		var all []uint32
+		for i := range 12 {
+			all = append(all, uint32(i))
+		}
+		s.haves(f, paths, adds(0, all...))
+		for i := range maxMisses {
+			w := sts[0].wants[i]
+			if got := w.avail; got != 2 {
+				t.Fatalf("chunk %d held by %d peers, want 2", i, got)
+			}
+			why := s.lacks(f, w)
+			if w.avail != 1 {
+				t.Errorf("after a miss chunk %d is held by %d peers, want 1", i, w.avail)
+			}
+			if (why != "") != (i == maxMisses-1) {
+				t.Fatalf("miss %d: dropped %q", i+1, why)
+			}
+		}
+		if s.peers[f].dropped == "" || s.peers[f].bad != 1 || s.err != nil {
+			t.Errorf("after %d misses: %+v, err %v", maxMisses, s.peers[f], s.err)
+		}
+		for _, w := range sts[0].wants {
+			if w.avail != 1 {
+				t.Errorf("chunk %d held by %d peers after the liar was dropped, want 1", w.i, w.avail)
+			}
+		}
+	})
+}
+
+// TestSchedulerPartialHolders: a chunk some follower holds keeps its item
+// alive when the seeder goes; a chunk nobody holds does not.
+func TestSchedulerPartialHolders(t *testing.T) {
+	const s0, f = peer.ID("seeder"), peer.ID("f")
+	paths := []nix.PathHash{{1}}
+	for _, tc := range []struct {
+		name string
+		held []uint32
+		fail bool
+	}{
+		{"every missing chunk held by a follower", []uint32{0, 1, 2, 3}, false},
+		{"one chunk held by nobody", []uint32{0, 1, 2}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := testScheduler(testItem(1, 4, []peer.ID{s0}))
+			s.addStream(s0)
+			s.haves(f, paths, adds(0, tc.held...))
+			s.dropPeer(s0, "stalled")
+			if (s.err != nil) != tc.fail {
+				t.Fatalf("err = %v, want failure %v", s.err, tc.fail)
+			}
+			if tc.fail {
+				return
+			}
+			batch, _ := s.take(f, 64)
+			if got := strings.Join(chunksOf(batch), " "); got != "p1/0 p1/1 p1/2 p1/3" {
+				t.Errorf("the follower is asked for %q", got)
+			}
+		})
+	}
+}
+
+// TestSwarmBatch: a peer is handed about batchTime of chunks at its rate
+// (firstBatch before it is known), and once other followers are known at
+// most swarmBatch (what others cannot yet know is in flight).
+func TestSwarmBatch(t *testing.T) {
+	const s0, f = peer.ID("seeder"), peer.ID("f")
+	s, sts := testScheduler(testItem(1, 400, []peer.ID{s0}))
+	s.addStream(s0)
+	t0 := time.Unix(0, 0)
+	take := func(what string, want int) {
+		t.Helper()
+		batch, _ := s.take(s0, batchSize)
+		if len(batch) != want {
+			t.Errorf("%s: %d chunks, want %d", what, len(batch), want)
+		}
+		s.release(s0, batch)
+	}
+	take("rate unknown", firstBatch)
+	s.began(s0, t0)
+	w := sts[0].wants[399]
+	s.claim(w)
+	s.delivered(s0, w, 64<<20, t0.Add(time.Second)) // 64 MiB/s: 512 chunks in batchTime
+	take("fast", batchSize)
+	s.peers[s0].last = t0.Add(64 * time.Second) // 1 MiB/s: 8 chunks
+	take("slow", 8)
+	s.peers[s0].last = t0.Add(time.Second)
+	s.haves(f, []nix.PathHash{{1}}, adds(0, 199))
+	take("in a swarm", swarmBatch)
+}

@@ -1,0 +1,188 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
+)
+
+// fakePartial holds chunks in memory, as a fetch in progress holds them
+// in its spools.
+type fakePartial struct {
+	mu     sync.Mutex
+	chunks map[chunk.ID][]byte
+	bits   map[nix.PathHash][]byte
+}
+
+func (f *fakePartial) ReadChunk(_ context.Context, id chunk.ID, size uint32, dst []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.chunks[id]
+	if !ok || len(c) != int(size) {
+		return nil, errors.New("not held")
+	}
+	return dst[:copy(dst, c)], nil
+}
+
+func (f *fakePartial) Holds(h nix.PathHash) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.bits[h]
+	return append([]byte(nil), b...), ok
+}
+
+func connectedPair(t *testing.T) (a, b *Node) {
+	t.Helper()
+	ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
+	a, _ = testNode(t, ta)
+	b, _ = testNode(t, tb)
+	pair(a, b, ta, tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Connect(ctx, a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// TestPartialChunksAndHaves: a node serves the chunks a fetch in progress
+// holds (not in its store), and a subscriber hears what it holds at once
+// and what it gains as it gains it.
+func TestPartialChunksAndHaves(t *testing.T) {
+	setForTest(t, &havesEvery, 10*time.Millisecond)
+	a, b := connectedPair(t)
+	data := []byte("a chunk verified, in a spool, of a path not committed yet")
+	id := chunk.Sum(data)
+	inProgress, other := nix.PathHash{7}, nix.PathHash{8}
+	fp := &fakePartial{chunks: map[chunk.ID][]byte{}, bits: map[nix.PathHash][]byte{inProgress: {0b0000_0101, 0}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	fetch := func() error {
+		return b.Fetch(ctx, a.ID(), []ChunkWant{{Chunk: id, Size: uint32(len(data))}}, 1, func(_ int, got []byte, err error) error {
+			if err == nil && string(got) != string(data) {
+				t.Errorf("got %q", got)
+			}
+			return err
+		})
+	}
+	if err := fetch(); !errors.Is(err, ErrNotServed) {
+		t.Fatalf("before the partial is registered: %v, want ErrNotServed", err)
+	}
+	remove := a.AddPartial(fp)
+	fp.mu.Lock()
+	fp.chunks[id] = data
+	fp.mu.Unlock()
+	if err := fetch(); err != nil {
+		t.Fatalf("a chunk held by a fetch in progress: %v", err)
+	}
+
+	msgs := make(chan *Haves, 16)
+	go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{other, inProgress}, func(m *Haves) error {
+		msgs <- m
+		return nil
+	})
+	next := func() HaveEntry {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			if len(m.Entries) != 1 {
+				t.Fatalf("entries %+v, want one", m.Entries)
+			}
+			return m.Entries[0]
+		case <-ctx.Done():
+			t.Fatal("no have message")
+		}
+		return HaveEntry{}
+	}
+	if e := next(); e.Path != 1 || string(e.Bits) != string([]byte{0b0000_0101, 0}) {
+		t.Errorf("first message: %+v, want the bitfield of path 1", e)
+	}
+	a.Gained(inProgress, 9)
+	a.Gained(nix.PathHash{9}, 1) // not subscribed: not pushed
+	if e := next(); e.Path != 1 || len(e.Add) != 1 || e.Add[0] != 9 {
+		t.Errorf("after a gain: %+v, want chunk 9 of path 1 added", e)
+	}
+	remove()
+	if err := fetch(); !errors.Is(err, ErrNotServed) {
+		t.Fatalf("after the partial went: %v, want ErrNotServed", err)
+	}
+}
+
+// fakeHavesServer answers a subscription on a raw host with the messages
+// send writes.
+func fakeHavesServer(t *testing.T, victim *Node, send func(w *bufio.Writer) error) peer.ID {
+	t.Helper()
+	h := rawHost(t)
+	h.SetStreamHandler(ProtoHaves, func(st network.Stream) {
+		defer st.Reset()
+		var req HavesRequest
+		if err := readMsg(bufio.NewReader(st), maxRequest, &req); err != nil {
+			return
+		}
+		bw := bufio.NewWriter(st)
+		send(bw)
+		bw.Flush()
+		time.Sleep(time.Second)
+	})
+	victim.gater.trust.Allow(h.ID(), "attacker")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := victim.Connect(ctx, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	return h.ID()
+}
+
+// TestHavesFloodAndLies: a peer that pushes have messages faster than
+// HavesRate allows, or speaks of paths not subscribed to, breaks the
+// protocol: the subscription ends with ErrProtocol after a bounded number
+// of messages.
+func TestHavesFloodAndLies(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		send func(w *bufio.Writer) error
+		max  int // messages the subscriber may take
+		why  string
+	}{
+		{"flood", func(w *bufio.Writer) error {
+			for range 10 * HavesBurst {
+				if err := writeMsg(w, &Haves{Entries: []HaveEntry{{Path: 0, Add: []uint32{1}}}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, HavesBurst + 8, "floods have messages"},
+		{"a path not subscribed to", func(w *bufio.Writer) error {
+			return writeMsg(w, &Haves{Entries: []HaveEntry{{Path: 1, All: true}}})
+		}, 0, "speaks of path 1 of a subscription to 1"},
+		{"over the cap", func(w *bufio.Writer) error {
+			return writeMsg(w, &Haves{Entries: []HaveEntry{{Path: 0, Add: make([]uint32, MaxHaveAdds+1)}}})
+		}, 0, "protocol violation"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			victim, _ := testNode(t, NewTrustGroup(nil))
+			p := fakeHavesServer(t, victim, tc.send)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			n := 0
+			err := victim.SubscribeHaves(ctx, p, []nix.PathHash{{1}}, func(*Haves) error { n++; return nil })
+			if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tc.why) {
+				t.Fatalf("subscription ended with %v, want a protocol violation saying %q", err, tc.why)
+			}
+			if n > tc.max {
+				t.Errorf("took %d messages, want at most %d", n, tc.max)
+			}
+		})
+	}
+}
