@@ -31,8 +31,10 @@ type Env struct {
 	fixtures       map[string]*Fixture
 
 	// For the plots.
-	swarmRates map[int]float64
-	fanoutDone []time.Duration
+	swarmRates  map[int]float64
+	fanoutDone  []time.Duration
+	simRuns     []simRun
+	simNarBytes int64
 }
 
 func (e *Env) logf(format string, a ...any) {
