@@ -19,7 +19,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/trove-p2p/trove/fetch"
@@ -73,6 +75,10 @@ type simRun struct {
 	CPU    float64         // share of the machine's cores busy during the run
 	Wall   time.Duration   // until the last follower finished, or the room was stopped
 	Setup  time.Duration   // opening the stores and starting the nodes
+	// Retries counts syncs that failed and were tried again; FirstError
+	// says why the first did.
+	Retries    int
+	FirstError string
 }
 
 // stopped reports whether the room was stopped before every follower was done.
@@ -163,6 +169,9 @@ func simResults(spec simSpec, runs []simRun, narBytes int64) []Result {
 		if r.stopped() {
 			notes = append(notes, fmt.Sprintf("stopped at %.3g× the one-follower time with %d of %d followers done: a figure marked > is a lower bound",
 				spec.Cap, len(r.Done), r.N))
+		}
+		if r.Retries > 0 {
+			notes = append(notes, fmt.Sprintf("%d syncs failed and were tried again, the first: %s", r.Retries, r.FirstError))
 		}
 		if r.CPU > 0.85 {
 			notes = append(notes, fmt.Sprintf("CPU-bound (%.0f%% of %d cores busy): times overstate the network's", 100*r.CPU, runtime.NumCPU()))
@@ -311,7 +320,7 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 	for i := range n + 1 {
 		st := seed
 		if i > 0 {
-			if st, err = store.Open(filepath.Join(roomDir, fmt.Sprint(i)), store.Options{}); err != nil {
+			if st, err = store.Open(filepath.Join(roomDir, fmt.Sprint(i)), store.Options{Light: true}); err != nil {
 				return r, err
 			}
 		}
@@ -368,6 +377,22 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 			picked++
 		}
 	}
+	// Identify runs on every new connection, and a stream waits for it:
+	// let it finish before the clock starts, as a room that has been up
+	// for a while would have.
+	for _, a := range agents {
+		ids, ok := a.node.Host().(*shapedHost).Host.(interface{ IDService() identify.IDService })
+		if !ok {
+			continue
+		}
+		for _, c := range a.node.Host().Network().Conns() {
+			select {
+			case <-ids.IDService().IdentifyWait(c):
+			case <-e.Ctx.Done():
+				return r, e.Ctx.Err()
+			}
+		}
+	}
 	r = simRun{N: n, Setup: time.Since(setup)}
 	ctx, cancel := context.WithCancel(e.Ctx)
 	defer cancel()
@@ -382,25 +407,43 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 	cpu0 := cpuTime()
 	start := time.Now()
 	var wg gosync.WaitGroup
+	var failMu gosync.Mutex
 	for i := 1; i <= n; i++ {
 		wg.Go(func() {
 			a := agents[i]
 			opts := fetch.Options{Keys: keys, StallTimeout: spec.stallTimeout()}
-			_, err := fetch.New(a.store, a.node, opts).Fetch(inRoom, []nix.Path{top})
-			done[i-1] = time.Since(start)
-			if err != nil && inRoom.Err() != nil && ctx.Err() == nil {
-				done[i-1] = -1 // stopped with the room
-				return
-			}
-			if err == nil {
-				var ok bool
-				if ok, err = a.store.IsValid(top); err == nil && !ok {
-					err = errors.New("the root is not valid after the sync")
+			// A follower whose sync fails tries again a second later, as
+			// an agent's follower does, until the room stops.
+			for {
+				_, err := fetch.New(a.store, a.node, opts).Fetch(inRoom, []nix.Path{top})
+				done[i-1] = time.Since(start)
+				if inRoom.Err() != nil {
+					if ctx.Err() == nil {
+						done[i-1] = -1 // stopped with the room
+					}
+					return
 				}
-			}
-			if err != nil {
-				errs[i-1] = fmt.Errorf("follower %d: %w", i, err)
-				cancel()
+				if err == nil {
+					ok, err := a.store.IsValid(top)
+					if err == nil && !ok {
+						err = errors.New("the root is not valid after the sync")
+					}
+					if err != nil {
+						errs[i-1] = fmt.Errorf("follower %d: %w", i, err)
+						cancel()
+					}
+					return
+				}
+				failMu.Lock()
+				r.Retries++
+				if r.FirstError == "" {
+					r.FirstError = fmt.Sprintf("follower %d: %v", i, err)
+				}
+				failMu.Unlock()
+				select {
+				case <-inRoom.Done():
+				case <-time.After(time.Second):
+				}
 			}
 		})
 	}
@@ -446,7 +489,7 @@ func addSimAgent(ctx context.Context, mn mocknet.Mocknet, room *simRoom, trust *
 	room.nics[h.ID()] = nc
 	room.mu.Unlock()
 	trust.Allow(h.ID(), fmt.Sprintf("sim-%d", i))
-	node, err := p2p.New(ctx, p2p.Config{Key: key, Trust: trust, Content: st, Host: &shapedHost{Host: h, room: room, nic: nc}})
+	node, err := p2p.New(ctx, p2p.Config{Key: key, Trust: trust, Content: st, Host: &shapedHost{Host: h, room: room, nic: nc, paced: []protocol.ID{p2p.ProtoChunks}}})
 	if err != nil {
 		h.Close()
 		return nil, err
