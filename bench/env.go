@@ -32,7 +32,8 @@ type Env struct {
 
 	// For the plots.
 	swarmRates  map[int]float64
-	fanoutDone  []time.Duration
+	fanoutDone  []time.Duration // each follower's time in the room, sorted
+	fanoutOne   time.Duration   // one follower alone
 	simRuns     []simRun
 	simNarBytes int64
 }

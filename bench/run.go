@@ -27,8 +27,21 @@ var Scenarios = []Scenario{
 	{"incremental", "generation N→N+1 after a deep change: bytes fetched vs what nix copy moves", runIncremental},
 	{"swarm", "sync rate from 1, 2, 4 seeders on 100 Mbit/s links (root)", runSwarm},
 	{"nix", "on Nix's own store: sync into it vs nix copy, disk use, incremental, first indexing, serving from it", runNix},
-	{"fanout", "one seeder, many followers on 100 Mbit/s links (root)", runFanout},
-	{"sim", "a simulated room of 16 to 512 followers over go-libp2p's in-memory network", runSim},
+	{"fanout", "one follower alone, then 16 at once, from one seeder on 100 Mbit/s links (root)", runFanout},
+	{"sim", "simulated rooms of 16 to 512 followers: in-process agents over go-libp2p's mocknet", runSim},
+}
+
+// ScenarioNames are the names Run takes, in table order ("memory" runs
+// with "cold").
+func ScenarioNames() []string {
+	var names []string
+	for _, s := range Scenarios {
+		names = append(names, s.Name)
+		if s.Name == "cold" {
+			names = append(names, "memory")
+		}
+	}
+	return names
 }
 
 // Options configure a benchmark run.
@@ -53,7 +66,7 @@ type Table struct {
 func Run(ctx context.Context, o Options) (*Table, error) {
 	for _, n := range o.Names {
 		if n != "memory" && !slices.ContainsFunc(Scenarios, func(s Scenario) bool { return s.Name == n }) {
-			return nil, fmt.Errorf("no scenario %q (have: add, cold, incremental, memory, swarm, nix, fanout)", n)
+			return nil, fmt.Errorf("no scenario %q (have: %s)", n, strings.Join(ScenarioNames(), ", "))
 		}
 	}
 	dir, err := os.MkdirTemp("", "trove-bench-")
