@@ -201,15 +201,6 @@ func simResults(spec simSpec, runs []simRun, narBytes int64) []Result {
 	return rs
 }
 
-// pct is the p-th percentile of sorted ds, by nearest rank.
-func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	i := int(float64(len(ds))*p/100+0.9999999) - 1
-	return ds[max(0, min(i, len(ds)-1))]
-}
-
 func rateString(bytesPerSec float64) string {
 	return fmt.Sprintf("%.3g Mbit/s", bytesPerSec*8/1e6)
 }
