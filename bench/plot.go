@@ -62,6 +62,9 @@ func (e *Env) writePlots(dir string) error {
 			for i, d := range r.Done {
 				pts = append(pts, [2]float64{d.Seconds() / one, 100 * float64(i+1) / float64(r.N)})
 			}
+			if r.stopped() {
+				pts = append(pts, [2]float64{r.Wall.Seconds() / one, 100 * float64(len(r.Done)) / float64(r.N)})
+			}
 			done = append(done, series{Name: fmt.Sprintf("%d followers", r.N), Points: pts})
 		}
 		svg := chart{Title: "Simulated room: ratios vs followers", XLabel: "followers (log scale)", YLabel: "× one follower's time, × the closure", LogX: true,
