@@ -50,14 +50,15 @@ type testLog struct{ t testing.TB }
 func (l testLog) Write(p []byte) (int, error) { l.t.Logf("%s", p); return len(p), nil }
 
 // testScenarios are the scenarios TestQuickBench runs: all but nix (which
-// adds some 20 s) unless TROVE_BENCH_NIX or TROVE_BENCH_FULL is set.
+// adds some 20 s) unless TROVE_BENCH_NIX or TROVE_BENCH_FULL is set, and
+// but sim, which TestSimQuick runs.
 func testScenarios() []string {
 	if os.Getenv("TROVE_BENCH_NIX") != "" || os.Getenv("TROVE_BENCH_FULL") != "" {
 		return nil
 	}
 	var names []string
 	for _, s := range Scenarios {
-		if s.Name != "nix" {
+		if s.Name != "nix" && s.Name != "sim" {
 			names = append(names, s.Name)
 		}
 	}

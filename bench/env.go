@@ -31,8 +31,11 @@ type Env struct {
 	fixtures       map[string]*Fixture
 
 	// For the plots.
-	swarmRates map[int]float64
-	fanoutDone []time.Duration
+	swarmRates  map[int]float64
+	fanoutDone  []time.Duration // each follower's time in the room, sorted
+	fanoutOne   time.Duration   // one follower alone
+	simRuns     []simRun
+	simNarBytes int64
 }
 
 func (e *Env) logf(format string, a ...any) {

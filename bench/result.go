@@ -12,8 +12,11 @@ type Result struct {
 	Ratio        float64 `json:"ratio,omitempty"` // trove / baseline
 	Target       string  `json:"target"`
 	Met          *bool   `json:"met,omitempty"`
-	Note         string  `json:"note,omitempty"`
-	Skipped      string  `json:"skipped,omitempty"`
+	// AtLeast marks a figure measured when the scenario stopped early:
+	// the real one is at least this.
+	AtLeast bool   `json:"atLeast,omitempty"`
+	Note    string `json:"note,omitempty"`
+	Skipped string `json:"skipped,omitempty"`
 }
 
 func met(ok bool) *bool { return &ok }

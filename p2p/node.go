@@ -69,6 +69,13 @@ type Config struct {
 	// come to join it (group.go); nil serves neither.
 	Group  GroupKeeper
 	Logger *slog.Logger
+	// Host, when set, is a running libp2p host to build the node on instead
+	// of starting one: a simulation's in-memory host (go-libp2p's mocknet,
+	// as `trove bench sim` uses). The node owns it and closes it. Listen,
+	// and the node's own transports, resource manager, connection manager,
+	// connection gater and bandwidth reporter, do not apply to it; the
+	// protocols still serve only the trust group.
+	Host host.Host
 }
 
 // Node is a running libp2p host with trove's protocols, discovery and limits.
@@ -124,7 +131,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic, joins: newJoiners(cfg.Group)}, log: cfg.Logger,
 		static: map[peer.ID]chan struct{}{}, bw: metrics.NewBandwidthCounter(),
 	}
-	h, err := libp2p.New(
+	h := cfg.Host
+	if h != nil {
+		rm.Close()
+		cm.Close()
+	} else if h, err = libp2p.New(
 		libp2p.Identity(cfg.Key),
 		libp2p.ListenAddrs(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -136,8 +147,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(n.gater),
 		libp2p.BandwidthReporter(n.bw),
-	)
-	if err != nil {
+	); err != nil {
 		return nil, fmt.Errorf("starting libp2p host: %w", err)
 	}
 	n.host = h

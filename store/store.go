@@ -62,6 +62,11 @@ type Options struct {
 	// Role is recorded in <home>/lock for others who find the store in
 	// use (lock.go); RoleCommand if empty.
 	Role Role
+	// Light opens a small database for one of many stores in one process
+	// (the bench's simulated room): small memtables and caches, and no
+	// background compaction, which would otherwise wake each store's
+	// compactors 20 times a second. Not for a home that keeps growing.
+	Light bool
 	Kind
 }
 
@@ -173,6 +178,10 @@ func Open(home string, opts Options) (*Store, error) {
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2)
+	if opts.Light {
+		bopts = bopts.WithMemTableSize(8 << 20).WithBlockCacheSize(1 << 20).WithIndexCacheSize(1 << 20).
+			WithValueLogFileSize(4 << 20).WithNumCompactors(0)
+	}
 	s.db, err = badger.Open(bopts)
 	if err != nil {
 		unlockHome(lock)

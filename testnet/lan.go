@@ -623,3 +623,24 @@ func deleteNetns(ns string) error {
 	}
 	return ip("netns", "del", ns)
 }
+
+// LinkBytes returns the bytes agent i's link has received and sent so
+// far, as its interface in its namespace counts them (headers of every
+// layer included): what crossed the wire, not what trove says it sent.
+func (l *LAN) LinkBytes(i int) (rx, tx int64, err error) {
+	nd := l.nodes[i]
+	out, err := exec.Command("ip", "-n", nd.ns, "-s", "-j", "link", "show", "dev", nd.eth).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("testnet: reading agent %d's link counters: %w", i, err)
+	}
+	var links []struct {
+		Stats struct {
+			RX struct{ Bytes int64 } `json:"rx"`
+			TX struct{ Bytes int64 } `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		return 0, 0, fmt.Errorf("testnet: reading agent %d's link counters: ip printed %q", i, out)
+	}
+	return links[0].Stats.RX.Bytes, links[0].Stats.TX.Bytes, nil
+}

@@ -29,8 +29,16 @@ RSS of that sync), incremental
 (trove on Nix's own store: sync into it vs nix copy, trove's disk use
 beside it, an incremental generation into it, first indexing, serving
 from it vs from trove's own store), swarm
-(1, 2, 4 seeders on 100 Mbit/s links) and fanout (one seeder, 16 followers)
-— the last two run in network namespaces and need root and iproute2.
+(1, 2, 4 seeders on 100 Mbit/s links), fanout (one seeder on 100 Mbit/s
+links: one follower alone, then 16 at once; when the first, median and
+last is done over the one-follower time, the seeder's upload over the
+closure) — those two run in network namespaces and need root and
+iproute2 — and sim (rooms of 16, 64, 256 and 512 followers simulated in
+this process: real stores, nodes and fetchers over go-libp2p's in-memory
+mocknet with each machine's link paced; the median, 99th percentile and
+last follower over the one-follower time, the seeder's upload over the
+closure; a room not done at 10× the one-follower time is stopped and its
+figures marked as lower bounds).
 
 Fixtures are built with real Nix, offline; without Nix those scenarios say
 "skipped: nix not installed". --quick uses small sizes (for CI). Absolute
@@ -38,6 +46,7 @@ times vary between runs and machines: read the ratios.`,
 		Example: `  trove bench --quick
   trove bench cold incremental
   sudo trove bench --plot ./plots swarm fanout
+  sudo trove bench fanout sim --plot ./plots
   trove bench --json > bench.json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			self, err := os.Executable()

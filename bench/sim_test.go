@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSimQuick runs the sim scenario at --quick size (rooms of 4 and 16
+// followers: real stores, nodes and fetchers over mocknet) and checks that
+// every room finished and every row has its figure; with TROVE_BENCH_FULL
+// set it runs the full size (minutes).
+func TestSimQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs simulated rooms; skipped with -short")
+	}
+	e := &Env{Ctx: context.Background(), Dir: t.TempDir(), Quick: os.Getenv("TROVE_BENCH_FULL") == "", Log: testLog{t}}
+	rs, err := runSim(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	(&Table{Results: rs}).Print(&b)
+	t.Logf("\n%s", b.String())
+	if want := 1 + 4*len(e.simSpec().Rooms); len(rs) != want {
+		t.Fatalf("%d rows, want %d", len(rs), want)
+	}
+	for _, r := range rs {
+		if r.Trove <= 0 || r.Skipped != "" {
+			t.Errorf("no figure: %+v", r)
+		}
+	}
+	for _, r := range e.simRuns {
+		if e.Quick && r.stopped() {
+			t.Errorf("room of %d stopped with %d done", r.N, len(r.Done))
+		}
+		if r.Upload < e.simNarBytes && r.N > 0 {
+			t.Errorf("room of %d: the seeder sent %d bytes of a %d-byte closure", r.N, r.Upload, e.simNarBytes)
+		}
+	}
+	dir := t.TempDir()
+	if err := e.writePlots(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"sim.svg", "sim-completion.svg"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err != nil || !strings.Contains(string(b), "</svg>") {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// A NIC's pacer serialises what is queued at its rate, first come first
+// served, and an idle link starts at once.
+func TestPacer(t *testing.T) {
+	p := pacer{rate: 1000} // bytes per second
+	now := time.Unix(0, 0)
+	if got := p.reserve(now, 500); !got.Equal(now.Add(500 * time.Millisecond)) {
+		t.Fatalf("first: %v", got.Sub(now))
+	}
+	if got := p.reserve(now, 1000); !got.Equal(now.Add(1500 * time.Millisecond)) {
+		t.Fatalf("queued behind the first: %v", got.Sub(now))
+	}
+	later := now.Add(10 * time.Second)
+	if got := p.reserve(later, 100); !got.Equal(later.Add(100 * time.Millisecond)) {
+		t.Fatalf("after idling: %v", got.Sub(later))
+	}
+}
+
+// Percentiles are by nearest rank over every follower, and a rank not
+// reached when the room stopped is the stop, a lower bound.
+func TestSimRunPercentiles(t *testing.T) {
+	s := time.Second
+	r := simRun{N: 4, Done: []time.Duration{1 * s, 2 * s, 3 * s, 4 * s}, Wall: 4 * s}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 2 * s}, {99, 4 * s}, {100, 4 * s}, {1, 1 * s}} {
+		if got, ok := r.at(c.p); got != c.want || !ok {
+			t.Errorf("p%v = %v, %v; want %v", c.p, got, ok, c.want)
+		}
+	}
+	stopped := simRun{N: 4, Done: []time.Duration{1 * s}, Wall: 10 * s}
+	if got, ok := stopped.at(50); ok || got != 10*s {
+		t.Errorf("p50 of a stopped room = %v, %v; want the stop, not reached", got, ok)
+	}
+}
