@@ -90,6 +90,10 @@ func StartDaemon(t testing.TB, root string, conf ...string) *Daemon {
 		t.Fatal(err)
 	}
 	defer logf.Close()
+	// The daemon opens the store afresh for each connection: on a new
+	// store, two first connections at once race to create its database,
+	// and one fails with "SQLite database … is busy". Create it first.
+	Run(t, "nix-store", "--store", d.StoreURI, "--init")
 	confDir := t.TempDir() // no /etc/nix/nix.conf
 	cmd := exec.Command("nix-daemon", "--store", d.StoreURI)
 	cmd.Env = append(os.Environ(), env(t)...)
