@@ -179,6 +179,9 @@ func (f *transfer) commit(st *itemState, x staged) error {
 		}
 		f.hold.forget(j.st.it.info.Path.Hash)
 		j.st.spool.remove()
+		if f.haves != nil {
+			f.haves.Gained(j.st.it.info.Path.Hash) // valid now: subscribers hear All
+		}
 		next = append(next, f.lock().committed(j.st)...)
 		f.unlock()
 	}

@@ -48,7 +48,8 @@ var havesEvery = 100 * time.Millisecond
 
 // havesRecheck is how often a subscription looks again at the store for
 // subscribed paths that became valid without a fetch here (imported,
-// added).
+// added, built by Nix); a fetch here says so itself, at once, when it
+// commits (Gained with no positions).
 var havesRecheck = time.Second
 
 // Caps of the haves protocol.
@@ -120,7 +121,9 @@ func (n *Node) AddPartial(src Partial) (remove func()) {
 }
 
 // Gained tells the peers subscribed to path h that the chunks at
-// positions pos of its index are servable here now.
+// positions pos of its index are servable here now; with no positions,
+// that h became valid here (a fetch committed it), so its entry is looked
+// at again and sent whole.
 func (n *Node) Gained(h nix.PathHash, pos ...int) {
 	n.partial.mu.RLock()
 	defer n.partial.mu.RUnlock()
@@ -196,7 +199,7 @@ func (sub *subscription) gained(h nix.PathHash, pos []int) {
 		return
 	}
 	if !sub.full[i] {
-		if sub.adds+len(pos) > MaxHaveAdds {
+		if len(pos) == 0 || sub.adds+len(pos) > MaxHaveAdds {
 			sub.adds -= len(sub.add[i])
 			delete(sub.add, i)
 			sub.full[i] = true

@@ -1,9 +1,13 @@
 package p2p
 
 import (
+	"os"
+	"path/filepath"
+
 	"bufio"
 	"context"
 	"errors"
+	"github.com/trove-p2p/trove/store"
 	"strings"
 	"sync"
 	"testing"
@@ -41,10 +45,10 @@ func (f *fakePartial) Holds(h nix.PathHash) ([]byte, bool) {
 	return append([]byte(nil), b...), ok
 }
 
-func connectedPair(t *testing.T) (a, b *Node) {
+func connectedPair(t *testing.T) (a, b *Node, sa *store.Store) {
 	t.Helper()
 	ta, tb := NewTrustGroup(nil), NewTrustGroup(nil)
-	a, _ = testNode(t, ta)
+	a, sa = testNode(t, ta)
 	b, _ = testNode(t, tb)
 	pair(a, b, ta, tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -52,7 +56,7 @@ func connectedPair(t *testing.T) (a, b *Node) {
 	if err := b.Connect(ctx, a.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	return a, b
+	return a, b, sa
 }
 
 // TestPartialChunksAndHaves: a node serves the chunks a fetch in progress
@@ -60,7 +64,8 @@ func connectedPair(t *testing.T) (a, b *Node) {
 // and what it gains as it gains it.
 func TestPartialChunksAndHaves(t *testing.T) {
 	setForTest(t, &havesEvery, 10*time.Millisecond)
-	a, b := connectedPair(t)
+	setForTest(t, &havesRecheck, time.Hour) // a commit is heard, not polled for
+	a, b, sa := connectedPair(t)
 	data := []byte("a chunk verified, in a spool, of a path not committed yet")
 	id := chunk.Sum(data)
 	inProgress, other := nix.PathHash{7}, nix.PathHash{8}
@@ -116,6 +121,34 @@ func TestPartialChunksAndHaves(t *testing.T) {
 	remove()
 	if err := fetch(); !errors.Is(err, ErrNotServed) {
 		t.Fatalf("after the partial went: %v, want ErrNotServed", err)
+	}
+
+	// A fetch that commits a path says so (Gained with no positions), and
+	// the subscriber hears All at once, not at the next look at the store.
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+	pi, err := elsewhere.AddTree(ctx, src, "committed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{pi.Path.Hash}, func(m *Haves) error {
+		msgs <- m
+		return nil
+	})
+	time.Sleep(50 * time.Millisecond) // subscribed; a holds nothing of it
+	if _, err := sa.AddTree(ctx, src, "committed"); err != nil {
+		t.Fatal(err)
+	}
+	a.Gained(pi.Path.Hash)
+	if e := next(); e.Path != 0 || !e.All {
+		t.Errorf("after a commit: %+v, want path 0 whole", e)
 	}
 }
 
