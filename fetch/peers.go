@@ -24,6 +24,9 @@ type peerState struct {
 	// chunks it said it holds (in have messages).
 	chunks map[nix.PathHash][]byte
 	misses int // advertised chunks it then did not serve
+	// later holds the wants it answered Later (it sent them to another
+	// peer just now): not asked of it again until the time it gave.
+	later map[*want]bool
 }
 
 // usable says whether p may still be asked for chunks of h.

@@ -58,10 +58,9 @@ type scheduler struct {
 
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
-	swarm  bool
-	handed int           // chunks handed out so far (random first, then rarest)
-	intn   func(int) int // picks at random
-	cand   []*want       // pick's scratch space
+	swarm bool
+	intn  func(int) int // picks at random
+	cand  []*want       // pick's scratch space
 }
 
 // itemState is one item's progress through a transfer.
@@ -200,7 +199,7 @@ func (s *scheduler) addStream(p peer.ID) { s.peers.get(p).streams++ }
 // canServe says whether ps may be asked for w.
 func (s *scheduler) canServe(ps *peerState, w *want) bool {
 	h := w.st.it.info.Path.Hash
-	return ps.usable(h) && (ps.holds(h, w.i) || slices.Contains(w.st.it.providers, ps.id))
+	return ps.usable(h) && !ps.later[w] && (ps.holds(h, w.i) || slices.Contains(w.st.it.providers, ps.id))
 }
 
 // take hands p up to n chunks to request. stop says p is done (dropped,
@@ -259,6 +258,49 @@ func (s *scheduler) began(p peer.ID, now time.Time) (window int) {
 		ps.first = now
 	}
 	return max(1, s.window/max(1, ps.streams))
+}
+
+// deferred notes that p answered w Later: it sent w's chunk to another
+// peer just now. p is not asked for it again until undefer; the peer that
+// got it will say so in a have message, or p serves it then.
+func (s *scheduler) deferred(p peer.ID, w *want) {
+	if w.done || w.abandoned() {
+		return
+	}
+	ps := s.peers.get(p)
+	if ps.later == nil {
+		ps.later = map[*want]bool{}
+	}
+	ps.later[w] = true
+}
+
+// undefer lets p be asked again for those of ws that no other usable
+// peer holds, and returns the others (still deferred): p was right, they
+// are to be had elsewhere, and asking p again would send them twice.
+// Ask again later whether they still are.
+func (s *scheduler) undefer(p peer.ID, ws []*want) (still []*want) {
+	ps := s.peers.get(p)
+	for _, w := range ws {
+		if !ps.later[w] {
+			continue
+		}
+		if !w.done && !w.abandoned() && ps.dropped == "" && s.elsewhere(ps, w) {
+			still = append(still, w)
+			continue
+		}
+		delete(ps.later, w)
+	}
+	return still
+}
+
+// elsewhere says whether a peer other than ps may be asked for w now.
+func (s *scheduler) elsewhere(ps *peerState, w *want) bool {
+	for _, q := range s.peers {
+		if q != ps && s.canServe(q, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // lacks notes that p said it does not have w after all: it lied in have

@@ -19,12 +19,6 @@ import (
 // have); and what a peer that advertises chunks it then does not serve
 // gets. Like the rest of the scheduler these do no I/O.
 
-// randomFirst is how many chunks a transfer hands out in random order
-// before it goes rarest first: a room of followers that all start from
-// the same seeder then asks it for different chunks at once, and each has
-// something to trade at once.
-const randomFirst = 16
-
 // swarmBatch is the most chunks one batch asks of a peer once the peers
 // of a swarm are known: a smaller batch keeps what others do not yet know
 // is in flight small, so two followers rarely ask the seeder for the same
@@ -213,12 +207,15 @@ func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
 //
 // Alone with its seeders (no peer holds part of a path) a transfer takes
 // them in pending order: the plan's, rotated, which keeps each spool
-// written in long runs. In a swarm it takes the first randomFirst chunks
-// at random, then the rarest first (fewest usable peers hold them): a
-// seeder is asked for what nobody else has, a follower for what it has
-// that others lack. Among equally rare chunks it takes a run from a
-// random place, so that followers asking the same seeder at once ask for
-// different chunks, and spools are still written in runs.
+// written in long runs. In a swarm it takes the rarest first (fewest
+// usable peers hold them): a seeder is asked for what nobody else has, a
+// follower for what it has that others lack. Among equally rare chunks it
+// takes a run from a random place, so that followers asking the same
+// seeder at once ask for different chunks (each then has something to
+// trade at once), and spools are still written in runs. (It took its
+// first 16 chunks at random from all it could ask a peer for, as
+// BitTorrent does; from a seeder those included chunks followers held
+// already, which the seeder then sent twice.)
 func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	cand := s.cand[:0]
 	for _, w := range s.pending {
@@ -231,19 +228,11 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 		batch = append(batch, cand...)
 	case !s.swarm:
 		batch = append(batch, cand[:n]...)
-	case s.handed < randomFirst:
-		for range n {
-			k := s.intn(len(cand))
-			batch = append(batch, cand[k])
-			cand[k] = cand[len(cand)-1]
-			cand = cand[:len(cand)-1]
-		}
 	default:
 		batch = s.rarest(cand, n)
 	}
 	clear(cand)
 	s.cand = cand[:0]
-	s.handed += len(batch)
 	for _, w := range batch {
 		w.inflight[ps.id] = true
 	}

@@ -27,37 +27,36 @@ func adds(path uint32, pos ...uint32) *p2p.Haves {
 
 // TestSchedulerSwarm: which chunks a swarm asks of whom. Seeder s
 // provides p1 (12 chunks) and p2 (4 chunks) whole; followers f and g say
-// in have messages which chunks they hold. intn always answers 0, so
-// "random" picks take the first candidate, then the last ones (each pick
-// moves the last into its place), and runs start at the first. A batch
-// has at least 4 chunks.
+// in have messages which chunks they hold. intn answers at (mod n), so a
+// run among the equally rare starts at candidate at. A batch has at least
+// 4 chunks.
 func TestSchedulerSwarm(t *testing.T) {
 	const s0, f, g = peer.ID("seeder"), peer.ID("f"), peer.ID("g")
 	paths := []nix.PathHash{{1}, {2}}
 	for _, tc := range []struct {
-		name   string
-		haves  map[peer.ID][]*p2p.Haves
-		handed int // chunks handed out before (random first is over past randomFirst)
-		peer   peer.ID
-		n      int
-		want   string
-		start  string // peers met by the have messages
+		name  string
+		haves map[peer.ID][]*p2p.Haves
+		at    int // where intn's random picks land
+		peer  peer.ID
+		n     int
+		want  string
+		start string // peers met by the have messages
 	}{
-		{name: "alone with a seeder: plan order", peer: s0, n: 4, handed: 100, want: "p1/0 p1/1 p1/2 p1/3"},
+		{name: "alone with a seeder: plan order", peer: s0, n: 4, want: "p1/0 p1/1 p1/2 p1/3"},
 		{name: "a follower is asked for what it holds",
-			haves: map[peer.ID][]*p2p.Haves{f: {adds(0, 5, 6, 7)}}, handed: 100, peer: f, n: 8, want: "p1/5 p1/6 p1/7", start: "f"},
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(0, 5, 6, 7)}}, peer: f, n: 8, want: "p1/5 p1/6 p1/7", start: "f"},
 		{name: "the seeder is asked first for what no follower holds",
-			haves: map[peer.ID][]*p2p.Haves{f: {adds(0, 0, 1, 2, 3)}, g: {adds(0, 4, 5)}}, handed: 100, peer: s0, n: 4,
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(0, 0, 1, 2, 3)}, g: {adds(0, 4, 5)}}, peer: s0, n: 4,
 			want: "p1/6 p1/7 p1/8 p1/9", start: "f g"},
 		{name: "rarest first among followers",
 			haves: map[peer.ID][]*p2p.Haves{
 				f: {{Entries: []p2p.HaveEntry{{Path: 0, Bits: bitsOf(12, 0, 1, 2, 3, 4, 5)}}}},
 				g: {adds(0, 0, 1)},
-			}, handed: 100, peer: f, n: 4, want: "p1/2 p1/3 p1/4 p1/5", start: "f g"},
-		{name: "random first",
-			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0)}}, peer: s0, n: 4, want: "p1/0 p2/3 p2/2 p2/1", start: "f"},
+			}, peer: f, n: 4, want: "p1/2 p1/3 p1/4 p1/5", start: "f g"},
+		{name: "among the equally rare, a run from a random place",
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0)}}, at: 13, peer: s0, n: 4, want: "p2/2 p2/3 p1/0 p1/1", start: "f"},
 		{name: "a whole path said in one flag",
-			haves: map[peer.ID][]*p2p.Haves{f: {{Entries: []p2p.HaveEntry{{Path: 1, All: true}}}}}, handed: 100, peer: f, n: 8,
+			haves: map[peer.ID][]*p2p.Haves{f: {{Entries: []p2p.HaveEntry{{Path: 1, All: true}}}}}, peer: f, n: 8,
 			want: "p2/0 p2/1 p2/2 p2/3", start: "f"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,8 +64,7 @@ func TestSchedulerSwarm(t *testing.T) {
 			p2 := testItem(2, 4, []peer.ID{s0})
 			s, _ := testScheduler(p1, p2)
 			s.addStream(s0)
-			s.intn = func(int) int { return 0 }
-			s.handed = tc.handed
+			s.intn = func(n int) int { return tc.at % n }
 			var met []string
 			for _, p := range []peer.ID{f, g} {
 				for _, msg := range tc.haves[p] {
@@ -206,4 +204,34 @@ func TestSwarmBatch(t *testing.T) {
 	s.peers[s0].last = t0.Add(time.Second)
 	s.haves(f, []nix.PathHash{{1}}, adds(0, 199))
 	take("in a swarm", swarmBatch)
+}
+
+// TestSchedulerLater: a chunk a peer answered Later is not asked of it
+// again while another peer can be asked for it, and is once none can.
+func TestSchedulerLater(t *testing.T) {
+	const s0, s1 = peer.ID("s0"), peer.ID("s1")
+	s, _ := testScheduler(testItem(1, 12, []peer.ID{s0, s1}))
+	s.meetProviders()
+	first, _ := s.take(s0, 4)
+	for _, w := range first {
+		s.deferred(s0, w)
+	}
+	s.release(s0, first)
+	if got, _ := s.take(s0, 4); strings.Join(chunksOf(got), " ") != "p1/4 p1/5 p1/6 p1/7" {
+		t.Errorf("s0 is asked again for what it deferred: %v", chunksOf(got))
+	}
+	if got := s.undefer(s0, first); len(got) != 4 {
+		t.Errorf("undefer while s1 can be asked: %d still deferred, want 4", len(got))
+	}
+	if got, _ := s.take(s1, 4); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {
+		t.Errorf("s1 is not asked for what s0 deferred: %v", chunksOf(got))
+	}
+	s.dropPeer(s1, "test")
+	if still := s.undefer(s0, first); len(still) != 0 {
+		t.Errorf("undefer with nobody else left: %d still deferred", len(still))
+	}
+	s.release(s1, first)
+	if got, _ := s.take(s0, 4); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {
+		t.Errorf("s0 is not asked again once nobody else can be: %v", chunksOf(got))
+	}
 }

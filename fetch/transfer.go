@@ -357,15 +357,30 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) err
 	defer cancel(nil)
 	watchdog := time.AfterFunc(f.opts.StallTimeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
-	wants := make([]p2p.ChunkWant, len(batch))
-	for i, w := range batch {
-		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size}
-	}
 	window := f.lock().began(p, time.Now())
 	f.unlockQuiet()
+	// A transfer that hears what its peers gain may be told to get a chunk
+	// from the peer that just got it (p2p/serveonce.go), from its first
+	// batch on: in a room, the first batches all go to the seeder before
+	// anyone has heard from anyone.
+	mayDefer := f.haves != nil
+	wants := make([]p2p.ChunkWant, len(batch))
+	for i, w := range batch {
+		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: mayDefer}
+	}
+	var later []*want
+	var after time.Duration
+	defer func() { f.undeferAfter(p, later, after) }()
 	err := f.net.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
 		watchdog.Reset(f.opts.StallTimeout)
 		w := batch[i]
+		var le *p2p.LaterError
+		if errors.As(err, &le) { // sent to another peer just now
+			f.lock().deferred(p, w)
+			f.unlockQuiet() // release, at the batch's end, wakes the waiters
+			later, after = append(later, w), max(after, le.After)
+			return nil
+		}
 		if err != nil { // the peer does not have it after all (lied in have)
 			why := f.lock().lacks(p, w)
 			f.unlock()
@@ -381,6 +396,24 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) err
 		return errStalled
 	}
 	return err
+}
+
+// undeferAfter lets p be asked again, after d, for those of ws nobody
+// else holds by then, and asks again after d about the others.
+func (f *transfer) undeferAfter(p peer.ID, ws []*want, d time.Duration) {
+	if len(ws) == 0 {
+		return
+	}
+	time.AfterFunc(d, func() {
+		select {
+		case <-f.ended:
+			return
+		default:
+		}
+		still := f.lock().undefer(p, ws)
+		f.unlock()
+		f.undeferAfter(p, still, d)
+	})
 }
 
 // deliver writes a verified chunk into its spool, unless another peer's

@@ -197,6 +197,18 @@ type ChunkWant struct {
 	Offset uint64
 	Length uint32
 	Range  bool
+	// Defer lets the peer answer a chunk want with a *LaterError: the
+	// asker fetches in a swarm and hears what other peers hold.
+	Defer bool
+}
+
+// LaterError is the answer to a want that said Defer, from a peer that
+// sent that chunk to another peer moments ago: get it there, or ask this
+// peer again after After.
+type LaterError struct{ After time.Duration }
+
+func (e *LaterError) Error() string {
+	return fmt.Sprintf("sent to another peer just now; ask again in %v", e.After)
 }
 
 // fetchBuf is the reading side's memory for one Fetch, recycled: a sync
@@ -218,8 +230,9 @@ var ErrNotServed = errors.New("peer does not have it")
 // with each answer in order. A chunk's bytes are verified against its ID
 // before got sees them (a mismatch is a *BadDataError); range bytes cannot
 // be verified here. data is only valid during got. A want p cannot serve
-// reaches got with a nil data and an error wrapping ErrNotServed; got
-// returning an error stops the fetch. window bounds requests in flight.
+// reaches got with a nil data and an error wrapping ErrNotServed, one it
+// defers (Defer) with a *LaterError; got returning an error stops the
+// fetch. window bounds requests in flight.
 func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window int, got func(i int, data []byte, err error) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -244,7 +257,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 			if w.Range {
 				req.Path, req.Offset, req.Length = w.Path[:], w.Offset, w.Length
 			} else {
-				req.Chunk, req.Size = w.Chunk[:], w.Size
+				req.Chunk, req.Size, req.Defer = w.Chunk[:], w.Size, w.Defer
 			}
 			if err := writeMsg(bw, &req); err != nil {
 				werr <- err
@@ -281,6 +294,16 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		<-tokens
 		if h.Seq != uint64(i) {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d out of order (seq %d)", i, h.Seq)}
+		}
+		if h.Later != 0 {
+			if h.Err != "" || h.Length != 0 || !w.Defer || w.Range {
+				return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d says later, to a request that did not allow it or with data", i)}
+			}
+			after := min(time.Duration(h.Later)*time.Millisecond, MaxLater)
+			if err := got(i, nil, &LaterError{After: after}); err != nil {
+				return err
+			}
+			continue
 		}
 		if h.Err != "" {
 			if err := got(i, nil, fmt.Errorf("%w: %s", ErrNotServed, h.Err)); err != nil {

@@ -302,9 +302,12 @@ func FuzzDecodeChunkRequest(f *testing.F) {
 		// The server's checks on a decoded request: no panic, a violation
 		// wraps ErrProtocol, and the content is never asked for anything
 		// out of range (fuzzContent fails the test if it is).
-		s := &server{content: fuzzContent{t: t, narSize: 5000}}
+		s := &server{content: fuzzContent{t: t, narSize: 5000}, node: &Node{}}
 		var buf bytes.Buffer
-		data, serr, err := s.chunkData(context.Background(), req, &buf)
+		data, later, serr, err := s.chunkData(context.Background(), "", req, &buf)
+		if later != 0 {
+			t.Fatalf("the first request for a chunk is told to come back later")
+		}
 		switch {
 		case err != nil:
 			if !errors.Is(err, ErrProtocol) {

@@ -103,6 +103,13 @@ type partials struct {
 	subs map[*subscription]struct{}
 }
 
+// fetching says whether a fetch runs here (a Partial is registered).
+func (n *Node) fetching() bool {
+	n.partial.mu.RLock()
+	defer n.partial.mu.RUnlock()
+	return len(n.partial.srcs) > 0
+}
+
 // AddPartial makes the chunks src holds servable to peers until remove is
 // called.
 func (n *Node) AddPartial(src Partial) (remove func()) {

@@ -98,6 +98,13 @@ type Node struct {
 	// partial holds the fetches in progress whose verified chunks are
 	// served, and the haves subscriptions served.
 	partial partials
+	// serves remembers whom each chunk went to just now (serveonce.go).
+	serves serves
+}
+
+// connected says whether p has a live connection.
+func (n *Node) connected(p peer.ID) bool {
+	return n.host.Network().Connectedness(p) == network.Connected
 }
 
 // New starts a node.

@@ -15,6 +15,7 @@ import (
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -314,16 +315,19 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	// disk and network overlap instead of taking turns. The read-ahead
 	// depth bounds the memory one stream holds.
 	type answer struct {
-		seq  uint64
-		data []byte
-		serr error // for the peer: we cannot serve this one
-		err  error // ends the stream (io.EOF: the peer is done asking)
-		cost int64 // of the read-ahead budget, returned once sent
-		// isChunk: data came from Content.ReadChunk (not a range)
+		seq   uint64
+		data  []byte
+		later time.Duration // for the peer: ask again after this (serveonce.go)
+		serr  error         // for the peer: we cannot serve this one
+		err   error         // ends the stream (io.EOF: the peer is done asking)
+		cost  int64         // of the read-ahead budget, returned once sent
+		// isChunk: data came from Content.ReadChunk (not a range), id
 		isChunk bool
+		id      chunk.ID
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	from := st.Conn().RemotePeer()
 	// The write buffer and every answer prepared ahead are charged to the
 	// stream's resource scope: a peer holding many streams open without
 	// reading is held to the chunks protocol's memory limits (per peer and
@@ -377,8 +381,10 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				}
 				var buf bytes.Buffer
 				a.seq = req.Seq
-				a.data, a.serr, a.err = s.chunkData(ctx, &req, &buf)
-				a.isChunk = len(req.Chunk) > 0
+				a.data, a.later, a.serr, a.err = s.chunkData(ctx, from, &req, &buf)
+				if a.isChunk = len(req.Chunk) > 0; a.isChunk && len(req.Chunk) == len(a.id) {
+					a.id = chunk.ID(req.Chunk)
+				}
 			}
 			select {
 			case answers <- a:
@@ -407,18 +413,27 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			return a.err
 		}
 		st.SetWriteDeadline(time.Now().Add(s.write))
-		if a.serr != nil {
+		switch {
+		case a.later > 0:
+			ms := uint32(max(1, a.later.Milliseconds()))
+			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Later: ms}); err != nil {
+				return err
+			}
+		case a.serr != nil:
 			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Err: a.serr.Error()}); err != nil {
 				return err
 			}
-		} else {
+		default:
 			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Length: uint32(len(a.data))}); err != nil {
 				return err
 			}
 			if _, err := bw.Write(a.data); err != nil {
 				return err
 			}
-			s.node.countChunk(st.Conn().RemotePeer(), false, len(a.data))
+			s.node.countChunk(from, false, len(a.data))
+			if a.isChunk {
+				s.node.serves.sent(from, a.id, time.Now())
+			}
 			if rec != nil && a.isChunk {
 				rec.Recycle(a.data) // written: bw and the muxer copied it
 			}
@@ -446,45 +461,57 @@ const (
 	readAheadBytes = 4 << 20
 )
 
-// chunkData reads what req asks for. serr is an answer for the peer (we do
-// not have it); err a protocol violation.
-func (s *server) chunkData(ctx context.Context, req *ChunkRequest, buf *bytes.Buffer) (data []byte, serr, err error) {
+// chunkData reads what req, from peer p, asks for. later (a chunk sent
+// to another peer just now) and serr (we do not have it) are answers for
+// the peer; err is a protocol violation.
+func (s *server) chunkData(ctx context.Context, p peer.ID, req *ChunkRequest, buf *bytes.Buffer) (data []byte, later time.Duration, serr, err error) {
 	switch {
 	case len(req.Chunk) > 0 && len(req.Path) == 0:
 		if len(req.Chunk) != len(chunk.ID{}) || req.Size == 0 || req.Size > chunk.MaxSize {
-			return nil, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
+			return nil, 0, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
 		}
-		data, serr := s.content.ReadChunk(ctx, chunk.ID(req.Chunk), req.Size)
+		id := chunk.ID(req.Chunk)
+		// A node that is fetching serves what it is asked: its upload is
+		// what a room runs on, and it would otherwise idle.
+		mayDefer := req.Defer && !s.node.fetching()
+		later, undo := s.node.serves.claim(p, id, mayDefer, time.Now(), s.node.connected)
+		if later > 0 {
+			return nil, later, nil, nil
+		}
+		data, serr := s.content.ReadChunk(ctx, id, req.Size)
 		if serr != nil && ctx.Err() == nil {
 			// Not in the store: maybe verified already by a fetch in
 			// progress here, in a spool.
-			if d, err := s.node.partialChunk(ctx, chunk.ID(req.Chunk), req.Size); err == nil {
+			if d, err := s.node.partialChunk(ctx, id, req.Size); err == nil {
 				data, serr = d, nil
 			}
 		}
-		if serr != nil && ctx.Err() != nil {
-			return nil, nil, ctx.Err() // shutting down, not "we lack it"
+		if serr != nil {
+			undo()
 		}
-		return data, serr, nil
+		if serr != nil && ctx.Err() != nil {
+			return nil, 0, nil, ctx.Err() // shutting down, not "we lack it"
+		}
+		return data, 0, serr, nil
 	case len(req.Path) > 0 && len(req.Chunk) == 0:
-		if len(req.Path) != nix.HashLen || req.Length == 0 || req.Length > MaxRangeLen {
-			return nil, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
+		if len(req.Path) != nix.HashLen || req.Length == 0 || req.Length > MaxRangeLen || req.Defer {
+			return nil, 0, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
 		}
 		pi, serr := s.content.PathInfo(nix.PathHash(req.Path))
 		if serr != nil {
-			return nil, serr, nil
+			return nil, 0, serr, nil
 		}
 		if req.Offset > pi.NarSize || uint64(req.Length) > pi.NarSize-req.Offset {
-			return nil, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
+			return nil, 0, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
 		}
 		buf.Reset()
 		buf.Grow(int(req.Length)) // one allocation, not a doubling series
 		if serr := s.content.WriteNAR(ctx, buf, pi.Path, int64(req.Offset), int64(req.Length)); serr != nil {
-			return nil, serr, nil
+			return nil, 0, serr, nil
 		}
-		return buf.Bytes(), nil, nil
+		return buf.Bytes(), 0, nil, nil
 	}
-	return nil, nil, fmt.Errorf("%w: a chunk request names a chunk or a path range, not both or neither", ErrProtocol)
+	return nil, 0, nil, fmt.Errorf("%w: a chunk request names a chunk or a path range, not both or neither", ErrProtocol)
 }
 
 // ToWire converts a PathInfo and its chunk index to their wire form.

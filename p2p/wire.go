@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -20,10 +21,13 @@ import (
 // info 2.0.0 carries PathInfos in nix.CBORInfo's layout, the manifest's
 // (CA 6, signatures 8, chunk index 9; 1.0.0 had signatures 6, CA 7, chunk
 // index 8). 1.0.0 is neither served nor asked.
+//
+// chunks 2.0.0 lets a request say it may be deferred (Defer) and a server
+// answer Later (serveonce.go); 1.0.0 is neither served nor asked.
 const (
 	ProtoHave   protocol.ID = "/trove/have/1.0.0"
 	ProtoInfo   protocol.ID = "/trove/info/2.0.0"
-	ProtoChunks protocol.ID = "/trove/chunks/1.0.0"
+	ProtoChunks protocol.ID = "/trove/chunks/2.0.0"
 	// ProtoHaves carries subscriptions to what a peer holds, chunk by
 	// chunk, of the paths of a sync (haves.go).
 	ProtoHaves protocol.ID = "/trove/haves/1.0.0"
@@ -99,7 +103,8 @@ const wireFields = nix.InfoWire
 
 // ChunkRequest asks for one chunk by ID (Chunk set, Size its length per the
 // chunk index) or for a NAR byte range of a path (Path, Offset, Length).
-// Seq is echoed in the response header.
+// Seq is echoed in the response header. Defer (a chunk request only) says
+// the asker fetches in a swarm and may be answered Later.
 type ChunkRequest struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Chunk  []byte `cbor:"2,keyasint,omitempty"`
@@ -107,15 +112,23 @@ type ChunkRequest struct {
 	Path   []byte `cbor:"4,keyasint,omitempty"`
 	Offset uint64 `cbor:"5,keyasint,omitempty"`
 	Length uint32 `cbor:"6,keyasint,omitempty"`
+	Defer  bool   `cbor:"7,keyasint,omitempty"`
 }
 
-// ChunkHeader precedes Length raw bytes of data in a chunks stream; Err set
-// means the server cannot serve this request (and no data follows).
+// ChunkHeader precedes Length raw bytes of data in a chunks stream. Err
+// set means the server cannot serve this request; Later set (to a request
+// that said Defer) means it sent this chunk to another peer moments ago
+// and asks the asker to get it there, or here again after Later
+// milliseconds. No data follows either.
 type ChunkHeader struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Length uint32 `cbor:"2,keyasint,omitempty"`
 	Err    string `cbor:"3,keyasint,omitempty"`
+	Later  uint32 `cbor:"4,keyasint,omitempty"`
 }
+
+// MaxLater caps how long a Later answer may tell an asker to wait.
+const MaxLater = 10 * time.Second
 
 // msgLimits bounds what decoding one message of wire bytes builds: items
 // data items, arrays of at most array elements. Every message is a map of
