@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	gosync "sync"
 	"syscall"
@@ -174,11 +175,7 @@ func simResults(spec simSpec, runs []simRun, narBytes int64) []Result {
 		if r.Retries > 0 {
 			notes = append(notes, fmt.Sprintf("%d syncs failed and were tried again, the first: %s", r.Retries, r.FirstError))
 		}
-		if r.CPU > 0.85 {
-			notes = append(notes, fmt.Sprintf("CPU-bound (%.0f%% of %d cores busy): times overstate the network's", 100*r.CPU, runtime.NumCPU()))
-		} else {
-			notes = append(notes, fmt.Sprintf("%.0f%% of %d cores busy", 100*r.CPU, runtime.NumCPU()))
-		}
+		notes = append(notes, cpuNote(r.CPU))
 		room := fmt.Sprintf("%d followers: ", r.N)
 		time := func(metric string, p float64, target string, limit float64) Result {
 			d, ok := r.at(p)
@@ -461,6 +458,8 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 // addSimAgent starts a node on st over a new mocknet host whose NIC runs
 // at rate, in the room and its trust group.
 func addSimAgent(ctx context.Context, mn mocknet.Mocknet, room *simRoom, trust *p2p.TrustGroup, st *store.Store, i int, rate float64) (*simAgent, error) {
+	// The sim's links are slower than real ones; so is its time.
+	scale := max(1, realRate/rate)
 	key, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
 		return nil, err
@@ -478,12 +477,49 @@ func addSimAgent(ctx context.Context, mn mocknet.Mocknet, room *simRoom, trust *
 	room.nics[h.ID()] = nc
 	room.mu.Unlock()
 	trust.Allow(h.ID(), fmt.Sprintf("sim-%d", i))
-	node, err := p2p.New(ctx, p2p.Config{Key: key, Trust: trust, Content: st, Host: &shapedHost{Host: h, room: room, nic: nc, paced: []protocol.ID{p2p.ProtoChunks}}})
+	node, err := p2p.New(ctx, p2p.Config{Key: key, Trust: trust, Content: st, TimeScale: scale,
+		Host: &shapedHost{Host: h, room: room, nic: nc, paced: []protocol.ID{p2p.ProtoChunks}}})
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
 	return &simAgent{store: st, node: node, nic: nc}, nil
+}
+
+// cpuNote says how busy the machine's cores were during a run, and
+// whether that makes its times say more about the CPU than the network.
+func cpuNote(busy float64) string {
+	if busy > 0.85 {
+		return fmt.Sprintf("CPU-bound (%.0f%% of %d cores busy): times overstate the network's", 100*busy, runtime.NumCPU())
+	}
+	return fmt.Sprintf("%.0f%% of %d cores busy", 100*busy, runtime.NumCPU())
+}
+
+// machineCPU is the CPU time every process on the machine has used (the
+// agents of a LAN scenario are processes of their own), and the wall
+// time of every core, from /proc/stat; ok is false without it.
+func machineCPU() (busy, all time.Duration, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, 0, false
+	}
+	var t [8]int64
+	for i := range t {
+		t[i], _ = strconv.ParseInt(f[i+1], 10, 64)
+	}
+	// user nice system idle iowait irq softirq steal, in clock ticks (100 Hz)
+	tick := 10 * time.Millisecond
+	idle := t[3] + t[4]
+	var sum int64
+	for _, v := range t {
+		sum += v
+	}
+	return time.Duration(sum-idle) * tick, time.Duration(sum) * tick, true
 }
 
 // cpuTime is the CPU time this process has used.

@@ -25,8 +25,9 @@ type peerState struct {
 	chunks map[nix.PathHash][]byte
 	misses int // advertised chunks it then did not serve
 	// later holds the wants it answered Later (it sent them to another
-	// peer just now): not asked of it again until the time it gave.
-	later map[*want]bool
+	// peer): not asked of it again while another peer can be; insist
+	// those it is asked for again because none can, without Defer.
+	later, insist map[*want]bool
 }
 
 // usable says whether p may still be asked for chunks of h.

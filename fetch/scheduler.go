@@ -152,6 +152,10 @@ func (w *want) abandoned() bool { return w.desc != w.st.desc }
 // errFinished stops the workers after every path is in.
 var errFinished = errors.New("finished")
 
+// errBusy is why a worker waits before asking its peer again: the peer
+// serves as many peers as it will at once.
+var errBusy = errors.New("peer busy")
+
 // errStalled is why a batch was cut off: the peer sent nothing for the
 // stall timeout.
 var errStalled = errors.New("peer stalled")
@@ -261,8 +265,7 @@ func (s *scheduler) began(p peer.ID, now time.Time) (window int) {
 }
 
 // deferred notes that p answered w Later: it sent w's chunk to another
-// peer just now. p is not asked for it again until undefer; the peer that
-// got it will say so in a have message, or p serves it then.
+// peer. p is not asked for it again while another peer can be (undefer).
 func (s *scheduler) deferred(p peer.ID, w *want) {
 	if w.done || w.abandoned() {
 		return
@@ -274,10 +277,10 @@ func (s *scheduler) deferred(p peer.ID, w *want) {
 	ps.later[w] = true
 }
 
-// undefer lets p be asked again for those of ws that no other usable
-// peer holds, and returns the others (still deferred): p was right, they
-// are to be had elsewhere, and asking p again would send them twice.
-// Ask again later whether they still are.
+// undefer lets p be asked again for those of ws that no other peer can
+// be asked for now, this time insisting (mayDefer says no), and returns
+// the others: p was right, they are to be had elsewhere, and asking p
+// again would send them twice. Ask again later whether they still are.
 func (s *scheduler) undefer(p peer.ID, ws []*want) (still []*want) {
 	ps := s.peers.get(p)
 	for _, w := range ws {
@@ -289,9 +292,19 @@ func (s *scheduler) undefer(p peer.ID, ws []*want) (still []*want) {
 			continue
 		}
 		delete(ps.later, w)
+		if !w.done && !w.abandoned() {
+			if ps.insist == nil {
+				ps.insist = map[*want]bool{}
+			}
+			ps.insist[w] = true
+		}
 	}
 	return still
 }
+
+// mayDefer says whether p may answer w Later: not once p deferred it and
+// nobody else could be asked.
+func (s *scheduler) mayDefer(p peer.ID, w *want) bool { return !s.peers.get(p).insist[w] }
 
 // elsewhere says whether a peer other than ps may be asked for w now.
 func (s *scheduler) elsewhere(ps *peerState, w *want) bool {

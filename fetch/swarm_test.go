@@ -207,7 +207,8 @@ func TestSwarmBatch(t *testing.T) {
 }
 
 // TestSchedulerLater: a chunk a peer answered Later is not asked of it
-// again while another peer can be asked for it, and is once none can.
+// again while another peer can be asked for it, and is, insisting, once
+// none can.
 func TestSchedulerLater(t *testing.T) {
 	const s0, s1 = peer.ID("s0"), peer.ID("s1")
 	s, _ := testScheduler(testItem(1, 12, []peer.ID{s0, s1}))
@@ -229,6 +230,9 @@ func TestSchedulerLater(t *testing.T) {
 	s.dropPeer(s1, "test")
 	if still := s.undefer(s0, first); len(still) != 0 {
 		t.Errorf("undefer with nobody else left: %d still deferred", len(still))
+	}
+	if s.mayDefer(s0, first[0]) {
+		t.Errorf("asked again because nobody else can be, s0 may still defer it")
 	}
 	s.release(s1, first)
 	if got, _ := s.take(s0, 4); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {

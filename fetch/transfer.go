@@ -310,7 +310,7 @@ func (f *transfer) worker(ctx context.Context, p peer.ID) {
 			return
 		}
 		began := time.Now()
-		err := f.fetchBatch(ctx, p, batch)
+		busy, err := f.fetchBatch(ctx, p, batch)
 		took := time.Since(began)
 		s := f.lock()
 		s.release(p, batch)
@@ -320,6 +320,7 @@ func (f *transfer) worker(ctx context.Context, p peer.ID) {
 			backoff    time.Duration
 		)
 		switch {
+		case err == nil && busy > 0:
 		case err == nil:
 			var bytes int64
 			for _, w := range batch {
@@ -335,6 +336,12 @@ func (f *transfer) worker(ctx context.Context, p peer.ID) {
 		}
 		if more {
 			f.spawn(p)
+		}
+		if err == nil && busy > 0 {
+			// p serves as many peers as it will at once: ask it again
+			// once it may have a slot (what it was asked goes to others
+			// meanwhile).
+			err, backoff = errBusy, busy
 		}
 		if err == nil {
 			continue
@@ -352,33 +359,43 @@ func (f *transfer) worker(ctx context.Context, p peer.ID) {
 
 // fetchBatch requests batch from p, delivering each verified chunk. A
 // peer that sends nothing for the stall timeout is cut off (errStalled).
-func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) error {
+// busy says p answered that it serves as many peers as it will at once,
+// and how long to leave it be.
+func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (busy time.Duration, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	watchdog := time.AfterFunc(f.opts.StallTimeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
-	window := f.lock().began(p, time.Now())
-	f.unlockQuiet()
 	// A transfer that hears what its peers gain may be told to get a chunk
-	// from the peer that just got it (p2p/serveonce.go), from its first
-	// batch on: in a room, the first batches all go to the seeder before
-	// anyone has heard from anyone.
-	mayDefer := f.haves != nil
+	// from the peer that got it (p2p/upload.go), from its first batch
+	// on: in a room, the first batches all go to the seeder before anyone
+	// has heard from anyone.
 	wants := make([]p2p.ChunkWant, len(batch))
+	s := f.lock()
+	window := s.began(p, time.Now())
 	for i, w := range batch {
-		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: mayDefer}
+		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: f.haves != nil && s.mayDefer(p, w)}
 	}
+	f.unlockQuiet()
 	var later []*want
 	var after time.Duration
 	defer func() { f.undeferAfter(p, later, after) }()
-	err := f.net.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
+	err = f.net.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
 		watchdog.Reset(f.opts.StallTimeout)
 		w := batch[i]
 		var le *p2p.LaterError
-		if errors.As(err, &le) { // sent to another peer just now
-			f.lock().deferred(p, w)
-			f.unlockQuiet() // release, at the batch's end, wakes the waiters
-			later, after = append(later, w), max(after, le.After)
+		if errors.As(err, &le) {
+			// A peer may keep us waiting as long as it may stall, no
+			// longer. Deferred wants go back to the others when the batch
+			// ends (release wakes the waiters).
+			d := min(le.After, f.opts.StallTimeout)
+			if le.Busy {
+				busy = max(busy, d)
+				return nil
+			}
+			f.lock().deferred(p, w) // sent to another peer
+			f.unlockQuiet()
+			later, after = append(later, w), max(after, d)
 			return nil
 		}
 		if err != nil { // the peer does not have it after all (lied in have)
@@ -393,9 +410,9 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) err
 		return f.deliver(p, w, data)
 	})
 	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
-		return errStalled
+		return busy, errStalled
 	}
-	return err
+	return busy, err
 }
 
 // undeferAfter lets p be asked again, after d, for those of ws nobody

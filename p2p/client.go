@@ -203,12 +203,21 @@ type ChunkWant struct {
 }
 
 // LaterError is the answer to a want that said Defer, from a peer that
-// sent that chunk to another peer moments ago: get it there, or ask this
-// peer again after After.
-type LaterError struct{ After time.Duration }
+// sent that chunk to another peer: get it there, or ask this peer again
+// after After (as the peer said: the caller bounds how long it waits).
+// Busy says the peer is sending to as many peers as it will at once,
+// rather than that it sent this chunk to another: ask it for nothing
+// until After.
+type LaterError struct {
+	After time.Duration
+	Busy  bool
+}
 
 func (e *LaterError) Error() string {
-	return fmt.Sprintf("sent to another peer just now; ask again in %v", e.After)
+	if e.Busy {
+		return fmt.Sprintf("busy sending to other peers; ask again in %v", e.After)
+	}
+	return fmt.Sprintf("sent to another peer; ask again in %v", e.After)
 }
 
 // fetchBuf is the reading side's memory for one Fetch, recycled: a sync
@@ -295,12 +304,15 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		if h.Seq != uint64(i) {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d out of order (seq %d)", i, h.Seq)}
 		}
+		if h.Busy && h.Later == 0 {
+			return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d says busy without saying until when", i)}
+		}
 		if h.Later != 0 {
 			if h.Err != "" || h.Length != 0 || !w.Defer || w.Range {
 				return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d says later, to a request that did not allow it or with data", i)}
 			}
-			after := min(time.Duration(h.Later)*time.Millisecond, MaxLater)
-			if err := got(i, nil, &LaterError{After: after}); err != nil {
+			after := time.Duration(h.Later) * time.Millisecond
+			if err := got(i, nil, &LaterError{After: after, Busy: h.Busy}); err != nil {
 				return err
 			}
 			continue

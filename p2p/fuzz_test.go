@@ -304,7 +304,7 @@ func FuzzDecodeChunkRequest(f *testing.F) {
 		// out of range (fuzzContent fails the test if it is).
 		s := &server{content: fuzzContent{t: t, narSize: 5000}, node: &Node{}}
 		var buf bytes.Buffer
-		data, later, serr, err := s.chunkData(context.Background(), "", req, &buf)
+		data, later, _, serr, err := s.chunkData(context.Background(), "", &slot{s: &s.node.slots}, req, &buf)
 		if later != 0 {
 			t.Fatalf("the first request for a chunk is told to come back later")
 		}

@@ -76,6 +76,10 @@ type Config struct {
 	// connection gater and bandwidth reporter, do not apply to it; the
 	// protocols still serve only the trust group.
 	Host host.Host
+	// TimeScale stretches how long the node waits on peers to pass a
+	// chunk on (upload.go) by this factor: a simulation whose links
+	// are N times slower than real ones sets N. 0 means 1.
+	TimeScale float64
 }
 
 // Node is a running libp2p host with trove's protocols, discovery and limits.
@@ -98,8 +102,10 @@ type Node struct {
 	// partial holds the fetches in progress whose verified chunks are
 	// served, and the haves subscriptions served.
 	partial partials
-	// serves remembers whom each chunk went to just now (serveonce.go).
+	// serves remembers whom each chunk went to just now (upload.go).
 	serves serves
+	// slots are the peers being sent chunks now (upload.go).
+	slots slots
 }
 
 // connected says whether p has a live connection.
@@ -138,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic, joins: newJoiners(cfg.Group)}, log: cfg.Logger,
 		static: map[peer.ID]chan struct{}{}, bw: metrics.NewBandwidthCounter(),
 	}
+	n.serves.scale = cfg.TimeScale
 	h := cfg.Host
 	if h != nil {
 		rm.Close()

@@ -317,7 +317,8 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	type answer struct {
 		seq   uint64
 		data  []byte
-		later time.Duration // for the peer: ask again after this (serveonce.go)
+		later time.Duration // for the peer: ask again after this (upload.go)
+		busy  bool          // ... because every upload slot is taken
 		serr  error         // for the peer: we cannot serve this one
 		err   error         // ends the stream (io.EOF: the peer is done asking)
 		cost  int64         // of the read-ahead budget, returned once sent
@@ -328,6 +329,8 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	from := st.Conn().RemotePeer()
+	sl := &slot{s: &s.node.slots, p: from}
+	defer sl.close()
 	// The write buffer and every answer prepared ahead are charged to the
 	// stream's resource scope: a peer holding many streams open without
 	// reading is held to the chunks protocol's memory limits (per peer and
@@ -381,7 +384,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				}
 				var buf bytes.Buffer
 				a.seq = req.Seq
-				a.data, a.later, a.serr, a.err = s.chunkData(ctx, from, &req, &buf)
+				a.data, a.later, a.busy, a.serr, a.err = s.chunkData(ctx, from, sl, &req, &buf)
 				if a.isChunk = len(req.Chunk) > 0; a.isChunk && len(req.Chunk) == len(a.id) {
 					a.id = chunk.ID(req.Chunk)
 				}
@@ -416,7 +419,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 		switch {
 		case a.later > 0:
 			ms := uint32(max(1, a.later.Milliseconds()))
-			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Later: ms}); err != nil {
+			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Later: ms, Busy: a.busy}); err != nil {
 				return err
 			}
 		case a.serr != nil:
@@ -461,22 +464,29 @@ const (
 	readAheadBytes = 4 << 20
 )
 
-// chunkData reads what req, from peer p, asks for. later (a chunk sent
-// to another peer just now) and serr (we do not have it) are answers for
+// chunkData reads what req, from peer p on a stream holding or wanting
+// upload slot sl, asks for. later (a chunk sent to another peer; with
+// busy, every slot taken) and serr (we do not have it) are answers for
 // the peer; err is a protocol violation.
-func (s *server) chunkData(ctx context.Context, p peer.ID, req *ChunkRequest, buf *bytes.Buffer) (data []byte, later time.Duration, serr, err error) {
+func (s *server) chunkData(ctx context.Context, p peer.ID, sl *slot, req *ChunkRequest, buf *bytes.Buffer) (data []byte, later time.Duration, busy bool, serr, err error) {
 	switch {
 	case len(req.Chunk) > 0 && len(req.Path) == 0:
 		if len(req.Chunk) != len(chunk.ID{}) || req.Size == 0 || req.Size > chunk.MaxSize {
-			return nil, 0, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
+			return nil, 0, false, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
 		}
 		id := chunk.ID(req.Chunk)
-		// A node that is fetching serves what it is asked: its upload is
-		// what a room runs on, and it would otherwise idle.
-		mayDefer := req.Defer && !s.node.fetching()
-		later, undo := s.node.serves.claim(p, id, mayDefer, time.Now(), s.node.connected)
+		// A node that is fetching serves what it is asked, and remembers
+		// none of it (upload.go).
+		only := !s.node.fetching()
+		later, undo := s.node.serves.claim(p, id, req.Defer && only, only, time.Now(), s.node.connected)
 		if later > 0 {
-			return nil, later, nil, nil
+			return nil, later, false, nil, nil
+		}
+		// A request that may be deferred waits for a slot; one sent
+		// elsewhere (above) does not take one.
+		if req.Defer && !sl.take() {
+			undo()
+			return nil, busyAfter, true, nil, nil
 		}
 		data, serr := s.content.ReadChunk(ctx, id, req.Size)
 		if serr != nil && ctx.Err() == nil {
@@ -490,28 +500,28 @@ func (s *server) chunkData(ctx context.Context, p peer.ID, req *ChunkRequest, bu
 			undo()
 		}
 		if serr != nil && ctx.Err() != nil {
-			return nil, 0, nil, ctx.Err() // shutting down, not "we lack it"
+			return nil, 0, false, nil, ctx.Err() // shutting down, not "we lack it"
 		}
-		return data, 0, serr, nil
+		return data, 0, false, serr, nil
 	case len(req.Path) > 0 && len(req.Chunk) == 0:
 		if len(req.Path) != nix.HashLen || req.Length == 0 || req.Length > MaxRangeLen || req.Defer {
-			return nil, 0, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
+			return nil, 0, false, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
 		}
 		pi, serr := s.content.PathInfo(nix.PathHash(req.Path))
 		if serr != nil {
-			return nil, 0, serr, nil
+			return nil, 0, false, serr, nil
 		}
 		if req.Offset > pi.NarSize || uint64(req.Length) > pi.NarSize-req.Offset {
-			return nil, 0, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
+			return nil, 0, false, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
 		}
 		buf.Reset()
 		buf.Grow(int(req.Length)) // one allocation, not a doubling series
 		if serr := s.content.WriteNAR(ctx, buf, pi.Path, int64(req.Offset), int64(req.Length)); serr != nil {
-			return nil, 0, serr, nil
+			return nil, 0, false, serr, nil
 		}
-		return buf.Bytes(), 0, nil, nil
+		return buf.Bytes(), 0, false, nil, nil
 	}
-	return nil, 0, nil, fmt.Errorf("%w: a chunk request names a chunk or a path range, not both or neither", ErrProtocol)
+	return nil, 0, false, nil, fmt.Errorf("%w: a chunk request names a chunk or a path range, not both or neither", ErrProtocol)
 }
 
 // ToWire converts a PathInfo and its chunk index to their wire form.

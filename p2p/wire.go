@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -23,7 +22,7 @@ import (
 // index 8). 1.0.0 is neither served nor asked.
 //
 // chunks 2.0.0 lets a request say it may be deferred (Defer) and a server
-// answer Later (serveonce.go); 1.0.0 is neither served nor asked.
+// answer Later (upload.go); 1.0.0 is neither served nor asked.
 const (
 	ProtoHave   protocol.ID = "/trove/have/1.0.0"
 	ProtoInfo   protocol.ID = "/trove/info/2.0.0"
@@ -117,18 +116,17 @@ type ChunkRequest struct {
 
 // ChunkHeader precedes Length raw bytes of data in a chunks stream. Err
 // set means the server cannot serve this request; Later set (to a request
-// that said Defer) means it sent this chunk to another peer moments ago
-// and asks the asker to get it there, or here again after Later
-// milliseconds. No data follows either.
+// that said Defer) means it sent this chunk to another peer and asks the
+// asker to get it there, or here again after Later milliseconds; Later
+// and Busy, that it is sending to as many peers as it will at once. No
+// data follows any of these.
 type ChunkHeader struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Length uint32 `cbor:"2,keyasint,omitempty"`
 	Err    string `cbor:"3,keyasint,omitempty"`
 	Later  uint32 `cbor:"4,keyasint,omitempty"`
+	Busy   bool   `cbor:"5,keyasint,omitempty"`
 }
-
-// MaxLater caps how long a Later answer may tell an asker to wait.
-const MaxLater = 10 * time.Second
 
 // msgLimits bounds what decoding one message of wire bytes builds: items
 // data items, arrays of at most array elements. Every message is a map of

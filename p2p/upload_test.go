@@ -13,8 +13,9 @@ import (
 	"github.com/trove-p2p/trove/chunk"
 )
 
-// TestServesClaim: a chunk goes to one asker per serveWindow; others who
-// may be deferred are told how long to wait, others are served.
+// TestServesClaim: a node that only serves sends a chunk to one asker
+// while that asker is connected; others who may be deferred are told how
+// long to wait, others are served.
 func TestServesClaim(t *testing.T) {
 	const a, b = peer.ID("a"), peer.ID("b")
 	x := chunk.Sum([]byte("x"))
@@ -32,48 +33,69 @@ func TestServesClaim(t *testing.T) {
 		{"another asker, just after", b, true, 500 * time.Millisecond, up, serveWindow - 500*time.Millisecond},
 		{"another asker that may not be deferred", b, false, 500 * time.Millisecond, up, 0},
 		{"the same asker again", a, true, 500 * time.Millisecond, up, 0},
-		{"another asker, after the window", b, true, serveWindow, up, 0},
+		{"another asker, long after", b, true, 30 * time.Second, up, laterAfter},
+		{"another asker, after the chunk is forgotten", b, true, maxServeAge, up, 0},
 		{"another asker, the first gone", b, true, 500 * time.Millisecond, down, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s serves
-			if later, _ := s.claim(a, x, true, t0, up); later != 0 {
+			if later, _ := s.claim(a, x, true, true, t0, up); later != 0 {
 				t.Fatalf("the first asker is deferred by %v", later)
 			}
-			later, _ := s.claim(tc.asker, x, tc.mayDefer, t0.Add(tc.at), tc.connected)
+			later, _ := s.claim(tc.asker, x, tc.mayDefer, true, t0.Add(tc.at), tc.connected)
 			if later != tc.later {
 				t.Errorf("later = %v, want %v", later, tc.later)
 			}
 		})
 	}
 
+	t.Run("a node that is fetching remembers nothing", func(t *testing.T) {
+		var s serves
+		s.claim(a, x, true, false, t0, up)
+		if later, _ := s.claim(b, x, true, true, t0, up); later != 0 {
+			t.Errorf("deferred by a chunk sent while fetching: %v", later)
+		}
+	})
 	t.Run("an unsent claim is undone", func(t *testing.T) {
 		var s serves
-		_, undo := s.claim(a, x, true, t0, up)
+		_, undo := s.claim(a, x, true, true, t0, up)
 		undo()
-		if later, _ := s.claim(b, x, true, t0, up); later != 0 {
+		if later, _ := s.claim(b, x, true, true, t0, up); later != 0 {
 			t.Errorf("deferred by a chunk never sent: %v", later)
 		}
 	})
 	t.Run("the window starts when the chunk leaves", func(t *testing.T) {
 		var s serves
-		s.claim(a, x, true, t0, up)
+		s.claim(a, x, true, true, t0, up)
 		s.sent(a, x, t0.Add(5*time.Second)) // queued behind others for 5 s
-		if later, _ := s.claim(b, x, true, t0.Add(6*time.Second), up); later != serveWindow-time.Second {
-			t.Errorf("later = %v, want %v", later, serveWindow-time.Second)
+		// ... which also says answers wait here: the window grows by
+		// twice their average wait (5 s / 8 after one).
+		want := serveWindow + 2*(5*time.Second/8) - time.Second
+		if later, _ := s.claim(b, x, true, true, t0.Add(6*time.Second), up); later != want {
+			t.Errorf("later = %v, want %v", later, want)
+		}
+	})
+	t.Run("stretched by the time scale", func(t *testing.T) {
+		s := serves{scale: 10}
+		s.claim(a, x, true, true, t0, up)
+		if later, _ := s.claim(b, x, true, true, t0.Add(time.Second), up); later != 10*serveWindow-time.Second {
+			t.Errorf("later = %v, want %v", later, 10*serveWindow-time.Second)
+		}
+		if later, _ := s.claim(b, x, true, true, t0.Add(2*maxServeAge), up); later != 10*laterAfter {
+			t.Errorf("later = %v, want %v: what it sent is remembered 10 × as long", later, 10*laterAfter)
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
 		var s serves
 		for i := range maxServes + 10 {
 			id := chunk.Sum([]byte{byte(i), byte(i >> 8), byte(i >> 16)})
-			s.claim(a, id, true, t0, up)
+			s.claim(a, id, true, true, t0, up)
 		}
 		if len(s.m) > maxServes {
 			t.Errorf("%d serves remembered, cap %d", len(s.m), maxServes)
 		}
-		// Once the window passed, old serves make room.
-		s.claim(a, x, true, t0.Add(serveWindow), up)
+		// Once they are old enough, old serves make room.
+		s.claim(a, x, true, true, t0.Add(maxServeAge), up)
 		if _, ok := s.m[x]; !ok || len(s.m) > maxServes {
 			t.Errorf("a serve after the window is not remembered (%d remembered)", len(s.m))
 		}
@@ -136,6 +158,7 @@ func TestLaterRefused(t *testing.T) {
 		{"to a request that did not allow it", ChunkWant{Size: 1}, ChunkHeader{Later: 100}},
 		{"with data", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Length: 1}},
 		{"with an error", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Err: "no"}},
+		{"busy without a time", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Busy: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, _ := connectedPair(t)
@@ -158,5 +181,44 @@ func TestLaterRefused(t *testing.T) {
 				t.Fatalf("Fetch: %v, want bad data", err)
 			}
 		})
+	}
+}
+
+// TestSlots: a node sends to uploadSlots peers at a time; a peer already
+// served may open more streams; a slot given back goes to the next.
+func TestSlots(t *testing.T) {
+	var s slots
+	var held []*slot
+	for i := range uploadSlots {
+		sl := &slot{s: &s, p: peer.ID(rune('a' + i))}
+		if !sl.take() {
+			t.Fatalf("peer %d of %d gets no slot", i+1, uploadSlots)
+		}
+		held = append(held, sl)
+	}
+	late := &slot{s: &s, p: "late"}
+	if late.take() {
+		t.Fatalf("a peer gets a slot while %d are taken", uploadSlots)
+	}
+	again := &slot{s: &s, p: held[0].p}
+	if !again.take() || !again.take() {
+		t.Fatalf("a peer being served gets no slot for a second stream")
+	}
+	again.close()
+	if late.take() {
+		t.Fatalf("a second stream's close freed a slot its peer still holds")
+	}
+	held[0].close()
+	held[0].close() // twice: nothing more
+	if !late.take() {
+		t.Fatalf("a slot given back does not go to the next peer")
+	}
+	if len(s.serving) != uploadSlots {
+		t.Errorf("%d peers served, want %d", len(s.serving), uploadSlots)
+	}
+	closed := &slot{s: &s, p: "closed"}
+	closed.close()
+	if closed.take() {
+		t.Errorf("a closed stream took a slot")
 	}
 }
