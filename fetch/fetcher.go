@@ -41,10 +41,38 @@ type Options struct {
 	StallTimeout time.Duration
 	// SpoolDir holds the NARs of paths being fetched (default <home>/partial).
 	SpoolDir string
+	// Compress says when chunks are asked for zstd-compressed: by default
+	// (CompressAuto) from peers whose link measures slower than
+	// compressBelow; CompressNever and CompressAlways override.
+	Compress Compress
 	// Progress, if set, is called about five times a second and at the end.
 	Progress func(Progress)
 	Logger   *slog.Logger
 }
+
+// Compress is when a sync asks peers for compressed chunks.
+type Compress uint8
+
+const (
+	CompressAuto Compress = iota
+	CompressNever
+	CompressAlways
+)
+
+// ParseCompress reads "auto", "never" or "always".
+func ParseCompress(s string) (Compress, error) {
+	switch s {
+	case "auto", "":
+		return CompressAuto, nil
+	case "never":
+		return CompressNever, nil
+	case "always":
+		return CompressAlways, nil
+	}
+	return 0, fmt.Errorf("compress %q: want auto, never or always", s)
+}
+
+func (c Compress) String() string { return [...]string{"auto", "never", "always"}[c] }
 
 // Fetcher fetches closures into a store through a p2p node.
 type Fetcher struct {

@@ -28,6 +28,7 @@ type peerState struct {
 	// peer): not asked of it again while another peer can be; insist
 	// those it is asked for again because none can, without Defer.
 	later, insist map[*want]bool
+	zstd          bool // it is asked for compressed chunks (compress)
 }
 
 // usable says whether p may still be asked for chunks of h.

@@ -239,3 +239,35 @@ func TestSchedulerLater(t *testing.T) {
 		t.Errorf("s0 is not asked again once nobody else can be: %v", chunksOf(got))
 	}
 }
+
+// TestCompressDecision: a peer is asked for compressed chunks once its
+// link measures slow, and no longer once it measures fast; not before its
+// rate is known; always or never when told.
+func TestCompressDecision(t *testing.T) {
+	const p = peer.ID("p")
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name  string
+		mode  Compress
+		rates []float64 // bytes per second measured before each decision
+		want  []bool
+	}{
+		{"unknown rate", CompressAuto, []float64{0}, []bool{false}},
+		{"a slow link", CompressAuto, []float64{2.5e6}, []bool{true}},
+		{"loopback", CompressAuto, []float64{1e9}, []bool{false}},
+		{"between the marks it stays", CompressAuto, []float64{2.5e6, 100e6, 500e6, 100e6}, []bool{true, true, false, false}},
+		{"never", CompressNever, []float64{2.5e6}, []bool{false}},
+		{"always", CompressAlways, []float64{1e9}, []bool{true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := testScheduler(testItem(1, 4, []peer.ID{p}))
+			ps := s.peers.get(p)
+			for i, rate := range tc.rates {
+				ps.first, ps.last, ps.bytes = t0, t0.Add(time.Second), int64(rate)
+				if got := s.compress(p, tc.mode); got != tc.want[i] {
+					t.Errorf("decision %d at %.3g B/s: %v, want %v", i, rate, got, tc.want[i])
+				}
+			}
+		})
+	}
+}

@@ -373,8 +373,9 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (bu
 	wants := make([]p2p.ChunkWant, len(batch))
 	s := f.lock()
 	window := s.began(p, time.Now())
+	zstd := s.compress(p, f.opts.Compress)
 	for i, w := range batch {
-		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: f.haves != nil && s.mayDefer(p, w)}
+		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: f.haves != nil && s.mayDefer(p, w), Zstd: zstd}
 	}
 	f.unlockQuiet()
 	var later []*want

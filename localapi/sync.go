@@ -25,10 +25,17 @@ type SyncRequest struct {
 	Configs     []string `json:"configs"`
 	From        []string `json:"from"` // multiaddrs ending in /p2p/<id>
 	NoCheckSigs bool     `json:"noCheckSigs,omitempty"`
+	// Compress is auto (the default), always or never: when chunks are
+	// asked for zstd-compressed.
+	Compress string `json:"compress,omitempty"`
 }
 
 func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetch.Report, error) {
 	froms, err := agent.ParsePeerAddrs(req.From)
+	if err != nil {
+		return nil, &UsageError{err}
+	}
+	compress, err := fetch.ParseCompress(req.Compress)
 	if err != nil {
 		return nil, &UsageError{err}
 	}
@@ -55,7 +62,7 @@ func doSync(ctx context.Context, e *Env, req SyncRequest, ev func(Event)) (*fetc
 		}
 		defer n.Close()
 	}
-	opts := fetch.Options{Keys: keys, NoCheckSigs: req.NoCheckSigs, Logger: e.Log,
+	opts := fetch.Options{Keys: keys, NoCheckSigs: req.NoCheckSigs, Logger: e.Log, Compress: compress,
 		Progress: func(p fetch.Progress) { ev(Event{Progress: &p}) }}
 	if len(req.Configs) > 0 {
 		vouched := map[nix.PathHash]*nix.PathInfo{}

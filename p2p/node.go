@@ -106,6 +106,8 @@ type Node struct {
 	serves serves
 	// slots are the peers being sent chunks now (upload.go).
 	slots slots
+	// shrinks says whose chunks are worth compressing (compress.go).
+	shrinks shrinks
 }
 
 // connected says whether p has a live connection.
@@ -345,4 +347,7 @@ func (n *Node) KeepConnected(ai peer.AddrInfo) {
 
 func (n *Node) disconnected(_ network.Network, c network.Conn) {
 	n.log.Debug("disconnected", "peer", c.RemotePeer())
+	if p := c.RemotePeer(); !n.connected(p) {
+		n.shrinks.forget(p)
+	}
 }

@@ -317,11 +317,12 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	type answer struct {
 		seq   uint64
 		data  []byte
-		later time.Duration // for the peer: ask again after this (upload.go)
-		busy  bool          // ... because every upload slot is taken
-		serr  error         // for the peer: we cannot serve this one
-		err   error         // ends the stream (io.EOF: the peer is done asking)
-		cost  int64         // of the read-ahead budget, returned once sent
+		later time.Duration      // for the peer: ask again after this (upload.go)
+		busy  bool               // ... because every upload slot is taken
+		zstd  *[zstdBufSize]byte // data is the chunk compressed into this (compress.go)
+		serr  error              // for the peer: we cannot serve this one
+		err   error              // ends the stream (io.EOF: the peer is done asking)
+		cost  int64              // of the read-ahead budget, returned once sent
 		// isChunk: data came from Content.ReadChunk (not a range), id
 		isChunk bool
 		id      chunk.ID
@@ -329,6 +330,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	from := st.Conn().RemotePeer()
+	rec, _ := s.content.(recycler)
 	sl := &slot{s: &s.node.slots, p: from}
 	defer sl.close()
 	// The write buffer and every answer prepared ahead are charged to the
@@ -388,6 +390,19 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				if a.isChunk = len(req.Chunk) > 0; a.isChunk && len(req.Chunk) == len(a.id) {
 					a.id = chunk.ID(req.Chunk)
 				}
+				if req.Zstd && a.isChunk && a.data != nil && s.node.shrinks.try(from) {
+					zb := zstdBufs.Get().(*[zstdBufSize]byte)
+					if z := compressChunk(zb[:], a.data); z != nil {
+						if rec != nil {
+							rec.Recycle(a.data)
+						}
+						a.data, a.zstd = z, zb
+						s.node.shrinks.result(from, true)
+					} else {
+						zstdBufs.Put(zb)
+						s.node.shrinks.result(from, false)
+					}
+				}
 			}
 			select {
 			case answers <- a:
@@ -401,7 +416,6 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	}()
 	// A buffer bigger than a chunk: header and data of several answers go
 	// to the muxer as one write, rather than a small frame for each header.
-	rec, _ := s.content.(recycler)
 	bw := answerWriters.Get().(*bufio.Writer)
 	bw.Reset(st)
 	defer func() {
@@ -427,7 +441,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				return err
 			}
 		default:
-			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Length: uint32(len(a.data))}); err != nil {
+			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Length: uint32(len(a.data)), Zstd: a.zstd != nil}); err != nil {
 				return err
 			}
 			if _, err := bw.Write(a.data); err != nil {
@@ -437,7 +451,10 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 			if a.isChunk {
 				s.node.serves.sent(from, a.id, time.Now())
 			}
-			if rec != nil && a.isChunk {
+			switch {
+			case a.zstd != nil:
+				zstdBufs.Put(a.zstd)
+			case rec != nil && a.isChunk:
 				rec.Recycle(a.data) // written: bw and the muxer copied it
 			}
 		}
@@ -456,6 +473,12 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	}
 	return bw.Flush()
 }
+
+// zstdBufs recycle the buffers chunks are compressed into: a chunk and
+// what zstd adds to one that does not shrink.
+var zstdBufs = sync.Pool{New: func() any { return new([zstdBufSize]byte) }}
+
+const zstdBufSize = chunk.MaxSize + 4<<10
 
 // chunkReadAhead is how many answers a chunks stream prepares ahead of
 // the one it is sending, and readAheadBytes how many bytes they may hold.

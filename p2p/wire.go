@@ -22,7 +22,8 @@ import (
 // index 8). 1.0.0 is neither served nor asked.
 //
 // chunks 2.0.0 lets a request say it may be deferred (Defer) and a server
-// answer Later (upload.go); 1.0.0 is neither served nor asked.
+// answer Later (upload.go), and chunks travel compressed when asked
+// (compress.go); 1.0.0 is neither served nor asked.
 const (
 	ProtoHave   protocol.ID = "/trove/have/1.0.0"
 	ProtoInfo   protocol.ID = "/trove/info/2.0.0"
@@ -103,7 +104,8 @@ const wireFields = nix.InfoWire
 // ChunkRequest asks for one chunk by ID (Chunk set, Size its length per the
 // chunk index) or for a NAR byte range of a path (Path, Offset, Length).
 // Seq is echoed in the response header. Defer (a chunk request only) says
-// the asker fetches in a swarm and may be answered Later.
+// the asker fetches in a swarm and may be answered Later; Zstd (a chunk
+// request only) that it takes the chunk zstd-compressed (compress.go).
 type ChunkRequest struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Chunk  []byte `cbor:"2,keyasint,omitempty"`
@@ -112,6 +114,7 @@ type ChunkRequest struct {
 	Offset uint64 `cbor:"5,keyasint,omitempty"`
 	Length uint32 `cbor:"6,keyasint,omitempty"`
 	Defer  bool   `cbor:"7,keyasint,omitempty"`
+	Zstd   bool   `cbor:"8,keyasint,omitempty"`
 }
 
 // ChunkHeader precedes Length raw bytes of data in a chunks stream. Err
@@ -119,13 +122,15 @@ type ChunkRequest struct {
 // that said Defer) means it sent this chunk to another peer and asks the
 // asker to get it there, or here again after Later milliseconds; Later
 // and Busy, that it is sending to as many peers as it will at once. No
-// data follows any of these.
+// data follows any of these. Zstd set (to a request that said Zstd) means
+// the Length bytes are a zstd frame of the chunk, shorter than it.
 type ChunkHeader struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Length uint32 `cbor:"2,keyasint,omitempty"`
 	Err    string `cbor:"3,keyasint,omitempty"`
 	Later  uint32 `cbor:"4,keyasint,omitempty"`
 	Busy   bool   `cbor:"5,keyasint,omitempty"`
+	Zstd   bool   `cbor:"6,keyasint,omitempty"`
 }
 
 // msgLimits bounds what decoding one message of wire bytes builds: items

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -99,4 +100,40 @@ func uploaded(t *testing.T, lan *nettest.LAN, i int) int64 {
 		n += p.ChunkBytesOut
 	}
 	return n
+}
+
+// On a slow link a sync asks for compressed chunks, and a closure of real
+// source files crosses it in a fraction of its size: agent 0's link is
+// shaped to 20 Mbit/s, and agent 1 syncs a copy of
+// Go's net package source (about 5 MB of text, which zstd shrinks 3–4×).
+func TestLANCompressesOnSlowLink(t *testing.T) {
+	src := filepath.Join(runtime.GOROOT(), "src", "net")
+	if _, err := os.Stat(src); err != nil {
+		t.Skipf("no Go source tree at %s", src)
+	}
+	lan := nettest.StartLAN(t, 2)
+	lan.Shape(0, testnet.Link{Rate: 20_000_000})
+	path := strings.TrimSpace(lan.Trove(0, "add", src))
+	var info []struct {
+		NarSize int64 `json:"narSize"`
+	}
+	if err := json.Unmarshal([]byte(lan.Trove(0, "path-info", "--json", path)), &info); err != nil || len(info) != 1 {
+		t.Fatalf("path-info: %v", err)
+	}
+	lan.WaitConnected(1)
+	_, tx0, err := lan.LinkBytes(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lan.Trove(1, "sync", path)
+	_, tx1, err := lan.LinkBytes(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := tx1 - tx0
+	t.Logf("NAR %d bytes; the seeder's link carried %d (%.2f×)", info[0].NarSize, sent, float64(sent)/float64(info[0].NarSize))
+	if sent > info[0].NarSize*6/10 {
+		t.Errorf("the seeder's link carried %d bytes for a %d-byte NAR of source text: not compressed", sent, info[0].NarSize)
+	}
+	lan.Trove(1, "verify", path)
 }

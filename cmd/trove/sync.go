@@ -17,6 +17,7 @@ func newSyncCmd(a *app) *cobra.Command {
 		from        []string
 		asJSON      bool
 		noCheckSigs bool
+		compress    string
 	)
 	c := &cobra.Command{
 		Use:   "sync (STOREPATH | NAME[@N])...",
@@ -32,7 +33,8 @@ already anywhere in the local store are reused; the rest are fetched from
 all peers that have them at once, each chunk checked against its hash on
 arrival; a peer that sends bad data is dropped and its work goes to others.
 An interrupted sync keeps what it verified: running it again fetches only
-what is missing.
+what is missing. Chunks travel zstd-compressed from peers whose link
+measures slower than 40 MB/s (--compress auto), and only those that shrink.
 
 With a running agent the sync runs inside it, using its peers. Without one,
 trove starts a short-lived node with this home's identity that dials the
@@ -46,7 +48,10 @@ only a line per finished path; --json prints a summary when done.`,
   trove sync laptop@4`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := localapi.SyncRequest{From: from, NoCheckSigs: noCheckSigs}
+			req := localapi.SyncRequest{From: from, NoCheckSigs: noCheckSigs, Compress: compress}
+			if _, err := fetch.ParseCompress(compress); err != nil {
+				return usageError{err}
+			}
 			for _, arg := range args {
 				p, err := a.pathOrConfig(arg)
 				switch {
@@ -91,6 +96,7 @@ only a line per finished path; --json prints a summary when done.`,
 	c.Flags().StringArrayVar(&from, "from", nil, "fetch from the peer at `MULTIADDR` (ending in /p2p/<id>; repeatable)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON summary")
 	c.Flags().BoolVar(&noCheckSigs, "no-check-sigs", false, "believe unsigned path descriptions (testing only: unsafe)")
+	c.Flags().StringVar(&compress, "compress", "auto", "ask peers for zstd-compressed chunks: `auto` (on links slower than 40 MB/s), always or never")
 	return c
 }
 
