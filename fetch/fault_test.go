@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -625,5 +626,51 @@ func TestSyncClosureNotClosed(t *testing.T) {
 	}
 	if n := checkNothingCorrupt(t, c.store, paths); n != 0 {
 		t.Fatalf("%d paths became valid", n)
+	}
+}
+
+// TestSyncBusySeeder: a seeder whose first have queries fail (a room of
+// hundreds asks it at once) is asked again, not taken to lack the
+// closure: before, the sync failed with "no peer has it".
+func TestSyncBusySeeder(t *testing.T) {
+	defer func(d time.Duration) { askRetry = d }(askRetry)
+	askRetry = 10 * time.Millisecond
+	sk, kr := testKeys(t)
+	var paths []*nix.PathInfo
+	a := newNode(t, nodeOpts{hook: func(t testing.TB, n *peerNode) {
+		paths = closure(t, n.store, sk, 3, 100<<10, 13)
+		var asked atomic.Int32
+		n.node.Host().SetStreamHandler(p2p.ProtoHave, func(st network.Stream) {
+			defer st.Close()
+			r := bufio.NewReader(st)
+			size, err := binary.ReadUvarint(r)
+			if err != nil || size > 1<<20 || asked.Add(1) <= 2 {
+				st.Reset() // too busy to answer
+				return
+			}
+			msg := make([]byte, size)
+			if _, err := io.ReadFull(r, msg); err != nil {
+				st.Reset()
+				return
+			}
+			var req p2p.HaveRequest
+			if err := cbor.Unmarshal(msg, &req); err != nil {
+				st.Reset()
+				return
+			}
+			bits := make([]byte, (len(req.Hashes)+7)/8)
+			for i, h := range req.Hashes {
+				if _, err := n.store.PathInfo(nix.PathHash(h)); err == nil {
+					bits[i/8] |= 1 << (i % 8)
+				}
+			}
+			b, _ := cbor.Marshal(&p2p.HaveResponse{Bitmap: bits})
+			st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...))
+		})
+	}})
+	c := newNode(t, nodeOpts{})
+	connect(t, c, a)
+	if _, err := New(c.store, c.node, Options{Keys: kr}).Fetch(context.Background(), []nix.Path{paths[2].Path}); err != nil {
+		t.Fatalf("sync from a seeder busy at first: %v", err)
 	}
 }

@@ -362,27 +362,47 @@ func (fe *Fetcher) locateConnected(ctx context.Context, hashes []nix.PathHash) [
 	return fe.ask(ctx, fe.node.ConnectedPeers(), hashes)
 }
 
-// ask sends one have query to each of peers, a bounded number at once.
+// ask asks each of peers which of hashes it has, a bounded number at once.
+//
+// A peer that does not answer (busy: a seeder a room of hundreds asks at
+// once) is not taken to lack anything: while some hash has no provider,
+// the peers that failed are asked again, after askRetry and twice that.
 func (fe *Fetcher) ask(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID {
 	out := make([][]peer.ID, len(hashes))
 	var mu sync.Mutex
-	AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
-		has, err := fe.node.Have(ctx, p, hashes)
-		if err != nil {
-			fe.log.Debug("have query failed", "peer", p, "err", err)
-			return nil
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for i, h := range has {
-			if h {
-				out[i] = append(out[i], p)
+	for try := 0; ; try++ {
+		var failed []peer.ID
+		AskAll(ctx, peers, 0, func(ctx context.Context, p peer.ID) error {
+			has, err := fe.node.Have(ctx, p, hashes)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fe.log.Debug("have query failed", "peer", p, "err", err)
+				failed = append(failed, p)
+				return nil
 			}
+			for i, h := range has {
+				if h {
+					out[i] = append(out[i], p)
+				}
+			}
+			return nil
+		})
+		if len(failed) == 0 || try == 2 || !slices.ContainsFunc(out, func(ps []peer.ID) bool { return len(ps) == 0 }) {
+			return out
 		}
-		return nil
-	})
-	return out
+		select {
+		case <-ctx.Done():
+			return out
+		case <-time.After(askRetry << try):
+		}
+		peers = failed
+	}
 }
+
+// askRetry is how long a sync waits before asking again the peers whose
+// have query failed.
+var askRetry = 500 * time.Millisecond
 
 // locate asks every connected peer which of hashes it has, and the DHT for
 // those no connected peer has.
