@@ -28,6 +28,7 @@ var Scenarios = []Scenario{
 	{"swarm", "sync rate from 1, 2, 4 seeders on 100 Mbit/s links (root)", runSwarm},
 	{"nix", "on Nix's own store: sync into it vs nix copy, disk use, incremental, first indexing, serving from it", runNix},
 	{"fanout", "one follower alone, then 16 at once, from one seeder on 100 Mbit/s links (root)", runFanout},
+	{"compress", "sync of real source files over a 20 Mbit/s link, compressed vs not (root)", runCompress},
 	{"sim", "simulated rooms of 16 to 512 followers: in-process agents over go-libp2p's mocknet", runSim},
 }
 
