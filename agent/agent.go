@@ -37,8 +37,12 @@ type Config struct {
 	Peers     []string // multiaddrs with /p2p/<id>
 	DHT       bool
 	Bootstrap []string
-	Public    bool
-	Logger    *slog.Logger
+	// Relays are members' relay addresses to keep a reservation on;
+	// RelayService relays for the group (p2p/relay.go).
+	Relays       []string
+	RelayService bool
+	Public       bool
+	Logger       *slog.Logger
 	// API serves the local API (localapi.Handler) on the control socket
 	// beside GET /v1/status and /v1/peers; nil serves only those.
 	API func(*Agent) http.Handler
@@ -150,6 +154,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	relays, err := ParsePeerAddrs(cfg.Relays)
+	if err != nil {
+		return nil, err
+	}
 	// The store's lock first: from then on, commands see an agent
 	// starting and go through it rather than edit the files read below.
 	s, err := openStore(ctx, cfg)
@@ -186,8 +194,9 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, followers: map[string]*follower{}, kicks: make(chan struct{}, 1)}
 	a.Node, err = p2p.New(ctx, p2p.Config{
 		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s}, Manifests: historyBytes{a.History},
-		MDNS: cfg.MDNS, StaticPeers: statics, DHT: cfg.DHT, Bootstrap: boots, Group: keeper{a},
-		Logger: cfg.Logger.With("component", "p2p"),
+		MDNS: cfg.MDNS, StaticPeers: append(statics, relays...), DHT: cfg.DHT, Bootstrap: boots, Group: keeper{a},
+		RelayService: cfg.RelayService,
+		Logger:       cfg.Logger.With("component", "p2p"),
 	})
 	if err != nil {
 		s.Close()
@@ -207,6 +216,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.stop, a.bg = stop, bg
 	a.wg.Add(1)
 	go a.syncLoop(bg)
+	for _, r := range relays {
+		a.wg.Add(1)
+		go a.reserveLoop(bg, r)
+	}
 	if a.Store.Backend() == store.BackendNix {
 		a.wg.Add(1)
 		go a.indexLoop(bg)
@@ -381,6 +394,35 @@ func (a *Agent) indexLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(IndexInterval):
+		}
+	}
+}
+
+// reserveLoop keeps a reservation on the relay r (a member running
+// --relay-service), so that members behind other NATs reach this agent
+// through it; hole punching then tries to make the connection direct. A
+// reservation lasts an hour: it is renewed every 20 minutes, and retried
+// every 10 seconds while it fails.
+func (a *Agent) reserveLoop(ctx context.Context, r peer.AddrInfo) {
+	defer a.wg.Done()
+	for {
+		wait := 20 * time.Minute
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := a.Node.Reserve(rctx, r)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("no reservation on the relay", "relay", r.ID, "err", err)
+			wait = 10 * time.Second
+		} else {
+			a.log.Info("reserved on the relay", "relay", r.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
 		}
 	}
 }

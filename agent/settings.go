@@ -43,9 +43,13 @@ type AgentSection struct {
 	MDNS      *bool    `toml:"mdns"`
 	DHT       *bool    `toml:"dht"`
 	Bootstrap []string `toml:"bootstrap"`
-	Serve     string   `toml:"serve"`
-	LogFormat string   `toml:"log_format"`
-	Timeout   string   `toml:"timeout"`
+	// Relays are members running --relay-service that this agent keeps a
+	// reservation on, so members behind other NATs can reach it.
+	Relays       []string `toml:"relays"`
+	RelayService *bool    `toml:"relay_service"`
+	Serve        string   `toml:"serve"`
+	LogFormat    string   `toml:"log_format"`
+	Timeout      string   `toml:"timeout"`
 }
 
 // ActivationTimeout is how long an activation command may run: timeout,
@@ -135,13 +139,15 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 // in one place for `trove agent` and for the short-lived node a command
 // starts when no agent runs.
 type Settings struct {
-	Listen    []string
-	Peers     []string // kept connected: the flags' and config.toml's
-	MDNS      bool
-	DHT       bool
-	Bootstrap []string
-	Serve     string // "trusted" or "public"
-	LogFormat string // "", "text" or "json"
+	Listen       []string
+	Peers        []string // kept connected: the flags' and config.toml's
+	MDNS         bool
+	DHT          bool
+	Bootstrap    []string
+	Relays       []string // members relaying for the group: the flags' and config.toml's
+	RelayService bool
+	Serve        string // "trusted" or "public"
+	LogFormat    string // "", "text" or "json"
 }
 
 // DefaultSettings are the settings with no flags and no config.toml.
@@ -159,6 +165,10 @@ func (fc *FileConfig) Merge(flags Settings, set func(flag string) bool) (Setting
 	}
 	s.Peers = append(slices.Clone(flags.Peers), a.Peers...)
 	s.Bootstrap = append(slices.Clone(flags.Bootstrap), a.Bootstrap...)
+	s.Relays = append(slices.Clone(flags.Relays), a.Relays...)
+	if !set("relay-service") && a.RelayService != nil {
+		s.RelayService = *a.RelayService
+	}
 	if !set("mdns") && a.MDNS != nil {
 		s.MDNS = *a.MDNS
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -76,6 +78,9 @@ type Config struct {
 	// connection gater and bandwidth reporter, do not apply to it; the
 	// protocols still serve only the trust group.
 	Host host.Host
+	// RelayService relays for the trust group (relay.go): members behind
+	// NATs reserve on it and reach each other through it.
+	RelayService bool
 	// TimeScale stretches how long the node waits on peers to pass a
 	// chunk on (upload.go) by this factor: a simulation whose links
 	// are N times slower than real ones sets N. 0 means 1.
@@ -108,6 +113,7 @@ type Node struct {
 	slots slots
 	// shrinks says whose chunks are worth compressing (compress.go).
 	shrinks shrinks
+	relay   *relayv2.Relay // with Config.RelayService
 }
 
 // connected says whether p has a live connection.
@@ -163,11 +169,18 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(n.gater),
 		libp2p.BandwidthReporter(n.bw),
+		libp2p.EnableHolePunching(),
 	); err != nil {
 		return nil, fmt.Errorf("starting libp2p host: %w", err)
 	}
 	n.host = h
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if cfg.RelayService {
+		if err := n.startRelay(cfg.Trust); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	if cfg.Content != nil {
 		s := &server{node: n, content: cfg.Content, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait}
 		h.SetStreamHandler(ProtoHave, s.serve("have", oneRequest(s, s.handleHave)))
@@ -248,6 +261,9 @@ func (n *Node) Close() error {
 	if n.dht != nil {
 		n.dht.Close()
 	}
+	if n.relay != nil {
+		n.relay.Close()
+	}
 	err := n.host.Close()
 	n.wg.Wait()
 	return err
@@ -265,7 +281,11 @@ func (n *Node) Connect(ctx context.Context, p peer.AddrInfo) error {
 	// Dial now, whatever backoff an earlier failed dial left: a provider
 	// the DHT just returned may have been unreachable a moment ago (or
 	// dialled without addresses by a background lookup).
-	return n.host.Connect(network.WithForceDirectDial(ctx, "asked to connect"), p)
+	// Through a relay (a /p2p-circuit address) the dial is not direct.
+	if !slices.ContainsFunc(p.Addrs, isRelayed) {
+		ctx = network.WithForceDirectDial(ctx, "asked to connect")
+	}
+	return n.host.Connect(ctx, p)
 }
 
 type mdnsNotifee struct{ n *Node }

@@ -11,14 +11,17 @@ import (
 
 // PeerStatus describes one connected or known peer, for `trove peers`.
 type PeerStatus struct {
-	ID        string        `json:"id"`
-	Name      string        `json:"name,omitempty"`
-	Addrs     []string      `json:"addrs"`
-	Transport string        `json:"transport,omitempty"` // of the first live connection
-	Connected bool          `json:"connected"`
-	Latency   time.Duration `json:"latencyNs"`
-	BytesIn   int64         `json:"bytesIn"`  // all protocols (libp2p's meter: updated every second)
-	BytesOut  int64         `json:"bytesOut"` // all protocols
+	ID        string   `json:"id"`
+	Name      string   `json:"name,omitempty"`
+	Addrs     []string `json:"addrs"`
+	Transport string   `json:"transport,omitempty"` // of the first live connection
+	Connected bool     `json:"connected"`
+	// Via is "direct", or "relayed" when the only connection goes through
+	// a relay (relay.go).
+	Via      string        `json:"via,omitempty"`
+	Latency  time.Duration `json:"latencyNs"`
+	BytesIn  int64         `json:"bytesIn"`  // all protocols (libp2p's meter: updated every second)
+	BytesOut int64         `json:"bytesOut"` // all protocols
 	// ChunkBytesIn and ChunkBytesOut count store data fetched from and
 	// served to the peer, exactly and at once.
 	ChunkBytesIn  int64 `json:"chunkBytesIn"`
@@ -41,6 +44,7 @@ func (n *Node) Peers() []PeerStatus {
 			ID: p.String(), Name: n.gater.trust.Name(p), Trusted: n.gater.trust.Contains(p),
 			Connected: n.host.Network().Connectedness(p) == network.Connected,
 			Latency:   n.host.Peerstore().LatencyEWMA(p),
+			Via:       n.ConnKind(p),
 		}
 		for _, c := range n.host.Network().ConnsToPeer(p) {
 			if st.Transport == "" {

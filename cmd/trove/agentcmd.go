@@ -22,7 +22,8 @@ import (
 func newAgentCmd(a *app) *cobra.Command {
 	var (
 		listen, peers, bootstrap []string
-		mdns, dht                bool
+		relays                   []string
+		mdns, dht, relayService  bool
 		serve, logFormat         string
 		cache                    cacheFlags
 		sources                  []string
@@ -42,6 +43,13 @@ It listens on TCP and QUIC (default port 4807 on every interface), finds
 peers by mDNS on the LAN, dials the static peers given with --peer or in
 config.toml (and redials them with backoff when they drop), and with --dht
 joins trove's Kademlia DHT.
+
+For machines behind NATs (a laptop at home, one at the office): run
+--relay-service on a machine they can both reach (a home server, a small
+VPS), a member of the group; give the others --relay with its address.
+Each keeps a reservation there, members reach each other through it, and
+hole punching then makes the connection direct where the NATs allow.
+The relay serves its trust group only.
 
 Only peers in the trust group (trove peer allow) may fetch from it: others
 are refused right after the connection handshake and get nothing, not even
@@ -70,6 +78,8 @@ whose new generation a bundle brought is activated.`,
 		Example: `  trove agent
   trove agent --listen /ip4/0.0.0.0/tcp/4807 --peer /ip4/192.168.1.7/tcp/4807/p2p/12D3KooW...
   trove agent --dht --bootstrap /ip4/10.0.0.2/tcp/4807/p2p/12D3KooW...
+  trove agent --relay-service                       # on a reachable machine of the group
+  trove agent --relay /ip4/203.0.113.7/tcp/4807/p2p/12D3KooW...
   trove agent --log-format json
   trove agent --cache-listen 127.0.0.1:4808 --cache-from-peers --cache-key laptop-1
   trove agent --source /media/usb`,
@@ -84,7 +94,7 @@ whose new generation a bundle brought is activated.`,
 				return err
 			}
 			set, err := fc.Merge(agent.Settings{Listen: listen, Peers: peers, MDNS: mdns, DHT: dht,
-				Bootstrap: bootstrap, Serve: serve, LogFormat: logFormat}, cmd.Flags().Changed)
+				Bootstrap: bootstrap, Relays: relays, RelayService: relayService, Serve: serve, LogFormat: logFormat}, cmd.Flags().Changed)
 			if err != nil {
 				return usageError{err}
 			}
@@ -102,7 +112,8 @@ whose new generation a bundle brought is activated.`,
 			}
 			ag, err := agent.Start(cmd.Context(), agent.Config{
 				Home: home, StoreDir: a.storeDir, Kind: kind, Listen: set.Listen, MDNS: set.MDNS, Peers: set.Peers,
-				DHT: set.DHT, Bootstrap: set.Bootstrap, Public: set.Serve == "public", Logger: log,
+				DHT: set.DHT, Bootstrap: set.Bootstrap, Relays: set.Relays, RelayService: set.RelayService,
+				Public: set.Serve == "public", Logger: log,
 				API: localapi.API, Cache: cacheCfg, Sources: a.absAll(sources),
 				ActivationTimeout: fc.Agent.ActivationTimeout(),
 			})
@@ -123,6 +134,8 @@ whose new generation a bundle brought is activated.`,
 	f.BoolVar(&mdns, "mdns", true, "find peers on the LAN by mDNS")
 	f.BoolVar(&dht, "dht", false, "join trove's Kademlia DHT")
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "DHT bootstrap peer `MULTIADDR` (repeatable)")
+	f.StringArrayVar(&relays, "relay", nil, "keep a reservation on the group's relay at `MULTIADDR` ending in /p2p/<id> (repeatable)")
+	f.BoolVar(&relayService, "relay-service", false, "relay for the trust group (on a machine the others can reach)")
 	f.StringVar(&serve, "serve", "trusted", "who may fetch from this agent: trusted (the trust group) or public (anyone)")
 	f.StringVar(&logFormat, "log-format", "", "log format: text or json (default text)")
 	cache.register(f)
@@ -247,6 +260,9 @@ func (a *app) printPeers(ps []p2p.PeerStatus) error {
 		state := "offline"
 		if p.Connected {
 			state = "connected"
+		}
+		if p.Via == "relayed" {
+			state += " (relayed)"
 		}
 		addr := ""
 		if len(p.Addrs) > 0 {
