@@ -218,7 +218,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	go a.syncLoop(bg)
 	for _, r := range relays {
 		a.wg.Add(1)
-		go a.reserveLoop(bg, r)
+		go a.relayLoop(bg, r)
 	}
 	if a.Store.Backend() == store.BackendNix {
 		a.wg.Add(1)
@@ -398,31 +398,59 @@ func (a *Agent) indexLoop(ctx context.Context) {
 	}
 }
 
-// reserveLoop keeps a reservation on the relay r (a member running
+// relayLoop keeps a reservation on the relay r (a member running
 // --relay-service), so that members behind other NATs reach this agent
-// through it; hole punching then tries to make the connection direct. A
-// reservation lasts an hour: it is renewed every 20 minutes, and retried
-// every 10 seconds while it fails.
-func (a *Agent) reserveLoop(ctx context.Context, r peer.AddrInfo) {
+// through it, and reaches through r every member not connected otherwise:
+// a member is found by its peer ID alone. Hole punching then tries to
+// make each such connection direct. A reservation lasts an hour: it is
+// renewed every 20 minutes, and retried with the members every
+// relayEvery while it fails.
+func (a *Agent) relayLoop(ctx context.Context, r peer.AddrInfo) {
 	defer a.wg.Done()
+	var renew time.Time
 	for {
-		wait := 20 * time.Minute
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := a.Node.Reserve(rctx, r)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
+		if time.Now().After(renew) {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := a.Node.Reserve(rctx, r)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
 				return
+			case err != nil:
+				a.log.Warn("no reservation on the relay", "relay", r.ID, "err", err)
+			default:
+				a.log.Info("reserved on the relay", "relay", r.ID)
+				renew = time.Now().Add(20 * time.Minute)
 			}
-			a.log.Warn("no reservation on the relay", "relay", r.ID, "err", err)
-			wait = 10 * time.Second
-		} else {
-			a.log.Info("reserved on the relay", "relay", r.ID)
 		}
+		a.reachThrough(ctx, r)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(relayEvery):
 		}
+	}
+}
+
+// relayEvery is how often an agent tries to reach, through its relays,
+// the members it is not connected to.
+var relayEvery = 10 * time.Second
+
+// reachThrough connects through the relay r to every member of the
+// trust group not connected now.
+func (a *Agent) reachThrough(ctx context.Context, r peer.AddrInfo) {
+	for p := range a.Trust.Peers() {
+		if p == r.ID || p == a.Node.ID() || a.Node.ConnKind(p) != "" {
+			continue
+		}
+		via, err := p2p.RelayAddr(r, p)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := a.Node.Connect(cctx, via); err == nil {
+			a.log.Info("reached a member through the relay", "peer", p, "relay", r.ID)
+		}
+		cancel()
 	}
 }
