@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -278,36 +279,40 @@ func forger(s *store.Store, seed uint64) p2p.Content {
 	}
 }
 
+// frameMsg is v as it travels in a stream: its CBOR, framed.
+func frameMsg(v any) []byte {
+	b, err := cbor.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return frame(b)
+}
+
+// readFrame reads one framed message of at most max bytes into v.
+func readFrame(r io.Reader, max uint64, v any) error {
+	br := bufio.NewReader(r)
+	size, err := binary.ReadUvarint(br)
+	if err != nil {
+		return err
+	}
+	if size > max {
+		return fmt.Errorf("a message of %d bytes", size)
+	}
+	msg := make([]byte, size)
+	if _, err := io.ReadFull(br, msg); err != nil {
+		return err
+	}
+	return cbor.Unmarshal(msg, v)
+}
+
 // cutChunksStream replaces n's chunks handler with one that answers the
 // first request with a valid header and then only half the chunk's bytes
 // before closing the stream: a truncation in the middle of the wire.
 func cutChunksStream(t testing.TB, n *peerNode) {
-	enc, err := cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	frame := func(v any) []byte {
-		b, err := enc.Marshal(v)
-		if err != nil {
-			panic(err)
-		}
-		return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
-	}
 	n.node.Host().SetStreamHandler(p2p.ProtoChunks, func(st network.Stream) {
 		defer st.Close()
-		r := bufio.NewReader(st)
-		size, err := binary.ReadUvarint(r)
-		if err != nil || size > 1<<10 {
-			st.Reset()
-			return
-		}
-		msg := make([]byte, size)
-		if _, err := io.ReadFull(r, msg); err != nil {
-			st.Reset()
-			return
-		}
 		var req p2p.ChunkRequest
-		if err := cbor.Unmarshal(msg, &req); err != nil || len(req.Chunk) != len(chunk.ID{}) {
+		if err := readFrame(st, 1<<10, &req); err != nil || len(req.Chunk) != len(chunk.ID{}) {
 			st.Reset()
 			return
 		}
@@ -316,7 +321,7 @@ func cutChunksStream(t testing.TB, n *peerNode) {
 			st.Reset()
 			return
 		}
-		st.Write(frame(&p2p.ChunkHeader{Seq: req.Seq, Length: uint32(len(data))}))
+		st.Write(frameMsg(&p2p.ChunkHeader{Seq: req.Seq, Length: uint32(len(data))}))
 		st.Write(data[:len(data)/2])
 	})
 }
@@ -642,20 +647,9 @@ func TestSyncBusySeeder(t *testing.T) {
 		var asked atomic.Int32
 		n.node.Host().SetStreamHandler(p2p.ProtoHave, func(st network.Stream) {
 			defer st.Close()
-			r := bufio.NewReader(st)
-			size, err := binary.ReadUvarint(r)
-			if err != nil || size > 1<<20 || asked.Add(1) <= 2 {
-				st.Reset() // too busy to answer
-				return
-			}
-			msg := make([]byte, size)
-			if _, err := io.ReadFull(r, msg); err != nil {
-				st.Reset()
-				return
-			}
 			var req p2p.HaveRequest
-			if err := cbor.Unmarshal(msg, &req); err != nil {
-				st.Reset()
+			if asked.Add(1) <= 2 || readFrame(st, 1<<20, &req) != nil {
+				st.Reset() // too busy to answer
 				return
 			}
 			bits := make([]byte, (len(req.Hashes)+7)/8)
@@ -664,8 +658,7 @@ func TestSyncBusySeeder(t *testing.T) {
 					bits[i/8] |= 1 << (i % 8)
 				}
 			}
-			b, _ := cbor.Marshal(&p2p.HaveResponse{Bitmap: bits})
-			st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...))
+			st.Write(frameMsg(&p2p.HaveResponse{Bitmap: bits}))
 		})
 	}})
 	c := newNode(t, nodeOpts{})

@@ -42,12 +42,21 @@ const (
 // batchFor is how many chunks p may be handed at once: about batchTime
 // at its rate so far, at least 4.
 func (ps *peerState) batchFor() int {
-	d := ps.last.Sub(ps.first)
-	if ps.bytes == 0 || d <= 0 {
+	rate, ok := ps.rate(1)
+	if !ok {
 		return firstBatch
 	}
-	rate := float64(ps.bytes) / d.Seconds()
 	return max(4, int(rate*batchTime.Seconds()/float64(64<<10)))
+}
+
+// rate is the bytes per second p delivered from its first request to its
+// last delivery; ok is false before it delivered least bytes.
+func (ps *peerState) rate(least int64) (rate float64, ok bool) {
+	d := ps.last.Sub(ps.first)
+	if ps.bytes < least || d <= 0 {
+		return 0, false
+	}
+	return float64(ps.bytes) / d.Seconds(), true
 }
 
 // A sync asks a peer for zstd-compressed chunks (p2p/compress.go) once
@@ -73,11 +82,10 @@ func (s *scheduler) compress(p peer.ID, mode Compress) bool {
 	case CompressAlways:
 		return true
 	}
-	d := ps.last.Sub(ps.first)
-	if ps.bytes < 256<<10 || d <= 0 {
+	rate, ok := ps.rate(256 << 10)
+	if !ok {
 		return ps.zstd
 	}
-	rate := float64(ps.bytes) / d.Seconds()
 	switch {
 	case rate < compressBelow:
 		ps.zstd = true

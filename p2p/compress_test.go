@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/trove-p2p/trove/chunk"
 )
@@ -94,17 +93,9 @@ func TestCompressedChunkRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, _ := connectedPair(t)
-			a.Host().SetStreamHandler(ProtoChunks, func(st network.Stream) {
-				defer st.Close()
-				var req ChunkRequest
-				if err := readMsg(bufio.NewReader(st), maxChunkHeader, &req); err != nil {
-					return
-				}
-				hdr := tc.hdr
-				hdr.Seq, hdr.Length = req.Seq, uint32(len(tc.body))
-				writeMsg(st, &hdr)
-				st.Write(tc.body)
-			})
+			hdr := tc.hdr
+			hdr.Length = uint32(len(tc.body))
+			answerChunk(a, hdr, tc.body)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var err error
@@ -162,4 +153,38 @@ func FuzzDecompressChunk(f *testing.F) {
 			t.Fatalf("error does not wrap errInflates: %v", err)
 		}
 	})
+}
+
+// TestShrinks: after missesToPause chunks in a row that did not shrink, a
+// peer's chunks are not compressed for pauseChunks, then tried again; a
+// chunk that shrinks resets the count; another peer is not affected.
+func TestShrinks(t *testing.T) {
+	var s shrinks
+	const p, q = "p", "q"
+	for range missesToPause - 1 {
+		s.result(p, false)
+	}
+	s.result(p, true) // resets
+	for range missesToPause - 1 {
+		s.result(p, false)
+	}
+	if !s.try(p) {
+		t.Fatalf("paused after %d misses that a shrink interrupted", missesToPause-1)
+	}
+	s.result(p, false)
+	for i := range pauseChunks {
+		if s.try(p) {
+			t.Fatalf("tried chunk %d of the pause", i)
+		}
+	}
+	if !s.try(p) || !s.try(q) {
+		t.Errorf("not tried again after the pause, or another peer paused")
+	}
+	for range missesToPause {
+		s.result(p, false)
+	}
+	s.forget(p)
+	if !s.try(p) {
+		t.Errorf("a forgotten peer is still paused")
+	}
 }

@@ -162,17 +162,7 @@ func TestLaterRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, _ := connectedPair(t)
-			a.Host().SetStreamHandler(ProtoChunks, func(st network.Stream) {
-				defer st.Close()
-				var req ChunkRequest
-				if err := readMsg(bufio.NewReader(st), maxChunkHeader, &req); err != nil {
-					return
-				}
-				hdr := tc.hdr
-				hdr.Seq = req.Seq
-				writeMsg(st, &hdr)
-				st.Write(make([]byte, hdr.Length))
-			})
+			answerChunk(a, tc.hdr, make([]byte, tc.hdr.Length))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			err := b.Fetch(ctx, a.ID(), []ChunkWant{tc.want}, 1, func(int, []byte, error) error { return nil })
@@ -221,4 +211,20 @@ func TestSlots(t *testing.T) {
 	if closed.take() {
 		t.Errorf("a closed stream took a slot")
 	}
+}
+
+// answerChunk makes n answer the first request of every chunks stream
+// with hdr (its Seq set to the request's) and then body, as it is: a
+// server that says what a test wants it to.
+func answerChunk(n *Node, hdr ChunkHeader, body []byte) {
+	n.Host().SetStreamHandler(ProtoChunks, func(st network.Stream) {
+		defer st.Close()
+		var req ChunkRequest
+		if err := readMsg(bufio.NewReader(st), maxChunkHeader, &req); err != nil {
+			return
+		}
+		hdr.Seq = req.Seq
+		writeMsg(st, &hdr)
+		st.Write(body)
+	})
 }

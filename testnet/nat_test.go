@@ -55,31 +55,33 @@ func TestNATRelay(t *testing.T) {
 	}
 	sh("ip", "-n", inet, "link", "add", "br0", "type", "bridge")
 	sh("ip", "-n", inet, "link", "set", "br0", "up")
+	// link joins ns1 and ns2 by a veth pair whose ends are named name1 and
+	// name2 there, addressed addr1 and addr2 when not empty, and up.
+	links := 0
+	link := func(ns1, name1, addr1, ns2, name2, addr2 string) {
+		t.Helper()
+		links++
+		tmp := [2]string{fmt.Sprintf("v%s%da", run, links), fmt.Sprintf("v%s%db", run, links)}
+		sh("ip", "link", "add", tmp[0], "type", "veth", "peer", "name", tmp[1])
+		for i, end := range [2][3]string{{ns1, name1, addr1}, {ns2, name2, addr2}} {
+			sh("ip", "link", "set", tmp[i], "netns", end[0])
+			sh("ip", "-n", end[0], "link", "set", tmp[i], "name", end[1])
+			if end[2] != "" {
+				sh("ip", "-n", end[0], "addr", "add", end[2], "dev", end[1])
+			}
+			sh("ip", "-n", end[0], "link", "set", end[1], "up")
+		}
+	}
 	// The "internet": the relay and both NAT routers' WAN sides.
 	for i, n := range []string{relay, natA, natB} {
-		w, p := fmt.Sprintf("w%s%d", run, i), fmt.Sprintf("p%s%d", run, i)
-		sh("ip", "link", "add", w, "type", "veth", "peer", "name", p)
-		sh("ip", "link", "set", w, "netns", n)
-		sh("ip", "-n", n, "link", "set", w, "name", "wan")
-		sh("ip", "link", "set", p, "netns", inet)
-		sh("ip", "-n", inet, "link", "set", p, "master", "br0")
-		sh("ip", "-n", inet, "link", "set", p, "up")
-		sh("ip", "-n", n, "addr", "add", fmt.Sprintf("11.0.0.%d/24", i+1), "dev", "wan")
-		sh("ip", "-n", n, "link", "set", "wan", "up")
+		port := fmt.Sprintf("p%d", i)
+		link(n, "wan", fmt.Sprintf("11.0.0.%d/24", i+1), inet, port, "")
+		sh("ip", "-n", inet, "link", "set", port, "master", "br0")
 	}
 	// Each laptop behind its router, masqueraded (a port-restricted cone).
 	for i, pair := range [][2]string{{natA, hostA}, {natB, hostB}} {
 		nat, host := pair[0], pair[1]
-		l, h := fmt.Sprintf("l%s%d", run, i), fmt.Sprintf("h%s%d", run, i)
-		sh("ip", "link", "add", l, "type", "veth", "peer", "name", h)
-		sh("ip", "link", "set", l, "netns", nat)
-		sh("ip", "-n", nat, "link", "set", l, "name", "lan")
-		sh("ip", "link", "set", h, "netns", host)
-		sh("ip", "-n", host, "link", "set", h, "name", "eth0")
-		sh("ip", "-n", nat, "addr", "add", fmt.Sprintf("192.168.%d.1/24", i+1), "dev", "lan")
-		sh("ip", "-n", nat, "link", "set", "lan", "up")
-		sh("ip", "-n", host, "addr", "add", fmt.Sprintf("192.168.%d.2/24", i+1), "dev", "eth0")
-		sh("ip", "-n", host, "link", "set", "eth0", "up")
+		link(nat, "lan", fmt.Sprintf("192.168.%d.1/24", i+1), host, "eth0", fmt.Sprintf("192.168.%d.2/24", i+1))
 		sh("ip", "-n", host, "route", "add", "default", "via", fmt.Sprintf("192.168.%d.1", i+1))
 		sh("ip", "netns", "exec", nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		rules := `flush ruleset
