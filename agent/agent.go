@@ -220,6 +220,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		a.wg.Add(1)
 		go a.relayLoop(bg, r)
 	}
+	if len(relays) > 0 {
+		a.wg.Add(1)
+		go a.punchLoop(bg)
+	}
 	if a.Store.Backend() == store.BackendNix {
 		a.wg.Add(1)
 		go a.indexLoop(bg)
@@ -404,12 +408,15 @@ func (a *Agent) indexLoop(ctx context.Context) {
 // a member is found by its peer ID alone. Hole punching then tries to
 // make each such connection direct. A reservation lasts an hour: it is
 // renewed every 20 minutes, and retried with the members every
-// relayEvery while it fails.
+// relayEvery while it fails. The relay forgets it when the connection to
+// it closes (the relay restarted, or a NAT between them gave this agent
+// another public port), so it is made again at once then.
 func (a *Agent) relayLoop(ctx context.Context, r peer.AddrInfo) {
 	defer a.wg.Done()
+	lost := a.Node.Disconnections(ctx)
 	var renew time.Time
 	for {
-		if time.Now().After(renew) {
+		if time.Now().After(renew) || a.Node.ConnKind(r.ID) != "direct" {
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := a.Node.Reserve(rctx, r)
 			cancel()
@@ -428,13 +435,99 @@ func (a *Agent) relayLoop(ctx context.Context, r peer.AddrInfo) {
 		case <-ctx.Done():
 			return
 		case <-time.After(relayEvery):
+		case <-lost:
+			// Whoever dropped (the relay, or a member through it) may
+			// need a moment to reserve again.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(relayRetry):
+			}
 		}
 	}
 }
 
+// relayRetry is how long after a lost connection (to the relay, or to a
+// member) an agent tries again through the relay.
+var relayRetry = time.Second
+
 // relayEvery is how often an agent tries to reach, through its relays,
 // the members it is not connected to.
 var relayEvery = 10 * time.Second
+
+// Punching: a member reached only through a relay is asked to punch a
+// hole after punchFirst (the member's own side tries at once when the
+// relayed connection reaches it, and may still be at it), then again
+// after a failure, waiting twice as long each time up to punchMax: a NAT
+// that maps each destination to another port (symmetric) never lets a
+// punch through, and the relayed connection carries everything meanwhile.
+var (
+	punchFirst = 2 * time.Second
+	punchMax   = 5 * time.Minute
+)
+
+// punchLoop tries to make every relayed connection to a member direct.
+func (a *Agent) punchLoop(ctx context.Context) {
+	defer a.wg.Done()
+	type state struct {
+		next    time.Time
+		wait    time.Duration
+		running bool
+	}
+	var mu sync.Mutex
+	members := map[peer.ID]*state{}
+	var running sync.WaitGroup
+	defer running.Wait()
+	tick := time.NewTicker(punchFirst / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		mu.Lock()
+		for p := range a.Trust.Peers() {
+			if a.Node.ConnKind(p) != "relayed" {
+				delete(members, p)
+				continue
+			}
+			st := members[p]
+			if st == nil {
+				// Both ends run this loop; the one with the greater
+				// ID starts later, so that their first tries do not
+				// meet (one of two simultaneous punches is refused).
+				first := punchFirst
+				if a.Node.ID() > p {
+					first += punchFirst
+				}
+				members[p] = &state{next: now.Add(first), wait: punchFirst}
+				continue
+			}
+			if st.running || now.Before(st.next) {
+				continue
+			}
+			st.running = true
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				pctx, cancel := context.WithTimeout(ctx, time.Minute)
+				err := a.Node.Punch(pctx, p)
+				cancel()
+				mu.Lock()
+				defer mu.Unlock()
+				st.running = false
+				if err != nil {
+					st.wait = min(2*st.wait, punchMax)
+					st.next = time.Now().Add(st.wait)
+					a.log.Debug("no direct connection to the member; staying on the relay", "peer", p, "err", err, "retry in", st.wait)
+				}
+			}()
+		}
+		mu.Unlock()
+	}
+}
 
 // reachThrough connects through the relay r to every member of the
 // trust group not connected now.

@@ -158,7 +158,7 @@ var errBusy = errors.New("peer busy")
 
 // errStalled is why a batch was cut off: the peer sent nothing for the
 // stall timeout.
-var errStalled = errors.New("peer stalled")
+var errStalled = p2p.ErrStalled
 
 func newScheduler(pl *plan, storeDir string, window int) *scheduler {
 	s := &scheduler{plan: pl, storeDir: storeDir, window: window, peers: peerBook{}, intn: rand.IntN,

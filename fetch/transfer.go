@@ -410,7 +410,8 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (bu
 		}
 		return f.deliver(p, w, data)
 	})
-	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+	var silent *p2p.SilentConnError
+	if cause := context.Cause(ctx); errors.Is(cause, errStalled) && !errors.As(err, &silent) {
 		return busy, errStalled
 	}
 	return busy, err

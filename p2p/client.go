@@ -48,6 +48,39 @@ func (n *Node) stream(ctx context.Context, p peer.ID, proto protocol.ID) (networ
 	return st, func() { stop(); st.Close() }, nil
 }
 
+// ErrStalled is the cause a caller gives a Fetch it cuts off because the
+// peer sent nothing for too long.
+var ErrStalled = errors.New("peer stalled")
+
+// SilentConnError: a Fetch was cut off for a stall on a connection while
+// another connection to the peer was open, so the silent one was closed.
+// A path through a NAT that forgot its mapping, or through a relay that
+// lost the other end, goes silent without closing; the peer reached again
+// by another way is not to blame, and is asked again on the other.
+type SilentConnError struct {
+	Peer peer.ID
+	Err  error
+}
+
+func (e *SilentConnError) Error() string {
+	return fmt.Sprintf("peer %s went silent on one connection (closed it; another is open): %v", e.Peer, e.Err)
+}
+
+func (e *SilentConnError) Unwrap() error { return e.Err }
+
+// closeSilent closes c, on which a stream to p stalled, if another
+// connection to p is open, and says whether it did.
+func (n *Node) closeSilent(p peer.ID, c network.Conn) bool {
+	for _, o := range n.host.Network().ConnsToPeer(p) {
+		if o != c {
+			n.log.Info("closing a connection that went silent; another is open", "peer", p, "addr", c.RemoteMultiaddr())
+			c.Close()
+			return true
+		}
+	}
+	return false
+}
+
 // Have asks p which of hashes it holds, in batches of MaxHaveHashes.
 func (n *Node) Have(ctx context.Context, p peer.ID, hashes []nix.PathHash) ([]bool, error) {
 	return inBatches(hashes, MaxHaveHashes, func(batch []nix.PathHash) ([]bool, error) {
@@ -245,7 +278,7 @@ var ErrNotServed = errors.New("peer does not have it")
 // reaches got with a nil data and an error wrapping ErrNotServed, one it
 // defers (Defer) with a *LaterError; got returning an error stops the
 // fetch. window bounds requests in flight.
-func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window int, got func(i int, data []byte, err error) error) error {
+func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window int, got func(i int, data []byte, err error) error) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, done, err := n.stream(ctx, p, ProtoChunks)
@@ -253,6 +286,11 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		return err
 	}
 	defer done()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), ErrStalled) && n.closeSilent(p, st.Conn()) {
+			err = &SilentConnError{Peer: p, Err: err}
+		}
+	}()
 	window = max(window, 1)
 	tokens := make(chan struct{}, window)
 	werr := make(chan error, 1)

@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -114,6 +115,8 @@ type Node struct {
 	// shrinks says whose chunks are worth compressing (compress.go).
 	shrinks shrinks
 	relay   *relayv2.Relay // with Config.RelayService
+	punch   *holepunch.Service
+	seen    observed // public addresses members saw (punch.go)
 }
 
 // connected says whether p has a live connection.
@@ -169,15 +172,20 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(n.gater),
 		libp2p.BandwidthReporter(n.bw),
-		libp2p.EnableHolePunching(),
 	); err != nil {
 		return nil, fmt.Errorf("starting libp2p host: %w", err)
 	}
 	n.host = h
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if cfg.Host == nil {
+		if err := n.startPunching(h, cfg.Trust); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	if cfg.RelayService {
 		if err := n.startRelay(cfg.Trust); err != nil {
-			h.Close()
+			n.Close()
 			return nil, err
 		}
 	}
@@ -202,7 +210,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		// A stranger let in to join hears no gossip.
 		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return !n.gater.joins.stranger(p) || n.gater.allowed(p) }))
 	if err != nil {
-		h.Close()
+		n.Close()
 		return nil, fmt.Errorf("starting gossipsub: %w", err)
 	}
 	h.Network().Notify(&network.NotifyBundle{DisconnectedF: n.disconnected})
@@ -263,6 +271,9 @@ func (n *Node) Close() error {
 	}
 	if n.relay != nil {
 		n.relay.Close()
+	}
+	if n.punch != nil {
+		n.punch.Close()
 	}
 	err := n.host.Close()
 	n.wg.Wait()

@@ -3,6 +3,8 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
@@ -86,4 +88,37 @@ func (n *Node) ConnKind(p peer.ID) string {
 		kind = "relayed"
 	}
 	return kind
+}
+
+// Disconnections signals (coalesced, on a channel of one) each time this
+// node loses its last connection to a member, until ctx ends: a relayed
+// member or the relay itself may need to be reached again.
+func (n *Node) Disconnections(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		return out // the bus is closed: the node is stopping
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-n.ctx.Done():
+				return
+			case e := <-sub.Out():
+				c := e.(event.EvtPeerConnectednessChanged)
+				if c.Connectedness == network.NotConnected && n.gater.trust.Contains(c.Peer) {
+					select {
+					case out <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return out
 }

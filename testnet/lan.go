@@ -7,15 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/trove-p2p/trove/agent"
 	"github.com/trove-p2p/trove/p2p"
@@ -643,4 +647,52 @@ func (l *LAN) LinkBytes(i int) (rx, tx int64, err error) {
 		return 0, 0, fmt.Errorf("testnet: reading agent %d's link counters: ip printed %q", i, out)
 	}
 	return links[0].Stats.RX.Bytes, links[0].Stats.TX.Bytes, nil
+}
+
+// IP is agent i's IPv4 address on the LAN.
+func (l *LAN) IP(i int) string { return l.nodes[i].addr }
+
+// Command is name run with args in agent i's namespace (as on that
+// machine, beside its agent).
+func (l *LAN) Command(ctx context.Context, i int, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.nodes[i].ns, name}, args...)...)
+}
+
+// Listen opens a TCP listener on addr in agent i's namespace, for a
+// server run by this process (a socket stays in the namespace it was
+// made in, whichever thread then uses it).
+func (l *LAN) Listen(i int, addr string) (net.Listener, error) {
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	out := make(chan result, 1)
+	go func() {
+		// This thread enters the namespace and is let go only if it
+		// gets back to its own; otherwise it ends with the goroutine.
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			out <- result{nil, err}
+			return
+		}
+		defer self.Close()
+		target, err := os.Open("/run/netns/" + l.nodes[i].ns)
+		if err != nil {
+			out <- result{nil, err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			out <- result{nil, fmt.Errorf("entering %s: %w", l.nodes[i].ns, err)}
+			return
+		}
+		ln, err := net.Listen("tcp", addr)
+		out <- result{ln, err}
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	r := <-out
+	return r.ln, r.err
 }

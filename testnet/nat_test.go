@@ -18,9 +18,31 @@ import (
 // each in its own namespace), with only the group's relay in common on a
 // "public" segment (11.0.0.0/24, which libp2p counts as public). Each
 // agent is given the relay's address alone; they must find each other by
-// peer ID through it, and a sync must run between them. (Hole punching
-// does not yet turn the connection direct here within 15 s: not checked.)
+// peer ID through it. Behind two cone NATs, hole punching makes their
+// connection direct within 10 s of their start, and the sync runs over
+// it, not through the relay. Behind a symmetric NAT (a new public port
+// for every destination) no punch can succeed, and the sync runs through
+// the relay; when that NAT forgets its mappings in the middle of the sync
+// (its state flushed, so a's connections leave by new public ports), a
+// reaches the relay again and the sync goes on to the end.
 func TestNATRelay(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		masqA      string // laptop a's router's masquerade rule
+		wantDirect bool
+	}{
+		// Linux keeps the source port when it can: endpoint-independent
+		// mapping, filtering by address and port (port-restricted cone).
+		{"cone", `oifname "wan" masquerade`, true},
+		// A random public port for every connection: endpoint-dependent
+		// mapping (symmetric).
+		{"symmetric", `oifname "wan" masquerade fully-random`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testNATRelay(t, tc.masqA, tc.wantDirect, !tc.wantDirect) })
+	}
+}
+
+func testNATRelay(t *testing.T, masqA string, wantDirect, portChange bool) {
 	if err := CheckNetns(); err != nil {
 		if os.Getenv(RequireEnv) == "1" {
 			t.Fatal(err)
@@ -29,6 +51,9 @@ func TestNATRelay(t *testing.T) {
 	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft not installed")
+	}
+	if _, err := exec.LookPath("conntrack"); err != nil && portChange {
+		t.Skip("conntrack not installed")
 	}
 	bin, err := troveBinary()
 	if err != nil {
@@ -100,10 +125,15 @@ table inet filter {
 table ip nat {
   chain post {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "wan" masquerade
+    MASQ
   }
 }
 `
+		masq := `oifname "wan" masquerade`
+		if nat == natA {
+			masq = masqA
+		}
+		rules = strings.Replace(rules, "MASQ", masq, 1)
 		f := filepath.Join(t.TempDir(), "nat.nft")
 		os.WriteFile(f, []byte(rules), 0o644)
 		if err := command("ip", "netns", "exec", nat, "nft", "-f", f); err != nil {
@@ -165,11 +195,25 @@ table ip nat {
 		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 	}
 	start(relay, "--relay-service")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := trove(relay, "status"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the relay never started: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	started := time.Now()
 	start(hostA, "--relay", relayAddr)
 	start(hostB, "--relay", relayAddr)
 
-	file := filepath.Join(dir, "note.txt")
-	os.WriteFile(file, []byte("made behind one NAT, read behind another\n"), 0o644)
+	// 8 MiB that does not compress: whether it crossed the relay shows.
+	file := filepath.Join(dir, "photo.raw")
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(rand.Uint32())
+	}
+	os.WriteFile(file, data, 0o644)
 	var path string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -183,29 +227,65 @@ table ip nat {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// b finds a by its ID through the relay.
-	var via string
-	deadline = time.Now().Add(45 * time.Second)
-	for via == "" {
-		out, _ := trove(hostB, "peers", "--json")
-		var peers []struct {
-			ID        string `json:"id"`
-			Connected bool   `json:"connected"`
-			Via       string `json:"via"`
-		}
-		json.Unmarshal([]byte(out), &peers)
-		for _, p := range peers {
-			if p.ID == ids[hostA] && p.Connected {
-				via = p.Via
-			}
-		}
-		if via == "" && time.Now().After(deadline) {
-			t.Fatalf("b never reached a: %s", out)
-		}
-		time.Sleep(250 * time.Millisecond)
+	type peerStatus struct {
+		ID        string `json:"id"`
+		Connected bool   `json:"connected"`
+		Via       string `json:"via"`
+		BytesIn   int64  `json:"bytesIn"`
+		BytesOut  int64  `json:"bytesOut"`
 	}
-	t.Logf("b reached a: %s", via)
+	peers := func(n string) map[string]peerStatus {
+		out, _ := trove(n, "peers", "--json")
+		var list []peerStatus
+		json.Unmarshal([]byte(out), &list)
+		m := map[string]peerStatus{}
+		for _, p := range list {
+			m[p.ID] = p
+		}
+		return m
+	}
+	// b finds a by its ID through the relay; behind cone NATs, the
+	// connection then turns direct.
+	want := "relayed"
+	if wantDirect {
+		want = "direct"
+	}
+	var via string
+	for deadline := started.Add(10 * time.Second); via != want; time.Sleep(100 * time.Millisecond) {
+		if p := peers(hostB)[ids[hostA]]; p.Connected {
+			via = p.Via
+		}
+		if via != want && time.Now().After(deadline) {
+			t.Fatalf("10 s after the laptops started, b's connection to a is %q, want %q", via, want)
+		}
+	}
+	t.Logf("b reached a %s, %v after the start", via, time.Since(started).Round(10*time.Millisecond))
+	before := peers(relay)
+	if portChange {
+		// What b receives at 20 Mbit/s: the sync takes over 3 s, and a's
+		// NAT forgets its mappings 1 s into it.
+		for _, c := range tcCommands("lan", Link{Rate: 20e6}) {
+			sh(append([]string{"tc", "-n", natB}, c...)...)
+		}
+		time.AfterFunc(time.Second, func() { command("ip", "netns", "exec", natA, "conntrack", "-F") })
+	}
+	t0 := time.Now()
 	if _, err := trove(hostB, "sync", path); err != nil {
 		t.Fatalf("sync between the NATed laptops: %v", err)
+	}
+	t.Logf("the sync took %v", time.Since(t0).Round(10*time.Millisecond))
+	if got := peers(hostB)[ids[hostA]].Via; got != want {
+		t.Errorf("after the sync, b's connection to a is %q, want %q", got, want)
+	}
+	// libp2p's meter is updated every second.
+	time.Sleep(1500 * time.Millisecond)
+	after := peers(relay)
+	relayed := after[ids[hostB]].BytesOut - before[ids[hostB]].BytesOut
+	t.Logf("the relay sent b %d bytes during the sync of %d", relayed, len(data))
+	if wantDirect && relayed > int64(len(data))/4 {
+		t.Errorf("the relay carried %d bytes of a %d-byte sync over a direct connection", relayed, len(data))
+	}
+	if !wantDirect && relayed < int64(len(data)) {
+		t.Errorf("the relay carried only %d bytes of a %d-byte sync behind a symmetric NAT", relayed, len(data))
 	}
 }
