@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -335,6 +336,14 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 	}
 	prof := profile.OpenProfiles(a.Store)
 	if f.Activate {
+		// A trial cut off by a crash or a stop is decided first: the
+		// generation was not proven healthy, so it is undone.
+		if err := prof.Recover(a.bg, f.Name, a.activateOptions(fl, f, nil)); err != nil {
+			a.reportActivation(fl, f.Name, 0, err)
+			if !errors.As(err, new(*profile.RolledBackError)) {
+				return
+			}
+		}
 		// Checked again under the profile's lock (ActivateOptions.Following).
 		if highest, err := prof.Highest(f.Name); err != nil || m.Generation <= highest {
 			return // up to date, or held back by a manual switch
@@ -374,31 +383,85 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 		return
 	}
 	fl.set(fmt.Sprintf("activating generation %d", m.Generation))
-	timeout := a.activationTimeout(f)
 	// The agent's context, not the follower's: an unfollow does not cut a
 	// running activation command short; stopping the agent does.
-	err = profile.Activate(a.bg, prof, m, profile.ActivateOptions{
+	err = profile.Activate(a.bg, prof, m, a.activateOptions(fl, f, m))
+	a.reportActivation(fl, f.Name, m.Generation, err)
+}
+
+// activateOptions are how the follower of f activates m (nil: finishes a
+// rollback). With --run and a health check (the generation's, published
+// with it, or the follower's own), an activation is a trial
+// (profile/checked.go): the activation command, the checks, and reaching
+// a member of the trust group afterwards (a generation that cuts the
+// machine off undoes itself) must all pass by the check deadline, or the
+// profile rolls back. Without checks, as before: a failed command leaves
+// the generation selected and says how to roll back.
+func (a *Agent) activateOptions(fl *follower, f Follow, m *manifest.Manifest) profile.ActivateOptions {
+	timeout := a.activationTimeout(f)
+	o := profile.ActivateOptions{
 		Run: f.Run, Timeout: timeout, Wait: timeout + 15*time.Second, Following: true,
 		Stdout: io.Discard, Stderr: logWriter{a},
 		OnWait: func(holder string) {
-			fl.set(fmt.Sprintf("waiting to activate generation %d: another activation holds the profile (%s)", m.Generation, holder))
+			what := "to finish a rollback"
+			if m != nil {
+				what = fmt.Sprintf("to activate generation %d", m.Generation)
+			}
+			fl.set(fmt.Sprintf("waiting %s: another activation holds the profile (%s)", what, holder))
 			a.log.Info("waiting for another activation to finish", "config", f.Name, "holder", holder)
 		},
-	})
+	}
+	o.CheckTimeout, _ = parseTimeout(f.CheckTimeout)
+	if !f.Run {
+		return o
+	}
+	prof := profile.OpenProfiles(a.Store)
+	if cur, err := prof.Current(f.Name); err == nil && cur > 0 {
+		if pm, _, err := a.History.Get(f.Name, cur); err == nil {
+			o.PreviousActivate = pm.Activate
+		}
+	}
+	if m != nil && m.Check != "" {
+		o.Checks = append(o.Checks, profile.Check{Rel: m.Check})
+	}
+	if f.Check != "" {
+		o.Checks = append(o.Checks, profile.Check{Shell: f.Check})
+	}
+	if len(o.Checks) == 0 && m != nil {
+		return o // unchecked: a failed command leaves the generation selected
+	}
+	o.Healthy = func(ctx context.Context) error {
+		if m != nil {
+			fl.set(fmt.Sprintf("checking generation %d", m.Generation))
+		}
+		return a.Node.ReachMember(ctx)
+	}
+	return o
+}
+
+// reportActivation logs and keeps for status what activating gen (0: a
+// rollback left by a trial) came to.
+func (a *Agent) reportActivation(fl *follower, name string, gen uint64, err error) {
 	var ae *profile.ActivationError
+	var rb *profile.RolledBackError
 	switch {
 	case errors.Is(err, profile.ErrNotNewer):
-		a.log.Info("not activating: the profile was switched by hand meanwhile", "config", f.Name, "generation", m.Generation)
+		a.log.Info("not activating: the profile was switched by hand meanwhile", "config", name, "generation", gen)
+	case errors.Is(err, profile.ErrFailedHere):
+		a.log.Info("not activating a generation that failed here before", "config", name, "generation", gen)
+	case errors.As(err, &rb):
+		a.log.Warn("generation failed its trial; rolled back", "config", name, "generation", rb.Gen, "back to", rb.Previous, "err", err)
+		fl.fail(err)
 	case errors.As(err, &ae):
-		a.log.Warn("activation failed", "config", f.Name, "generation", m.Generation, "err", err)
+		a.log.Warn("activation failed", "config", name, "generation", gen, "err", err)
 		fl.fail(err)
 	case err != nil:
 		if a.bg.Err() == nil {
-			a.log.Warn("activating a generation failed; will retry", "config", f.Name, "generation", m.Generation, "err", err)
-			fl.fail(fmt.Errorf("activating generation %d: %w", m.Generation, err))
+			a.log.Warn("activating a generation failed; will retry", "config", name, "generation", gen, "err", err)
+			fl.fail(fmt.Errorf("activating generation %d: %w", gen, err))
 		}
 	default:
-		a.log.Info("activated configuration", "config", f.Name, "generation", m.Generation)
+		a.log.Info("activated configuration", "config", name, "generation", gen)
 		fl.succeed()
 	}
 }
@@ -492,6 +555,52 @@ type FollowStatus struct {
 	LastErrorAt    time.Time                 `json:"lastErrorAt,omitzero"`
 	// Hint says what to run, when something needs the user.
 	Hint string `json:"hint,omitempty"`
+	// Phase is where the configuration stands: one of the Phase
+	// constants (DESIGN.md, "Following, checked").
+	Phase string `json:"phase"`
+	// Failed are the generations that failed on this machine (checked
+	// activations rolled back), oldest first.
+	Failed []profile.Failure `json:"failed,omitempty"`
+}
+
+// The phases of a followed configuration.
+const (
+	PhaseFetching   = "fetching"    // the newest generation's closure is being fetched
+	PhaseFetched    = "fetched"     // it is here (following without --activate)
+	PhasePending    = "pending"     // it is here, not activated yet
+	PhaseActivating = "activating"  // its activation command runs
+	PhaseChecking   = "checking"    // its health checks run (on trial)
+	PhaseActive     = "active"      // the newest generation is active
+	PhaseFailed     = "failed"      // the current generation's activation failed (unchecked: it stays)
+	PhaseRolledBack = "rolled back" // a newer generation failed its trial and was undone
+	PhaseHeldBack   = "held back"   // switched back by hand; follows only newer generations
+)
+
+// phase says where st stands.
+func phase(st FollowStatus, activate bool, state string) string {
+	la := st.LastActivation
+	switch {
+	case strings.HasPrefix(state, "fetching"):
+		return PhaseFetching
+	case la != nil && la.Result == profile.ActivationRunning:
+		return PhaseActivating
+	case la != nil && la.Result == profile.ActivationChecking:
+		return PhaseChecking
+	case !activate:
+		if st.Newest > 0 {
+			return PhaseFetched
+		}
+		return PhasePending
+	case la != nil && la.Result == profile.ActivationRolledBack && st.Current < st.Highest:
+		return PhaseRolledBack
+	case st.HeldBack:
+		return PhaseHeldBack
+	case la != nil && la.Generation == st.Current && (la.Result == profile.ActivationFailed || la.Result == profile.ActivationInterrupted):
+		return PhaseFailed
+	case st.Current > 0 && st.Current >= st.Newest:
+		return PhaseActive
+	}
+	return PhasePending
 }
 
 // FollowStatuses reports on every followed configuration.
@@ -524,6 +633,10 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 			st.State, st.LastError, st.LastErrorAt = fl.state, fl.lastErr, fl.lastErrAt
 			fl.mu.Unlock()
 		}
+		if st.Failed, err = prof.Failures(f.Name); err != nil {
+			return nil, err
+		}
+		st.Phase = phase(st, f.Activate, st.State)
 		la := st.LastActivation
 		switch {
 		case len(a.Keys.Publishers(f.Name)) == 0:
@@ -531,6 +644,9 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 		case la != nil && la.Generation == st.Current && (la.Result == profile.ActivationInterrupted || la.Result == profile.ActivationFailed):
 			st.Hint = fmt.Sprintf("generation %d is selected but its activation command %s: run `trove activate %s --generation %d --run` to run it again, or `trove rollback %s --run`",
 				la.Generation, map[string]string{profile.ActivationInterrupted: "was cut off", profile.ActivationFailed: "failed"}[la.Result], f.Name, la.Generation, f.Name)
+		case st.Phase == PhaseRolledBack:
+			st.Hint = fmt.Sprintf("generation %d failed its checks here and was rolled back (%s); the next generation published is followed as usual, or `trove activate %s --generation %d --run` tries it again by hand",
+				la.Generation, la.Error, f.Name, la.Generation)
 		case st.HeldBack && f.Activate:
 			st.Hint = fmt.Sprintf("held back at generation %d by a manual switch (it had %d): run `%s` to resume, or `trove activate %s` for the newest", st.Current, st.Highest, f.Command(), f.Name)
 		}
@@ -540,8 +656,8 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 }
 
 // Publish makes and announces a new generation of name.
-func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, error) {
-	m, _, err := profile.Publish(a.Store, a.History, key, name, root, activate)
+func (a *Agent) Publish(ctx context.Context, key manifest.SecretKey, name string, root nix.Path, cmds profile.Commands) (*manifest.Manifest, error) {
+	m, _, err := profile.Publish(a.Store, a.History, key, name, root, cmds)
 	if err != nil {
 		return nil, err
 	}

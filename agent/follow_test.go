@@ -271,7 +271,7 @@ func TestRefusalIsReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := publisher.Publish(context.Background(), key, "laptop", pi.Path, ""); err != nil {
+	if _, err := publisher.Publish(context.Background(), key, "laptop", pi.Path, profile.Commands{}); err != nil {
 		t.Fatal(err)
 	}
 	var st agent.FollowStatus
@@ -413,5 +413,75 @@ func TestSilentPeerDoesNotDelayFollowing(t *testing.T) {
 	d := waitFor(t, "generation 1 activates", 30*time.Second, func() bool { c, _ := prof.Current("laptop"); return c == 1 })
 	if d > 10*time.Second {
 		t.Fatalf("one silent peer delayed following by %s", d)
+	}
+}
+
+// TestCheckFailsRollsBack: a generation whose published check fails on
+// the follower is undone within the check deadline and 5 s: the follower
+// is back on the previous generation with its activation run again, the
+// failure shows in its status, and the failed generation is not followed
+// into again; the next one is.
+func TestCheckFailsRollsBack(t *testing.T) {
+	const deadline = 3 * time.Second
+	net, log := followingPair(t, agent.Follow{Name: "laptop", CheckTimeout: deadline.String()})
+	follower := net.Agent(1)
+	one := log.files("1", "")
+	one["bin/check"] = "#!/bin/sh\nexit 0\n"
+	net.Publish(0, "laptop", one)
+	waitFor(t, "generation 1 is active", 20*time.Second, func() bool {
+		return followStatus(t, follower, "laptop").Phase == agent.PhaseActive
+	})
+	two := log.files("2", "")
+	two["bin/check"] = "#!/bin/sh\necho the service does not answer >&2\nexit 1\n"
+	published := time.Now()
+	net.Publish(0, "laptop", two)
+	var st agent.FollowStatus
+	waitFor(t, "generation 2 is rolled back", deadline+15*time.Second, func() bool {
+		st = followStatus(t, follower, "laptop")
+		return st.Phase == agent.PhaseRolledBack
+	})
+	took := time.Since(published)
+	t.Logf("rolled back %v after publishing; status: %s", took.Round(time.Millisecond), st.Hint)
+	if st.Current != 1 || len(st.Failed) != 1 || st.Failed[0].Generation != 2 || !strings.Contains(st.Failed[0].Reason, "the service does not answer") {
+		t.Fatalf("after the rollback: current %d, failed %+v", st.Current, st.Failed)
+	}
+	if got := strings.Join(log.lines(), " "); got != "1 2 1" {
+		t.Errorf("activations ran: %q, want generation 1, 2, then 1 again", got)
+	}
+	if took > deadline+5*time.Second {
+		t.Errorf("rolled back %v after publishing, more than the deadline %v + 5 s", took, deadline)
+	}
+	// Generation 3 is followed as usual.
+	three := log.files("3", "")
+	three["bin/check"] = "#!/bin/sh\nexit 0\n"
+	net.Publish(0, "laptop", three)
+	waitFor(t, "generation 3 is active", 20*time.Second, func() bool {
+		st = followStatus(t, follower, "laptop")
+		return st.Phase == agent.PhaseActive && st.Current == 3
+	})
+}
+
+// TestCheckedActivationCutOffRollsBack: a trial whose agent is stopped in
+// the middle of its checks is undone when the agent starts again.
+func TestCheckedActivationCutOffRollsBack(t *testing.T) {
+	net, log := followingPair(t, agent.Follow{Name: "laptop", CheckTimeout: "1m"})
+	follower := net.Agent(1)
+	net.Publish(0, "laptop", log.files("1", ""))
+	waitFor(t, "generation 1 is active", 20*time.Second, func() bool {
+		return followStatus(t, follower, "laptop").Current == 1
+	})
+	started := filepath.Join(t.TempDir(), "checking")
+	two := log.files("2", "")
+	two["bin/check"] = "#!/bin/sh\ntouch " + started + "\nsleep 400\n"
+	net.Publish(0, "laptop", two)
+	waitFor(t, "generation 2's check runs", 20*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
+	net.Stop(1)
+	net.Restart(1)
+	waitFor(t, "the trial is undone", 20*time.Second, func() bool {
+		st := followStatus(t, net.Agent(1), "laptop")
+		return st.Phase == agent.PhaseRolledBack && st.Current == 1
+	})
+	if got := strings.Join(log.lines(), " "); got != "1 2 1" {
+		t.Errorf("activations ran: %q, want generation 1, 2, then 1 again", got)
 	}
 }

@@ -2,9 +2,11 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/trove-p2p/trove/manifest"
@@ -19,6 +21,12 @@ type Follow struct {
 	// Timeout bounds each activation command ("10m"); "" is the agent's
 	// (config.toml's timeout, or profile.DefaultActivationTimeout).
 	Timeout string `json:"timeout,omitempty"`
+	// Check is this machine's own health check, a command line run with
+	// /bin/sh -c after each activation, beside the generation's own.
+	Check string `json:"check,omitempty"`
+	// CheckTimeout is the deadline ("2m"), from the switch, for the
+	// activation command and every check; "" is profile.DefaultCheckTimeout.
+	CheckTimeout string `json:"checkTimeout,omitempty"`
 }
 
 // FollowsPath is the file of followed configurations in a home.
@@ -54,6 +62,12 @@ func (f Follow) Command() string {
 	if f.Timeout != "" {
 		args = append(args, "--timeout", f.Timeout)
 	}
+	if f.Check != "" {
+		args = append(args, "--check", strconv.Quote(f.Check))
+	}
+	if f.CheckTimeout != "" {
+		args = append(args, "--check-timeout", f.CheckTimeout)
+	}
 	return strings.Join(args, " ")
 }
 
@@ -61,7 +75,13 @@ func (f Follow) check() error {
 	if err := manifest.CheckName(f.Name); err != nil {
 		return err
 	}
-	_, err := parseTimeout(f.Timeout)
+	if _, err := parseTimeout(f.Timeout); err != nil {
+		return err
+	}
+	if strings.ContainsRune(f.Check, 0) || len(f.Check) > 4096 {
+		return fmt.Errorf("check command: at most 4096 bytes, no NUL")
+	}
+	_, err := parseTimeout(f.CheckTimeout)
 	return err
 }
 

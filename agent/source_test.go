@@ -104,7 +104,7 @@ func (p *publisher) add(t *testing.T, name string, files map[string]string, refs
 // a bundle of it to file.
 func (p *publisher) publishBundle(t *testing.T, root nix.Path, file string) *manifest.Manifest {
 	t.Helper()
-	m, _, err := profile.Publish(p.store, p.hist, p.key, "laptop", root, "bin/activate")
+	m, _, err := profile.Publish(p.store, p.hist, p.key, "laptop", root, profile.Commands{Activate: "bin/activate"})
 	if err != nil {
 		t.Fatal(err)
 	}

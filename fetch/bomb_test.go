@@ -164,7 +164,7 @@ func TestBombVictimPeakRSS(t *testing.T) {
 	}
 	kr.Add(sk.Public(), "big")
 	hist := manifest.OpenHistory(seed.home, kr)
-	if _, _, err := profile.Publish(seed.store, hist, sk, "big", paths[len(paths)-1].Path, ""); err != nil {
+	if _, _, err := profile.Publish(seed.store, hist, sk, "big", paths[len(paths)-1].Path, profile.Commands{}); err != nil {
 		t.Fatal(err)
 	}
 	// The seeder serves everyone (the victim's identity is its own).

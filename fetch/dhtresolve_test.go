@@ -59,7 +59,7 @@ func TestResolveManifestThroughDHT(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubHistory := history(pubStore.Home())
-	if _, _, err := profile.Publish(pubStore, pubHistory, sk, "laptop", pi.Path, ""); err != nil {
+	if _, _, err := profile.Publish(pubStore, pubHistory, sk, "laptop", pi.Path, profile.Commands{}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -20,6 +20,7 @@ type PublishRequest struct {
 	Name     string `json:"name"`
 	Root     string `json:"root"`
 	Activate string `json:"activate,omitempty"`
+	Check    string `json:"check,omitempty"`
 	Key      string `json:"key,omitempty"` // the signing key's name; "" for the only one
 }
 
@@ -59,13 +60,13 @@ func doPublish(ctx context.Context, e *Env, req PublishRequest, _ func(Event)) (
 	}
 	var m *manifest.Manifest
 	if ag := e.agent; ag != nil {
-		m, err = ag.Publish(ctx, key, req.Name, root, req.Activate)
+		m, err = ag.Publish(ctx, key, req.Name, root, profile.Commands{Activate: req.Activate, Check: req.Check})
 	} else {
 		s, _, h, terr := e.trusted()
 		if terr != nil {
 			return r, terr
 		}
-		m, _, err = profile.Publish(s, h, key, req.Name, root, req.Activate)
+		m, _, err = profile.Publish(s, h, key, req.Name, root, profile.Commands{Activate: req.Activate, Check: req.Check})
 	}
 	if err != nil {
 		return r, err

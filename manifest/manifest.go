@@ -26,11 +26,15 @@ type Manifest struct {
 	Generation uint64
 	Root       nix.Path
 	Activate   string // command relative to the root, "" for none
-	Created    time.Time
-	Publisher  PublicKey
-	Previous   ID // zero for generation 1
-	Paths      []*nix.PathInfo
-	Sig        string // Publisher's signature of the body
+	// Check is a health check relative to the root ("" for none): run
+	// after the activation, it must succeed within the follower's
+	// deadline, or the follower rolls back.
+	Check     string
+	Created   time.Time
+	Publisher PublicKey
+	Previous  ID // zero for generation 1
+	Paths     []*nix.PathInfo
+	Sig       string // Publisher's signature of the body
 }
 
 // ID content-addresses a signed manifest: BLAKE3 of its encoding.
@@ -88,12 +92,17 @@ func CheckName(name string) error {
 
 // checkActivate validates the activation command path: relative, inside
 // the root, clean.
-func checkActivate(rel string) error {
+func checkActivate(rel string) error { return CheckCommand("activation command", rel) }
+
+// CheckCommand validates a command a manifest names (what, e.g. "health
+// check"): a clean path relative to the root, so that a publisher can make
+// a follower run nothing outside the published closure.
+func CheckCommand(what, rel string) error {
 	if rel == "" {
 		return nil
 	}
 	if path.IsAbs(rel) || path.Clean(rel) != rel || rel == "." || strings.HasPrefix(rel, "../") || rel == ".." || strings.ContainsRune(rel, 0) {
-		return fmt.Errorf("activation command %q: must be a clean path relative to the root, like bin/activate", rel)
+		return fmt.Errorf("%s %q: must be a clean path relative to the root, like bin/activate", what, rel)
 	}
 	return nil
 }
@@ -110,6 +119,7 @@ type wireBody struct {
 	Publisher  string          `cbor:"7,keyasint"`
 	Previous   []byte          `cbor:"8,keyasint,omitempty"`
 	Paths      []*nix.CBORInfo `cbor:"9,keyasint"`
+	Check      string          `cbor:"10,keyasint,omitempty"`
 }
 
 // pathFields are the optional PathInfo fields a manifest carries: the
@@ -144,12 +154,15 @@ func (m *Manifest) body() ([]byte, error) {
 	if err := CheckName(m.Name); err != nil {
 		return nil, err
 	}
+	if err := CheckCommand("health check", m.Check); err != nil {
+		return nil, err
+	}
 	if err := checkActivate(m.Activate); err != nil {
 		return nil, err
 	}
 	w := wireBody{
 		Version: formatVersion, Name: m.Name, Generation: m.Generation, Root: m.Root.String(),
-		Activate: m.Activate, Created: m.Created.Unix(), Publisher: m.Publisher.String(),
+		Activate: m.Activate, Check: m.Check, Created: m.Created.Unix(), Publisher: m.Publisher.String(),
 	}
 	if !m.Previous.IsZero() {
 		w.Previous = m.Previous[:]
@@ -224,8 +237,11 @@ func Decode(b []byte) (*Manifest, error) {
 	if w.Version != formatVersion {
 		return bad("format version %d; this trove reads version %d (upgrade trove)", w.Version, formatVersion)
 	}
-	m := &Manifest{Name: w.Name, Generation: w.Generation, Activate: w.Activate, Created: time.Unix(w.Created, 0), Sig: s.Sig}
+	m := &Manifest{Name: w.Name, Generation: w.Generation, Activate: w.Activate, Check: w.Check, Created: time.Unix(w.Created, 0), Sig: s.Sig}
 	if err := CheckName(w.Name); err != nil {
+		return bad("%v", err)
+	}
+	if err := CheckCommand("health check", w.Check); err != nil {
 		return bad("%v", err)
 	}
 	if err := checkActivate(w.Activate); err != nil {

@@ -1,12 +1,15 @@
 package p2p
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
 
 // PeerStatus describes one connected or known peer, for `trove peers`.
@@ -110,4 +113,48 @@ func (n *Node) chunkBytes(p peer.ID) (in, out int64) {
 	n.chunks.mu.Lock()
 	defer n.chunks.mu.Unlock()
 	return n.chunks.in[p], n.chunks.out[p]
+}
+
+// ReachMember returns nil as soon as some member of the trust group
+// answers a ping, dialling members it is not connected to; else, when ctx
+// ends, why not. A group of this node alone has nobody to reach: nil.
+// A connection that looks open proves nothing (a machine whose network
+// went away keeps its TCP connections for minutes), so every answer is a
+// fresh round trip.
+func (n *Node) ReachMember(ctx context.Context) error {
+	for {
+		var members []peer.ID
+		for p := range n.gater.trust.Peers() {
+			if p != n.ID() {
+				members = append(members, p)
+			}
+		}
+		if len(members) == 0 {
+			return nil
+		}
+		answered := make(chan struct{}, len(members))
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		for _, p := range members {
+			go func() {
+				if n.host.Network().Connectedness(p) != network.Connected {
+					if err := n.host.Connect(rctx, peer.AddrInfo{ID: p}); err != nil {
+						return
+					}
+				}
+				if r, ok := <-ping.Ping(rctx, n.host, p); ok && r.Error == nil {
+					answered <- struct{}{}
+				}
+			}()
+		}
+		select {
+		case <-answered:
+			cancel()
+			return nil
+		case <-rctx.Done():
+			cancel()
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("no member of the trust group answers (%d tried)", len(members))
+		}
+	}
 }

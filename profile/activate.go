@@ -13,11 +13,24 @@ import (
 	"github.com/trove-p2p/trove/nix"
 )
 
+// Commands are what a generation runs on a follower, each relative to its
+// root ("" for none): the activation command and the health check.
+type Commands struct {
+	Activate string
+	Check    string
+}
+
 // Publish makes generation N+1 of name from the closure of root, which must
 // be valid locally, signs it with key and records it in the history. The
 // caller announces it.
-func Publish(s Store, h *manifest.History, key manifest.SecretKey, name string, root nix.Path, activate string) (*manifest.Manifest, []byte, error) {
+func Publish(s Store, h *manifest.History, key manifest.SecretKey, name string, root nix.Path, cmds Commands) (*manifest.Manifest, []byte, error) {
 	if err := manifest.CheckName(name); err != nil {
+		return nil, nil, err
+	}
+	if err := manifest.CheckCommand("activation command", cmds.Activate); err != nil {
+		return nil, nil, err
+	}
+	if err := manifest.CheckCommand("health check", cmds.Check); err != nil {
 		return nil, nil, err
 	}
 	closure, err := s.Closure(root)
@@ -33,7 +46,7 @@ func Publish(s Store, h *manifest.History, key manifest.SecretKey, name string, 
 			pi.ChunkIndex = ix.ID()
 		}
 	}
-	m := &manifest.Manifest{Name: name, Generation: 1, Root: root, Activate: activate, Created: time.Now(), Paths: closure}
+	m := &manifest.Manifest{Name: name, Generation: 1, Root: root, Activate: cmds.Activate, Check: cmds.Check, Created: time.Now(), Paths: closure}
 	if prev, prevBytes, err := h.Get(name, 0); err == nil {
 		m.Generation = prev.Generation + 1
 		m.Previous, _ = idOf(prevBytes)
@@ -82,8 +95,29 @@ type ActivateOptions struct {
 	// generation above the profile's highest (checked under the lock, so
 	// that a manual rollback made meanwhile holds), else ErrNotNewer.
 	Following bool
-	Stdout    io.Writer
-	Stderr    io.Writer
+	// Checks, Healthy and a following activation make the activation a
+	// trial (checked.go): the activation command, the checks and Healthy
+	// must all succeed within CheckTimeout of the switch (0:
+	// DefaultCheckTimeout), or the profile rolls back to the generation it
+	// had, running PreviousActivate (that generation's command) if Run.
+	Checks           []Check
+	Healthy          func(context.Context) error
+	CheckTimeout     time.Duration
+	PreviousActivate string
+	Stdout           io.Writer
+	Stderr           io.Writer
+}
+
+func (o ActivateOptions) checkTimeout() time.Duration {
+	if o.CheckTimeout > 0 {
+		return o.CheckTimeout
+	}
+	return DefaultCheckTimeout
+}
+
+// onTrial says whether an activation is checked.
+func (o ActivateOptions) onTrial() bool {
+	return o.Following && (len(o.Checks) > 0 || o.Healthy != nil)
 }
 
 func (o ActivateOptions) timeout() time.Duration {
@@ -130,6 +164,21 @@ func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root n
 		}
 		if gen <= highest {
 			return fmt.Errorf("%s generation %d: %w (%d)", name, gen, ErrNotNewer, highest)
+		}
+		l, err := p.place(name)
+		if err != nil {
+			return err
+		}
+		if failed, err := l.failedHere(gen); err != nil {
+			return err
+		} else if failed {
+			return fmt.Errorf("%s generation %d: %w", name, gen, ErrFailedHere)
+		}
+		if o.onTrial() {
+			if _, err := p.store.Closure(root); err != nil {
+				return fmt.Errorf("cannot activate %s generation %d: %w", name, gen, err)
+			}
+			return p.activateChecked(ctx, l, name, gen, root, rel, o)
 		}
 	}
 	if err := p.Switch(name, gen, root); err != nil {

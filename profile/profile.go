@@ -545,6 +545,8 @@ const (
 	ActivationRunning     = "running"
 	ActivationInterrupted = "interrupted" // running when its process ended
 	ActivationSkipped     = "switched"    // switched without running a command
+	ActivationChecking    = "checking"    // its health checks are running
+	ActivationRolledBack  = "rolled back" // failed its activation or checks, and was undone
 )
 
 // recordActivation writes rec; a failure to write it costs only the
@@ -574,13 +576,13 @@ func (p *Profiles) LastActivation(name string) (*ActivationRecord, error) {
 		return nil, err
 	}
 	rec, err := l.lastActivation()
-	if err != nil || rec == nil || rec.Result != ActivationRunning || l.locked() {
+	if err != nil || rec == nil || (rec.Result != ActivationRunning && rec.Result != ActivationChecking) || l.locked() {
 		return rec, err
 	}
 	// An activation writes its outcome before it lets go of the lock: read
 	// again, now that nobody holds it, or one that ended between the read
 	// and the look at the lock would pass for interrupted.
-	if rec, err = l.lastActivation(); err == nil && rec != nil && rec.Result == ActivationRunning {
+	if rec, err = l.lastActivation(); err == nil && rec != nil && (rec.Result == ActivationRunning || rec.Result == ActivationChecking) {
 		rec.Result = ActivationInterrupted
 	}
 	return rec, err

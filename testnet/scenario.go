@@ -58,7 +58,8 @@ func (net *Net) publisherKey(i int, name string) manifest.SecretKey {
 // Publish writes files (relative path → contents; a name under bin/ is
 // executable) as a configuration tree, adds it to agent i's store and
 // publishes it as the next generation of name, with bin/activate as its
-// activation command if there is one. It returns the generation.
+// activation command and bin/check as its health check if there are
+// those. It returns the generation.
 func (net *Net) Publish(i int, name string, files map[string]string) uint64 {
 	net.t.Helper()
 	a := net.mustRun(i)
@@ -80,18 +81,26 @@ func (net *Net) Publish(i int, name string, files map[string]string) uint64 {
 	if err != nil {
 		net.t.Fatalf("testnet: agent %d adding %s: %v", i, name, err)
 	}
-	activate := ""
+	var cmds profile.Commands
 	if _, ok := files["bin/activate"]; ok {
-		activate = "bin/activate"
+		cmds.Activate = "bin/activate"
 	}
-	return net.PublishPath(i, name, pi.Path, activate)
+	if _, ok := files["bin/check"]; ok {
+		cmds.Check = "bin/check"
+	}
+	return net.publish(i, name, pi.Path, cmds)
 }
 
 // PublishPath publishes the closure of root, valid in agent i's store, as
 // the next generation of name, and returns its number.
 func (net *Net) PublishPath(i int, name string, root nix.Path, activate string) uint64 {
 	net.t.Helper()
-	m, err := net.mustRun(i).Publish(context.Background(), net.publisherKey(i, name), name, root, activate)
+	return net.publish(i, name, root, profile.Commands{Activate: activate})
+}
+
+func (net *Net) publish(i int, name string, root nix.Path, cmds profile.Commands) uint64 {
+	net.t.Helper()
+	m, err := net.mustRun(i).Publish(context.Background(), net.publisherKey(i, name), name, root, cmds)
 	if err != nil {
 		net.t.Fatalf("testnet: agent %d publishing %s: %v", i, name, err)
 	}

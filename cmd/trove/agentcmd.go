@@ -288,6 +288,9 @@ func shortID(id string) string {
 // followSummary says in one line where a followed configuration stands.
 func followSummary(f agent.FollowStatus) string {
 	var b strings.Builder
+	if f.Phase != "" {
+		fmt.Fprintf(&b, "%s: ", strings.ToUpper(f.Phase))
+	}
 	switch {
 	case !f.Activate:
 		fmt.Fprintf(&b, "fetching only; newest known generation %d", f.Newest)
@@ -299,8 +302,12 @@ func followSummary(f agent.FollowStatus) string {
 	if f.Announced > 0 {
 		fmt.Fprintf(&b, " (%d announced, fetching its manifest)", f.Announced)
 	}
-	if f.HeldBack {
-		fmt.Fprintf(&b, "; HELD BACK (it had %d)", f.Highest)
+	if f.HeldBack && f.Phase == agent.PhaseHeldBack {
+		fmt.Fprintf(&b, " (it had %d)", f.Highest)
+	}
+	if n := len(f.Failed); n > 0 {
+		last := f.Failed[n-1]
+		fmt.Fprintf(&b, "; generation %d failed here (%s)", last.Generation, last.Reason)
 	}
 	return b.String()
 }

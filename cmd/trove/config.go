@@ -16,19 +16,23 @@ import (
 )
 
 func newPublishCmd(a *app) *cobra.Command {
-	var activate, keyName string
+	var activate, check, keyName string
 	c := &cobra.Command{
 		Use:   "publish NAME STOREPATH",
 		Short: "Publish a new generation of a configuration",
 		Long: `Make generation N+1 of the configuration NAME from the closure of STOREPATH
 (which must be in the store), sign it with your key, and announce it to the
 machines that follow NAME. --activate names the command, relative to the
-root, that activation runs (like bin/switch-to-configuration).
+root, that activation runs (like bin/switch-to-configuration). --check names
+a health check, relative to the root, that followers run after activating
+it: if it fails or does not finish within their deadline, they roll back
+to the generation they had (see trove follow).
 
 The signing key is --key NAME from $TROVE_HOME/keys, or the only one there
 (trove key generate makes one). Followers must trust its public key for
 NAME: trove trust add KEY --config NAME.`,
 		Example: `  trove publish laptop /nix/store/<hash>-nixos-system --activate bin/switch-to-configuration
+  trove publish web ./result --activate bin/activate --check bin/healthy
   trove publish dotfiles ./result --key laptop-1`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,7 +42,7 @@ NAME: trove trust add KEY --config NAME.`,
 				return err
 			}
 			r, err := call(cmd.Context(), a, localapi.Publish, localapi.PublishRequest{
-				Name: name, Root: root, Activate: activate, Key: keyName}, nil)
+				Name: name, Root: root, Activate: activate, Check: check, Key: keyName}, nil)
 			if err != nil {
 				return err
 			}
@@ -50,6 +54,7 @@ NAME: trove trust add KEY --config NAME.`,
 		},
 	}
 	c.Flags().StringVar(&activate, "activate", "", "activation command `REL`, relative to the root")
+	c.Flags().StringVar(&check, "check", "", "health check `REL`, relative to the root, that followers run after activating")
 	c.Flags().StringVar(&keyName, "key", "", "sign with the key `NAME` in $TROVE_HOME/keys")
 	return c
 }
@@ -137,8 +142,8 @@ NAME has generations at one path, another is refused, saying how to move.`
 
 func newFollowCmd(a *app) *cobra.Command {
 	var activate, runIt bool
-	var timeout time.Duration
-	var profilePath string
+	var timeout, checkTimeout time.Duration
+	var profilePath, check string
 	c := &cobra.Command{
 		Use:   "follow NAME",
 		Short: "Follow a configuration: fetch (and activate) each new generation",
@@ -155,19 +160,41 @@ the profile has had, and trove status shows the profile as held back.
 Running trove follow NAME --activate again resumes: the newest generation
 is activated.
 
+Health checks make unattended following safe. With --run, and a check
+(the generation's own, published with trove publish --check, or this
+machine's, --check CMD run with /bin/sh -c), each activation is a trial:
+the activation command, every check, and reaching a member of the trust
+group afterwards must all succeed within --check-timeout of the switch
+(default 2m; a check still running then is killed with its process
+group). If not, the profile goes back to the generation it had, that
+generation's activation command runs again, and the failed generation is
+never activated automatically on this machine again (trove activate still
+can); trove status shows it. A machine that dies during a trial finishes
+the rollback when its agent starts.
+
 The publisher's key must be trusted for NAME (trove trust add KEY --config
 NAME); follow warns when no trusted key may publish NAME.
 
 ` + profileHelp,
 		Example: `  trove follow laptop --activate
   trove follow dotfiles --activate --run --timeout 2m
+  trove follow web --activate --run --check 'curl -fs localhost:8080/health' --check-timeout 1m
   sudo trove follow desk --activate --run --profile /nix/var/nix/profiles/system`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runIt && !activate {
 				return usagef("--run needs --activate")
 			}
-			f := agent.Follow{Name: args[0], Activate: activate, Run: runIt}
+			if (check != "" || checkTimeout != 0) && !runIt {
+				return usagef("--check and --check-timeout need --activate --run")
+			}
+			f := agent.Follow{Name: args[0], Activate: activate, Run: runIt, Check: check}
+			if checkTimeout < 0 {
+				return usagef("--check-timeout must be above zero")
+			}
+			if checkTimeout > 0 {
+				f.CheckTimeout = checkTimeout.String()
+			}
 			t, err := timeoutFlag(cmd, timeout)
 			if err != nil {
 				return err
@@ -182,6 +209,8 @@ NAME); follow warns when no trusted key may publish NAME.
 	c.Flags().StringVar(&profilePath, "profile", "", "keep NAME's profile at `PATH` (recorded; see above)")
 	c.Flags().BoolVar(&runIt, "run", false, "also run each generation's activation command")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop an activation command after `DURATION` (default: config.toml's timeout, else 10m)")
+	c.Flags().StringVar(&check, "check", "", "after each activation, also run this machine's health check `CMD` (with /bin/sh -c)")
+	c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "roll back unless the activation and checks pass within `DURATION` (default 2m)")
 	return c
 }
 

@@ -1,0 +1,153 @@
+package profile
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/store"
+)
+
+// treeWithCheck adds a tree whose bin/activate appends its generation's
+// name to the file log, and whose bin/check is check.
+func treeWithCheck(t testing.TB, s *store.Store, name, log, check string) nix.Path {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "cfg")
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "activate"), []byte("#!/bin/sh\necho "+name+" >> "+log+"\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "check"), []byte("#!/bin/sh\n"+check+"\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "name"), []byte(name), 0o644)
+	pi, err := s.AddTree(context.Background(), dir, "cfg-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pi.Path
+}
+
+// TestCheckedActivation: a following activation with checks stays only
+// if its activation, its checks and Healthy all pass by the deadline;
+// otherwise the profile is back on the generation it had, that
+// generation's activation ran again, and the failed one is never followed
+// into again.
+func TestCheckedActivation(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		check    string // generation 2's bin/check
+		own      string // the follower's own check
+		healthy  error
+		deadline time.Duration
+		want     string // "" stays; else a word of the failure
+	}{
+		{"passes", "exit 0", "true", nil, 5 * time.Second, ""},
+		{"published check fails", "echo disk full >&2; exit 3", "", nil, 5 * time.Second, "disk full"},
+		{"own check fails", "exit 0", "test -e /nonexistent-trove", nil, 5 * time.Second, "health check"},
+		{"unreachable", "exit 0", "", errors.New("no member of the trust group answers"), 5 * time.Second, "no member"},
+		{"check hangs", "sleep 60", "", nil, 700 * time.Millisecond, "deadline"},
+		{"activation fails", "exit 0", "", nil, 5 * time.Second, "activation command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, p := testProfiles(t)
+			log := filepath.Join(t.TempDir(), "activations")
+			one := treeWithCheck(t, s, "one", log, "exit 0")
+			two := treeWithCheck(t, s, "two", log, tc.check)
+			ctx := context.Background()
+			if err := p.Activate(ctx, "web", 1, one, "bin/activate", ActivateOptions{Run: true, Following: true}); err != nil {
+				t.Fatal(err)
+			}
+			rel := "bin/activate"
+			if tc.name == "activation fails" {
+				rel = "bin/check-missing"
+			}
+			o := ActivateOptions{Run: true, Following: true, CheckTimeout: tc.deadline, PreviousActivate: "bin/activate",
+				Checks: []Check{{Rel: "bin/check"}}}
+			if tc.own != "" {
+				o.Checks = append(o.Checks, Check{Shell: tc.own})
+			}
+			o.Healthy = func(context.Context) error { return tc.healthy }
+			start := time.Now()
+			err := p.Activate(ctx, "web", 2, two, rel, o)
+			took := time.Since(start)
+			cur, _ := p.Current("web")
+			b, _ := os.ReadFile(log)
+			runs := strings.Fields(string(b))
+			if tc.want == "" {
+				if err != nil || cur != 2 {
+					t.Fatalf("activation: %v, on generation %d; want 2", err, cur)
+				}
+				if fs, _ := p.Failures("web"); len(fs) != 0 {
+					t.Errorf("failures recorded: %v", fs)
+				}
+				return
+			}
+			var rb *RolledBackError
+			if !errors.As(err, &rb) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("activation: %v; want a rollback for %q", err, tc.want)
+			}
+			if cur != 1 {
+				t.Fatalf("after the rollback the profile is on generation %d, want 1", cur)
+			}
+			if last := runs[len(runs)-1]; last != "one" {
+				t.Errorf("activations ran: %v; want generation 1's last", runs)
+			}
+			if took > tc.deadline+5*time.Second {
+				t.Errorf("rolled back after %v, deadline %v", took, tc.deadline)
+			}
+			if fs, _ := p.Failures("web"); len(fs) != 1 || fs[0].Generation != 2 {
+				t.Errorf("failures: %v, want generation 2", fs)
+			}
+			if la, _ := p.LastActivation("web"); la == nil || la.Result != ActivationRolledBack {
+				t.Errorf("last activation: %+v, want rolled back", la)
+			}
+			// Following never goes there again, even once resumed.
+			p.Resume("web")
+			if err := p.Activate(ctx, "web", 2, two, "bin/activate", ActivateOptions{Run: true, Following: true}); !errors.Is(err, ErrFailedHere) {
+				t.Errorf("following into the failed generation again: %v, want ErrFailedHere", err)
+			}
+			// By hand it still can.
+			if err := p.Activate(ctx, "web", 2, two, "bin/activate", ActivateOptions{Run: true}); err != nil {
+				t.Errorf("activating it by hand: %v", err)
+			}
+		})
+	}
+}
+
+// TestRecoverAfterKill: a process that died during a trial leaves its
+// mark; Recover puts the profile back and marks the generation failed.
+func TestRecoverAfterKill(t *testing.T) {
+	s, p := testProfiles(t)
+	log := filepath.Join(t.TempDir(), "activations")
+	one := treeWithCheck(t, s, "one", log, "exit 0")
+	two := treeWithCheck(t, s, "two", log, "exit 0")
+	ctx := context.Background()
+	if err := p.Activate(ctx, "web", 1, one, "bin/activate", ActivateOptions{Run: true, Following: true}); err != nil {
+		t.Fatal(err)
+	}
+	// What a trial leaves when its process is killed during the checks:
+	// the mark, and the profile switched.
+	l, _ := p.place("web")
+	tr := &trial{Generation: 2, Previous: 1, PrevRoot: one.Abs(s.StoreDir()), PrevRel: "bin/activate", Run: true, Started: time.Now(), Deadline: time.Now().Add(time.Minute)}
+	if err := writeJSON(l.mark("trial"), tr); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Switch("web", 2, two); err != nil {
+		t.Fatal(err)
+	}
+	var rb *RolledBackError
+	if err := p.Recover(ctx, "web", ActivateOptions{}); !errors.As(err, &rb) || rb.Gen != 2 || rb.Previous != 1 {
+		t.Fatalf("Recover: %v", err)
+	}
+	if cur, _ := p.Current("web"); cur != 1 {
+		t.Fatalf("after Recover the profile is on %d, want 1", cur)
+	}
+	if b, _ := os.ReadFile(log); strings.TrimSpace(string(b)) != "one\none" {
+		t.Errorf("activations: %q, want generation 1's twice", b)
+	}
+	if err := p.Recover(ctx, "web", ActivateOptions{}); err != nil {
+		t.Errorf("a second Recover: %v, want nothing to do", err)
+	}
+}
