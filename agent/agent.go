@@ -90,6 +90,7 @@ type Agent struct {
 	started    time.Time
 	transfers  atomic.Int32
 	cache      net.Listener // the binary-cache endpoint's, or nil (cache.go)
+	fleet      fleetBook    // what members say of their followed configurations (fleet.go)
 }
 
 // BeginTransfer counts a sync in flight for Status; call the result when
@@ -238,6 +239,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.startSources(bg)
 	a.startGroup()
+	if err := a.startFleet(bg); err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.log.Info("agent started", "peer", a.Node.ID(), "addrs", a.Node.Host().Addrs(), "home", cfg.Home)
 	return a, nil
 }

@@ -322,6 +322,9 @@ func (a *Agent) activationTimeout(f Follow) time.Duration {
 // next wake.
 func (a *Agent) apply(ctx context.Context, fl *follower) {
 	defer fl.applied.Add(1)
+	if ctx.Err() != nil {
+		return // a wake that raced the stop
+	}
 	defer fl.set("")
 	f, ok := a.follow(fl.name)
 	if !ok {
@@ -561,6 +564,8 @@ type FollowStatus struct {
 	// Failed are the generations that failed on this machine (checked
 	// activations rolled back), oldest first.
 	Failed []profile.Failure `json:"failed,omitempty"`
+	// Pending says when a fetched generation will be switched to (--when).
+	Pending string `json:"pending,omitempty"`
 }
 
 // The phases of a followed configuration.

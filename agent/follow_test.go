@@ -477,11 +477,12 @@ func TestCheckedActivationCutOffRollsBack(t *testing.T) {
 	waitFor(t, "generation 2's check runs", 20*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
 	net.Stop(1)
 	net.Restart(1)
+	var st agent.FollowStatus
 	waitFor(t, "the trial is undone", 20*time.Second, func() bool {
-		st := followStatus(t, net.Agent(1), "laptop")
+		st = followStatus(t, net.Agent(1), "laptop")
 		return st.Phase == agent.PhaseRolledBack && st.Current == 1
 	})
 	if got := strings.Join(log.lines(), " "); got != "1 2 1" {
-		t.Errorf("activations ran: %q, want generation 1, 2, then 1 again", got)
+		t.Errorf("activations ran: %q, want generation 1, 2, then 1 again (status: %+v)", got, st)
 	}
 }

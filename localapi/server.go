@@ -76,6 +76,7 @@ var (
 	ID           = register("id", doID)
 	Status       = register("status", doStatus)
 	Peers        = register("peers", doPeers)
+	ShowFleet    = register("fleet", doFleet)
 )
 
 // storeDirHeader carries the store dir the caller means; an agent whose

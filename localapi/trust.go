@@ -181,6 +181,22 @@ func doPeers(ctx context.Context, e *Env, _ PeersRequest, _ func(Event)) ([]p2p.
 	return ps, nil
 }
 
+// FleetRequest asks a running agent for the fleet view of Name.
+type FleetRequest struct {
+	Name string `json:"name"`
+}
+
+func doFleet(ctx context.Context, e *Env, req FleetRequest, _ func(Event)) (agent.Fleet, error) {
+	if err := manifest.CheckName(req.Name); err != nil {
+		return agent.Fleet{}, &UsageError{err}
+	}
+	ag := e.agent
+	if ag == nil {
+		return agent.Fleet{}, &Error{Kind: KindNotRunning, Message: agent.NotRunning(e.Home).Error()}
+	}
+	return ag.Fleet(req.Name), nil
+}
+
 // TrustKeysRequest trusts public keys (NAME:BASE64), and with Configs
 // also to publish those configurations ("*" for any).
 type TrustKeysRequest struct {

@@ -116,6 +116,7 @@ type Node struct {
 	shrinks shrinks
 	relay   *relayv2.Relay // with Config.RelayService
 	punch   *holepunch.Service
+	fleet   fleet
 	seen    observed // public addresses members saw (punch.go)
 }
 
@@ -203,6 +204,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	as := &server{node: n, log: cfg.Logger, idle: idleTimeout, write: writeTimeout}
 	h.SetStreamHandler(ProtoAnnounce, as.serve("announce", as.handleAnnounce))
+	h.SetStreamHandler(ProtoFleet, as.serve("fleet", as.handleFleet))
 	if cfg.Group != nil {
 		n.startGroups(cfg.Group)
 	}

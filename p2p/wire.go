@@ -175,6 +175,8 @@ func decoderFor(v any) *strictcbor.Decoder {
 		return decHavesRequest
 	case *Haves:
 		return decHaves
+	case *FleetStatus:
+		return decFleet
 	}
 	return decSmall
 }

@@ -276,19 +276,40 @@ func lastLine(s string) string {
 
 // rollback puts the profile back on t's previous generation, runs its
 // activation command (if the trial ran one), marks t's generation failed
-// for why, and removes the trial mark. The caller holds the lock.
+// for why, and removes the trial mark. The caller holds the lock. Each
+// step can be done again: stopped (ctx ends) before the previous
+// generation's activation has run, it leaves the mark, and the next
+// Recover switches (if need be) and runs it.
 func (p *Profiles) rollback(ctx context.Context, l place, name string, t *trial, why error, o ActivateOptions) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var rollbackErr error
-	if cur, err := l.current(); err == nil && cur == t.Generation {
+	cur, err := l.current()
+	if err != nil {
+		return err
+	}
+	var prev nix.Path
+	if t.Previous != 0 {
+		if prev, err = nix.ParsePathLoose(p.store.StoreDir(), t.PrevRoot); err != nil {
+			return fmt.Errorf("the trial mark of %s: %w", name, err)
+		}
+	}
+	if cur == t.Generation {
 		if t.Previous == 0 {
 			rollbackErr = os.Remove(string(l))
-		} else if prev, err := nix.ParsePathLoose(p.store.StoreDir(), t.PrevRoot); err != nil {
-			rollbackErr = err
-		} else if err := p.Switch(name, t.Previous, prev); err != nil {
-			rollbackErr = err
-		} else if t.Run && t.PrevRel != "" {
-			timeout := o.timeout()
-			rollbackErr = p.RunActivation(ctx, name, t.Previous, prev, t.PrevRel, timeout, o.Stdout, o.Stderr)
+		} else {
+			rollbackErr = p.Switch(name, t.Previous, prev)
+		}
+		if rollbackErr == nil {
+			cur = t.Previous
+		}
+	}
+	// (Another generation selected by hand meanwhile is left alone.)
+	if rollbackErr == nil && cur == t.Previous && t.Previous != 0 && t.Run && t.PrevRel != "" {
+		rollbackErr = p.RunActivation(ctx, name, t.Previous, prev, t.PrevRel, o.timeout(), o.Stdout, o.Stderr)
+		if ctx.Err() != nil {
+			return ctx.Err() // stopped: the next Recover runs it again
 		}
 	}
 	if err := l.markFailed(Failure{Generation: t.Generation, Reason: why.Error(), At: time.Now()}); err != nil && rollbackErr == nil {

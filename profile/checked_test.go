@@ -137,6 +137,16 @@ func TestRecoverAfterKill(t *testing.T) {
 	if err := p.Switch("web", 2, two); err != nil {
 		t.Fatal(err)
 	}
+	// A Recover by a process that is stopping does nothing and leaves the
+	// mark for the next one.
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := p.Recover(stopped, "web", ActivateOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Recover while stopping: %v", err)
+	}
+	if cur, _ := p.Current("web"); cur != 2 {
+		t.Fatalf("a stopping Recover moved the profile to %d", cur)
+	}
 	var rb *RolledBackError
 	if err := p.Recover(ctx, "web", ActivateOptions{}); !errors.As(err, &rb) || rb.Gen != 2 || rb.Previous != 1 {
 		t.Fatalf("Recover: %v", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -365,4 +366,88 @@ func (c *cacheFlags) config(cmd *cobra.Command, home string, log *slog.Logger) (
 	}
 	cc.Key = &key
 	return cc, nil
+}
+
+func newFleetCmd(a *app) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "fleet NAME",
+		Short: "Show every machine following a configuration, and how its rollout goes",
+		Long: `List every machine of the trust group that follows the configuration NAME,
+as each last told the group: its generation, its phase (fetching, pending,
+activating, checking, active, failed, rolled back, held back), its last
+activation, the generations that failed there, and when it was last heard
+from (STALE after a minute of silence). Below, for each generation, how
+many machines run it, failed it, or have not got it yet.
+
+Each follower tells the group within a second of a change and every 15
+seconds; a status speaks only for the machine whose key signed it. Works on
+any member, the publisher included. Needs a running agent.`,
+		Example: `  trove fleet laptop
+  trove fleet web --json`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := call(cmd.Context(), a, localapi.ShowFleet, localapi.FleetRequest{Name: args[0]}, nil)
+			return show(a, asJSON, f, err, a.printFleet)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func (a *app) printFleet(f agent.Fleet) error {
+	if len(f.Machines) == 0 {
+		fmt.Fprintf(a.stderr, "no machine of the group has said it follows %s (yet): run `trove follow %s` on them\n", f.Name, f.Name)
+		return nil
+	}
+	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "MACHINE\tPEER\tGENERATION\tPHASE\tLAST ACTIVATION\tFAILED\tSEEN")
+	now := time.Now()
+	for _, m := range f.Machines {
+		name := m.Name
+		if m.Self {
+			name += " (this one)"
+		}
+		if name == "" {
+			name = "-"
+		}
+		phase := m.Phase
+		if m.Pending != "" {
+			phase += " (" + m.Pending + ")"
+		}
+		last := "-"
+		if m.LastResult != "" {
+			last = fmt.Sprintf("%d %s", m.LastGen, m.LastResult)
+			if !m.LastAt.IsZero() {
+				last += " " + ago(now.Sub(m.LastAt))
+			}
+		}
+		failed := "-"
+		if len(m.Failed) > 0 {
+			parts := make([]string, len(m.Failed))
+			for i, g := range m.Failed {
+				parts[i] = strconv.FormatUint(g, 10)
+			}
+			failed = strings.Join(parts, ",")
+		}
+		seen := ago(now.Sub(m.LastSeen))
+		if m.Stale {
+			seen = "STALE " + seen
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", name, shortID(m.ID), m.Current, phase, last, failed, seen)
+	}
+	w.Flush()
+	fmt.Fprintln(a.stdout)
+	for _, g := range f.Generations {
+		fmt.Fprintf(a.stdout, "generation %d: %d running, %d failed, %d not yet\n", g.Generation, g.Running, g.Failed, g.NotYet)
+	}
+	return nil
+}
+
+// ago is how long ago d was, to the second.
+func ago(d time.Duration) string {
+	if d < time.Second {
+		return "now"
+	}
+	return d.Round(time.Second).String() + " ago"
 }

@@ -217,7 +217,7 @@ line is wrong.`,
 		}
 	}
 	add(groupSetup, newDemoCmd(a), newBenchCmd(a), newInitCmd(a), newIDCmd(a), newInviteCmd(a), newJoinCmd(a), newGroupCmd(a), newPeerCmd(a))
-	add(groupAgent, newAgentCmd(a), newStatusCmd(a), newPeersCmd(a))
+	add(groupAgent, newAgentCmd(a), newStatusCmd(a), newPeersCmd(a), newFleetCmd(a))
 	add(groupConfig, newPublishCmd(a), newFollowCmd(a), newUnfollowCmd(a), newActivateCmd(a), newRollbackCmd(a), newGenerationsCmd(a), newManifestCmd(a))
 	add(groupStore, newAddCmd(a), newImportNixCmd(a), newImportCacheCmd(a), newSyncCmd(a), newPathInfoCmd(a), newClosureCmd(a), newVerifyCmd(a))
 	add(groupStore, newBundleCmd(a))
