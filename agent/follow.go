@@ -67,6 +67,7 @@ type follower struct {
 	announced   uint64     // the highest generation announced and not yet known
 	announcedAt time.Time
 	state       string // what the follower does now: "" (idle), fetching, activating
+	waiting     string // why a fetched generation waits to be switched to (--when)
 	lastErr     string
 	lastErrAt   time.Time
 
@@ -78,6 +79,12 @@ func (f *follower) poke() {
 	case f.wake <- struct{}{}:
 	default:
 	}
+}
+
+func (f *follower) setPending(why string) {
+	f.mu.Lock()
+	f.waiting = why
+	f.mu.Unlock()
 }
 
 func (f *follower) set(state string) {
@@ -347,6 +354,11 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 				return
 			}
 		}
+		// A switch made for the next boot is activated once it came.
+		if gen, err := prof.RunAtBoot(a.bg, f.Name, a.activateOptions(fl, f, nil)); gen != 0 || err != nil {
+			a.log.Info("activated the generation switched to for this boot", "config", f.Name, "generation", gen, "err", err)
+			a.reportActivation(fl, f.Name, gen, err)
+		}
 		// Checked again under the profile's lock (ActivateOptions.Following).
 		if highest, err := prof.Highest(f.Name); err != nil || m.Generation <= highest {
 			return // up to date, or held back by a manual switch
@@ -385,6 +397,13 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 	if !f.Activate {
 		return
 	}
+	when, _ := ParseWhen(f.When)
+	if open, wait := when.open(time.Now()); !open {
+		fl.setPending(fmt.Sprintf("generation %d waits for the window %s (opens in %s)", m.Generation, when, wait.Round(time.Minute)))
+		time.AfterFunc(wait+time.Second, fl.poke)
+		return
+	}
+	fl.setPending("")
 	fl.set(fmt.Sprintf("activating generation %d", m.Generation))
 	// The agent's context, not the follower's: an unfollow does not cut a
 	// running activation command short; stopping the agent does.
@@ -415,6 +434,11 @@ func (a *Agent) activateOptions(fl *follower, f Follow, m *manifest.Manifest) pr
 		},
 	}
 	o.CheckTimeout, _ = parseTimeout(f.CheckTimeout)
+	o.User = f.User
+	if w, _ := ParseWhen(f.When); w.Boot {
+		o.AtBoot = true
+		return o // checked when the command runs after the boot: not yet
+	}
 	if !f.Run {
 		return o
 	}
@@ -591,6 +615,8 @@ func phase(st FollowStatus, activate bool, state string) string {
 		return PhaseActivating
 	case la != nil && la.Result == profile.ActivationChecking:
 		return PhaseChecking
+	case st.Pending != "":
+		return PhasePending
 	case !activate:
 		if st.Newest > 0 {
 			return PhaseFetched
@@ -635,11 +661,14 @@ func (a *Agent) FollowStatuses() ([]FollowStatus, error) {
 			if fl.announced > st.Newest {
 				st.Announced = fl.announced
 			}
-			st.State, st.LastError, st.LastErrorAt = fl.state, fl.lastErr, fl.lastErrAt
+			st.State, st.LastError, st.LastErrorAt, st.Pending = fl.state, fl.lastErr, fl.lastErrAt, fl.waiting
 			fl.mu.Unlock()
 		}
 		if st.Failed, err = prof.Failures(f.Name); err != nil {
 			return nil, err
+		}
+		if g := prof.PendingAtBoot(f.Name); g != 0 && st.Pending == "" {
+			st.Pending = fmt.Sprintf("generation %d is selected; its activation runs after the next boot", g)
 		}
 		st.Phase = phase(st, f.Activate, st.State)
 		la := st.LastActivation

@@ -486,3 +486,34 @@ func TestCheckedActivationCutOffRollsBack(t *testing.T) {
 		t.Errorf("activations ran: %q, want generation 1, 2, then 1 again (status: %+v)", got, st)
 	}
 }
+
+// TestWindowHoldsTheSwitch: a follower whose window is closed fetches the
+// new generation at once but does not switch to it; status and the fleet
+// view say it is pending.
+func TestWindowHoldsTheSwitch(t *testing.T) {
+	now := time.Now()
+	from, to := now.Add(2*time.Hour), now.Add(3*time.Hour)
+	window := from.Format("15:04") + "-" + to.Format("15:04")
+	net, log := followingPair(t, agent.Follow{Name: "laptop", When: window})
+	follower := net.Agent(1)
+	net.Publish(0, "laptop", log.files("1", ""))
+	var st agent.FollowStatus
+	waitFor(t, "generation 1 waits for the window", 20*time.Second, func() bool {
+		st = followStatus(t, follower, "laptop")
+		return st.Phase == agent.PhasePending && strings.Contains(st.Pending, window)
+	})
+	if st.Current != 0 || len(log.lines()) != 0 {
+		t.Fatalf("switched outside the window: current %d, activations %v", st.Current, log.lines())
+	}
+	m, _, err := follower.History.Get("laptop", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := follower.Store.IsValid(m.Root); !ok {
+		t.Error("the generation was not fetched while waiting for the window")
+	}
+	waitFor(t, "the publisher's fleet view shows it pending", 10*time.Second, func() bool {
+		f := net.Agent(0).Fleet("laptop")
+		return len(f.Machines) == 1 && f.Machines[0].Phase == agent.PhasePending && f.Machines[0].Pending != ""
+	})
+}

@@ -27,6 +27,12 @@ type Follow struct {
 	// CheckTimeout is the deadline ("2m"), from the switch, for the
 	// activation command and every check; "" is profile.DefaultCheckTimeout.
 	CheckTimeout string `json:"checkTimeout,omitempty"`
+	// User runs the activation command and checks as this user, with a
+	// clean environment; "" is the profile's owner (profile/runas.go).
+	User string `json:"user,omitempty"`
+	// When is when a fetched generation is switched to: "" or "now", "boot"
+	// (at the next boot), or a daily window "HH:MM-HH:MM" (local time).
+	When string `json:"when,omitempty"`
 }
 
 // FollowsPath is the file of followed configurations in a home.
@@ -68,6 +74,12 @@ func (f Follow) Command() string {
 	if f.CheckTimeout != "" {
 		args = append(args, "--check-timeout", f.CheckTimeout)
 	}
+	if f.User != "" {
+		args = append(args, "--user", f.User)
+	}
+	if f.When != "" {
+		args = append(args, "--when", f.When)
+	}
 	return strings.Join(args, " ")
 }
 
@@ -81,7 +93,13 @@ func (f Follow) check() error {
 	if strings.ContainsRune(f.Check, 0) || len(f.Check) > 4096 {
 		return fmt.Errorf("check command: at most 4096 bytes, no NUL")
 	}
-	_, err := parseTimeout(f.CheckTimeout)
+	if _, err := parseTimeout(f.CheckTimeout); err != nil {
+		return err
+	}
+	if len(f.User) > 64 || strings.ContainsAny(f.User, "\x00/: ") {
+		return fmt.Errorf("user %q: not a user name", f.User)
+	}
+	_, err := ParseWhen(f.When)
 	return err
 }
 

@@ -95,6 +95,12 @@ type ActivateOptions struct {
 	// generation above the profile's highest (checked under the lock, so
 	// that a manual rollback made meanwhile holds), else ErrNotNewer.
 	Following bool
+	// AtBoot switches now and activates at the next boot (boot.go).
+	AtBoot bool
+	// User runs the activation command and checks as this user (a name
+	// or uid), with a clean environment; "" is the profile's owner for a
+	// profile outside the system profiles (runas.go).
+	User string
 	// Checks, Healthy and a following activation make the activation a
 	// trial (checked.go): the activation command, the checks and Healthy
 	// must all succeed within CheckTimeout of the switch (0:
@@ -174,6 +180,12 @@ func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root n
 		} else if failed {
 			return fmt.Errorf("%s generation %d: %w", name, gen, ErrFailedHere)
 		}
+		if o.AtBoot {
+			if _, err := p.store.Closure(root); err != nil {
+				return fmt.Errorf("cannot activate %s generation %d: %w", name, gen, err)
+			}
+			return p.switchAtBoot(ctx, l, name, gen, root, rel, o)
+		}
 		if o.onTrial() {
 			if _, err := p.store.Closure(root); err != nil {
 				return fmt.Errorf("cannot activate %s generation %d: %w", name, gen, err)
@@ -190,7 +202,7 @@ func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root n
 	}
 	rec := ActivationRecord{Generation: gen, Command: rel, Result: ActivationRunning, Started: time.Now()}
 	p.recordActivation(name, rec)
-	err = p.RunActivation(ctx, name, gen, root, rel, o.timeout(), o.Stdout, o.Stderr)
+	err = p.RunActivation(ctx, name, gen, root, rel, o.timeout(), o.User, o.Stdout, o.Stderr)
 	rec.Result, rec.Finished = ActivationOK, time.Now()
 	switch {
 	case err != nil && ctx.Err() != nil:

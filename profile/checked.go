@@ -1,18 +1,13 @@
 package profile
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/trove-p2p/trove/nix"
@@ -57,6 +52,7 @@ type trial struct {
 	PrevRoot   string    `json:"previousRoot,omitempty"`
 	PrevRel    string    `json:"previousActivate,omitempty"`
 	Run        bool      `json:"run"`
+	User       string    `json:"user,omitempty"`
 	Started    time.Time `json:"started"`
 	Deadline   time.Time `json:"deadline"`
 }
@@ -144,6 +140,8 @@ func (l place) markFailed(f Failure) error {
 	return writeJSON(l.mark("failed"), fs)
 }
 
+var jsonUnmarshal = json.Unmarshal
+
 func writeJSON(file string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -193,13 +191,13 @@ func (p *Profiles) checked(ctx context.Context, l place, name string, gen uint64
 	if o.Run && rel != "" {
 		rec := ActivationRecord{Generation: gen, Command: rel, Result: ActivationRunning, Started: time.Now()}
 		p.recordActivation(name, rec)
-		if err := p.RunActivation(ctx, name, gen, root, rel, 0, o.Stdout, o.Stderr); err != nil {
+		if err := p.RunActivation(ctx, name, gen, root, rel, 0, o.User, o.Stdout, o.Stderr); err != nil {
 			return fmt.Errorf("its activation command failed: %w", unwrapActivation(err, ctx))
 		}
 	}
 	p.recordActivation(name, ActivationRecord{Generation: gen, Command: rel, Result: ActivationChecking, Started: time.Now()})
 	for _, c := range o.Checks {
-		if err := p.runCheck(ctx, l, gen, root, c, o.Stdout, o.Stderr); err != nil {
+		if err := p.runCheck(ctx, l, gen, root, c, o.User, o.Stdout, o.Stderr); err != nil {
 			return fmt.Errorf("health check %s: %w", c, err)
 		}
 	}
@@ -225,42 +223,20 @@ func unwrapActivation(err error, ctx context.Context) error {
 
 // runCheck runs one check in the root's tree, its whole process group
 // killed when ctx ends.
-func (p *Profiles) runCheck(ctx context.Context, l place, gen uint64, root nix.Path, c Check, stdout, stderr io.Writer) error {
-	tree := p.store.TreePath(root)
-	var cmd *exec.Cmd
-	if c.Rel != "" {
-		cmdPath := filepath.Join(tree, filepath.FromSlash(c.Rel))
-		if !strings.HasPrefix(cmdPath, tree+string(filepath.Separator)) {
-			return fmt.Errorf("%q is outside the root", c.Rel)
-		}
-		cmd = exec.CommandContext(ctx, cmdPath)
-	} else {
-		cmd = exec.CommandContext(ctx, "/bin/sh", "-c", c.Shell)
+func (p *Profiles) runCheck(ctx context.Context, l place, gen uint64, root nix.Path, c Check, user string, stdout, stderr io.Writer) error {
+	as, err := l.who(user)
+	if err != nil {
+		return err
 	}
-	cmd.Dir = tree
-	cmd.Env = append(os.Environ(), "TROVE_ROOT="+tree, "TROVE_PROFILE="+string(l), "TROVE_GENERATION="+strconv.FormatUint(gen, 10))
-	var tail bytes.Buffer
-	if stdout == nil {
-		stdout = io.Discard
+	argv, rel := []string{c.Rel}, true
+	if c.Rel == "" {
+		argv, rel = []string{"/bin/sh", "-c", c.Shell}, false
 	}
-	if stderr == nil {
-		stderr = io.Discard
-	}
-	cmd.Stdout, cmd.Stderr = stdout, io.MultiWriter(stderr, &tail)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	err = p.run(ctx, l, gen, root, argv, rel, as, stdout, stderr)
 	if ctx.Err() == context.DeadlineExceeded {
 		return errors.New("did not finish before the check deadline (killed)")
 	}
-	if err != nil {
-		if t := strings.TrimSpace(lastLine(tail.String())); t != "" {
-			return fmt.Errorf("%v: %s", err, t)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
 func lastLine(s string) string {
@@ -307,7 +283,7 @@ func (p *Profiles) rollback(ctx context.Context, l place, name string, t *trial,
 	}
 	// (Another generation selected by hand meanwhile is left alone.)
 	if rollbackErr == nil && cur == t.Previous && t.Previous != 0 && t.Run && t.PrevRel != "" {
-		rollbackErr = p.RunActivation(ctx, name, t.Previous, prev, t.PrevRel, o.timeout(), o.Stdout, o.Stderr)
+		rollbackErr = p.RunActivation(ctx, name, t.Previous, prev, t.PrevRel, o.timeout(), t.User, o.Stdout, o.Stderr)
 		if ctx.Err() != nil {
 			return ctx.Err() // stopped: the next Recover runs it again
 		}
@@ -352,7 +328,7 @@ func (p *Profiles) activateChecked(ctx context.Context, l place, name string, ge
 	if err != nil {
 		return err
 	}
-	t := &trial{Generation: gen, Previous: prev, Run: o.Run, Started: time.Now()}
+	t := &trial{Generation: gen, Previous: prev, Run: o.Run, User: o.User, Started: time.Now()}
 	t.Deadline = t.Started.Add(o.checkTimeout())
 	if prev != 0 {
 		r, err := rootOf(l.gen(prev))

@@ -1,14 +1,12 @@
 package profile
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -543,10 +541,11 @@ const (
 	ActivationOK          = "ok"
 	ActivationFailed      = "failed"
 	ActivationRunning     = "running"
-	ActivationInterrupted = "interrupted" // running when its process ended
-	ActivationSkipped     = "switched"    // switched without running a command
-	ActivationChecking    = "checking"    // its health checks are running
-	ActivationRolledBack  = "rolled back" // failed its activation or checks, and was undone
+	ActivationInterrupted = "interrupted"  // running when its process ended
+	ActivationSkipped     = "switched"     // switched without running a command
+	ActivationChecking    = "checking"     // its health checks are running
+	ActivationRolledBack  = "rolled back"  // failed its activation or checks, and was undone
+	ActivationAtBoot      = "at next boot" // switched; its command runs after the next boot
 )
 
 // recordActivation writes rec; a failure to write it costs only the
@@ -633,10 +632,11 @@ func (e *ActivationError) Error() string {
 func (e *ActivationError) Unwrap() error { return e.Err }
 
 // RunActivation runs the activation command rel inside the root's tree,
-// streaming its output, with a timeout (0 = none). The command gets the
-// root in TROVE_ROOT and the profile and generation in TROVE_PROFILE and
+// streaming its output, with a timeout (0 = none), as user (a name; ""
+// is the profile's owner, runas.go). The command gets the root in
+// TROVE_ROOT and the profile and generation in TROVE_PROFILE and
 // TROVE_GENERATION.
-func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, root nix.Path, rel string, timeout time.Duration, stdout, stderr io.Writer) error {
+func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, root nix.Path, rel string, timeout time.Duration, user string, stdout, stderr io.Writer) error {
 	if rel == "" {
 		return nil
 	}
@@ -644,25 +644,16 @@ func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, r
 	if err != nil {
 		return err
 	}
-	tree := p.store.TreePath(root)
-	cmdPath := filepath.Join(tree, filepath.FromSlash(rel))
-	if !strings.HasPrefix(cmdPath, tree+string(filepath.Separator)) {
-		return fmt.Errorf("activation command %q is outside the root", rel)
+	as, err := l.who(user)
+	if err != nil {
+		return &ActivationError{Name: name, Gen: gen, Err: err}
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	cmd := exec.CommandContext(ctx, cmdPath, activationArgs(rel)...)
-	cmd.Dir = tree
-	cmd.Env = append(os.Environ(), "TROVE_ROOT="+tree, "TROVE_PROFILE="+string(l), "TROVE_GENERATION="+strconv.FormatUint(gen, 10))
-	var tail bytes.Buffer
-	cmd.Stdout, cmd.Stderr = stdout, io.MultiWriter(stderr, &tail)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	err = cmd.Run()
+	err = p.run(ctx, l, gen, root, append([]string{rel}, activationArgs(rel)...), true, as, stdout, stderr)
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("timed out after %s", timeout)
 	}

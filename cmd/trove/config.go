@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/user"
 	"text/tabwriter"
 	"time"
 
@@ -143,7 +144,7 @@ NAME has generations at one path, another is refused, saying how to move.`
 func newFollowCmd(a *app) *cobra.Command {
 	var activate, runIt bool
 	var timeout, checkTimeout time.Duration
-	var profilePath, check string
+	var profilePath, check, runAs, when string
 	c := &cobra.Command{
 		Use:   "follow NAME",
 		Short: "Follow a configuration: fetch (and activate) each new generation",
@@ -172,6 +173,17 @@ never activated automatically on this machine again (trove activate still
 can); trove status shows it. A machine that dies during a trial finishes
 the rollback when its agent starts.
 
+Activation commands and checks run as --user USER with a clean
+environment (HOME, USER, PATH and the TROVE_ variables), by default as the
+owner of a profile outside /nix/var/nix/profiles (a home-manager profile
+is never activated as root). --when delays the switch, not the fetch:
+boot switches the profile now and activates at the next boot (NixOS's
+bin/switch-to-configuration is run with "boot"; any other command runs when
+the agent first starts after the reboot; checks are not run then); a
+window such as 02:00-05:00 (local time, may wrap past midnight) switches
+only inside it. trove status and trove fleet show a waiting switch as
+pending.
+
 The publisher's key must be trusted for NAME (trove trust add KEY --config
 NAME); follow warns when no trusted key may publish NAME.
 
@@ -179,6 +191,7 @@ NAME); follow warns when no trusted key may publish NAME.
 		Example: `  trove follow laptop --activate
   trove follow dotfiles --activate --run --timeout 2m
   trove follow web --activate --run --check 'curl -fs localhost:8080/health' --check-timeout 1m
+  trove follow home --activate --run --user alice --when 02:00-05:00
   sudo trove follow desk --activate --run --profile /nix/var/nix/profiles/system`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -188,7 +201,20 @@ NAME); follow warns when no trusted key may publish NAME.
 			if (check != "" || checkTimeout != 0) && !runIt {
 				return usagef("--check and --check-timeout need --activate --run")
 			}
-			f := agent.Follow{Name: args[0], Activate: activate, Run: runIt, Check: check}
+			f := agent.Follow{Name: args[0], Activate: activate, Run: runIt, Check: check, User: runAs, When: when}
+			if (runAs != "" || when != "") && !activate {
+				return usagef("--user and --when need --activate")
+			}
+			if _, err := agent.ParseWhen(when); err != nil {
+				return usagef("%v", err)
+			}
+			if runAs != "" {
+				if _, err := user.Lookup(runAs); err != nil {
+					if _, err := user.LookupId(runAs); err != nil {
+						return usagef("--user %s: no such user on this machine", runAs)
+					}
+				}
+			}
 			if checkTimeout < 0 {
 				return usagef("--check-timeout must be above zero")
 			}
@@ -209,6 +235,8 @@ NAME); follow warns when no trusted key may publish NAME.
 	c.Flags().StringVar(&profilePath, "profile", "", "keep NAME's profile at `PATH` (recorded; see above)")
 	c.Flags().BoolVar(&runIt, "run", false, "also run each generation's activation command")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop an activation command after `DURATION` (default: config.toml's timeout, else 10m)")
+	c.Flags().StringVar(&runAs, "user", "", "run activation commands and checks as `USER`, with a clean environment\n(default: the profile's owner, for a profile outside /nix/var/nix/profiles)")
+	c.Flags().StringVar(&when, "when", "", "switch `now` (default), at the next `boot`, or inside a daily window such as 02:00-05:00")
 	c.Flags().StringVar(&check, "check", "", "after each activation, also run this machine's health check `CMD` (with /bin/sh -c)")
 	c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "roll back unless the activation and checks pass within `DURATION` (default 2m)")
 	return c
