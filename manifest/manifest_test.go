@@ -132,6 +132,21 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("signed activation %q", act)
 		}
 	}
+	// A health check is a command inside the closure too: a publisher can
+	// make a follower run nothing outside it.
+	for _, check := range []string{"/bin/sh", "../x", "a/../../b", "./x", "bin/\x00x"} {
+		m := testManifest(t, 1)
+		m.Check = check
+		if err := m.Sign(k); err == nil {
+			t.Errorf("signed health check %q", check)
+		}
+	}
+	m := testManifest(t, 1)
+	m.Check = "bin/healthy"
+	b := signed(t, m, k)
+	if got, err := Decode(b); err != nil || got.Check != "bin/healthy" {
+		t.Errorf("a manifest with a check decodes to %+v, %v", got, err)
+	}
 	for _, b := range [][]byte{nil, []byte("garbage"), bytes.Repeat([]byte{0x9f}, 10)} {
 		if _, err := Decode(b); !errors.Is(err, ErrBadManifest) {
 			t.Errorf("Decode(%q) = %v", b, err)

@@ -696,3 +696,6 @@ func (l *LAN) Listen(i int, addr string) (net.Listener, error) {
 	r := <-out
 	return r.ln, r.err
 }
+
+// Dev is the name of agent i's network interface in its namespace.
+func (l *LAN) Dev(i int) string { return l.nodes[i].eth }
