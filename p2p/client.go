@@ -233,7 +233,8 @@ type ChunkWant struct {
 	// Defer lets the peer answer a chunk want with a *LaterError: the
 	// asker fetches in a swarm and hears what other peers hold.
 	Defer bool
-	// Zstd lets the peer send a chunk want zstd-compressed.
+	// Zstd, on the first want of a Fetch, asks for the answers as one
+	// zstd stream (compress.go).
 	Zstd bool
 }
 
@@ -259,13 +260,12 @@ func (e *LaterError) Error() string {
 // runs thousands of batches, and allocating (and zeroing) these for each
 // showed up in profiles.
 type fetchBuf struct {
-	r     *bufio.Reader
-	data  []byte
-	frame []byte // a compressed chunk, before it is decoded into data
+	r    *bufio.Reader
+	data []byte
 }
 
 var fetchBufs = sync.Pool{New: func() any {
-	return &fetchBuf{r: bufio.NewReaderSize(nil, 256<<10), data: make([]byte, chunk.MaxSize+zstdBlock)}
+	return &fetchBuf{r: bufio.NewReaderSize(nil, 256<<10), data: make([]byte, chunk.MaxSize)}
 }}
 
 // ErrNotServed is returned (wrapped) for a want the peer says it cannot serve.
@@ -303,11 +303,11 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 				werr <- ctx.Err()
 				return
 			}
-			req := ChunkRequest{Seq: uint64(i)}
+			req := ChunkRequest{Seq: uint64(i), Zstd: i == 0 && wants[0].Zstd}
 			if w.Range {
 				req.Path, req.Offset, req.Length = w.Path[:], w.Offset, w.Length
 			} else {
-				req.Chunk, req.Size, req.Defer, req.Zstd = w.Chunk[:], w.Size, w.Defer, w.Zstd
+				req.Chunk, req.Size, req.Defer = w.Chunk[:], w.Size, w.Defer
 			}
 			if err := writeMsg(bw, &req); err != nil {
 				werr <- err
@@ -332,6 +332,15 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 	defer fetchBufs.Put(fb)
 	fb.r.Reset(st)
 	defer fb.r.Reset(nil)
+	if len(wants) > 0 && wants[0].Zstd {
+		// The answers come as one zstd stream (compress.go).
+		zs, err := decompressFrom(st, p)
+		if err != nil {
+			return err
+		}
+		defer zs.release()
+		fb.r.Reset(zs)
+	}
 	r, buf := fb.r, fb.data
 	for i, w := range wants {
 		var h ChunkHeader
@@ -368,33 +377,18 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		if w.Range {
 			want = w.Length
 		}
-		switch {
-		case h.Zstd && (!w.Zstd || w.Range || h.Length == 0 || h.Length >= want):
-			return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d is compressed (%d bytes for %d) where it may not be", i, h.Length, want)}
-		case !h.Zstd && h.Length != want:
+		if h.Length != want {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d has %d bytes, asked for %d", i, h.Length, want)}
 		}
 		if int(h.Length) > cap(buf) {
 			buf = make([]byte, h.Length)
 		}
 		data := buf[:h.Length]
-		if h.Zstd {
-			if fb.frame == nil {
-				fb.frame = make([]byte, chunk.MaxSize)
-			}
-			data = fb.frame[:h.Length] // shorter than the chunk
-		}
 		if _, err := io.ReadFull(r, data); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err)
 			}
 			return n.fetchErr(ctx, p, err)
-		}
-		if h.Zstd {
-			var err error
-			if data, err = decompressChunk(buf, data, want); err != nil {
-				return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s: %v", w.Chunk, err)}
-			}
 		}
 		if !w.Range && chunk.Sum(data) != w.Chunk {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s does not hash to its ID", w.Chunk)}

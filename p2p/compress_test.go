@@ -6,17 +6,20 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/trove-p2p/trove/chunk"
 )
 
-// TestCompressedChunks: over real nodes, a chunk asked for compressed
-// travels as a zstd frame when it shrinks, as it is when it does not, and
-// arrives verified either way.
+// TestCompressedChunks: over real nodes, a stream whose first request
+// asks for compression gets its answers as one zstd stream: a chunk of
+// text crosses in a fraction of its size, random bytes at about theirs,
+// and both arrive verified.
 func TestCompressedChunks(t *testing.T) {
 	a, b, sa := connectedPair(t)
 	text := bytes.Repeat([]byte("the same line of a config file, again and again\n"), 1000)
@@ -25,12 +28,12 @@ func TestCompressedChunks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, tc := range []struct {
-		name       string
-		data       []byte
-		compressed bool
+		name    string
+		data    []byte
+		maxWire func(size int) int
 	}{
-		{"text", text, true},
-		{"random bytes", noise, false},
+		{"text", text, func(size int) int { return size / 4 }},
+		{"random bytes", noise, func(size int) int { return size + size/64 + 64 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pi := addTree(t, sa, map[string][]byte{"f": tc.data})
@@ -39,7 +42,7 @@ func TestCompressedChunks(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := ix[0]
-			// On the wire: the header says whether the bytes are a frame.
+			// On the wire: one zstd stream holding the header and the chunk.
 			st, err := b.Host().NewStream(ctx, a.ID(), ProtoChunks)
 			if err != nil {
 				t.Fatal(err)
@@ -48,12 +51,20 @@ func TestCompressedChunks(t *testing.T) {
 			if err := writeMsg(st, &ChunkRequest{Chunk: c.ID[:], Size: c.Size, Zstd: true}); err != nil {
 				t.Fatal(err)
 			}
-			var h ChunkHeader
-			if err := readMsg(bufio.NewReader(st), maxChunkHeader, &h); err != nil {
+			st.CloseWrite()
+			raw, err := io.ReadAll(st)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if h.Zstd != tc.compressed || (h.Zstd && h.Length >= c.Size) || (!h.Zstd && h.Length != c.Size) {
-				t.Errorf("header %+v for a %d-byte chunk, want compressed %v", h, c.Size, tc.compressed)
+			if len(raw) > tc.maxWire(int(c.Size)) {
+				t.Errorf("%d bytes on the wire for a %d-byte chunk", len(raw), c.Size)
+			}
+			d, _ := zstd.NewReader(bytes.NewReader(raw))
+			defer d.Close()
+			br := bufio.NewReader(d)
+			var h ChunkHeader
+			if err := readMsg(br, maxChunkHeader, &h); err != nil || h.Length != c.Size {
+				t.Fatalf("header %+v (%v) for a %d-byte chunk", h, err, c.Size)
 			}
 			// Through the client: verified, whole.
 			var got []byte
@@ -68,42 +79,71 @@ func TestCompressedChunks(t *testing.T) {
 	}
 }
 
-// TestCompressedChunkRefused: a compressed answer that the request did
-// not allow, that is no shorter than the chunk, that decodes to another
-// size (a bomb among them) or that is not zstd, is bad data.
-func TestCompressedChunkRefused(t *testing.T) {
+// answerRaw makes n answer every chunks stream with body, as it is.
+func answerRaw(n *Node, body []byte) {
+	n.Host().SetStreamHandler(ProtoChunks, func(st network.Stream) {
+		defer st.Close()
+		var req ChunkRequest
+		if err := readMsg(bufio.NewReader(st), maxChunkHeader, &req); err != nil {
+			return
+		}
+		st.Write(body)
+	})
+}
+
+// zstdOf compresses b as one stream, with opts.
+func zstdOf(b []byte, opts ...zstd.EOption) []byte {
+	var out bytes.Buffer
+	w, _ := zstd.NewWriter(&out, opts...)
+	w.Write(b)
+	w.Close()
+	return out.Bytes()
+}
+
+// TestCompressedAnswersRefused: a compressed answer stream that is not
+// zstd, asks for a window above zstdWindow, or decodes to more or other
+// bytes than asked is bad data, one that ends early an error, and
+// refusing one allocates nothing for what it would decode to (a bomb).
+func TestCompressedAnswersRefused(t *testing.T) {
 	data := bytes.Repeat([]byte{'x'}, 1000)
 	id := chunk.Sum(data)
-	frame := func(b []byte) []byte { return zenc.EncodeAll(b, nil) }
-	bomb := frame(make([]byte, 64<<20)) // 64 MiB of zeros, a few KiB on the wire
+	answer := func(length int, body []byte) []byte {
+		var b bytes.Buffer
+		writeMsg(&b, &ChunkHeader{Length: uint32(length)})
+		b.Write(body)
+		return b.Bytes()
+	}
+	good := zstdOf(answer(1000, data))
+	noise := make([]byte, 4<<20)
+	rand.Read(noise)
 	for _, tc := range []struct {
 		name   string
-		want   ChunkWant
-		hdr    ChunkHeader
 		body   []byte
 		detail string
 	}{
-		{"not asked for", ChunkWant{Chunk: id, Size: 1000}, ChunkHeader{Zstd: true}, frame(data), "where it may not be"},
-		{"no shorter than the chunk", ChunkWant{Chunk: id, Size: 1000, Zstd: true}, ChunkHeader{Zstd: true}, make([]byte, 1000), "where it may not be"},
-		{"decodes to less", ChunkWant{Chunk: id, Size: 1000, Zstd: true}, ChunkHeader{Zstd: true}, frame(data[:999]), "does not decode"},
-		{"decodes to more", ChunkWant{Chunk: id, Size: 1000, Zstd: true}, ChunkHeader{Zstd: true}, frame(append(data, 'x')), "does not decode"},
-		{"a bomb", ChunkWant{Chunk: id, Size: 64 << 10, Zstd: true}, ChunkHeader{Zstd: true}, bomb, "does not decode"},
-		{"not zstd", ChunkWant{Chunk: id, Size: 1000, Zstd: true}, ChunkHeader{Zstd: true}, []byte("not a frame at all"), "does not decode"},
-		{"decodes to other bytes", ChunkWant{Chunk: id, Size: 1000, Zstd: true}, ChunkHeader{Zstd: true}, frame(bytes.Repeat([]byte{'y'}, 1000)), "does not hash"},
+		{"not zstd", answer(1000, data), "do not decode"},
+		{"a window too big", zstdOf(append(answer(1000, data), noise...), zstd.WithWindowSize(8<<20)), "do not decode"},
+		{"a bomb", zstdOf(answer(1000, make([]byte, 64<<20)), zstd.WithWindowSize(zstdWindow)), "does not hash"},
+		{"other bytes", zstdOf(answer(1000, bytes.Repeat([]byte{'y'}, 1000))), "does not hash"},
+		{"more than asked", zstdOf(answer(2000, bytes.Repeat([]byte{'x'}, 2000))), "asked for 1000"},
+		{"cut short", good[:len(good)/2], "(any error)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, _ := connectedPair(t)
-			hdr := tc.hdr
-			hdr.Length = uint32(len(tc.body))
-			answerChunk(a, hdr, tc.body)
+			answerRaw(a, tc.body)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var err error
 			alloc := allocDuring(func() {
-				err = b.Fetch(ctx, a.ID(), []ChunkWant{tc.want}, 1, func(int, []byte, error) error { return nil })
+				err = b.Fetch(ctx, a.ID(), []ChunkWant{{Chunk: id, Size: 1000, Zstd: true}}, 1, func(int, []byte, error) error { return nil })
 			})
 			var bad *BadDataError
-			if !errors.As(err, &bad) || !bytes.Contains([]byte(bad.Detail), []byte(tc.detail)) {
+			switch {
+			case tc.detail == "(any error)":
+				if err == nil {
+					t.Fatal("Fetch of a stream cut short: no error")
+				}
+			case !errors.As(err, &bad) || !bytes.Contains([]byte(bad.Detail), []byte(tc.detail)):
 				t.Fatalf("Fetch: %v, want bad data saying %q", err, tc.detail)
 			}
 			if alloc > 16<<20 {
@@ -113,78 +153,33 @@ func TestCompressedChunkRefused(t *testing.T) {
 	}
 }
 
-// TestDecompressChunkBomb: a frame that declares more than the chunk is
-// refused before anything is allocated for it; one that does not declare
-// its size is cut off within one block of the chunk.
-func TestDecompressChunkBomb(t *testing.T) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithNoEntropyCompression(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	declared := enc.EncodeAll(make([]byte, 32<<20), nil)
-	var undeclared bytes.Buffer // a stream frame has no content size
-	w, _ := zstd.NewWriter(&undeclared)
-	w.Write(make([]byte, 32<<20))
-	w.Close()
-	dst := make([]byte, 0, chunk.MaxSize+zstdBlock)
-	for name, frame := range map[string][]byte{"declared": declared, "undeclared": undeclared.Bytes()} {
-		var err error
-		alloc := allocDuring(func() { _, err = decompressChunk(dst, frame, 1000) })
-		if !errors.Is(err, errInflates) {
-			t.Errorf("%s: %v, want errInflates", name, err)
+// FuzzCompressedAnswers: whatever a peer sends as a compressed answer
+// stream, reading a header and its data through the decoder fails
+// cleanly or yields at most what the header said, within the bounds.
+func FuzzCompressedAnswers(f *testing.F) {
+	var b bytes.Buffer
+	writeMsg(&b, &ChunkHeader{Length: 100})
+	b.Write(bytes.Repeat([]byte("ab"), 50))
+	f.Add(zstdOf(b.Bytes()))
+	f.Add(zstdOf(make([]byte, 1<<20)))
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		zs, err := decompressFrom(bytes.NewReader(stream), "peer")
+		if err != nil {
+			return
 		}
-		if alloc > 4<<20 {
-			t.Errorf("%s: refusing a 32 MiB claim allocated %d KiB", name, alloc>>10)
+		defer zs.release()
+		r := bufio.NewReader(zs)
+		var h ChunkHeader
+		if err := readMsg(r, maxChunkHeader, &h); err != nil {
+			return
 		}
-	}
-}
-
-func FuzzDecompressChunk(f *testing.F) {
-	f.Add(zenc.EncodeAll(bytes.Repeat([]byte("ab"), 500), nil), uint32(1000))
-	f.Add(zenc.EncodeAll(make([]byte, 1<<20), nil), uint32(1000))
-	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd}, uint32(10))
-	dst := make([]byte, 0, chunk.MaxSize+zstdBlock)
-	f.Fuzz(func(t *testing.T, frame []byte, size uint32) {
-		out, err := decompressChunk(dst, frame, size)
-		if err == nil && len(out) != int(size) {
-			t.Fatalf("decoded %d bytes for a chunk of %d", len(out), size)
+		if h.Length > chunk.MaxSize {
+			return // refused by Fetch before reading
 		}
-		if err != nil && !errors.Is(err, errInflates) {
-			t.Fatalf("error does not wrap errInflates: %v", err)
+		n, _ := io.ReadFull(r, make([]byte, h.Length))
+		if n > int(h.Length) {
+			t.Fatalf("read %d bytes for %d", n, h.Length)
 		}
 	})
-}
-
-// TestShrinks: after missesToPause chunks in a row that did not shrink, a
-// peer's chunks are not compressed for pauseChunks, then tried again; a
-// chunk that shrinks resets the count; another peer is not affected.
-func TestShrinks(t *testing.T) {
-	var s shrinks
-	const p, q = "p", "q"
-	for range missesToPause - 1 {
-		s.result(p, false)
-	}
-	s.result(p, true) // resets
-	for range missesToPause - 1 {
-		s.result(p, false)
-	}
-	if !s.try(p) {
-		t.Fatalf("paused after %d misses that a shrink interrupted", missesToPause-1)
-	}
-	s.result(p, false)
-	for i := range pauseChunks {
-		if s.try(p) {
-			t.Fatalf("tried chunk %d of the pause", i)
-		}
-	}
-	if !s.try(p) || !s.try(q) {
-		t.Errorf("not tried again after the pause, or another peer paused")
-	}
-	for range missesToPause {
-		s.result(p, false)
-	}
-	s.forget(p)
-	if !s.try(p) {
-		t.Errorf("a forgotten peer is still paused")
-	}
 }

@@ -112,12 +112,10 @@ type Node struct {
 	serves serves
 	// slots are the peers being sent chunks now (upload.go).
 	slots slots
-	// shrinks says whose chunks are worth compressing (compress.go).
-	shrinks shrinks
-	relay   *relayv2.Relay // with Config.RelayService
-	punch   *holepunch.Service
-	fleet   fleet
-	seen    observed // public addresses members saw (punch.go)
+	relay *relayv2.Relay // with Config.RelayService
+	punch *holepunch.Service
+	fleet fleet
+	seen  observed // public addresses members saw (punch.go)
 }
 
 // connected says whether p has a live connection.
@@ -380,7 +378,4 @@ func (n *Node) KeepConnected(ai peer.AddrInfo) {
 
 func (n *Node) disconnected(_ network.Network, c network.Conn) {
 	n.log.Debug("disconnected", "peer", c.RemotePeer())
-	if p := c.RemotePeer(); !n.connected(p) {
-		n.shrinks.forget(p)
-	}
 }

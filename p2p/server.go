@@ -14,6 +14,7 @@ import (
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/semaphore"
@@ -317,12 +318,12 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	type answer struct {
 		seq   uint64
 		data  []byte
-		later time.Duration      // for the peer: ask again after this (upload.go)
-		busy  bool               // ... because every upload slot is taken
-		zstd  *[zstdBufSize]byte // data is the chunk compressed into this (compress.go)
-		serr  error              // for the peer: we cannot serve this one
-		err   error              // ends the stream (io.EOF: the peer is done asking)
-		cost  int64              // of the read-ahead budget, returned once sent
+		later time.Duration // for the peer: ask again after this (upload.go)
+		busy  bool          // ... because every upload slot is taken
+		zstd  bool          // the request asked for compressed answers (compress.go)
+		serr  error         // for the peer: we cannot serve this one
+		err   error         // ends the stream (io.EOF: the peer is done asking)
+		cost  int64         // of the read-ahead budget, returned once sent
 		// isChunk: data came from Content.ReadChunk (not a range), id
 		isChunk bool
 		id      chunk.ID
@@ -390,19 +391,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				if a.isChunk = len(req.Chunk) > 0; a.isChunk && len(req.Chunk) == len(a.id) {
 					a.id = chunk.ID(req.Chunk)
 				}
-				if req.Zstd && a.isChunk && a.data != nil && s.node.shrinks.try(from) {
-					zb := zstdBufs.Get().(*[zstdBufSize]byte)
-					if z := compressChunk(zb[:], a.data); z != nil {
-						if rec != nil {
-							rec.Recycle(a.data)
-						}
-						a.data, a.zstd = z, zb
-						s.node.shrinks.result(from, true)
-					} else {
-						zstdBufs.Put(zb)
-						s.node.shrinks.result(from, false)
-					}
-				}
+				a.zstd = req.Zstd
 			}
 			select {
 			case answers <- a:
@@ -422,9 +411,36 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 		bw.Reset(nil)
 		answerWriters.Put(bw)
 	}()
+	// The first request says whether all answers go as one zstd stream.
+	var out io.Writer = bw
+	var zw *zstd.Encoder
+	flush := func() error {
+		if zw != nil {
+			if err := zw.Flush(); err != nil {
+				return err
+			}
+		}
+		return bw.Flush()
+	}
+	first := true
 	for a := range answers {
+		if first && a.err == nil && a.zstd {
+			if err := reserveWait(ctx, sc, zstdEncoderMem, s.memWait); err != nil {
+				return fmt.Errorf("chunks stream: %w", err)
+			}
+			defer sc.ReleaseMemory(zstdEncoderMem)
+			zw = compressTo(bw)
+			defer releaseEncoder(zw)
+			out = zw
+		}
+		first = false
 		if a.err != nil {
 			if errors.Is(a.err, io.EOF) {
+				if zw != nil {
+					if err := zw.Close(); err != nil {
+						return err
+					}
+				}
 				return bw.Flush()
 			}
 			return a.err
@@ -433,35 +449,32 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 		switch {
 		case a.later > 0:
 			ms := uint32(max(1, a.later.Milliseconds()))
-			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Later: ms, Busy: a.busy}); err != nil {
+			if err := writeMsg(out, &ChunkHeader{Seq: a.seq, Later: ms, Busy: a.busy}); err != nil {
 				return err
 			}
 		case a.serr != nil:
-			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Err: a.serr.Error()}); err != nil {
+			if err := writeMsg(out, &ChunkHeader{Seq: a.seq, Err: a.serr.Error()}); err != nil {
 				return err
 			}
 		default:
-			if err := writeMsg(bw, &ChunkHeader{Seq: a.seq, Length: uint32(len(a.data)), Zstd: a.zstd != nil}); err != nil {
+			if err := writeMsg(out, &ChunkHeader{Seq: a.seq, Length: uint32(len(a.data))}); err != nil {
 				return err
 			}
-			if _, err := bw.Write(a.data); err != nil {
+			if _, err := out.Write(a.data); err != nil {
 				return err
 			}
 			s.node.countChunk(from, false, len(a.data))
 			if a.isChunk {
 				s.node.serves.sent(from, a.id, time.Now())
 			}
-			switch {
-			case a.zstd != nil:
-				zstdBufs.Put(a.zstd)
-			case rec != nil && a.isChunk:
-				rec.Recycle(a.data) // written: bw and the muxer copied it
+			if rec != nil && a.isChunk {
+				rec.Recycle(a.data) // written: bw (or zw) and the muxer copied it
 			}
 		}
 		release(a.cost)
 		// Flush when nothing more is ready, not after each chunk.
 		if len(answers) == 0 {
-			if err := bw.Flush(); err != nil {
+			if err := flush(); err != nil {
 				return err
 			}
 		}
@@ -471,14 +484,8 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 		// as us going away, not as a stream ended early on purpose.
 		return err
 	}
-	return bw.Flush()
+	return flush()
 }
-
-// zstdBufs recycle the buffers chunks are compressed into: a chunk and
-// what zstd adds to one that does not shrink.
-var zstdBufs = sync.Pool{New: func() any { return new([zstdBufSize]byte) }}
-
-const zstdBufSize = chunk.MaxSize + 4<<10
 
 // chunkReadAhead is how many answers a chunks stream prepares ahead of
 // the one it is sending, and readAheadBytes how many bytes they may hold.

@@ -21,13 +21,14 @@ import (
 // (CA 6, signatures 8, chunk index 9; 1.0.0 had signatures 6, CA 7, chunk
 // index 8). 1.0.0 is neither served nor asked.
 //
-// chunks 2.0.0 lets a request say it may be deferred (Defer) and a server
-// answer Later (upload.go), and chunks travel compressed when asked
-// (compress.go); 1.0.0 is neither served nor asked.
+// chunks 2.0.0 let a request say it may be deferred (Defer) and a server
+// answer Later (upload.go); 3.0.0 compresses a whole stream of answers
+// when its first request asks (compress.go), where 2.0.0 compressed each
+// chunk on its own. Neither older version is served nor asked.
 const (
 	ProtoHave   protocol.ID = "/trove/have/1.0.0"
 	ProtoInfo   protocol.ID = "/trove/info/2.0.0"
-	ProtoChunks protocol.ID = "/trove/chunks/2.0.0"
+	ProtoChunks protocol.ID = "/trove/chunks/3.0.0"
 	// ProtoHaves carries subscriptions to what a peer holds, chunk by
 	// chunk, of the paths of a sync (haves.go).
 	ProtoHaves protocol.ID = "/trove/haves/1.0.0"
@@ -104,8 +105,9 @@ const wireFields = nix.InfoWire
 // ChunkRequest asks for one chunk by ID (Chunk set, Size its length per the
 // chunk index) or for a NAR byte range of a path (Path, Offset, Length).
 // Seq is echoed in the response header. Defer (a chunk request only) says
-// the asker fetches in a swarm and may be answered Later; Zstd (a chunk
-// request only) that it takes the chunk zstd-compressed (compress.go).
+// the asker fetches in a swarm and may be answered Later. Zstd on the
+// first request of a stream asks for all its answers as one zstd stream
+// (compress.go); on later requests it is ignored.
 type ChunkRequest struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Chunk  []byte `cbor:"2,keyasint,omitempty"`
@@ -122,15 +124,13 @@ type ChunkRequest struct {
 // that said Defer) means it sent this chunk to another peer and asks the
 // asker to get it there, or here again after Later milliseconds; Later
 // and Busy, that it is sending to as many peers as it will at once. No
-// data follows any of these. Zstd set (to a request that said Zstd) means
-// the Length bytes are a zstd frame of the chunk, shorter than it.
+// data follows any of these.
 type ChunkHeader struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Length uint32 `cbor:"2,keyasint,omitempty"`
 	Err    string `cbor:"3,keyasint,omitempty"`
 	Later  uint32 `cbor:"4,keyasint,omitempty"`
 	Busy   bool   `cbor:"5,keyasint,omitempty"`
-	Zstd   bool   `cbor:"6,keyasint,omitempty"`
 }
 
 // msgLimits bounds what decoding one message of wire bytes builds: items
