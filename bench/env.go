@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -173,9 +174,14 @@ func troveArgs(home string, global []string, cmd ...string) []string {
 	return append(append([]string{"--home", home}, global...), cmd...)
 }
 
-// troveSyncOn is troveSync with the global flags global.
+// troveSyncOn is troveSync with the global flags global; flags of sync
+// itself may follow them, after "sync" (global = [..., "sync", FLAGS...]).
 func (e *Env) troveSyncOn(home string, global []string, top string, seeders ...*seeder) (*syncRun, error) {
-	args := troveArgs(home, global, "sync", "--json")
+	syncArgs := []string{"sync", "--json"}
+	if i := slices.Index(global, "sync"); i >= 0 {
+		global, syncArgs = global[:i], append(syncArgs, global[i+1:]...)
+	}
+	args := troveArgs(home, global, syncArgs...)
 	if os.Getenv("TROVE_BENCH_VERBOSE") != "" {
 		args = append(args, "-v")
 	}

@@ -373,7 +373,12 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (bu
 	wants := make([]p2p.ChunkWant, len(batch))
 	s := f.lock()
 	window := s.began(p, time.Now())
+	was := s.peers.get(p).zstd
 	zstd := s.compress(p, f.opts.Compress)
+	if zstd != was {
+		rate, _ := s.peers.get(p).rate(1)
+		f.log.Debug("compression for this peer", "peer", p, "on", zstd, "rate MB/s", int(rate/1e6))
+	}
 	for i, w := range batch {
 		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: f.haves != nil && s.mayDefer(p, w), Zstd: zstd}
 	}
