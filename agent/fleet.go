@@ -30,10 +30,13 @@ var (
 )
 
 // Bounds on what an agent keeps of others' statuses: members are trusted,
-// but a member's bugs must not grow another's memory without limit.
+// but a member's bugs must not grow another's memory without limit, nor
+// crowd out the others. Only names known here (followed, or with a
+// manifest in the history) are kept at all.
 const (
-	maxFleetNames    = 256
-	maxFleetMachines = 4096 // per name
+	maxFleetNames        = 256
+	maxFleetMachines     = 4096 // per name
+	maxFleetNamesPerPeer = 64
 )
 
 type fleetEntry struct {
@@ -54,20 +57,30 @@ func (b *fleetBook) put(p peer.ID, st p2p.FleetStatus, now time.Time) {
 		b.m = map[string]map[peer.ID]fleetEntry{}
 	}
 	byPeer := b.m[st.Name]
-	if byPeer == nil {
-		if len(b.m) >= maxFleetNames {
-			return
-		}
+	old, known := byPeer[p]
+	switch {
+	case known && old.st.Sent > st.Sent:
+		return // an older status that arrived late (gossip and direct)
+	case !known && (len(byPeer) >= maxFleetMachines || b.names(p) >= maxFleetNamesPerPeer):
+		return
+	case byPeer == nil && len(b.m) >= maxFleetNames:
+		return
+	case byPeer == nil:
 		byPeer = map[peer.ID]fleetEntry{}
 		b.m[st.Name] = byPeer
 	}
-	if old, ok := byPeer[p]; ok && old.st.Sent > st.Sent {
-		return // an older status that arrived late (gossip and direct)
-	}
-	if _, ok := byPeer[p]; !ok && len(byPeer) >= maxFleetMachines {
-		return
-	}
 	byPeer[p] = fleetEntry{st, now}
+}
+
+// names counts the names p has a status under; the caller holds mu.
+func (b *fleetBook) names(p peer.ID) int {
+	n := 0
+	for _, byPeer := range b.m {
+		if _, ok := byPeer[p]; ok {
+			n++
+		}
+	}
+	return n
 }
 
 // forget drops what machine p said (it left the group).
@@ -247,7 +260,11 @@ func (a *Agent) Fleet(name string) Fleet {
 
 // startFleet listens to the group's statuses and starts telling ours.
 func (a *Agent) startFleet(ctx context.Context) error {
-	if err := a.Node.OnFleet(ctx, func(from peer.ID, st p2p.FleetStatus) { a.fleet.put(from, st, time.Now()) }); err != nil {
+	if err := a.Node.OnFleet(ctx, func(from peer.ID, st p2p.FleetStatus) {
+		if _, followed := a.follow(st.Name); followed || a.newestKnown(st.Name) > 0 {
+			a.fleet.put(from, st, time.Now())
+		}
+	}); err != nil {
 		return fmt.Errorf("joining the fleet view: %w", err)
 	}
 	a.wg.Add(1)

@@ -66,8 +66,9 @@ type follower struct {
 	mu          sync.Mutex // guards the fields below
 	announced   uint64     // the highest generation announced and not yet known
 	announcedAt time.Time
-	state       string // what the follower does now: "" (idle), fetching, activating
-	waiting     string // why a fetched generation waits to be switched to (--when)
+	state       string      // what the follower does now: "" (idle), fetching, activating
+	waiting     string      // why a fetched generation waits to be switched to (--when)
+	window      *time.Timer // wakes the follower when its window opens
 	lastErr     string
 	lastErrAt   time.Time
 
@@ -400,7 +401,12 @@ func (a *Agent) apply(ctx context.Context, fl *follower) {
 	when, _ := ParseWhen(f.When)
 	if open, wait := when.open(time.Now()); !open {
 		fl.setPending(fmt.Sprintf("generation %d waits for the window %s (opens in %s)", m.Generation, when, wait.Round(time.Minute)))
-		time.AfterFunc(wait+time.Second, fl.poke)
+		fl.mu.Lock()
+		if fl.window != nil {
+			fl.window.Stop()
+		}
+		fl.window = time.AfterFunc(wait+time.Second, fl.poke)
+		fl.mu.Unlock()
 		return
 	}
 	fl.setPending("")

@@ -163,6 +163,13 @@ func (p *Profiles) Activate(ctx context.Context, name string, gen uint64, root n
 		return err
 	}
 	defer unlock()
+	if !o.Following {
+		// A hand-made activation settles a trial a dead process left
+		// undecided: the user chose, and Recover must not undo it.
+		if l, err := p.place(name); err == nil {
+			os.Remove(l.mark("trial"))
+		}
+	}
 	if o.Following {
 		highest, err := p.Highest(name)
 		if err != nil {

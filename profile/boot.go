@@ -2,7 +2,6 @@ package profile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -34,20 +33,44 @@ type bootMark struct {
 }
 
 // switchAtBoot switches name to gen and arranges for its activation at
-// the next boot. The caller holds the lock.
+// the next boot. The caller holds the lock. The mark is written before
+// the switch, so that a crash between them still leaves the activation
+// pending; with NixOS's command it is removed once `boot` has installed
+// the boot entry (a crash before that leaves it, and the command runs,
+// with "switch", after the next boot).
 func (p *Profiles) switchAtBoot(ctx context.Context, l place, name string, gen uint64, root nix.Path, rel string, o ActivateOptions) error {
+	if !o.Run || rel == "" {
+		if err := p.Switch(name, gen, root); err != nil {
+			return err
+		}
+		os.Remove(l.mark("boot"))
+		p.recordActivation(name, ActivationRecord{Generation: gen, Result: ActivationSkipped, Finished: time.Now()})
+		return nil
+	}
+	id, err := bootID()
+	if err != nil {
+		return fmt.Errorf("cannot defer the activation to the next boot: %w", err)
+	}
+	if err := os.MkdirAll(l.dir(), 0o755); err != nil {
+		return err
+	}
+	if err := writeJSON(l.mark("boot"), bootMark{Generation: gen, BootID: id, Activate: rel}); err != nil {
+		return err
+	}
 	if err := p.Switch(name, gen, root); err != nil {
+		os.Remove(l.mark("boot"))
 		return err
 	}
 	rec := ActivationRecord{Generation: gen, Command: rel, Result: ActivationAtBoot, Finished: time.Now()}
-	switch {
-	case !o.Run || rel == "":
-		rec.Result = ActivationSkipped
-		os.Remove(l.mark("boot"))
-	case rel == "bin/switch-to-configuration":
+	if rel == "bin/switch-to-configuration" {
 		as, err := l.who(o.User)
 		if err == nil {
-			err = p.run(ctx, l, gen, root, []string{rel, "boot"}, true, as, o.Stdout, o.Stderr)
+			bctx, cancel := context.WithTimeout(ctx, o.timeout())
+			err = p.run(bctx, l, gen, root, []string{rel, "boot"}, true, as, o.Stdout, o.Stderr)
+			if bctx.Err() == context.DeadlineExceeded {
+				err = fmt.Errorf("timed out after %s", o.timeout())
+			}
+			cancel()
 		}
 		rec.Result, rec.Finished = ActivationOK, time.Now()
 		if err != nil {
@@ -56,14 +79,6 @@ func (p *Profiles) switchAtBoot(ctx context.Context, l place, name string, gen u
 			return &ActivationError{Name: name, Gen: gen, Err: err}
 		}
 		os.Remove(l.mark("boot"))
-	default:
-		id, err := bootID()
-		if err != nil {
-			return fmt.Errorf("cannot defer the activation to the next boot: %w", err)
-		}
-		if err := writeJSON(l.mark("boot"), bootMark{Generation: gen, BootID: id, Activate: rel}); err != nil {
-			return err
-		}
 	}
 	p.recordActivation(name, rec)
 	return nil
@@ -77,8 +92,11 @@ func (p *Profiles) PendingAtBoot(name string) uint64 {
 		return 0
 	}
 	var m bootMark
-	if readJSON(l.mark("boot"), &m) != nil {
+	if ok, _ := readOwnMark(l.mark("boot"), &m); !ok {
 		return 0
+	}
+	if id, err := bootID(); err == nil && id != m.BootID {
+		return 0 // rebooted: RunAtBoot's to run now
 	}
 	return m.Generation
 }
@@ -93,8 +111,8 @@ func (p *Profiles) RunAtBoot(ctx context.Context, name string, o ActivateOptions
 		return 0, err
 	}
 	var m bootMark
-	if err := readJSON(l.mark("boot"), &m); err != nil {
-		return 0, nil
+	if ok, err := readOwnMark(l.mark("boot"), &m); !ok || err != nil {
+		return 0, err
 	}
 	if id, err := bootID(); err != nil || id == m.BootID {
 		return 0, nil // not rebooted yet
@@ -106,12 +124,20 @@ func (p *Profiles) RunAtBoot(ctx context.Context, name string, o ActivateOptions
 		return 0, err
 	}
 	defer unlock()
+	// Again under the lock: another process may have run it, or made a
+	// newer one.
+	if ok, err := readOwnMark(l.mark("boot"), &m); !ok || err != nil {
+		return 0, err
+	}
+	if id, err := bootID(); err != nil || id == m.BootID {
+		return 0, nil
+	}
 	cur, err := l.current()
 	if err != nil {
 		return 0, err
 	}
-	defer os.Remove(l.mark("boot"))
-	if cur != m.Generation {
+	if cur != m.Generation || !manifestCommand(m.Activate) {
+		os.Remove(l.mark("boot"))
 		return 0, nil // switched by hand since
 	}
 	root, err := rootOf(l.gen(cur))
@@ -121,6 +147,10 @@ func (p *Profiles) RunAtBoot(ctx context.Context, name string, o ActivateOptions
 	rec := ActivationRecord{Generation: cur, Command: m.Activate, Result: ActivationRunning, Started: time.Now()}
 	p.recordActivation(name, rec)
 	err = p.RunActivation(ctx, name, cur, root, m.Activate, o.timeout(), o.User, o.Stdout, o.Stderr)
+	if ctx.Err() != nil {
+		return 0, ctx.Err() // stopped: the mark stays, the next start runs it
+	}
+	os.Remove(l.mark("boot"))
 	rec.Result, rec.Finished = ActivationOK, time.Now()
 	if err != nil {
 		rec.Result, rec.Error = ActivationFailed, err.Error()
@@ -129,13 +159,3 @@ func (p *Profiles) RunAtBoot(ctx context.Context, name string, o ActivateOptions
 	return cur, err
 }
 
-func readJSON(file string, v any) error {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	if err := jsonUnmarshal(b, v); err != nil {
-		return errors.Join(fmt.Errorf("%s", file), err)
-	}
-	return nil
-}

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"syscall"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/trove-p2p/trove/manifest"
 	"github.com/trove-p2p/trove/nix"
 )
 
@@ -52,7 +55,6 @@ type trial struct {
 	PrevRoot   string    `json:"previousRoot,omitempty"`
 	PrevRel    string    `json:"previousActivate,omitempty"`
 	Run        bool      `json:"run"`
-	User       string    `json:"user,omitempty"`
 	Started    time.Time `json:"started"`
 	Deadline   time.Time `json:"deadline"`
 }
@@ -140,19 +142,23 @@ func (l place) markFailed(f Failure) error {
 	return writeJSON(l.mark("failed"), fs)
 }
 
-var jsonUnmarshal = json.Unmarshal
 
 func writeJSON(file string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	tmp := file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A fresh temporary name, never an existing file or link: a
+	// profile's directory may belong to its user, who must not point the
+	// agent's writes elsewhere.
+	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp*")
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(append(b, '\n'))
+	tmp := f.Name()
+	if err = f.Chmod(0o644); err == nil {
+		_, err = f.Write(append(b, '\n'))
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -167,18 +173,42 @@ func writeJSON(file string, v any) error {
 }
 
 func (l place) readTrial() (*trial, error) {
-	b, err := os.ReadFile(l.mark("trial"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	var t trial
+	ok, err := readOwnMark(l.mark("trial"), &t)
+	if !ok || err != nil {
 		return nil, err
 	}
-	var t trial
-	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, fmt.Errorf("%s: %w", l.mark("trial"), err)
-	}
 	return &t, nil
+}
+
+// readOwnMark reads a mark this process's user wrote. One written by
+// anyone else (the user owning a per-user profile's directory) is not
+// acted on: it is removed, and ok is false.
+func readOwnMark(file string, v any) (ok bool, err error) {
+	f, err := os.Open(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if st, isUnix := fi.Sys().(*syscall.Stat_t); !isUnix || st.Uid != uint32(os.Geteuid()) || !fi.Mode().IsRegular() {
+		os.Remove(file)
+		return false, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("%s: %w", file, err)
+	}
+	return true, nil
 }
 
 // checked runs the trial of generation gen, just switched to from t's
@@ -265,25 +295,29 @@ func (p *Profiles) rollback(ctx context.Context, l place, name string, t *trial,
 	if err != nil {
 		return err
 	}
+	// The previous generation is what its link says, whatever the mark
+	// says (PrevRoot only records it).
 	var prev nix.Path
 	if t.Previous != 0 {
-		if prev, err = nix.ParsePathLoose(p.store.StoreDir(), t.PrevRoot); err != nil {
-			return fmt.Errorf("the trial mark of %s: %w", name, err)
+		if prev, err = rootOf(l.gen(t.Previous)); err != nil {
+			return fmt.Errorf("rolling %s back to generation %d: %w; the trial stays recorded and is tried again", name, t.Previous, err)
 		}
 	}
 	if cur == t.Generation {
+		var err error
 		if t.Previous == 0 {
-			rollbackErr = os.Remove(string(l))
+			err = os.Remove(string(l))
 		} else {
-			rollbackErr = p.Switch(name, t.Previous, prev)
+			err = p.Switch(name, t.Previous, prev)
 		}
-		if rollbackErr == nil {
-			cur = t.Previous
+		if err != nil {
+			return fmt.Errorf("rolling %s back from generation %d failed: %w; the trial stays recorded and is tried again", name, t.Generation, err)
 		}
+		cur = t.Previous
 	}
 	// (Another generation selected by hand meanwhile is left alone.)
-	if rollbackErr == nil && cur == t.Previous && t.Previous != 0 && t.Run && t.PrevRel != "" {
-		rollbackErr = p.RunActivation(ctx, name, t.Previous, prev, t.PrevRel, o.timeout(), t.User, o.Stdout, o.Stderr)
+	if cur == t.Previous && t.Previous != 0 && t.Run && t.PrevRel != "" && manifestCommand(t.PrevRel) {
+		rollbackErr = p.RunActivation(ctx, name, t.Previous, prev, t.PrevRel, o.timeout(), o.User, o.Stdout, o.Stderr)
 		if ctx.Err() != nil {
 			return ctx.Err() // stopped: the next Recover runs it again
 		}
@@ -328,7 +362,7 @@ func (p *Profiles) activateChecked(ctx context.Context, l place, name string, ge
 	if err != nil {
 		return err
 	}
-	t := &trial{Generation: gen, Previous: prev, Run: o.Run, User: o.User, Started: time.Now()}
+	t := &trial{Generation: gen, Previous: prev, Run: o.Run, Started: time.Now()}
 	t.Deadline = t.Started.Add(o.checkTimeout())
 	if prev != 0 {
 		r, err := rootOf(l.gen(prev))
@@ -357,4 +391,10 @@ func (p *Profiles) activateChecked(ctx context.Context, l place, name string, ge
 	}
 	p.recordActivation(name, ActivationRecord{Generation: gen, Command: rel, Result: ActivationOK, Started: t.Started, Finished: time.Now()})
 	return os.Remove(l.mark("trial"))
+}
+
+// manifestCommand says whether rel could be a manifest's command (a
+// clean path inside the root), as marks are not trusted further.
+func manifestCommand(rel string) bool {
+	return manifest.CheckCommand("command", rel) == nil
 }
