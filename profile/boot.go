@@ -158,4 +158,3 @@ func (p *Profiles) RunAtBoot(ctx context.Context, name string, o ActivateOptions
 	p.recordActivation(name, rec)
 	return cur, err
 }
-

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
-	"syscall"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/trove-p2p/trove/manifest"
@@ -141,7 +141,6 @@ func (l place) markFailed(f Failure) error {
 	}
 	return writeJSON(l.mark("failed"), fs)
 }
-
 
 func writeJSON(file string, v any) error {
 	b, err := json.Marshal(v)
