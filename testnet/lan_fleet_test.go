@@ -133,3 +133,64 @@ func machine(lan *nettest.LAN, id string) int {
 	}
 	return -1
 }
+
+// TestLANKilledDuringChecks: a follower killed with SIGKILL while
+// generation 2's check runs comes back on generation 1, with generation
+// 1's activation run again and 2 marked failed: a generation not proven
+// healthy does not stay, whatever kills the agent. Killed again in the
+// middle of that rollback's activation, it still ends on generation 1.
+func TestLANKilledDuringChecks(t *testing.T) {
+	lan := nettest.StartLAN(t, 2)
+	pub := strings.TrimSpace(lan.Trove(0, "key", "generate", "rollout"))
+	lan.Trove(1, "trust", "add", pub, "--config", "web")
+	lan.Trove(1, "follow", "web", "--activate", "--run", "--check-timeout", "2m", "--check", "test ! -e "+filepath.Join(t.TempDir(), "never"))
+	logs := t.TempDir()
+	checking := filepath.Join(logs, "checking")
+	publish := func(gen int, script string) {
+		dir := filepath.Join(t.TempDir(), "web")
+		os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+		os.WriteFile(filepath.Join(dir, "bin", "activate"), []byte(fmt.Sprintf("#!/bin/sh\necho %d >> %s/activations\n%s\n", gen, logs, script)), 0o755)
+		os.WriteFile(filepath.Join(dir, "bin", "check"), []byte(fmt.Sprintf("#!/bin/sh\n[ %d = 1 ] && exit 0\ntouch %s\nsleep 600\n", gen, checking)), 0o755)
+		path := strings.TrimSpace(lan.Trove(0, "add", dir))
+		lan.Trove(0, "publish", "web", path, "--activate", "bin/activate", "--check", "bin/check")
+	}
+	status := func() agent.FollowStatus {
+		st := lan.Status(1)
+		for _, f := range st.Follows {
+			if f.Name == "web" {
+				return f
+			}
+		}
+		return agent.FollowStatus{}
+	}
+	waitFor := func(what string, d time.Duration, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(d); !ok(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v (status %+v)", what, d, status())
+			}
+		}
+	}
+	// Generation 1's activation hangs once after "slow" appears, so that
+	// the rollback can be killed in the middle of it.
+	slow, rolling := filepath.Join(logs, "slow"), filepath.Join(logs, "rolling")
+	publish(1, fmt.Sprintf("if [ -e %s ]; then rm %s; touch %s; sleep 600; fi", slow, slow, rolling))
+	waitFor("generation 1 is active", 60*time.Second, func() bool { st := status(); return st.Current == 1 && st.Phase == agent.PhaseActive })
+	publish(2, "")
+	waitFor("generation 2's check runs", 60*time.Second, func() bool { _, err := os.Stat(checking); return err == nil })
+	lan.Kill(1)
+	os.WriteFile(slow, nil, 0o644)
+	lan.Restart(1)
+	waitFor("the rollback's activation runs", 60*time.Second, func() bool { _, err := os.Stat(rolling); return err == nil })
+	lan.Kill(1)
+	lan.Restart(1)
+	waitFor("generation 2 is rolled back", 60*time.Second, func() bool {
+		st := status()
+		return st.Phase == agent.PhaseRolledBack && st.Current == 1 && len(st.Failed) == 1 && st.Failed[0].Generation == 2
+	})
+	// 1, 2, 1 cut off by the second kill, 1 again to the end.
+	b, _ := os.ReadFile(filepath.Join(logs, "activations"))
+	if got := strings.Join(strings.Fields(string(b)), " "); got != "1 2 1 1" {
+		t.Errorf("activations: %q, want 1 2 1 1", got)
+	}
+}
