@@ -448,11 +448,11 @@ func (a *Agent) activateOptions(fl *follower, f Follow, m *manifest.Manifest) pr
 	if !f.Run {
 		return o
 	}
-	prof := profile.OpenProfiles(a.Store)
-	if cur, err := prof.Current(f.Name); err == nil && cur > 0 {
-		if pm, _, err := a.History.Get(f.Name, cur); err == nil {
-			o.PreviousActivate = pm.Activate
+	o.ActivateOf = func(gen uint64) string {
+		if pm, _, err := a.History.Get(f.Name, gen); err == nil {
+			return pm.Activate
 		}
+		return ""
 	}
 	if m != nil && m.Check != "" {
 		o.Checks = append(o.Checks, profile.Check{Rel: m.Check})

@@ -105,13 +105,14 @@ type ActivateOptions struct {
 	// trial (checked.go): the activation command, the checks and Healthy
 	// must all succeed within CheckTimeout of the switch (0:
 	// DefaultCheckTimeout), or the profile rolls back to the generation it
-	// had, running PreviousActivate (that generation's command) if Run.
-	Checks           []Check
-	Healthy          func(context.Context) error
-	CheckTimeout     time.Duration
-	PreviousActivate string
-	Stdout           io.Writer
-	Stderr           io.Writer
+	// had, running its command (ActivateOf names a generation's, asked
+	// under the lock for the generation the profile is on) if Run.
+	Checks       []Check
+	Healthy      func(context.Context) error
+	CheckTimeout time.Duration
+	ActivateOf   func(gen uint64) string
+	Stdout       io.Writer
+	Stderr       io.Writer
 }
 
 func (o ActivateOptions) checkTimeout() time.Duration {

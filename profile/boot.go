@@ -66,7 +66,7 @@ func (p *Profiles) switchAtBoot(ctx context.Context, l place, name string, gen u
 		as, err := l.who(o.User)
 		if err == nil {
 			bctx, cancel := context.WithTimeout(ctx, o.timeout())
-			err = p.run(bctx, l, gen, root, []string{rel, "boot"}, true, as, o.Stdout, o.Stderr)
+			err = p.run(bctx, l, gen, root, []string{rel, "boot"}, true, false, as, o.Stdout, o.Stderr)
 			if bctx.Err() == context.DeadlineExceeded {
 				err = fmt.Errorf("timed out after %s", o.timeout())
 			}

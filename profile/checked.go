@@ -261,7 +261,7 @@ func (p *Profiles) runCheck(ctx context.Context, l place, gen uint64, root nix.P
 	if c.Rel == "" {
 		argv, rel = []string{"/bin/sh", "-c", c.Shell}, false
 	}
-	err = p.run(ctx, l, gen, root, argv, rel, as, stdout, stderr)
+	err = p.run(ctx, l, gen, root, argv, rel, true, as, stdout, stderr)
 	if ctx.Err() == context.DeadlineExceeded {
 		return errors.New("did not finish before the check deadline (killed)")
 	}
@@ -369,7 +369,9 @@ func (p *Profiles) activateChecked(ctx context.Context, l place, name string, ge
 			return fmt.Errorf("reading generation %d of %s, to come back to: %w", prev, name, err)
 		}
 		t.PrevRoot = r.Abs(p.store.StoreDir())
-		t.PrevRel = o.PreviousActivate
+		if o.ActivateOf != nil {
+			t.PrevRel = o.ActivateOf(prev)
+		}
 	}
 	if err := os.MkdirAll(l.dir(), 0o755); err != nil {
 		return err

@@ -3,9 +3,11 @@ package profile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,7 +65,7 @@ func TestCheckedActivation(t *testing.T) {
 			if tc.name == "activation fails" {
 				rel = "bin/check-missing"
 			}
-			o := ActivateOptions{Run: true, Following: true, CheckTimeout: tc.deadline, PreviousActivate: "bin/activate",
+			o := ActivateOptions{Run: true, Following: true, CheckTimeout: tc.deadline, ActivateOf: func(uint64) string { return "bin/activate" },
 				Checks: []Check{{Rel: "bin/check"}}}
 			if tc.own != "" {
 				o.Checks = append(o.Checks, Check{Shell: tc.own})
@@ -159,5 +161,41 @@ func TestRecoverAfterKill(t *testing.T) {
 	}
 	if err := p.Recover(ctx, "web", ActivateOptions{}); err != nil {
 		t.Errorf("a second Recover: %v, want nothing to do", err)
+	}
+}
+
+// TestCheckLeavesNothingBehind: a check that starts something in the
+// background and exits 0 passes (it does not wait for what it left, nor
+// count as failed), and what it left is killed.
+func TestCheckLeavesNothingBehind(t *testing.T) {
+	s, p := testProfiles(t)
+	log := filepath.Join(t.TempDir(), "activations")
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	one := treeWithCheck(t, s, "one", log, "exit 0")
+	two := treeWithCheck(t, s, "two", log, "sleep 60 &\necho $! > "+pidFile+"\nexit 0")
+	ctx := context.Background()
+	if err := p.Activate(ctx, "web", 1, one, "bin/activate", ActivateOptions{Run: true, Following: true}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	o := ActivateOptions{Run: true, Following: true, CheckTimeout: 10 * time.Second, Checks: []Check{{Rel: "bin/check"}}}
+	if err := p.Activate(ctx, "web", 2, two, "bin/activate", o); err != nil {
+		t.Fatalf("a check that exits 0 leaving a child behind: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the activation waited %v for the check's child", took)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	time.Sleep(100 * time.Millisecond)
+	if err := syscall.Kill(pid, 0); err == nil {
+		// A zombie until reaped by init counts as gone too.
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(st), ") Z") {
+			t.Errorf("the check's child %d still runs", pid)
+		}
 	}
 }

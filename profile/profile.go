@@ -653,7 +653,7 @@ func (p *Profiles) RunActivation(ctx context.Context, name string, gen uint64, r
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	err = p.run(ctx, l, gen, root, append([]string{rel}, activationArgs(rel)...), true, as, stdout, stderr)
+	err = p.run(ctx, l, gen, root, append([]string{rel}, activationArgs(rel)...), true, false, as, stdout, stderr)
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("timed out after %s", timeout)
 	}

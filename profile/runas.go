@@ -123,8 +123,9 @@ func (l place) command(ctx context.Context, tree string, gen uint64, argv []stri
 
 // run runs argv (its first element relative to the root when rel) for
 // generation gen, streaming its output, and returns its error with the
-// last line it wrote to standard error.
-func (p *Profiles) run(ctx context.Context, l place, gen uint64, root nix.Path, argv []string, rel bool, as *runAs, stdout, stderr io.Writer) error {
+// last line it wrote to standard error; with reap, its process group is
+// killed once it has exited.
+func (p *Profiles) run(ctx context.Context, l place, gen uint64, root nix.Path, argv []string, rel, reap bool, as *runAs, stdout, stderr io.Writer) error {
 	tree := p.store.TreePath(root)
 	if rel {
 		cmdPath := filepath.Join(tree, filepath.FromSlash(argv[0]))
@@ -143,6 +144,15 @@ func (p *Profiles) run(ctx context.Context, l place, gen uint64, root nix.Path, 
 	var tail bytes.Buffer
 	cmd.Stdout, cmd.Stderr = stdout, io.MultiWriter(stderr, &tail)
 	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// The command exited 0; something it left running holds its
+		// output open. That is its success.
+		err = nil
+	}
+	if reap && cmd.Process != nil {
+		// A check leaves nothing behind: what it started goes with it.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if err != nil && ctx.Err() == nil {
 		if t := strings.TrimSpace(lastLine(tail.String())); t != "" {
 			return fmt.Errorf("%v: %s", err, t)
