@@ -136,6 +136,9 @@ type ActivateRequest struct {
 	// Timeout bounds the activation command; 0 is config.toml's, else
 	// sync.DefaultActivationTimeout.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// User runs the activation command as that user ("": the profile's
+	// owner; profile/runas.go).
+	User string `json:"user,omitempty"`
 	// Profile, if set, is where the profile link of Name is (absolute):
 	// recorded for Name (profile.Profiles.Record), so later commands and
 	// the agent's follower use it.
@@ -271,6 +274,7 @@ func doActivate(ctx context.Context, e *Env, req ActivateRequest, ev func(Event)
 		return r, fmt.Errorf("%d paths of %s generation %d are not here; fetch them with `trove sync %s@%d`", r.Missing, req.Name, m.Generation, req.Name, m.Generation)
 	}
 	opts, err := activateOptions(e, req.Run, req.Timeout, ev)
+	opts.User = req.User
 	if err != nil {
 		return r, err
 	}
@@ -302,6 +306,7 @@ type RollbackRequest struct {
 	Run     bool          `json:"run,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"` // as ActivateRequest's
 	Profile string        `json:"profile,omitempty"` // as ActivateRequest's
+	User    string        `json:"user,omitempty"`    // as ActivateRequest's
 }
 
 func doRollback(ctx context.Context, e *Env, req RollbackRequest, ev func(Event)) (SwitchResponse, error) {
@@ -335,6 +340,7 @@ func doRollback(ctx context.Context, e *Env, req RollbackRequest, ev func(Event)
 		rel = m.Activate
 	}
 	opts, err := activateOptions(e, req.Run, req.Timeout, ev)
+	opts.User = req.User
 	if err != nil {
 		return r, err
 	}

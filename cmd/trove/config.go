@@ -208,12 +208,8 @@ NAME); follow warns when no trusted key may publish NAME.
 			if _, err := agent.ParseWhen(when); err != nil {
 				return usagef("%v", err)
 			}
-			if runAs != "" {
-				if _, err := user.Lookup(runAs); err != nil {
-					if _, err := user.LookupId(runAs); err != nil {
-						return usagef("--user %s: no such user on this machine", runAs)
-					}
-				}
+			if err := checkUser(runAs); err != nil {
+				return err
 			}
 			if checkTimeout < 0 {
 				return usagef("--check-timeout must be above zero")
@@ -306,7 +302,7 @@ func newActivateCmd(a *app) *cobra.Command {
 	var gen uint64
 	var runIt, dryRun bool
 	var timeout time.Duration
-	var nixProfile, profilePath string
+	var nixProfile, profilePath, runAs string
 	c := &cobra.Command{
 		Use:   "activate NAME",
 		Short: "Switch a profile to a generation of a configuration",
@@ -341,7 +337,10 @@ nothing is imported, and the generations keep trove's numbers.`,
 			if err != nil && !dryRun {
 				return err
 			}
-			req := localapi.ActivateRequest{Name: name, Generation: gen, Run: runIt, DryRun: dryRun, Timeout: t}
+			if err := checkUser(runAs); err != nil {
+				return err
+			}
+			req := localapi.ActivateRequest{Name: name, Generation: gen, Run: runIt, DryRun: dryRun, Timeout: t, User: runAs}
 			req.NixProfile, req.Profile = a.abs(nixProfile), a.abs(profilePath)
 			r, err := call(cmd.Context(), a, localapi.Activate, req, events{a: a, waitName: name}.show)
 			if dryRun && err == nil {
@@ -361,6 +360,7 @@ nothing is imported, and the generations keep trove's numbers.`,
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "say what would happen, change nothing")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
 	c.Flags().StringVar(&profilePath, "profile", "", "keep NAME's profile at `PATH` (recorded; see above)")
+	c.Flags().StringVar(&runAs, "user", "", "run the activation command as `USER`, with a clean environment (default: the profile's owner, see trove follow)")
 	c.Flags().StringVar(&nixProfile, "nix-profile", "", "embedded store: also set the real Nix profile `PATH` (imports the closure into Nix); --store nix: as --profile")
 	return c
 }
@@ -369,7 +369,7 @@ func newRollbackCmd(a *app) *cobra.Command {
 	var to uint64
 	var runIt bool
 	var timeout time.Duration
-	var profilePath string
+	var profilePath, runAs string
 	c := &cobra.Command{
 		Use:   "rollback NAME",
 		Short: "Switch a profile back to the previous (or a given) generation",
@@ -393,12 +393,16 @@ at most its timeout.
 			if err != nil {
 				return err
 			}
-			r, err := call(cmd.Context(), a, localapi.Rollback, localapi.RollbackRequest{Name: name, To: to, Run: runIt, Timeout: t, Profile: a.abs(profilePath)}, events{a: a, waitName: name}.show)
+			if err := checkUser(runAs); err != nil {
+				return err
+			}
+			r, err := call(cmd.Context(), a, localapi.Rollback, localapi.RollbackRequest{Name: name, To: to, Run: runIt, Timeout: t, Profile: a.abs(profilePath), User: runAs}, events{a: a, waitName: name}.show)
 			a.printSwitch(r)
 			return err
 		},
 	}
 	c.Flags().Uint64Var(&to, "to", 0, "switch to generation `N`")
+	c.Flags().StringVar(&runAs, "user", "", "run the activation command as `USER`, with a clean environment (default: the profile's owner)")
 	c.Flags().StringVar(&profilePath, "profile", "", "NAME's profile is at `PATH` (recorded; see above)")
 	c.Flags().BoolVar(&runIt, "run", false, "run the activation command of that generation")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop the activation command after `DURATION` (default: config.toml's timeout, else 10m)")
@@ -477,4 +481,17 @@ nix-collect-garbage). --profile PATH is as trove generations --profile.`,
 	del.Flags().StringVar(&delProfilePath, "profile", "", "NAME's profile is at `PATH`")
 	c.AddCommand(del)
 	return c
+}
+
+// checkUser refuses a --user that names nobody on this machine.
+func checkUser(name string) error {
+	if name == "" {
+		return nil
+	}
+	if _, err := user.Lookup(name); err != nil {
+		if _, err := user.LookupId(name); err != nil {
+			return usagef("--user %s: no such user on this machine", name)
+		}
+	}
+	return nil
 }
