@@ -28,3 +28,11 @@ func (a *Agent) Applied(name string) uint64 {
 	}
 	return fl.applied.Load()
 }
+
+// SetFleetTimes shortens the fleet view's heartbeat and staleness; the
+// result restores them.
+func SetFleetTimes(heartbeat, stale time.Duration) (restore func()) {
+	h, s := fleetHeartbeat, fleetStale
+	fleetHeartbeat, fleetStale = heartbeat, stale
+	return func() { fleetHeartbeat, fleetStale = h, s }
+}

@@ -12,8 +12,10 @@ import (
 // TestFleetShowsRollout: a publisher and three followers, one of which has
 // a check that fails. Within 10 s of publishing, the publisher's fleet
 // view shows two machines on generation 2, the third rolled back to 1
-// with 2 failed, and the counts per generation say so.
+// with 2 failed, and the counts per generation say so. A machine that
+// stops is marked stale, the others are not.
 func TestFleetShowsRollout(t *testing.T) {
+	defer agent.SetFleetTimes(300*time.Millisecond, 3*time.Second)()
 	net := testnet.Start(t, 4)
 	net.WaitConnected(3)
 	log := newActivationLog(t)
@@ -59,6 +61,23 @@ func TestFleetShowsRollout(t *testing.T) {
 			}
 		case m.Current != 2 || m.Phase != agent.PhaseActive || m.Stale:
 			t.Errorf("a healthy machine: %+v", m)
+		}
+	}
+	// Machine 2 goes away: marked stale once silent for longer than
+	// fleetStale, while those still heard from are not.
+	gone := net.Agent(2).Node.ID().String()
+	net.Stop(2)
+	waitFor(t, "the stopped machine is marked stale", 15*time.Second, func() bool {
+		for _, m := range publisher.Fleet("web").Machines {
+			if m.ID == gone {
+				return m.Stale
+			}
+		}
+		return false
+	})
+	for _, m := range publisher.Fleet("web").Machines {
+		if m.ID != gone && m.Stale {
+			t.Errorf("a machine still running is marked stale: %+v", m)
 		}
 	}
 }

@@ -38,4 +38,19 @@ func TestReachMemberThroughRelay(t *testing.T) {
 	if k := b.Node.ConnKind(a.Node.ID()); k != "relayed" {
 		t.Errorf("b reached a %s, want relayed (loopback addresses are not public: no hole punching)", k)
 	}
+
+	// The relay restarts (its connections close, and it forgets every
+	// reservation): a makes its reservation again at once, not at the
+	// 20-minute renewal, and b reaches it through the relay again. (Each
+	// forgets the other's addresses, learnt through the relay: otherwise
+	// they would meet directly on loopback.)
+	for _, p := range []*Agent{a, b} {
+		r.Node.Host().Network().ClosePeer(p.Node.ID())
+	}
+	a.Node.Host().Peerstore().ClearAddrs(b.Node.ID())
+	b.Node.Host().Peerstore().ClearAddrs(a.Node.ID())
+	waitUntil(t, "b loses a", func() bool { return b.Node.ConnKind(a.Node.ID()) == "" })
+	waitUntil(t, "a reserves again and b reaches it through the relay", func() bool {
+		return b.Node.ConnKind(a.Node.ID()) == "relayed"
+	})
 }

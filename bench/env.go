@@ -225,9 +225,15 @@ func serveCache(dir string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
+	url, stop := serveCacheOn(ln, dir)
+	return url, stop, nil
+}
+
+// serveCacheOn serves dir on ln, wherever ln listens.
+func serveCacheOn(ln net.Listener, dir string) (string, func()) {
 	srv := &http.Server{Handler: http.FileServer(http.Dir(dir))}
 	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+	return "http://" + ln.Addr().String(), func() { srv.Close() }
 }
 
 // nixCopy runs the real `nix copy --from URL --to local?root=DIR top`,

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -38,9 +37,8 @@ func (e *Env) nixCopyOver(lan *testnet.LAN, src string) (time.Duration, int64, e
 	if err != nil {
 		return 0, 0, err
 	}
-	srv := &http.Server{Handler: http.FileServer(http.Dir(cache))}
-	go srv.Serve(ln)
-	defer srv.Close()
+	url, stop := serveCacheOn(ln, cache)
+	defer stop()
 	root := filepath.Join(e.Dir, "nix-root-slow")
 	removeAll(root)
 	defer removeAll(root)
@@ -48,7 +46,7 @@ func (e *Env) nixCopyOver(lan *testnet.LAN, src string) (time.Duration, int64, e
 	if err != nil {
 		return 0, 0, err
 	}
-	cmd := lan.Command(e.Ctx, 1, "nix", "copy", "--no-check-sigs", "--from", "http://"+ln.Addr().String(), "--to", "local?root="+root, path)
+	cmd := lan.Command(e.Ctx, 1, "nix", "copy", "--no-check-sigs", "--from", url, "--to", "local?root="+root, path)
 	cmd.Env = append(nixEnv(e.Dir), "XDG_CACHE_HOME="+filepath.Join(e.Dir, "nix-xdg-slow"))
 	removeAll(filepath.Join(e.Dir, "nix-xdg-slow"))
 	start := time.Now()

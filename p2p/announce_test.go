@@ -91,7 +91,7 @@ func TestAnnounceOnlyFromTrusted(t *testing.T) {
 		if err := n.Connect(context.Background(), a.AddrInfo()); err != nil {
 			t.Fatal(err)
 		}
-		if err := n.announceTo(context.Background(), a.ID(), an); err != nil {
+		if err := n.tellOne(context.Background(), a.ID(), ProtoAnnounce, an); err != nil {
 			t.Fatal(err)
 		}
 	}

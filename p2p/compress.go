@@ -17,8 +17,9 @@ import (
 // and data, as one zstd stream, flushed whenever it flushes its buffer.
 // One stream for all the chunks, not a frame per chunk: chunks of a
 // closure share most of their words (source files, manifests, ELF
-// tables), and a frame per 64 KiB chunk lost that; on Go's runtime source
-// the stream sends 18% fewer bytes than frames did. Data that does not
+// tables), and a frame per 64 KiB chunk lost that: of Go's runtime
+// source over 20 Mbit/s, frames sent 5.0 MiB and the stream sends 4.4
+// (`trove bench compress`, before and after this change). Data that does not
 // shrink goes as zstd's raw blocks, a few bytes per 128 KiB.
 //
 // Nothing changes inside: each answer's header still gives the chunk's

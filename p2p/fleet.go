@@ -96,30 +96,18 @@ func (n *Node) OnFleet(ctx context.Context, fn func(from peer.ID, s FleetStatus)
 	if err != nil {
 		return err
 	}
-	sub, err := t.Subscribe()
-	if err != nil {
-		return err
-	}
 	n.fleet.mu.Lock()
 	n.fleet.handler = fn
 	n.fleet.mu.Unlock()
-	go func() {
-		defer sub.Cancel()
-		for {
-			msg, err := sub.Next(ctx)
-			if err != nil {
-				return
-			}
-			author := msg.GetFrom()
-			if author == n.host.ID() || !n.gater.trust.Contains(author) {
-				continue
-			}
-			if s, err := decodeFleet(msg.Data); err == nil {
-				fn(author, s)
-			}
+	return n.gossip(ctx, t, func(msg *pubsub.Message) {
+		author := msg.GetFrom()
+		if author == n.host.ID() || !n.gater.trust.Contains(author) {
+			return
 		}
-	}()
-	return nil
+		if s, err := decodeFleet(msg.Data); err == nil {
+			fn(author, s)
+		}
+	}, nil)
 }
 
 func (n *Node) fleetTopic() (*pubsub.Topic, error) {
@@ -142,30 +130,8 @@ func (n *Node) TellFleet(ctx context.Context, s FleetStatus) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	b, err := strictcbor.Marshal(&s)
-	if err != nil {
-		return err
-	}
-	if _, err := decodeFleet(b); err != nil { // what members would refuse
-		return err
-	}
-	var wg sync.WaitGroup
-	for _, p := range n.ConnectedPeers() {
-		if !n.gater.trust.Contains(p) {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.exchange(ctx, p, ProtoFleet, announceTimeout, func(_ context.Context, st network.Stream) error { return writeMsg(st, &s) })
-		}()
-	}
 	t, err := n.fleetTopic()
-	if err == nil {
-		err = t.Publish(ctx, b)
-	}
-	wg.Wait()
-	return err
+	return n.tellMembers(ctx, ProtoFleet, &s, t, err)
 }
 
 // handleFleet takes a status sent directly by a member.

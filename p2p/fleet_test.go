@@ -12,6 +12,17 @@ func TestFleetStatusRoundTrip(t *testing.T) {
 		{Name: "web", Current: 1, Newest: 1, Phase: "active", LastGen: 1, LastResult: "ok", LastAt: 1700000000000, Sent: 1700000000001},
 		{Name: "web", Newest: 1, Phase: "rolled back", HeldBack: true, LastGen: 1, LastResult: "rolled back", LastAt: 1700000000000,
 			LastError: "health check exit 1: exit status 1", Failed: []uint64{1}, Sent: 1700000000001},
+		// Every field at its largest: what a sender may send, a member
+		// must decode (TellFleet does not check its own encoding).
+		{Name: strings.Repeat("n", 64), Current: 1 << 63, Newest: 1 << 63, Phase: strings.Repeat("p", 32), HeldBack: true,
+			LastGen: 1 << 63, LastResult: strings.Repeat("r", 32), LastAt: 1 << 62, LastError: strings.Repeat("e", maxFleetText),
+			Failed: func() []uint64 {
+				f := make([]uint64, MaxFleetFailed)
+				for i := range f {
+					f[i] = 1 << 63
+				}
+				return f
+			}(), Sent: 1 << 62, Pending: strings.Repeat("w", 64)},
 	} {
 		b, err := strictcbor.Marshal(&st)
 		if err != nil {

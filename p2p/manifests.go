@@ -11,6 +11,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/trove-p2p/trove/strictcbor"
 )
@@ -136,7 +137,15 @@ func (n *Node) topic(name string) (*pubsub.Topic, error) {
 // directly, and publishes it on name's topic for the rest. It fails only
 // if neither way could be tried.
 func (n *Node) Announce(ctx context.Context, a Announcement) error {
-	b, err := strictcbor.Marshal(&a)
+	t, err := n.topic(a.Name)
+	return n.tellMembers(ctx, ProtoAnnounce, &a, t, err)
+}
+
+// tellMembers sends msg to every connected member of the trust group
+// directly (proto), and publishes it on t for the others (unless joining
+// t failed with terr). It fails only if the gossip could not be tried.
+func (n *Node) tellMembers(ctx context.Context, proto protocol.ID, msg any, t *pubsub.Topic, terr error) error {
+	b, err := strictcbor.Marshal(msg)
 	if err != nil {
 		return err
 	}
@@ -148,21 +157,21 @@ func (n *Node) Announce(ctx context.Context, a Announcement) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := n.announceTo(ctx, p, &a); err != nil {
-				n.log.Debug("announcing directly failed; gossip still carries it", "peer", p, "err", err)
+			if err := n.tellOne(ctx, p, proto, msg); err != nil {
+				n.log.Debug("telling a member directly failed; gossip still carries it", "peer", p, "protocol", proto, "err", err)
 			}
 		}()
 	}
-	t, err := n.topic(a.Name)
-	if err == nil {
-		err = t.Publish(ctx, b)
+	if terr == nil {
+		terr = t.Publish(ctx, b)
 	}
 	wg.Wait()
-	return err
+	return terr
 }
 
-func (n *Node) announceTo(ctx context.Context, p peer.ID, a *Announcement) error {
-	return n.exchange(ctx, p, ProtoAnnounce, announceTimeout, func(_ context.Context, st network.Stream) error { return writeMsg(st, a) })
+// tellOne sends msg to p on a stream of proto.
+func (n *Node) tellOne(ctx context.Context, p peer.ID, proto protocol.ID, msg any) error {
+	return n.exchange(ctx, p, proto, announceTimeout, func(_ context.Context, st network.Stream) error { return writeMsg(st, msg) })
 }
 
 // handleAnnounce takes a direct announcement to the subscriber of its name.
@@ -196,33 +205,47 @@ func (n *Node) Subscribe(ctx context.Context, name string, fn func(from peer.ID,
 	if err != nil {
 		return err
 	}
-	sub, err := t.Subscribe()
-	if err != nil {
-		return err
-	}
 	n.topics.mu.Lock()
 	if n.topics.handler == nil {
 		n.topics.handler = map[string]func(peer.ID, Announcement){}
 	}
 	n.topics.handler[name] = fn
 	n.topics.mu.Unlock()
+	unset := func() {
+		n.topics.mu.Lock()
+		delete(n.topics.handler, name)
+		n.topics.mu.Unlock()
+	}
+	err = n.gossip(ctx, t, func(msg *pubsub.Message) {
+		if a, err := decodeAnnouncement(msg.Data, name); err == nil {
+			fn(msg.ReceivedFrom, a)
+		}
+	}, unset)
+	if err != nil {
+		unset()
+	}
+	return err
+}
+
+// gossip calls fn with each message on t that another node sent, until
+// ctx ends, then done (if not nil).
+func (n *Node) gossip(ctx context.Context, t *pubsub.Topic, fn func(*pubsub.Message), done func()) error {
+	sub, err := t.Subscribe()
+	if err != nil {
+		return err
+	}
 	go func() {
-		defer func() {
-			n.topics.mu.Lock()
-			delete(n.topics.handler, name)
-			n.topics.mu.Unlock()
-		}()
+		if done != nil {
+			defer done()
+		}
 		defer sub.Cancel()
 		for {
 			msg, err := sub.Next(ctx)
 			if err != nil {
 				return
 			}
-			if msg.ReceivedFrom == n.host.ID() {
-				continue
-			}
-			if a, err := decodeAnnouncement(msg.Data, name); err == nil {
-				fn(msg.ReceivedFrom, a)
+			if msg.ReceivedFrom != n.host.ID() {
+				fn(msg)
 			}
 		}
 	}()

@@ -113,29 +113,16 @@ func (n *Node) startPunching(h host.Host, trust *TrustGroup) error {
 	if !ok {
 		return nil // a host made by the caller: no hole punching
 	}
-	sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
-	if err != nil {
-		return err
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer sub.Close()
-		for {
-			select {
-			case <-n.ctx.Done():
-				return
-			case e := <-sub.Out():
-				id := e.(event.EvtPeerIdentificationCompleted)
-				if id.ObservedAddr == nil || id.Conn == nil || !trust.Contains(id.Peer) ||
-					isRelayed(id.Conn.RemoteMultiaddr()) || !manet.IsPublicAddr(id.ObservedAddr) ||
-					!fromListenPort(id.Conn.LocalMultiaddr(), h.Network().ListenAddresses()) {
-					continue
-				}
-				n.seen.add(id.Peer, id.ObservedAddr, time.Now())
-			}
+	n.onEvent(n.ctx, new(event.EvtPeerIdentificationCompleted), func(e any) {
+		id := e.(event.EvtPeerIdentificationCompleted)
+		if id.ObservedAddr == nil || id.Conn == nil || !trust.Contains(id.Peer) ||
+			isRelayed(id.Conn.RemoteMultiaddr()) || !manet.IsPublicAddr(id.ObservedAddr) ||
+			!fromListenPort(id.Conn.LocalMultiaddr(), h.Network().ListenAddresses()) {
+			return
 		}
-	}()
+		n.seen.add(id.Peer, id.ObservedAddr, time.Now())
+	})
+	var err error
 	n.punch, err = holepunch.NewService(h, idh.IDService(), n.punchAddrs, holepunch.WithTracer(punchLog{n.log}))
 	if err != nil {
 		return fmt.Errorf("starting hole punching: %w", err)

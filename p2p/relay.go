@@ -95,9 +95,25 @@ func (n *Node) ConnKind(p peer.ID) string {
 // member or the relay itself may need to be reached again.
 func (n *Node) Disconnections(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
-	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	n.onEvent(ctx, new(event.EvtPeerConnectednessChanged), func(e any) {
+		c := e.(event.EvtPeerConnectednessChanged)
+		if c.Connectedness == network.NotConnected && n.gater.trust.Contains(c.Peer) {
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		}
+	})
+	return out
+}
+
+// onEvent calls fn with each event of evtType (a pointer to the event
+// type, as EventBus.Subscribe takes) until ctx or the node ends. A bus
+// that is closed (the node stopping) delivers nothing.
+func (n *Node) onEvent(ctx context.Context, evtType any, fn func(e any)) {
+	sub, err := n.host.EventBus().Subscribe(evtType)
 	if err != nil {
-		return out // the bus is closed: the node is stopping
+		return
 	}
 	n.wg.Add(1)
 	go func() {
@@ -109,16 +125,12 @@ func (n *Node) Disconnections(ctx context.Context) <-chan struct{} {
 				return
 			case <-n.ctx.Done():
 				return
-			case e := <-sub.Out():
-				c := e.(event.EvtPeerConnectednessChanged)
-				if c.Connectedness == network.NotConnected && n.gater.trust.Contains(c.Peer) {
-					select {
-					case out <- struct{}{}:
-					default:
-					}
+			case e, ok := <-sub.Out():
+				if !ok {
+					return
 				}
+				fn(e)
 			}
 		}
 	}()
-	return out
 }

@@ -147,16 +147,24 @@ func writeJSON(file string, v any) error {
 	if err != nil {
 		return err
 	}
-	// A fresh temporary name, never an existing file or link: a
-	// profile's directory may belong to its user, who must not point the
-	// agent's writes elsewhere.
+	return writeMark(file, append(b, '\n'))
+}
+
+// writeMark writes a profile's mark; tests make it fail.
+var writeMark = writeFileAtomic
+
+// writeFileAtomic replaces file with data, synced, through a fresh
+// temporary name, never an existing file or link: a profile's directory
+// may belong to its user, who must not point the agent's writes
+// elsewhere. Every mark of a profile is written this way.
+func writeFileAtomic(file string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	if err = f.Chmod(0o644); err == nil {
-		_, err = f.Write(append(b, '\n'))
+		_, err = f.Write(data)
 	}
 	if err == nil {
 		err = f.Sync()

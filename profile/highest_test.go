@@ -2,6 +2,7 @@ package profile
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -95,9 +96,13 @@ func TestActivationRunsWhenRecordFails(t *testing.T) {
 	}
 	marker := filepath.Join(t.TempDir(), "ran")
 	root := treeWithActivation(t, s, "#!/bin/sh\ntouch "+marker+"\n")
-	// Make writeHighest fail: its temp file is a directory.
-	if err := os.Mkdir(p.highestFile("laptop")+".tmp", 0o755); err != nil {
-		t.Fatal(err)
+	// Make writeHighest fail.
+	defer func(w func(string, []byte) error) { writeMark = w }(writeMark)
+	writeMark = func(file string, data []byte) error {
+		if file == p.highestFile("laptop") {
+			return errors.New("disk full")
+		}
+		return writeFileAtomic(file, data)
 	}
 	err := p.Activate(ctx, "laptop", 2, root, "bin/activate", ActivateOptions{Run: true})
 	cur, _ := p.Current("laptop")

@@ -360,12 +360,7 @@ func (p *Profiles) Resume(name string) error {
 }
 
 func (l place) writeHighest(gen uint64) error {
-	file := l.mark("highest")
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(gen, 10)+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, file)
+	return writeMark(l.mark("highest"), []byte(strconv.FormatUint(gen, 10)+"\n"))
 }
 
 // symlinkAtomic makes link point at target by renaming a fresh symlink over it.
@@ -559,10 +554,7 @@ func (p *Profiles) recordActivation(name string, rec ActivationRecord) {
 	if err != nil {
 		return
 	}
-	tmp := l.mark("activation") + ".tmp"
-	if os.WriteFile(tmp, append(b, '\n'), 0o644) == nil {
-		os.Rename(tmp, l.mark("activation"))
-	}
+	writeMark(l.mark("activation"), append(b, '\n'))
 }
 
 // LastActivation returns the outcome of name's last activation (nil if

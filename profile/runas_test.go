@@ -133,7 +133,7 @@ func TestActivateAtBoot(t *testing.T) {
 	}
 
 	// NixOS's command is run at once, with "boot".
-	nixos := treeWithSwitch(t, s, log)
+	nixos := treeWithSwitch(t, s, "echo \"ran $*\" >> "+log)
 	os.Remove(log)
 	if err := p.Activate(ctx, "nixos", 1, nixos, "bin/switch-to-configuration", o); err != nil {
 		t.Fatal(err)
@@ -143,11 +143,13 @@ func TestActivateAtBoot(t *testing.T) {
 	}
 }
 
-func treeWithSwitch(t *testing.T, s *store.Store, log string) nix.Path {
+// treeWithSwitch adds a NixOS-like system whose
+// bin/switch-to-configuration is script.
+func treeWithSwitch(t *testing.T, s *store.Store, script string) nix.Path {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "system")
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	os.WriteFile(filepath.Join(dir, "bin", "switch-to-configuration"), []byte("#!/bin/sh\necho \"ran $*\" >> "+log+"\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "switch-to-configuration"), []byte("#!/bin/sh\n"+script+"\n"), 0o755)
 	pi, err := s.AddTree(context.Background(), dir, "nixos-system")
 	if err != nil {
 		t.Fatal(err)
