@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,9 +177,50 @@ func requireSameClosure(t testing.TB, from, to *store.Store, paths []*nix.PathIn
 	}
 }
 
+// waitFor serves a store's chunks only once open is closed, or after
+// giveUp: a seeder that cannot finish a transfer alone before another
+// seeder has served, however the machine schedules their streams.
+type waitFor struct {
+	*store.Store
+	open   <-chan struct{}
+	giveUp time.Duration
+}
+
+func (w waitFor) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
+	select {
+	case <-w.open:
+	case <-time.After(w.giveUp):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return w.Store.ReadChunk(ctx, id, size)
+}
+
+// signalServed says on served when it has served its first chunk.
+type signalServed struct {
+	*store.Store
+	once   sync.Once
+	served chan struct{}
+}
+
+func (s *signalServed) ReadChunk(ctx context.Context, id chunk.ID, size uint32) ([]byte, error) {
+	b, err := s.Store.ReadChunk(ctx, id, size)
+	if err == nil {
+		s.once.Do(func() { close(s.served) })
+	}
+	return b, err
+}
+
 func TestSyncFromTwoSeeders(t *testing.T) {
 	sk, kr := testKeys(t)
-	a, b, c := newPeer(t, nil), newPeer(t, nil), newPeer(t, nil)
+	// The sync must share the closure between both seeders: a, loaded or
+	// not, serves nothing until b has served a chunk, which b does only if
+	// the sync asks it for some while a is busy. On an idle loopback a
+	// alone could finish before b's first stream opens.
+	served := make(chan struct{})
+	a := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content { return waitFor{s, served, 10 * time.Second} }})
+	b := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content { return &signalServed{Store: s, served: served} }})
+	c := newPeer(t, nil)
 	paths := closure(t, a.store, sk, 6, 700<<10, 1)
 	closure(t, b.store, sk, 6, 700<<10, 1) // b holds the same closure
 	connect(t, c, a, b)
