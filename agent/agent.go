@@ -350,6 +350,12 @@ type Status struct {
 	Transfers      int      `json:"transfersInFlight"`
 	UptimeSeconds  int64    `json:"uptimeSeconds"`
 	Public         bool     `json:"servesPublic"`
+	// Reachability is whether members outside this machine's network can
+	// dial it (AutoNAT v2: public, private or unknown), and the addresses
+	// they reached.
+	Reachability   string   `json:"reachability"`
+	ReachableAddrs []string `json:"reachableAddrs,omitempty"`
+	RelayService   bool     `json:"relayService"`
 	// Follows are the followed configurations and where each stands.
 	Follows []FollowStatus `json:"follows"`
 }
@@ -368,6 +374,11 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 	}
 	for _, m := range a.Node.Host().Addrs() {
 		st.Addrs = append(st.Addrs, m.String()+"/p2p/"+st.PeerID)
+	}
+	r, reached := a.Node.ReachableAddrs()
+	st.Reachability, st.RelayService = string(r), a.cfg.RelayService
+	for _, m := range reached {
+		st.ReachableAddrs = append(st.ReachableAddrs, m.String()+"/p2p/"+st.PeerID)
 	}
 	if st.Follows, err = a.FollowStatuses(); err != nil {
 		return nil, err

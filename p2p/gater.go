@@ -1,6 +1,8 @@
 package p2p
 
 import (
+	"time"
+
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -17,6 +19,9 @@ type gater struct {
 	trust  *TrustGroup
 	public bool
 	joins  *joiners // nil: no stranger is admitted to join (group.go)
+	// dialBacks admits the strangers AutoNAT servers dial back from
+	// (reach.go).
+	dialBacks *dialBacks
 }
 
 var _ connmgr.ConnectionGater = (*gater)(nil)
@@ -28,10 +33,31 @@ func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool  { return true }
 
 func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return dir == network.DirOutbound || g.allowed(p) || g.joins.admit(p)
+	return dir == network.DirOutbound || g.allowed(p) || g.joins.admit(p) || g.dialBacks.admit(p)
 }
 
 func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {
 	g.watchJoiner(c)
+	g.watchDialBack(c)
 	return true, 0
+}
+
+// admittedStranger says whether p is a stranger let in to join or to dial
+// back: it hears no gossip.
+func (g *gater) admittedStranger(p peer.ID) bool {
+	return g.joins.stranger(p) || g.dialBacks.stranger(p)
+}
+
+// watchDialBack closes an admitted dial-back stranger's connection once
+// its window has passed.
+func (g *gater) watchDialBack(c network.Conn) {
+	p := c.RemotePeer()
+	if c.Stat().Direction != network.DirInbound || g.allowed(p) || g.joins.stranger(p) || !g.dialBacks.stranger(p) {
+		return
+	}
+	time.AfterFunc(dialBackWindow, func() {
+		if !g.allowed(p) {
+			c.Close()
+		}
+	})
 }

@@ -116,6 +116,7 @@ type Node struct {
 	punch *holepunch.Service
 	fleet fleet
 	seen  observed // public addresses members saw (punch.go)
+	reach *reach   // AutoNAT v2 (reach.go)
 }
 
 // connected says whether p has a live connection.
@@ -151,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic, joins: newJoiners(cfg.Group)}, log: cfg.Logger,
+		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic, joins: newJoiners(cfg.Group), dialBacks: &dialBacks{}}, log: cfg.Logger,
 		static: map[peer.ID]chan struct{}{}, bw: metrics.NewBandwidthCounter(),
 	}
 	n.serves.scale = cfg.TimeScale
@@ -178,6 +179,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if cfg.Host == nil {
 		if err := n.startPunching(h, cfg.Trust); err != nil {
+			n.Close()
+			return nil, err
+		}
+		if err := n.startReach(h); err != nil {
 			n.Close()
 			return nil, err
 		}
@@ -208,7 +213,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.ps, err = pubsub.NewGossipSub(n.ctx, h, pubsub.WithMaxMessageSize(maxAnnouncement*4),
 		// A stranger let in to join hears no gossip.
-		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return !n.gater.joins.stranger(p) || n.gater.allowed(p) }))
+		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return n.gater.allowed(p) || !n.gater.admittedStranger(p) }))
 	if err != nil {
 		n.Close()
 		return nil, fmt.Errorf("starting gossipsub: %w", err)
@@ -277,6 +282,9 @@ func (n *Node) Close() error {
 	}
 	err := n.host.Close()
 	n.wg.Wait()
+	if n.reach != nil {
+		n.reach.close()
+	}
 	return err
 }
 

@@ -24,7 +24,9 @@ import (
 // for every destination) no punch can succeed, and the sync runs through
 // the relay; when that NAT forgets its mappings in the middle of the sync
 // (its state flushed, so a's connections leave by new public ports), a
-// reaches the relay again and the sync goes on to the end.
+// reaches the relay again and the sync goes on to the end. In both, the
+// members' reachability checks (AutoNAT v2) find the relay reachable and
+// the laptops not.
 func TestNATRelay(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -260,6 +262,27 @@ table ip nat {
 		}
 	}
 	t.Logf("b reached a %s, %v after the start", via, time.Since(started).Round(10*time.Millisecond))
+	// AutoNAT v2: the members dial each other back. The relay, on the
+	// public segment, is reachable; the laptops behind their NATs are not.
+	reach := func(n string) string {
+		out, _ := trove(n, "status", "--json")
+		var st struct {
+			Reachability string `json:"reachability"`
+		}
+		json.Unmarshal([]byte(out), &st)
+		return st.Reachability
+	}
+	wantReach := map[string]string{relay: "public", hostA: "private", hostB: "private"}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		got := map[string]string{relay: reach(relay), hostA: reach(hostA), hostB: reach(hostB)}
+		if got[relay] == wantReach[relay] && got[hostA] == wantReach[hostA] && got[hostB] == wantReach[hostB] {
+			t.Logf("reachability known %v after the start: relay public, laptops private", time.Since(started).Round(10*time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reachability: relay %s, a %s, b %s; want public, private, private", got[relay], got[hostA], got[hostB])
+		}
+	}
 	before := peers(relay)
 	if portChange {
 		// What b receives at 20 Mbit/s: the sync takes over 3 s, and a's

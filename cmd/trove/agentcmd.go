@@ -200,6 +200,7 @@ func (a *app) printStatus(st *agent.Status) error {
 		fmt.Fprintf(w, "%s\t%s\n", label, addr)
 	}
 	fmt.Fprintf(w, "peers:\t%d connected, %d in the trust group\n", st.PeersConnected, st.TrustGroup)
+	fmt.Fprintf(w, "reachable:\t%s\n", reachSummary(st))
 	fmt.Fprintf(w, "store:\t%d %s, %s\n", st.StorePaths, plural(st.StorePaths, "path", "paths"), humanBytes(st.StoreBytes))
 	fmt.Fprintf(w, "transfers:\t%d in flight\n", st.Transfers)
 	fmt.Fprintf(w, "uptime:\t%s\n", time.Duration(st.UptimeSeconds)*time.Second)
@@ -220,6 +221,21 @@ func (a *app) printStatus(st *agent.Status) error {
 		}
 	}
 	return w.Flush()
+}
+
+// reachSummary says whether members elsewhere can dial this machine.
+func reachSummary(st *agent.Status) string {
+	switch st.Reachability {
+	case "public":
+		return "yes, from the internet (" + strings.Join(st.ReachableAddrs, ", ") + ")"
+	case "private":
+		s := "no: behind a NAT or firewall (members reach it through a relay, or by hole punching)"
+		if st.RelayService {
+			s += "; as a relay it is of no use to members outside its network: forward its port, or run the relay on a machine with a public address"
+		}
+		return s
+	}
+	return "not known yet (no member outside this network has checked)"
 }
 
 // notRunning is what `trove status --json` prints when no agent runs; a
