@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/klauspost/compress/zstd"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -321,8 +322,14 @@ func cutChunksStream(t testing.TB, n *peerNode) {
 			st.Reset()
 			return
 		}
-		st.Write(frameMsg(&p2p.ChunkHeader{Seq: req.Seq, Length: uint32(len(data))}))
-		st.Write(data[:len(data)/2])
+		var w io.Writer = st
+		if req.Zstd { // it speaks the protocol, compressed if asked
+			zw, _ := zstd.NewWriter(st, zstd.WithWindowSize(1<<20))
+			defer zw.Flush()
+			w = zw
+		}
+		w.Write(frameMsg(&p2p.ChunkHeader{Seq: req.Seq, Length: uint32(len(data))}))
+		w.Write(data[:len(data)/2])
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
@@ -130,8 +131,27 @@ func (f *transfer) ingest(ctx context.Context, st *itemState) error {
 		}
 		return f.restart(ctx, st, fresh)
 	}
+	streamed := st.streaming
+	var r io.Reader = sp.reader()
+	if streamed {
+		r = &streamReader{f: f, st: st, desc: st.desc, sp: sp, size: info.NarSize}
+	}
 	f.unlock()
-	x, err := f.store.StageNAR(ctx, &info, it.index, sp.reader())
+	x, err := f.store.StageNAR(ctx, &info, it.index, r)
+	if streamed {
+		complete := f.lock().streamEnded(st, err != nil)
+		f.unlock()
+		if !complete {
+			// Given up (the item was orphaned, the transfer ended), or
+			// failed before every chunk was in: the failure may be of
+			// the stream, not of the NAR, so it is judged by the ordinary
+			// unpacking once the item is complete.
+			if x != nil {
+				x.Discard()
+			}
+			return nil
+		}
+	}
 	if err == nil {
 		return f.commit(st, x)
 	}
@@ -207,4 +227,43 @@ func (f *transfer) closeSpools() {
 			st.spool.close()
 		}
 	}
+}
+
+// errStreamGone ends a streamed unpacking whose item or transfer went on
+// without it.
+var errStreamGone = errors.New("the item being unpacked while fetched was given up")
+
+// streamReader reads an item's spool as its chunks arrive: the NAR's
+// bytes in order, each once every chunk up to it is in, waiting for the
+// next chunk as needed. Every chunk was verified before it was written,
+// and the unpacking checks the narHash as for any NAR.
+type streamReader struct {
+	f    *transfer
+	st   *itemState
+	desc int
+	sp   *spool
+	off  uint64
+	size uint64
+}
+
+func (r *streamReader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	s := r.f.lock()
+	for s.err == nil && r.st.streaming && r.st.desc == r.desc && r.st.prefix <= r.off {
+		r.f.wait()
+	}
+	if s.err != nil || !r.st.streaming || r.st.desc != r.desc {
+		r.f.unlockQuiet()
+		return 0, errStreamGone
+	}
+	n := min(uint64(len(p)), r.st.prefix-r.off)
+	r.f.unlockQuiet()
+	m, err := r.sp.f.ReadAt(p[:n], int64(r.off))
+	r.off += uint64(m)
+	if err == io.EOF && m > 0 {
+		err = nil
+	}
+	return m, err
 }

@@ -29,6 +29,7 @@ type peerState struct {
 	// those it is asked for again because none can, without Defer.
 	later, insist map[*want]bool
 	zstd          bool // it is asked for compressed chunks (compress)
+	zstdKnown     bool // ... as its measured rate decided
 }
 
 // usable says whether p may still be asked for chunks of h.

@@ -56,6 +56,9 @@ type scheduler struct {
 	bytesFetched, bytesReused, bytesResumed, bytesDone, bytesTotal int64
 	pathsDone                                                      int
 
+	// streamOK says an item may be unpacked while its chunks arrive (two
+	// ingest workers or more: one stays for the items that complete).
+	streamOK bool
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
 	swarm bool
@@ -76,6 +79,16 @@ type itemState struct {
 	// staged is the unpacked, verified NAR waiting for its references to
 	// become valid before it is committed.
 	staged staged
+	// in says which chunks of the description are in the spool; the NAR's
+	// first prefix bytes are, up to chunk next.
+	in     []bool
+	next   int
+	prefix uint64
+	// streaming: an ingest worker unpacks the item while its chunks
+	// arrive, reading the spool up to prefix (ingest.go). noStream: a
+	// streamed unpack of this description failed before its chunks were
+	// all in; it is unpacked the ordinary way once they are.
+	streaming, noStream bool
 }
 
 // phase is where an item stands. An item moves
@@ -185,14 +198,38 @@ func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reus
 	s.bytesResumed += resumed
 	s.bytesReused += reused
 	s.bytesDone += resumed + reused
+	st.in = make([]bool, len(it.index))
+	for i := range st.in {
+		st.in[i] = true
+	}
 	for _, i := range missing {
 		w := &want{st: st, desc: st.desc, ref: it.index[i], i: i, off: it.offs[i], inflight: map[peer.ID]bool{}}
 		st.wants = append(st.wants, w)
 		st.left++
+		st.in[i] = false
 		s.pending = append(s.pending, w)
 	}
+	st.advance()
 	s.recount(st)
-	if st.left == 0 && st.complete() {
+	s.maybeComplete(st)
+}
+
+// advance moves st's prefix over the chunks in.
+func (st *itemState) advance() {
+	for st.next < len(st.in) && st.in[st.next] {
+		st.prefix = st.it.offs[st.next] + uint64(st.it.index[st.next].Size)
+		st.next++
+	}
+}
+
+// maybeComplete queues st once its chunks are all in, or, when an ingest
+// worker streams it, lets that worker finish unpacking it.
+func (s *scheduler) maybeComplete(st *itemState) {
+	switch {
+	case st.left > 0:
+	case st.streaming:
+		st.from(fetching, unpacking) // held since streaming began
+	case st.complete():
 		s.ready = append(s.ready, st)
 	}
 }
@@ -353,9 +390,9 @@ func (s *scheduler) delivered(p peer.ID, w *want, n int, now time.Time) {
 	}
 	s.bytesDone += int64(n)
 	w.st.left--
-	if w.st.left == 0 && w.st.complete() {
-		s.ready = append(s.ready, w.st)
-	}
+	w.st.in[w.i] = true
+	w.st.advance()
+	s.maybeComplete(w.st)
 }
 
 // writeFailed records that the claimed w could not be written to its
@@ -457,6 +494,10 @@ func (s *scheduler) checkProviders() {
 			continue
 		}
 		if s.redescribable(st) && st.orphaned() {
+			if st.streaming { // its worker gives up (ingest.go)
+				st.streaming = false
+				s.held -= st.it.info.NarSize
+			}
 			s.ready = append(s.ready, st)
 			continue
 		}

@@ -3,6 +3,7 @@ package fetch
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -332,4 +333,98 @@ func TestFetchOrder(t *testing.T) {
 	if names(plan) != "p0 p1 p2" {
 		t.Errorf("fetchOrder changed the plan: %q", names(plan))
 	}
+}
+
+// TestSchedulerStreams: an idle ingest worker is handed the first large
+// item being fetched, to unpack as its chunks arrive (one at a time, held
+// on the disk budget from then); its prefix is what is in from its
+// start; once complete it stays with its worker instead of being queued.
+// A streamed unpacking that failed early leaves the item to the ordinary
+// path; an item orphaned while streamed goes to be described again.
+func TestSchedulerStreams(t *testing.T) {
+	const a, b = peer.ID("a"), peer.ID("b")
+	setup := func() (*scheduler, *itemState, *itemState) {
+		big, small := testItem(1, 1100, []peer.ID{a, b}), testItem(2, 4, []peer.ID{a, b})
+		s, sts := testScheduler(big, small)
+		s.streamOK = true
+		for _, st := range sts {
+			st.spool = &spool{}
+		}
+		s.peers.get(a)
+		return s, sts[0], sts[1]
+	}
+	deliver := func(s *scheduler, w *want) {
+		if s.claim(w) {
+			s.delivered(a, w, int(w.ref.Size), time.Unix(0, 0))
+		}
+	}
+	t.Run("streamed to the end", func(t *testing.T) {
+		s, big, small := setup()
+		if st, _, _ := s.nextIngest(); st != nil {
+			t.Fatalf("nothing in yet, handed %s", st.it.info.Path.Name)
+		}
+		deliver(s, big.wants[1])
+		if big.prefix != 0 {
+			t.Fatalf("prefix %d with the first chunk missing", big.prefix)
+		}
+		if st, _, _ := s.nextIngest(); st != nil {
+			t.Fatalf("nothing begun at the start, handed %s", st.it.info.Path.Name)
+		}
+		deliver(s, big.wants[0])
+		if want := big.it.offs[2]; big.prefix != want {
+			t.Fatalf("prefix %d, want %d", big.prefix, want)
+		}
+		st, _, _ := s.nextIngest()
+		if st != big || !big.streaming || big.phase != fetching || s.held != big.it.info.NarSize {
+			t.Fatalf("handed %v (streaming %v, phase %v, held %d)", st, big.streaming, big.phase, s.held)
+		}
+		if st, _, _ := s.nextIngest(); st != nil {
+			t.Fatalf("a second item streamed: %s", st.it.info.Path.Name)
+		}
+		deliverAll(s, a, small)
+		if st, _, _ := s.nextIngest(); st != small || small.phase != unpacking {
+			t.Fatalf("the complete small item was not handed out: %v", st)
+		}
+		deliverAll(s, a, big)
+		if big.phase != unpacking || slices.Contains(s.ready, big) {
+			t.Fatalf("complete streamed item: phase %v, queued %v", big.phase, slices.Contains(s.ready, big))
+		}
+		if !s.streamEnded(big, false) || big.streaming {
+			t.Fatal("streamEnded: not complete")
+		}
+	})
+	t.Run("failed early", func(t *testing.T) {
+		s, big, _ := setup()
+		deliver(s, big.wants[0])
+		if st, _, _ := s.nextIngest(); st != big {
+			t.Fatal("not streamed")
+		}
+		if s.streamEnded(big, true) || s.held != 0 || !big.noStream {
+			t.Fatalf("after an early failure: held %d, noStream %v", s.held, big.noStream)
+		}
+		if st, _, _ := s.nextIngest(); st != nil {
+			t.Fatal("streamed again after failing")
+		}
+		deliverAll(s, a, big)
+		if st, _, _ := s.nextIngest(); st != big || big.phase != unpacking {
+			t.Fatalf("the complete item was not handed out the ordinary way: %v", st)
+		}
+	})
+	t.Run("orphaned", func(t *testing.T) {
+		s, big, _ := setup()
+		deliver(s, big.wants[0])
+		if st, _, _ := s.nextIngest(); st != big {
+			t.Fatal("not streamed")
+		}
+		// b lacks the chunks of a's description but may describe it again.
+		s.peers.get(b).lacks = map[nix.PathHash]bool{big.it.info.Path.Hash: true}
+		s.dropPeer(a, "gone")
+		s.checkProviders()
+		if big.phase != stale || big.streaming || s.held != 0 || !slices.Contains(s.ready, big) {
+			t.Fatalf("orphaned streamed item: phase %v, streaming %v, held %d", big.phase, big.streaming, s.held)
+		}
+		if s.streamEnded(big, true) || s.held != 0 {
+			t.Fatalf("its worker's end changed the books: held %d", s.held)
+		}
+	})
 }

@@ -240,21 +240,25 @@ func TestSchedulerLater(t *testing.T) {
 	}
 }
 
-// TestCompressDecision: a peer is asked for compressed chunks once its
-// link measures slow, and no longer once it measures fast; not before its
-// rate is known; always or never when told.
+// TestCompressDecision: a peer is asked for compressed chunks until its
+// rate is known over a megabyte; then the first measure decides against
+// compressBelow, and later ones change it only past the marks (slower
+// than compressBelow, faster than compressAbove); always or never when
+// told.
 func TestCompressDecision(t *testing.T) {
 	const p = peer.ID("p")
 	t0 := time.Unix(1000, 0)
 	for _, tc := range []struct {
 		name  string
 		mode  Compress
-		rates []float64 // bytes per second measured before each decision
+		rates []float64 // bytes per second measured over a second before each decision
 		want  []bool
 	}{
-		{"unknown rate", CompressAuto, []float64{0}, []bool{false}},
+		{"unknown rate", CompressAuto, []float64{0}, []bool{true}},
+		{"under a megabyte measured", CompressAuto, []float64{512 << 10, 1e9}, []bool{true, false}},
 		{"a slow link", CompressAuto, []float64{2.5e6}, []bool{true}},
 		{"loopback", CompressAuto, []float64{1e9}, []bool{false}},
+		{"a first measure between the marks is fast", CompressAuto, []float64{100e6, 30e6, 100e6}, []bool{false, true, true}},
 		{"between the marks it stays", CompressAuto, []float64{2.5e6, 100e6, 500e6, 100e6}, []bool{true, true, false, false}},
 		{"never", CompressNever, []float64{2.5e6}, []bool{false}},
 		{"always", CompressAlways, []float64{1e9}, []bool{true}},

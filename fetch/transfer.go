@@ -125,6 +125,7 @@ func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
 func (f *transfer) init(storeDir string) {
 	f.cond = sync.NewCond(&f.mu)
 	f.sched = newScheduler(f.pl, storeDir, f.opts.Window)
+	f.sched.streamOK = f.opts.Ingest >= 2
 	f.ended = make(chan struct{})
 	f.hold = newHoldings()
 	for _, it := range f.pl.items[:min(len(f.pl.items), p2p.MaxHaveHashes)] {

@@ -38,6 +38,11 @@ func (s *scheduler) nextIngest() (st *itemState, discard []staged, stop bool) {
 		return nil, nil, true
 	}
 	pick := slices.IndexFunc(s.ready, func(st *itemState) bool { return st.phase == stale || s.refsValid(st.it) })
+	if pick < 0 {
+		if st := s.toStream(); st != nil {
+			return st, nil, false
+		}
+	}
 	switch {
 	case pick >= 0 && s.ready[pick].phase == stale:
 		// Described again without unpacking: holds nothing.
@@ -63,6 +68,57 @@ func (s *scheduler) nextIngest() (st *itemState, discard []staged, stop bool) {
 		s.held += st.it.info.NarSize
 	}
 	return st, discard, false
+}
+
+// streamMin is the smallest NAR an ingest worker unpacks while its
+// chunks arrive: for a small one, waiting for the last chunk costs little.
+const streamMin = 1 << 20
+
+// toStream picks an item for an idle ingest worker to unpack while its
+// chunks arrive, so that the unpacking of a large path (a Nix store
+// unpacks a NAR as it downloads it) is mostly done when its last chunk
+// comes: the first item in plan order being fetched, begun and large,
+// if no other is streamed, a second ingest worker stays free for items
+// that complete meanwhile, and its NAR fits the budget. Only the
+// embedded store streams: it stages ahead of references.
+func (s *scheduler) toStream() *itemState {
+	if !s.streamOK || s.inOrder {
+		return nil
+	}
+	for _, it := range s.plan.items {
+		st := s.items[it.info.Path.Hash]
+		if st == nil || st.streaming {
+			return nil // one at a time
+		}
+		if st.phase != fetching || st.noStream || st.prefix == 0 || st.spool == nil || it.info.NarSize < streamMin {
+			continue
+		}
+		if !s.fits(it.info.NarSize) {
+			return nil
+		}
+		st.streaming = true
+		s.held += it.info.NarSize
+		return st
+	}
+	return nil
+}
+
+// streamEnded records that the worker streaming st is done with it, ok
+// or not; complete says whether st's chunks were all in by then (its
+// unpacking goes on as an ordinary one's: committed, or a lie found).
+// One that failed earlier is unpacked the ordinary way once complete.
+func (s *scheduler) streamEnded(st *itemState, failed bool) (complete bool) {
+	if !st.streaming {
+		return false // orphaned meanwhile: it waits to be described again
+	}
+	st.streaming = false
+	if st.phase == unpacking {
+		return true
+	}
+	s.held -= st.it.info.NarSize
+	st.noStream = failed
+	s.maybeComplete(st) // (still fetching: a no-op until the last chunk)
+	return false
 }
 
 // fits says whether a NAR of size bytes may be held twice now.
