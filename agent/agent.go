@@ -432,7 +432,7 @@ func (a *Agent) relayLoop(ctx context.Context, r peer.AddrInfo) {
 	lost := a.Node.Disconnections(ctx)
 	var renew time.Time
 	for {
-		if time.Now().After(renew) || a.Node.ConnKind(r.ID) != "direct" {
+		if time.Now().After(renew) || !p2p.Direct(a.Node.ConnKind(r.ID)) {
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := a.Node.Reserve(rctx, r)
 			cancel()
@@ -505,7 +505,7 @@ func (a *Agent) punchLoop(ctx context.Context) {
 		now := time.Now()
 		mu.Lock()
 		for p := range a.Trust.Peers() {
-			if a.Node.ConnKind(p) != "relayed" {
+			if a.Node.ConnKind(p) != p2p.ConnRelayed {
 				delete(members, p)
 				continue
 			}

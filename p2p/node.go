@@ -116,7 +116,9 @@ type Node struct {
 	punch *holepunch.Service
 	fleet fleet
 	seen  observed // public addresses members saw (punch.go)
-	reach *reach   // AutoNAT v2 (reach.go)
+	// punched are the direct connections hole punching made (punch.go).
+	punched punchedConns
+	reach   *reach // AutoNAT v2 (reach.go)
 }
 
 // connected says whether p has a live connection.

@@ -19,8 +19,9 @@ type PeerStatus struct {
 	Addrs     []string `json:"addrs"`
 	Transport string   `json:"transport,omitempty"` // of the first live connection
 	Connected bool     `json:"connected"`
-	// Via is "direct", or "relayed" when the only connection goes through
-	// a relay (relay.go).
+	// Via is "direct", "hole-punched" (direct, made through NATs by hole
+	// punching), or "relayed" when the only connection goes through a
+	// relay (ConnKind).
 	Via      string        `json:"via,omitempty"`
 	Latency  time.Duration `json:"latencyNs"`
 	BytesIn  int64         `json:"bytesIn"`  // all protocols (libp2p's meter: updated every second)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
@@ -123,7 +124,12 @@ func (n *Node) startPunching(h host.Host, trust *TrustGroup) error {
 		n.seen.add(id.Peer, id.ObservedAddr, time.Now())
 	})
 	var err error
-	n.punch, err = holepunch.NewService(h, idh.IDService(), n.punchAddrs, holepunch.WithTracer(punchLog{n.log}))
+	n.onEvent(n.ctx, new(event.EvtPeerConnectednessChanged), func(e any) {
+		if c := e.(event.EvtPeerConnectednessChanged); c.Connectedness == network.NotConnected {
+			n.punched.forget(c.Peer)
+		}
+	})
+	n.punch, err = holepunch.NewService(h, idh.IDService(), n.punchAddrs, holepunch.WithTracer(punchLog{n.log, n}))
 	if err != nil {
 		return fmt.Errorf("starting hole punching: %w", err)
 	}
@@ -140,7 +146,7 @@ var ErrNoPublicAddr = errors.New("no public address known yet")
 // opens a way through cone NATs). It returns nil once a direct
 // connection exists, at once if one did already.
 func (n *Node) Punch(ctx context.Context, p peer.ID) error {
-	if n.ConnKind(p) != "relayed" {
+	if n.ConnKind(p) != ConnRelayed {
 		return nil
 	}
 	if n.punch == nil {
@@ -153,7 +159,7 @@ func (n *Node) Punch(ctx context.Context, p peer.ID) error {
 	go func() { done <- n.punch.DirectConnect(p) }()
 	select {
 	case err := <-done:
-		if err == nil && n.ConnKind(p) != "direct" {
+		if err == nil && !Direct(n.ConnKind(p)) {
 			err = errors.New("no direct connection came of it")
 		}
 		return err
@@ -162,13 +168,57 @@ func (n *Node) Punch(ctx context.Context, p peer.ID) error {
 	}
 }
 
-// punchLog logs what hole punching does.
-type punchLog struct{ log *slog.Logger }
+// punchedConns remembers which direct connections hole punching made
+// (ConnKind says so), for the peers connected now.
+type punchedConns struct {
+	mu  sync.Mutex
+	ids map[peer.ID]map[string]bool
+}
+
+func (pc *punchedConns) mark(p peer.ID, ids []string) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.ids == nil {
+		pc.ids = map[peer.ID]map[string]bool{}
+	}
+	if pc.ids[p] == nil {
+		pc.ids[p] = map[string]bool{}
+	}
+	for _, id := range ids {
+		pc.ids[p][id] = true
+	}
+}
+
+func (pc *punchedConns) has(p peer.ID, id string) bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.ids[p][id]
+}
+
+func (pc *punchedConns) forget(p peer.ID) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	delete(pc.ids, p)
+}
+
+// punchLog logs what hole punching does, and marks the connections it
+// made.
+type punchLog struct {
+	log *slog.Logger
+	n   *Node
+}
 
 func (l punchLog) Trace(e *holepunch.Event) {
 	switch ev := e.Evt.(type) {
 	case *holepunch.EndHolePunchEvt:
 		if ev.Success {
+			var ids []string
+			for _, c := range l.n.host.Network().ConnsToPeer(e.Remote) {
+				if !isRelayed(c.RemoteMultiaddr()) {
+					ids = append(ids, c.ID())
+				}
+			}
+			l.n.punched.mark(e.Remote, ids)
 			l.log.Info("hole punched: direct connection", "peer", e.Remote, "took", time.Duration(ev.EllapsedTime))
 		} else {
 			l.log.Debug("hole punch attempt failed", "peer", e.Remote, "err", ev.Error)

@@ -77,18 +77,35 @@ func isRelayed(a ma.Multiaddr) bool {
 	return err == nil
 }
 
-// ConnKind says how this node is connected to p: "direct", "relayed"
-// (only through a relay), or "" when it is not.
+// How a node is connected to a peer (ConnKind).
+const (
+	ConnDirect  = "direct"       // dialled (or accepted) without a relay
+	ConnPunched = "hole-punched" // direct, made by hole punching through NATs
+	ConnRelayed = "relayed"      // only through a relay
+)
+
+// ConnKind says how this node is connected to p: ConnDirect,
+// ConnPunched, ConnRelayed, or "" when it is not.
 func (n *Node) ConnKind(p peer.ID) string {
 	kind := ""
 	for _, c := range n.host.Network().ConnsToPeer(p) {
-		if !isRelayed(c.RemoteMultiaddr()) {
-			return "direct"
+		switch {
+		case isRelayed(c.RemoteMultiaddr()):
+			if kind == "" {
+				kind = ConnRelayed
+			}
+		case n.punched.has(p, c.ID()):
+			kind = ConnPunched
+		default:
+			return ConnDirect
 		}
-		kind = "relayed"
 	}
 	return kind
 }
+
+// Direct says whether kind (of ConnKind) is a connection not through a
+// relay.
+func Direct(kind string) bool { return kind == ConnDirect || kind == ConnPunched }
 
 // Disconnections signals (coalesced, on a channel of one) each time this
 // node loses its last connection to a member, until ctx ends: a relayed

@@ -250,7 +250,7 @@ table ip nat {
 	// connection then turns direct.
 	want := "relayed"
 	if wantDirect {
-		want = "direct"
+		want = "hole-punched"
 	}
 	var via string
 	for deadline := started.Add(10 * time.Second); via != want; time.Sleep(100 * time.Millisecond) {

@@ -278,8 +278,8 @@ func (a *app) printPeers(ps []p2p.PeerStatus) error {
 		if p.Connected {
 			state = "connected"
 		}
-		if p.Via == "relayed" {
-			state += " (relayed)"
+		if p.Via == p2p.ConnRelayed || p.Via == p2p.ConnPunched {
+			state += " (" + p.Via + ")"
 		}
 		addr := ""
 		if len(p.Addrs) > 0 {
