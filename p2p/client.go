@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trove-p2p/trove/chunk"
@@ -70,6 +71,59 @@ func (e *SilentConnError) Unwrap() error { return e.Err }
 
 // closeSilent closes c, on which a stream to p stalled, if another
 // connection to p is open, and says whether it did.
+// silentSwitch is how long a chunks stream may go without a byte while a
+// newer connection to its peer is open before its own connection is
+// taken for dead: a NAT that forgot its mapping, or a relay whose leg to
+// the peer did, leaves the old connection silent, and the peer, reaching
+// this node again, opens the newer one. Without a newer connection only
+// the stall timeout ends a silent stream.
+var silentSwitch = 3 * time.Second
+
+// progressReader notes when it last read something.
+type progressReader struct {
+	r    io.Reader
+	last atomic.Int64 // unix nanoseconds
+}
+
+func (pr *progressReader) Read(b []byte) (int, error) {
+	n, err := pr.r.Read(b)
+	if n > 0 {
+		pr.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// watchSilence closes c, the connection of a chunks stream reading
+// through in, once the stream has read nothing for silentSwitch while a
+// connection to p newer than c is open. It stops with ctx; silenced says
+// whether it closed c.
+func (n *Node) watchSilence(ctx context.Context, p peer.ID, c network.Conn, in *progressReader) (silenced func() bool) {
+	var closed atomic.Bool
+	go func() {
+		t := time.NewTicker(silentSwitch / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if time.Since(time.Unix(0, in.last.Load())) < silentSwitch {
+				continue
+			}
+			for _, o := range n.host.Network().ConnsToPeer(p) {
+				if o != c && o.Stat().Opened.After(c.Stat().Opened) {
+					n.log.Info("closing a connection that went silent; a newer one is open", "peer", p, "addr", c.RemoteMultiaddr(), "silent", silentSwitch)
+					closed.Store(true)
+					c.Close()
+					return
+				}
+			}
+		}
+	}()
+	return closed.Load
+}
+
 func (n *Node) closeSilent(p peer.ID, c network.Conn) bool {
 	for _, o := range n.host.Network().ConnsToPeer(p) {
 		if o != c {
@@ -286,8 +340,15 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		return err
 	}
 	defer done()
+	in := &progressReader{r: st}
+	in.last.Store(time.Now().UnixNano())
+	silenced := n.watchSilence(ctx, p, st.Conn(), in)
 	defer func() {
-		if err != nil && errors.Is(context.Cause(ctx), ErrStalled) && n.closeSilent(p, st.Conn()) {
+		switch {
+		case err == nil:
+		case silenced():
+			err = &SilentConnError{Peer: p, Err: err}
+		case errors.Is(context.Cause(ctx), ErrStalled) && n.closeSilent(p, st.Conn()):
 			err = &SilentConnError{Peer: p, Err: err}
 		}
 	}()
@@ -330,11 +391,11 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 	}()
 	fb := fetchBufs.Get().(*fetchBuf)
 	defer fetchBufs.Put(fb)
-	fb.r.Reset(st)
+	fb.r.Reset(in)
 	defer fb.r.Reset(nil)
 	if len(wants) > 0 && wants[0].Zstd {
 		// The answers come as one zstd stream (compress.go).
-		zs, err := decompressFrom(st, p)
+		zs, err := decompressFrom(in, p)
 		if err != nil {
 			return err
 		}

@@ -2,12 +2,15 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
 )
 
@@ -80,5 +83,72 @@ func TestRelayACL(t *testing.T) {
 		if tc.got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, tc.got, tc.want)
 		}
+	}
+}
+
+// stallingContent serves everything but chunks, which it never sends.
+type stallingContent struct{ Content }
+
+func (stallingContent) ReadChunk(ctx context.Context, _ chunk.ID, _ uint32) ([]byte, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestSilentConnSwitched: a chunks stream on a relayed connection that
+// goes silent (a NAT forgot the mapping of the relay's leg to the peer)
+// while a newer connection to the peer is open is cut off within a few
+// seconds, as a SilentConnError, so that the batch goes again on the
+// newer one, instead of waiting for the stall timeout.
+func TestSilentConnSwitched(t *testing.T) {
+	silentSwitch = 300 * time.Millisecond
+	t.Cleanup(func() { silentSwitch = 3 * time.Second })
+	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
+	key, _, _ := crypto.GenerateEd25519Key(nil)
+	r, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: tr, RelayService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, sa := testNode(t, NewTrustGroup(nil)) // a store for a's content
+	akey, _, _ := crypto.GenerateEd25519Key(nil)
+	a, err := New(context.Background(), Config{Key: akey, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: ta, Content: stallingContent{sa}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, _ := testNode(t, tb)
+	pair(r, a, tr, ta)
+	pair(r, b, tr, tb)
+	pair(a, b, ta, tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Reserve(ctx, r.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	via, _ := RelayAddr(r.AddrInfo(), a.ID())
+	if err := b.Connect(ctx, via); err != nil || b.ConnKind(a.ID()) != ConnRelayed {
+		t.Fatalf("b reaches a through the relay: %v (%s)", err, b.ConnKind(a.ID()))
+	}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- b.Fetch(ctx, a.ID(), []ChunkWant{{Chunk: chunk.ID{1}, Size: 1000}}, 1, func(int, []byte, error) error { return nil })
+	}()
+	time.Sleep(200 * time.Millisecond) // the stream is open on the relayed connection
+	if err := b.host.Connect(network.WithForceDirectDial(ctx, "test"), a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case err := <-errc:
+		var silent *SilentConnError
+		if !errors.As(err, &silent) {
+			t.Fatalf("fetch on the silent connection: %v, want a SilentConnError", err)
+		}
+		t.Logf("cut off %v after the newer connection opened: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silent stream was not cut off")
+	}
+	if k := b.ConnKind(a.ID()); !Direct(k) {
+		t.Fatalf("after the switch b reaches a %q", k)
 	}
 }
