@@ -124,55 +124,66 @@ func (e *JoinRefusedError) Error() string {
 	return fmt.Sprintf("%s refused to let this machine join: %s", e.Peer, e.Reason)
 }
 
+// admitted counts the strangers the gater let in, each for a while.
+type admitted struct {
+	mu sync.Mutex
+	n  map[peer.ID]int // by connections admitted
+}
+
+// add admits p for window, unless max others are admitted already.
+func (a *admitted) add(p peer.ID, max int, window time.Duration) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.n) >= max && a.n[p] == 0 {
+		return false
+	}
+	if a.n == nil {
+		a.n = map[peer.ID]int{}
+	}
+	a.n[p]++
+	time.AfterFunc(window, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.n[p]--; a.n[p] <= 0 {
+			delete(a.n, p)
+		}
+	})
+	return true
+}
+
+// has says whether p is admitted now.
+func (a *admitted) has(p peer.ID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n[p] > 0
+}
+
 // joiners admits strangers who come to join, a few at a time.
 type joiners struct {
-	keeper GroupKeeper
+	keeper  GroupKeeper
+	pending admitted // strangers admitted to join
 
-	mu      sync.Mutex
-	pending map[peer.ID]int // strangers admitted, by connections admitted
-	asking  map[peer.ID]int // strangers with a join stream open
-	tokens  float64         // join attempts that may start now
-	last    time.Time
+	mu     sync.Mutex
+	asking map[peer.ID]int // strangers with a join stream open
+	tokens float64         // join attempts that may start now
+	last   time.Time
 }
 
 func newJoiners(k GroupKeeper) *joiners {
 	if k == nil {
 		return nil
 	}
-	return &joiners{keeper: k, pending: map[peer.ID]int{}, asking: map[peer.ID]int{}, tokens: joinBurst}
+	return &joiners{keeper: k, asking: map[peer.ID]int{}, tokens: joinBurst}
 }
 
 // admit decides whether stranger p's inbound connection may proceed: while
 // invitations are open, at most maxJoiners at a time, each for joinWindow.
 func (j *joiners) admit(p peer.ID) bool {
-	if j == nil || !j.keeper.JoinsOpen(p) {
-		return false
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if len(j.pending) >= maxJoiners && j.pending[p] == 0 {
-		return false
-	}
-	j.pending[p]++
-	time.AfterFunc(joinWindow, func() {
-		j.mu.Lock()
-		defer j.mu.Unlock()
-		if j.pending[p]--; j.pending[p] <= 0 {
-			delete(j.pending, p)
-		}
-	})
-	return true
+	return j != nil && j.keeper.JoinsOpen(p) && j.pending.add(p, maxJoiners, joinWindow)
 }
 
 // stranger reports whether p was admitted only to join.
-func (j *joiners) stranger(p peer.ID) bool {
-	if j == nil {
-		return false
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.pending[p] > 0
-}
+func (j *joiners) stranger(p peer.ID) bool { return j != nil && j.pending.has(p) }
 
 // attempt takes one join attempt from the rate limit.
 func (j *joiners) attempt(now time.Time) bool {

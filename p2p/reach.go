@@ -84,9 +84,10 @@ type reachResult struct {
 // dialBacks admits the strangers members dial back from while a check of
 // this node's is in flight.
 type dialBacks struct {
+	admitted admitted
+
 	mu       sync.Mutex
 	checking int
-	admitted map[peer.ID]int
 }
 
 func (d *dialBacks) begin() {
@@ -106,32 +107,12 @@ func (d *dialBacks) admit(p peer.ID) bool {
 		return false
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.checking == 0 || (len(d.admitted) >= maxDialBacks && d.admitted[p] == 0) {
-		return false
-	}
-	if d.admitted == nil {
-		d.admitted = map[peer.ID]int{}
-	}
-	d.admitted[p]++
-	time.AfterFunc(dialBackWindow, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.admitted[p]--; d.admitted[p] <= 0 {
-			delete(d.admitted, p)
-		}
-	})
-	return true
+	checking := d.checking > 0
+	d.mu.Unlock()
+	return checking && d.admitted.add(p, maxDialBacks, dialBackWindow)
 }
 
-func (d *dialBacks) stranger(p peer.ID) bool {
-	if d == nil {
-		return false
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.admitted[p] > 0
-}
+func (d *dialBacks) stranger(p peer.ID) bool { return d != nil && d.admitted.has(p) }
 
 // membersOnly is a host whose AutoNAT server refuses non-members: it
 // dials for the group, not for whoever asks. (The dial-back handler is

@@ -12,36 +12,16 @@ import (
 
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/store"
 )
 
 // TestRelayForTheGroup: a member running the relay service lets two
 // members that never dialled each other connect through it and talk
 // trove's protocols; a stranger can reserve nothing on it.
 func TestRelayForTheGroup(t *testing.T) {
-	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
-	key, _, _ := crypto.GenerateEd25519Key(nil)
-	r, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: tr, RelayService: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	a, sa := testNode(t, ta)
-	b, _ := testNode(t, tb)
-	pair(r, a, tr, ta)
-	pair(r, b, tr, tb)
-	pair(a, b, ta, tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := a.Reserve(ctx, r.AddrInfo()); err != nil {
-		t.Fatalf("a member's reservation: %v", err)
-	}
-	via, err := RelayAddr(r.AddrInfo(), a.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Connect(ctx, via); err != nil {
-		t.Fatalf("connecting through the relay: %v", err)
-	}
+	r, a, b, sa := relayedPair(t, ctx, nil)
 	if k := b.ConnKind(a.ID()); k != "relayed" {
 		t.Errorf("b's connection to a is %q, want relayed", k)
 	}
@@ -60,6 +40,44 @@ func TestRelayForTheGroup(t *testing.T) {
 	if err := stranger.Reserve(ctx, r.AddrInfo()); err == nil {
 		t.Errorf("a stranger reserved on the group's relay")
 	}
+}
+
+// relayedPair starts a relay r for a group of r, a and b, and connects b
+// to a through r; a serves its store sa, wrapped by wrap if not nil.
+func relayedPair(t *testing.T, ctx context.Context, wrap func(Content) Content) (r, a, b *Node, sa *store.Store) {
+	t.Helper()
+	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
+	key, _, _ := crypto.GenerateEd25519Key(nil)
+	r, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: tr, RelayService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	_, sa = testNode(t, NewTrustGroup(nil)) // a store for a's content
+	var content Content = sa
+	if wrap != nil {
+		content = wrap(sa)
+	}
+	akey, _, _ := crypto.GenerateEd25519Key(nil)
+	if a, err = New(context.Background(), Config{Key: akey, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: ta, Content: content}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, _ = testNode(t, tb)
+	pair(r, a, tr, ta)
+	pair(r, b, tr, tb)
+	pair(a, b, ta, tb)
+	if err := a.Reserve(ctx, r.AddrInfo()); err != nil {
+		t.Fatalf("a member's reservation: %v", err)
+	}
+	via, err := RelayAddr(r.AddrInfo(), a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Connect(ctx, via); err != nil {
+		t.Fatalf("connecting through the relay: %v", err)
+	}
+	return r, a, b, sa
 }
 
 // TestRelayACL: reservations and connections for members only, both ends.
@@ -102,32 +120,11 @@ func (stallingContent) ReadChunk(ctx context.Context, _ chunk.ID, _ uint32) ([]b
 func TestSilentConnSwitched(t *testing.T) {
 	silentSwitch = 300 * time.Millisecond
 	t.Cleanup(func() { silentSwitch = 3 * time.Second })
-	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
-	key, _, _ := crypto.GenerateEd25519Key(nil)
-	r, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: tr, RelayService: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	_, sa := testNode(t, NewTrustGroup(nil)) // a store for a's content
-	akey, _, _ := crypto.GenerateEd25519Key(nil)
-	a, err := New(context.Background(), Config{Key: akey, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: ta, Content: stallingContent{sa}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, _ := testNode(t, tb)
-	pair(r, a, tr, ta)
-	pair(r, b, tr, tb)
-	pair(a, b, ta, tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := a.Reserve(ctx, r.AddrInfo()); err != nil {
-		t.Fatal(err)
-	}
-	via, _ := RelayAddr(r.AddrInfo(), a.ID())
-	if err := b.Connect(ctx, via); err != nil || b.ConnKind(a.ID()) != ConnRelayed {
-		t.Fatalf("b reaches a through the relay: %v (%s)", err, b.ConnKind(a.ID()))
+	_, a, b, _ := relayedPair(t, ctx, func(c Content) Content { return stallingContent{c} })
+	if k := b.ConnKind(a.ID()); k != ConnRelayed {
+		t.Fatalf("b reaches a %q, want relayed", k)
 	}
 	errc := make(chan error, 1)
 	go func() {
