@@ -130,7 +130,21 @@ func TestSilentConnSwitched(t *testing.T) {
 	go func() {
 		errc <- b.Fetch(ctx, a.ID(), []ChunkWant{{Chunk: chunk.ID{1}, Size: 1000}}, 1, func(int, []byte, error) error { return nil })
 	}()
-	time.Sleep(200 * time.Millisecond) // the stream is open on the relayed connection
+	// The stream is open on the relayed connection (the only one yet).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		open := false
+		for _, c := range b.host.Network().ConnsToPeer(a.ID()) {
+			for _, st := range c.GetStreams() {
+				open = open || st.Protocol() == ProtoChunks
+			}
+		}
+		if open {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the chunks stream never opened")
+		}
+	}
 	if err := b.host.Connect(network.WithForceDirectDial(ctx, "test"), a.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
