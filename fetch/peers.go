@@ -30,6 +30,11 @@ type peerState struct {
 	later, insist map[*want]bool
 	zstd          bool // it is asked for compressed chunks (compress)
 	zstdKnown     bool // ... as its measured rate decided
+	// zstdBase is p's Compressed counters when this transfer first
+	// decided; noShrink: what it sent compressed since did not shrink.
+	zstdBase    [2]int64
+	zstdBaseSet bool
+	noShrink    bool
 }
 
 // usable says whether p may still be asked for chunks of h.

@@ -79,14 +79,36 @@ const (
 	compressAbove = 400e6
 )
 
-// compress says whether to ask p for compressed chunks, given mode.
-func (s *scheduler) compress(p peer.ID, mode Compress) bool {
+// shrinkMeasure is how many chunk bytes p must have sent compressed in
+// a transfer before it is judged whether they shrink; notShrunk is the
+// share of them the wire must carry to stop asking: data that does not
+// shrink (already compressed, or random) costs both ends CPU for nothing
+// (the stream sends it as raw blocks), and a room of machines on 100
+// Mbit/s is CPU-bound on two cores.
+const (
+	shrinkMeasure = 1 << 20
+	notShrunk     = 0.9
+)
+
+// compress says whether to ask p for compressed chunks, given mode and
+// p's Compressed counters now.
+func (s *scheduler) compress(p peer.ID, mode Compress, wire, raw int64) bool {
 	ps := s.peers.get(p)
 	switch mode {
 	case CompressNever:
 		return false
 	case CompressAlways:
 		return true
+	}
+	if !ps.zstdBaseSet {
+		ps.zstdBase, ps.zstdBaseSet = [2]int64{wire, raw}, true
+	}
+	if w, r := wire-ps.zstdBase[0], raw-ps.zstdBase[1]; r >= shrinkMeasure && float64(w) > notShrunk*float64(r) {
+		ps.noShrink = true
+	}
+	if ps.noShrink {
+		ps.zstd, ps.zstdKnown = false, true
+		return false
 	}
 	if !ps.zstdKnown {
 		// The first measure is over a megabyte or more: over a first

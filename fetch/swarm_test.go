@@ -253,22 +253,30 @@ func TestCompressDecision(t *testing.T) {
 		mode  Compress
 		rates []float64 // bytes per second measured over a second before each decision
 		want  []bool
+		// shrink is the wire bytes per chunk byte of what came compressed
+		// (0: nothing compressed came yet)
+		shrink float64
 	}{
-		{"unknown rate", CompressAuto, []float64{0}, []bool{true}},
-		{"under a megabyte measured", CompressAuto, []float64{512 << 10, 1e9}, []bool{true, false}},
-		{"a slow link", CompressAuto, []float64{2.5e6}, []bool{true}},
-		{"loopback", CompressAuto, []float64{1e9}, []bool{false}},
-		{"a first measure between the marks is fast", CompressAuto, []float64{100e6, 30e6, 100e6}, []bool{false, true, true}},
-		{"between the marks it stays", CompressAuto, []float64{2.5e6, 100e6, 500e6, 100e6}, []bool{true, true, false, false}},
-		{"never", CompressNever, []float64{2.5e6}, []bool{false}},
-		{"always", CompressAlways, []float64{1e9}, []bool{true}},
+		{"unknown rate", CompressAuto, []float64{0}, []bool{true}, 0},
+		{"under a megabyte measured", CompressAuto, []float64{512 << 10, 1e9}, []bool{true, false}, 0},
+		{"a slow link", CompressAuto, []float64{2.5e6}, []bool{true}, 0},
+		{"loopback", CompressAuto, []float64{1e9}, []bool{false}, 0},
+		{"a first measure between the marks is fast", CompressAuto, []float64{100e6, 30e6, 100e6}, []bool{false, true, true}, 0},
+		{"between the marks it stays", CompressAuto, []float64{2.5e6, 100e6, 500e6, 100e6}, []bool{true, true, false, false}, 0},
+		{"never", CompressNever, []float64{2.5e6}, []bool{false}, 0},
+		{"always", CompressAlways, []float64{1e9}, []bool{true}, 0},
+		{"text shrinks: it stays", CompressAuto, []float64{2.5e6, 2.5e6, 2.5e6}, []bool{true, true, true}, 0.3},
+		{"random data does not shrink: it stops for good", CompressAuto, []float64{2.5e6, 2.5e6, 2.5e6}, []bool{true, false, false}, 1.0},
+		{"always, even if it does not shrink", CompressAlways, []float64{2.5e6, 2.5e6}, []bool{true, true}, 1.0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := testScheduler(testItem(1, 4, []peer.ID{p}))
 			ps := s.peers.get(p)
 			for i, rate := range tc.rates {
 				ps.first, ps.last, ps.bytes = t0, t0.Add(time.Second), int64(rate)
-				if got := s.compress(p, tc.mode); got != tc.want[i] {
+				// Before decision i, i megabytes came compressed.
+				raw := int64(i) << 20
+				if got := s.compress(p, tc.mode, int64(tc.shrink*float64(raw)), raw); got != tc.want[i] {
 					t.Errorf("decision %d at %.3g B/s: %v, want %v", i, rate, got, tc.want[i])
 				}
 			}

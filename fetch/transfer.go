@@ -46,6 +46,9 @@ type chunkPeers interface {
 	Fetch(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, got func(i int, data []byte, err error) error) error
 	Protect(p peer.ID, tag string)
 	Unprotect(p peer.ID, tag string)
+	// Compressed says how many bytes compressed answers from p took on
+	// the wire and how many chunk bytes they carried.
+	Compressed(p peer.ID) (wire, raw int64)
 }
 
 var _ chunkPeers = (*p2p.Node)(nil)
@@ -372,10 +375,11 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (bu
 	// on: in a room, the first batches all go to the seeder before anyone
 	// has heard from anyone.
 	wants := make([]p2p.ChunkWant, len(batch))
+	wire, raw := f.net.Compressed(p)
 	s := f.lock()
 	window := s.began(p, time.Now())
 	was := s.peers.get(p).zstd
-	zstd := s.compress(p, f.opts.Compress)
+	zstd := s.compress(p, f.opts.Compress, wire, raw)
 	if zstd != was {
 		rate, _ := s.peers.get(p).rate(1)
 		f.log.Debug("compression for this peer", "peer", p, "on", zstd, "rate MB/s", int(rate/1e6))

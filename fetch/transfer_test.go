@@ -30,8 +30,9 @@ type fakePeers struct {
 func (f *fakePeers) Fetch(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, got func(int, []byte, error) error) error {
 	return f.serve[p](ctx, wants, got)
 }
-func (f *fakePeers) Protect(peer.ID, string)   {}
-func (f *fakePeers) Unprotect(peer.ID, string) {}
+func (f *fakePeers) Protect(peer.ID, string)              {}
+func (f *fakePeers) Unprotect(peer.ID, string)            {}
+func (f *fakePeers) Compressed(peer.ID) (wire, raw int64) { return 0, 0 }
 
 var _ chunkPeers = (*fakePeers)(nil)
 

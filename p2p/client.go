@@ -79,18 +79,54 @@ func (e *SilentConnError) Unwrap() error { return e.Err }
 // the stall timeout ends a silent stream.
 var silentSwitch = 3 * time.Second
 
-// progressReader notes when it last read something.
+// progressReader notes when it last read something, and how much it
+// read.
 type progressReader struct {
 	r    io.Reader
 	last atomic.Int64 // unix nanoseconds
+	n    int64
 }
 
 func (pr *progressReader) Read(b []byte) (int, error) {
 	n, err := pr.r.Read(b)
 	if n > 0 {
 		pr.last.Store(time.Now().UnixNano())
+		pr.n += int64(n)
 	}
 	return n, err
+}
+
+// shrinkage counts, per peer connected, the bytes of compressed answer
+// streams read and the chunk bytes they carried (Compressed).
+type shrinkage struct {
+	mu        sync.Mutex
+	wire, raw map[peer.ID]int64
+}
+
+func (s *shrinkage) add(p peer.ID, wire, raw int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wire == nil {
+		s.wire, s.raw = map[peer.ID]int64{}, map[peer.ID]int64{}
+	}
+	s.wire[p] += wire
+	s.raw[p] += raw
+}
+
+func (s *shrinkage) forget(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.wire, p)
+	delete(s.raw, p)
+}
+
+// Compressed says how many bytes the compressed answer streams from p
+// took on the wire so far, and how many chunk bytes they carried: whether
+// compression pays with p, measured (counted while p stays connected).
+func (n *Node) Compressed(p peer.ID) (wire, raw int64) {
+	n.shrink.mu.Lock()
+	defer n.shrink.mu.Unlock()
+	return n.shrink.wire[p], n.shrink.raw[p]
 }
 
 // watchSilence closes c, the connection of a chunks stream reading
@@ -393,6 +429,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 	defer fetchBufs.Put(fb)
 	fb.r.Reset(in)
 	defer fb.r.Reset(nil)
+	var raw int64 // chunk bytes read
 	if len(wants) > 0 && wants[0].Zstd {
 		// The answers come as one zstd stream (compress.go).
 		zs, err := decompressFrom(in, p)
@@ -400,6 +437,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 			return err
 		}
 		defer zs.release()
+		defer func() { n.shrink.add(p, in.n, raw) }()
 		fb.r.Reset(zs)
 	}
 	r, buf := fb.r, fb.data
@@ -455,6 +493,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s does not hash to its ID", w.Chunk)}
 		}
 		n.countChunk(p, true, len(data))
+		raw += int64(len(data))
 		if err := got(i, data, nil); err != nil {
 			return err
 		}

@@ -66,7 +66,9 @@ func TestCompressedChunks(t *testing.T) {
 			if err := readMsg(br, maxChunkHeader, &h); err != nil || h.Length != c.Size {
 				t.Fatalf("header %+v (%v) for a %d-byte chunk", h, err, c.Size)
 			}
-			// Through the client: verified, whole.
+			// Through the client: verified, whole, and what it took on the
+			// wire counted against what it carried.
+			wire0, raw0 := b.Compressed(a.ID())
 			var got []byte
 			err = b.Fetch(ctx, a.ID(), []ChunkWant{{Chunk: c.ID, Size: c.Size, Zstd: true}}, 1, func(_ int, data []byte, err error) error {
 				got = append(got, data...)
@@ -74,6 +76,12 @@ func TestCompressedChunks(t *testing.T) {
 			})
 			if err != nil || chunk.Sum(got) != c.ID {
 				t.Errorf("Fetch: %v (%d bytes)", err, len(got))
+			}
+			wire, carried := b.Compressed(a.ID())
+			// (The stream read here may end at other flushes than the one
+			// above: its size is bounded, not equal.)
+			if carried-raw0 != int64(c.Size) || wire-wire0 <= 0 || wire-wire0 > int64(tc.maxWire(int(c.Size))) {
+				t.Errorf("Compressed counted %d wire bytes for %d chunk bytes of a %d-byte chunk", wire-wire0, carried-raw0, c.Size)
 			}
 		})
 	}

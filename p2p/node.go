@@ -118,7 +118,8 @@ type Node struct {
 	seen  observed // public addresses members saw (punch.go)
 	// punched are the direct connections hole punching made (punch.go).
 	punched punchedConns
-	reach   *reach // AutoNAT v2 (reach.go)
+	shrink  shrinkage // what compression saved, per peer (client.go)
+	reach   *reach    // AutoNAT v2 (reach.go)
 }
 
 // connected says whether p has a live connection.
@@ -386,6 +387,9 @@ func (n *Node) KeepConnected(ai peer.AddrInfo) {
 	}()
 }
 
-func (n *Node) disconnected(_ network.Network, c network.Conn) {
+func (n *Node) disconnected(nw network.Network, c network.Conn) {
 	n.log.Debug("disconnected", "peer", c.RemotePeer())
+	if nw.Connectedness(c.RemotePeer()) != network.Connected {
+		n.shrink.forget(c.RemotePeer())
+	}
 }
