@@ -32,8 +32,8 @@ func (g *gater) InterceptPeerDial(peer.ID) bool               { return true }
 func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool  { return true }
 
-func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return dir == network.DirOutbound || g.allowed(p) || g.joins.admit(p) || g.dialBacks.admit(p)
+func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, addrs network.ConnMultiaddrs) bool {
+	return dir == network.DirOutbound || g.allowed(p) || g.joins.admit(p) || g.dialBacks.admit(p, addrs.RemoteMultiaddr())
 }
 
 func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {

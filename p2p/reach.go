@@ -20,6 +20,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Reachability (AutoNAT v2): whether a machine on the internet can dial
@@ -82,9 +83,13 @@ type reachResult struct {
 }
 
 // dialBacks admits the strangers members dial back from while a check of
-// this node's is in flight.
+// this node's is in flight, and only from the address of a machine a
+// member is connected from (fromMember: the member's own host dials
+// back; from behind a NAT, by the NAT's address, which is the one its
+// connection here comes from).
 type dialBacks struct {
-	admitted admitted
+	admitted   admitted
+	fromMember func(remote ma.Multiaddr) bool
 
 	mu       sync.Mutex
 	checking int
@@ -102,14 +107,32 @@ func (d *dialBacks) end() {
 	d.mu.Unlock()
 }
 
-func (d *dialBacks) admit(p peer.ID) bool {
+func (d *dialBacks) admit(p peer.ID, remote ma.Multiaddr) bool {
 	if d == nil {
 		return false
 	}
 	d.mu.Lock()
-	checking := d.checking > 0
+	checking := d.checking > 0 && d.fromMember != nil
 	d.mu.Unlock()
-	return checking && d.admitted.add(p, maxDialBacks, dialBackWindow)
+	return checking && d.fromMember(remote) && d.admitted.add(p, maxDialBacks, dialBackWindow)
+}
+
+// fromMemberIP says whether remote's IP is one a member is connected to
+// this node from, directly.
+func (n *Node) fromMemberIP(remote ma.Multiaddr) bool {
+	ip, err := manet.ToIP(remote)
+	if err != nil {
+		return false
+	}
+	for _, c := range n.host.Network().Conns() {
+		if !n.gater.trust.Contains(c.RemotePeer()) || isRelayed(c.RemoteMultiaddr()) {
+			continue
+		}
+		if cip, err := manet.ToIP(c.RemoteMultiaddr()); err == nil && cip.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *dialBacks) stranger(p peer.ID) bool { return d != nil && d.admitted.has(p) }
@@ -169,6 +192,9 @@ func (n *Node) startReach(h host.Host) error {
 		return fmt.Errorf("starting AutoNAT: %w", err)
 	}
 	n.reach = &reach{an: an, dialer: dialer, private: reachPrivateAddrs, results: map[string]reachResult{}}
+	n.gater.dialBacks.mu.Lock()
+	n.gater.dialBacks.fromMember = n.fromMemberIP
+	n.gater.dialBacks.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -90,33 +90,36 @@ func TestReachability(t *testing.T) {
 }
 
 // TestDialBacksAdmittedOnlyWhileChecking: the gater lets a stranger in to
-// dial back only while one of the node's own checks is in flight, and
-// only a few at once.
+// dial back only while one of the node's own checks is in flight, only
+// from a member's machine, and only a few at once.
 func TestDialBacksAdmittedOnlyWhileChecking(t *testing.T) {
-	var d dialBacks
+	member, elsewhere := ma.StringCast("/ip4/11.0.0.2/tcp/40000"), ma.StringCast("/ip4/11.0.0.9/tcp/40000")
+	d := dialBacks{fromMember: func(remote ma.Multiaddr) bool { return remote.Equal(member) }}
 	ids := make([]peer.ID, maxDialBacks+1)
 	for i := range ids {
 		k, _, _ := crypto.GenerateEd25519Key(nil)
 		ids[i], _ = peer.IDFromPrivateKey(k)
 	}
-	peerID := func(_ *testing.T, i int) peer.ID { return ids[i] }
-	if d.admit(peerID(t, 1)) {
+	if d.admit(ids[1], member) {
 		t.Fatal("admitted with no check in flight")
 	}
 	d.begin()
+	if d.admit(ids[1], elsewhere) {
+		t.Fatal("admitted from a machine no member is on")
+	}
 	for i := range maxDialBacks {
-		if !d.admit(peerID(t, i)) {
+		if !d.admit(ids[i], member) {
 			t.Fatalf("dial-back %d refused", i)
 		}
 	}
-	if d.admit(peerID(t, maxDialBacks)) {
+	if d.admit(ids[maxDialBacks], member) {
 		t.Fatal("more dial-backs admitted than maxDialBacks")
 	}
-	if !d.stranger(peerID(t, 0)) || d.stranger(peerID(t, maxDialBacks)) {
+	if !d.stranger(ids[0]) || d.stranger(ids[maxDialBacks]) {
 		t.Fatal("stranger() disagrees with admit()")
 	}
 	d.end()
-	if d.admit(peerID(t, 0)) {
+	if d.admit(ids[0], member) {
 		t.Fatal("admitted after the check ended")
 	}
 }
