@@ -131,15 +131,15 @@ func (f *transfer) ingest(ctx context.Context, st *itemState) error {
 		}
 		return f.restart(ctx, st, fresh)
 	}
-	streamed := st.streaming
+	streamed, desc := st.streaming, st.desc
 	var r io.Reader = sp.reader()
 	if streamed {
-		r = &streamReader{f: f, st: st, desc: st.desc, sp: sp, size: info.NarSize}
+		r = &streamReader{f: f, st: st, desc: desc, sp: sp, size: info.NarSize}
 	}
 	f.unlock()
 	x, err := f.store.StageNAR(ctx, &info, it.index, r)
 	if streamed {
-		complete := f.lock().streamEnded(st, err != nil)
+		complete := f.lock().streamEnded(st, desc, err != nil)
 		f.unlock()
 		if !complete {
 			// Given up (the item was orphaned, the transfer ended), or

@@ -389,7 +389,7 @@ func TestSchedulerStreams(t *testing.T) {
 		if big.phase != unpacking || slices.Contains(s.ready, big) {
 			t.Fatalf("complete streamed item: phase %v, queued %v", big.phase, slices.Contains(s.ready, big))
 		}
-		if !s.streamEnded(big, false) || big.streaming {
+		if !s.streamEnded(big, big.desc, false) || big.streaming {
 			t.Fatal("streamEnded: not complete")
 		}
 	})
@@ -399,7 +399,7 @@ func TestSchedulerStreams(t *testing.T) {
 		if st, _, _ := s.nextIngest(); st != big {
 			t.Fatal("not streamed")
 		}
-		if s.streamEnded(big, true) || s.held != 0 || !big.noStream {
+		if s.streamEnded(big, big.desc, true) || s.held != 0 || !big.noStream {
 			t.Fatalf("after an early failure: held %d, noStream %v", s.held, big.noStream)
 		}
 		if st, _, _ := s.nextIngest(); st != nil {
@@ -423,8 +423,23 @@ func TestSchedulerStreams(t *testing.T) {
 		if big.phase != stale || big.streaming || s.held != 0 || !slices.Contains(s.ready, big) {
 			t.Fatalf("orphaned streamed item: phase %v, streaming %v, held %d", big.phase, big.streaming, s.held)
 		}
-		if s.streamEnded(big, true) || s.held != 0 {
-			t.Fatalf("its worker's end changed the books: held %d", s.held)
+		// Another worker describes it again, and it is streamed anew
+		// before the first worker ends: that end changes nothing.
+		was := big.desc
+		s.ready = slices.DeleteFunc(s.ready, func(st *itemState) bool { return st == big })
+		s.abandon(big)
+		missing := make([]int, len(big.it.index))
+		for i := range missing {
+			missing[i] = i
+		}
+		s.reset(big, &spool{}, missing, 0, 0)
+		s.delivered(b, big.wants[0], int(big.wants[0].ref.Size), time.Unix(0, 0))
+		big.wants[0].done = true
+		if st, _, _ := s.nextIngest(); st != big || !big.streaming {
+			t.Fatal("the new description was not streamed")
+		}
+		if s.streamEnded(big, was, true) || !big.streaming || big.noStream || s.held != big.it.info.NarSize {
+			t.Fatalf("the first worker's end changed the new stream: streaming %v, held %d", big.streaming, s.held)
 		}
 	})
 }

@@ -103,13 +103,15 @@ func (s *scheduler) toStream() *itemState {
 	return nil
 }
 
-// streamEnded records that the worker streaming st is done with it, ok
-// or not; complete says whether st's chunks were all in by then (its
+// streamEnded records that the worker streaming st (its description
+// desc) is done with it, ok or not; complete says whether st's chunks were all in by then (its
 // unpacking goes on as an ordinary one's: committed, or a lie found).
 // One that failed earlier is unpacked the ordinary way once complete.
-func (s *scheduler) streamEnded(st *itemState, failed bool) (complete bool) {
-	if !st.streaming {
-		return false // orphaned meanwhile: it waits to be described again
+func (s *scheduler) streamEnded(st *itemState, desc int, failed bool) (complete bool) {
+	if !st.streaming || st.desc != desc {
+		// Orphaned meanwhile: it waits to be described again, or is
+		// described again already (and maybe streamed by another worker).
+		return false
 	}
 	st.streaming = false
 	if st.phase == unpacking {
