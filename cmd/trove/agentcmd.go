@@ -252,8 +252,11 @@ func newPeersCmd(a *app) *cobra.Command {
 		Short: "List connected and trusted peers with their traffic",
 		Long: `List the running agent's peers: each connected peer and each member of the
 trust group, with its name, addresses, transport, latency, bytes in and
-out, and whether it is trusted. Needs a running agent (one that is
-starting is waited for).`,
+out, and whether it is trusted. STATE says "connected (relayed)" for a
+peer reached only through a relay and "connected (hole-punched)" for one
+reached directly through NATs by hole punching ("via" in --json: direct,
+hole-punched or relayed). Needs a running agent (one that is starting is
+waited for).`,
 		Example: `  trove peers
   trove peers --json`,
 		Args: exactArgs(0),
