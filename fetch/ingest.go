@@ -131,7 +131,7 @@ func (f *transfer) ingest(ctx context.Context, st *itemState) error {
 		}
 		return f.restart(ctx, st, fresh)
 	}
-	streamed, desc := st.streaming, st.desc
+	streamed, desc := s.streamed == st, st.desc
 	var r io.Reader = sp.reader()
 	if streamed {
 		r = &streamReader{f: f, st: st, desc: desc, sp: sp, size: info.NarSize}
@@ -251,14 +251,14 @@ func (r *streamReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	s := r.f.lock()
-	for s.err == nil && r.st.streaming && r.st.desc == r.desc && r.st.prefix <= r.off {
+	for s.err == nil && s.streaming(r.st, r.desc) && r.st.prefix() <= r.off {
 		r.f.wait()
 	}
-	if s.err != nil || !r.st.streaming || r.st.desc != r.desc {
+	if s.err != nil || !s.streaming(r.st, r.desc) {
 		r.f.unlockQuiet()
 		return 0, errStreamGone
 	}
-	n := min(uint64(len(p)), r.st.prefix-r.off)
+	n := min(uint64(len(p)), r.st.prefix()-r.off)
 	r.f.unlockQuiet()
 	m, err := r.sp.f.ReadAt(p[:n], int64(r.off))
 	r.off += uint64(m)

@@ -31,10 +31,9 @@ type peerState struct {
 	zstd          bool // it is asked for compressed chunks (compress)
 	zstdKnown     bool // ... as its measured rate decided
 	// zstdBase is p's Compressed counters when this transfer first
-	// decided; noShrink: what it sent compressed since did not shrink.
+	// decided: what came compressed since tells whether it shrinks.
 	zstdBase    [2]int64
 	zstdBaseSet bool
-	noShrink    bool
 }
 
 // usable says whether p may still be asked for chunks of h.

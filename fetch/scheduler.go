@@ -57,8 +57,12 @@ type scheduler struct {
 	pathsDone                                                      int
 
 	// streamOK says an item may be unpacked while its chunks arrive (two
-	// ingest workers or more: one stays for the items that complete).
-	streamOK bool
+	// ingest workers or more: one stays for the items that complete);
+	// streamed is the one that is (toStream), streamScan the plan items
+	// toStream need not look at again.
+	streamOK   bool
+	streamed   *itemState
+	streamScan int
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
 	swarm bool
@@ -79,16 +83,14 @@ type itemState struct {
 	// staged is the unpacked, verified NAR waiting for its references to
 	// become valid before it is committed.
 	staged staged
-	// in says which chunks of the description are in the spool; the NAR's
-	// first prefix bytes are, up to chunk next.
-	in     []bool
-	next   int
-	prefix uint64
-	// streaming: an ingest worker unpacks the item while its chunks
-	// arrive, reading the spool up to prefix (ingest.go). noStream: a
-	// streamed unpack of this description failed before its chunks were
-	// all in; it is unpacked the ordinary way once they are.
-	streaming, noStream bool
+	// in says which chunks of the description are in the spool; chunks
+	// before next all are (prefix).
+	in   []bool
+	next int
+	// noStream: a streamed unpacking of this description (toStream)
+	// failed before its chunks were all in; it is unpacked the ordinary
+	// way once they are.
+	noStream bool
 }
 
 // phase is where an item stands. An item moves
@@ -217,9 +219,16 @@ func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reus
 // advance moves st's prefix over the chunks in.
 func (st *itemState) advance() {
 	for st.next < len(st.in) && st.in[st.next] {
-		st.prefix = st.it.offs[st.next] + uint64(st.it.index[st.next].Size)
 		st.next++
 	}
+}
+
+// prefix is how many of the NAR's first bytes are in the spool.
+func (st *itemState) prefix() uint64 {
+	if st.next < len(st.it.offs) {
+		return st.it.offs[st.next]
+	}
+	return st.it.info.NarSize
 }
 
 // maybeComplete queues st once its chunks are all in, or, when an ingest
@@ -227,7 +236,7 @@ func (st *itemState) advance() {
 func (s *scheduler) maybeComplete(st *itemState) {
 	switch {
 	case st.left > 0:
-	case st.streaming:
+	case s.streamed == st:
 		st.from(fetching, unpacking) // held since streaming began
 	case st.complete():
 		s.ready = append(s.ready, st)
@@ -494,10 +503,7 @@ func (s *scheduler) checkProviders() {
 			continue
 		}
 		if s.redescribable(st) && st.orphaned() {
-			if st.streaming { // its worker gives up (ingest.go)
-				st.streaming = false
-				s.held -= st.it.info.NarSize
-			}
+			s.unstream(st) // its worker gives up (ingest.go)
 			s.ready = append(s.ready, st)
 			continue
 		}

@@ -364,19 +364,19 @@ func TestSchedulerStreams(t *testing.T) {
 			t.Fatalf("nothing in yet, handed %s", st.it.info.Path.Name)
 		}
 		deliver(s, big.wants[1])
-		if big.prefix != 0 {
-			t.Fatalf("prefix %d with the first chunk missing", big.prefix)
+		if big.prefix() != 0 {
+			t.Fatalf("prefix %d with the first chunk missing", big.prefix())
 		}
 		if st, _, _ := s.nextIngest(); st != nil {
 			t.Fatalf("nothing begun at the start, handed %s", st.it.info.Path.Name)
 		}
 		deliver(s, big.wants[0])
-		if want := big.it.offs[2]; big.prefix != want {
-			t.Fatalf("prefix %d, want %d", big.prefix, want)
+		if want := big.it.offs[2]; big.prefix() != want {
+			t.Fatalf("prefix %d, want %d", big.prefix(), want)
 		}
 		st, _, _ := s.nextIngest()
-		if st != big || !big.streaming || big.phase != fetching || s.held != big.it.info.NarSize {
-			t.Fatalf("handed %v (streaming %v, phase %v, held %d)", st, big.streaming, big.phase, s.held)
+		if st != big || !(s.streamed == big) || big.phase != fetching || s.held != big.it.info.NarSize {
+			t.Fatalf("handed %v (streaming %v, phase %v, held %d)", st, (s.streamed == big), big.phase, s.held)
 		}
 		if st, _, _ := s.nextIngest(); st != nil {
 			t.Fatalf("a second item streamed: %s", st.it.info.Path.Name)
@@ -389,8 +389,24 @@ func TestSchedulerStreams(t *testing.T) {
 		if big.phase != unpacking || slices.Contains(s.ready, big) {
 			t.Fatalf("complete streamed item: phase %v, queued %v", big.phase, slices.Contains(s.ready, big))
 		}
-		if !s.streamEnded(big, big.desc, false) || big.streaming {
+		if !s.streamEnded(big, big.desc, false) || (s.streamed == big) {
 			t.Fatal("streamEnded: not complete")
+		}
+	})
+	t.Run("one at a time", func(t *testing.T) {
+		first, second := testItem(1, 1100, []peer.ID{a}), testItem(2, 1100, []peer.ID{a})
+		s, sts := testScheduler(first, second)
+		s.streamOK = true
+		for _, st := range sts {
+			st.spool = &spool{}
+		}
+		deliver(s, sts[1].wants[0])
+		if st, _, _ := s.nextIngest(); st != sts[1] {
+			t.Fatal("the begun item was not streamed")
+		}
+		deliver(s, sts[0].wants[0]) // the first in plan order begins now
+		if st, _, _ := s.nextIngest(); st != nil {
+			t.Fatalf("a second item streamed: %s", st.it.info.Path.Name)
 		}
 	})
 	t.Run("failed early", func(t *testing.T) {
@@ -420,8 +436,8 @@ func TestSchedulerStreams(t *testing.T) {
 		s.peers.get(b).lacks = map[nix.PathHash]bool{big.it.info.Path.Hash: true}
 		s.dropPeer(a, "gone")
 		s.checkProviders()
-		if big.phase != stale || big.streaming || s.held != 0 || !slices.Contains(s.ready, big) {
-			t.Fatalf("orphaned streamed item: phase %v, streaming %v, held %d", big.phase, big.streaming, s.held)
+		if big.phase != stale || (s.streamed == big) || s.held != 0 || !slices.Contains(s.ready, big) {
+			t.Fatalf("orphaned streamed item: phase %v, streaming %v, held %d", big.phase, (s.streamed == big), s.held)
 		}
 		// Another worker describes it again, and it is streamed anew
 		// before the first worker ends: that end changes nothing.
@@ -435,11 +451,11 @@ func TestSchedulerStreams(t *testing.T) {
 		s.reset(big, &spool{}, missing, 0, 0)
 		s.delivered(b, big.wants[0], int(big.wants[0].ref.Size), time.Unix(0, 0))
 		big.wants[0].done = true
-		if st, _, _ := s.nextIngest(); st != big || !big.streaming {
+		if st, _, _ := s.nextIngest(); st != big || !(s.streamed == big) {
 			t.Fatal("the new description was not streamed")
 		}
-		if s.streamEnded(big, was, true) || !big.streaming || big.noStream || s.held != big.it.info.NarSize {
-			t.Fatalf("the first worker's end changed the new stream: streaming %v, held %d", big.streaming, s.held)
+		if s.streamEnded(big, was, true) || !(s.streamed == big) || big.noStream || s.held != big.it.info.NarSize {
+			t.Fatalf("the first worker's end changed the new stream: streaming %v, held %d", (s.streamed == big), s.held)
 		}
 	})
 }

@@ -103,10 +103,8 @@ func (s *scheduler) compress(p peer.ID, mode Compress, wire, raw int64) bool {
 	if !ps.zstdBaseSet {
 		ps.zstdBase, ps.zstdBaseSet = [2]int64{wire, raw}, true
 	}
+	// Once asking stops, the counters stop too: it stops for good.
 	if w, r := wire-ps.zstdBase[0], raw-ps.zstdBase[1]; r >= shrinkMeasure && float64(w) > notShrunk*float64(r) {
-		ps.noShrink = true
-	}
-	if ps.noShrink {
 		ps.zstd, ps.zstdKnown = false, true
 		return false
 	}

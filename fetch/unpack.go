@@ -78,48 +78,71 @@ const streamMin = 1 << 20
 // chunks arrive, so that the unpacking of a large path (a Nix store
 // unpacks a NAR as it downloads it) is mostly done when its last chunk
 // comes: the first item in plan order being fetched, begun and large,
-// if no other is streamed, a second ingest worker stays free for items
-// that complete meanwhile, and its NAR fits the budget. Only the
-// embedded store streams: it stages ahead of references.
+// if no other is streamed (a second ingest worker stays free for items
+// that complete meanwhile) and its NAR fits the budget. Only the embedded
+// store streams: it stages ahead of references. Items are fetched in
+// plan order, so the items it passes that are no longer being fetched
+// are not looked at again (one described again is unpacked the ordinary
+// way).
 func (s *scheduler) toStream() *itemState {
-	if !s.streamOK || s.inOrder {
+	if !s.streamOK || s.inOrder || s.streamed != nil {
 		return nil
 	}
-	for _, it := range s.plan.items {
-		st := s.items[it.info.Path.Hash]
-		if st == nil || st.streaming {
-			return nil // one at a time
+	items := s.plan.items
+	for ; s.streamScan < len(items); s.streamScan++ {
+		if st := s.items[items[s.streamScan].info.Path.Hash]; st == nil || st.phase == fetching {
+			break
 		}
-		if st.phase != fetching || st.noStream || st.prefix == 0 || st.spool == nil || it.info.NarSize < streamMin {
+	}
+	for _, it := range items[s.streamScan:] {
+		st := s.items[it.info.Path.Hash]
+		if st == nil || st.phase != fetching || st.noStream || st.next == 0 || st.spool == nil || it.info.NarSize < streamMin {
 			continue
 		}
 		if !s.fits(it.info.NarSize) {
 			return nil
 		}
-		st.streaming = true
+		s.streamed = st
 		s.held += it.info.NarSize
 		return st
 	}
 	return nil
 }
 
+// unstream lets go of st if it is the item streamed, and of its hold on
+// the disk budget unless it is complete (unpacking holds it).
+func (s *scheduler) unstream(st *itemState) {
+	if s.streamed != st {
+		return
+	}
+	s.streamed = nil
+	if st.phase != unpacking {
+		s.held -= st.it.info.NarSize
+	}
+}
+
+// streaming says whether st, under description desc, is still the item
+// streamed.
+func (s *scheduler) streaming(st *itemState, desc int) bool {
+	return s.streamed == st && st.desc == desc
+}
+
 // streamEnded records that the worker streaming st (its description
-// desc) is done with it, ok or not; complete says whether st's chunks were all in by then (its
-// unpacking goes on as an ordinary one's: committed, or a lie found).
-// One that failed earlier is unpacked the ordinary way once complete.
+// desc) is done with it, ok or not; complete says whether st's chunks
+// were all in by then (its unpacking goes on as an ordinary one's:
+// committed, or a lie found). One that failed earlier is unpacked the
+// ordinary way once complete.
 func (s *scheduler) streamEnded(st *itemState, desc int, failed bool) (complete bool) {
-	if !st.streaming || st.desc != desc {
+	if !s.streaming(st, desc) {
 		// Orphaned meanwhile: it waits to be described again, or is
 		// described again already (and maybe streamed by another worker).
 		return false
 	}
-	st.streaming = false
+	s.unstream(st)
 	if st.phase == unpacking {
 		return true
 	}
-	s.held -= st.it.info.NarSize
 	st.noStream = failed
-	s.maybeComplete(st) // (still fetching: a no-op until the last chunk)
 	return false
 }
 

@@ -69,8 +69,6 @@ func (e *SilentConnError) Error() string {
 
 func (e *SilentConnError) Unwrap() error { return e.Err }
 
-// closeSilent closes c, on which a stream to p stalled, if another
-// connection to p is open, and says whether it did.
 // silentSwitch is how long a chunks stream may go without a byte while a
 // newer connection to its peer is open before its own connection is
 // taken for dead: a NAT that forgot its mapping, or a relay whose leg to
@@ -147,22 +145,20 @@ func (n *Node) watchSilence(ctx context.Context, p peer.ID, c network.Conn, in *
 			if time.Since(time.Unix(0, in.last.Load())) < silentSwitch {
 				continue
 			}
-			for _, o := range n.host.Network().ConnsToPeer(p) {
-				if o != c && o.Stat().Opened.After(c.Stat().Opened) {
-					n.log.Info("closing a connection that went silent; a newer one is open", "peer", p, "addr", c.RemoteMultiaddr(), "silent", silentSwitch)
-					closed.Store(true)
-					c.Close()
-					return
-				}
+			if n.closeSilent(p, c, c.Stat().Opened) {
+				closed.Store(true)
+				return
 			}
 		}
 	}()
 	return closed.Load
 }
 
-func (n *Node) closeSilent(p peer.ID, c network.Conn) bool {
+// closeSilent closes c, on which a stream to p went silent, if another
+// connection to p opened after since is open, and says whether it did.
+func (n *Node) closeSilent(p peer.ID, c network.Conn, since time.Time) bool {
 	for _, o := range n.host.Network().ConnsToPeer(p) {
-		if o != c {
+		if o != c && o.Stat().Opened.After(since) {
 			n.log.Info("closing a connection that went silent; another is open", "peer", p, "addr", c.RemoteMultiaddr())
 			c.Close()
 			return true
@@ -384,7 +380,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		case err == nil:
 		case silenced():
 			err = &SilentConnError{Peer: p, Err: err}
-		case errors.Is(context.Cause(ctx), ErrStalled) && n.closeSilent(p, st.Conn()):
+		case errors.Is(context.Cause(ctx), ErrStalled) && n.closeSilent(p, st.Conn(), time.Time{}):
 			err = &SilentConnError{Peer: p, Err: err}
 		}
 	}()

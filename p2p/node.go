@@ -155,9 +155,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic, joins: newJoiners(cfg.Group), dialBacks: &dialBacks{}}, log: cfg.Logger,
+		gater: &gater{trust: cfg.Trust, public: cfg.ServePublic, joins: newJoiners(cfg.Group)}, log: cfg.Logger,
 		static: map[peer.ID]chan struct{}{}, bw: metrics.NewBandwidthCounter(),
 	}
+	n.gater.dialBacks = &dialBacks{fromMember: n.fromMemberIP}
 	n.serves.scale = cfg.TimeScale
 	h := cfg.Host
 	if h != nil {
@@ -389,7 +390,9 @@ func (n *Node) KeepConnected(ai peer.AddrInfo) {
 
 func (n *Node) disconnected(nw network.Network, c network.Conn) {
 	n.log.Debug("disconnected", "peer", c.RemotePeer())
-	if nw.Connectedness(c.RemotePeer()) != network.Connected {
-		n.shrink.forget(c.RemotePeer())
+	if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
+		// What is kept per connected peer goes with its last connection.
+		n.shrink.forget(p)
+		n.punched.forget(p)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
@@ -59,14 +58,21 @@ func (o *observed) add(p peer.ID, a ma.Multiaddr, now time.Time) {
 		o.addrs = map[peer.ID]observation{}
 	}
 	o.addrs[p] = observation{a, now}
-	for len(o.addrs) > maxObservers {
-		var oldest peer.ID
-		for q, ob := range o.addrs {
-			if oldest == "" || ob.at.Before(o.addrs[oldest].at) {
-				oldest = q
+	keepNewest(o.addrs, maxObservers, func(ob observation) time.Time { return ob.at })
+}
+
+// keepNewest deletes the oldest entries of m (by at) until it holds at
+// most max.
+func keepNewest[K comparable, V any](m map[K]V, max int, at func(V) time.Time) {
+	for len(m) > max {
+		var oldest K
+		first := true
+		for k, v := range m {
+			if first || at(v).Before(at(m[oldest])) {
+				oldest, first = k, false
 			}
 		}
-		delete(o.addrs, oldest)
+		delete(m, oldest)
 	}
 }
 
@@ -124,11 +130,6 @@ func (n *Node) startPunching(h host.Host, trust *TrustGroup) error {
 		n.seen.add(id.Peer, id.ObservedAddr, time.Now())
 	})
 	var err error
-	n.onEvent(n.ctx, new(event.EvtPeerConnectednessChanged), func(e any) {
-		if c := e.(event.EvtPeerConnectednessChanged); c.Connectedness == network.NotConnected {
-			n.punched.forget(c.Peer)
-		}
-	})
 	n.punch, err = holepunch.NewService(h, idh.IDService(), n.punchAddrs, holepunch.WithTracer(punchLog{n.log, n}))
 	if err != nil {
 		return fmt.Errorf("starting hole punching: %w", err)

@@ -77,7 +77,6 @@ type reach struct {
 }
 
 type reachResult struct {
-	addr      ma.Multiaddr
 	reachable bool
 	at        time.Time
 }
@@ -112,13 +111,14 @@ func (d *dialBacks) admit(p peer.ID, remote ma.Multiaddr) bool {
 		return false
 	}
 	d.mu.Lock()
-	checking := d.checking > 0 && d.fromMember != nil
+	checking := d.checking > 0
 	d.mu.Unlock()
 	return checking && d.fromMember(remote) && d.admitted.add(p, maxDialBacks, dialBackWindow)
 }
 
 // fromMemberIP says whether remote's IP is one a member is connected to
-// this node from, directly.
+// this node from, directly (it is asked only during a check, after the
+// host started).
 func (n *Node) fromMemberIP(remote ma.Multiaddr) bool {
 	ip, err := manet.ToIP(remote)
 	if err != nil {
@@ -192,9 +192,6 @@ func (n *Node) startReach(h host.Host) error {
 		return fmt.Errorf("starting AutoNAT: %w", err)
 	}
 	n.reach = &reach{an: an, dialer: dialer, private: reachPrivateAddrs, results: map[string]reachResult{}}
-	n.gater.dialBacks.mu.Lock()
-	n.gater.dialBacks.fromMember = n.fromMemberIP
-	n.gater.dialBacks.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -290,16 +287,8 @@ const maxReachResults = 64
 func (r *reach) set(a ma.Multiaddr, reachable bool, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.results[string(a.Bytes())] = reachResult{a, reachable, at}
-	for len(r.results) > maxReachResults {
-		var oldest string
-		for k, v := range r.results {
-			if oldest == "" || v.at.Before(r.results[oldest].at) {
-				oldest = k
-			}
-		}
-		delete(r.results, oldest)
-	}
+	r.results[string(a.Bytes())] = reachResult{reachable, at}
+	keepNewest(r.results, maxReachResults, func(res reachResult) time.Time { return res.at })
 }
 
 // Reachability says whether members outside this node's network can dial

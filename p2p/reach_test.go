@@ -1,8 +1,12 @@
 package p2p
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +37,15 @@ func TestReachability(t *testing.T) {
 	a, _ := testNode(t, ta)
 	b, _ := testNode(t, tb)
 	c, _ := testNode(t, tc)
-	d, _ := testNode(t, td)
+	// d relays for its group, and says so when it finds itself private.
+	var dlog syncBuffer
+	dkey, _, _ := crypto.GenerateEd25519Key(nil)
+	d, err := New(context.Background(), Config{Key: dkey, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: td, RelayService: true,
+		Logger: slog.New(slog.NewTextHandler(&dlog, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
 	if got := a.Reachability(); got != ReachUnknown {
 		t.Fatalf("before any check: %s", got)
 	}
@@ -80,6 +92,9 @@ func TestReachability(t *testing.T) {
 	if len(reached) != 1 || !reached[0].Equal(listen) {
 		t.Fatalf("a reached at %v, want its listen address %v alone", reached, listen)
 	}
+	if !strings.Contains(dlog.String(), "this machine relays for its group, but members outside its network cannot dial it") {
+		t.Errorf("the private relay did not warn; its log:\n%s", dlog.String())
+	}
 	// The dial-back strangers are gone once their window passes, and were
 	// never members.
 	for _, p := range a.host.Network().Peers() {
@@ -122,4 +137,22 @@ func TestDialBacksAdmittedOnlyWhileChecking(t *testing.T) {
 	if d.admit(ids[0], member) {
 		t.Fatal("admitted after the check ended")
 	}
+}
+
+// syncBuffer is a buffer a logger may write to from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
