@@ -400,7 +400,12 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 	for i := 1; i <= n; i++ {
 		wg.Go(func() {
 			a := agents[i]
-			opts := fetch.Options{Keys: keys, StallTimeout: spec.stallTimeout()}
+			// Uncompressed: the closure is random data, which a follower
+			// stops asking compressed after a megabyte from each peer;
+			// in a room of hundreds that megabyte is most of what each
+			// pair sends, and 512 machines' zstd on two cores would make
+			// the room CPU-bound (DESIGN.md, Testing).
+			opts := fetch.Options{Keys: keys, StallTimeout: spec.stallTimeout(), Compress: fetch.CompressNever}
 			// A follower whose sync fails tries again a second later, as
 			// an agent's follower does, until the room stops.
 			for {
@@ -477,7 +482,7 @@ func addSimAgent(ctx context.Context, mn mocknet.Mocknet, room *simRoom, trust *
 	room.nics[h.ID()] = nc
 	room.mu.Unlock()
 	trust.Allow(h.ID(), fmt.Sprintf("sim-%d", i))
-	node, err := p2p.New(ctx, p2p.Config{Key: key, Trust: trust, Content: st, TimeScale: scale,
+	node, err := p2p.New(ctx, p2p.Config{Key: key, Trust: trust, Content: p2p.StoreContent{Store: st}, TimeScale: scale,
 		Host: &shapedHost{Host: h, room: room, nic: nc, paced: []protocol.ID{p2p.ProtoChunks}}})
 	if err != nil {
 		h.Close()

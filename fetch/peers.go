@@ -20,6 +20,7 @@ type peerState struct {
 	failures int       // failed batches, other than bad data and stalls
 	lacks    map[nix.PathHash]bool
 	streams  int // workers started for it
+	inFlight int // chunk requests out to it
 	// chunks holds, per path it does not provide whole, a bitfield of the
 	// chunks it said it holds (in have messages).
 	chunks map[nix.PathHash][]byte

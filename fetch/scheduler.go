@@ -66,8 +66,12 @@ type scheduler struct {
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
 	swarm bool
-	intn  func(int) int // picks at random
-	cand  []*want       // pick's scratch space
+	// inFlight is how many chunk requests are out, over all peers (a
+	// swarm bounds it: flightCap); firstTake is when the first went.
+	inFlight  int
+	firstTake time.Time
+	intn      func(int) int // picks at random
+	cand      []*want       // pick's scratch space
 }
 
 // itemState is one item's progress through a transfer.
@@ -257,10 +261,13 @@ func (s *scheduler) canServe(ps *peerState, w *want) bool {
 // for p now but may be later. A peer stays until the end even when
 // nothing is left to fetch: an item whose NAR proves its chunk index a lie
 // is fetched again.
-func (s *scheduler) take(p peer.ID, n int) (batch []*want, stop bool) {
+func (s *scheduler) take(p peer.ID, n int, now time.Time) (batch []*want, stop bool) {
 	ps := s.peers.get(p)
 	if s.err != nil || ps.dropped != "" {
 		return nil, true
+	}
+	if s.firstTake.IsZero() {
+		s.firstTake = now
 	}
 	// Share what is left among the peers still working, so one peer does
 	// not take a whole small remainder while others idle.
@@ -271,10 +278,21 @@ func (s *scheduler) take(p peer.ID, n int) (batch []*want, stop bool) {
 		n = min(n, swarmBatch)
 	}
 	n = min(n, ps.batchFor())
+	if s.swarm {
+		// Each peer may have half the requests out: the worker that
+		// just got its batch asks again first, and would keep them all.
+		flight := s.flightCap(now)
+		n = min(n, flight-s.inFlight, max(1, flight/2)-ps.inFlight)
+		if n <= 0 {
+			return nil, false
+		}
+	}
 	batch = s.pick(ps, n)
 	if len(batch) == 0 && len(s.pending) == 0 {
 		batch = s.endgame(ps, n)
 	}
+	s.inFlight += len(batch)
+	ps.inFlight += len(batch)
 	return batch, false
 }
 
@@ -418,6 +436,8 @@ func (s *scheduler) writeFailed(w *want, err error) error {
 // release takes p off the wants of a finished batch; those nobody else is
 // fetching go back to the front of the queue.
 func (s *scheduler) release(p peer.ID, batch []*want) {
+	s.inFlight -= len(batch)
+	s.peers.get(p).inFlight -= len(batch)
 	var back []*want
 	for _, w := range batch {
 		delete(w.inflight, p)

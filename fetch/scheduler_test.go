@@ -92,7 +92,7 @@ func TestSchedulerTake(t *testing.T) {
 		{name: "dropped peer stops", setup: func(s *scheduler) { s.dropPeer(a, "test") }, peer: a, n: 3, stop: true},
 		{name: "failed transfer stops", setup: func(s *scheduler) { s.fail(errors.New("boom")) }, peer: a, n: 3, stop: true},
 		{name: "endgame duplicates in-flight chunks", setup: func(s *scheduler) {
-			s.take(a, 64) // a holds everything it serves, nothing is pending
+			s.take(a, 64, time.Now()) // a holds everything it serves, nothing is pending
 		}, peer: c, n: 4, want: "p2/0 p2/1 p2/2 p2/3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,7 +103,7 @@ func TestSchedulerTake(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(s)
 			}
-			batch, stop := s.take(tc.peer, tc.n)
+			batch, stop := s.take(tc.peer, tc.n, time.Now())
 			if got := strings.Join(chunksOf(batch), " "); got != tc.want || stop != tc.stop {
 				t.Errorf("take(%s, %d) = %q, stop %v; want %q, stop %v", tc.peer, tc.n, got, stop, tc.want, tc.stop)
 			}
@@ -117,13 +117,13 @@ func TestSchedulerDropPeer(t *testing.T) {
 		s, _ := testScheduler(testItem(1, 4, []peer.ID{b, a}))
 		s.addStream(a)
 		s.addStream(b)
-		batch, _ := s.take(a, 2)
+		batch, _ := s.take(a, 2, time.Now())
 		s.release(a, batch)
 		out, now, _ := s.batchFailed(a, &p2p.BadDataError{Peer: a, Detail: "chunk hash mismatch"})
 		if !out || now != "sent bad data: chunk hash mismatch" || s.peers[a].bad != 1 {
 			t.Fatalf("batchFailed: out %v, dropped now %q, bad %d", out, now, s.peers[a].bad)
 		}
-		got, _ := s.take(b, 64)
+		got, _ := s.take(b, 64, time.Now())
 		if want := "p1/0 p1/1 p1/2 p1/3"; strings.Join(chunksOf(got), " ") != want {
 			t.Errorf("b takes %v, want %s (a's chunks first)", chunksOf(got), want)
 		}

@@ -28,8 +28,8 @@ func adds(path uint32, pos ...uint32) *p2p.Haves {
 // TestSchedulerSwarm: which chunks a swarm asks of whom. Seeder s
 // provides p1 (12 chunks) and p2 (4 chunks) whole; followers f and g say
 // in have messages which chunks they hold. intn answers at (mod n), so a
-// run among the equally rare starts at candidate at. A batch has at least
-// 4 chunks.
+// run among the equally rare starts at candidate at. (How many chunks a
+// batch may have is take's: TestSwarmBatch, TestSwarmFlight.)
 func TestSchedulerSwarm(t *testing.T) {
 	const s0, f, g = peer.ID("seeder"), peer.ID("f"), peer.ID("g")
 	paths := []nix.PathHash{{1}, {2}}
@@ -77,9 +77,9 @@ func TestSchedulerSwarm(t *testing.T) {
 					}
 				}
 			}
-			batch, _ := s.take(tc.peer, tc.n)
+			batch := s.pick(s.peers.get(tc.peer), tc.n)
 			if got := strings.Join(chunksOf(batch), " "); got != tc.want {
-				t.Errorf("take(%s, %d) = %q, want %q", tc.peer, tc.n, got, tc.want)
+				t.Errorf("pick(%s, %d) = %q, want %q", tc.peer, tc.n, got, tc.want)
 			}
 			if got := strings.Join(met, " "); got != tc.start {
 				t.Errorf("peers met: %q, want %q", got, tc.start)
@@ -169,7 +169,7 @@ func TestSchedulerPartialHolders(t *testing.T) {
 			if tc.fail {
 				return
 			}
-			batch, _ := s.take(f, 64)
+			batch := s.pick(s.peers.get(f), 64)
 			if got := strings.Join(chunksOf(batch), " "); got != "p1/0 p1/1 p1/2 p1/3" {
 				t.Errorf("the follower is asked for %q", got)
 			}
@@ -187,7 +187,7 @@ func TestSwarmBatch(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	take := func(what string, want int) {
 		t.Helper()
-		batch, _ := s.take(s0, batchSize)
+		batch, _ := s.take(s0, batchSize, time.Now())
 		if len(batch) != want {
 			t.Errorf("%s: %d chunks, want %d", what, len(batch), want)
 		}
@@ -206,6 +206,44 @@ func TestSwarmBatch(t *testing.T) {
 	take("in a swarm", swarmBatch)
 }
 
+// TestSwarmFlight: in a swarm a transfer keeps at most minSwarmFlight
+// chunk requests out over all its peers until it has measured its rate,
+// then about swarmFlight of it, and each peer half of them; alone with
+// its seeders it is not bound.
+func TestSwarmFlight(t *testing.T) {
+	const s0, s1, f = peer.ID("s0"), peer.ID("s1"), peer.ID("f")
+	s, sts := testScheduler(testItem(1, 400, []peer.ID{s0, s1}))
+	s.meetProviders()
+	t0 := time.Unix(0, 0)
+	a, _ := s.take(s0, 8, t0)
+	b, _ := s.take(s1, 8, t0)
+	if len(a) != firstBatch || len(b) != firstBatch {
+		t.Fatalf("alone with seeders: batches of %d and %d, want %d", len(a), len(b), firstBatch)
+	}
+	s.release(s0, a)
+	s.release(s1, b)
+	s.haves(f, []nix.PathHash{{1}}, adds(0, 399))
+	a, _ = s.take(s0, 8, t0)
+	b, _ = s.take(s1, 8, t0)
+	if len(a) != minSwarmFlight/2 || len(b) != minSwarmFlight/2 {
+		t.Fatalf("in a swarm, rate unknown: %d and %d chunks out, want %d each", len(a), len(b), minSwarmFlight/2)
+	}
+	if c, _ := s.take(s0, 8, t0); len(c) != 0 {
+		t.Fatalf("%d more out with %d out already", len(c), minSwarmFlight)
+	}
+	s.release(s0, a)
+	if c, _ := s.take(s0, 8, t0); len(c) != len(a) {
+		t.Errorf("after %d came back: %d more, want as many", len(a), len(c))
+	}
+	// 100 MB/s received over the first second: 10 ms of it is 15 chunks.
+	w := sts[0].wants[0]
+	s.claim(w)
+	s.delivered(s0, w, 100e6, t0.Add(time.Second))
+	if got, want := s.flightCap(t0.Add(time.Second)), int(100e6*swarmFlight.Seconds()/(64<<10)); got != want {
+		t.Errorf("at 100 MB/s: %d chunks out at once, want %d", got, want)
+	}
+}
+
 // TestSchedulerLater: a chunk a peer answered Later is not asked of it
 // again while another peer can be asked for it, and is, insisting, once
 // none can.
@@ -213,18 +251,18 @@ func TestSchedulerLater(t *testing.T) {
 	const s0, s1 = peer.ID("s0"), peer.ID("s1")
 	s, _ := testScheduler(testItem(1, 12, []peer.ID{s0, s1}))
 	s.meetProviders()
-	first, _ := s.take(s0, 4)
+	first, _ := s.take(s0, 4, time.Now())
 	for _, w := range first {
 		s.deferred(s0, w)
 	}
 	s.release(s0, first)
-	if got, _ := s.take(s0, 4); strings.Join(chunksOf(got), " ") != "p1/4 p1/5 p1/6 p1/7" {
+	if got, _ := s.take(s0, 4, time.Now()); strings.Join(chunksOf(got), " ") != "p1/4 p1/5 p1/6 p1/7" {
 		t.Errorf("s0 is asked again for what it deferred: %v", chunksOf(got))
 	}
 	if got := s.undefer(s0, first); len(got) != 4 {
 		t.Errorf("undefer while s1 can be asked: %d still deferred, want 4", len(got))
 	}
-	if got, _ := s.take(s1, 4); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {
+	if got, _ := s.take(s1, 4, time.Now()); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {
 		t.Errorf("s1 is not asked for what s0 deferred: %v", chunksOf(got))
 	}
 	s.dropPeer(s1, "test")
@@ -235,7 +273,7 @@ func TestSchedulerLater(t *testing.T) {
 		t.Errorf("asked again because nobody else can be, s0 may still defer it")
 	}
 	s.release(s1, first)
-	if got, _ := s.take(s0, 4); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {
+	if got, _ := s.take(s0, 4, time.Now()); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {
 		t.Errorf("s0 is not asked again once nobody else can be: %v", chunksOf(got))
 	}
 }

@@ -292,7 +292,7 @@ func (f *transfer) take(p peer.ID, n int) []*want {
 	s := f.lock()
 	defer f.unlock()
 	for {
-		batch, stop := s.take(p, n)
+		batch, stop := s.take(p, n, time.Now())
 		if stop {
 			return nil
 		}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // NAR format limits. Nix has none for names or targets beyond the
@@ -260,10 +261,20 @@ func ReadNAR(r io.Reader, v NARVisitor) (int64, error) {
 // ReadNARSkeleton is ReadNAR that also returns the NAR's skeleton: its
 // segments, with file contents left out (see Segment).
 func ReadNARSkeleton(r io.Reader, v NARVisitor) (int64, []Segment, error) {
-	nr := &narReader{r: bufio.NewReaderSize(r, 1<<20), v: v, capture: true}
+	br := skeletonReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		skeletonReaders.Put(br)
+	}()
+	nr := &narReader{r: br, v: v, capture: true}
 	n, err := nr.run()
 	return n, nr.segs, err
 }
+
+// skeletonReaders are ReadNARSkeleton's buffers, kept between calls: the
+// store unpacks every path it adds through one, small paths too.
+var skeletonReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
 
 func (nr *narReader) run() (int64, error) {
 	if err := nr.expect(narMagic); err != nil {

@@ -271,8 +271,6 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 		var b [1]byte
 		r.Read(b[:])
 	}()
-	recheck := time.NewTicker(havesRecheck)
-	defer recheck.Stop()
 	var last time.Time
 	for {
 		if err := s.pushHaves(ctx, st, sub); err != nil {
@@ -283,8 +281,6 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 		case <-ctx.Done():
 			return nil
 		case <-sub.wake:
-		case <-recheck.C:
-			s.recheck(sub)
 		}
 		// Coalesce: gains within havesEvery of the last push go together.
 		if wait := havesEvery - time.Since(last); wait > 0 {
@@ -300,18 +296,68 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 }
 
 // recheck marks the subscribed paths that became valid in the store.
-func (s *server) recheck(sub *subscription) {
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
-	for i, h := range sub.paths {
-		if sub.all[i] {
-			continue
+// recheckLoop looks again at the store every havesRecheck for the paths
+// some subscription has not heard All of, each path once however many
+// peers subscribed to it: a room of followers subscribes to the same
+// closure, and a Nix store answers each lookup through its daemon.
+func (s *server) recheckLoop(ctx context.Context) {
+	t := time.NewTicker(havesRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		if _, err := s.content.PathInfo(h); err == nil {
-			sub.full[i] = true
-			sub.pending = true
-		}
+		s.recheck()
 	}
+}
+
+// recheck marks, in every subscription, the paths that are valid here now
+// and were not said whole yet, to be sent whole.
+func (s *server) recheck() {
+	reg := &s.node.partial
+	reg.mu.RLock()
+	subs := make([]*subscription, 0, len(reg.subs))
+	for sub := range reg.subs {
+		subs = append(subs, sub)
+	}
+	reg.mu.RUnlock()
+	valid := map[nix.PathHash]bool{}
+	for _, sub := range subs {
+		sub.mu.Lock()
+		for i, h := range sub.paths {
+			if !sub.all[i] {
+				valid[h] = false
+			}
+		}
+		sub.mu.Unlock()
+	}
+	for h := range valid {
+		valid[h] = s.valid(h)
+	}
+	for _, sub := range subs {
+		sub.mu.Lock()
+		for i, h := range sub.paths {
+			if !sub.all[i] && valid[h] {
+				sub.full[i] = true
+				sub.pending = true
+			}
+		}
+		if sub.pending {
+			select {
+			case sub.wake <- struct{}{}:
+			default:
+			}
+		}
+		sub.mu.Unlock()
+	}
+}
+
+// valid says whether h is in the store here.
+func (s *server) valid(h nix.PathHash) bool {
+	_, err := s.content.PathInfo(h)
+	return err == nil
 }
 
 // pushHaves sends what sub has pending, in messages within the caps.
@@ -354,14 +400,19 @@ func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscrip
 		if !full[i] && !hasAdd {
 			continue
 		}
+		// Only an entry to be said whole looks at the store: a path that
+		// became valid is marked so (Gained with no positions, recheck),
+		// and chunks gained are pushed many times a second.
 		e := HaveEntry{Path: uint32(i)}
-		switch _, err := s.content.PathInfo(h); {
-		case err == nil:
+		switch {
+		case !full[i]:
+			e.Add = pos
+		case s.valid(h):
 			e.All = true
 			sub.mu.Lock()
 			sub.all[i] = true
 			sub.mu.Unlock()
-		case full[i]:
+		default:
 			e.Bits = s.node.partialHolds(h)
 			if len(e.Bits) == 0 {
 				continue
@@ -369,8 +420,6 @@ func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscrip
 			if len(e.Bits) > MaxHavesMsg/2 {
 				continue // a bitfield no subscriber could take
 			}
-		default:
-			e.Add = pos
 		}
 		if err := put(e); err != nil {
 			return err

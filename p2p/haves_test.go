@@ -219,3 +219,54 @@ func TestHavesFloodAndLies(t *testing.T) {
 		})
 	}
 }
+
+// TestHavesRecheck: a path that becomes valid without a fetch here (added
+// by hand, imported) is found by the node's periodic look at the store,
+// and every subscription to it hears All.
+func TestHavesRecheck(t *testing.T) {
+	setForTest(t, &havesEvery, 10*time.Millisecond)
+	setForTest(t, &havesRecheck, 50*time.Millisecond)
+	a, b, sa := connectedPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, []byte("added by hand"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+	pi, err := elsewhere.AddTree(ctx, src, "added")
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := make(chan int, 4)
+	for i := range 2 {
+		go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{{9}, pi.Path.Hash}, func(m *Haves) error {
+			for _, e := range m.Entries {
+				if e.All && e.Path == 1 {
+					whole <- i
+				}
+			}
+			return nil
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // subscribed, and looked at the store: a holds nothing of it
+	if len(whole) > 0 {
+		t.Fatal("a path a lacks was said whole")
+	}
+	if _, err := sa.AddTree(ctx, src, "added"); err != nil {
+		t.Fatal(err)
+	}
+	heard := map[int]bool{}
+	for len(heard) < 2 {
+		select {
+		case i := <-whole:
+			heard[i] = true
+		case <-ctx.Done():
+			t.Fatalf("subscriptions that heard the path whole: %v, want both", heard)
+		}
+	}
+}

@@ -46,7 +46,9 @@ func (s *Store) stage(ctx context.Context, r io.Reader, known chunk.Index) (*sta
 	hashed := make(chan error, 1)
 	h := sha256.New()
 	go func() {
-		_, err := io.CopyBuffer(onlyWriter{h}, onlyReader{hp}, make([]byte, 1<<20))
+		buf := copyBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(onlyWriter{h}, onlyReader{hp}, *buf)
+		copyBufs.Put(buf)
 		hp.CloseRead(err)
 		hashed <- err
 	}()
