@@ -37,6 +37,7 @@ import (
 type nic struct {
 	up, down pacer
 	sent     atomic.Int64 // bytes its streams wrote, every protocol
+	chunks   atomic.Int64 // ... of them, the chunks protocol's (paced)
 }
 
 func newNIC(rate float64) *nic {
@@ -138,6 +139,9 @@ func (s *shapedStream) Write(p []byte) (int, error) {
 		m, err := s.Stream.Write(p[:n])
 		written += m
 		s.from.sent.Add(int64(m))
+		if s.to != nil {
+			s.from.chunks.Add(int64(m))
+		}
 		if err != nil {
 			return written, err
 		}
