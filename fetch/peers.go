@@ -20,7 +20,7 @@ type peerState struct {
 	failures int       // failed batches, other than bad data and stalls
 	lacks    map[nix.PathHash]bool
 	streams  int // workers started for it
-	inFlight int // chunk requests out to it
+	inFlight int // chunk requests out to it (a swarm bounds their sum: flightCap)
 	// chunks holds, per path it does not provide whole, a bitfield of the
 	// chunks it said it holds (in have messages).
 	chunks map[nix.PathHash][]byte
@@ -61,6 +61,15 @@ func (b peerBook) live() int {
 		if ps.dropped == "" {
 			n++
 		}
+	}
+	return n
+}
+
+// inFlight is how many chunk requests are out, over every peer.
+func (b peerBook) inFlight() int {
+	n := 0
+	for _, ps := range b {
+		n += ps.inFlight
 	}
 	return n
 }

@@ -66,9 +66,7 @@ type scheduler struct {
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
 	swarm bool
-	// inFlight is how many chunk requests are out, over all peers (a
-	// swarm bounds it: flightCap); firstTake is when the first went.
-	inFlight  int
+	// firstTake is when the first chunk request went (flightCap).
 	firstTake time.Time
 	intn      func(int) int // picks at random
 	cand      []*want       // pick's scratch space
@@ -282,7 +280,7 @@ func (s *scheduler) take(p peer.ID, n int, now time.Time) (batch []*want, stop b
 		// Each peer may have half the requests out: the worker that
 		// just got its batch asks again first, and would keep them all.
 		flight := s.flightCap(now)
-		n = min(n, flight-s.inFlight, max(1, flight/2)-ps.inFlight)
+		n = min(n, flight-s.peers.inFlight(), max(1, flight/2)-ps.inFlight)
 		if n <= 0 {
 			return nil, false
 		}
@@ -291,7 +289,6 @@ func (s *scheduler) take(p peer.ID, n int, now time.Time) (batch []*want, stop b
 	if len(batch) == 0 && len(s.pending) == 0 {
 		batch = s.endgame(ps, n)
 	}
-	s.inFlight += len(batch)
 	ps.inFlight += len(batch)
 	return batch, false
 }
@@ -436,7 +433,6 @@ func (s *scheduler) writeFailed(w *want, err error) error {
 // release takes p off the wants of a finished batch; those nobody else is
 // fetching go back to the front of the queue.
 func (s *scheduler) release(p peer.ID, batch []*want) {
-	s.inFlight -= len(batch)
 	s.peers.get(p).inFlight -= len(batch)
 	var back []*want
 	for _, w := range batch {
