@@ -578,8 +578,9 @@ type FollowStatus struct {
 	Highest   uint64 `json:"highest"`
 	Newest    uint64 `json:"newestKnown"`
 	Announced uint64 `json:"announced,omitempty"`
-	// HeldBack: the profile was switched back by hand; the follower
-	// activates only generations above Highest.
+	// HeldBack: the profile is on an older generation than it has had
+	// (switched back by hand, or a failed trial rolled back); the
+	// follower activates only generations above Highest.
 	HeldBack bool `json:"heldBack"`
 	// LastActivation is the outcome of the profile's last activation.
 	LastActivation *profile.ActivationRecord `json:"lastActivation,omitempty"`

@@ -26,9 +26,10 @@ func TestLANFleetRollout(t *testing.T) {
 	pub := strings.TrimSpace(lan.Trove(0, "key", "generate", "rollout"))
 	bad := map[int]bool{3: true, 11: true}
 	cutOff := 7
+	const checkTimeout = 8 * time.Second
 	for i := 1; i <= followers; i++ {
 		lan.Trove(i, "trust", "add", pub, "--config", "web")
-		args := []string{"follow", "web", "--activate", "--run", "--check-timeout", "8s", "--check", "true"}
+		args := []string{"follow", "web", "--activate", "--run", "--check-timeout", checkTimeout.String(), "--check", "true"}
 		if bad[i] {
 			args[len(args)-1] = "echo the service is down >&2; false"
 		}
@@ -46,7 +47,7 @@ func TestLANFleetRollout(t *testing.T) {
 	publish := func(gen int, extra string) {
 		dir := filepath.Join(t.TempDir(), "web")
 		os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-		script := fmt.Sprintf("#!/bin/sh\ncase \"$TROVE_PROFILE\" in\n%s  *) exit 1;;\nesac\necho %d >> %s/$me\nip link set $dev up\n%s\n", devs.String(), gen, logs, extra)
+		script := fmt.Sprintf("#!/bin/sh\ncase \"$TROVE_PROFILE\" in\n%s  *) exit 1;;\nesac\necho %d $(date +%%s.%%N) >> %s/$me\nip link set $dev up\n%s\n", devs.String(), gen, logs, extra)
 		os.WriteFile(filepath.Join(dir, "bin", "activate"), []byte(script), 0o755)
 		path := strings.TrimSpace(lan.Trove(0, "add", dir))
 		lan.Trove(0, "publish", "web", path, "--activate", "bin/activate")
@@ -118,9 +119,23 @@ func TestLANFleetRollout(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Its activations: 1, 2, then 1 again once the deadline passed.
 	b, _ := os.ReadFile(filepath.Join(logs, fmt.Sprint(cutOff)))
-	if got := strings.Fields(string(b)); strings.Join(got, " ") != "1 2 1" {
-		t.Errorf("follower %d's activations: %v, want 1 2 1", cutOff, got)
+	var gens []string
+	var at []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var gen string
+		var sec float64
+		fmt.Sscan(line, &gen, &sec)
+		gens, at = append(gens, gen), append(at, sec)
+	}
+	if strings.Join(gens, " ") != "1 2 1" {
+		t.Fatalf("follower %d's activations: %v, want 1 2 1", cutOff, gens)
+	}
+	took := time.Duration((at[2] - at[1]) * float64(time.Second))
+	t.Logf("the cut-off follower ran generation 1's activation again %v after generation 2's", took.Round(time.Millisecond))
+	if took > checkTimeout+5*time.Second {
+		t.Errorf("rolled back %v after activating, want within the check deadline %v + 5 s", took, checkTimeout)
 	}
 }
 
