@@ -137,6 +137,31 @@ func (ho *holdings) Holds(h nix.PathHash) ([]byte, bool) {
 
 var errNotHeld = errors.New("chunk not held")
 
+// heard applies one have message of p's subscription to paths, and
+// starts a worker for each peer it makes one for. It wakes only p's
+// workers, unless the message dropped p or made the transfer a swarm.
+func (f *transfer) heard(p peer.ID, paths []nix.PathHash, msg *p2p.Haves) error {
+	s := f.lock()
+	swarm := s.swarm
+	start, err := s.haves(p, paths, msg)
+	why := ""
+	if err != nil {
+		why = s.peers.get(p).dropped
+	}
+	if err != nil || s.swarm != swarm {
+		f.unlock()
+	} else {
+		f.unlockAsking(p) // only p holds more
+	}
+	if why != "" {
+		f.log.Warn("dropping peer for this sync", "peer", p, "reason", why)
+	}
+	for _, q := range start {
+		f.spawn(q)
+	}
+	return err
+}
+
 // watchEvery is how often a running fetch looks for connected peers it
 // has not subscribed to yet, and asks those that do not speak the haves
 // protocol (by path, with have) which unfinished paths they hold.
@@ -148,20 +173,7 @@ func (f *transfer) subscribe(ctx context.Context, p peer.ID) (spoke bool) {
 	paths := f.subPaths
 	err := f.haves.SubscribeHaves(ctx, p, paths, func(msg *p2p.Haves) error {
 		spoke = true
-		s := f.lock()
-		start, err := s.haves(p, paths, msg)
-		why := ""
-		if err != nil {
-			why = s.peers.get(p).dropped
-		}
-		f.unlock()
-		if why != "" {
-			f.log.Warn("dropping peer for this sync", "peer", p, "reason", why)
-		}
-		for _, q := range start {
-			f.spawn(q)
-		}
-		return err
+		return f.heard(p, paths, msg)
 	})
 	if err != nil && ctx.Err() == nil {
 		f.log.Debug("haves subscription ended", "peer", p, "err", err)

@@ -21,7 +21,7 @@ func humanBytes(n int64) string {
 
 func (f *transfer) snapshot(done bool) Progress {
 	s := f.lock()
-	defer f.unlock()
+	defer f.unlockQuiet()
 	used := 0
 	for _, ps := range s.peers {
 		if ps.bytes > 0 {
@@ -70,7 +70,7 @@ func (f *transfer) progressLoop() (stop func()) {
 
 func (f *transfer) report(r *Report) {
 	s := f.lock()
-	defer f.unlock()
+	defer f.unlockQuiet()
 	r.PathsFetched = s.pathsDone
 	r.BytesFetched, r.BytesReused, r.BytesResumed, r.NarBytes = s.bytesFetched, s.bytesReused, s.bytesResumed, s.bytesTotal
 	for _, ps := range s.peers {

@@ -35,6 +35,7 @@ type scheduler struct {
 
 	items   map[nix.PathHash]*itemState
 	pending []*want // not yet requested from anyone, in plan order
+	picks   uint64  // pick calls so far (itemState.pick)
 	err     error   // set once, by fail; errFinished after success
 	peers   peerBook
 	// ready holds the items an ingest worker should take next, each once:
@@ -93,6 +94,10 @@ type itemState struct {
 	// failed before its chunks were all in; it is unpacked the ordinary
 	// way once they are.
 	noStream bool
+	// picked caches what the peer of the pick numbered pick may be asked
+	// for of this item (scheduler.pick).
+	picked offer
+	pick   uint64
 }
 
 // phase is where an item stands. An item moves
@@ -250,8 +255,27 @@ func (s *scheduler) addStream(p peer.ID) { s.peers.get(p).streams++ }
 
 // canServe says whether ps may be asked for w.
 func (s *scheduler) canServe(ps *peerState, w *want) bool {
-	h := w.st.it.info.Path.Hash
-	return ps.usable(h) && !ps.later[w] && (ps.holds(h, w.i) || slices.Contains(w.st.it.providers, ps.id))
+	return ps.offers(w.st).has(w) && !ps.later[w]
+}
+
+// offer is what a peer may be asked for of one item: nothing (it is
+// dropped or lacks the path), every chunk (it provides the path whole),
+// or those its have messages set in bits. pick works it out once per
+// item rather than once per chunk: in a room it scans every pending
+// chunk for every batch, and the chunks that came back from batches
+// (release) are first, in no order.
+type offer struct {
+	usable, whole bool
+	bits          []byte
+}
+
+func (ps *peerState) offers(st *itemState) offer {
+	h := st.it.info.Path.Hash
+	return offer{usable: ps.usable(h), whole: slices.Contains(st.it.providers, ps.id), bits: ps.chunks[h]}
+}
+
+func (o offer) has(w *want) bool {
+	return o.usable && (o.whole || bit(o.bits, w.i))
 }
 
 // take hands p up to n chunks to request. stop says p is done (dropped,
@@ -442,7 +466,7 @@ func (s *scheduler) release(p peer.ID, batch []*want) {
 		}
 	}
 	if len(back) > 0 {
-		s.pending = append(back, s.pending...)
+		s.pending = slices.Insert(s.pending, 0, back...) // in place: pick leaves room
 		s.checkProviders()
 	}
 }

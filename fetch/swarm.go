@@ -172,10 +172,10 @@ func (s *scheduler) compress(p peer.ID, mode Compress, wire, raw int64) bool {
 const maxMisses = 8
 
 // holds says whether ps said it holds the chunk at position i of h.
-func (ps *peerState) holds(h nix.PathHash, i int) bool {
-	b := ps.chunks[h]
-	return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0
-}
+func (ps *peerState) holds(h nix.PathHash, i int) bool { return bit(ps.chunks[h], i) }
+
+// bit says whether bit i of the bitfield b is set.
+func bit(b []byte, i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
 
 // provides says whether p is a whole-path provider of it.
 func provides(it *item, p peer.ID) bool { return slices.Contains(it.providers, p) }
@@ -300,7 +300,7 @@ func (st *itemState) wantAt(i int) *want {
 func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
 	ps := s.peers.get(p)
 	h := w.st.it.info.Path.Hash
-	if b := ps.chunks[h]; w.i/8 < len(b) && b[w.i/8]&(1<<(w.i%8)) != 0 {
+	if b := ps.chunks[h]; bit(b, w.i) {
 		b[w.i/8] &^= 1 << (w.i % 8)
 		if ps.usable(h) && !provides(w.st.it, p) {
 			w.avail--
@@ -334,8 +334,15 @@ func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
 // already, which the seeder then sent twice.)
 func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	cand := s.cand[:0]
+	s.picks++
 	for _, w := range s.pending {
-		if !w.done && s.canServe(ps, w) {
+		if w.done {
+			continue
+		}
+		if st := w.st; st.pick != s.picks {
+			st.picked, st.pick = ps.offers(st), s.picks
+		}
+		if w.st.picked.has(w) && !ps.later[w] {
 			cand = append(cand, w)
 		}
 	}
@@ -352,9 +359,11 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	for _, w := range batch {
 		w.inflight[ps.id] = true
 	}
+	// What is pending is in flight nowhere (release puts back only those),
+	// so the batch is what is now in flight.
 	rest := s.pending[:0]
 	for _, w := range s.pending {
-		if !w.done && !w.inflight[ps.id] {
+		if !w.done && len(w.inflight) == 0 {
 			rest = append(rest, w)
 		}
 	}

@@ -1,6 +1,8 @@
 package fetch
 
 import (
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -319,5 +321,91 @@ func TestCompressDecision(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHavesWakeOnlyTheirPeer: what a peer says it gained wakes only the
+// workers that may ask it. (Every have message woke every waiting worker
+// of the transfer to scan the pending chunks again: in a room of 16, some
+// twenty goroutines, sixteen times every 100 ms.)
+func TestHavesWakeOnlyTheirPeer(t *testing.T) {
+	const s0, f, g = peer.ID("seeder"), peer.ID("f"), peer.ID("g")
+	paths := []nix.PathHash{{1}}
+	s, _ := testScheduler(testItem(1, 8, []peer.ID{s0}))
+	tr := &transfer{pl: s.plan, log: slog.New(slog.DiscardHandler)}
+	tr.init("/nix/store")
+	tr.sched = s
+	tr.spawn = func(peer.ID) {}
+	waits := map[peer.ID]int{} // guarded by tr.mu
+	testHookWait = func(p peer.ID) { waits[p]++ }
+	defer func() { testHookWait = nil }()
+	waiting := func(p peer.ID) int {
+		defer tr.unlockQuiet()
+		tr.lock()
+		return waits[p]
+	}
+	// Both followers are known to the swarm and hold nothing yet.
+	for _, p := range []peer.ID{f, g} {
+		if err := tr.heard(p, paths, adds(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan []*want, 2)
+	for _, p := range []peer.ID{f, g} {
+		go func() { got <- tr.take(p, 8) }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); waiting(f) == 0 || waiting(g) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the workers never waited")
+		}
+	}
+	if err := tr.heard(f, paths, adds(0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case batch := <-got:
+		if c := strings.Join(chunksOf(batch), " "); c != "p1/3" {
+			t.Fatalf("f's worker took %q, want p1/3", c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("f's worker was not woken by f's have message")
+	}
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if n := waiting(g); n != 1 {
+			t.Fatalf("g's worker woke and waited again (%d waits) on f's have message", n)
+		}
+	}
+	tr.fail(errors.New("done")) // a failure wakes everyone
+	if batch := <-got; batch != nil {
+		t.Fatalf("g's worker took %v after the transfer failed", chunksOf(batch))
+	}
+}
+
+// BenchmarkSwarmPick: picking a batch for a follower in a room, from the
+// chunks of a 30-path closure of 128 MiB (2048 chunks) of which it said it
+// holds every other one; the batch goes back after.
+func BenchmarkSwarmPick(b *testing.B) {
+	const s0, f = peer.ID("seeder"), peer.ID("f")
+	var items []*item
+	var paths []nix.PathHash
+	for i := range 30 {
+		items = append(items, testItem(byte(i+1), 68, []peer.ID{s0}))
+		paths = append(paths, nix.PathHash{byte(i + 1)})
+	}
+	s, _ := testScheduler(items...)
+	for k := range paths {
+		var every []uint32
+		for i := 0; i < 68; i += 2 {
+			every = append(every, uint32(i))
+		}
+		s.haves(f, paths, adds(uint32(k), every...))
+	}
+	ps := s.peers.get(f)
+	for b.Loop() {
+		batch := s.pick(ps, 2)
+		if len(batch) != 2 {
+			b.Fatalf("picked %d", len(batch))
+		}
+		s.release(f, batch)
 	}
 }

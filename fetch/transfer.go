@@ -108,9 +108,15 @@ type transfer struct {
 
 	// mu guards sched, which is reached only through lock; unlock (and
 	// wait) publish what it decided: a failure closes ended, and every
-	// waiter is woken.
+	// waiter is woken. The ingest workers and stream readers wait on
+	// cond, and each peer's workers on their own condition in asks, so
+	// that what one peer says it gained wakes only the workers that may
+	// ask it, and a chunk arriving only those that unpack: in a room of
+	// 16 every unlock woke some twenty goroutines to scan the pending
+	// chunks again, most often for nothing.
 	mu    sync.Mutex
 	cond  *sync.Cond
+	asks  map[peer.ID]*sync.Cond
 	sched *scheduler
 	ended chan struct{} // closed once sched.err is set
 	spawn func(peer.ID) // starts one more worker for a peer the scheduler counted
@@ -127,6 +133,7 @@ func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
 // init sets up the state every transfer starts from.
 func (f *transfer) init(storeDir string) {
 	f.cond = sync.NewCond(&f.mu)
+	f.asks = map[peer.ID]*sync.Cond{}
 	f.sched = newScheduler(f.pl, storeDir, f.opts.Window)
 	f.sched.streamOK = f.opts.Ingest >= 2
 	f.ended = make(chan struct{})
@@ -143,24 +150,62 @@ func (f *transfer) lock() *scheduler {
 	return f.sched
 }
 
-// unlock publishes what the scheduler decided and lets go of f.mu.
+// unlock publishes what the scheduler decided, wakes every waiter and
+// lets go of f.mu.
 func (f *transfer) unlock() {
 	f.publish()
+	f.cond.Broadcast()
+	for _, c := range f.asks {
+		c.Broadcast()
+	}
+	f.mu.Unlock()
+}
+
+// unlockAsking lets go of f.mu after a change only p's workers can act
+// on (p said it holds more), waking only them; unlockUnpacking after a
+// change only the ingest workers and stream readers can act on (a chunk
+// is in). A failure still wakes everyone.
+func (f *transfer) unlockAsking(p peer.ID) {
+	if f.sched.err != nil {
+		f.unlock()
+		return
+	}
+	if c := f.asks[p]; c != nil {
+		c.Broadcast()
+	}
+	f.mu.Unlock()
+}
+
+func (f *transfer) unlockUnpacking() {
+	if f.sched.err != nil {
+		f.unlock()
+		return
+	}
 	f.cond.Broadcast()
 	f.mu.Unlock()
 }
 
 // unlockQuiet lets go of f.mu without waking the waiters, after a call
-// that only took work away (claim, began) and so gave no waiter anything
-// to act on: on the chunk path a broadcast would wake every idle worker
-// to scan the pending chunks again.
+// that only took work away (claim, began) or only read, and so gave no
+// waiter anything to act on.
 func (f *transfer) unlockQuiet() { f.mu.Unlock() }
 
 // wait publishes a failure and waits for a change; it does not wake the
-// other waiters, so that waiting is not itself a change.
+// other waiters, so that waiting is not itself a change. waitAsking is
+// wait for a worker of p.
 func (f *transfer) wait() {
 	f.publish()
 	f.cond.Wait()
+}
+
+func (f *transfer) waitAsking(p peer.ID) {
+	f.publish()
+	c := f.asks[p]
+	if c == nil {
+		c = sync.NewCond(&f.mu)
+		f.asks[p] = c
+	}
+	c.Wait()
 }
 
 func (f *transfer) publish() {
@@ -290,18 +335,26 @@ func (f *transfer) drive(ctx context.Context) error {
 // for it now but may be later; nil means p is done.
 func (f *transfer) take(p peer.ID, n int) []*want {
 	s := f.lock()
-	defer f.unlock()
 	for {
 		batch, stop := s.take(p, n, time.Now())
 		if stop {
+			f.unlock()
 			return nil
 		}
 		if len(batch) > 0 {
+			f.unlockQuiet() // it only took work away
 			return batch
 		}
-		f.wait()
+		if testHookWait != nil {
+			testHookWait(p)
+		}
+		f.waitAsking(p)
 	}
 }
+
+// testHookWait, when set, is called (holding f.mu) each time a worker
+// of p finds nothing to take and waits.
+var testHookWait func(p peer.ID)
 
 // worker fetches batches from p until the scheduler has nothing more for
 // it, p is dropped, or the transfer ends.
@@ -456,10 +509,11 @@ func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 	}
 	err := sp.writeAt(data, w.off)
 	s = f.lock()
-	defer f.unlock()
 	if err != nil {
+		defer f.unlock()
 		return s.writeFailed(w, err)
 	}
+	defer f.unlockUnpacking()
 	s.delivered(p, w, len(data), time.Now())
 	if f.haves != nil && !w.abandoned() {
 		f.gained(w)
@@ -571,6 +625,6 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 
 // dropped says whether p was dropped from this transfer.
 func (f *transfer) dropped(p peer.ID) bool {
-	defer f.unlock()
+	defer f.unlockQuiet()
 	return f.lock().peers.dropped(p)
 }

@@ -174,6 +174,7 @@ func (n *Node) startReach(h host.Host) error {
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
 	)
 	if err != nil {
 		return fmt.Errorf("starting the reachability dialer: %w", err)

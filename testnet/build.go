@@ -17,6 +17,12 @@ import (
 // in namespace mode instead of building one.
 const BinaryEnv = "TROVE_TESTNET_BIN"
 
+// CPUProfileEnv names an environment variable holding a directory: each
+// agent a LAN starts writes a CPU profile there (agentN.TIME.prof), and
+// the LAN stops its agents with SIGTERM so that they do. `go tool pprof
+// trove DIR/*.prof` then shows where a room's CPU went.
+const CPUProfileEnv = "TROVE_LAN_CPUPROFILE"
+
 // The trove binary is built once per test process into binDir, a directory
 // named for the process, removed by RemoveBuild (or by the next process that
 // builds, once this one has exited).

@@ -292,6 +292,9 @@ func (l *LAN) start(i int) error {
 	port := strconv.Itoa(p2p.DefaultPort)
 	args := []string{"netns", "exec", nd.ns, l.bin, "--verbose", "--home", nd.home, "agent",
 		"--listen", "/ip4/0.0.0.0/tcp/" + port, "--listen", "/ip4/0.0.0.0/udp/" + port + "/quic-v1", "--mdns"}
+	if d := os.Getenv(CPUProfileEnv); d != "" {
+		args = append(args, "--cpuprofile", filepath.Join(d, fmt.Sprintf("agent%d.%d.prof", i, time.Now().UnixNano())))
+	}
 	if l.cfg.dht {
 		args = append(args, "--dht")
 		if i > 0 {
@@ -600,6 +603,14 @@ func (l *LAN) teardown() error {
 	for i, nd := range l.nodes {
 		if nd.cmd == nil {
 			continue
+		}
+		if os.Getenv(CPUProfileEnv) != "" {
+			// Stopped cleanly, each agent writes its profile.
+			nd.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-nd.exited:
+			case <-time.After(10 * time.Second):
+			}
 		}
 		nd.cmd.Process.Kill()
 		select {
