@@ -342,7 +342,14 @@ func (f *transfer) take(p peer.ID, n int) []*want {
 			return nil
 		}
 		if len(batch) > 0 {
-			f.unlockQuiet() // it only took work away
+			// Taking work away gives the others nothing, unless it took
+			// the last pending chunks: what is in flight is then theirs
+			// to ask for too (endgame).
+			if len(s.pending) == 0 {
+				f.unlock()
+			} else {
+				f.unlockQuiet()
+			}
 			return batch
 		}
 		if testHookWait != nil {
