@@ -409,3 +409,65 @@ func BenchmarkSwarmPick(b *testing.B) {
 		s.release(f, batch)
 	}
 }
+
+// TestFlightRiseWakes: a chunk in that raises how many requests may be
+// out in a swarm wakes the workers the cap held back. (Only a batch
+// ending woke them, so a room's followers kept one chunk-time's requests
+// out too few until some batch ended.)
+func TestFlightRiseWakes(t *testing.T) {
+	const s0, f, g, h = peer.ID("seeder"), peer.ID("f"), peer.ID("g"), peer.ID("h")
+	paths := []nix.PathHash{{1}}
+	it := testItem(1, 8, []peer.ID{s0})
+	for i := range it.index {
+		it.index[i].Size = 8 << 20 // a fast link: 8 MiB in at once
+	}
+	it.offs, it.info.NarSize = it.index.Offsets(), it.index.NarSize()
+	s, sts := testScheduler(it)
+	sp, _, err := privateSpool(t.TempDir(), it.info.NarSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	sts[0].spool = sp
+	tr := &transfer{pl: s.plan, log: slog.New(slog.DiscardHandler)}
+	tr.init("/nix/store")
+	tr.sched = s
+	tr.spawn = func(peer.ID) {}
+	waits := map[peer.ID]int{} // guarded by tr.mu
+	testHookWait = func(p peer.ID) { waits[p]++ }
+	defer func() { testHookWait = nil }()
+	for _, p := range []peer.ID{f, g, h} {
+		if err := tr.heard(p, paths, adds(0, 0, 1, 2, 3, 4, 5, 6, 7)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fb, gb := tr.take(f, 8), tr.take(g, 8)
+	if len(fb) != 1 || len(gb) != 1 {
+		t.Fatalf("took %d and %d chunks, want one each (two out at first)", len(fb), len(gb))
+	}
+	got := make(chan []*want, 1)
+	go func() { got <- tr.take(h, 8) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		tr.lock()
+		n := waits[h]
+		tr.unlockQuiet()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("h's worker never waited")
+		}
+	}
+	if err := tr.deliver(f, fb[0], make([]byte, fb[0].ref.Size)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case batch := <-got:
+		if len(batch) == 0 {
+			t.Fatal("h's worker took nothing")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("h's worker was not woken when the chunk raised the cap")
+	}
+	tr.fail(errors.New("done"))
+}

@@ -162,21 +162,30 @@ func (f *transfer) unlock() {
 }
 
 // unlockAsking lets go of f.mu after a change only p's workers can act
-// on (p said it holds more), waking only them; unlockUnpacking after a
-// change only the ingest workers and stream readers can act on (a chunk
-// is in). A failure still wakes everyone.
+// on (p said it holds more), waking only them, or every peer's workers
+// for p "" (there is more anyone may ask for); unlockUnpacking after a
+// change the ingest workers and stream readers can act on (a chunk is
+// in), waking them, and every peer's workers too if asking (the chunk
+// raised how many requests may be out). A failure still wakes everyone.
 func (f *transfer) unlockAsking(p peer.ID) {
 	if f.sched.err != nil {
 		f.unlock()
 		return
 	}
-	if c := f.asks[p]; c != nil {
-		c.Broadcast()
+	for q, c := range f.asks {
+		if p == "" || q == p {
+			c.Broadcast()
+		}
 	}
 	f.mu.Unlock()
 }
 
-func (f *transfer) unlockUnpacking() {
+func (f *transfer) unlockUnpacking(asking bool) {
+	if asking {
+		f.cond.Broadcast()
+		f.unlockAsking("")
+		return
+	}
 	if f.sched.err != nil {
 		f.unlock()
 		return
@@ -336,6 +345,7 @@ func (f *transfer) drive(ctx context.Context) error {
 func (f *transfer) take(p peer.ID, n int) []*want {
 	s := f.lock()
 	for {
+		had := len(s.pending) > 0
 		batch, stop := s.take(p, n, time.Now())
 		if stop {
 			f.unlock()
@@ -345,8 +355,8 @@ func (f *transfer) take(p peer.ID, n int) []*want {
 			// Taking work away gives the others nothing, unless it took
 			// the last pending chunks: what is in flight is then theirs
 			// to ask for too (endgame).
-			if len(s.pending) == 0 {
-				f.unlock()
+			if had && len(s.pending) == 0 {
+				f.unlockAsking("")
 			} else {
 				f.unlockQuiet()
 			}
@@ -520,11 +530,15 @@ func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 		defer f.unlock()
 		return s.writeFailed(w, err)
 	}
-	defer f.unlockUnpacking()
-	s.delivered(p, w, len(data), time.Now())
+	now := time.Now()
+	flight := s.flightCap(now)
+	s.delivered(p, w, len(data), now)
 	if f.haves != nil && !w.abandoned() {
 		f.gained(w)
 	}
+	// The cap on requests out grows with the rate received, and only a
+	// chunk in raises it: a worker held back by it may ask now.
+	f.unlockUnpacking(s.swarm && s.flightCap(now) > flight)
 	return nil
 }
 
