@@ -324,6 +324,34 @@ func TestCompressDecision(t *testing.T) {
 	}
 }
 
+// watchedTransfer is a transfer driven by s whose workers are started
+// by hand; waiting says how often a worker of p found nothing to take
+// and waited.
+func watchedTransfer(t *testing.T, s *scheduler) (tr *transfer, waiting func(p peer.ID) int) {
+	tr = &transfer{pl: s.plan, log: slog.New(slog.DiscardHandler)}
+	tr.init("/nix/store")
+	tr.sched = s
+	tr.spawn = func(peer.ID) {}
+	waits := map[peer.ID]int{} // guarded by tr.mu
+	testHookWait = func(p peer.ID) { waits[p]++ }
+	t.Cleanup(func() { testHookWait = nil })
+	return tr, func(p peer.ID) int {
+		defer tr.unlockQuiet()
+		tr.lock()
+		return waits[p]
+	}
+}
+
+// untilWaiting returns once a worker of p has waited.
+func untilWaiting(t *testing.T, waiting func(peer.ID) int, p peer.ID) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); waiting(p) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's worker never waited", p)
+		}
+	}
+}
+
 // TestHavesWakeOnlyTheirPeer: what a peer says it gained wakes only the
 // workers that may ask it. (Every have message woke every waiting worker
 // of the transfer to scan the pending chunks again: in a room of 16, some
@@ -332,18 +360,7 @@ func TestHavesWakeOnlyTheirPeer(t *testing.T) {
 	const s0, f, g = peer.ID("seeder"), peer.ID("f"), peer.ID("g")
 	paths := []nix.PathHash{{1}}
 	s, _ := testScheduler(testItem(1, 8, []peer.ID{s0}))
-	tr := &transfer{pl: s.plan, log: slog.New(slog.DiscardHandler)}
-	tr.init("/nix/store")
-	tr.sched = s
-	tr.spawn = func(peer.ID) {}
-	waits := map[peer.ID]int{} // guarded by tr.mu
-	testHookWait = func(p peer.ID) { waits[p]++ }
-	defer func() { testHookWait = nil }()
-	waiting := func(p peer.ID) int {
-		defer tr.unlockQuiet()
-		tr.lock()
-		return waits[p]
-	}
+	tr, waiting := watchedTransfer(t, s)
 	// Both followers are known to the swarm and hold nothing yet.
 	for _, p := range []peer.ID{f, g} {
 		if err := tr.heard(p, paths, adds(0)); err != nil {
@@ -354,11 +371,8 @@ func TestHavesWakeOnlyTheirPeer(t *testing.T) {
 	for _, p := range []peer.ID{f, g} {
 		go func() { got <- tr.take(p, 8) }()
 	}
-	for deadline := time.Now().Add(10 * time.Second); waiting(f) == 0 || waiting(g) == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the workers never waited")
-		}
-	}
+	untilWaiting(t, waiting, f)
+	untilWaiting(t, waiting, g)
 	if err := tr.heard(f, paths, adds(0, 3)); err != nil {
 		t.Fatal(err)
 	}
@@ -429,13 +443,7 @@ func TestFlightRiseWakes(t *testing.T) {
 	}
 	defer sp.close()
 	sts[0].spool = sp
-	tr := &transfer{pl: s.plan, log: slog.New(slog.DiscardHandler)}
-	tr.init("/nix/store")
-	tr.sched = s
-	tr.spawn = func(peer.ID) {}
-	waits := map[peer.ID]int{} // guarded by tr.mu
-	testHookWait = func(p peer.ID) { waits[p]++ }
-	defer func() { testHookWait = nil }()
+	tr, waiting := watchedTransfer(t, s)
 	for _, p := range []peer.ID{f, g, h} {
 		if err := tr.heard(p, paths, adds(0, 0, 1, 2, 3, 4, 5, 6, 7)); err != nil {
 			t.Fatal(err)
@@ -447,17 +455,7 @@ func TestFlightRiseWakes(t *testing.T) {
 	}
 	got := make(chan []*want, 1)
 	go func() { got <- tr.take(h, 8) }()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		tr.lock()
-		n := waits[h]
-		tr.unlockQuiet()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("h's worker never waited")
-		}
-	}
+	untilWaiting(t, waiting, h)
 	if err := tr.deliver(f, fb[0], make([]byte, fb[0].ref.Size)); err != nil {
 		t.Fatal(err)
 	}
