@@ -469,3 +469,30 @@ func TestFlightRiseWakes(t *testing.T) {
 	}
 	tr.fail(errors.New("done"))
 }
+
+// TestEndgameWakes: a take that empties the queue wakes the workers
+// waiting for something to ask: what is in flight elsewhere is now theirs
+// to ask for too. a serves x and y, b only x; a takes x, b waits (only y
+// is left), a takes y, and b asks for x's chunks as well.
+func TestEndgameWakes(t *testing.T) {
+	const a, b = peer.ID("a"), peer.ID("b")
+	s, _ := testScheduler(testItem(1, 4, []peer.ID{a, b}), testItem(2, 4, []peer.ID{a}))
+	tr, waiting := watchedTransfer(t, s)
+	if x := tr.take(a, 4); strings.Join(chunksOf(x), " ") != "p1/0 p1/1 p1/2 p1/3" {
+		t.Fatalf("a took %v, want p1's chunks", chunksOf(x))
+	}
+	got := make(chan []*want, 1)
+	go func() { got <- tr.take(b, 4) }()
+	untilWaiting(t, waiting, b)
+	if y := tr.take(a, 4); len(y) != 4 {
+		t.Fatalf("a took %v, want p2's chunks", chunksOf(y))
+	}
+	select {
+	case batch := <-got:
+		if c := strings.Join(chunksOf(batch), " "); c != "p1/0 p1/1 p1/2 p1/3" {
+			t.Fatalf("b took %q in the endgame, want p1's chunks", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("b's worker was not woken when the queue emptied")
+	}
+}

@@ -133,25 +133,33 @@ func (n *Node) Compressed(p peer.ID) (wire, raw int64) {
 // whether it closed c.
 func (n *Node) watchSilence(ctx context.Context, p peer.ID, c network.Conn, in *progressReader) (silenced func() bool) {
 	var closed atomic.Bool
-	go func() {
-		t := time.NewTicker(silentSwitch / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if time.Since(time.Unix(0, in.last.Load())) < silentSwitch {
-				continue
-			}
-			if n.closeSilent(p, c, c.Stat().Opened) {
-				closed.Store(true)
-				return
-			}
+	go every(ctx, silentSwitch/4, func() (more bool) {
+		if time.Since(time.Unix(0, in.last.Load())) < silentSwitch {
+			return true
 		}
-	}()
+		if n.closeSilent(p, c, c.Stat().Opened) {
+			closed.Store(true)
+			return false
+		}
+		return true
+	})
 	return closed.Load
+}
+
+// every calls f every d until ctx ends or f says there is no more to do.
+func every(ctx context.Context, d time.Duration, f func() (more bool)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !f() {
+			return
+		}
+	}
 }
 
 // closeSilent closes c, on which a stream to p went silent, if another

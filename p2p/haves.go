@@ -295,63 +295,33 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 	}
 }
 
-// recheck marks the subscribed paths that became valid in the store.
-// recheckLoop looks again at the store every havesRecheck for the paths
-// some subscription has not heard All of, each path once however many
-// peers subscribed to it: a room of followers subscribes to the same
-// closure, and a Nix store answers each lookup through its daemon.
-func (s *server) recheckLoop(ctx context.Context) {
-	t := time.NewTicker(havesRecheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.recheck()
-	}
-}
-
-// recheck marks, in every subscription, the paths that are valid here now
-// and were not said whole yet, to be sent whole.
-func (s *server) recheck() {
+// recheck tells every subscription of the paths not said whole yet that
+// are valid here now, as a fetch that commits one does (Gained with no
+// positions): they are sent whole. The node runs it every havesRecheck,
+// for paths that became valid otherwise (added by hand, imported). It
+// looks each path up once however many peers subscribed to it: a room
+// of followers subscribes to the same closure, and a Nix store answers
+// each lookup through its daemon.
+func (s *server) recheck() bool {
 	reg := &s.node.partial
 	reg.mu.RLock()
-	subs := make([]*subscription, 0, len(reg.subs))
+	unsaid := map[nix.PathHash]bool{}
 	for sub := range reg.subs {
-		subs = append(subs, sub)
-	}
-	reg.mu.RUnlock()
-	valid := map[nix.PathHash]bool{}
-	for _, sub := range subs {
 		sub.mu.Lock()
 		for i, h := range sub.paths {
 			if !sub.all[i] {
-				valid[h] = false
+				unsaid[h] = true
 			}
 		}
 		sub.mu.Unlock()
 	}
-	for h := range valid {
-		valid[h] = s.valid(h)
-	}
-	for _, sub := range subs {
-		sub.mu.Lock()
-		for i, h := range sub.paths {
-			if !sub.all[i] && valid[h] {
-				sub.full[i] = true
-				sub.pending = true
-			}
+	reg.mu.RUnlock()
+	for h := range unsaid {
+		if s.valid(h) {
+			s.node.Gained(h)
 		}
-		if sub.pending {
-			select {
-			case sub.wake <- struct{}{}:
-			default:
-			}
-		}
-		sub.mu.Unlock()
 	}
+	return true
 }
 
 // valid says whether h is in the store here.

@@ -59,6 +59,26 @@ func connectedPair(t *testing.T) (a, b *Node, sa *store.Store) {
 	return a, b, sa
 }
 
+// treeElsewhere writes a file of data and returns it with the PathInfo
+// it gets when added as name (worked out in a store of its own), for a
+// test to add it to a node's store later.
+func treeElsewhere(t *testing.T, data []byte, name string) (src string, pi *nix.PathInfo) {
+	t.Helper()
+	src = filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+	if pi, err = elsewhere.AddTree(t.Context(), src, name); err != nil {
+		t.Fatal(err)
+	}
+	return src, pi
+}
+
 // TestPartialChunksAndHaves: a node serves the chunks a fetch in progress
 // holds (not in its store), and a subscriber hears what it holds at once
 // and what it gains as it gains it.
@@ -125,19 +145,7 @@ func TestPartialChunksAndHaves(t *testing.T) {
 
 	// A fetch that commits a path says so (Gained with no positions), and
 	// the subscriber hears All at once, not at the next look at the store.
-	src := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	elsewhere, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer elsewhere.Close()
-	pi, err := elsewhere.AddTree(ctx, src, "committed")
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, pi := treeElsewhere(t, data, "committed")
 	go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{pi.Path.Hash}, func(m *Haves) error {
 		msgs <- m
 		return nil
@@ -229,19 +237,7 @@ func TestHavesRecheck(t *testing.T) {
 	a, b, sa := connectedPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	src := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(src, []byte("added by hand"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	elsewhere, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer elsewhere.Close()
-	pi, err := elsewhere.AddTree(ctx, src, "added")
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, pi := treeElsewhere(t, []byte("added by hand"), "added")
 	whole := make(chan int, 4)
 	for i := range 2 {
 		go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{{9}, pi.Path.Hash}, func(m *Haves) error {
