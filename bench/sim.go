@@ -88,6 +88,38 @@ type simRun struct {
 	// says why the first did.
 	Retries    int
 	FirstError string
+	// Used is the share of the followers' uplinks that carried chunk
+	// data in each tenth of the one-follower time since the start;
+	// SeederOnce is when the seeder had sent as many chunk bytes as the
+	// closure holds (0: never). Together they say where a room loses time
+	// against one follower alone: starting up (a chunk reaches hundreds
+	// of followers hop by hop), in the middle, or at the end.
+	Used       []float64
+	SeederOnce time.Duration
+	// Busy is the share of the machine's cores this process used in each
+	// of those tenths: a room of hundreds starting at once can take them
+	// all, which a room of real machines, each with its own, would not.
+	Busy []float64
+}
+
+// linkUse says how the room used its links, for the log.
+func (r simRun) linkUse(one time.Duration) string {
+	var b strings.Builder
+	b.WriteString("followers' uplinks carried chunks")
+	for i, u := range r.Used {
+		if i == 0 {
+			b.WriteString(" for")
+		}
+		fmt.Fprintf(&b, " %.0f%%", 100*u)
+	}
+	b.WriteString(" of each tenth of one follower's time, with the cores busy")
+	for _, c := range r.Busy {
+		fmt.Fprintf(&b, " %.0f%%", 100*c)
+	}
+	if r.SeederOnce > 0 && one > 0 {
+		fmt.Fprintf(&b, "; the seeder had sent the closure's bytes once at %.2f× that time", r.SeederOnce.Seconds()/one.Seconds())
+	}
+	return b.String()
 }
 
 // stopped reports whether the room was stopped before every follower was done.
@@ -141,9 +173,9 @@ func (e *Env) runSimSpec(spec simSpec) ([]Result, error) {
 	e.logf("sim: closure of %d paths, %s; links %s each way (%.0f× slower than 100 Mbit/s); rooms of 1, %v followers",
 		spec.Closure.Paths, human(narBytes), rateString(spec.Rate), spec.dilation(), spec.Rooms)
 	var runs []simRun
-	var stop time.Duration // no limit for the one-follower room
+	var one, stop time.Duration // no limit, and no tenths, for the one-follower room
 	for _, n := range append([]int{1}, spec.Rooms...) {
-		r, err := e.simRoom(dir, spec, n, stop, seed, top, keys)
+		r, err := e.simRoom(dir, spec, n, one, stop, seed, top, keys, narBytes)
 		if err != nil {
 			return nil, fmt.Errorf("room of %d: %w", n, err)
 		}
@@ -151,7 +183,7 @@ func (e *Env) runSimSpec(spec simSpec) ([]Result, error) {
 			if r.stopped() {
 				return nil, errors.New("the one follower did not finish")
 			}
-			stop = time.Duration(spec.Cap * float64(r.Done[0]))
+			one, stop = r.Done[0], time.Duration(spec.Cap*float64(r.Done[0]))
 		}
 		first, _ := r.at(0)
 		p50, _ := r.at(50)
@@ -159,6 +191,9 @@ func (e *Env) runSimSpec(spec simSpec) ([]Result, error) {
 		e.logf("sim: %d followers (set up in %.1fs): %d done in %.1fs, first %.1fs, median %.1fs, p99 %.1fs; seeder upload %.2f× the closure (chunks %.2f×); CPU %.0f%%",
 			n, r.Setup.Seconds(), len(r.Done), r.Wall.Seconds(), first.Seconds(), p50.Seconds(), p99.Seconds(),
 			float64(r.Upload)/float64(narBytes), float64(r.Chunks)/float64(narBytes), 100*r.CPU)
+		if n > 1 {
+			e.logf("sim: %d followers: %s", n, r.linkUse(one))
+		}
 		runs = append(runs, r)
 	}
 	e.simRuns, e.simNarBytes = runs, narBytes
@@ -295,8 +330,10 @@ type simAgent struct {
 }
 
 // simRoom runs one room: the seeder (on seed's store) and n fresh
-// followers, connected as spec says, all syncing top at once.
-func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed *store.Store, top nix.Path, keys *manifest.Keyring) (r simRun, err error) {
+// followers, connected as spec says, all syncing top (narBytes in all)
+// at once. With one, the one-follower time, it measures how the room
+// uses its links (simRun.Used).
+func (e *Env) simRoom(dir string, spec simSpec, n int, one, stop time.Duration, seed *store.Store, top nix.Path, keys *manifest.Keyring, narBytes int64) (r simRun, err error) {
 	setup := time.Now()
 	roomDir, err := os.MkdirTemp(dir, fmt.Sprintf("room-%d-", n))
 	if err != nil {
@@ -406,6 +443,14 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 	cpu0 := cpuTime()
 	start := time.Now()
 	var wg gosync.WaitGroup
+	sampling, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	var sampler gosync.WaitGroup
+	if one > 0 {
+		sampler.Go(func() {
+			r.Used, r.Busy, r.SeederOnce = sampleLinks(sampling, agents, one, start, chunks0, narBytes, spec.Rate)
+		})
+	}
 	var failMu gosync.Mutex
 	for i := 1; i <= n; i++ {
 		wg.Go(func() {
@@ -453,6 +498,8 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 	}
 	wg.Wait()
 	r.Wall = time.Since(start)
+	stopSampling()
+	sampler.Wait()
 	r.Upload = agents[0].nic.sent.Load() - sent0
 	r.Chunks = agents[0].nic.chunks.Load() - chunks0
 	r.CPU = (cpuTime() - cpu0).Seconds() / r.Wall.Seconds() / float64(runtime.NumCPU())
@@ -469,6 +516,41 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, stop time.Duration, seed 
 		r.Wall = r.Done[len(r.Done)-1]
 	}
 	return r, nil
+}
+
+// sampleLinks watches a room from start until ctx ends: the share of the
+// followers' uplinks (agents[1:], at rate bytes per second) that carried
+// chunk data in each tenth of one, and of the cores this process kept
+// busy; and when the seeder (agents[0], which had sent chunks0 chunk
+// bytes at start) had sent narBytes of them.
+func sampleLinks(ctx context.Context, agents []*simAgent, one time.Duration, start time.Time, chunks0, narBytes int64, rate float64) (used, busy []float64, seederOnce time.Duration) {
+	sent := func() (n int64) {
+		for _, a := range agents[1:] {
+			n += a.nic.chunks.Load()
+		}
+		return n
+	}
+	tenth := one / 10
+	tick := time.NewTicker(tenth / 20)
+	defer tick.Stop()
+	last, next, cpu := sent(), start.Add(tenth), cpuTime()
+	for {
+		select {
+		case <-ctx.Done():
+			return used, busy, seederOnce
+		case now := <-tick.C:
+			if seederOnce == 0 && agents[0].nic.chunks.Load()-chunks0 >= narBytes {
+				seederOnce = now.Sub(start)
+			}
+			if now.Before(next) {
+				continue
+			}
+			s, c := sent(), cpuTime()
+			used = append(used, float64(s-last)/(rate*tenth.Seconds()*float64(len(agents)-1)))
+			busy = append(busy, (c-cpu).Seconds()/tenth.Seconds()/float64(runtime.NumCPU()))
+			last, cpu, next = s, c, next.Add(tenth)
+		}
+	}
 }
 
 // addSimAgent starts a node on st over a new mocknet host whose NIC runs

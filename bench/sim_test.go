@@ -40,6 +40,32 @@ func TestSimQuick(t *testing.T) {
 		if r.Upload < e.simNarBytes && r.N > 0 {
 			t.Errorf("room of %d: the seeder sent %d bytes of a %d-byte closure", r.N, r.Upload, e.simNarBytes)
 		}
+		if r.N == 1 {
+			continue
+		}
+		// The room is measured by tenths of the one-follower time until
+		// it is done, and never uses more than its links carry (a little
+		// over, for where a tenth's bytes were counted).
+		one := e.simRuns[0].Done[0]
+		if want := int(r.Wall / (one / 10)); len(r.Used) < want-1 || len(r.Used) > want+1 {
+			t.Errorf("room of %d: %d tenths measured in %v (one follower: %v)", r.N, len(r.Used), r.Wall, one)
+		}
+		var sum float64
+		for _, u := range r.Used {
+			if u < 0 || u > 1.2 {
+				t.Errorf("room of %d: links used %.2f of a tenth", r.N, u)
+			}
+			sum += u
+		}
+		if len(r.Busy) != len(r.Used) {
+			t.Errorf("room of %d: cores measured in %d tenths, links in %d", r.N, len(r.Busy), len(r.Used))
+		}
+		if sum == 0 {
+			t.Errorf("room of %d: no link use measured: %v", r.N, r.Used)
+		}
+		if r.SeederOnce <= 0 || r.SeederOnce > r.Wall {
+			t.Errorf("room of %d: the seeder sent the closure once at %v, the room took %v", r.N, r.SeederOnce, r.Wall)
+		}
 	}
 	dir := t.TempDir()
 	if err := e.writePlots(dir); err != nil {
