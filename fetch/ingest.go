@@ -48,7 +48,14 @@ func (f *transfer) prepare(ctx context.Context, st *itemState) error {
 	// paths keep going meanwhile (this also runs when a path restarts).
 	var resumed, reused int64
 	var missing []int
-	buf := make([]byte, chunk.MaxSize)
+	// Reading back a spool left by an earlier sync takes a chunk-sized
+	// buffer; a fresh one has nothing to read (a room of hundreds of
+	// followers, each preparing its paths at once, spent a third of its
+	// first seconds zeroing these).
+	var buf []byte
+	if !fresh {
+		buf = make([]byte, chunk.MaxSize)
+	}
 	for i, c := range index {
 		if !fresh && sp.has(c, offs[i], buf) {
 			resumed += int64(c.Size)

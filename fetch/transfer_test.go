@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -235,4 +236,32 @@ func TestTransferThroughFaults(t *testing.T) {
 			t.Errorf("took %v of fake time, want one stall timeout and a little", took)
 		}
 	})
+}
+
+// Preparing fresh paths allocates nothing per path that is as large as a
+// chunk buffer: only a spool left by an earlier sync is read back.
+func TestPrepareFreshAllocatesLittle(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var items []*item
+	for i := range 30 {
+		it, _, _ := nar(r, byte(i+1), 4, []peer.ID{"p"})
+		items = append(items, it)
+	}
+	pl := testPlan(items...)
+	f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{},
+		opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+		log:  slog.New(slog.DiscardHandler)}
+	f.init("/nix/store")
+	defer f.closeSpools()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := f.prepareAll(t.Context(), pl.items); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	perPath := (after.TotalAlloc - before.TotalAlloc) / uint64(len(items))
+	t.Logf("%d bytes allocated per fresh path", perPath)
+	if perPath >= chunk.MaxSize/2 {
+		t.Errorf("preparing a fresh path allocated %d bytes; a chunk buffer is %d", perPath, chunk.MaxSize)
+	}
 }

@@ -416,7 +416,9 @@ func (n *Node) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHa
 	if err := writeMsg(st, &HavesRequest{Paths: rawHashes(paths)}); err != nil {
 		return fmt.Errorf("haves request to %s: %w", p, err)
 	}
-	r := bufio.NewReaderSize(st, 64<<10)
+	// A subscription lasts the whole sync, one per peer: a small buffer
+	// (a message's body is read into its own, once its size is allowed).
+	r := bufio.NewReaderSize(st, 4<<10)
 	tokens, last := float64(HavesBurst), time.Now()
 	for {
 		var msg Haves
