@@ -136,16 +136,26 @@ func (s *shapedStream) Write(p []byte) (int, error) {
 				time.Sleep(wait)
 			}
 		}
+		// Counted before the write, and corrected after: the receiver
+		// may read the bytes (and its sync end) before Write returns, and
+		// a room is measured once every sync has ended.
+		s.count(n)
 		m, err := s.Stream.Write(p[:n])
 		written += m
-		s.from.sent.Add(int64(m))
-		if s.to != nil {
-			s.from.chunks.Add(int64(m))
-		}
+		s.count(m - n)
 		if err != nil {
 			return written, err
 		}
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// count adds n bytes to what the sender sent, and to its chunk bytes when
+// the stream is paced.
+func (s *shapedStream) count(n int) {
+	s.from.sent.Add(int64(n))
+	if s.to != nil {
+		s.from.chunks.Add(int64(n))
+	}
 }
