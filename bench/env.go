@@ -27,6 +27,10 @@ type Env struct {
 	Quick bool      // reduced sizes, for CI
 	Trove string    // the trove binary to run as the syncing process
 	Log   io.Writer // progress notes for people
+	// SimRooms and SimClosureMiB replace the sim's rooms and closure
+	// size when set (Options).
+	SimRooms      []int
+	SimClosureMiB int
 
 	nixKey, nixPub string
 	fixtures       map[string]*Fixture

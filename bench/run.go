@@ -52,7 +52,19 @@ type Options struct {
 	Trove   string   // the trove binary
 	PlotDir string   // write SVG charts here when set
 	Log     io.Writer
+	// SimRooms and SimClosureMiB, when set, replace the sim's rooms (in
+	// followers) and its closure's size: to measure one room again, or
+	// how a room fares with more chunks.
+	SimRooms      []int
+	SimClosureMiB int
 }
+
+// Bounds of the sim's settings: a simulated machine takes about 22 MB of
+// memory besides its share of the closure.
+const (
+	maxSimRoom       = 4096
+	maxSimClosureMiB = 1024
+)
 
 // Table is the outcome of a run.
 type Table struct {
@@ -70,12 +82,20 @@ func Run(ctx context.Context, o Options) (*Table, error) {
 			return nil, fmt.Errorf("no scenario %q (have: %s)", n, strings.Join(ScenarioNames(), ", "))
 		}
 	}
+	for _, n := range o.SimRooms {
+		if n < 1 || n > maxSimRoom {
+			return nil, fmt.Errorf("a simulated room holds 1 to %d followers, not %d", maxSimRoom, n)
+		}
+	}
+	if o.SimClosureMiB < 0 || o.SimClosureMiB > maxSimClosureMiB {
+		return nil, fmt.Errorf("the simulated closure is 1 to %d MiB, not %d", maxSimClosureMiB, o.SimClosureMiB)
+	}
 	dir, err := os.MkdirTemp("", "trove-bench-")
 	if err != nil {
 		return nil, err
 	}
 	defer removeAll(dir)
-	e := &Env{Ctx: ctx, Dir: dir, Quick: o.Quick, Trove: o.Trove, Log: o.Log}
+	e := &Env{Ctx: ctx, Dir: dir, Quick: o.Quick, Trove: o.Trove, Log: o.Log, SimRooms: o.SimRooms, SimClosureMiB: o.SimClosureMiB}
 	t := &Table{Machine: fmt.Sprintf("%s/%s, %d cores", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()), When: time.Now().UTC(), Quick: o.Quick}
 	e.logf("measuring hardware limits...")
 	t.Limits = MeasureLimits(dir, o.Quick)

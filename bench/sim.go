@@ -45,6 +45,17 @@ type simSpec struct {
 }
 
 func (e *Env) simSpec() simSpec {
+	s := e.defaultSimSpec()
+	if len(e.SimRooms) > 0 {
+		s.Rooms = e.SimRooms
+	}
+	if e.SimClosureMiB > 0 {
+		s.Closure.Bytes = int64(e.SimClosureMiB) << 20
+	}
+	return s
+}
+
+func (e *Env) defaultSimSpec() simSpec {
 	if e.Quick {
 		return simSpec{Rooms: []int{4, 16}, Closure: FixtureSpec{Paths: 10, Bytes: 1 << 20, Salt: "sim"},
 			Rate: 1 << 20, Degree: 8, Cap: 30}

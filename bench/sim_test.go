@@ -4,9 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 // TestSimQuick runs the sim scenario at --quick size (rooms of 4 and 16
@@ -111,5 +114,74 @@ func TestSimRunPercentiles(t *testing.T) {
 	stopped := simRun{N: 4, Done: []time.Duration{1 * s}, Wall: 10 * s}
 	if got, ok := stopped.at(50); ok || got != 10*s {
 		t.Errorf("p50 of a stopped room = %v, %v; want the stop, not reached", got, ok)
+	}
+}
+
+// handOff is a stream whose Write hands the bytes to the reader at once
+// and returns only when released, as an in-memory stream may.
+type handOff struct {
+	network.Stream
+	read    chan []byte
+	release chan struct{}
+}
+
+func (h *handOff) Write(p []byte) (int, error) {
+	h.read <- slices.Clone(p)
+	<-h.release
+	return len(p), nil
+}
+
+// A byte the receiver has read is counted as sent: a room is measured as
+// soon as its followers are done, which may be before the seeder's Write
+// returns.
+func TestShapedStreamCountsBeforeHandingOver(t *testing.T) {
+	for _, paced := range []bool{false, true} {
+		from := newNIC(1 << 30)
+		h := &handOff{read: make(chan []byte), release: make(chan struct{})}
+		s := &shapedStream{Stream: h, from: from}
+		if paced {
+			s.to = newNIC(1 << 30)
+		}
+		done := make(chan error)
+		go func() {
+			_, err := s.Write(make([]byte, 1000))
+			done <- err
+		}()
+		n := len(<-h.read)
+		sent, chunks := from.sent.Load(), from.chunks.Load()
+		close(h.release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		wantChunks := int64(0)
+		if paced {
+			wantChunks = int64(n)
+		}
+		if sent != int64(n) || chunks != wantChunks {
+			t.Errorf("paced %v: the receiver had read %d bytes while the sender counted %d sent, %d of chunks", paced, n, sent, chunks)
+		}
+		if got := from.sent.Load(); got != 1000 {
+			t.Errorf("paced %v: %d bytes counted after the write, want 1000", paced, got)
+		}
+	}
+}
+
+// The sim's rooms and closure size can be chosen (trove bench sim
+// --sim-rooms --sim-closure), within bounds, and only what is chosen
+// changes.
+func TestSimSpecChosen(t *testing.T) {
+	def := (&Env{}).simSpec()
+	got := (&Env{SimRooms: []int{256}, SimClosureMiB: 16}).simSpec()
+	if !slices.Equal(got.Rooms, []int{256}) || got.Closure.Bytes != 16<<20 {
+		t.Errorf("chose rooms [256] and 16 MiB, got %v and %d bytes", got.Rooms, got.Closure.Bytes)
+	}
+	if got.Closure.Paths != def.Closure.Paths || got.Rate != def.Rate || got.Degree != def.Degree || got.Cap != def.Cap {
+		t.Errorf("choosing rooms and size changed the rest: %+v, default %+v", got, def)
+	}
+	for _, o := range []Options{{SimRooms: []int{0}}, {SimRooms: []int{16, maxSimRoom + 1}}, {SimClosureMiB: -1}, {SimClosureMiB: maxSimClosureMiB + 1}} {
+		o.Names = []string{"sim"}
+		if _, err := Run(t.Context(), o); err == nil {
+			t.Errorf("Run accepted rooms %v and %d MiB", o.SimRooms, o.SimClosureMiB)
+		}
 	}
 }

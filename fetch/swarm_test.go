@@ -342,6 +342,19 @@ func watchedTransfer(t *testing.T, s *scheduler) (tr *transfer, waiting func(p p
 	}
 }
 
+// woken returns the batch a waiting worker took once woken (who, by
+// what), failing the test if none came within 10 s.
+func woken(t *testing.T, got <-chan []*want, who string) []*want {
+	t.Helper()
+	select {
+	case batch := <-got:
+		return batch
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no batch: %s was not woken", who)
+		return nil
+	}
+}
+
 // untilWaiting returns once a worker of p has waited.
 func untilWaiting(t *testing.T, waiting func(peer.ID) int, p peer.ID) {
 	t.Helper()
@@ -376,13 +389,8 @@ func TestHavesWakeOnlyTheirPeer(t *testing.T) {
 	if err := tr.heard(f, paths, adds(0, 3)); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case batch := <-got:
-		if c := strings.Join(chunksOf(batch), " "); c != "p1/3" {
-			t.Fatalf("f's worker took %q, want p1/3", c)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("f's worker was not woken by f's have message")
+	if c := strings.Join(chunksOf(woken(t, got, "f's worker by f's have message")), " "); c != "p1/3" {
+		t.Fatalf("f's worker took %q, want p1/3", c)
 	}
 	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		if n := waiting(g); n != 1 {
@@ -459,13 +467,8 @@ func TestFlightRiseWakes(t *testing.T) {
 	if err := tr.deliver(f, fb[0], make([]byte, fb[0].ref.Size)); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case batch := <-got:
-		if len(batch) == 0 {
-			t.Fatal("h's worker took nothing")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("h's worker was not woken when the chunk raised the cap")
+	if batch := woken(t, got, "h's worker when the chunk raised the cap"); len(batch) == 0 {
+		t.Fatal("h's worker took nothing")
 	}
 	tr.fail(errors.New("done"))
 }
@@ -487,12 +490,7 @@ func TestEndgameWakes(t *testing.T) {
 	if y := tr.take(a, 4); len(y) != 4 {
 		t.Fatalf("a took %v, want p2's chunks", chunksOf(y))
 	}
-	select {
-	case batch := <-got:
-		if c := strings.Join(chunksOf(batch), " "); c != "p1/0 p1/1 p1/2 p1/3" {
-			t.Fatalf("b took %q in the endgame, want p1's chunks", c)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("b's worker was not woken when the queue emptied")
+	if c := strings.Join(chunksOf(woken(t, got, "b's worker when the queue emptied")), " "); c != "p1/0 p1/1 p1/2 p1/3" {
+		t.Fatalf("b took %q in the endgame, want p1's chunks", c)
 	}
 }

@@ -302,7 +302,7 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 // looks each path up once however many peers subscribed to it: a room
 // of followers subscribes to the same closure, and a Nix store answers
 // each lookup through its daemon.
-func (s *server) recheck() bool {
+func (s *server) recheck() {
 	reg := &s.node.partial
 	reg.mu.RLock()
 	unsaid := map[nix.PathHash]bool{}
@@ -321,7 +321,6 @@ func (s *server) recheck() bool {
 			s.node.Gained(h)
 		}
 	}
-	return true
 }
 
 // valid says whether h is in the store here.

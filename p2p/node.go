@@ -207,7 +207,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		h.SetStreamHandler(ProtoInfo, s.serve("info", oneRequest(s, s.handleInfo)))
 		h.SetStreamHandler(ProtoChunks, s.serve("chunks", s.handleChunks))
 		h.SetStreamHandler(ProtoHaves, s.serve("haves", s.handleHaves))
-		n.wg.Go(func() { every(n.ctx, havesRecheck, s.recheck) })
+		n.wg.Go(func() { every(n.ctx, havesRecheck, func() bool { s.recheck(); return true }) })
 	}
 	if cfg.Manifests != nil {
 		s := &server{node: n, manifests: cfg.Manifests, log: cfg.Logger, idle: idleTimeout, write: writeTimeout, memWait: memoryWait,

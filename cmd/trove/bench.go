@@ -12,6 +12,8 @@ import (
 func newBenchCmd(a *app) *cobra.Command {
 	var quick, asJSON bool
 	var plotDir string
+	var simRooms []int
+	var simMiB int
 	c := &cobra.Command{
 		Use:   "bench [--quick] [--json] [--plot DIR] [SCENARIO...]",
 		Short: "Measure trove against Nix and the hardware, in one table",
@@ -47,6 +49,7 @@ times vary between runs and machines: read the ratios.`,
   trove bench cold incremental
   sudo trove bench --plot ./plots swarm fanout
   sudo trove bench fanout sim --plot ./plots
+  trove bench sim --sim-rooms 256 --sim-closure 16
   trove bench --json > bench.json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			self, err := os.Executable()
@@ -57,7 +60,8 @@ times vary between runs and machines: read the ratios.`,
 			if asJSON && !a.stderrIsTerminal() {
 				log = io.Discard
 			}
-			t, err := bench.Run(cmd.Context(), bench.Options{Quick: quick, Names: args, Trove: self, PlotDir: a.abs(plotDir), Log: log})
+			t, err := bench.Run(cmd.Context(), bench.Options{Quick: quick, Names: args, Trove: self, PlotDir: a.abs(plotDir), Log: log,
+				SimRooms: simRooms, SimClosureMiB: simMiB})
 			if err != nil {
 				return err
 			}
@@ -71,5 +75,7 @@ times vary between runs and machines: read the ratios.`,
 	c.Flags().BoolVar(&quick, "quick", false, "small sizes (under two minutes)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().StringVar(&plotDir, "plot", "", "write SVG charts to `DIR`")
+	c.Flags().IntSliceVar(&simRooms, "sim-rooms", nil, "sim: these rooms instead (followers each, e.g. 512 or 16,256)")
+	c.Flags().IntVar(&simMiB, "sim-closure", 0, "sim: a closure of `MIB` mebibytes instead (more chunks, more memory)")
 	return c
 }
