@@ -82,9 +82,12 @@ type Config struct {
 	// RelayService relays for the trust group (relay.go): members behind
 	// NATs reserve on it and reach each other through it.
 	RelayService bool
-	// TimeScale stretches how long the node waits on peers to pass a
-	// chunk on (upload.go) by this factor: a simulation whose links
-	// are N times slower than real ones sets N. 0 means 1.
+	// TimeScale stretches the node's waits that are counted in chunk
+	// times on a real link by this factor: how long it waits on peers to
+	// pass a chunk on and tells a peer to wait for a slot (upload.go), and
+	// how long it gathers gains before pushing them (haves.go). A
+	// simulation whose links are N times slower than real ones sets N.
+	// 0 means 1.
 	TimeScale float64
 }
 

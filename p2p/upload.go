@@ -43,19 +43,35 @@ import (
 // Busy: ask elsewhere, or here again after the time given. A slot is held
 // while one of the peer's chunks streams is being answered.
 //
-// busyAfter is when a peer told every slot is taken may ask again: about
-// when one is free. Batches are sized to take about half a second at the
-// asker's rate, whatever the link, so it is not stretched.
+// A peer told every slot is taken may ask again about when one is free:
+// half of how long a peer has held a slot here lately (slots.wait), which
+// is a batch of a few chunks in a swarm, so about a chunk time whatever
+// the link. Until a slot has been given back, and at most, busyAfter
+// (stretched by Config.TimeScale). A fixed 250 ms was fifty chunk times
+// on 100 Mbit/s: a room whose last chunks were held by a few busy peers
+// waited that long at each hop.
 const (
 	uploadSlots = 2
 	busyAfter   = 250 * time.Millisecond
 )
 
 // slots are the peers being served now, with how many of their streams
-// hold a slot.
+// hold a slot and since when, and how long a peer held one on average.
 type slots struct {
 	mu      sync.Mutex
 	serving map[peer.ID]int
+	since   map[peer.ID]time.Time
+	held    time.Duration
+}
+
+// wait is how long to tell a peer to wait for a slot, at most most.
+func (s *slots) wait(most time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held <= 0 {
+		return most
+	}
+	return min(most, max(time.Millisecond, s.held/uploadSlots))
 }
 
 // slot is one chunks stream's claim on a slot.
@@ -77,10 +93,13 @@ func (sl *slot) take() bool {
 	sl.s.mu.Lock()
 	defer sl.s.mu.Unlock()
 	if sl.s.serving == nil {
-		sl.s.serving = map[peer.ID]int{}
+		sl.s.serving, sl.s.since = map[peer.ID]int{}, map[peer.ID]time.Time{}
 	}
-	if sl.s.serving[sl.p] == 0 && len(sl.s.serving) >= uploadSlots {
-		return false
+	if sl.s.serving[sl.p] == 0 {
+		if len(sl.s.serving) >= uploadSlots {
+			return false
+		}
+		sl.s.since[sl.p] = time.Now()
 	}
 	sl.s.serving[sl.p]++
 	sl.held = true
@@ -99,7 +118,13 @@ func (sl *slot) close() {
 	sl.s.mu.Lock()
 	defer sl.s.mu.Unlock()
 	if sl.s.serving[sl.p]--; sl.s.serving[sl.p] <= 0 {
+		h := time.Since(sl.s.since[sl.p])
+		if sl.s.held <= 0 {
+			sl.s.held = h
+		}
+		sl.s.held += (h - sl.s.held) / 8
 		delete(sl.s.serving, sl.p)
+		delete(sl.s.since, sl.p)
 	}
 }
 

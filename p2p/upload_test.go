@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/chunk"
+	"github.com/trove-p2p/trove/nix"
 )
 
 // TestServesClaim: a node that only serves sends a chunk to one asker
@@ -213,6 +214,31 @@ func TestSlots(t *testing.T) {
 	}
 }
 
+// TestSlotsWait: a peer told every slot is taken is told to wait half of
+// how long peers have held one lately, and at most what it is given,
+// which it is told before any slot was given back.
+func TestSlotsWait(t *testing.T) {
+	var s slots
+	const most = time.Second
+	if got := s.wait(most); got != most {
+		t.Errorf("before any slot was given back: %v, want %v", got, most)
+	}
+	for range 3 {
+		sl := &slot{s: &s, p: "a"}
+		if !sl.take() {
+			t.Fatal("no slot")
+		}
+		s.since["a"] = time.Now().Add(-100 * time.Millisecond) // held 100 ms
+		sl.close()
+	}
+	if got := s.wait(most); got < 50*time.Millisecond || got > 60*time.Millisecond {
+		t.Errorf("after slots held 100 ms: %v, want about 50ms", got)
+	}
+	if got := s.wait(10 * time.Millisecond); got != 10*time.Millisecond {
+		t.Errorf("given less: %v, want 10ms", got)
+	}
+}
+
 // answerChunk makes n answer the first request of every chunks stream
 // with hdr (its Seq set to the request's) and then body, as it is: a
 // server that says what a test wants it to.
@@ -226,5 +252,75 @@ func answerChunk(n *Node, hdr ChunkHeader, body []byte) {
 		hdr.Seq = req.Seq
 		writeMsg(st, &hdr)
 		st.Write(body)
+	})
+}
+
+// TestWaitsStretch: a node whose links stand for faster ones
+// (Config.TimeScale) stretches the waits it asks of peers and keeps
+// between pushes by the same factor as its other waits: a simulated room
+// that did not waited a sixth of a chunk time where a real one waits
+// twenty.
+func TestWaitsStretch(t *testing.T) {
+	setForTest(t, &havesEvery, 10*time.Millisecond)
+	setForTest(t, &havesRecheck, time.Hour)
+	const scale = 30
+	t.Run("busy", func(t *testing.T) {
+		ts, tc := NewTrustGroup(nil), NewTrustGroup(nil)
+		s, ss := testNode(t, ts)
+		c, _ := testNode(t, tc)
+		pair(s, c, ts, tc)
+		s.serves.scale = scale
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Connect(ctx, s.AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+		pi := addTree(t, ss, map[string][]byte{"f": []byte("a chunk every slot is too busy to send")})
+		ix, err := ss.ChunkIndexOf(pi.Path.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range uploadSlots {
+			sl := &slot{s: &s.slots, p: peer.ID(rune('a' + i))}
+			if !sl.take() {
+				t.Fatal("no slot free")
+			}
+			defer sl.close()
+		}
+		var later *LaterError
+		err = c.Fetch(ctx, s.ID(), []ChunkWant{{Chunk: ix[0].ID, Size: ix[0].Size, Defer: true}}, 1, func(_ int, _ []byte, err error) error { return err })
+		if !errors.As(err, &later) || !later.Busy || later.After != scale*busyAfter {
+			t.Fatalf("every slot taken: %v, want busy for %v", err, scale*busyAfter)
+		}
+	})
+	t.Run("haves", func(t *testing.T) {
+		a, b, _ := connectedPair(t)
+		a.serves.scale = scale
+		h := nix.PathHash{7}
+		a.AddPartial(&fakePartial{bits: map[nix.PathHash][]byte{h: {0, 0}}})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		at := make(chan time.Time, 4)
+		go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{h}, func(*Haves) error {
+			at <- time.Now()
+			return nil
+		})
+		arrived := func() time.Time {
+			t.Helper()
+			select {
+			case t := <-at:
+				return t
+			case <-ctx.Done():
+				t.Fatal("no have message")
+			}
+			return time.Time{}
+		}
+		first := arrived()
+		a.Gained(h, 3)
+		// The push waits scale×havesEvery from the first; allow for the
+		// first's arrival lagging its sending.
+		if gap, least := arrived().Sub(first), scale*havesEvery*2/3; gap < least {
+			t.Errorf("a gain went out %v after the last push, want at least %v", gap, least)
+		}
 	})
 }
