@@ -191,22 +191,9 @@ func (f *transfer) subscribe(ctx context.Context, p peer.ID) (spoke bool) {
 }
 
 // gained tells the subscribed peers, and the holdings, that w's chunk is
-// in its spool: at once if at most rareHolders other peers hold it (as
-// far as this transfer heard), with the next push otherwise.
+// in its spool.
 func (f *transfer) gained(w *want) {
 	h := w.st.it.info.Path.Hash
 	f.hold.add(h, w.i, w.ref.ID, w.off)
-	if w.avail <= rareHolders {
-		f.haves.GainedRare(h, w.i)
-	} else {
-		f.haves.Gained(h, w.i)
-	}
+	f.haves.Gained(h, w.i)
 }
-
-// rareHolders is how many holders make a chunk rare: a peer serves two
-// at a time (p2p's upload slots), so a chunk two peers hold reaches at
-// most four more at once, and whoever else wants it gains from hearing
-// at once where else it is. At the start of a room every chunk is rare
-// (the seeder alone holds it), and at its end the last ones the seeder
-// sent are.
-const rareHolders = 2

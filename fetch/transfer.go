@@ -58,7 +58,6 @@ var _ chunkPeers = (*p2p.Node)(nil)
 type swarmPeers interface {
 	AddPartial(src p2p.Partial) (remove func())
 	Gained(h nix.PathHash, pos ...int)
-	GainedRare(h nix.PathHash, pos int)
 	SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHash, got func(*p2p.Haves) error) error
 	ConnectedPeers() []peer.ID
 }

@@ -43,20 +43,18 @@ type Partial interface {
 }
 
 // havesEvery is the least time between two pushes on one subscription:
-// gains in between go out together. havesSoon is that time when a gain
-// is of a chunk few others hold (GainedRare): each hop of such a chunk
-// through a room waits for it (a follower is asked for a chunk only once
-// it said it has it), so it is about one chunk time on a 100 Mbit/s LAN
-// (5 ms), while what many hold already waits for the next push. With
-// both waits stretched as the sim's links are, the simulated room of 64
-// took 1.74–1.81× one follower's time with every gain pushed at most
-// every 100 ms (twenty chunk times), and 1.27–1.31× at 5 ms; but the
-// fanout's room of 16, whose 17 agents share two cores, spent 20% more
-// CPU on the pushes and finished later (4.69× against 3.55×).
-var (
-	havesEvery = 100 * time.Millisecond
-	havesSoon  = 5 * time.Millisecond
-)
+// gains in between go out together. Each hop of a chunk through a room
+// waits for it (a follower is asked for a chunk only once it said it has
+// it), so it is about one chunk time on a 100 Mbit/s LAN (5 ms), and
+// less than one on faster links, where pushes carry several gains: at
+// most 200 messages a second per subscriber. At 100 ms (twenty chunk
+// times) the simulated room of 64, whose waits are stretched as its
+// links are, took 1.74–1.81× one follower's time; at 20 ms 1.36×; at
+// 5 ms 1.27–1.31×. Pushing only gains of chunks few peers hold that soon
+// (the rest every 100 ms) took the rooms of 16 and 64 to 1.31× and
+// 1.39× instead of 1.21× and 1.27×; what it saved was the CPU of the
+// fanout's 17 agents sharing two cores (DESIGN.md, Limits).
+var havesEvery = 5 * time.Millisecond
 
 // havesRecheck is how often a subscription looks again at the store for
 // subscribed paths that became valid without a fetch here (imported,
@@ -77,7 +75,7 @@ const (
 	MaxHaveAdds = 8192
 	// HavesBurst and HavesRate bound how many messages a subscriber takes
 	// from a peer: a burst, then so many a second (an honest peer pushes
-	// at most 1/havesSoon, 200). A peer beyond it broke the protocol.
+	// at most 1/havesEvery, 200). A peer beyond it broke the protocol.
 	HavesBurst = 64
 	HavesRate  = 400
 )
@@ -143,18 +141,11 @@ func (n *Node) AddPartial(src Partial) (remove func()) {
 // positions pos of its index are servable here now; with no positions,
 // that h became valid here (a fetch committed it), so its entry is looked
 // at again and sent whole.
-func (n *Node) Gained(h nix.PathHash, pos ...int) { n.gained(h, pos, false) }
-
-// GainedRare is Gained for the chunk at position pos of h, which few of
-// the fetch's peers hold: subscribers hear it within havesSoon, not
-// havesEvery.
-func (n *Node) GainedRare(h nix.PathHash, pos int) { n.gained(h, []int{pos}, true) }
-
-func (n *Node) gained(h nix.PathHash, pos []int, rare bool) {
+func (n *Node) Gained(h nix.PathHash, pos ...int) {
 	n.partial.mu.RLock()
 	defer n.partial.mu.RUnlock()
 	for sub := range n.partial.subs {
-		sub.gained(h, pos, rare)
+		sub.gained(h, pos)
 	}
 }
 
@@ -208,14 +199,13 @@ type subscription struct {
 	full    map[int]bool // send the bitfield: gains overflowed MaxHaveAdds
 	wake    chan struct{}
 	pending bool
-	rare    bool // a pending gain is of a chunk few others hold
 }
 
 // subscriptionCost is what one subscription to n paths holds, charged to
 // its stream's scope.
 func subscriptionCost(n int) int { return n*96 + MaxHaveAdds*4 + 4<<10 }
 
-func (sub *subscription) gained(h nix.PathHash, pos []int, rare bool) {
+func (sub *subscription) gained(h nix.PathHash, pos []int) {
 	i, ok := sub.index[h]
 	if !ok {
 		return
@@ -238,7 +228,6 @@ func (sub *subscription) gained(h nix.PathHash, pos []int, rare bool) {
 		}
 	}
 	sub.pending = true
-	sub.rare = sub.rare || rare
 	select {
 	case sub.wake <- struct{}{}:
 	default:
@@ -303,30 +292,15 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 			return nil
 		case <-sub.wake:
 		}
-		// Coalesce: gains within havesEvery of the last push go together,
-		// or within havesSoon once one is rare.
-		for {
-			sub.mu.Lock()
-			every := havesEvery
-			if sub.rare {
-				every = havesSoon
-			}
-			sub.mu.Unlock()
-			wait := s.node.serves.stretch(every) - time.Since(last)
-			if wait <= 0 {
-				break
-			}
+		// Coalesce: gains within havesEvery of the last push go together.
+		if wait := s.node.serves.stretch(havesEvery) - time.Since(last); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return nil
-			case <-sub.wake: // perhaps a rare gain: look again
-				t.Stop()
-				continue
 			case <-t.C:
 			}
-			break
 		}
 	}
 }
@@ -373,7 +347,7 @@ func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscrip
 		return nil
 	}
 	add, full := sub.add, sub.full
-	sub.add, sub.full, sub.adds, sub.pending, sub.rare = map[int][]uint32{}, map[int]bool{}, 0, false, false
+	sub.add, sub.full, sub.adds, sub.pending = map[int][]uint32{}, map[int]bool{}, 0, false
 	sub.mu.Unlock()
 
 	var msg Haves

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"github.com/trove-p2p/trove/store"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -266,44 +265,5 @@ func TestHavesRecheck(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("subscriptions that heard the path whole: %v, want both", heard)
 		}
-	}
-}
-
-// TestHavesRareSoon: gains wait for the next push (havesEvery) unless one
-// is of a chunk few others hold (GainedRare), which goes out within
-// havesSoon, taking the others with it.
-func TestHavesRareSoon(t *testing.T) {
-	setForTest(t, &havesEvery, time.Hour)
-	setForTest(t, &havesSoon, 10*time.Millisecond)
-	setForTest(t, &havesRecheck, time.Hour)
-	a, b, _ := connectedPair(t)
-	h := nix.PathHash{7}
-	a.AddPartial(&fakePartial{bits: map[nix.PathHash][]byte{h: {0, 0}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	msgs := make(chan *Haves, 4)
-	go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{h}, func(m *Haves) error {
-		msgs <- m
-		return nil
-	})
-	select {
-	case <-msgs:
-	case <-ctx.Done():
-		t.Fatal("no first message")
-	}
-	a.Gained(h, 3)
-	select {
-	case m := <-msgs:
-		t.Fatalf("an ordinary gain went out at once: %+v", m.Entries)
-	case <-time.After(200 * time.Millisecond):
-	}
-	a.GainedRare(h, 4)
-	select {
-	case m := <-msgs:
-		if len(m.Entries) != 1 || !slices.Equal(m.Entries[0].Add, []uint32{3, 4}) {
-			t.Errorf("after a rare gain: %+v, want chunks 3 and 4 added", m.Entries)
-		}
-	case <-ctx.Done():
-		t.Fatal("a rare gain was not pushed")
 	}
 }
