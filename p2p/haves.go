@@ -46,8 +46,8 @@ type Partial interface {
 // gains in between go out together. Each hop of a chunk through a room
 // waits for it (a follower is asked for a chunk only once it said it has
 // it), so it is about one chunk time on a 100 Mbit/s LAN (5 ms), and
-// less than one on faster links, where pushes carry several gains: at
-// most 200 messages a second per subscriber. At 100 ms (twenty chunk
+// less than one on faster links, where pushes carry several gains: about
+// 200 messages a second per subscriber. At 100 ms (twenty chunk
 // times) the simulated room of 64, whose waits are stretched as its
 // links are, took 1.74–1.81× one follower's time; at 20 ms 1.36×; at
 // 5 ms 1.27–1.31×. Pushing only gains of chunks few peers hold that soon
@@ -75,8 +75,11 @@ const (
 	MaxHaveAdds = 8192
 	// HavesBurst and HavesRate bound how many messages a subscriber takes
 	// from a peer: a burst, then so many a second (an honest peer pushes
-	// at most 1/havesEvery, 200). A peer beyond it broke the protocol.
-	HavesBurst = 64
+	// about 1/havesEvery, 200, while it gains). A peer beyond it broke the
+	// protocol. The burst is what a subscriber that stopped reading for a
+	// while then reads back to back: about five seconds of an honest
+	// peer's pushes (its fetch held its lock, the machine was busy).
+	HavesBurst = 1024
 	HavesRate  = 400
 )
 

@@ -267,3 +267,31 @@ func TestHavesRecheck(t *testing.T) {
 		}
 	}
 }
+
+// TestHavesStalledReader: a subscriber that stops reading for a while (its
+// fetch busy, the machine loaded) then reads an honest peer's backlog of
+// pushes back to back; that is not a flood.
+func TestHavesStalledReader(t *testing.T) {
+	setForTest(t, &havesRecheck, time.Hour)
+	a, b, _ := connectedPair(t)
+	h := nix.PathHash{7}
+	a.AddPartial(&fakePartial{bits: map[nix.PathHash][]byte{h: make([]byte, 512)}})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	go func() { // an honest peer gaining a chunk every havesEvery
+		for i := 0; ctx.Err() == nil; i = (i + 1) % 4096 {
+			a.Gained(h, i)
+			time.Sleep(havesEvery)
+		}
+	}()
+	n := 0
+	err := b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{h}, func(*Haves) error {
+		if n++; n == 2 {
+			time.Sleep(time.Second) // stalled: pushes queue up
+		}
+		return nil
+	})
+	if errors.Is(err, ErrProtocol) {
+		t.Fatalf("after a 1 s stall, %d messages in: %v", n, err)
+	}
+}

@@ -44,7 +44,8 @@ import (
 // while one of the peer's chunks streams is being answered.
 //
 // A peer told every slot is taken may ask again about when one is free:
-// half of how long a peer has held a slot here lately (slots.wait), which
+// how long a peer has held a slot here lately over the number of slots
+// (half; slots.wait), which
 // is a batch of a few chunks in a swarm, so about a chunk time whatever
 // the link. Until a slot has been given back, and at most, busyAfter
 // (stretched by Config.TimeScale). A fixed 250 ms was fifty chunk times
@@ -129,8 +130,9 @@ func (sl *slot) close() {
 }
 
 // serveWindow is about how long a chunk takes to reach the peer it was
-// sent to and for that peer to say it holds it, on a LAN (haves are
-// coalesced for 100 ms): an asker deferred in that time is told to wait
+// sent to and for that peer to say it holds it, on a LAN (it was sized
+// when haves were coalesced for 100 ms; now 5 ms, haves.go): an asker
+// deferred in that time is told to wait
 // the rest of it; one deferred later, laterAfter. Both grow by how long
 // answers have been waiting here to be sent (a slow or shared link
 // queues them), and by Config.TimeScale.
