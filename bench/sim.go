@@ -116,11 +116,8 @@ type simRun struct {
 // linkUse says how the room used its links, for the log.
 func (r simRun) linkUse(one time.Duration) string {
 	var b strings.Builder
-	b.WriteString("followers' uplinks carried chunks")
-	for i, u := range r.Used {
-		if i == 0 {
-			b.WriteString(" for")
-		}
+	b.WriteString("followers' uplinks carried chunks for")
+	for _, u := range r.Used {
 		fmt.Fprintf(&b, " %.0f%%", 100*u)
 	}
 	b.WriteString(" of each tenth of one follower's time, with the cores busy")

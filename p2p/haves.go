@@ -50,10 +50,8 @@ type Partial interface {
 // 200 messages a second per subscriber. At 100 ms (twenty chunk
 // times) the simulated room of 64, whose waits are stretched as its
 // links are, took 1.74–1.81× one follower's time; at 20 ms 1.36×; at
-// 5 ms 1.27–1.31×. Pushing only gains of chunks few peers hold that soon
-// (the rest every 100 ms) took the rooms of 16 and 64 to 1.31× and
-// 1.39× instead of 1.21× and 1.27×; what it saved was the CPU of the
-// fanout's 17 agents sharing two cores (DESIGN.md, Limits).
+// 5 ms 1.27–1.31× (DESIGN.md, Limits, has what it costs and what else
+// was tried).
 var havesEvery = 5 * time.Millisecond
 
 // havesRecheck is how often a subscription looks again at the store for
@@ -296,7 +294,7 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 		case <-sub.wake:
 		}
 		// Coalesce: gains within havesEvery of the last push go together.
-		if wait := s.node.serves.stretch(havesEvery) - time.Since(last); wait > 0 {
+		if wait := s.node.stretch(havesEvery) - time.Since(last); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():

@@ -516,7 +516,7 @@ func (s *server) chunkData(ctx context.Context, p peer.ID, sl *slot, req *ChunkR
 		// elsewhere (above) does not take one.
 		if req.Defer && !sl.take() {
 			undo()
-			return nil, s.node.slots.wait(s.node.serves.stretch(busyAfter)), true, nil, nil
+			return nil, s.node.slots.wait(s.node.stretch(busyAfter)), true, nil, nil
 		}
 		data, serr := s.content.ReadChunk(ctx, id, req.Size)
 		if serr != nil && ctx.Err() == nil {

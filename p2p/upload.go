@@ -43,26 +43,32 @@ import (
 // Busy: ask elsewhere, or here again after the time given. A slot is held
 // while one of the peer's chunks streams is being answered.
 //
-// A peer told every slot is taken may ask again about when one is free:
-// how long a peer has held a slot here lately over the number of slots
-// (half; slots.wait), which
-// is a batch of a few chunks in a swarm, so about a chunk time whatever
-// the link. Until a slot has been given back, and at most, busyAfter
-// (stretched by Config.TimeScale). A fixed 250 ms was fifty chunk times
-// on 100 Mbit/s: a room whose last chunks were held by a few busy peers
-// waited that long at each hop.
+// A peer told every slot is taken may ask again about when one is free
+// (slots.wait): how long a peer has held a slot here lately, over the
+// number of slots. A slot serves a batch of a few chunks in a swarm, so
+// that is about a chunk time whatever the link. Until a slot has been
+// given back, and at most, it is busyAfter (stretched by
+// Config.TimeScale). A fixed 250 ms was fifty chunk times on 100 Mbit/s:
+// a room whose last chunks were held by a few busy peers waited that
+// long at each hop.
 const (
 	uploadSlots = 2
 	busyAfter   = 250 * time.Millisecond
 )
 
-// slots are the peers being served now, with how many of their streams
-// hold a slot and since when, and how long a peer held one on average.
+// slots are the peers being served now, and how long a peer held a slot
+// on average.
 type slots struct {
 	mu      sync.Mutex
-	serving map[peer.ID]int
-	since   map[peer.ID]time.Time
+	serving map[peer.ID]holder
 	held    time.Duration
+}
+
+// holder is a peer holding a slot: how many of its streams hold it, and
+// since when.
+type holder struct {
+	streams int
+	since   time.Time
 }
 
 // wait is how long to tell a peer to wait for a slot, at most most.
@@ -94,15 +100,17 @@ func (sl *slot) take() bool {
 	sl.s.mu.Lock()
 	defer sl.s.mu.Unlock()
 	if sl.s.serving == nil {
-		sl.s.serving, sl.s.since = map[peer.ID]int{}, map[peer.ID]time.Time{}
+		sl.s.serving = map[peer.ID]holder{}
 	}
-	if sl.s.serving[sl.p] == 0 {
+	h, ok := sl.s.serving[sl.p]
+	if !ok {
 		if len(sl.s.serving) >= uploadSlots {
 			return false
 		}
-		sl.s.since[sl.p] = time.Now()
+		h.since = time.Now()
 	}
-	sl.s.serving[sl.p]++
+	h.streams++
+	sl.s.serving[sl.p] = h
 	sl.held = true
 	return true
 }
@@ -118,22 +126,24 @@ func (sl *slot) close() {
 	sl.held = false
 	sl.s.mu.Lock()
 	defer sl.s.mu.Unlock()
-	if sl.s.serving[sl.p]--; sl.s.serving[sl.p] <= 0 {
-		h := time.Since(sl.s.since[sl.p])
-		if sl.s.held <= 0 {
-			sl.s.held = h
-		}
-		sl.s.held += (h - sl.s.held) / 8
-		delete(sl.s.serving, sl.p)
-		delete(sl.s.since, sl.p)
+	h := sl.s.serving[sl.p]
+	if h.streams--; h.streams > 0 {
+		sl.s.serving[sl.p] = h
+		return
+	}
+	delete(sl.s.serving, sl.p)
+	if d := time.Since(h.since); sl.s.held <= 0 {
+		sl.s.held = d
+	} else {
+		sl.s.held += (d - sl.s.held) / 8
 	}
 }
 
 // serveWindow is about how long a chunk takes to reach the peer it was
-// sent to and for that peer to say it holds it, on a LAN (it was sized
-// when haves were coalesced for 100 ms; now 5 ms, haves.go): an asker
-// deferred in that time is told to wait
-// the rest of it; one deferred later, laterAfter. Both grow by how long
+// sent to and for that peer to say it holds it, on a LAN (sized when
+// haves were coalesced for 100 ms; now 5 ms, haves.go): an asker
+// deferred in that time is told to wait the rest of it; one deferred
+// later, laterAfter. Both grow by how long
 // answers have been waiting here to be sent (a slow or shared link
 // queues them), and by Config.TimeScale.
 const (
@@ -213,6 +223,10 @@ func (s *serves) claim(p peer.ID, id chunk.ID, mayDefer, record bool, now time.T
 func (s *serves) stretch(d time.Duration) time.Duration {
 	return time.Duration(max(1, s.scale) * float64(d))
 }
+
+// stretch scales d by Config.TimeScale: every wait of the node that is
+// counted in chunk times on a real link (this file, haves.go).
+func (n *Node) stretch(d time.Duration) time.Duration { return n.serves.stretch(d) }
 
 // sent records that the chunk id claimed for p went out at now: the
 // window starts when it leaves, not when it was read (it may wait behind

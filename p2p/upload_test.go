@@ -214,6 +214,23 @@ func TestSlots(t *testing.T) {
 	}
 }
 
+// TestHavesEveryAboutAChunkTime: gains go out within about a chunk time
+// on 100 Mbit/s (each hop of a chunk through a room waits for them), and
+// a subscriber's bounds let an honest peer's pushes through, a backlog of
+// seconds included.
+func TestHavesEveryAboutAChunkTime(t *testing.T) {
+	chunkTime := time.Duration(float64(chunk.AvgSize) / (100e6 / 8) * float64(time.Second))
+	if havesEvery > chunkTime {
+		t.Errorf("gains wait up to %v, a chunk takes %v on 100 Mbit/s", havesEvery, chunkTime)
+	}
+	if honest := time.Second / havesEvery; HavesRate < honest {
+		t.Errorf("a subscriber takes %d messages a second, an honest peer pushes %d", HavesRate, honest)
+	}
+	if backlog := time.Duration(HavesBurst) * havesEvery; backlog < time.Second {
+		t.Errorf("a subscriber's burst is %v of an honest peer's pushes, want a second or more", backlog)
+	}
+}
+
 // TestSlotsWait: a peer told every slot is taken is told to wait half of
 // how long peers have held one lately, and at most what it is given,
 // which it is told before any slot was given back.
@@ -228,7 +245,9 @@ func TestSlotsWait(t *testing.T) {
 		if !sl.take() {
 			t.Fatal("no slot")
 		}
-		s.since["a"] = time.Now().Add(-100 * time.Millisecond) // held 100 ms
+		h := s.serving["a"]
+		h.since = time.Now().Add(-100 * time.Millisecond) // held 100 ms
+		s.serving["a"] = h
 		sl.close()
 	}
 	if got := s.wait(most); got < 50*time.Millisecond || got > 100*time.Millisecond {
@@ -280,17 +299,45 @@ func TestWaitsStretch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := range uploadSlots {
-			sl := &slot{s: &s.slots, p: peer.ID(rune('a' + i))}
+		var held []*slot
+		hold := func(p peer.ID) {
+			sl := &slot{s: &s.slots, p: p}
 			if !sl.take() {
 				t.Fatal("no slot free")
 			}
-			defer sl.close()
+			held = append(held, sl)
 		}
-		var later *LaterError
-		err = c.Fetch(ctx, s.ID(), []ChunkWant{{Chunk: ix[0].ID, Size: ix[0].Size, Defer: true}}, 1, func(_ int, _ []byte, err error) error { return err })
-		if !errors.As(err, &later) || !later.Busy || later.After != scale*busyAfter {
-			t.Fatalf("every slot taken: %v, want busy for %v", err, scale*busyAfter)
+		defer func() {
+			for _, sl := range held {
+				sl.close()
+			}
+		}()
+		for i := range uploadSlots {
+			hold(peer.ID(rune('a' + i)))
+		}
+		busy := func() time.Duration {
+			t.Helper()
+			var later *LaterError
+			err := c.Fetch(ctx, s.ID(), []ChunkWant{{Chunk: ix[0].ID, Size: ix[0].Size, Defer: true}}, 1, func(_ int, _ []byte, err error) error { return err })
+			if !errors.As(err, &later) || !later.Busy {
+				t.Fatalf("every slot taken: %v, want busy", err)
+			}
+			return later.After
+		}
+		if got := busy(); got != scale*busyAfter {
+			t.Fatalf("before any slot was given back: busy for %v, want %v", got, scale*busyAfter)
+		}
+		// Once a slot was held 200 ms and given back, the asker is told
+		// to wait about half that, which the link set, not the scale.
+		s.slots.mu.Lock()
+		h := s.slots.serving["a"]
+		h.since = time.Now().Add(-200 * time.Millisecond)
+		s.slots.serving["a"] = h
+		s.slots.mu.Unlock()
+		held[0].close()
+		hold("z")
+		if got := busy(); got < 90*time.Millisecond || got > 200*time.Millisecond {
+			t.Errorf("after a slot held 200 ms: busy for %v, want about 100ms", got)
 		}
 	})
 	t.Run("haves", func(t *testing.T) {
