@@ -153,7 +153,7 @@ func (r simRun) at(p float64) (d time.Duration, ok bool) {
 func runSim(e *Env) ([]Result, error) { return e.runSimSpec(e.simSpec()) }
 
 func (e *Env) runSimSpec(spec simSpec) ([]Result, error) {
-	dir, cleanup, err := simScratch(e.Dir)
+	dir, cleanup, err := simScratch(e.Dir, 2*int64(slices.Max(append([]int{1}, spec.Rooms...)))*spec.Closure.Bytes)
 	if err != nil {
 		return nil, err
 	}
@@ -256,14 +256,17 @@ func rateString(bytesPerSec float64) string {
 	return fmt.Sprintf("%.3g Mbit/s", bytesPerSec*8/1e6)
 }
 
-// simScratch is where the sim's homes go: a tmpfs when there is one (a
-// room holds hundreds of Badger databases that sync every write), else
-// under dir.
-func simScratch(dir string) (string, func(), error) {
-	var st syscall.Statfs_t
-	const tmpfsMagic = 0x01021994
+// simScratch is where the sim's homes go: a tmpfs when there is one and
+// the rooms' stores fit in half the memory left (a room holds hundreds of
+// Badger databases that sync every write), else under dir, on disk. need
+// is what the largest room writes: each follower holds a path's chunks
+// in its spool until the path is committed, references first, and so
+// most of the closure twice near its end.
+func simScratch(dir string, need int64) (string, func(), error) {
 	parent := dir
-	if syscall.Statfs("/dev/shm", &st) == nil && st.Type == tmpfsMagic && syscall.Access("/dev/shm", 2) == nil {
+	var st syscall.Statfs_t
+	if isTmpfs("/dev/shm") && syscall.Statfs("/dev/shm", &st) == nil && syscall.Access("/dev/shm", 2) == nil &&
+		need <= int64(st.Bavail)*st.Bsize && need <= memAvailable()/2 {
 		parent = "/dev/shm"
 	}
 	d, err := os.MkdirTemp(parent, "trove-sim-")
@@ -271,6 +274,29 @@ func simScratch(dir string) (string, func(), error) {
 		return "", nil, err
 	}
 	return d, func() { removeAll(d) }, nil
+}
+
+// isTmpfs says whether dir is on a tmpfs.
+func isTmpfs(dir string) bool {
+	const tmpfsMagic = 0x01021994
+	var st syscall.Statfs_t
+	return syscall.Statfs(dir, &st) == nil && st.Type == tmpfsMagic
+}
+
+// memAvailable is the memory the kernel says is available (0 if it does
+// not say).
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // simClosure builds the fixture's closure without Nix into s: spec.Paths

@@ -185,3 +185,43 @@ func TestSimSpecChosen(t *testing.T) {
 		}
 	}
 }
+
+// TestSimScratch: the sim's stores go on the tmpfs when they fit in it and
+// in half the memory available, and on disk under the bench's directory
+// when they do not (a room of 512 on 16 MiB wrote more than this
+// machine's memory to /dev/shm and was killed).
+func TestSimScratch(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		need   int64
+		onDisk bool
+	}{
+		{"small", 1 << 20, false},
+		{"more than memory", 1 << 50, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, cleanup, err := simScratch(dir, tc.need)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cleanup()
+			under := func(parent string) bool { return filepath.Dir(d) == parent }
+			switch {
+			case tc.onDisk && !under(dir):
+				t.Errorf("%d bytes went to %s, want under %s", tc.need, d, dir)
+			case !tc.onDisk && !under(dir) && !under("/dev/shm"):
+				t.Errorf("%d bytes went to %s", tc.need, d)
+			case !tc.onDisk && under(dir) && memAvailable() > 1<<30 && isTmpfs("/dev/shm"):
+				t.Errorf("%d bytes went to disk with a tmpfs and %d bytes of memory free", tc.need, memAvailable())
+			}
+			if _, err := os.Stat(d); err != nil {
+				t.Error(err)
+			}
+			cleanup()
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("%s still there after cleanup: %v", d, err)
+			}
+		})
+	}
+}
