@@ -153,7 +153,7 @@ func (r simRun) at(p float64) (d time.Duration, ok bool) {
 func runSim(e *Env) ([]Result, error) { return e.runSimSpec(e.simSpec()) }
 
 func (e *Env) runSimSpec(spec simSpec) ([]Result, error) {
-	dir, cleanup, err := simScratch(e.Dir, 2*int64(slices.Max(append([]int{1}, spec.Rooms...)))*spec.Closure.Bytes)
+	dir, cleanup, err := simScratch(e.Dir, spec.scratchBytes())
 	if err != nil {
 		return nil, err
 	}
@@ -256,17 +256,21 @@ func rateString(bytesPerSec float64) string {
 	return fmt.Sprintf("%.3g Mbit/s", bytesPerSec*8/1e6)
 }
 
-// simScratch is where the sim's homes go: a tmpfs when there is one and
-// the rooms' stores fit in half the memory left (a room holds hundreds of
-// Badger databases that sync every write), else under dir, on disk. need
-// is what the largest room writes: each follower holds a path's chunks
-// in its spool until the path is committed, references first, and so
-// most of the closure twice near its end.
+// scratchBytes is about the most the sim's stores hold at once: a
+// follower keeps a path's chunks in its spool until the path is
+// committed, references first, beside the tree it unpacked, so near its
+// end the largest room holds about twice the closure per follower.
+func (s simSpec) scratchBytes() int64 {
+	return 2 * int64(slices.Max(append([]int{1}, s.Rooms...))) * s.Closure.Bytes
+}
+
+// simScratch is where the sim's homes go: a tmpfs when there is one with
+// room for need bytes that are also at most half the memory available (a
+// room holds hundreds of Badger databases that sync every write), else
+// under dir, on disk.
 func simScratch(dir string, need int64) (string, func(), error) {
 	parent := dir
-	var st syscall.Statfs_t
-	if isTmpfs("/dev/shm") && syscall.Statfs("/dev/shm", &st) == nil && syscall.Access("/dev/shm", 2) == nil &&
-		need <= int64(st.Bavail)*st.Bsize && need <= memAvailable()/2 {
+	if free, ok := tmpfsFree("/dev/shm"); ok && need <= free && need <= memAvailable()/2 {
 		parent = "/dev/shm"
 	}
 	d, err := os.MkdirTemp(parent, "trove-sim-")
@@ -276,11 +280,15 @@ func simScratch(dir string, need int64) (string, func(), error) {
 	return d, func() { removeAll(d) }, nil
 }
 
-// isTmpfs says whether dir is on a tmpfs.
-func isTmpfs(dir string) bool {
+// tmpfsFree says how many bytes are free in dir, and ok if it is a tmpfs
+// this process may write to.
+func tmpfsFree(dir string) (free int64, ok bool) {
 	const tmpfsMagic = 0x01021994
 	var st syscall.Statfs_t
-	return syscall.Statfs(dir, &st) == nil && st.Type == tmpfsMagic
+	if syscall.Statfs(dir, &st) != nil || st.Type != tmpfsMagic || syscall.Access(dir, 2) != nil {
+		return 0, false
+	}
+	return int64(st.Bavail) * st.Bsize, true
 }
 
 // memAvailable is the memory the kernel says is available (0 if it does

@@ -206,14 +206,15 @@ func TestSimScratch(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cleanup()
-			under := func(parent string) bool { return filepath.Dir(d) == parent }
-			switch {
-			case tc.onDisk && !under(dir):
-				t.Errorf("%d bytes went to %s, want under %s", tc.need, d, dir)
-			case !tc.onDisk && !under(dir) && !under("/dev/shm"):
-				t.Errorf("%d bytes went to %s", tc.need, d)
-			case !tc.onDisk && under(dir) && memAvailable() > 1<<30 && isTmpfs("/dev/shm"):
-				t.Errorf("%d bytes went to disk with a tmpfs and %d bytes of memory free", tc.need, memAvailable())
+			want := dir
+			if _, ok := tmpfsFree("/dev/shm"); ok && !tc.onDisk {
+				if memAvailable() < 1<<30 {
+					t.Skip("under 1 GiB of memory available: either place is right")
+				}
+				want = "/dev/shm"
+			}
+			if got := filepath.Dir(d); got != want {
+				t.Errorf("%d bytes went to %s, want under %s", tc.need, d, want)
 			}
 			if _, err := os.Stat(d); err != nil {
 				t.Error(err)

@@ -284,16 +284,10 @@ func TestWaitsStretch(t *testing.T) {
 	setForTest(t, &havesRecheck, time.Hour)
 	const scale = 30
 	t.Run("busy", func(t *testing.T) {
-		ts, tc := NewTrustGroup(nil), NewTrustGroup(nil)
-		s, ss := testNode(t, ts)
-		c, _ := testNode(t, tc)
-		pair(s, c, ts, tc)
+		s, c, ss := connectedPair(t)
 		s.serves.scale = scale
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := c.Connect(ctx, s.AddrInfo()); err != nil {
-			t.Fatal(err)
-		}
 		pi := addTree(t, ss, map[string][]byte{"f": []byte("a chunk every slot is too busy to send")})
 		ix, err := ss.ChunkIndexOf(pi.Path.Hash)
 		if err != nil {
