@@ -317,6 +317,27 @@ func (s *scheduler) take(p peer.ID, n int, now time.Time) (batch []*want, stop b
 	return batch, false
 }
 
+// extend hands p one more chunk to ask on the stream of a batch of asked
+// chunks whose last is half in (p2p.FetchMore): that chunk no longer
+// counts against how many may be out, since its bytes are most of the
+// way, and the next goes right behind it. Only in a swarm, where a batch
+// is a chunk or two and each batch's round trip would idle p's link, and
+// only up to swarmBatch chunks a stream, after which p's upload slot goes
+// back to whoever else waits for it. It says whether it handed one:
+// release is then told the batch had one more extended.
+func (s *scheduler) extend(p peer.ID, asked int, now time.Time) (next []*want) {
+	if !s.swarm || asked >= swarmBatch {
+		return nil
+	}
+	ps := s.peers.get(p)
+	ps.inFlight--
+	next, _ = s.take(p, 1, now)
+	if len(next) == 0 {
+		ps.inFlight++
+	}
+	return next
+}
+
 // endgame picks chunks in flight on other peers that ps could also serve:
 // the first copy to arrive wins.
 func (s *scheduler) endgame(ps *peerState, n int) []*want {
@@ -454,10 +475,10 @@ func (s *scheduler) writeFailed(w *want, err error) error {
 	return err
 }
 
-// release takes p off the wants of a finished batch; those nobody else is
-// fetching go back to the front of the queue.
-func (s *scheduler) release(p peer.ID, batch []*want) {
-	s.peers.get(p).inFlight -= len(batch)
+// release takes p off the wants of a finished batch, extended times by
+// extend; those nobody else is fetching go back to the front of the queue.
+func (s *scheduler) release(p peer.ID, batch []*want, extended int) {
+	s.peers.get(p).inFlight -= len(batch) - extended
 	var back []*want
 	for _, w := range batch {
 		delete(w.inflight, p)

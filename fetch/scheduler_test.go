@@ -118,7 +118,7 @@ func TestSchedulerDropPeer(t *testing.T) {
 		s.addStream(a)
 		s.addStream(b)
 		batch, _ := s.take(a, 2, time.Now())
-		s.release(a, batch)
+		s.release(a, batch, 0)
 		out, now, _ := s.batchFailed(a, &p2p.BadDataError{Peer: a, Detail: "chunk hash mismatch"})
 		if !out || now != "sent bad data: chunk hash mismatch" || s.peers[a].bad != 1 {
 			t.Fatalf("batchFailed: out %v, dropped now %q, bad %d", out, now, s.peers[a].bad)

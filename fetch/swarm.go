@@ -23,7 +23,9 @@ import (
 // swarmBatch is the most chunks one batch asks of a peer once the peers
 // of a swarm are known: a smaller batch keeps what others do not yet know
 // is in flight small, so two followers rarely ask the seeder for the same
-// chunk; a round trip per batch costs little on a LAN.
+// chunk. It is also the most a batch grows to as its chunks arrive
+// (extend), which saves a round trip per chunk: then the stream ends and
+// the peer's upload slot goes to whoever else waits for it.
 const swarmBatch = 16
 
 // batchTime is about how long one batch should take a peer: what is in

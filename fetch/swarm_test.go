@@ -193,7 +193,7 @@ func TestSwarmBatch(t *testing.T) {
 		if len(batch) != want {
 			t.Errorf("%s: %d chunks, want %d", what, len(batch), want)
 		}
-		s.release(s0, batch)
+		s.release(s0, batch, 0)
 	}
 	take("rate unknown", firstBatch)
 	s.began(s0, t0)
@@ -222,8 +222,8 @@ func TestSwarmFlight(t *testing.T) {
 	if len(a) != firstBatch || len(b) != firstBatch {
 		t.Fatalf("alone with seeders: batches of %d and %d, want %d", len(a), len(b), firstBatch)
 	}
-	s.release(s0, a)
-	s.release(s1, b)
+	s.release(s0, a, 0)
+	s.release(s1, b, 0)
 	s.haves(f, []nix.PathHash{{1}}, adds(0, 399))
 	a, _ = s.take(s0, 8, t0)
 	b, _ = s.take(s1, 8, t0)
@@ -233,7 +233,7 @@ func TestSwarmFlight(t *testing.T) {
 	if c, _ := s.take(s0, 8, t0); len(c) != 0 {
 		t.Fatalf("%d more out with %d out already", len(c), minSwarmFlight)
 	}
-	s.release(s0, a)
+	s.release(s0, a, 0)
 	if c, _ := s.take(s0, 8, t0); len(c) != len(a) {
 		t.Errorf("after %d came back: %d more, want as many", len(a), len(c))
 	}
@@ -243,6 +243,62 @@ func TestSwarmFlight(t *testing.T) {
 	s.delivered(s0, w, 100e6, t0.Add(time.Second))
 	if got, want := s.flightCap(t0.Add(time.Second)), int(100e6*swarmFlight.Seconds()/(64<<10)); got != want {
 		t.Errorf("at 100 MB/s: %d chunks out at once, want %d", got, want)
+	}
+}
+
+// TestExtend: in a swarm a batch whose last chunk is half in is handed
+// one more for the same stream even when as many requests are out as may
+// be (that chunk no longer counts), up to swarmBatch a stream; not alone
+// with seeders, nor when the peer has nothing more; and release, told
+// how often the batch grew, leaves nothing counted out.
+func TestExtend(t *testing.T) {
+	const s0, s1, f = peer.ID("s0"), peer.ID("s1"), peer.ID("f")
+	t0 := time.Unix(0, 0)
+	s, _ := testScheduler(testItem(1, 40, []peer.ID{s0, s1}))
+	s.meetProviders()
+	a, _ := s.take(s0, 8, t0)
+	if next := s.extend(s0, len(a), t0); len(next) != 0 {
+		t.Errorf("alone with seeders: extended by %v", chunksOf(next))
+	}
+	s.release(s0, a, 0)
+	s.haves(f, []nix.PathHash{{1}}, adds(0, 39))
+	a, _ = s.take(s0, 8, t0)
+	b, _ := s.take(s1, 8, t0)
+	if len(a)+len(b) != minSwarmFlight {
+		t.Fatalf("%d and %d out, want %d in all", len(a), len(b), minSwarmFlight)
+	}
+	grown := 0
+	for len(a) < swarmBatch {
+		next := s.extend(s0, len(a), t0)
+		if len(next) != 1 {
+			t.Fatalf("stream of %d: extended by %d, want 1", len(a), len(next))
+		}
+		a, grown = append(a, next...), grown+1
+		if c, _ := s.take(s1, 8, t0); len(c) != 0 {
+			t.Fatalf("extending let another stream take %d more", len(c))
+		}
+	}
+	if next := s.extend(s0, len(a), t0); len(next) != 0 {
+		t.Errorf("past swarmBatch: extended by %d", len(next))
+	}
+	s.release(s0, a, grown)
+	s.release(s1, b, 0)
+	if out := s.peers.inFlight(); out != 0 {
+		t.Errorf("%d counted out after every batch came back", out)
+	}
+	// f holds two chunks: the second is its last to hand.
+	s, _ = testScheduler(testItem(1, 8, []peer.ID{s0}))
+	s.meetProviders()
+	s.haves(f, []nix.PathHash{{1}}, adds(0, 0, 1))
+	c, _ := s.take(f, 8, t0)
+	if next := s.extend(f, len(c), t0); len(c) != 1 || len(next) != 1 {
+		t.Fatalf("f holding two: asked for %d, then extended by %d", len(c), len(next))
+	}
+	if next := s.extend(f, 2, t0); len(next) != 0 {
+		t.Errorf("f holding nothing more: extended by %v", chunksOf(next))
+	}
+	if out := s.peers.get(f).inFlight; out != 1 {
+		t.Errorf("after extending f by nothing: %d counted out on it, want 1", out)
 	}
 }
 
@@ -257,7 +313,7 @@ func TestSchedulerLater(t *testing.T) {
 	for _, w := range first {
 		s.deferred(s0, w)
 	}
-	s.release(s0, first)
+	s.release(s0, first, 0)
 	if got, _ := s.take(s0, 4, time.Now()); strings.Join(chunksOf(got), " ") != "p1/4 p1/5 p1/6 p1/7" {
 		t.Errorf("s0 is asked again for what it deferred: %v", chunksOf(got))
 	}
@@ -274,7 +330,7 @@ func TestSchedulerLater(t *testing.T) {
 	if s.mayDefer(s0, first[0]) {
 		t.Errorf("asked again because nobody else can be, s0 may still defer it")
 	}
-	s.release(s1, first)
+	s.release(s1, first, 0)
 	if got, _ := s.take(s0, 4, time.Now()); strings.Join(chunksOf(got), " ") != "p1/0 p1/1 p1/2 p1/3" {
 		t.Errorf("s0 is not asked again once nobody else can be: %v", chunksOf(got))
 	}
@@ -428,7 +484,7 @@ func BenchmarkSwarmPick(b *testing.B) {
 		if len(batch) != 2 {
 			b.Fatalf("picked %d", len(batch))
 		}
-		s.release(f, batch)
+		s.release(f, batch, 0)
 	}
 }
 

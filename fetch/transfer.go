@@ -41,9 +41,12 @@ const batchSize = 64
 
 // chunkPeers is what a transfer's workers need of the network.
 type chunkPeers interface {
-	// Fetch requests wants from p with up to window in flight and calls
-	// got with each verified chunk, or with an error for a chunk p lacks.
-	Fetch(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, got func(i int, data []byte, err error) error) error
+	// FetchMore requests wants from p with up to window in flight and
+	// calls got with each verified chunk, or with an error for a chunk p
+	// lacks.
+	// FetchMore is Fetch that asks more for what to add to the stream
+	// once the last chunk asked so far is half in (nil: nothing).
+	FetchMore(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, more func() []p2p.ChunkWant, got func(i int, data []byte, err error) error) error
 	Protect(p peer.ID, tag string)
 	Unprotect(p peer.ID, tag string)
 	// Compressed says how many bytes compressed answers from p took on
@@ -384,10 +387,10 @@ func (f *transfer) worker(ctx context.Context, p peer.ID) {
 			return
 		}
 		began := time.Now()
-		busy, err := f.fetchBatch(ctx, p, batch)
+		batch, extended, busy, err := f.fetchBatch(ctx, p, batch)
 		took := time.Since(began)
 		s := f.lock()
-		s.release(p, batch)
+		s.release(p, batch, extended)
 		var (
 			more, out  bool
 			droppedNow string
@@ -431,11 +434,13 @@ func (f *transfer) worker(ctx context.Context, p peer.ID) {
 	}
 }
 
-// fetchBatch requests batch from p, delivering each verified chunk. A
+// fetchBatch requests batch from p, delivering each verified chunk, and
+// in a swarm extends it (scheduler.extend) as its last chunk arrives:
+// asked is the batch in the end, extended how many times it grew. A
 // peer that sends nothing for the stall timeout is cut off (errStalled).
 // busy says p answered that it serves as many peers as it will at once,
 // and how long to leave it be.
-func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (busy time.Duration, err error) {
+func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (asked []*want, extended int, busy time.Duration, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	watchdog := time.AfterFunc(f.opts.StallTimeout, func() { cancel(errStalled) })
@@ -454,14 +459,32 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (bu
 		rate, _ := s.peers.get(p).rate(1)
 		f.log.Debug("compression for this peer", "peer", p, "on", zstd, "rate MB/s", int(rate/1e6))
 	}
+	ask := func(w *want) p2p.ChunkWant {
+		return p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: f.haves != nil && s.mayDefer(p, w), Zstd: zstd}
+	}
 	for i, w := range batch {
-		wants[i] = p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: f.haves != nil && s.mayDefer(p, w), Zstd: zstd}
+		wants[i] = ask(w)
 	}
 	f.unlockQuiet()
+	more := func() []p2p.ChunkWant {
+		s := f.lock()
+		defer f.unlockQuiet() // took work away only
+		next := s.extend(p, len(batch), time.Now())
+		if len(next) == 0 {
+			return nil
+		}
+		extended++
+		batch = append(batch, next...)
+		ws := make([]p2p.ChunkWant, len(next))
+		for i, w := range next {
+			ws[i] = ask(w)
+		}
+		return ws
+	}
 	var later []*want
 	var after time.Duration
 	defer func() { f.undeferAfter(p, later, after) }()
-	err = f.net.Fetch(ctx, p, wants, window, func(i int, data []byte, err error) error {
+	err = f.net.FetchMore(ctx, p, wants, window, more, func(i int, data []byte, err error) error {
 		watchdog.Reset(f.opts.StallTimeout)
 		w := batch[i]
 		var le *p2p.LaterError
@@ -492,9 +515,9 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (bu
 	})
 	var silent *p2p.SilentConnError
 	if cause := context.Cause(ctx); errors.Is(cause, errStalled) && !errors.As(err, &silent) {
-		return busy, errStalled
+		return batch, extended, busy, errStalled
 	}
-	return busy, err
+	return batch, extended, busy, err
 }
 
 // undeferAfter lets p be asked again, after d, for those of ws nobody

@@ -28,8 +28,21 @@ type fakePeers struct {
 	serve map[peer.ID]func(ctx context.Context, wants []p2p.ChunkWant, got func(int, []byte, error) error) error
 }
 
-func (f *fakePeers) Fetch(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, got func(int, []byte, error) error) error {
-	return f.serve[p](ctx, wants, got)
+// FetchMore serves wants, then what more adds once they are answered,
+// numbering the answers on.
+func (f *fakePeers) FetchMore(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, more func() []p2p.ChunkWant, got func(int, []byte, error) error) error {
+	for at := 0; len(wants) > 0; {
+		from := at
+		if err := f.serve[p](ctx, wants, func(i int, b []byte, err error) error { return got(from+i, b, err) }); err != nil {
+			return err
+		}
+		at += len(wants)
+		wants = nil
+		if more != nil {
+			wants = more()
+		}
+	}
+	return nil
 }
 func (f *fakePeers) Protect(peer.ID, string)              {}
 func (f *fakePeers) Unprotect(peer.ID, string)            {}

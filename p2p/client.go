@@ -372,7 +372,20 @@ var ErrNotServed = errors.New("peer does not have it")
 // reaches got with a nil data and an error wrapping ErrNotServed, one it
 // defers (Defer) with a *LaterError; got returning an error stops the
 // fetch. window bounds requests in flight.
-func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window int, got func(i int, data []byte, err error) error) (err error) {
+func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window int, got func(i int, data []byte, err error) error) error {
+	return n.FetchMore(ctx, p, wants, window, nil, got)
+}
+
+// FetchMore is Fetch whose wants may grow while it runs: once the first
+// half of the last chunk asked so far is in, more (if not nil) is asked
+// for what to ask next, and that is asked on the same stream at once. The
+// peer then sends it right after the chunk arriving, in the upload slot
+// it gave this stream, instead of after the round trip a new request
+// takes, during which its link would idle (in a room a batch is one or
+// two chunks). more is called on the goroutine that calls got, between
+// its calls, and the answers to what it returns reach got numbered on
+// from wants; returning nothing ends the stream after the answers out.
+func (n *Node) FetchMore(ctx context.Context, p peer.ID, wants []ChunkWant, window int, more func() []ChunkWant, got func(i int, data []byte, err error) error) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, done, err := n.stream(ctx, p, ProtoChunks)
@@ -395,46 +408,72 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 	window = max(window, 1)
 	tokens := make(chan struct{}, window)
 	werr := make(chan error, 1)
+	// The writer sends wants, then what more adds (extra, closed by the
+	// reader once nothing more will be asked), then ends its side.
+	extra := make(chan []ChunkWant, 1)
+	var ended bool
+	end := func() {
+		if !ended {
+			ended = true
+			close(extra)
+		}
+	}
+	if more == nil {
+		end()
+	}
+	defer end()
+	zstd := len(wants) > 0 && wants[0].Zstd
+	first := wants // the reader appends to wants
 	go func() {
 		bw := bufio.NewWriterSize(st, 16<<10)
-		for i, w := range wants {
-			select {
-			case tokens <- struct{}{}:
-			case <-ctx.Done():
-				werr <- ctx.Err()
-				return
-			}
-			req := ChunkRequest{Seq: uint64(i), Zstd: i == 0 && wants[0].Zstd}
-			if w.Range {
-				req.Path, req.Offset, req.Length = w.Path[:], w.Offset, w.Length
-			} else {
-				req.Chunk, req.Size, req.Defer = w.Chunk[:], w.Size, w.Defer
-			}
-			if err := writeMsg(bw, &req); err != nil {
-				werr <- err
-				return
-			}
-			// Flush when the window is full or the list ends, so a batch of
-			// small requests goes out in few packets.
-			if len(tokens) == cap(tokens) || i == len(wants)-1 {
-				if err := bw.Flush(); err != nil {
-					werr <- err
-					return
+		seq := 0
+		send := func(ws []ChunkWant) error {
+			for k, w := range ws {
+				select {
+				case tokens <- struct{}{}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				req := ChunkRequest{Seq: uint64(seq), Zstd: seq == 0 && zstd}
+				if w.Range {
+					req.Path, req.Offset, req.Length = w.Path[:], w.Offset, w.Length
+				} else {
+					req.Chunk, req.Size, req.Defer = w.Chunk[:], w.Size, w.Defer
+				}
+				if err := writeMsg(bw, &req); err != nil {
+					return err
+				}
+				seq++
+				// Flush when the window is full or the list ends, so a batch of
+				// small requests goes out in few packets.
+				if len(tokens) == cap(tokens) || k == len(ws)-1 {
+					if err := bw.Flush(); err != nil {
+						return err
+					}
 				}
 			}
+			return nil
 		}
-		if err := bw.Flush(); err != nil {
-			werr <- err
-			return
+		err := send(first)
+		for ws := range extra {
+			if err == nil {
+				err = send(ws)
+			}
 		}
-		werr <- st.CloseWrite()
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err == nil {
+			err = st.CloseWrite()
+		}
+		werr <- err
 	}()
 	fb := fetchBufs.Get().(*fetchBuf)
 	defer fetchBufs.Put(fb)
 	fb.r.Reset(in)
 	defer fb.r.Reset(nil)
 	var raw int64 // chunk bytes read
-	if len(wants) > 0 && wants[0].Zstd {
+	if zstd {
 		// The answers come as one zstd stream (compress.go).
 		zs, err := decompressFrom(in, p)
 		if err != nil {
@@ -445,7 +484,8 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 		fb.r.Reset(zs)
 	}
 	r, buf := fb.r, fb.data
-	for i, w := range wants {
+	for i := 0; i < len(wants); i++ {
+		w := wants[i]
 		var h ChunkHeader
 		if err := readMsg(r, maxChunkHeader, &h); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -487,7 +527,25 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 			buf = make([]byte, h.Length)
 		}
 		data := buf[:h.Length]
-		if _, err := io.ReadFull(r, data); err != nil {
+		half := 0
+		if !ended && i == len(wants)-1 {
+			// Ask for what comes next once half of this chunk is in:
+			// the request reaches p before the rest has gone.
+			half = len(data) / 2
+			if _, err := io.ReadFull(r, data[:half]); err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					err = fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err)
+				}
+				return n.fetchErr(ctx, p, err)
+			}
+			if ws := more(); len(ws) > 0 {
+				wants = append(wants, ws...)
+				extra <- ws
+			} else {
+				end()
+			}
+		}
+		if _, err := io.ReadFull(r, data[half:]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err)
 			}
@@ -502,6 +560,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, wants []ChunkWant, window i
 			return err
 		}
 	}
+	end()
 	return <-werr
 }
 

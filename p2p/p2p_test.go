@@ -3,11 +3,14 @@ package p2p
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -149,4 +152,85 @@ func TestUntrustedPeerIsRefused(t *testing.T) {
 		t.Fatalf("a sent %d bytes of protocol data to an untrusted peer", bw.TotalOut)
 	}
 	_ = peer.ID("")
+}
+
+// TestFetchMore: what more adds is asked on the same stream once the
+// last chunk asked so far is half in (before got sees it), answered in
+// order and numbered on; nothing ends the stream. Plain and compressed.
+func TestFetchMore(t *testing.T) {
+	for _, zstd := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "zstd"}[zstd], func(t *testing.T) {
+			a, b, sa := connectedPair(t)
+			data := make([]byte, 1<<20)
+			for i := range data {
+				data[i] = byte(i*7>>3) ^ byte(i>>11)
+			}
+			pi := addTree(t, sa, map[string][]byte{"big": data})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			infos, err := b.Info(ctx, a.ID(), []nix.PathHash{pi.Path.Hash})
+			if err != nil || infos[0] == nil {
+				t.Fatalf("info: %v", err)
+			}
+			var all []ChunkWant
+			for _, c := range infos[0].Index {
+				all = append(all, ChunkWant{Chunk: c.ID, Size: c.Size, Zstd: zstd, Defer: true}) // Defer: a slot is taken
+			}
+			if len(all) < 4 {
+				t.Fatalf("%d chunks: too few to test", len(all))
+			}
+			asked := 1 // all[:asked] have been asked
+			var events []string
+			more := func() []ChunkWant {
+				events = append(events, fmt.Sprintf("more at %d", asked-1))
+				n := min(asked, len(all)-asked) // 1, 2, 4, ...: several at once too
+				asked += n
+				return all[asked-n : asked]
+			}
+			var got bytes.Buffer
+			err = b.FetchMore(ctx, a.ID(), all[:1], 1, more, func(i int, data []byte, err error) error {
+				if err != nil {
+					return err
+				}
+				events = append(events, fmt.Sprintf("got %d", i))
+				if i >= len(all) || chunk.Sum(data) != all[i].Chunk {
+					t.Errorf("answer %d is not chunk %d", i, i)
+				}
+				a.slots.mu.Lock()
+				h := a.slots.serving[b.ID()]
+				a.slots.mu.Unlock()
+				if h.streams != 1 {
+					t.Errorf("answer %d: b holds %d streams at a, want 1", i, h.streams)
+				}
+				got.Write(data)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var nar bytes.Buffer
+			if err := sa.WriteNAR(ctx, &nar, pi.Path, 0, -1); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Bytes(), nar.Bytes()) {
+				t.Fatalf("%d bytes in, not the NAR's %d", got.Len(), nar.Len())
+			}
+			// more is asked while the last chunk asked is arriving: before
+			// got sees it, and after got saw the one before.
+			var want []string
+			for last, i := 0, 0; i < len(all); i++ {
+				if i == last {
+					want = append(want, fmt.Sprintf("more at %d", i))
+					last = min(len(all)-1, 2*i+1)
+					if i == len(all)-1 {
+						last = -1
+					}
+				}
+				want = append(want, fmt.Sprintf("got %d", i))
+			}
+			if strings.Join(events, ", ") != strings.Join(want, ", ") {
+				t.Errorf("events:\n%s\nwant:\n%s", strings.Join(events, ", "), strings.Join(want, ", "))
+			}
+		})
+	}
 }
