@@ -548,6 +548,11 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, one, stop time.Duration, 
 	if err := errors.Join(errs...); err != nil {
 		return r, err
 	}
+	// Interrupted, the followers' syncs ended with the run: their times
+	// say nothing.
+	if err := e.Ctx.Err(); err != nil {
+		return r, fmt.Errorf("interrupted: %w", err)
+	}
 	for _, d := range done {
 		if d >= 0 {
 			r.Done = append(r.Done, d)
