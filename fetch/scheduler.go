@@ -301,37 +301,49 @@ func (s *scheduler) take(p peer.ID, n int, now time.Time) (batch []*want, stop b
 	}
 	n = min(n, ps.batchFor())
 	if s.swarm {
-		// Each peer may have half the requests out: the worker that
-		// just got its batch asks again first, and would keep them all.
-		flight := s.flightCap(now)
-		n = min(n, flight-s.peers.inFlight(), max(1, flight/2)-ps.inFlight)
-		if n <= 0 {
+		if n = min(n, s.room(ps, now)); n <= 0 {
 			return nil, false
 		}
 	}
-	batch = s.pick(ps, n)
+	return s.handOut(ps, n), false
+}
+
+// room is how many more chunk requests ps may have out at now in a
+// swarm. Each peer may have half of them: the worker that just got its
+// batch asks again first, and would keep them all.
+func (s *scheduler) room(ps *peerState, now time.Time) int {
+	flight := s.flightCap(now)
+	return min(flight-s.peers.inFlight(), max(1, flight/2)-ps.inFlight)
+}
+
+// handOut picks up to n chunks for ps (in the endgame, chunks in flight
+// elsewhere) and counts them out to it.
+func (s *scheduler) handOut(ps *peerState, n int) []*want {
+	batch := s.pick(ps, n)
 	if len(batch) == 0 && len(s.pending) == 0 {
 		batch = s.endgame(ps, n)
 	}
 	ps.inFlight += len(batch)
-	return batch, false
+	return batch
 }
 
-// extend hands p one more chunk to ask on the stream of a batch of asked
-// chunks whose last is half in (p2p.FetchMore): that chunk no longer
-// counts against how many may be out, since its bytes are most of the
-// way, and the next goes right behind it. Only in a swarm, where a batch
-// is a chunk or two and each batch's round trip would idle p's link, and
-// only up to swarmBatch chunks a stream, after which p's upload slot goes
-// back to whoever else waits for it. It says whether it handed one:
-// release is then told the batch had one more extended.
+// extend hands p one more chunk, if any, to ask on the stream of a batch
+// of asked chunks whose last is half in (p2p.FetchMore): that chunk no
+// longer counts against how many may be out, since its bytes are most of
+// the way, and the next goes right behind it. Only in a swarm, where a
+// batch is a chunk or two and each batch's round trip would idle p's
+// link, and only up to swarmBatch chunks a stream, after which p's
+// upload slot goes back to whoever else waits for it. When it hands one,
+// release is to be told the batch was extended once more.
 func (s *scheduler) extend(p peer.ID, asked int, now time.Time) (next []*want) {
-	if !s.swarm || asked >= swarmBatch {
+	ps := s.peers.get(p)
+	if !s.swarm || asked >= swarmBatch || s.err != nil || ps.dropped != "" {
 		return nil
 	}
-	ps := s.peers.get(p)
 	ps.inFlight--
-	next, _ = s.take(p, 1, now)
+	if s.room(ps, now) > 0 {
+		next = s.handOut(ps, 1)
+	}
 	if len(next) == 0 {
 		ps.inFlight++
 	}

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -299,6 +300,101 @@ func TestExtend(t *testing.T) {
 	}
 	if out := s.peers.get(f).inFlight; out != 1 {
 		t.Errorf("after extending f by nothing: %d counted out on it, want 1", out)
+	}
+}
+
+// TestExtendOne: however many requests may be out (here fifteen, as on
+// a fast link, with three peers live), extend hands one chunk, and a
+// stream stops growing at swarmBatch.
+func TestExtendOne(t *testing.T) {
+	const s0, s1, s2, f = peer.ID("s0"), peer.ID("s1"), peer.ID("s2"), peer.ID("f")
+	t0 := time.Unix(0, 0)
+	s, sts := testScheduler(testItem(1, 400, []peer.ID{s0, s1, s2}))
+	s.meetProviders()
+	s.haves(f, []nix.PathHash{{1}}, adds(0, 399))
+	s.take(s0, 1, t0) // the first take, at t0
+	w := sts[0].wants[0]
+	s.claim(w)
+	s.delivered(s0, w, 100e6, t0.Add(time.Second))
+	now := t0.Add(time.Second)
+	if c := s.flightCap(now); c < 8 {
+		t.Fatalf("flight cap %d: too few to test", c)
+	}
+	batch, _ := s.take(s1, 1, now)
+	for len(batch) < swarmBatch {
+		next := s.extend(s1, len(batch), now)
+		if len(next) != 1 {
+			t.Fatalf("stream of %d: extended by %d, want 1", len(batch), len(next))
+		}
+		batch = append(batch, next...)
+	}
+	if next := s.extend(s1, len(batch), now); len(next) != 0 {
+		t.Errorf("stream of %d: extended by %d more", len(batch), len(next))
+	}
+}
+
+// halfIn is a network whose fetches stop with their last chunk half in:
+// FetchMore asks more, says what it added, and fails once let go.
+type halfIn struct {
+	fakePeers
+	added chan []p2p.ChunkWant
+	let   chan struct{}
+}
+
+func (h *halfIn) FetchMore(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, more func() []p2p.ChunkWant, got func(int, []byte, error) error) error {
+	h.added <- more()
+	<-h.let
+	return errors.New("test: the stream ended")
+}
+
+// TestExtendWakesEndgame: a batch extended by the last pending chunk
+// opens the endgame, as a take does (TestEndgameWakes): b, waiting with
+// nothing pending it can serve, is woken to ask for what a is fetching.
+// fetchBatch returns the batch as extended, and releasing it leaves
+// nothing counted out.
+func TestExtendWakesEndgame(t *testing.T) {
+	const a, b, c, f = peer.ID("a"), peer.ID("b"), peer.ID("c"), peer.ID("f")
+	s, _ := testScheduler(testItem(1, 1, []peer.ID{a, b}), testItem(2, 1, []peer.ID{a, c}))
+	tr, waiting := watchedTransfer(t, s)
+	net := &halfIn{added: make(chan []p2p.ChunkWant, 1), let: make(chan struct{})}
+	tr.net, tr.opts.StallTimeout = net, time.Minute
+	if err := tr.heard(f, []nix.PathHash{{2}}, adds(0, 0)); err != nil { // a swarm
+		t.Fatal(err)
+	}
+	x := tr.take(a, 4)
+	if strings.Join(chunksOf(x), " ") != "p1/0" {
+		t.Fatalf("a took %v, want the rarest, p1/0", chunksOf(x))
+	}
+	got := make(chan []*want, 1)
+	go func() { got <- tr.take(b, 4) }()
+	untilWaiting(t, waiting, b)
+	type result struct {
+		batch    []*want
+		extended int
+	}
+	fetched := make(chan result, 1)
+	go func() {
+		batch, extended, _, _ := tr.fetchBatch(context.Background(), a, x)
+		fetched <- result{batch, extended}
+	}()
+	if added := <-net.added; len(added) != 1 {
+		t.Fatalf("a's stream extended by %d, want p2/0", len(added))
+	}
+	if y := strings.Join(chunksOf(woken(t, got, "b's worker when an extension emptied the queue")), " "); y != "p1/0" {
+		t.Errorf("b took %q in the endgame, want p1/0", y)
+	}
+	close(net.let)
+	r := <-fetched
+	if strings.Join(chunksOf(r.batch), " ") != "p1/0 p2/0" || r.extended != 1 {
+		t.Errorf("fetchBatch returned %v extended %d times, want p1/0 p2/0 once", chunksOf(r.batch), r.extended)
+	}
+	s = tr.lock()
+	s.release(a, r.batch, r.extended)
+	s.release(b, []*want{s.items[nix.PathHash{1}].wants[0]}, 0)
+	out := s.peers.inFlight()
+	tr.unlockQuiet()
+	if out != 0 {
+		t.Errorf("%d counted out once every batch came back", out)
 	}
 }
 

@@ -43,9 +43,8 @@ const batchSize = 64
 type chunkPeers interface {
 	// FetchMore requests wants from p with up to window in flight and
 	// calls got with each verified chunk, or with an error for a chunk p
-	// lacks.
-	// FetchMore is Fetch that asks more for what to add to the stream
-	// once the last chunk asked so far is half in (nil: nothing).
+	// lacks; once the last chunk asked so far is half in, it asks more
+	// (if not nil) for what to ask next on the same stream.
 	FetchMore(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, more func() []p2p.ChunkWant, got func(i int, data []byte, err error) error) error
 	Protect(p peer.ID, tag string)
 	Unprotect(p peer.ID, tag string)
@@ -468,8 +467,15 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (as
 	f.unlockQuiet()
 	more := func() []p2p.ChunkWant {
 		s := f.lock()
-		defer f.unlockQuiet() // took work away only
+		had := len(s.pending) > 0
 		next := s.extend(p, len(batch), time.Now())
+		// As take: taking the last pending chunks opens the endgame to
+		// every worker; otherwise it took work away only.
+		if had && len(s.pending) == 0 {
+			defer f.unlockAsking("")
+		} else {
+			defer f.unlockQuiet()
+		}
 		if len(next) == 0 {
 			return nil
 		}

@@ -28,22 +28,27 @@ type fakePeers struct {
 	serve map[peer.ID]func(ctx context.Context, wants []p2p.ChunkWant, got func(int, []byte, error) error) error
 }
 
-// FetchMore serves wants, then what more adds once they are answered,
-// numbering the answers on.
+// FetchMore serves wants, asking more for what to add as the last chunk
+// asked so far arrives (before got sees it, as p2p.Node's does at half),
+// and numbers the answers on.
 func (f *fakePeers) FetchMore(ctx context.Context, p peer.ID, wants []p2p.ChunkWant, window int, more func() []p2p.ChunkWant, got func(int, []byte, error) error) error {
 	for at := 0; len(wants) > 0; {
-		from := at
-		if err := f.serve[p](ctx, wants, func(i int, b []byte, err error) error { return got(from+i, b, err) }); err != nil {
+		from, n := at, len(wants)
+		var next []p2p.ChunkWant
+		err := f.serve[p](ctx, wants, func(i int, b []byte, err error) error {
+			if i == n-1 && b != nil && more != nil {
+				next = more()
+			}
+			return got(from+i, b, err)
+		})
+		if err != nil {
 			return err
 		}
-		at += len(wants)
-		wants = nil
-		if more != nil {
-			wants = more()
-		}
+		at, wants = at+n, next
 	}
 	return nil
 }
+
 func (f *fakePeers) Protect(peer.ID, string)              {}
 func (f *fakePeers) Unprotect(peer.ID, string)            {}
 func (f *fakePeers) Compressed(peer.ID) (wire, raw int64) { return 0, 0 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -423,7 +424,8 @@ func (n *Node) FetchMore(ctx context.Context, p peer.ID, wants []ChunkWant, wind
 	}
 	defer end()
 	zstd := len(wants) > 0 && wants[0].Zstd
-	first := wants // the reader appends to wants
+	wants = slices.Clip(wants) // the reader appends to wants: not to the caller's array
+	first := wants
 	go func() {
 		bw := bufio.NewWriterSize(st, 16<<10)
 		seq := 0

@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/trove-p2p/trove/nix"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/trove-p2p/trove/store"
@@ -232,5 +234,59 @@ func TestFetchMore(t *testing.T) {
 				t.Errorf("events:\n%s\nwant:\n%s", strings.Join(events, ", "), strings.Join(want, ", "))
 			}
 		})
+	}
+}
+
+// TestFetchMoreAtHalf: the next request reaches the peer while the last
+// chunk asked is only half sent (a peer here that sends the second half
+// only once it holds request 1), not after the chunk is in.
+func TestFetchMoreAtHalf(t *testing.T) {
+	b, _ := testNode(t, NewTrustGroup(nil))
+	m := rawHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Connect(ctx, peer.AddrInfo{ID: m.ID(), Addrs: m.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(200_000, 5)
+	w := ChunkWant{Chunk: chunk.Sum(data), Size: uint32(len(data))}
+	heard := make(chan error, 1)
+	m.SetStreamHandler(ProtoChunks, func(st network.Stream) {
+		defer st.Close()
+		r := bufio.NewReader(st)
+		var req ChunkRequest
+		if err := readMsg(r, maxChunkHeader, &req); err != nil {
+			heard <- err
+			return
+		}
+		writeMsg(st, &ChunkHeader{Seq: 0, Length: uint32(len(data))})
+		st.Write(data[:len(data)/2])
+		st.SetReadDeadline(time.Now().Add(2 * time.Second))
+		err := readMsg(r, maxChunkHeader, &req)
+		if err == nil && req.Seq != 1 {
+			err = fmt.Errorf("request %d, want 1", req.Seq)
+		}
+		heard <- err
+		if err != nil {
+			st.Reset()
+			return
+		}
+		st.Write(data[len(data)/2:])
+		writeMsg(st, &ChunkHeader{Seq: 1, Length: uint32(len(data))})
+		st.Write(data)
+	})
+	asked := 1
+	err := b.FetchMore(ctx, m.ID(), []ChunkWant{w}, 1, func() []ChunkWant {
+		if asked == 2 {
+			return nil
+		}
+		asked++
+		return []ChunkWant{w}
+	}, func(i int, _ []byte, err error) error { return err })
+	if herr := <-heard; herr != nil {
+		t.Fatalf("while chunk 0 was half sent, the peer heard no next request: %v", herr)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
