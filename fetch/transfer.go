@@ -196,6 +196,18 @@ func (f *transfer) unlockUnpacking(asking bool) {
 	f.mu.Unlock()
 }
 
+// unlockTaken lets go of f.mu after chunks were handed to a worker,
+// had saying whether any were pending before. Taking work away gives the
+// others nothing, unless it took the last pending chunks: what is in
+// flight is then theirs to ask for too (endgame).
+func (f *transfer) unlockTaken(had bool) {
+	if had && len(f.sched.pending) == 0 {
+		f.unlockAsking("")
+		return
+	}
+	f.unlockQuiet()
+}
+
 // unlockQuiet lets go of f.mu without waking the waiters, after a call
 // that only took work away (claim, began) or only read, and so gave no
 // waiter anything to act on.
@@ -354,14 +366,7 @@ func (f *transfer) take(p peer.ID, n int) []*want {
 			return nil
 		}
 		if len(batch) > 0 {
-			// Taking work away gives the others nothing, unless it took
-			// the last pending chunks: what is in flight is then theirs
-			// to ask for too (endgame).
-			if had && len(s.pending) == 0 {
-				f.unlockAsking("")
-			} else {
-				f.unlockQuiet()
-			}
+			f.unlockTaken(had)
 			return batch
 		}
 		if testHookWait != nil {
@@ -458,35 +463,31 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (as
 		rate, _ := s.peers.get(p).rate(1)
 		f.log.Debug("compression for this peer", "peer", p, "on", zstd, "rate MB/s", int(rate/1e6))
 	}
-	ask := func(w *want) p2p.ChunkWant {
+	ask := func(s *scheduler, w *want) p2p.ChunkWant {
 		return p2p.ChunkWant{Chunk: w.ref.ID, Size: w.ref.Size, Defer: f.haves != nil && s.mayDefer(p, w), Zstd: zstd}
 	}
 	for i, w := range batch {
-		wants[i] = ask(w)
+		wants[i] = ask(s, w)
+	}
+	var more func() []p2p.ChunkWant // nil outside a swarm: extend hands nothing
+	if s.swarm {
+		more = func() []p2p.ChunkWant {
+			s := f.lock()
+			had := len(s.pending) > 0
+			next := s.extend(p, len(batch), time.Now())
+			ws := make([]p2p.ChunkWant, len(next))
+			for i, w := range next {
+				ws[i] = ask(s, w)
+			}
+			f.unlockTaken(had)
+			if len(next) > 0 {
+				extended++
+				batch = append(batch, next...)
+			}
+			return ws
+		}
 	}
 	f.unlockQuiet()
-	more := func() []p2p.ChunkWant {
-		s := f.lock()
-		had := len(s.pending) > 0
-		next := s.extend(p, len(batch), time.Now())
-		// As take: taking the last pending chunks opens the endgame to
-		// every worker; otherwise it took work away only.
-		if had && len(s.pending) == 0 {
-			defer f.unlockAsking("")
-		} else {
-			defer f.unlockQuiet()
-		}
-		if len(next) == 0 {
-			return nil
-		}
-		extended++
-		batch = append(batch, next...)
-		ws := make([]p2p.ChunkWant, len(next))
-		for i, w := range next {
-			ws[i] = ask(w)
-		}
-		return ws
-	}
 	var later []*want
 	var after time.Duration
 	defer func() { f.undeferAfter(p, later, after) }()

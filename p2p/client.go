@@ -486,6 +486,15 @@ func (n *Node) FetchMore(ctx context.Context, p peer.ID, wants []ChunkWant, wind
 		fb.r.Reset(zs)
 	}
 	r, buf := fb.r, fb.data
+	readData := func(b []byte) error {
+		if _, err := io.ReadFull(r, b); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err)
+			}
+			return n.fetchErr(ctx, p, err)
+		}
+		return nil
+	}
 	for i := 0; i < len(wants); i++ {
 		w := wants[i]
 		var h ChunkHeader
@@ -529,16 +538,13 @@ func (n *Node) FetchMore(ctx context.Context, p peer.ID, wants []ChunkWant, wind
 			buf = make([]byte, h.Length)
 		}
 		data := buf[:h.Length]
-		half := 0
+		in := 0 // of data, read
 		if !ended && i == len(wants)-1 {
 			// Ask for what comes next once half of this chunk is in:
 			// the request reaches p before the rest has gone.
-			half = len(data) / 2
-			if _, err := io.ReadFull(r, data[:half]); err != nil {
-				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					err = fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err)
-				}
-				return n.fetchErr(ctx, p, err)
+			in = len(data) / 2
+			if err := readData(data[:in]); err != nil {
+				return err
 			}
 			if ws := more(); len(ws) > 0 {
 				wants = append(wants, ws...)
@@ -547,11 +553,8 @@ func (n *Node) FetchMore(ctx context.Context, p peer.ID, wants []ChunkWant, wind
 				end()
 			}
 		}
-		if _, err := io.ReadFull(r, data[half:]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("%w: truncated chunk: %v", ErrProtocol, err)
-			}
-			return n.fetchErr(ctx, p, err)
+		if err := readData(data[in:]); err != nil {
+			return err
 		}
 		if !w.Range && chunk.Sum(data) != w.Chunk {
 			return &BadDataError{Peer: p, Detail: fmt.Sprintf("chunk %s does not hash to its ID", w.Chunk)}
