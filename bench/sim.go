@@ -60,14 +60,18 @@ func (e *Env) defaultSimSpec() simSpec {
 		return simSpec{Rooms: []int{4, 16}, Closure: FixtureSpec{Paths: 10, Bytes: 1 << 20, Salt: "sim"},
 			Rate: 1 << 20, Degree: 8, Cap: 30}
 	}
-	// 30 paths as the fanout's closure, and as many chunks (about 130) as
-	// 512 machines' traffic fits in this machine's memory and two cores:
-	// how long a chunk takes to reach every follower is a few chunk
-	// times per doubling, and against a closure of 32 chunks (2 MiB) that
-	// alone was a quarter of the one-follower time, where a real closure
-	// has thousands; and each follower's path infos, chunk indexes and
-	// have messages (about 8 KB) were a third of the seeder's upload.
-	return simSpec{Rooms: []int{16, 64, 256, 512}, Closure: FixtureSpec{Paths: 30, Bytes: 8 << 20, Salt: "sim"},
+	// 30 paths as the fanout's closure, and as many chunks (about 530)
+	// as 512 machines' stores hold on this machine (their trees go to
+	// disk; the process peaks at about 17 GB). The sim stands for the
+	// fanout's room with its links 127 times slower, which keeps a room's
+	// ratios only if the closure has as many chunks: how long the first
+	// chunks take to spread, and the last, is a number of chunk times per
+	// doubling of the room, and against a closure of few chunks that is
+	// most of the one-follower time, where a real closure has thousands
+	// (the fanout's 2,048). On 2 MiB (32 chunks) it was a quarter of it;
+	// on 8 MiB (134 chunks) the room of 512 took 1.38–1.45× one
+	// follower's time, on 16 MiB 1.38×, on 32 MiB 1.27×.
+	return simSpec{Rooms: []int{16, 64, 256, 512}, Closure: FixtureSpec{Paths: 30, Bytes: 32 << 20, Salt: "sim"},
 		Rate: 96 << 10, Degree: 16, Cap: 10}
 }
 

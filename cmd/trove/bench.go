@@ -77,5 +77,18 @@ times vary between runs and machines: read the ratios.`,
 	c.Flags().StringVar(&plotDir, "plot", "", "write SVG charts to `DIR`")
 	c.Flags().IntSliceVar(&simRooms, "sim-rooms", nil, "sim: these rooms instead (followers each, e.g. 512 or 16,256)")
 	c.Flags().IntVar(&simMiB, "sim-closure", 0, "sim: a closure of `MIB` mebibytes instead (more chunks, more memory)")
+	c.AddCommand(&cobra.Command{
+		Use:    "room-floor-node INDEX ADDRS SIZE START DIR",
+		Short:  "One machine of the fanout's room floor (run by trove bench in a network namespace)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(5),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, err := bench.ParseRoomFloorSpec(args)
+			if err != nil {
+				return err
+			}
+			return bench.RoomFloorNode(cmd.Context(), spec, a.stdout)
+		},
+	})
 	return c
 }
