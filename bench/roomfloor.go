@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -42,7 +44,11 @@ import (
 // closure once), over libp2p's cheapest secure transport (TCP, TLS,
 // yamux), each follower hashing what it receives with SHA-256 and BLAKE3
 // and writing it to a file. No store, no NAR, no chunking, no requests,
-// no have messages. On a machine with cores to spare it takes one
+// no have messages; a block is relayed before it is hashed, where trove
+// serves a chunk only once verified, but a block (64 KiB) is about a
+// chunk, so a hop costs both the same. The bytes are random, which
+// neither compresses (a trove fetch stops asking for zstd once its
+// first megabyte from a peer does not shrink). On a machine with cores to spare it takes one
 // follower's time; where the room's processes share two cores, it says
 // how much of the fanout's time the cores, not trove, cost.
 const (
@@ -82,6 +88,11 @@ func ParseRoomFloorSpec(args []string) (RoomFloorSpec, error) {
 	s.Addrs = strings.Split(args[1], ",")
 	if s.Index < 0 || s.Index >= len(s.Addrs) || len(s.Addrs) < 2 {
 		return s, fmt.Errorf("room-floor-node: index %d of %d machines", s.Index, len(s.Addrs))
+	}
+	for _, a := range s.Addrs {
+		if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
+			return s, fmt.Errorf("room-floor-node: %q is not an IPv4 address", a)
+		}
 	}
 	if s.Size, err = strconv.ParseInt(args[2], 10, 64); err != nil || s.Size < int64(len(s.Addrs)-1) {
 		return s, fmt.Errorf("room-floor-node: size %q", args[2])
@@ -199,7 +210,10 @@ func roomFloorFollow(ctx context.Context, h host.Host, s RoomFloorSpec, ids []pe
 	// Connected before the start, as the fanout's agents are.
 	for i, id := range ids {
 		for i != s.Index && h.Network().Connectedness(id) != network.Connected {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			// Past any dial backoff: a machine dialled before it
+			// listened is refused, and libp2p would not dial it again
+			// for seconds.
+			cctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "room floor"), time.Second)
 			err := h.Connect(cctx, peer.AddrInfo{ID: id})
 			cancel()
 			if err != nil && time.Now().After(s.Start) {
@@ -315,51 +329,75 @@ func newFloorSink(f *os.File, size int64) *floorSink {
 
 // roomFloor runs the room's floor with followers on lan (machines 0 to
 // followers) and returns when each follower was done, sorted, and the
-// share of the machine's cores busy meanwhile (0 if unknown).
+// share of the machine's cores busy from the start until the last was
+// (0 if unknown). One machine failing ends the run.
 func (e *Env) roomFloor(lan *testnet.LAN, followers int, size int64) (done []time.Duration, busy float64, err error) {
-	ctx, cancel := context.WithTimeout(e.Ctx, 10*time.Minute)
+	const most = 10 * time.Minute
+	ctx, cancel := context.WithTimeout(e.Ctx, most)
 	defer cancel()
 	addrs := make([]string, followers+1)
 	for i := range addrs {
 		addrs[i] = lan.IP(i)
 	}
-	start := time.Now().Add(3 * time.Second)
-	seedCtx, stopSeed := context.WithCancel(ctx)
-	defer stopSeed()
-	seed := lan.Command(seedCtx, 0, e.Trove, RoomFloorSpec{Index: 0, Addrs: addrs, Size: size, Start: start, Dir: lan.Home(0)}.Args()...)
-	var seedErr strings.Builder
-	seed.Stderr = &seedErr
+	start := time.Now().Add(5 * time.Second)
+	node := func(i int) (*exec.Cmd, *strings.Builder) {
+		cmd := lan.Command(ctx, i, e.Trove, RoomFloorSpec{Index: i, Addrs: addrs, Size: size, Start: start, Dir: lan.Home(i)}.Args()...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		return cmd, &stderr
+	}
+	seed, seedErr := node(0)
 	if err := seed.Start(); err != nil {
 		return nil, 0, err
 	}
-	defer seed.Wait()
+	seedDone := make(chan error, 1)
+	go func() {
+		err := seed.Wait()
+		if ctx.Err() == nil {
+			cancel() // the seeder gave up: no follower can finish
+		}
+		seedDone <- err
+	}()
 	var wg gosync.WaitGroup
 	ends := make([]time.Time, followers)
 	errs := make([]error, followers)
-	busy0, all0, cpuOK := machineCPU()
 	for i := 1; i <= followers; i++ {
 		wg.Go(func() {
-			cmd := lan.Command(ctx, i, e.Trove, RoomFloorSpec{Index: i, Addrs: addrs, Size: size, Start: start, Dir: lan.Home(i)}.Args()...)
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
+			cmd, stderr := node(i)
 			b, err := cmd.Output()
 			if err != nil {
-				errs[i-1] = fmt.Errorf("room floor, follower %d: %v: %s", i, err, strings.TrimSpace(stderr.String()))
+				if ctx.Err() == nil {
+					errs[i-1] = fmt.Errorf("room floor, follower %d: %v: %s", i, err, strings.TrimSpace(stderr.String()))
+					cancel() // the others would wait for its part
+				}
 				return
 			}
 			var ns int64
 			if _, err := fmt.Sscanf(string(b), "done %d", &ns); err != nil {
 				errs[i-1] = fmt.Errorf("room floor, follower %d: %q: %v", i, b, err)
+				cancel()
 				return
 			}
 			ends[i-1] = time.Unix(0, ns)
 		})
 	}
+	time.Sleep(time.Until(start))
+	busy0, all0, cpuOK := machineCPU()
 	wg.Wait()
 	busy1, all1, _ := machineCPU()
-	stopSeed()
+	failed := ctx.Err()
+	cancel()
+	if werr := <-seedDone; failed != nil && werr != nil {
+		errs = append(errs, fmt.Errorf("room floor, seeder: %v: %s", werr, strings.TrimSpace(seedErr.String())))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, 0, err
+	}
+	if failed != nil {
+		if errors.Is(failed, context.DeadlineExceeded) {
+			return nil, 0, fmt.Errorf("room floor: not done in %v", most)
+		}
+		return nil, 0, failed
 	}
 	for _, t := range ends {
 		done = append(done, t.Sub(start))

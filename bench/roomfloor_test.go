@@ -2,7 +2,6 @@ package bench
 
 import (
 	"slices"
-	"strings"
 	"testing"
 	"time"
 )
@@ -28,9 +27,11 @@ func TestRoomFloorSpecArgs(t *testing.T) {
 		{"2", "a,b", "100", "0", "/d"},
 		{"-1", "a,b", "100", "0", "/d"},
 		{"0", "a", "100", "0", "/d"},
-		{"1", "a,b,c", "1", "0", "/d"},
-		{"1", "a,b", "ten", "0", "/d"},
-		{"1", "a,b", "100", "soon", "/d"},
+		{"1", "10.0.0.1,10.0.0.2,10.0.0.3", "1", "0", "/d"},
+		{"1", "10.0.0.1,b", "100", "0", "/d"},
+		{"1", "10.0.0.1,::1", "100", "0", "/d"},
+		{"1", "10.0.0.1,10.0.0.2", "ten", "0", "/d"},
+		{"1", "10.0.0.1,10.0.0.2", "100", "soon", "/d"},
 	} {
 		if _, err := ParseRoomFloorSpec(bad); err == nil {
 			t.Errorf("accepted %q", bad)
@@ -62,11 +63,12 @@ func FuzzParseRoomFloorSpec(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if s.Index < 0 || s.Index >= len(s.Addrs) || s.Size < int64(len(s.Addrs)-1) {
+		if len(s.Addrs) < 2 || s.Index < 0 || s.Index >= len(s.Addrs) || s.Size < int64(len(s.Addrs)-1) {
 			t.Fatalf("accepted a spec it cannot run: %+v", s)
 		}
 		again, err := ParseRoomFloorSpec(s.Args()[2:])
-		if err != nil || again.Index != s.Index || again.Size != s.Size || !strings.EqualFold(strings.Join(again.Addrs, ","), strings.Join(s.Addrs, ",")) {
+		if err != nil || again.Index != s.Index || again.Size != s.Size || !slices.Equal(again.Addrs, s.Addrs) ||
+			!again.Start.Equal(s.Start) || again.Dir != s.Dir {
 			t.Fatalf("round trip of %+v: %+v, %v", s, again, err)
 		}
 	})

@@ -237,7 +237,8 @@ func runFanout(e *Env) ([]Result, error) {
 		up := float64(tx1-tx0) / float64(f.NarBytes)
 		floor, err := e.roomFloorRows(lan, followers, f.NarBytes, one, median)
 		if err != nil {
-			return nil, err
+			// The room's own figures stand without it.
+			floor = []Result{{Scenario: "fanout", Metric: "room floor", Skipped: "failed: " + err.Error()}}
 		}
 		medianRow := row("median done", median, "≤ 1.2×", 1.2)
 		if cpuOK && all1 > all0 {

@@ -34,7 +34,9 @@ from it vs from trove's own store), swarm
 (1, 2, 4 seeders on 100 Mbit/s links), fanout (one seeder on 100 Mbit/s
 links: one follower alone, then 16 at once; when the first, median and
 last is done over the one-follower time, the seeder's upload over the
-closure) — those two run in network namespaces and need root and
+closure; and the room's floor: the same bytes relayed by a perfect
+schedule over libp2p TLS, hashed and written, which is the least the
+machine allows the room) — those two run in network namespaces and need root and
 iproute2 — and sim (rooms of 16, 64, 256 and 512 followers simulated in
 this process: real stores, nodes and fetchers over go-libp2p's in-memory
 mocknet with each machine's link paced; the median, 99th percentile and
