@@ -62,7 +62,7 @@ func (e *Env) defaultSimSpec() simSpec {
 	}
 	// 30 paths as the fanout's closure, and as many chunks (about 530)
 	// as 512 machines' stores hold on this machine (their trees go to
-	// disk; the process peaks at about 17 GB). The sim stands for the
+	// disk; the bench peaks at about 21 GB). The sim stands for the
 	// fanout's room with its links 127 times slower, which keeps a room's
 	// ratios only if the closure has as many chunks: how long the first
 	// chunks take to spread, and the last, is a number of chunk times per
@@ -70,7 +70,7 @@ func (e *Env) defaultSimSpec() simSpec {
 	// most of the one-follower time, where a real closure has thousands
 	// (the fanout's 2,048). On 2 MiB (32 chunks) it was a quarter of it;
 	// on 8 MiB (134 chunks) the room of 512 took 1.38–1.45× one
-	// follower's time, on 16 MiB 1.38×, on 32 MiB 1.27×.
+	// follower's time, on 16 MiB 1.38×, on 32 MiB 1.23–1.27×.
 	return simSpec{Rooms: []int{16, 64, 256, 512}, Closure: FixtureSpec{Paths: 30, Bytes: 32 << 20, Salt: "sim"},
 		Rate: 96 << 10, Degree: 16, Cap: 10}
 }
@@ -157,6 +157,10 @@ func (r simRun) at(p float64) (d time.Duration, ok bool) {
 func runSim(e *Env) ([]Result, error) { return e.runSimSpec(e.simSpec()) }
 
 func (e *Env) runSimSpec(spec simSpec) ([]Result, error) {
+	if need, avail := spec.memoryBytes(), memAvailable(); avail > 0 && need > avail {
+		return nil, fmt.Errorf("the room of %d on %s needs about %s of memory and %s is available: choose smaller rooms (--sim-rooms) or closure (--sim-closure)",
+			slices.Max(spec.Rooms), human(spec.Closure.Bytes), human(need), human(avail))
+	}
 	dir, cleanup, err := simScratch(e.Dir, spec.scratchBytes())
 	if err != nil {
 		return nil, err
@@ -266,6 +270,15 @@ func rateString(bytesPerSec float64) string {
 // end the largest room holds about twice the closure per follower.
 func (s simSpec) scratchBytes() int64 {
 	return 2 * int64(slices.Max(append([]int{1}, s.Rooms...))) * s.Closure.Bytes
+}
+
+// memoryBytes is about the most memory the largest room takes besides
+// its stores' trees: each simulated machine's Badger, node and fetcher
+// (about 24 MB), and its buffers and spools in the page cache, about
+// half the closure (measured: 512 machines took 14.5 GB on 8 MiB and
+// 20.7 GB on 32 MiB).
+func (s simSpec) memoryBytes() int64 {
+	return int64(slices.Max(append([]int{1}, s.Rooms...))) * (24<<20 + s.Closure.Bytes/2)
 }
 
 // simScratch is where the sim's homes go: a tmpfs when there is one with

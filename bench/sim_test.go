@@ -247,3 +247,23 @@ func TestSimScratch(t *testing.T) {
 		})
 	}
 }
+
+// TestSimMemory: the estimate covers what rooms of 512 took (14.5 GB on
+// 8 MiB, 20.7 GB on 32 MiB), and a room that does not fit is refused
+// before anything runs.
+func TestSimMemory(t *testing.T) {
+	for _, c := range []struct {
+		mib  int64
+		took float64
+	}{{8, 14.5e9}, {32, 20.7e9}} {
+		s := simSpec{Rooms: []int{16, 512}, Closure: FixtureSpec{Bytes: c.mib << 20}}
+		if got := float64(s.memoryBytes()); got < 0.95*c.took || got > 1.3*c.took {
+			t.Errorf("512 on %d MiB: estimate %.3g bytes, took %.3g", c.mib, got, c.took)
+		}
+	}
+	e := &Env{Ctx: t.Context(), Dir: t.TempDir(), Log: testLog{t}}
+	_, err := e.runSimSpec(simSpec{Rooms: []int{1 << 20}, Closure: FixtureSpec{Paths: 2, Bytes: 1 << 30}})
+	if err == nil || !strings.Contains(err.Error(), "needs about") {
+		t.Errorf("a room beyond the memory: %v", err)
+	}
+}
