@@ -50,24 +50,7 @@ func secureFloor(ctx context.Context, size int64) (time.Duration, error) {
 	for i := range block {
 		block[i] = byte(i * 131)
 	}
-	srv.SetStreamHandler(floorProto, func(st network.Stream) {
-		defer st.Close()
-		var b [binary.MaxVarintLen64]byte
-		k, err := io.ReadAtLeast(st, b[:], 1)
-		n, m := binary.Uvarint(b[:k])
-		if err != nil || m <= 0 {
-			st.Reset()
-			return
-		}
-		for n > 0 {
-			w := min(n, uint64(len(block)))
-			if _, err := st.Write(block[:w]); err != nil {
-				st.Reset()
-				return
-			}
-			n -= w
-		}
-	})
+	srv.SetStreamHandler(floorProto, serveBytes(block))
 	if err := cli.Connect(ctx, peer.AddrInfo{ID: srv.ID(), Addrs: srv.Addrs()}); err != nil {
 		return 0, err
 	}
@@ -128,4 +111,27 @@ func secureFloor(ctx context.Context, size int64) (time.Duration, error) {
 		return 0, fmt.Errorf("secure floor: %d of %d bytes: %v", got, size, rerr)
 	}
 	return d, nil
+}
+
+// serveBytes answers a stream whose request is a uvarint N with N bytes,
+// block after block.
+func serveBytes(block []byte) network.StreamHandler {
+	return func(st network.Stream) {
+		defer st.Close()
+		var b [binary.MaxVarintLen64]byte
+		k, err := io.ReadAtLeast(st, b[:], 1)
+		n, m := binary.Uvarint(b[:k])
+		if err != nil || m <= 0 {
+			st.Reset()
+			return
+		}
+		for n > 0 {
+			w := min(n, uint64(len(block)))
+			if _, err := st.Write(block[:w]); err != nil {
+				st.Reset()
+				return
+			}
+			n -= w
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -163,22 +162,7 @@ func roomFloorSeed(ctx context.Context, h host.Host) error {
 	for i := range block {
 		block[i] = byte(rand.Uint32())
 	}
-	h.SetStreamHandler(roomFloorProtoPart, func(st network.Stream) {
-		defer st.Close()
-		n, err := binary.ReadUvarint(bufio.NewReader(io.LimitReader(st, binary.MaxVarintLen64)))
-		if err != nil {
-			st.Reset()
-			return
-		}
-		for n > 0 {
-			w := min(n, uint64(len(block)))
-			if _, err := st.Write(block[:w]); err != nil {
-				st.Reset()
-				return
-			}
-			n -= w
-		}
-	})
+	h.SetStreamHandler(roomFloorProtoPart, serveBytes(block))
 	<-ctx.Done()
 	return nil
 }
