@@ -30,12 +30,7 @@ const floorProto protocol.ID = "/trove-bench/floor/1.0.0"
 // sync does all this and more, on the same cores. Nix's copy from a
 // binary cache has no encryption and no second hash to pay.
 func secureFloor(ctx context.Context, size int64) (time.Duration, error) {
-	opts := []libp2p.Option{
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-	}
+	opts := floorHost("/ip4/127.0.0.1/tcp/0")
 	srv, err := libp2p.New(opts...)
 	if err != nil {
 		return 0, err
@@ -111,6 +106,17 @@ func secureFloor(ctx context.Context, size int64) (time.Duration, error) {
 		return 0, fmt.Errorf("secure floor: %d of %d bytes: %v", got, size, rerr)
 	}
 	return d, nil
+}
+
+// floorHost is a floor's libp2p host listening on listen: TCP, TLS and
+// yamux only, the cheapest secure transport trove's peers speak.
+func floorHost(listen string, more ...libp2p.Option) []libp2p.Option {
+	return append([]libp2p.Option{
+		libp2p.ListenAddrStrings(listen),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+	}, more...)
 }
 
 // serveBytes answers a stream whose request is a uvarint N with N bytes,

@@ -26,9 +26,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/zeebo/blake3"
 
@@ -114,7 +111,7 @@ func roomFloorKey(i int) crypto.PrivKey {
 	return k
 }
 
-// part is the bytes of the closure follower i (1-based) of n is sent by
+// roomFloorPart is how many bytes follower i (1-based) of n is sent by
 // the seeder and passes on.
 func roomFloorPart(size int64, i, n int) int64 {
 	p := size / int64(n)
@@ -128,12 +125,8 @@ func roomFloorPart(size int64, i, n int) int64 {
 // "done UNIXNANO" once it has received, hashed and written Size bytes,
 // and returns once it has also passed its part on.
 func RoomFloorNode(ctx context.Context, s RoomFloorSpec, out io.Writer) error {
-	h, err := libp2p.New(libp2p.Identity(roomFloorKey(s.Index)),
-		libp2p.ListenAddrStrings(fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", roomFloorPort)),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.DisableRelay())
+	h, err := libp2p.New(floorHost(fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", roomFloorPort),
+		libp2p.Identity(roomFloorKey(s.Index)), libp2p.DisableRelay())...)
 	if err != nil {
 		return err
 	}
@@ -200,10 +193,11 @@ func roomFloorFollow(ctx context.Context, h host.Host, s RoomFloorSpec, ids []pe
 			cctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "room floor"), time.Second)
 			err := h.Connect(cctx, peer.AddrInfo{ID: id})
 			cancel()
-			if err != nil && time.Now().After(s.Start) {
+			switch {
+			case err == nil:
+			case time.Now().After(s.Start):
 				return fmt.Errorf("room floor: machine %d not reachable by the start: %w", i, err)
-			}
-			if err != nil {
+			default:
 				time.Sleep(50 * time.Millisecond)
 			}
 		}
@@ -213,8 +207,11 @@ func roomFloorFollow(ctx context.Context, h host.Host, s RoomFloorSpec, ids []pe
 		return ctx.Err()
 	case <-time.After(time.Until(s.Start)):
 	}
+	// A relay that fails fails this machine, which ends the run: its
+	// receiver would otherwise wait for the rest of this part for ever.
 	var pushes []chan []byte
 	var wg gosync.WaitGroup
+	pushErrs := make([]error, len(ids))
 	for i := 1; i < len(ids); i++ {
 		if i == s.Index {
 			continue
@@ -234,10 +231,14 @@ func roomFloorFollow(ctx context.Context, h host.Host, s RoomFloorSpec, ids []pe
 			}
 			// Done once the receiver has read it all and closed its side:
 			// bytes written may still be queued here, and leaving now
-			// would lose them.
+			// would lose them. (A reset while waiting is the receiver
+			// gone with all it needed: it judges what it got.)
 			if err == nil {
 				st.CloseWrite()
 				io.Copy(io.Discard, st)
+			}
+			if err != nil {
+				pushErrs[i] = fmt.Errorf("room floor: relaying to machine %d: %w", i, err)
 			}
 			st.Close()
 		})
@@ -269,6 +270,9 @@ func roomFloorFollow(ctx context.Context, h host.Host, s RoomFloorSpec, ids []pe
 		close(q)
 	}
 	wg.Wait()
+	if err := errors.Join(pushErrs...); err != nil {
+		return err
+	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()

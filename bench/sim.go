@@ -159,7 +159,7 @@ func runSim(e *Env) ([]Result, error) { return e.runSimSpec(e.simSpec()) }
 func (e *Env) runSimSpec(spec simSpec) ([]Result, error) {
 	if need, avail := spec.memoryBytes(), memAvailable(); avail > 0 && need > avail {
 		return nil, fmt.Errorf("the room of %d on %s needs about %s of memory and %s is available: choose smaller rooms (--sim-rooms) or closure (--sim-closure)",
-			slices.Max(spec.Rooms), human(spec.Closure.Bytes), human(need), human(avail))
+			spec.largest(), human(spec.Closure.Bytes), human(need), human(avail))
 	}
 	dir, cleanup, err := simScratch(e.Dir, spec.scratchBytes())
 	if err != nil {
@@ -264,12 +264,15 @@ func rateString(bytesPerSec float64) string {
 	return fmt.Sprintf("%.3g Mbit/s", bytesPerSec*8/1e6)
 }
 
+// largest is the most followers of any room (1: the one-follower room).
+func (s simSpec) largest() int { return slices.Max(append([]int{1}, s.Rooms...)) }
+
 // scratchBytes is about the most the sim's stores hold at once: a
 // follower keeps a path's chunks in its spool until the path is
 // committed, references first, beside the tree it unpacked, so near its
 // end the largest room holds about twice the closure per follower.
 func (s simSpec) scratchBytes() int64 {
-	return 2 * int64(slices.Max(append([]int{1}, s.Rooms...))) * s.Closure.Bytes
+	return 2 * int64(s.largest()) * s.Closure.Bytes
 }
 
 // memoryBytes is about the most memory the largest room takes besides
@@ -278,7 +281,7 @@ func (s simSpec) scratchBytes() int64 {
 // half the closure (measured: 512 machines took 14.5 GB on 8 MiB and
 // 20.7 GB on 32 MiB).
 func (s simSpec) memoryBytes() int64 {
-	return int64(slices.Max(append([]int{1}, s.Rooms...))) * (24<<20 + s.Closure.Bytes/2)
+	return int64(s.largest()) * (24<<20 + s.Closure.Bytes/2)
 }
 
 // simScratch is where the sim's homes go: a tmpfs when there is one with
