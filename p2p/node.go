@@ -183,6 +183,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		libp2p.ConnectionGater(n.gater),
 		libp2p.BandwidthReporter(n.bw),
 		libp2p.DisableMetrics(),
+		libp2p.SwarmOpts(swarm.WithDialRanker(rankDials)),
 	); err != nil {
 		return nil, fmt.Errorf("starting libp2p host: %w", err)
 	}
