@@ -190,10 +190,10 @@ func (f *transfer) subscribe(ctx context.Context, p peer.ID) (spoke bool) {
 	return spoke
 }
 
-// gained tells the subscribed peers, and the holdings, that w's chunk is
-// in its spool.
-func (f *transfer) gained(w *want) {
+// gained tells the holdings, and the subscribed peers that do not hold
+// it, that w's chunk is in its spool. The caller holds the lock.
+func (f *transfer) gained(s *scheduler, w *want) {
 	h := w.st.it.info.Path.Hash
 	f.hold.add(h, w.i, w.ref.ID, w.off)
-	f.haves.Gained(h, w.i)
+	f.haves.GainedChunk(h, w.i, s.holders(w.st, w.i))
 }

@@ -182,6 +182,19 @@ func bit(b []byte, i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
 // provides says whether p is a whole-path provider of it.
 func provides(it *item, p peer.ID) bool { return slices.Contains(it.providers, p) }
 
+// holders are the peers that said they hold the chunk at position i of
+// st's path, or provide the path whole.
+func (s *scheduler) holders(st *itemState, i int) []peer.ID {
+	h := st.it.info.Path.Hash
+	out := slices.Clone(st.it.providers)
+	for p, ps := range s.peers {
+		if b := ps.chunks[h]; i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 && !provides(st.it, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // recount computes the availability of every want of st from scratch:
 // the usable peers that provide its path whole or said they hold it.
 func (s *scheduler) recount(st *itemState) {

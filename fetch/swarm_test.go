@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -644,5 +645,34 @@ func TestEndgameWakes(t *testing.T) {
 	}
 	if c := strings.Join(chunksOf(woken(t, got, "b's worker when the queue emptied")), " "); c != "p1/0 p1/1 p1/2 p1/3" {
 		t.Fatalf("b took %q in the endgame, want p1's chunks", c)
+	}
+}
+
+// TestHolders: a gain is not said to the peers that hold the chunk
+// themselves: those that said so in have messages, and those that
+// provide the path whole.
+func TestHolders(t *testing.T) {
+	const s0, f, g = peer.ID("seeder"), peer.ID("f"), peer.ID("g")
+	paths := []nix.PathHash{{1}}
+	s, sts := testScheduler(testItem(1, 12, []peer.ID{s0}))
+	s.haves(f, paths, adds(0, 3, 9))
+	s.haves(g, paths, &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bitsOf(12, 9, 11)}}})
+	for _, tc := range []struct {
+		i    int
+		want string
+	}{
+		{0, "seeder"},
+		{3, "f seeder"},
+		{9, "f g seeder"},
+		{11, "g seeder"},
+	} {
+		var got []string
+		for _, p := range s.holders(sts[0], tc.i) {
+			got = append(got, string(p))
+		}
+		slices.Sort(got)
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("holders of chunk %d: %q, want %q", tc.i, got, tc.want)
+		}
 	}
 }

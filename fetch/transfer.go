@@ -60,6 +60,7 @@ var _ chunkPeers = (*p2p.Node)(nil)
 type swarmPeers interface {
 	AddPartial(src p2p.Partial) (remove func())
 	Gained(h nix.PathHash, pos ...int)
+	GainedChunk(h nix.PathHash, i int, holders []peer.ID)
 	SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHash, got func(*p2p.Haves) error) error
 	ConnectedPeers() []peer.ID
 }
@@ -564,7 +565,7 @@ func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 	flight := s.flightCap(now)
 	s.delivered(p, w, len(data), now)
 	if f.haves != nil && !w.abandoned() {
-		f.gained(w)
+		f.gained(s, w)
 	}
 	// The cap on requests out grows with the rate received, and only a
 	// chunk in raises it: a worker held back by it may ask now.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -142,11 +143,24 @@ func (n *Node) AddPartial(src Partial) (remove func()) {
 // positions pos of its index are servable here now; with no positions,
 // that h became valid here (a fetch committed it), so its entry is looked
 // at again and sent whole.
-func (n *Node) Gained(h nix.PathHash, pos ...int) {
+func (n *Node) Gained(h nix.PathHash, pos ...int) { n.gained(h, pos, nil) }
+
+// GainedChunk tells the peers subscribed to h that the chunk at position
+// i of it is verified here, except holders: peers that said they hold it
+// themselves (or h whole) would only be told what they need from no one.
+// In a room that is about half of every follower's gains, each a message
+// to send and to read (DESIGN.md, Limits).
+func (n *Node) GainedChunk(h nix.PathHash, i int, holders []peer.ID) {
+	n.gained(h, []int{i}, holders)
+}
+
+func (n *Node) gained(h nix.PathHash, pos []int, except []peer.ID) {
 	n.partial.mu.RLock()
 	defer n.partial.mu.RUnlock()
 	for sub := range n.partial.subs {
-		sub.gained(h, pos)
+		if !slices.Contains(except, sub.peer) {
+			sub.gained(h, pos)
+		}
 	}
 }
 
@@ -190,6 +204,7 @@ var errNotHere = errors.New("chunk not held here")
 // paths it asked about (at most MaxHaveHashes) and MaxHaveAdds pending
 // positions, charged to its stream.
 type subscription struct {
+	peer  peer.ID // the subscriber
 	paths []nix.PathHash
 	index map[nix.PathHash]int
 
@@ -253,7 +268,7 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 		return fmt.Errorf("haves subscription: %w", err)
 	}
 	defer st.Scope().ReleaseMemory(cost)
-	sub := &subscription{paths: paths, index: make(map[nix.PathHash]int, len(paths)), all: make([]bool, len(paths)),
+	sub := &subscription{peer: st.Conn().RemotePeer(), paths: paths, index: make(map[nix.PathHash]int, len(paths)), all: make([]bool, len(paths)),
 		add: map[int][]uint32{}, full: map[int]bool{}, wake: make(chan struct{}, 1)}
 	for i, h := range paths {
 		sub.index[h] = i

@@ -138,6 +138,12 @@ func TestPartialChunksAndHaves(t *testing.T) {
 	if e := next(); e.Path != 1 || len(e.Add) != 1 || e.Add[0] != 9 {
 		t.Errorf("after a gain: %+v, want chunk 9 of path 1 added", e)
 	}
+	// A gain the subscriber holds itself is not said to it; one it lacks is.
+	a.GainedChunk(inProgress, 10, []peer.ID{a.ID(), b.ID()})
+	a.GainedChunk(inProgress, 11, []peer.ID{a.ID()})
+	if e := next(); e.Path != 1 || len(e.Add) != 1 || e.Add[0] != 11 {
+		t.Errorf("after gains of chunks 10 (held by the subscriber) and 11: %+v, want only chunk 11 added", e)
+	}
 	remove()
 	if err := fetch(); !errors.Is(err, ErrNotServed) {
 		t.Fatalf("after the partial went: %v, want ErrNotServed", err)
