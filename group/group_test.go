@@ -346,3 +346,35 @@ func sameSet(a, b *Set) bool {
 	}
 	return true
 }
+
+// Merging records already held checks no signature again; a new record,
+// and a held one that differs in any byte, are checked.
+func TestMergeVerifiesOnlyNew(t *testing.T) {
+	ka, a := newKey(t)
+	_, b := newKey(t)
+	_, c := newKey(t)
+	sa, sb := NewSet(), NewSet()
+	mustChange(t, sa, ka, b, "b", false)
+	sb.Merge(sa.Records(), func(p peer.ID) bool { return p == a })
+	n := 0
+	defer func(v func(*Record) error) { verify = v }(verify)
+	verify = func(r *Record) error { n++; return r.Verify() }
+	sb.Merge(sa.Records(), nil)
+	if n != 0 {
+		t.Errorf("merging %d held records verified %d signatures, want 0", len(sa.Records()), n)
+	}
+	mustChange(t, sa, ka, c, "c", false)
+	recs := sa.Records()
+	for i := range recs {
+		if recs[i].PeerID() == b {
+			recs[i].At++ // held, but not as sent: its signature no longer verifies
+		}
+	}
+	n = 0
+	if changed := sb.Merge(recs, nil); len(changed) != 1 || changed[0] != c {
+		t.Errorf("changed %v, want only %s", changed, c)
+	}
+	if n != len(recs)-1 {
+		t.Errorf("merging %d records, one of them held as sent, verified %d signatures, want %d", len(recs), n, len(recs)-1)
+	}
+}

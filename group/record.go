@@ -156,6 +156,12 @@ func (r *Record) Verify() error {
 	return nil
 }
 
+// equal reports whether r and o are the same record, signature and all.
+func (r *Record) equal(o *Record) bool {
+	return bytes.Equal(r.Peer, o.Peer) && r.Name == o.Name && r.Removed == o.Removed && r.Version == o.Version &&
+		bytes.Equal(r.By, o.By) && r.At == o.At && bytes.Equal(r.Sig, o.Sig)
+}
+
 // beats reports whether r replaces cur as the state of their peer. The
 // order is total, so every member that sees the same records keeps the
 // same one: the higher version; at the same version a removal over an
