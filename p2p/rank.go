@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -14,31 +15,49 @@ import (
 // before it tries QUIC too.
 const lanQUICDelay = time.Second
 
+// publicQUICWait is how long a dial to a peer with a LAN TCP address
+// holds back QUIC to its other addresses: on a dual-stack LAN a peer's
+// global IPv6 address is on the same link, and a QUIC dial to it started
+// with the TCP one would connect as fast and stay open beside it. Once
+// TCP's socket connects, libp2p holds new dials while it upgrades; if
+// the LAN addresses lead nowhere (the peer is on another network with
+// the same private range), this is what the internet path loses.
+const publicQUICWait = 250 * time.Millisecond
+
 // rankDials orders the addresses a dial tries as libp2p's default does
-// (QUIC first, TCP a little after), except on the LAN: to a private or
-// loopback address TCP goes first, and QUIC only if TCP has not connected
-// within lanQUICDelay. On a LAN the round trips QUIC saves are nothing,
-// while its per-packet work in user space is most of the cost of moving
-// bytes: a room of 16 followers on 100 Mbit/s links, CPU-bound on two
-// cores, finished in 38 s over TCP against 51 s over QUIC (DESIGN.md,
-// Transports). Across the internet QUIC keeps its place: it connects in
-// fewer round trips and punches through NATs more often.
+// (QUIC first, TCP a little after), except when the peer has a TCP
+// address on the LAN (private or loopback): then that goes first, QUIC on
+// the LAN only if TCP has not connected within lanQUICDelay, and QUIC
+// elsewhere after publicQUICWait. On a LAN the round trips QUIC saves are
+// nothing, while its per-packet work in user space is most of the cost of
+// moving bytes: a room of 16 followers on 100 Mbit/s links, CPU-bound on
+// two cores, finished in 38 s over TCP against 51 s over QUIC (DESIGN.md,
+// Wire protocols). Across the internet QUIC keeps its place: it connects
+// in fewer round trips and punches through NATs more often.
 func rankDials(addrs []ma.Multiaddr) []network.AddrDelay {
 	ranked := swarm.DefaultDialRanker(addrs)
-	if !slices.ContainsFunc(addrs, func(a ma.Multiaddr) bool { return onLAN(a) && isTCP(a) }) {
+	first := time.Duration(-1) // the LAN TCP address libp2p would dial first
+	for _, r := range ranked {
+		if onLAN(r.Addr) && isTCP(r.Addr) && (first < 0 || r.Delay < first) {
+			first = r.Delay
+		}
+	}
+	if first < 0 {
 		return ranked
 	}
 	for i := range ranked {
 		a := ranked[i].Addr
 		switch {
-		case !onLAN(a):
-		case isTCP(a):
-			ranked[i].Delay = 0
-		default:
+		case onLAN(a) && isTCP(a):
+			ranked[i].Delay -= first // libp2p's stagger between them kept
+		case !isQUIC(a):
+		case onLAN(a):
 			ranked[i].Delay += lanQUICDelay
+		default:
+			ranked[i].Delay = max(ranked[i].Delay, publicQUICWait)
 		}
 	}
-	slices.SortStableFunc(ranked, func(x, y network.AddrDelay) int { return int(x.Delay - y.Delay) })
+	slices.SortStableFunc(ranked, func(x, y network.AddrDelay) int { return cmp.Compare(x.Delay, y.Delay) })
 	return ranked
 }
 
@@ -48,6 +67,12 @@ func onLAN(a ma.Multiaddr) bool {
 		return false
 	}
 	return manet.IsPrivateAddr(a) || manet.IsIPLoopback(a)
+}
+
+// isQUIC says whether a is a QUIC address.
+func isQUIC(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_QUIC_V1)
+	return err == nil
 }
 
 // isTCP says whether a is a plain TCP address (not a websocket).

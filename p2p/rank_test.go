@@ -19,18 +19,30 @@ func TestRankDials(t *testing.T) {
 		pubQUIC = "/ip4/1.2.3.4/udp/4807/quic-v1"
 		lanWS   = "/ip4/192.168.1.7/tcp/4808/ws"
 	)
+	const (
+		ulaTCP   = "/ip6/fd12::7/tcp/4807"
+		v6QUIC   = "/ip6/2a01:4f8::7/udp/4807/quic-v1"
+		v6TCP    = "/ip6/2a01:4f8::7/tcp/4807"
+		lanTCP2  = "/ip4/10.0.0.7/tcp/4807"
+		lanQUIC2 = "/ip4/10.0.0.7/udp/4807/quic-v1"
+	)
 	for _, tc := range []struct {
 		name  string
 		addrs []string
-		first string          // dialed first (delay 0)
-		later map[string]bool // dialed at least lanQUICDelay after the first
+		first string                   // dialed first (delay 0)
+		later map[string]time.Duration // dialed at least so long after
 	}{
-		{"lan: tcp before quic", []string{lanQUIC, lanTCP}, lanTCP, map[string]bool{lanQUIC: true}},
-		{"loopback: tcp before quic", []string{loQUIC, loTCP}, loTCP, map[string]bool{loQUIC: true}},
-		{"public: quic first, as libp2p", []string{pubTCP, pubQUIC}, pubQUIC, map[string]bool{}},
-		{"lan quic alone: at once", []string{lanQUIC}, lanQUIC, map[string]bool{}},
-		{"websocket is not tcp", []string{lanQUIC, lanWS}, lanQUIC, map[string]bool{}},
-		{"both kinds: lan tcp and public quic first", []string{pubQUIC, lanQUIC, pubTCP, lanTCP}, lanTCP, map[string]bool{lanQUIC: true}},
+		{"lan: tcp before quic", []string{lanQUIC, lanTCP}, lanTCP, map[string]time.Duration{lanQUIC: lanQUICDelay}},
+		{"loopback: tcp before quic", []string{loQUIC, loTCP}, loTCP, map[string]time.Duration{loQUIC: lanQUICDelay}},
+		{"public: quic first, as libp2p", []string{pubTCP, pubQUIC}, pubQUIC, nil},
+		{"lan quic alone: at once", []string{lanQUIC}, lanQUIC, nil},
+		{"websocket is not tcp", []string{lanQUIC, lanWS}, lanQUIC, nil},
+		{"lan tcp first, public quic waits", []string{pubQUIC, lanQUIC, pubTCP, lanTCP}, lanTCP,
+			map[string]time.Duration{lanQUIC: lanQUICDelay, pubQUIC: publicQUICWait}},
+		{"dual-stack lan: global ipv6 quic waits for tcp", []string{lanQUIC, lanTCP, ulaTCP, v6QUIC, v6TCP}, "",
+			map[string]time.Duration{lanQUIC: lanQUICDelay, v6QUIC: publicQUICWait}},
+		{"two lan tcp addresses: staggered as libp2p does", []string{lanTCP, lanTCP2, lanQUIC, lanQUIC2}, "",
+			map[string]time.Duration{lanQUIC: lanQUICDelay, lanQUIC2: lanQUICDelay}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var addrs []ma.Multiaddr
@@ -48,12 +60,15 @@ func TestRankDials(t *testing.T) {
 				}
 				delay[r.Addr.String()] = r.Delay
 			}
-			if d, ok := delay[tc.first]; !ok || d != 0 {
+			if ranked[0].Delay != 0 || !isTCP(ranked[0].Addr) && tc.first == "" {
+				t.Fatalf("first dial %v after %v, want a TCP address at once", ranked[0].Addr, ranked[0].Delay)
+			}
+			if d, ok := delay[tc.first]; tc.first != "" && (!ok || d != 0) {
 				t.Fatalf("%s: delay %v, want 0 (ranked %v)", tc.first, d, ranked)
 			}
-			for a := range tc.later {
-				if delay[a] < lanQUICDelay {
-					t.Errorf("%s: delay %v, want at least %v", a, delay[a], lanQUICDelay)
+			for a, least := range tc.later {
+				if delay[a] < least {
+					t.Errorf("%s: delay %v, want at least %v", a, delay[a], least)
 				}
 			}
 		})
