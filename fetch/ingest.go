@@ -220,7 +220,16 @@ func (f *transfer) restart(ctx context.Context, st *itemState, fresh *item) erro
 	old := f.lock().redescribe(st, fresh)
 	f.unlock()
 	old.remove()
-	return f.prepare(ctx, st)
+	if err := f.prepare(ctx, st); err != nil {
+		return err
+	}
+	if f.haves != nil {
+		// Subscribers hear the path's chunks held anew: what they were
+		// told went with the old spool, and a peer that believes this
+		// one holds a chunk is not told when it gains it again.
+		f.haves.Gained(st.it.info.Path.Hash)
+	}
+	return nil
 }
 
 // closeSpools lets go of the spools of the items not committed, once

@@ -182,13 +182,19 @@ func bit(b []byte, i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
 // provides says whether p is a whole-path provider of it.
 func provides(it *item, p peer.ID) bool { return slices.Contains(it.providers, p) }
 
-// holders are the peers that said they hold the chunk at position i of
-// st's path, or provide the path whole.
+// holders are the usable peers that said they hold the chunk at position
+// i of st's path, or provide the path whole. A peer dropped, or found to
+// lack the path, is not believed: it is told of the chunk.
 func (s *scheduler) holders(st *itemState, i int) []peer.ID {
 	h := st.it.info.Path.Hash
-	out := slices.Clone(st.it.providers)
+	var out []peer.ID
+	for _, p := range st.it.providers {
+		if ps := s.peers[p]; ps == nil || ps.usable(h) {
+			out = append(out, p)
+		}
+	}
 	for p, ps := range s.peers {
-		if b := ps.chunks[h]; i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 && !provides(st.it, p) {
+		if b := ps.chunks[h]; i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 && ps.usable(h) && !provides(st.it, p) {
 			out = append(out, p)
 		}
 	}

@@ -650,13 +650,16 @@ func TestEndgameWakes(t *testing.T) {
 
 // TestHolders: a gain is not said to the peers that hold the chunk
 // themselves: those that said so in have messages, and those that
-// provide the path whole.
+// provide the path whole, unless they were dropped or lack it.
 func TestHolders(t *testing.T) {
-	const s0, f, g = peer.ID("seeder"), peer.ID("f"), peer.ID("g")
+	const s0, s1, f, g, d = peer.ID("seeder"), peer.ID("seeder1"), peer.ID("f"), peer.ID("g"), peer.ID("dropped")
 	paths := []nix.PathHash{{1}}
-	s, sts := testScheduler(testItem(1, 12, []peer.ID{s0}))
+	s, sts := testScheduler(testItem(1, 12, []peer.ID{s0, s1}))
 	s.haves(f, paths, adds(0, 3, 9))
 	s.haves(g, paths, &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bitsOf(12, 9, 11)}}})
+	s.haves(d, paths, adds(0, 3, 9, 11))
+	s.dropPeer(d, "served chunks it did not hold") // not believed any more
+	s.peers.get(s1).lacks[nix.PathHash{1}] = true  // said it lacks the path after all
 	for _, tc := range []struct {
 		i    int
 		want string

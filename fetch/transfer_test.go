@@ -283,3 +283,50 @@ func TestPrepareFreshAllocatesLittle(t *testing.T) {
 		t.Errorf("preparing a fresh path allocated %d bytes; a chunk buffer is %d", perPath, chunk.MaxSize)
 	}
 }
+
+// fakeSwarm records what a transfer tells its subscribers.
+type fakeSwarm struct {
+	mu     sync.Mutex
+	gained []nix.PathHash // Gained with no positions: said whole again
+}
+
+func (fs *fakeSwarm) AddPartial(p2p.Partial) func() { return func() {} }
+func (fs *fakeSwarm) Gained(h nix.PathHash, pos ...int) {
+	if len(pos) == 0 {
+		fs.mu.Lock()
+		fs.gained = append(fs.gained, h)
+		fs.mu.Unlock()
+	}
+}
+func (fs *fakeSwarm) GainedChunk(nix.PathHash, int, []peer.ID) {}
+func (fs *fakeSwarm) SubscribeHaves(context.Context, peer.ID, []nix.PathHash, func(*p2p.Haves) error) error {
+	return nil
+}
+func (fs *fakeSwarm) ConnectedPeers() []peer.ID { return nil }
+
+// A path fetched again under a new description tells its subscribers
+// what it holds anew: what they were told went with the old spool, and
+// a peer that believes this one holds a chunk is not told when it is
+// gained again.
+func TestRestartSaysHoldingsAgain(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	it, _, _ := nar(r, 1, 4, []peer.ID{"p"})
+	fresh, _, _ := nar(r, 1, 4, []peer.ID{"q"})
+	pl := testPlan(it)
+	fs := &fakeSwarm{}
+	f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: fs,
+		opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+		log:  slog.New(slog.DiscardHandler)}
+	f.init("/nix/store")
+	defer f.closeSpools()
+	if err := f.prepareAll(t.Context(), pl.items); err != nil {
+		t.Fatal(err)
+	}
+	st := f.sched.items[it.info.Path.Hash]
+	if err := f.restart(t.Context(), st, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if len(fs.gained) != 1 || fs.gained[0] != it.info.Path.Hash {
+		t.Errorf("after a restart subscribers were told of %v, want the path said whole again", fs.gained)
+	}
+}
