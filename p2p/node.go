@@ -313,11 +313,23 @@ func (n *Node) Connect(ctx context.Context, p peer.AddrInfo) error {
 	// Dial now, whatever backoff an earlier failed dial left: a provider
 	// the DHT just returned may have been unreachable a moment ago (or
 	// dialled without addresses by a background lookup).
-	// Through a relay (a /p2p-circuit address) the dial is not direct.
-	if !slices.ContainsFunc(p.Addrs, isRelayed) {
+	// Through a relay (a /p2p-circuit address) the dial is not direct,
+	// and the backoff is cleared instead: a member that had no
+	// reservation a moment ago (the relay restarted) has one now, and
+	// the agent paces these dials itself.
+	if slices.ContainsFunc(p.Addrs, isRelayed) {
+		n.clearBackoff(p.ID)
+	} else {
 		ctx = network.WithForceDirectDial(ctx, "asked to connect")
 	}
 	return n.host.Connect(ctx, p)
+}
+
+// clearBackoff forgets libp2p's dial backoff for p.
+func (n *Node) clearBackoff(p peer.ID) {
+	if sw, ok := n.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+		sw.Backoff().Clear(p)
+	}
 }
 
 type mdnsNotifee struct{ n *Node }
@@ -349,9 +361,7 @@ func (n *Node) KeepConnected(ai peer.AddrInfo) {
 	n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
 	if running {
 		if n.host.Network().Connectedness(ai.ID) != network.Connected {
-			if sw, ok := n.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
-				sw.Backoff().Clear(ai.ID)
-			}
+			n.clearBackoff(ai.ID)
 			select {
 			case wake <- struct{}{}:
 			default:

@@ -163,3 +163,40 @@ func TestSilentConnSwitched(t *testing.T) {
 		t.Fatalf("after the switch b reaches a %q", k)
 	}
 }
+
+// A dial through the relay that failed (the member had no reservation
+// yet, or had lost it when the relay restarted) does not hold off the
+// next: the agent paces these dials itself, and libp2p's dial backoff
+// (5 s and growing) would stretch its cadence to minutes.
+func TestRelayDialAfterFailure(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
+	key, _, _ := crypto.GenerateEd25519Key(nil)
+	r, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: tr, RelayService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	a, _ := testNode(t, ta)
+	b, _ := testNode(t, tb)
+	pair(r, a, tr, ta)
+	pair(r, b, tr, tb)
+	pair(a, b, ta, tb)
+	via, err := RelayAddr(r.AddrInfo(), a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Connect(ctx, via); err == nil {
+		t.Fatal("reached a through the relay before it reserved")
+	}
+	if err := a.Reserve(ctx, r.AddrInfo()); err != nil {
+		t.Fatalf("a member's reservation: %v", err)
+	}
+	if err := b.Connect(ctx, via); err != nil {
+		t.Fatalf("connecting through the relay once a reserved: %v", err)
+	}
+	if k := b.ConnKind(a.ID()); k != ConnRelayed {
+		t.Errorf("b reached a %s, want relayed", k)
+	}
+}
