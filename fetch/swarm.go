@@ -194,7 +194,7 @@ func (s *scheduler) holders(st *itemState, i int) []peer.ID {
 		}
 	}
 	for p, ps := range s.peers {
-		if b := ps.chunks[h]; i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 && ps.usable(h) && !provides(st.it, p) {
+		if bit(ps.chunks[h], i) && ps.usable(h) && !provides(st.it, p) {
 			out = append(out, p)
 		}
 	}

@@ -59,7 +59,7 @@ var _ chunkPeers = (*p2p.Node)(nil)
 // what its spools hold, say what it gains, and hear what peers hold.
 type swarmPeers interface {
 	AddPartial(src p2p.Partial) (remove func())
-	Gained(h nix.PathHash, pos ...int)
+	Gained(h nix.PathHash)
 	GainedChunk(h nix.PathHash, i int, holders []peer.ID)
 	SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHash, got func(*p2p.Haves) error) error
 	ConnectedPeers() []peer.ID

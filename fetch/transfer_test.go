@@ -287,16 +287,14 @@ func TestPrepareFreshAllocatesLittle(t *testing.T) {
 // fakeSwarm records what a transfer tells its subscribers.
 type fakeSwarm struct {
 	mu     sync.Mutex
-	gained []nix.PathHash // Gained with no positions: said whole again
+	gained []nix.PathHash // paths said whole again
 }
 
 func (fs *fakeSwarm) AddPartial(p2p.Partial) func() { return func() {} }
-func (fs *fakeSwarm) Gained(h nix.PathHash, pos ...int) {
-	if len(pos) == 0 {
-		fs.mu.Lock()
-		fs.gained = append(fs.gained, h)
-		fs.mu.Unlock()
-	}
+func (fs *fakeSwarm) Gained(h nix.PathHash) {
+	fs.mu.Lock()
+	fs.gained = append(fs.gained, h)
+	fs.mu.Unlock()
 }
 func (fs *fakeSwarm) GainedChunk(nix.PathHash, int, []peer.ID) {}
 func (fs *fakeSwarm) SubscribeHaves(context.Context, peer.ID, []nix.PathHash, func(*p2p.Haves) error) error {

@@ -58,7 +58,7 @@ var havesEvery = 5 * time.Millisecond
 // havesRecheck is how often a subscription looks again at the store for
 // subscribed paths that became valid without a fetch here (imported,
 // added, built by Nix); a fetch here says so itself, at once, when it
-// commits (Gained with no positions).
+// commits (Gained).
 var havesRecheck = time.Second
 
 // Caps of the haves protocol.
@@ -139,11 +139,11 @@ func (n *Node) AddPartial(src Partial) (remove func()) {
 	}
 }
 
-// Gained tells the peers subscribed to path h that the chunks at
-// positions pos of its index are servable here now; with no positions,
-// that h became valid here (a fetch committed it), so its entry is looked
-// at again and sent whole.
-func (n *Node) Gained(h nix.PathHash, pos ...int) { n.gained(h, pos, nil) }
+// Gained tells the peers subscribed to path h that what is held of it
+// here changed other than by a chunk gained: it became valid (a fetch
+// committed it), or its spool started over. Its entry is looked at again
+// and sent whole (All, or the bitfield).
+func (n *Node) Gained(h nix.PathHash) { n.gained(h, nil, nil) }
 
 // GainedChunk tells the peers subscribed to h that the chunk at position
 // i of it is verified here, except holders: peers that said they hold it
@@ -322,8 +322,8 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 }
 
 // recheck tells every subscription of the paths not said whole yet that
-// are valid here now, as a fetch that commits one does (Gained with no
-// positions): they are sent whole. The node runs it every havesRecheck,
+// are valid here now, as a fetch that commits one does (Gained):
+// they are sent whole. The node runs it every havesRecheck,
 // for paths that became valid otherwise (added by hand, imported). It
 // looks each path up once however many peers subscribed to it: a room
 // of followers subscribes to the same closure, and a Nix store answers
@@ -396,7 +396,7 @@ func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscrip
 			continue
 		}
 		// Only an entry to be said whole looks at the store: a path that
-		// became valid is marked so (Gained with no positions, recheck),
+		// became valid is marked so (Gained, recheck),
 		// and chunks gained are pushed many times a second.
 		e := HaveEntry{Path: uint32(i)}
 		switch {

@@ -133,8 +133,8 @@ func TestPartialChunksAndHaves(t *testing.T) {
 	if e := next(); e.Path != 1 || string(e.Bits) != string([]byte{0b0000_0101, 0}) {
 		t.Errorf("first message: %+v, want the bitfield of path 1", e)
 	}
-	a.Gained(inProgress, 9)
-	a.Gained(nix.PathHash{9}, 1) // not subscribed: not pushed
+	a.GainedChunk(inProgress, 9, nil)
+	a.GainedChunk(nix.PathHash{9}, 1, nil) // not subscribed: not pushed
 	if e := next(); e.Path != 1 || len(e.Add) != 1 || e.Add[0] != 9 {
 		t.Errorf("after a gain: %+v, want chunk 9 of path 1 added", e)
 	}
@@ -149,7 +149,7 @@ func TestPartialChunksAndHaves(t *testing.T) {
 		t.Fatalf("after the partial went: %v, want ErrNotServed", err)
 	}
 
-	// A fetch that commits a path says so (Gained with no positions), and
+	// A fetch that commits a path says so (Gained), and
 	// the subscriber hears All at once, not at the next look at the store.
 	src, pi := treeElsewhere(t, data, "committed")
 	go b.SubscribeHaves(ctx, a.ID(), []nix.PathHash{pi.Path.Hash}, func(m *Haves) error {
@@ -286,7 +286,7 @@ func TestHavesStalledReader(t *testing.T) {
 	defer cancel()
 	go func() { // an honest peer gaining a chunk every havesEvery
 		for i := 0; ctx.Err() == nil; i = (i + 1) % 4096 {
-			a.Gained(h, i)
+			a.GainedChunk(h, i, nil)
 			time.Sleep(havesEvery)
 		}
 	}()

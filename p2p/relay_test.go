@@ -42,23 +42,31 @@ func TestRelayForTheGroup(t *testing.T) {
 	}
 }
 
-// relayedPair starts a relay r for a group of r, a and b, and connects b
-// to a through r; a serves its store sa, wrapped by wrap if not nil.
-func relayedPair(t *testing.T, ctx context.Context, wrap func(Content) Content) (r, a, b *Node, sa *store.Store) {
+// testRelay starts a relay for the trust group tr on loopback TCP.
+func testRelay(t *testing.T, tr *TrustGroup) *Node {
 	t.Helper()
-	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
 	key, _, _ := crypto.GenerateEd25519Key(nil)
 	r, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: tr, RelayService: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// relayedPair starts a relay r for a group of r, a and b, and connects b
+// to a through r; a serves its store sa, wrapped by wrap if not nil.
+func relayedPair(t *testing.T, ctx context.Context, wrap func(Content) Content) (r, a, b *Node, sa *store.Store) {
+	t.Helper()
+	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
+	r = testRelay(t, tr)
 	_, sa = testNode(t, NewTrustGroup(nil)) // a store for a's content
 	var content Content = sa
 	if wrap != nil {
 		content = wrap(sa)
 	}
 	akey, _, _ := crypto.GenerateEd25519Key(nil)
+	var err error
 	if a, err = New(context.Background(), Config{Key: akey, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: ta, Content: content}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,12 +180,7 @@ func TestRelayDialAfterFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
-	key, _, _ := crypto.GenerateEd25519Key(nil)
-	r, err := New(context.Background(), Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: tr, RelayService: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := testRelay(t, tr)
 	a, _ := testNode(t, ta)
 	b, _ := testNode(t, tb)
 	pair(r, a, tr, ta)

@@ -357,7 +357,7 @@ func TestWaitsStretch(t *testing.T) {
 			return time.Time{}
 		}
 		first := arrived()
-		a.Gained(h, 3)
+		a.GainedChunk(h, 3, nil)
 		// The push waits scale×havesEvery from the first; allow for the
 		// first's arrival lagging its sending.
 		if gap, least := arrived().Sub(first), scale*havesEvery*2/3; gap < least {
