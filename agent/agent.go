@@ -426,13 +426,14 @@ func (a *Agent) indexLoop(ctx context.Context) {
 // renewed every 20 minutes, and retried with the members every
 // relayEvery while it fails. The relay forgets it when the connection to
 // it closes (the relay restarted, or a NAT between them gave this agent
-// another public port), so it is made again at once then.
+// another public port), so it is made again then, even when the agent is
+// connected to the relay anew by then (p2p.Node.Reserved).
 func (a *Agent) relayLoop(ctx context.Context, r peer.AddrInfo) {
 	defer a.wg.Done()
 	lost := a.Node.Disconnections(ctx)
 	var renew time.Time
 	for {
-		if time.Now().After(renew) || !p2p.Direct(a.Node.ConnKind(r.ID)) {
+		if time.Now().After(renew) || !a.Node.Reserved(r.ID) {
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := a.Node.Reserve(rctx, r)
 			cancel()

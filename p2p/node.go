@@ -120,9 +120,32 @@ type Node struct {
 	fleet fleet
 	seen  observed // public addresses members saw (punch.go)
 	// punched are the direct connections hole punching made (punch.go).
-	punched punchedConns
-	shrink  shrinkage // what compression saved, per peer (client.go)
-	reach   *reach    // AutoNAT v2 (reach.go)
+	punched connSet
+	// reserved are the connections relay reservations were made on
+	// (relay.go).
+	reserved connSet
+	shrink   shrinkage // what compression saved, per peer (client.go)
+	reach    *reach    // AutoNAT v2 (reach.go)
+}
+
+// keepAlive is how long a TCP connection may stay silent before this node
+// pings its peer on it (yamux's keepalive, which closes the connection
+// when the ping goes unanswered for yamux's write timeout of 10 s; QUIC
+// keeps its connections alive itself). A NAT that forgets its mapping, or
+// a relay that restarts without a word, leaves a connection that looks
+// open to the end with nothing to send: a member serving through its
+// relay, waiting for the reader's flow-control window, waits for packets
+// the NAT now drops. yamux's own default of 30 s, beside a stall timeout
+// of 15 s, left such a member out of reach until its peers gave up on
+// it; the ping leaves by the NAT's new mapping, and the relay, seeing a
+// connection it does not know, resets it at once.
+var keepAlive = 5 * time.Second
+
+// muxer is libp2p's yamux with keepAlive.
+func muxer() *yamux.Transport {
+	t := *yamux.DefaultTransport
+	t.KeepAliveInterval = keepAlive
+	return &t
 }
 
 // connected says whether p has a live connection.
@@ -177,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Muxer(yamux.ID, muxer()),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(n.gater),
@@ -413,5 +436,6 @@ func (n *Node) disconnected(nw network.Network, c network.Conn) {
 		// What is kept per connected peer goes with its last connection.
 		n.shrink.forget(p)
 		n.punched.forget(p)
+		n.reserved.forget(p)
 	}
 }

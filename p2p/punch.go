@@ -169,14 +169,15 @@ func (n *Node) Punch(ctx context.Context, p peer.ID) error {
 	}
 }
 
-// punchedConns remembers which direct connections hole punching made
-// (ConnKind says so), for the peers connected now.
-type punchedConns struct {
+// connSet remembers some connections of each peer connected now, by ID:
+// those hole punching made (ConnKind says so), those a relay reservation
+// was made on (Reserved).
+type connSet struct {
 	mu  sync.Mutex
 	ids map[peer.ID]map[string]bool
 }
 
-func (pc *punchedConns) mark(p peer.ID, ids []string) {
+func (pc *connSet) mark(p peer.ID, ids []string) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.ids == nil {
@@ -190,13 +191,13 @@ func (pc *punchedConns) mark(p peer.ID, ids []string) {
 	}
 }
 
-func (pc *punchedConns) has(p peer.ID, id string) bool {
+func (pc *connSet) has(p peer.ID, id string) bool {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	return pc.ids[p][id]
 }
 
-func (pc *punchedConns) forget(p peer.ID) {
+func (pc *connSet) forget(p peer.ID) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	delete(pc.ids, p)

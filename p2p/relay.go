@@ -3,9 +3,9 @@ package p2p
 import (
 	"context"
 	"fmt"
+
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
@@ -55,7 +55,27 @@ func (n *Node) Reserve(ctx context.Context, ai peer.AddrInfo) error {
 	if _, err := client.Reserve(ctx, n.host, ai); err != nil {
 		return fmt.Errorf("reserving on relay %s: %w", ai.ID, err)
 	}
+	var ids []string
+	for _, c := range n.host.Network().ConnsToPeer(ai.ID) {
+		ids = append(ids, c.ID())
+	}
+	n.reserved.forget(ai.ID)
+	n.reserved.mark(ai.ID, ids)
 	return nil
+}
+
+// Reserved says whether a connection a reservation on relay was made on
+// (Reserve) is still open. The relay forgets a reservation with the
+// connection it was made on, so once that closes it must be made again,
+// even when this node is connected to the relay anew by then (reaching a
+// member through it, say).
+func (n *Node) Reserved(relay peer.ID) bool {
+	for _, c := range n.host.Network().ConnsToPeer(relay) {
+		if n.reserved.has(relay, c.ID()) {
+			return true
+		}
+	}
+	return false
 }
 
 // RelayAddr is how a member reaches target through the relay at ai.

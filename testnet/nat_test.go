@@ -22,11 +22,12 @@ import (
 // connection direct within 10 s of their start, and the sync runs over
 // it, not through the relay. Behind a symmetric NAT (a new public port
 // for every destination) no punch can succeed, and the sync runs through
-// the relay; when that NAT forgets its mappings in the middle of the sync
-// (its state flushed, so a's connections leave by new public ports), a
-// reaches the relay again and the sync goes on to the end. In both, the
-// members' reachability checks (AutoNAT v2) find the relay reachable and
-// the laptops not.
+// the relay. When that NAT forgets its mappings (its state flushed, so
+// a's connections leave by new public ports) while a is idle, a reserves
+// on the relay again within seconds; when it forgets them in the middle
+// of the sync, a reaches the relay again and the sync goes on to the end.
+// In both, the members' reachability checks (AutoNAT v2) find the relay
+// reachable and the laptops not.
 func TestNATRelay(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -282,6 +283,26 @@ table ip nat {
 		if time.Now().After(deadline) {
 			t.Fatalf("reachability: relay %s, a %s, b %s; want public, private, private", got[relay], got[hostA], got[hostB])
 		}
+	}
+	if portChange {
+		// a's NAT forgets its mappings while a has nothing to send: a
+		// learns it by its keepalive to the relay (the relay resets
+		// the connection the ping arrives on, from a port it does not
+		// know), not minutes later, and reserves again.
+		reservedA := func() int {
+			b, _ := os.ReadFile(filepath.Join(dir, "a.log"))
+			return strings.Count(string(b), "reserved on the relay")
+		}
+		n := reservedA()
+		flushed := time.Now()
+		sh("ip", "netns", "exec", natA, "conntrack", "-F")
+		for reservedA() == n {
+			if time.Since(flushed) > 10*time.Second {
+				t.Fatalf("a did not reserve on the relay again in 10 s after its NAT forgot its idle mapping")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("a reserved again %v after its NAT forgot its idle mapping", time.Since(flushed).Round(10*time.Millisecond))
 	}
 	before := peers(relay)
 	if portChange {
