@@ -36,8 +36,10 @@ type scheduler struct {
 	items   map[nix.PathHash]*itemState
 	pending []*want // not yet requested from anyone, in plan order
 	picks   uint64  // pick calls so far (itemState.pick)
-	err     error   // set once, by fail; errFinished after success
-	peers   peerBook
+	// aheadFrom: the items of the plan before it are fetched (ahead).
+	aheadFrom int
+	err       error // set once, by fail; errFinished after success
+	peers     peerBook
 	// ready holds the items an ingest worker should take next, each once:
 	// those in phase queued or stale, and no others. Items are unpacked in
 	// the order they complete, whatever their place in the graph, and
@@ -98,6 +100,9 @@ type itemState struct {
 	// for of this item (scheduler.pick).
 	picked offer
 	pick   uint64
+	// ahead is the number of the last pick that found the item among
+	// the first being fetched (scheduler.ahead).
+	ahead uint64
 }
 
 // phase is where an item stands. An item moves

@@ -352,7 +352,9 @@ func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
 // trade at once), and spools are still written in runs. (It took its
 // first 16 chunks at random from all it could ask a peer for, as
 // BitTorrent does; from a seeder those included chunks followers held
-// already, which the seeder then sent twice.)
+// already, which the seeder then sent twice.) It takes them from the
+// first paths in plan order first (ahead), so that paths complete, and
+// are unpacked, as the transfer goes.
 func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	cand := s.cand[:0]
 	s.picks++
@@ -373,7 +375,7 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	case !s.swarm:
 		batch = append(batch, cand[:n]...)
 	default:
-		batch = s.rarest(cand, n)
+		batch = s.ahead(cand, n)
 	}
 	clear(cand)
 	s.cand = cand[:0]
@@ -390,6 +392,59 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	}
 	clear(s.pending[len(rest):])
 	s.pending = rest
+	return batch
+}
+
+// swarmAhead is how much of the closure a follower in a swarm asks for
+// first: the first paths in plan order still being fetched, up to this
+// many bytes of NAR. Rarest first over the whole closure completes every
+// path near the end, and each follower then unpacks all of it at once:
+// in the fanout (16 followers of 128 MiB sharing two cores) the last 5 s
+// of 19 were unpacking, the links idle. Paths completed in plan order are
+// unpacked while the rest arrives (a streaming BitTorrent client's
+// sliding window does the same for playback). The window is wide enough
+// that a room still trades: 32 MiB is 512 chunks. In the fanout it took
+// the median follower from 1.56–1.78× one follower's time (5 runs) to
+// 1.52–1.68× (7 runs).
+var swarmAhead uint64 = 32 << 20
+
+// ahead returns n of cand (more than n): rarest first (rarest) among the
+// chunks of the first paths still being fetched, up to swarmAhead bytes
+// of NAR (the window), and the rest rarest first among the others. It
+// stamps the window's items with this pick's number; it filters cand in
+// place.
+func (s *scheduler) ahead(cand []*want, n int) []*want {
+	items := s.plan.items
+	for ; s.aheadFrom < len(items); s.aheadFrom++ {
+		if st := s.items[items[s.aheadFrom].info.Path.Hash]; st == nil || st.phase == fetching {
+			break
+		}
+	}
+	var size uint64
+	for _, it := range items[s.aheadFrom:] {
+		if size >= swarmAhead {
+			break
+		}
+		if st := s.items[it.info.Path.Hash]; st != nil && st.phase == fetching {
+			st.ahead = s.picks
+			size += it.info.NarSize
+		}
+	}
+	in, out := cand[:0], []*want(nil)
+	for _, w := range cand {
+		if w.st.ahead == s.picks {
+			in = append(in, w)
+		} else {
+			out = append(out, w)
+		}
+	}
+	if len(in) > n {
+		return s.rarest(in, n)
+	}
+	batch := append(make([]*want, 0, n), in...)
+	if rest := n - len(in); rest > 0 {
+		batch = append(batch, s.rarest(out, rest)...)
+	}
 	return batch
 }
 

@@ -45,6 +45,7 @@ func TestSchedulerSwarm(t *testing.T) {
 		n     int
 		want  string
 		start string // peers met by the have messages
+		ahead uint64 // swarmAhead, if not 0
 	}{
 		{name: "alone with a seeder: plan order", peer: s0, n: 4, want: "p1/0 p1/1 p1/2 p1/3"},
 		{name: "a follower is asked for what it holds",
@@ -59,6 +60,14 @@ func TestSchedulerSwarm(t *testing.T) {
 			}, peer: f, n: 4, want: "p1/2 p1/3 p1/4 p1/5", start: "f g"},
 		{name: "among the equally rare, a run from a random place",
 			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0)}}, at: 13, peer: s0, n: 4, want: "p2/2 p2/3 p1/0 p1/1", start: "f"},
+		{name: "the first paths in plan order first",
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0)}}, at: 13, peer: s0, n: 4, want: "p1/1 p1/2 p1/3 p1/4", start: "f",
+			ahead: 12 << 10},
+		{name: "then the others, rarest first",
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 1)}}, peer: s0, n: 14,
+			want: "p1/0 p1/1 p1/2 p1/3 p1/4 p1/5 p1/6 p1/7 p1/8 p1/9 p1/10 p1/11 p2/0 p2/2", start: "f", ahead: 12 << 10},
+		{name: "a follower is asked for what it holds beyond them",
+			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0, 1)}}, peer: f, n: 8, want: "p2/0 p2/1", start: "f", ahead: 12 << 10},
 		{name: "a whole path said in one flag",
 			haves: map[peer.ID][]*p2p.Haves{f: {{Entries: []p2p.HaveEntry{{Path: 1, All: true}}}}}, peer: f, n: 8,
 			want: "p2/0 p2/1 p2/2 p2/3", start: "f"},
@@ -69,6 +78,10 @@ func TestSchedulerSwarm(t *testing.T) {
 			s, _ := testScheduler(p1, p2)
 			s.addStream(s0)
 			s.intn = func(n int) int { return tc.at % n }
+			if tc.ahead != 0 {
+				defer func(was uint64) { swarmAhead = was }(swarmAhead)
+				swarmAhead = tc.ahead
+			}
 			var met []string
 			for _, p := range []peer.ID{f, g} {
 				for _, msg := range tc.haves[p] {
