@@ -71,11 +71,12 @@ func (e *SilentConnError) Error() string {
 func (e *SilentConnError) Unwrap() error { return e.Err }
 
 // silentSwitch is how long a stream (of chunks, or a request's answer)
-// may go without a byte while a newer connection to its peer is open before its own connection is
-// taken for dead: a NAT that forgot its mapping, or a relay whose leg to
-// the peer did, leaves the old connection silent, and the peer, reaching
-// this node again, opens the newer one. Without a newer connection only
-// the stall timeout ends a silent stream.
+// may go without a byte while a newer connection to its peer is open
+// before its own connection is taken for dead: a NAT that forgot its
+// mapping, or a relay whose leg to the peer did, leaves the old
+// connection silent, and the peer, reaching this node again, opens the
+// newer one. Without a newer connection only the stall timeout (chunks)
+// or the request timeout ends a silent stream.
 var silentSwitch = 3 * time.Second
 
 // progressReader notes when it last read something, and how much it
@@ -239,9 +240,9 @@ func (n *Node) roundTrip(ctx context.Context, p peer.ID, proto protocol.ID, req 
 			return fmt.Errorf("%s request to %s: %w", proto, p, err)
 		}
 		st.CloseWrite()
-		// An answer that does not come on a connection older than another
-		// one to p is taken for lost with its connection (watchSilence):
-		// the caller asks again, on the newer one.
+		// An answer that does not come for silentSwitch, on a connection
+		// older than another open to p, is taken for lost with its
+		// connection (watchSilence): the caller asks again, on the newer.
 		in := &progressReader{r: st}
 		in.last.Store(time.Now().UnixNano())
 		n.watchSilence(ctx, p, st.Conn(), in)
