@@ -414,9 +414,11 @@ var swarmAhead uint64 = 32 << 20
 // stamps the window's items with this pick's number; it filters cand in
 // place.
 func (s *scheduler) ahead(cand []*want, n int) []*want {
+	// The cursor passes only committed items: one queued, unpacking or
+	// stale may be described again and fetched anew.
 	items := s.plan.items
 	for ; s.aheadFrom < len(items); s.aheadFrom++ {
-		if st := s.items[items[s.aheadFrom].info.Path.Hash]; st == nil || st.phase == fetching {
+		if st := s.items[items[s.aheadFrom].info.Path.Hash]; st == nil || st.phase != committed {
 			break
 		}
 	}

@@ -692,3 +692,36 @@ func TestHolders(t *testing.T) {
 		}
 	}
 }
+
+// TestAheadAfterRedescribe: a path passed by the window while it was not
+// being fetched (stale, its describer dropped) is among the first asked
+// for again once it is described anew.
+func TestAheadAfterRedescribe(t *testing.T) {
+	const s0, f = peer.ID("seeder"), peer.ID("f")
+	defer func(was uint64) { swarmAhead = was }(swarmAhead)
+	swarmAhead = 12 << 10 // p1 alone
+	p1, p2 := testItem(1, 12, []peer.ID{s0}), testItem(2, 4, []peer.ID{s0})
+	s, sts := testScheduler(p1, p2)
+	s.addStream(s0)
+	if _, err := s.haves(f, []nix.PathHash{{1}, {2}}, adds(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range sts[0].wants {
+		w.done = true
+	}
+	sts[0].phase = stale
+	if got := strings.Join(chunksOf(s.pick(s.peers.get(s0), 2)), " "); strings.Contains(got, "p1/") {
+		t.Fatalf("asked for %q of a stale path", got)
+	}
+	all := make([]int, len(p1.index))
+	for i := range all {
+		all[i] = i
+	}
+	sts[0].desc++
+	s.reset(sts[0], nil, all, 0, 0)
+	for _, c := range chunksOf(s.pick(s.peers.get(s0), 4)) {
+		if !strings.HasPrefix(c, "p1/") {
+			t.Errorf("asked for %s before the first path, described anew", c)
+		}
+	}
+}

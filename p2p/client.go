@@ -70,13 +70,12 @@ func (e *SilentConnError) Error() string {
 
 func (e *SilentConnError) Unwrap() error { return e.Err }
 
-// silentSwitch is how long a stream (of chunks, or a request's answer)
-// may go without a byte while a newer connection to its peer is open
-// before its own connection is taken for dead: a NAT that forgot its
-// mapping, or a relay whose leg to the peer did, leaves the old
-// connection silent, and the peer, reaching this node again, opens the
-// newer one. Without a newer connection only the stall timeout (chunks)
-// or the request timeout ends a silent stream.
+// silentSwitch is how long a chunks stream may go without a byte while a
+// newer connection to its peer is open before its own connection is
+// taken for dead: a NAT that forgot its mapping, or a relay whose leg to
+// the peer did, leaves the old connection silent, and the peer, reaching
+// this node again, opens the newer one. Without a newer connection only
+// the stall timeout ends a silent stream.
 var silentSwitch = 3 * time.Second
 
 // progressReader notes when it last read something, and how much it
@@ -129,10 +128,10 @@ func (n *Node) Compressed(p peer.ID) (wire, raw int64) {
 	return n.shrink.wire[p], n.shrink.raw[p]
 }
 
-// watchSilence closes c, the connection of a stream reading through in,
-// once the stream has read nothing for silentSwitch while a connection to
-// p newer than c is open. It stops with ctx; silenced says whether it
-// closed c.
+// watchSilence closes c, the connection of a chunks stream reading
+// through in, once the stream has read nothing for silentSwitch while a
+// connection to p newer than c is open. It stops with ctx; silenced says
+// whether it closed c.
 func (n *Node) watchSilence(ctx context.Context, p peer.ID, c network.Conn, in *progressReader) (silenced func() bool) {
 	var closed atomic.Bool
 	go every(ctx, silentSwitch/4, func() (more bool) {
@@ -240,16 +239,10 @@ func (n *Node) roundTrip(ctx context.Context, p peer.ID, proto protocol.ID, req 
 			return fmt.Errorf("%s request to %s: %w", proto, p, err)
 		}
 		st.CloseWrite()
-		// An answer that does not come for silentSwitch, on a connection
-		// older than another open to p, is taken for lost with its
-		// connection (watchSilence): the caller asks again, on the newer.
-		in := &progressReader{r: st}
-		in.last.Store(time.Now().UnixNano())
-		n.watchSilence(ctx, p, st.Conn(), in)
 		// The answer is charged to the stream's scope while it is read, so
 		// the resource manager's limits bound how many large answers (from
 		// every peer asked at once) are held together; a read waits for room.
-		held, err := readMsgIn(bufio.NewReaderSize(in, 64<<10), max, resp, func(n int) error {
+		held, err := readMsgIn(bufio.NewReaderSize(st, 64<<10), max, resp, func(n int) error {
 			return reserveWait(ctx, st.Scope(), n, requestTimeout)
 		})
 		if held > 0 {
