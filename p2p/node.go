@@ -139,7 +139,7 @@ type Node struct {
 // of 15 s, left such a member out of reach until its peers gave up on
 // it; the ping leaves by the NAT's new mapping, and the relay, seeing a
 // connection it does not know, resets it at once.
-var keepAlive = 5 * time.Second
+const keepAlive = 5 * time.Second
 
 // muxer is libp2p's yamux with keepAlive.
 func muxer() *yamux.Transport {

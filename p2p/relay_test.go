@@ -172,6 +172,20 @@ func TestSilentConnSwitched(t *testing.T) {
 	}
 }
 
+// relayGroup starts a relay r for a group of r, a and b, all paired;
+// nobody has reserved on r or is connected yet.
+func relayGroup(t *testing.T) (r, a, b *Node) {
+	t.Helper()
+	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
+	r = testRelay(t, tr)
+	a, _ = testNode(t, ta)
+	b, _ = testNode(t, tb)
+	pair(r, a, tr, ta)
+	pair(r, b, tr, tb)
+	pair(a, b, ta, tb)
+	return r, a, b
+}
+
 // A dial through the relay that failed (the member had no reservation
 // yet, or had lost it when the relay restarted) does not hold off the
 // next: the agent paces these dials itself, and libp2p's dial backoff
@@ -179,13 +193,7 @@ func TestSilentConnSwitched(t *testing.T) {
 func TestRelayDialAfterFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
-	r := testRelay(t, tr)
-	a, _ := testNode(t, ta)
-	b, _ := testNode(t, tb)
-	pair(r, a, tr, ta)
-	pair(r, b, tr, tb)
-	pair(a, b, ta, tb)
+	r, a, b := relayGroup(t)
 	via, err := RelayAddr(r.AddrInfo(), a.ID())
 	if err != nil {
 		t.Fatal(err)
@@ -212,13 +220,7 @@ func TestRelayDialAfterFailure(t *testing.T) {
 func TestReservedFollowsTheConnection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	tr, ta, tb := NewTrustGroup(nil), NewTrustGroup(nil), NewTrustGroup(nil)
-	r := testRelay(t, tr)
-	a, _ := testNode(t, ta)
-	b, _ := testNode(t, tb)
-	pair(r, a, tr, ta)
-	pair(r, b, tr, tb)
-	pair(a, b, ta, tb)
+	r, a, b := relayGroup(t)
 	if a.Reserved(r.ID()) {
 		t.Fatal("reserved before reserving")
 	}
