@@ -317,9 +317,9 @@ func newFloorSink(f *os.File, size int64) *floorSink {
 
 // roomFloor runs the room's floor with followers on lan (machines 0 to
 // followers) and returns when each follower was done, sorted, and the
-// share of the machine's cores busy from the start until the last was
-// (0 if unknown). One machine failing ends the run.
-func (e *Env) roomFloor(lan *testnet.LAN, followers int, size int64) (done []time.Duration, busy float64, err error) {
+// CPU the machine used from the start until the last was. One machine
+// failing ends the run.
+func (e *Env) roomFloor(lan *testnet.LAN, followers int, size int64) (done []time.Duration, cpu roomCPU, err error) {
 	const most = 10 * time.Minute
 	ctx, cancel := context.WithTimeout(e.Ctx, most)
 	defer cancel()
@@ -336,7 +336,7 @@ func (e *Env) roomFloor(lan *testnet.LAN, followers int, size int64) (done []tim
 	}
 	seed, seedErr := node(0)
 	if err := seed.Start(); err != nil {
-		return nil, 0, err
+		return nil, roomCPU{}, err
 	}
 	seedDone := make(chan error, 1)
 	go func() {
@@ -379,40 +379,53 @@ func (e *Env) roomFloor(lan *testnet.LAN, followers int, size int64) (done []tim
 		errs = append(errs, fmt.Errorf("room floor, seeder: %v: %s", werr, strings.TrimSpace(seedErr.String())))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, 0, err
+		return nil, roomCPU{}, err
 	}
 	if failed != nil {
 		if errors.Is(failed, context.DeadlineExceeded) {
-			return nil, 0, fmt.Errorf("room floor: not done in %v", most)
+			return nil, roomCPU{}, fmt.Errorf("room floor: not done in %v", most)
 		}
-		return nil, 0, failed
+		return nil, roomCPU{}, failed
 	}
 	for _, t := range ends {
 		done = append(done, t.Sub(start))
 	}
 	slices.Sort(done)
 	if cpuOK && all1 > all0 {
-		busy = (busy1 - busy0).Seconds() / (all1 - all0).Seconds()
+		cpu = roomCPU{busy1 - busy0, all1 - all0}
 	}
-	return done, busy, nil
+	return done, cpu, nil
+}
+
+// roomCPU is the CPU time a room used, every process on the machine
+// counted (used), of all its cores' time meanwhile (all); both zero
+// where /proc/stat cannot say.
+type roomCPU struct{ used, all time.Duration }
+
+// busy is the share of the cores the room kept busy.
+func (c roomCPU) busy() float64 {
+	if c.all <= 0 {
+		return 0
+	}
+	return c.used.Seconds() / c.all.Seconds()
 }
 
 // roomFloorRows measures the room's floor for size bytes with one
 // follower and with followers, and compares it with trove's one follower
-// alone (one) and room (median).
-func (e *Env) roomFloorRows(lan *testnet.LAN, followers int, size int64, one, median time.Duration) ([]Result, error) {
+// alone (one) and room (its median, and the CPU it used).
+func (e *Env) roomFloorRows(lan *testnet.LAN, followers int, size int64, one, median time.Duration, cpu roomCPU) ([]Result, error) {
 	alone, _, err := e.roomFloor(lan, 1, size)
 	if err != nil {
 		return nil, err
 	}
-	done, busy, err := e.roomFloor(lan, followers, size)
+	done, fcpu, err := e.roomFloor(lan, followers, size)
 	if err != nil {
 		return nil, err
 	}
 	r := simRun{N: followers, Done: done}
 	fmedian, _ := r.at(50)
-	e.logf("fanout: room floor: one follower alone %.1fs; %d followers: median %.1fs, last %.1fs, %.0f%% of the cores busy",
-		alone[0].Seconds(), followers, fmedian.Seconds(), done[len(done)-1].Seconds(), 100*busy)
+	e.logf("fanout: room floor: one follower alone %.1fs; %d followers: median %.1fs, last %.1fs, %.0f%% of the cores busy, %.1f core-seconds",
+		alone[0].Seconds(), followers, fmedian.Seconds(), done[len(done)-1].Seconds(), 100*fcpu.busy(), fcpu.used.Seconds())
 	room := fmt.Sprintf("%d followers: ", followers)
 	floorRow := func(metric string, d time.Duration) Result {
 		return Result{Scenario: "fanout", Metric: "room floor, " + room + metric + " ÷ one follower", Unit: "s", Trove: d.Seconds(),
@@ -420,11 +433,20 @@ func (e *Env) roomFloorRows(lan *testnet.LAN, followers int, size int64, one, me
 	}
 	mrow := floorRow("median done", fmedian)
 	mrow.Note = fmt.Sprintf("the least this machine allows: each follower relays its 1/%d of the bytes to every other at once, over TLS, hashed, to a file; one follower alone %.1f s; %s",
-		followers, alone[0].Seconds(), cpuNote(busy))
-	return []Result{
+		followers, alone[0].Seconds(), cpuNote(fcpu.busy()))
+	rows := []Result{
 		mrow,
 		floorRow("last done", done[len(done)-1]),
 		{Scenario: "fanout", Metric: room + "median done ÷ the room floor's", Unit: "s", Trove: median.Seconds(),
 			Baseline: fmedian.Seconds(), BaselineName: "room floor", Ratio: median.Seconds() / fmedian.Seconds(), Target: "(context)"},
-	}, nil
+	}
+	if cpu.used > 0 && fcpu.used > 0 {
+		// Both rooms move the same bytes, so this is CPU per byte: where
+		// the room shares the cores, what its times come to.
+		rows = append(rows, Result{Scenario: "fanout", Metric: room + "CPU ÷ the room floor's", Unit: "core-s",
+			Trove: cpu.used.Seconds(), Baseline: fcpu.used.Seconds(), BaselineName: "room floor",
+			Ratio: cpu.used.Seconds() / fcpu.used.Seconds(), Target: "(context)",
+			Note: "every process on the machine, from the room's start to its last follower done"})
+	}
+	return rows, nil
 }

@@ -235,16 +235,20 @@ func runFanout(e *Env) ([]Result, error) {
 		}
 		median, _ := r.at(50)
 		up := float64(tx1-tx0) / float64(f.NarBytes)
-		floor, err := e.roomFloorRows(lan, followers, f.NarBytes, one, median)
+		var cpu roomCPU
+		if cpuOK && all1 > all0 {
+			cpu = roomCPU{busy1 - busy0, all1 - all0}
+		}
+		floor, err := e.roomFloorRows(lan, followers, f.NarBytes, one, median, cpu)
 		if err != nil {
 			// The room's own figures stand without it.
 			floor = []Result{{Scenario: "fanout", Metric: "room floor", Skipped: "failed: " + err.Error()}}
 		}
 		medianRow := row("median done", median, "≤ 1.2×", 1.2)
-		if cpuOK && all1 > all0 {
+		if cpu.all > 0 {
 			// All 17 agents share this machine's cores; the one follower
 			// alone had them to itself.
-			medianRow.Note = cpuNote((busy1 - busy0).Seconds() / (all1 - all0).Seconds())
+			medianRow.Note = cpuNote(cpu.busy())
 		}
 		return append([]Result{
 			{Scenario: "fanout", Metric: fmt.Sprintf("one follower alone: %d paths, %s over 100 Mbit/s", len(f.Paths), human(f.NarBytes)),

@@ -32,9 +32,10 @@ type peerState struct {
 	zstd          bool // it is asked for compressed chunks (compress)
 	zstdKnown     bool // ... as its measured rate decided
 	// zstdBase is p's Compressed counters when this transfer first
-	// decided: what came compressed since tells whether it shrinks.
-	zstdBase    [2]int64
-	zstdBaseSet bool
+	// decided, zstdGot what came compressed from p since (wire, raw):
+	// whether it shrinks.
+	zstdBase, zstdGot [2]int64
+	zstdBaseSet       bool
 }
 
 // usable says whether p may still be asked for chunks of h.

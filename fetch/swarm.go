@@ -113,12 +113,15 @@ const (
 	compressAbove = 400e6
 )
 
-// shrinkMeasure is how many chunk bytes p must have sent compressed in
-// a transfer before it is judged whether they shrink; notShrunk is the
-// share of them the wire must carry to stop asking: data that does not
-// shrink (already compressed, or random) costs both ends CPU for nothing
-// (the stream sends it as raw blocks), and a room of machines on 100
-// Mbit/s is CPU-bound on two cores.
+// shrinkMeasure is how many chunk bytes must have come compressed in a
+// transfer, from any of its peers, before it is judged whether they
+// shrink; notShrunk is the share of them the wire must carry to stop
+// asking every peer: data that does not shrink (already compressed, or
+// random) costs both ends CPU for nothing (the stream sends it as raw
+// blocks), and a room of machines on 100 Mbit/s is CPU-bound on two
+// cores. Whether bytes shrink is a matter of the closure, not of the
+// peer that sends them: judged peer by peer, a follower in a room of 16
+// had a megabyte compressed by each of its peers, 16 in all.
 const (
 	shrinkMeasure = 1 << 20
 	notShrunk     = 0.9
@@ -134,12 +137,22 @@ func (s *scheduler) compress(p peer.ID, mode Compress, wire, raw int64) bool {
 	case CompressAlways:
 		return true
 	}
+	if s.noShrink {
+		return false
+	}
 	if !ps.zstdBaseSet {
 		ps.zstdBase, ps.zstdBaseSet = [2]int64{wire, raw}, true
 	}
+	got := [2]int64{wire - ps.zstdBase[0], raw - ps.zstdBase[1]}
+	s.zstdGot[0] += got[0] - ps.zstdGot[0]
+	s.zstdGot[1] += got[1] - ps.zstdGot[1]
+	ps.zstdGot = got
 	// Once asking stops, the counters stop too: it stops for good.
-	if w, r := wire-ps.zstdBase[0], raw-ps.zstdBase[1]; r >= shrinkMeasure && float64(w) > notShrunk*float64(r) {
-		ps.zstd, ps.zstdKnown = false, true
+	if w, r := s.zstdGot[0], s.zstdGot[1]; r >= shrinkMeasure && float64(w) > notShrunk*float64(r) {
+		s.noShrink = true
+		for _, q := range s.peers {
+			q.zstd, q.zstdKnown = false, true
+		}
 		return false
 	}
 	if !ps.zstdKnown {

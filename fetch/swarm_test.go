@@ -490,6 +490,49 @@ func TestCompressDecision(t *testing.T) {
 	}
 }
 
+// TestCompressJudgedOverTheTransfer: whether chunks shrink is judged
+// on what came compressed from all peers together, and once it did not
+// shrink no peer is asked again, not even one never judged: in a room,
+// judged peer by peer, each follower had a megabyte compressed by each
+// of its peers.
+func TestCompressJudgedOverTheTransfer(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const half = 512 << 10
+	for _, tc := range []struct {
+		name string
+		// shrink is the wire bytes per chunk byte of what came compressed
+		// from p and from q, half a megabyte each
+		shrinkP, shrinkQ float64
+		want             bool // r is asked for compressed chunks after
+	}{
+		{"neither shrinks", 1.0, 1.0, false},
+		{"both shrink", 0.3, 0.3, true},
+		{"together they shrink enough", 0.7, 1.0, true},
+		{"together they do not", 0.95, 0.9, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ps := []peer.ID{"p", "q", "r"}
+			s, _ := testScheduler(testItem(1, 4, ps))
+			for _, p := range ps {
+				st := s.peers.get(p)
+				st.first, st.last, st.bytes = t0, t0.Add(time.Second), 2.5e6 // a slow link: compression pays
+				if !s.compress(p, CompressAuto, 0, 0) {
+					t.Fatalf("%s is not asked for compressed chunks at first", p)
+				}
+			}
+			// Half a megabyte each is not a judgement for either alone.
+			s.compress("p", CompressAuto, int64(tc.shrinkP*half), half)
+			s.compress("q", CompressAuto, int64(tc.shrinkQ*half), half)
+			if got := s.compress("r", CompressAuto, 0, 0); got != tc.want {
+				t.Errorf("r asked for compressed chunks: %v, want %v", got, tc.want)
+			}
+			if got := s.compress("p", CompressAuto, int64(tc.shrinkP*half), half); got != tc.want {
+				t.Errorf("p asked for compressed chunks: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // watchedTransfer is a transfer driven by s whose workers are started
 // by hand; waiting says how often a worker of p found nothing to take
 // and waited.
