@@ -43,10 +43,11 @@ import (
 // no have messages; a block is relayed before it is hashed, where trove
 // serves a chunk only once verified, but a block (64 KiB) is about a
 // chunk, so a hop costs both the same. The bytes are random, which
-// neither compresses (a trove fetch stops asking for zstd once its
-// first megabyte from a peer does not shrink). On a machine with cores to spare it takes one
-// follower's time; where the room's processes share two cores, it says
-// how much of the fanout's time the cores, not trove, cost.
+// neither compresses (a trove fetch stops asking for zstd once the
+// first megabyte it had compressed does not shrink). On a machine with
+// cores to spare it takes one follower's time; where the room's
+// processes share two cores, it says how much of the fanout's time the
+// cores, not trove, cost.
 const (
 	roomFloorProtoPart protocol.ID = "/trove-bench/room-floor/part/1.0.0"
 	roomFloorProtoPush protocol.ID = "/trove-bench/room-floor/push/1.0.0"

@@ -518,10 +518,11 @@ func (e *Env) simRoom(dir string, spec simSpec, n int, one, stop time.Duration, 
 		wg.Go(func() {
 			a := agents[i]
 			// Uncompressed: the closure is random data, which a follower
-			// stops asking compressed after a megabyte from each peer;
-			// in a room of hundreds that megabyte is most of what each
-			// pair sends, and 512 machines' zstd on two cores would make
-			// the room CPU-bound (DESIGN.md, Testing).
+			// stops asking compressed after its first megabyte; when it
+			// still judged peer by peer, that megabyte was most of what
+			// each pair of a room of hundreds sent, and 512 machines'
+			// zstd on two cores made the room CPU-bound (DESIGN.md,
+			// Testing).
 			opts := fetch.Options{Keys: keys, StallTimeout: spec.stallTimeout(), Compress: fetch.CompressNever}
 			// A follower whose sync fails tries again a second later, as
 			// an agent's follower does, until the room stops.

@@ -533,6 +533,43 @@ func TestCompressJudgedOverTheTransfer(t *testing.T) {
 	}
 }
 
+// TestCompressCountersStartOver: a peer's counters are the node's and
+// start over when its connections all close; what the transfer had of
+// it before stays counted, and the counters' past (another transfer's
+// bytes) is never taken for this transfer's.
+func TestCompressCountersStartOver(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const mb = 1 << 20
+	ps := []peer.ID{"p", "q"}
+	s, _ := testScheduler(testItem(1, 4, ps))
+	for _, p := range ps {
+		st := s.peers.get(p)
+		st.first, st.last, st.bytes = t0, t0.Add(time.Second), 2.5e6
+	}
+	// p's counters hold an earlier sync's text: 1 MiB on the wire for
+	// 10 MiB of chunks. This transfer has half a megabyte of random data
+	// from p, then p reconnects and its counters start over.
+	s.compress("p", CompressAuto, 1*mb, 10*mb)
+	s.compress("p", CompressAuto, 1*mb+mb/2, 10*mb+mb/2)
+	s.compress("p", CompressAuto, 0, 0)
+	// q sends text: 3.5 MiB of chunks in 1 MiB. Together the transfer
+	// had 4 MiB that took 1.5 on the wire: it shrinks.
+	if !s.compress("q", CompressAuto, 0, 0) || !s.compress("q", CompressAuto, mb, 3*mb+mb/2) {
+		t.Fatalf("q's text is not asked for compressed")
+	}
+	if s.noShrink {
+		t.Fatalf("judged not to shrink: the transfer had (wire, raw) %v", s.zstdGot)
+	}
+	if want := [2]int64{mb + mb/2, 4 * mb}; s.zstdGot != want {
+		t.Errorf("the transfer had (wire, raw) %v, want %v", s.zstdGot, want)
+	}
+	// What comes from p after it reconnected counts on from what it had.
+	s.compress("p", CompressAuto, mb/2, mb/2)
+	if want := [2]int64{2 * mb, 4*mb + mb/2}; s.zstdGot != want {
+		t.Errorf("after p sent more: (wire, raw) %v, want %v", s.zstdGot, want)
+	}
+}
+
 // watchedTransfer is a transfer driven by s whose workers are started
 // by hand; waiting says how often a worker of p found nothing to take
 // and waited.

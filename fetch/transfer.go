@@ -455,12 +455,16 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (as
 	// on: in a room, the first batches all go to the seeder before anyone
 	// has heard from anyone.
 	wants := make([]p2p.ChunkWant, len(batch))
-	wire, raw := f.net.Compressed(p)
 	s := f.lock()
+	// Read under the lock: p's workers read its counters in order.
+	wire, raw := f.net.Compressed(p)
 	window := s.began(p, time.Now())
-	was := s.peers.get(p).zstd
+	was, wasShrunk := s.peers.get(p).zstd, !s.noShrink
 	zstd := s.compress(p, f.opts.Compress, wire, raw)
-	if zstd != was {
+	switch {
+	case wasShrunk && s.noShrink:
+		f.log.Debug("compressed chunks do not shrink: asking no peer for them", "wire", s.zstdGot[0], "raw", s.zstdGot[1])
+	case zstd != was:
 		rate, _ := s.peers.get(p).rate(1)
 		f.log.Debug("compression for this peer", "peer", p, "on", zstd, "rate MB/s", int(rate/1e6))
 	}
