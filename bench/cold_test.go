@@ -93,4 +93,19 @@ func TestQuickBench(t *testing.T) {
 			t.Errorf("%s: no figure: %+v", r.Scenario, r)
 		}
 	}
+	// Where the fanout's room floor ran, its CPU is compared with the
+	// room's: this machine has /proc/stat.
+	hasRow := func(suffix string) *Result {
+		for i, r := range tab.Results {
+			if r.Scenario == "fanout" && strings.HasSuffix(r.Metric, suffix) {
+				return &tab.Results[i]
+			}
+		}
+		return nil
+	}
+	if hasRow("median done ÷ the room floor's") != nil {
+		if r := hasRow("CPU ÷ the room floor's"); r == nil || r.Ratio <= 0 || r.Baseline <= 0 {
+			t.Errorf("fanout: no CPU over the room floor's: %+v", r)
+		}
+	}
 }

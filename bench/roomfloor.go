@@ -371,9 +371,9 @@ func (e *Env) roomFloor(lan *testnet.LAN, followers int, size int64) (done []tim
 		})
 	}
 	time.Sleep(time.Until(start))
-	busy0, all0, cpuOK := machineCPU()
+	cpuSince := cpuFrom()
 	wg.Wait()
-	busy1, all1, _ := machineCPU()
+	cpu = cpuSince()
 	failed := ctx.Err()
 	cancel()
 	if werr := <-seedDone; failed != nil && werr != nil {
@@ -392,23 +392,7 @@ func (e *Env) roomFloor(lan *testnet.LAN, followers int, size int64) (done []tim
 		done = append(done, t.Sub(start))
 	}
 	slices.Sort(done)
-	if cpuOK && all1 > all0 {
-		cpu = roomCPU{busy1 - busy0, all1 - all0}
-	}
 	return done, cpu, nil
-}
-
-// roomCPU is the CPU time a room used, every process on the machine
-// counted (used), of all its cores' time meanwhile (all); both zero
-// where /proc/stat cannot say.
-type roomCPU struct{ used, all time.Duration }
-
-// busy is the share of the cores the room kept busy.
-func (c roomCPU) busy() float64 {
-	if c.all <= 0 {
-		return 0
-	}
-	return c.used.Seconds() / c.all.Seconds()
 }
 
 // roomFloorRows measures the room's floor for size bytes with one

@@ -688,6 +688,32 @@ func machineCPU() (busy, all time.Duration, ok bool) {
 	return time.Duration(sum-idle) * tick, time.Duration(sum) * tick, true
 }
 
+// roomCPU is the CPU time every process on the machine used over a
+// while (used), of all its cores' time meanwhile (all); both zero where
+// /proc/stat cannot say.
+type roomCPU struct{ used, all time.Duration }
+
+// cpuFrom starts counting the machine's CPU; what it returns says what
+// was used since.
+func cpuFrom() (since func() roomCPU) {
+	busy0, all0, ok := machineCPU()
+	return func() roomCPU {
+		busy1, all1, ok1 := machineCPU()
+		if !ok || !ok1 || all1 <= all0 {
+			return roomCPU{}
+		}
+		return roomCPU{busy1 - busy0, all1 - all0}
+	}
+}
+
+// busy is the share of the cores kept busy.
+func (c roomCPU) busy() float64 {
+	if c.all <= 0 {
+		return 0
+	}
+	return c.used.Seconds() / c.all.Seconds()
+}
+
 // cpuTime is the CPU time this process has used.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage

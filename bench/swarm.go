@@ -196,7 +196,7 @@ func runFanout(e *Env) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		busy0, all0, cpuOK := machineCPU()
+		cpuSince := cpuFrom()
 		start = time.Now()
 		var wg gosync.WaitGroup
 		errs := make([]error, followers+1)
@@ -211,7 +211,7 @@ func runFanout(e *Env) ([]Result, error) {
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}
-		busy1, all1, _ := machineCPU()
+		cpu := cpuSince()
 		_, tx1, err := lan.LinkBytes(0)
 		if err != nil {
 			return nil, err
@@ -235,10 +235,6 @@ func runFanout(e *Env) ([]Result, error) {
 		}
 		median, _ := r.at(50)
 		up := float64(tx1-tx0) / float64(f.NarBytes)
-		var cpu roomCPU
-		if cpuOK && all1 > all0 {
-			cpu = roomCPU{busy1 - busy0, all1 - all0}
-		}
 		floor, err := e.roomFloorRows(lan, followers, f.NarBytes, one, median, cpu)
 		if err != nil {
 			// The room's own figures stand without it.

@@ -31,11 +31,11 @@ type peerState struct {
 	later, insist map[*want]bool
 	zstd          bool // it is asked for compressed chunks (compress)
 	zstdKnown     bool // ... as its measured rate decided
-	// zstdBase is p's Compressed counters when this transfer first
-	// decided, zstdGot what came compressed from p since (wire, raw):
-	// whether it shrinks.
-	zstdBase, zstdGot [2]int64
-	zstdBaseSet       bool
+	// zstdSeen is p's Compressed counters (wire, raw) when this transfer
+	// last decided, once zstdSeenSet: what they gained since came
+	// compressed in it (scheduler.zstdGot).
+	zstdSeen    [2]int64
+	zstdSeenSet bool
 }
 
 // usable says whether p may still be asked for chunks of h.

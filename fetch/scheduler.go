@@ -66,9 +66,9 @@ type scheduler struct {
 	streamOK   bool
 	streamed   *itemState
 	streamScan int
-	// zstdGot is what came compressed from every peer (wire, raw; the
-	// sum of peerState.zstdGot); noShrink says it did not shrink: no
-	// peer is asked for compressed chunks again (compress).
+	// zstdGot is what came compressed from every peer (wire, raw);
+	// noShrink says it did not shrink: no peer is asked for compressed
+	// chunks again (compress).
 	zstdGot  [2]int64
 	noShrink bool
 	// swarm says some peer holds part of a path (another follower): then

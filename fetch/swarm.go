@@ -138,27 +138,26 @@ func (s *scheduler) compress(p peer.ID, mode Compress, wire, raw int64) bool {
 		return true
 	}
 	if s.noShrink {
+		ps.zstd = false
 		return false
 	}
-	// p's counters are the node's (Node.Compressed), since it connected:
-	// what this transfer had of p is what they gained since its first
-	// decision. They start over from zero when p's connections all
-	// close; what came before stays counted.
-	if !ps.zstdBaseSet {
-		ps.zstdBase, ps.zstdBaseSet = [2]int64{wire, raw}, true
+	// p's counters are the node's (Node.Compressed): what they gained
+	// since this transfer last looked came compressed in it. They start
+	// over from zero when p's connections all close; then all they hold
+	// is new.
+	now := [2]int64{wire, raw}
+	if ps.zstdSeenSet {
+		gain := now
+		if wire >= ps.zstdSeen[0] && raw >= ps.zstdSeen[1] {
+			gain = [2]int64{wire - ps.zstdSeen[0], raw - ps.zstdSeen[1]}
+		}
+		s.zstdGot[0] += gain[0]
+		s.zstdGot[1] += gain[1]
 	}
-	if wire < ps.zstdBase[0]+ps.zstdGot[0] || raw < ps.zstdBase[1]+ps.zstdGot[1] {
-		ps.zstdBase = [2]int64{-ps.zstdGot[0], -ps.zstdGot[1]}
-	}
-	got := [2]int64{wire - ps.zstdBase[0], raw - ps.zstdBase[1]}
-	s.zstdGot[0] += got[0] - ps.zstdGot[0]
-	s.zstdGot[1] += got[1] - ps.zstdGot[1]
-	ps.zstdGot = got
+	ps.zstdSeen, ps.zstdSeenSet = now, true
 	if w, r := s.zstdGot[0], s.zstdGot[1]; r >= shrinkMeasure && float64(w) > notShrunk*float64(r) {
 		s.noShrink = true // for good: nothing comes compressed any more to say otherwise
-		for _, q := range s.peers {
-			q.zstd, q.zstdKnown = false, true
-		}
+		ps.zstd = false
 		return false
 	}
 	if !ps.zstdKnown {

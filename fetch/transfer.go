@@ -464,7 +464,7 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (as
 	switch {
 	case wasShrunk && s.noShrink:
 		f.log.Debug("compressed chunks do not shrink: asking no peer for them", "wire", s.zstdGot[0], "raw", s.zstdGot[1])
-	case zstd != was:
+	case zstd != was && !s.noShrink:
 		rate, _ := s.peers.get(p).rate(1)
 		f.log.Debug("compression for this peer", "peer", p, "on", zstd, "rate MB/s", int(rate/1e6))
 	}
