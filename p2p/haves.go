@@ -218,8 +218,16 @@ type subscription struct {
 }
 
 // subscriptionCost is what one subscription to n paths holds, charged to
-// its stream's scope.
-func subscriptionCost(n int) int { return n*96 + MaxHaveAdds*4 + 4<<10 }
+// its stream's scope: its state, and a push of up to pushSmall bytes as
+// built and as encoded.
+func subscriptionCost(n int) int { return n*96 + MaxHaveAdds*4 + 2*pushSmall + 4<<10 }
+
+// pushSmall is the largest push (as counted by pushHaves) sent within the
+// subscription's own reservation. Almost every push in a room is a chunk
+// position or two, and a reservation of its own per push (each a walk up
+// the resource manager's scopes, and back) was about a tenth of what a
+// push cost its sender.
+const pushSmall = 4 << 10
 
 func (sub *subscription) gained(h nix.PathHash, pos []int) {
 	i, ok := sub.index[h]
@@ -298,8 +306,12 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 		r.Read(b[:])
 	}()
 	var last time.Time
+	var deadline writeDeadline
+	coalesce := time.NewTimer(0)
+	defer coalesce.Stop()
+	<-coalesce.C
 	for {
-		if err := s.pushHaves(ctx, st, sub); err != nil {
+		if err := s.pushHaves(ctx, st, sub, &deadline); err != nil {
 			return err
 		}
 		last = time.Now()
@@ -310,12 +322,11 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 		}
 		// Coalesce: gains within havesEvery of the last push go together.
 		if wait := s.node.stretch(havesEvery) - time.Since(last); wait > 0 {
-			t := time.NewTimer(wait)
+			coalesce.Reset(wait)
 			select {
 			case <-ctx.Done():
-				t.Stop()
 				return nil
-			case <-t.C:
+			case <-coalesce.C:
 			}
 		}
 	}
@@ -356,7 +367,7 @@ func (s *server) valid(h nix.PathHash) bool {
 }
 
 // pushHaves sends what sub has pending, in messages within the caps.
-func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscription) error {
+func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscription, deadline *writeDeadline) error {
 	sub.mu.Lock()
 	if !sub.pending {
 		sub.mu.Unlock()
@@ -372,10 +383,16 @@ func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscrip
 		if len(msg.Entries) == 0 {
 			return nil
 		}
-		err := s.reserve(ctx, st, 2*size+4<<10, func() error {
-			st.SetWriteDeadline(time.Now().Add(s.write))
+		write := func() error {
+			deadline.extend(st, s.write)
 			return writeMsg(st, &msg)
-		})
+		}
+		var err error
+		if size <= pushSmall {
+			err = write()
+		} else {
+			err = s.reserve(ctx, st, 2*size+4<<10, write)
+		}
 		msg.Entries, size, adds = nil, 0, 0
 		return err
 	}

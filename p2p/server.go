@@ -155,6 +155,21 @@ func reserveWait(ctx context.Context, sc network.ResourceScope, n int, wait time
 	}
 }
 
+// writeDeadline keeps a long-lived stream's write deadline at least half
+// of timeout ahead, setting it only when it fell behind: a stream that
+// writes many small messages (a haves subscription, hundreds a second)
+// spent a tenth of each write setting it anew. A write still fails
+// after at most timeout, and at least half of it.
+type writeDeadline struct{ at time.Time }
+
+func (d *writeDeadline) extend(st network.Stream, timeout time.Duration) {
+	now := time.Now()
+	if d.at.Sub(now) < timeout/2 {
+		d.at = now.Add(timeout)
+		st.SetWriteDeadline(d.at)
+	}
+}
+
 // reserver reserves memory in st's scope for the server.
 func (s *server) reserver(ctx context.Context, st network.Stream) func(n int) error {
 	return func(n int) error { return reserveWait(ctx, st.Scope(), n, s.memWait) }
