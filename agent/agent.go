@@ -91,6 +91,12 @@ type Agent struct {
 	transfers  atomic.Int32
 	cache      net.Listener // the binary-cache endpoint's, or nil (cache.go)
 	fleet      fleetBook    // what members say of their followed configurations (fleet.go)
+
+	// ready is closed once Node and bg are set, or Start failed before
+	// (bg is then nil). The node serves the group protocol from within
+	// p2p.New, before Start has its result, and a member's push arriving
+	// then reached a nil Node (keeper, group.go).
+	ready chan struct{}
 }
 
 // BeginTransfer counts a sync in flight for Status; call the result when
@@ -192,7 +198,14 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now(), key: key, members: members, invites: invites,
-		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, followers: map[string]*follower{}, kicks: make(chan struct{}, 1)}
+		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, followers: map[string]*follower{}, kicks: make(chan struct{}, 1),
+		ready: make(chan struct{})}
+	ready := false
+	defer func() {
+		if !ready {
+			close(a.ready)
+		}
+	}()
 	a.Node, err = p2p.New(ctx, p2p.Config{
 		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s}, Manifests: historyBytes{a.History},
 		MDNS: cfg.MDNS, StaticPeers: append(statics, relays...), DHT: cfg.DHT, Bootstrap: boots, Group: keeper{a},
@@ -215,6 +228,8 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	a.stop, a.bg = stop, bg
+	ready = true
+	close(a.ready)
 	a.wg.Add(1)
 	go a.syncLoop(bg)
 	for _, r := range relays {

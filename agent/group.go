@@ -190,9 +190,24 @@ func (k keeper) JoinsOpen(p peer.ID) bool {
 	return !(ok && r.Removed) && len(k.a.invites.List(time.Now())) > 0
 }
 
+// started waits until the agent has its node and background context,
+// which the keeper's calls use; false if the agent failed to start or ctx
+// ended first.
+func (k keeper) started(ctx context.Context) bool {
+	select {
+	case <-k.a.ready:
+		return k.a.bg != nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Join admits a machine that presents an open invitation's secret.
 func (k keeper) Join(ctx context.Context, j p2p.Joiner) (p2p.GroupUpdate, error) {
 	a := k.a
+	if !k.started(ctx) {
+		return p2p.GroupUpdate{}, errors.New("the member is not started yet; try again")
+	}
 	if _, err := a.invites.Redeem(j.Secret, time.Now()); err != nil {
 		var re *group.RefusedError
 		if errors.As(err, &re) {
@@ -220,6 +235,9 @@ func (k keeper) Join(ctx context.Context, j p2p.Joiner) (p2p.GroupUpdate, error)
 // Receive merges the group as a member sees it.
 func (k keeper) Receive(from peer.ID, u p2p.GroupUpdate) {
 	a := k.a
+	if !k.started(context.Background()) {
+		return // the agent failed to start
+	}
 	a.trustMu.Lock()
 	changed := a.members.Set.Merge(u.Records, nil)
 	var err error
