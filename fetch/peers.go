@@ -29,8 +29,12 @@ type peerState struct {
 	// peer): not asked of it again while another peer can be; insist
 	// those it is asked for again because none can, without Defer.
 	later, insist map[*want]bool
-	zstd          bool // it is asked for compressed chunks (compress)
-	zstdKnown     bool // ... as its measured rate decided
+	// beyond is 1 + the scheduler's aheadFrom when p last answered Later:
+	// it sent out what was asked of it, and until the window moves it is
+	// asked for the rarest chunks anywhere, not in the window (ahead).
+	beyond    int
+	zstd      bool // it is asked for compressed chunks (compress)
+	zstdKnown bool // ... as its measured rate decided
 	// zstdSeen is p's Compressed counters (wire, raw) when this transfer
 	// last decided, once zstdSeenSet: what they gained since came
 	// compressed in it (scheduler.zstdGot).

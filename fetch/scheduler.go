@@ -403,6 +403,7 @@ func (s *scheduler) deferred(p peer.ID, w *want) {
 		ps.later = map[*want]bool{}
 	}
 	ps.later[w] = true
+	ps.beyond = s.aheadFrom + 1
 }
 
 // undefer lets p be asked again for those of ws that no other peer can

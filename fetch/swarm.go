@@ -393,7 +393,7 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	case !s.swarm:
 		batch = append(batch, cand[:n]...)
 	default:
-		batch = s.ahead(cand, n)
+		batch = s.ahead(ps, cand, n)
 	}
 	clear(cand)
 	s.cand = cand[:0]
@@ -426,12 +426,23 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 // 1.52–1.68× (7 runs).
 var swarmAhead uint64 = 32 << 20
 
-// ahead returns n of cand (more than n): rarest first (rarest) among the
-// chunks of the first paths still being fetched, up to swarmAhead bytes
-// of NAR (the window), and the rest rarest first among the others. It
-// stamps the window's items with this pick's number; it filters cand in
-// place.
-func (s *scheduler) ahead(cand []*want, n int) []*want {
+// ahead returns n of cand (more than n) for ps: rarest first (rarest)
+// among the chunks of the first paths still being fetched, up to
+// swarmAhead bytes of NAR (the window), and the rest rarest first among
+// the others. It stamps the window's items with this pick's number; it
+// filters cand in place.
+//
+// A peer that answered Later since the window last moved (deferred) is
+// asked for the rarest chunks anywhere instead. Only a node that serves
+// and fetches nothing (a seeder) answers Later, for a chunk it sent to
+// another peer; the room's followers share one window (the plan's
+// order), so once the seeder has sent each chunk of it to somebody,
+// everything they ask of it there is Later, while what nobody holds yet
+// lies beyond. In the fanout the seeder then sent nothing for a round
+// trip after round trip, at every move of the window: its link, which
+// carries every chunk once and so sets the room's pace, idled about a
+// tenth of the time.
+func (s *scheduler) ahead(ps *peerState, cand []*want, n int) []*want {
 	// The cursor passes only committed items: one queued, unpacking or
 	// stale may be described again and fetched anew.
 	items := s.plan.items
@@ -439,6 +450,9 @@ func (s *scheduler) ahead(cand []*want, n int) []*want {
 		if st := s.items[items[s.aheadFrom].info.Path.Hash]; st == nil || st.phase != committed {
 			break
 		}
+	}
+	if ps.beyond == s.aheadFrom+1 {
+		return s.rarest(cand, n)
 	}
 	var size uint64
 	for _, it := range items[s.aheadFrom:] {
