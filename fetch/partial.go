@@ -105,7 +105,7 @@ func (ho *holdings) forgetLocked(h nix.PathHash) {
 }
 
 // ReadChunk reads a held chunk from its spool. It does not hash it again,
-// as the store does not what it serves from its trees
+// just as the store does not hash what it serves from its trees
 // (store.Store.ChunkData): every chunk held was verified before it was
 // written, or found whole in the spool on resume, or read verified from
 // the store, and the peer asking verifies it on arrival. Hashing here
