@@ -459,10 +459,10 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (as
 	// Read under the lock: p's workers read its counters in order.
 	wire, raw := f.net.Compressed(p)
 	window := s.began(p, time.Now())
-	was, wasShrunk := s.peers.get(p).zstd, !s.noShrink
+	was, judged := s.peers.get(p).zstd, s.noShrink
 	zstd := s.compress(p, f.opts.Compress, wire, raw)
 	switch {
-	case wasShrunk && s.noShrink:
+	case !judged && s.noShrink:
 		f.log.Debug("compressed chunks do not shrink: asking no peer for them", "wire", s.zstdGot[0], "raw", s.zstdGot[1])
 	case zstd != was && !s.noShrink:
 		rate, _ := s.peers.get(p).rate(1)

@@ -307,9 +307,8 @@ func (s *server) handleHaves(ctx context.Context, st network.Stream, r *bufio.Re
 	}()
 	var last time.Time
 	var deadline writeDeadline
-	coalesce := time.NewTimer(0)
-	defer coalesce.Stop()
-	<-coalesce.C
+	coalesce := time.NewTimer(havesEvery)
+	coalesce.Stop() // reset for each wait; no stale tick after Stop (Go 1.23)
 	for {
 		if err := s.pushHaves(ctx, st, sub, &deadline); err != nil {
 			return err

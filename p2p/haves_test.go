@@ -1,13 +1,11 @@
 package p2p
 
 import (
-	"os"
-	"path/filepath"
-
 	"bufio"
 	"context"
 	"errors"
-	"github.com/trove-p2p/trove/store"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/trove-p2p/trove/chunk"
 	"github.com/trove-p2p/trove/nix"
+	"github.com/trove-p2p/trove/store"
 )
 
 // fakePartial holds chunks in memory, as a fetch in progress holds them
@@ -299,5 +298,39 @@ func TestHavesStalledReader(t *testing.T) {
 	})
 	if errors.Is(err, ErrProtocol) {
 		t.Fatalf("after a 1 s stall, %d messages in: %v", n, err)
+	}
+}
+
+// deadlineStream records the write deadlines set on it.
+type deadlineStream struct {
+	network.Stream
+	set []time.Time
+}
+
+func (s *deadlineStream) SetWriteDeadline(t time.Time) error {
+	s.set = append(s.set, t)
+	return nil
+}
+
+// TestWriteDeadlineExtends: a haves subscription writes hundreds of
+// small pushes a second; its write deadline is set again only once less
+// than half of it is left, so a write still fails after at most the
+// timeout and at least half of it.
+func TestWriteDeadlineExtends(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	st := &deadlineStream{}
+	var d writeDeadline
+	d.extend(st, timeout)
+	d.extend(st, timeout) // well ahead: left as it is
+	if len(st.set) != 1 {
+		t.Fatalf("deadline set %d times by two writes back to back, want 1", len(st.set))
+	}
+	time.Sleep(timeout/2 + 20*time.Millisecond)
+	d.extend(st, timeout)
+	if len(st.set) != 2 {
+		t.Fatalf("deadline set %d times, want 2: less than half of it was left", len(st.set))
+	}
+	if left := time.Until(st.set[1]); left <= timeout/2 || left > timeout {
+		t.Errorf("deadline moved to %v from now, want within (%v, %v]", left, timeout/2, timeout)
 	}
 }
