@@ -74,6 +74,11 @@ type scheduler struct {
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
 	swarm bool
+	// capped says some connected peer is not followed (swarmFollow);
+	// followAll, that a chunk turned out to have nobody followed left to
+	// serve it while capped: every peer is then followed, and the
+	// transfer judged again once all have said what they hold (follow).
+	capped, followAll bool
 	// firstTake is when the first chunk request went (flightCap).
 	firstTake time.Time
 	intn      func(int) int // picks at random
@@ -590,6 +595,12 @@ func (s *scheduler) checkProviders() {
 			s.unstream(st) // its worker gives up (ingest.go)
 			s.ready = append(s.ready, st)
 			continue
+		}
+		if s.capped {
+			// A peer not followed may hold what is missing: follow them
+			// all before giving up.
+			s.followAll = true
+			return
 		}
 		var why []string
 		for _, p := range st.it.providers {

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -326,5 +327,136 @@ func TestRestartSaysHoldingsAgain(t *testing.T) {
 	}
 	if len(fs.gained) != 1 || fs.gained[0] != it.info.Path.Hash {
 		t.Errorf("after a restart subscribers were told of %v, want the path said whole again", fs.gained)
+	}
+}
+
+// roomSwarm is a room as a transfer's swarmPeers: every peer connected,
+// each answering a subscription with what it holds (held: whole, or a
+// bitfield per path), and staying subscribed until the transfer ends.
+type roomSwarm struct {
+	fakeSwarm
+	peers []peer.ID
+	held  map[peer.ID]func(paths []nix.PathHash) *p2p.Haves
+
+	mu         sync.Mutex
+	subscribed []peer.ID
+}
+
+func (rs *roomSwarm) ConnectedPeers() []peer.ID { return slices.Clone(rs.peers) }
+
+func (rs *roomSwarm) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHash, got func(*p2p.Haves) error) error {
+	rs.mu.Lock()
+	rs.subscribed = append(rs.subscribed, p)
+	rs.mu.Unlock()
+	if err := got(rs.held[p](paths)); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (rs *roomSwarm) following() []peer.ID {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	out := slices.Clone(rs.subscribed)
+	slices.Sort(out)
+	return out
+}
+
+// A fetch follows the peers that hold its paths whole and swarmFollow
+// others at random, not every peer of a room. When a chunk turns out to
+// have nobody followed left to serve it (here the seeder is dropped), it
+// follows every peer before it gives up, and gives up only if none of
+// them holds it.
+func TestFollow(t *testing.T) {
+	defer func(n int) { swarmFollow = n }(swarmFollow)
+	swarmFollow = 1
+	for _, tc := range []struct {
+		name    string
+		holders [][]int // the chunks each of the followers a, b, c holds
+		fails   bool
+	}{
+		{"the others hold what is missing", [][]int{{0, 1}, {2}, {3}}, false},
+		{"nobody holds chunk 3", [][]int{{0, 1}, {2}, {2}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(7, 8))
+			it, _, _ := nar(r, 1, 4, []peer.ID{"seed"})
+			pl := testPlan(it)
+			rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{
+				"seed": func(paths []nix.PathHash) *p2p.Haves {
+					return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, All: true}}}
+				},
+			}}
+			for i, p := range []peer.ID{"a", "b", "c"} {
+				bits := []byte{0}
+				for _, c := range tc.holders[i] {
+					bits[0] |= 1 << c
+				}
+				rs.held[p] = func([]nix.PathHash) *p2p.Haves { return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bits}}} }
+			}
+			f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
+				opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+				log:  slog.New(slog.DiscardHandler)}
+			f.init("/nix/store")
+			defer f.closeSpools()
+			if err := f.prepareAll(t.Context(), pl.items); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			var workers sync.WaitGroup
+			defer workers.Wait()
+			defer cancel()
+			f.spawn = func(peer.ID) {} // no workers: only whom it follows is looked at
+			fw := &following{subs: map[peer.ID]bool{}, partial: map[peer.ID]bool{}}
+			// follow until the subscriptions it started have been heard
+			follow := func(want int) {
+				t.Helper()
+				f.follow(ctx, &workers, fw)
+				waitUntil(t, 5*time.Second, "subscriptions unheard", func() bool {
+					s := f.lock()
+					defer f.unlockQuiet()
+					n := 0
+					for _, ps := range s.peers {
+						if ps.heard {
+							n++
+						}
+					}
+					return n == want
+				})
+			}
+
+			follow(2)
+			got := rs.following()
+			if len(got) != 2 || got[1] != "seed" {
+				t.Fatalf("followed %v, want the seeder and one other", got)
+			}
+			s := f.lock()
+			capped := s.capped
+			s.dropPeer("seed", "gone for the test")
+			err, all := s.err, s.followAll
+			f.unlock()
+			if !capped || err != nil || !all {
+				t.Fatalf("capped %v; with the seeder dropped: err %v, follow all %v; want capped, no error yet, follow all", capped, err, all)
+			}
+
+			follow(4)
+			if got := rs.following(); !slices.Equal(got, []peer.ID{"a", "b", "c", "seed"}) {
+				t.Fatalf("followed %v after a chunk went missing, want every peer", got)
+			}
+			f.follow(ctx, &workers, fw) // every peer heard: judged again
+			s = f.lock()
+			capped, err = s.capped, s.err
+			f.unlockQuiet()
+			if capped {
+				t.Error("still capped with every peer followed")
+			}
+			if tc.fails != (err != nil) {
+				t.Fatalf("after following every peer: err %v, want failure %v", err, tc.fails)
+			}
+			if err != nil && !strings.Contains(err.Error(), "no peer left to fetch") {
+				t.Errorf("error %q does not say that no peer is left", err)
+			}
+		})
 	}
 }
