@@ -213,8 +213,8 @@ type following struct {
 // follow subscribes to the connected peers not followed yet that it may
 // (swarmFollow, unless the scheduler asked to follow all), and returns
 // those that do not speak haves. Once a capped transfer follows every
-// peer and each has said what it holds, the scheduler judges again
-// whether every missing chunk can still be had (checkProviders).
+// peer, it judges again whether every missing chunk can still be had
+// (checkProviders).
 func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *following) (legacy []peer.ID) {
 	conn := f.haves.ConnectedPeers()
 	rand.Shuffle(len(conn), func(i, j int) { conn[i], conn[j] = conn[j], conn[i] })
@@ -246,14 +246,11 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 			start = append(start, p)
 		}
 	}
-	heardAll := true
-	for p, sub := range fw.subs {
-		if ps := s.peers[p]; sub && (ps == nil || ps.dropped == "" && !ps.heard) {
-			heardAll = false
-		}
-	}
+	// Following all, it judges again a tick after the last peer it
+	// started to follow: their first answers are in by then (a peer that
+	// holds none of the paths says nothing).
 	was := s.capped
-	s.capped = skipped || s.followAll && !heardAll
+	s.capped = skipped || s.followAll && len(start) > 0
 	fw.mu.Unlock()
 	if was && !s.capped {
 		s.checkProviders()

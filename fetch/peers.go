@@ -19,9 +19,8 @@ type peerState struct {
 	dropped  string    // why it was dropped for this transfer; "" while it may be asked
 	failures int       // failed batches, other than bad data and stalls
 	lacks    map[nix.PathHash]bool
-	heard    bool // it sent a have message (follow)
-	streams  int  // workers started for it
-	inFlight int  // chunk requests out to it (a swarm bounds their sum: flightCap)
+	streams  int // workers started for it
+	inFlight int // chunk requests out to it (a swarm bounds their sum: flightCap)
 	// chunks holds, per path it does not provide whole, a bitfield of the
 	// chunks it said it holds (in have messages).
 	chunks map[nix.PathHash][]byte

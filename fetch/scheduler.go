@@ -77,7 +77,8 @@ type scheduler struct {
 	// capped says some connected peer is not followed (swarmFollow);
 	// followAll, that a chunk turned out to have nobody followed left to
 	// serve it while capped: every peer is then followed, and the
-	// transfer judged again once all have said what they hold (follow).
+	// transfer judged again once all have been asked what they hold
+	// (follow).
 	capped, followAll bool
 	// firstTake is when the first chunk request went (flightCap).
 	firstTake time.Time

@@ -267,7 +267,6 @@ func (s *scheduler) recountAll() {
 // bitfield of the wrong length) drops p: err says why.
 func (s *scheduler) haves(p peer.ID, paths []nix.PathHash, msg *p2p.Haves) (start []peer.ID, err error) {
 	ps := s.peers.get(p)
-	ps.heard = true
 	if ps.dropped != "" || s.err != nil {
 		return nil, nil
 	}

@@ -332,7 +332,8 @@ func TestRestartSaysHoldingsAgain(t *testing.T) {
 
 // roomSwarm is a room as a transfer's swarmPeers: every peer connected,
 // each answering a subscription with what it holds (held: whole, or a
-// bitfield per path), and staying subscribed until the transfer ends.
+// bitfield per path; nothing, as a real peer, when it holds none), and
+// staying subscribed until the transfer ends.
 type roomSwarm struct {
 	fakeSwarm
 	peers []peer.ID
@@ -340,6 +341,7 @@ type roomSwarm struct {
 
 	mu         sync.Mutex
 	subscribed []peer.ID
+	answered   int // subscriptions whose first answer was taken (or that had none)
 }
 
 func (rs *roomSwarm) ConnectedPeers() []peer.ID { return slices.Clone(rs.peers) }
@@ -348,9 +350,14 @@ func (rs *roomSwarm) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.
 	rs.mu.Lock()
 	rs.subscribed = append(rs.subscribed, p)
 	rs.mu.Unlock()
-	if err := got(rs.held[p](paths)); err != nil {
-		return err
+	if msg := rs.held[p](paths); msg != nil {
+		if err := got(msg); err != nil {
+			return err
+		}
 	}
+	rs.mu.Lock()
+	rs.answered++
+	rs.mu.Unlock()
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -377,7 +384,8 @@ func TestFollow(t *testing.T) {
 		fails   bool
 	}{
 		{"the others hold what is missing", [][]int{{0, 1}, {2}, {3}}, false},
-		{"nobody holds chunk 3", [][]int{{0, 1}, {2}, {2}}, true},
+		// c holds nothing, and so says nothing.
+		{"nobody holds chunk 3", [][]int{{0, 1}, {2}, nil}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(7, 8))
@@ -393,7 +401,12 @@ func TestFollow(t *testing.T) {
 				for _, c := range tc.holders[i] {
 					bits[0] |= 1 << c
 				}
-				rs.held[p] = func([]nix.PathHash) *p2p.Haves { return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bits}}} }
+				rs.held[p] = func([]nix.PathHash) *p2p.Haves {
+					if bits[0] == 0 {
+						return nil
+					}
+					return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bits}}}
+				}
 			}
 			f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
 				opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
@@ -409,20 +422,14 @@ func TestFollow(t *testing.T) {
 			defer cancel()
 			f.spawn = func(peer.ID) {} // no workers: only whom it follows is looked at
 			fw := &following{subs: map[peer.ID]bool{}, partial: map[peer.ID]bool{}}
-			// follow until the subscriptions it started have been heard
+			// follow until the subscriptions it started have been answered
 			follow := func(want int) {
 				t.Helper()
 				f.follow(ctx, &workers, fw)
-				waitUntil(t, 5*time.Second, "subscriptions unheard", func() bool {
-					s := f.lock()
-					defer f.unlockQuiet()
-					n := 0
-					for _, ps := range s.peers {
-						if ps.heard {
-							n++
-						}
-					}
-					return n == want
+				waitUntil(t, 5*time.Second, "subscriptions unanswered", func() bool {
+					rs.mu.Lock()
+					defer rs.mu.Unlock()
+					return rs.answered == want
 				})
 			}
 
@@ -444,7 +451,7 @@ func TestFollow(t *testing.T) {
 			if got := rs.following(); !slices.Equal(got, []peer.ID{"a", "b", "c", "seed"}) {
 				t.Fatalf("followed %v after a chunk went missing, want every peer", got)
 			}
-			f.follow(ctx, &workers, fw) // every peer heard: judged again
+			f.follow(ctx, &workers, fw) // a tick with nobody new to follow: judged again
 			s = f.lock()
 			capped, err = s.capped, s.err
 			f.unlockQuiet()
