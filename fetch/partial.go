@@ -3,7 +3,6 @@ package fetch
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -18,8 +17,8 @@ import (
 // The I/O side of swarming: a transfer serves the verified chunks in its
 // spools to peers (holdings, a p2p.Partial the node consults for chunks
 // its store lacks), tells the peers subscribed to its paths what it gains
-// (p2p.Node.Gained), and subscribes to what the peers it follows hold of
-// the paths it fetches (follow), feeding the scheduler (scheduler.haves).
+// (p2p.Node.Gained), and subscribes to what every connected peer holds of
+// the paths it fetches, feeding the scheduler (scheduler.haves).
 
 // holdings are the chunks of a transfer that are verified and in a spool:
 // a chunk is added once its bytes are written (or found there on resume,
@@ -190,93 +189,6 @@ func (f *transfer) subscribe(ctx context.Context, p peer.ID) (spoke bool) {
 		}
 	}
 	return spoke
-}
-
-// swarmFollow is how many peers a fetch follows (subscribes to what they
-// hold, and so asks for chunks) besides those that hold whole paths it
-// fetches (seeders, always followed): chosen at random among the
-// connected ones, as a BitTorrent client works with a few peers of a
-// swarm, not every one. Each peer followed costs both ends a have message
-// per chunk or two it gains and a worker asking it, and in a room every
-// member gains all the time: in the fanout (16 followers sharing two
-// cores) a follower that followed all 15 others took 1.44–1.57× one
-// follower's time, following 4 1.25× (DESIGN.md, Limits).
-var swarmFollow = 4
-
-// following is what relocate knows of its subscriptions.
-type following struct {
-	mu      sync.Mutex
-	subs    map[peer.ID]bool // subscribed, or (false) does not speak haves
-	partial map[peer.ID]bool // subscribed while holding no whole path: counted against swarmFollow
-}
-
-// follow subscribes to the connected peers not followed yet that it may
-// (swarmFollow, unless the scheduler asked to follow all), and returns
-// those that do not speak haves. Once a capped transfer follows every
-// peer, it judges again whether every missing chunk can still be had
-// (checkProviders).
-func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *following) (legacy []peer.ID) {
-	conn := f.haves.ConnectedPeers()
-	rand.Shuffle(len(conn), func(i, j int) { conn[i], conn[j] = conn[j], conn[i] })
-	var start []peer.ID
-	s := f.lock()
-	fw.mu.Lock()
-	n := 0
-	for p := range fw.partial {
-		if !s.peers.dropped(p) {
-			n++
-		}
-	}
-	skipped := false
-	for _, p := range conn {
-		spoke, known := fw.subs[p]
-		whole := s.wholeHolder(p)
-		switch {
-		case known && !spoke:
-			legacy = append(legacy, p)
-		case known, s.peers.dropped(p):
-		case !whole && !s.followAll && n >= swarmFollow:
-			skipped = true
-		default:
-			fw.subs[p] = true
-			if !whole {
-				fw.partial[p] = true
-				n++
-			}
-			start = append(start, p)
-		}
-	}
-	// Following all, it judges again a tick after the last peer it
-	// started to follow: their first answers are in by then (a peer that
-	// holds none of the paths says nothing).
-	was := s.capped
-	s.capped = skipped || s.followAll && len(start) > 0
-	fw.mu.Unlock()
-	if was && !s.capped {
-		s.checkProviders()
-		f.unlock()
-	} else {
-		f.unlockQuiet()
-	}
-	for _, p := range start {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			spoke := f.subscribe(ctx, p)
-			fw.mu.Lock()
-			// Its place goes to another. One that went away is followed
-			// again if it comes back and there is room; one that does not
-			// speak haves is asked for whole paths instead (relocate).
-			delete(fw.partial, p)
-			if spoke {
-				delete(fw.subs, p)
-			} else {
-				fw.subs[p] = false
-			}
-			fw.mu.Unlock()
-		}()
-	}
-	return legacy
 }
 
 // gained tells the holdings, and the subscribed peers that do not hold

@@ -74,12 +74,6 @@ type scheduler struct {
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
 	swarm bool
-	// capped says some connected peer is not followed (swarmFollow);
-	// followAll, that a chunk turned out to have nobody followed left to
-	// serve it while capped: every peer is then followed, and the
-	// transfer judged again once all have been asked what they hold
-	// (follow).
-	capped, followAll bool
 	// firstTake is when the first chunk request went (flightCap).
 	firstTake time.Time
 	intn      func(int) int // picks at random
@@ -596,12 +590,6 @@ func (s *scheduler) checkProviders() {
 			s.unstream(st) // its worker gives up (ingest.go)
 			s.ready = append(s.ready, st)
 			continue
-		}
-		if s.capped {
-			// A peer not followed may hold what is missing: follow them
-			// all before giving up.
-			s.followAll = true
-			return
 		}
 		var why []string
 		for _, p := range st.it.providers {

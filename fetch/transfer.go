@@ -582,8 +582,8 @@ func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 var relocateEvery = 500 * time.Millisecond
 
 // relocate keeps finding who holds what is still being fetched: it
-// subscribes to what the peers it follows hold (follow), which then
-// push what they gain, chunk by chunk; and it asks peers that do not
+// subscribes to what every connected peer holds (partial.go), which then
+// pushes what it gains, chunk by chunk; and it asks peers that do not
 // speak haves (and all peers, for paths beyond a subscription's cap)
 // every relocateEvery which unfinished paths they have. This is what lets
 // a room of followers serve each other instead of all pulling from the
@@ -591,8 +591,9 @@ var relocateEvery = 500 * time.Millisecond
 func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 	t := time.NewTicker(min(relocateEvery, watchEvery))
 	defer t.Stop()
-	fw := &following{subs: map[peer.ID]bool{}, partial: map[peer.ID]bool{}}
-	lastAsk := time.Now() // the plan just asked
+	var mu sync.Mutex
+	subs := map[peer.ID]bool{} // subscribed, or (false) does not speak haves
+	lastAsk := time.Now()      // the plan just asked
 	for first := true; ; first = false {
 		if !first { // subscribe at once, poll from the next tick
 			select {
@@ -605,7 +606,31 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 		}
 		var legacy []peer.ID
 		if f.haves != nil {
-			legacy = f.follow(ctx, workers, fw)
+			for _, p := range f.haves.ConnectedPeers() {
+				mu.Lock()
+				spoke, known := subs[p]
+				if !known {
+					subs[p] = true
+				}
+				mu.Unlock()
+				switch {
+				case !known && !f.dropped(p):
+					workers.Add(1)
+					go func() {
+						defer workers.Done()
+						spoke := f.subscribe(ctx, p)
+						mu.Lock()
+						if spoke {
+							delete(subs, p) // went away: subscribe again if it comes back
+						} else {
+							subs[p] = false
+						}
+						mu.Unlock()
+					}()
+				case known && !spoke:
+					legacy = append(legacy, p)
+				}
+			}
 		}
 		if time.Since(lastAsk) < relocateEvery {
 			continue
