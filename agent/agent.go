@@ -200,12 +200,8 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, Home: cfg.Home, Store: s, Trust: trust, log: cfg.Logger, started: time.Now(), key: key, members: members, invites: invites,
 		Keys: keys, History: manifest.OpenHistory(cfg.Home, keys), subscribed: map[string]bool{}, followers: map[string]*follower{}, kicks: make(chan struct{}, 1),
 		ready: make(chan struct{})}
-	ready := false
-	defer func() {
-		if !ready {
-			close(a.ready)
-		}
-	}()
+	markReady := sync.OnceFunc(func() { close(a.ready) })
+	defer markReady() // a failed start: the keeper's calls do nothing
 	a.Node, err = p2p.New(ctx, p2p.Config{
 		Key: key, Listen: cfg.Listen, Trust: trust, ServePublic: cfg.Public, Content: p2p.StoreContent{Store: s}, Manifests: historyBytes{a.History},
 		MDNS: cfg.MDNS, StaticPeers: append(statics, relays...), DHT: cfg.DHT, Bootstrap: boots, Group: keeper{a},
@@ -228,8 +224,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	a.stop, a.bg = stop, bg
-	ready = true
-	close(a.ready)
+	markReady()
 	a.wg.Add(1)
 	go a.syncLoop(bg)
 	for _, r := range relays {

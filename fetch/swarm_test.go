@@ -46,11 +46,10 @@ func TestSchedulerSwarm(t *testing.T) {
 		want  string
 		start string // peers met by the have messages
 		ahead uint64 // swarmAhead, if not 0
-		// beyond, if not 0, is the seeder's beyond mark (peerState):
-		// 1 answered Later while the window is where it is now, 2 before
-		// it moved. It answered Later for p1/0, which it is not asked for
-		// again (TestSchedulerLater).
-		beyond int
+		// later: the seeder answered Later for p1/0 (deferred), which it
+		// is not asked for again (TestSchedulerLater); moved: the window
+		// has moved since.
+		later, moved bool
 	}{
 		{name: "alone with a seeder: plan order", peer: s0, n: 4, want: "p1/0 p1/1 p1/2 p1/3"},
 		{name: "a follower is asked for what it holds",
@@ -73,10 +72,10 @@ func TestSchedulerSwarm(t *testing.T) {
 			want: "p1/0 p1/1 p1/2 p1/3 p1/4 p1/5 p1/6 p1/7 p1/8 p1/9 p1/10 p1/11 p2/0 p2/2", start: "f", ahead: 12 << 10},
 		{name: "a seeder that answered Later is asked beyond the window",
 			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0)}}, at: 13, peer: s0, n: 4, want: "p2/3 p1/1 p1/2 p1/3", start: "f",
-			ahead: 12 << 10, beyond: 1},
+			ahead: 12 << 10, later: true},
 		{name: "... until the window moves",
 			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0)}}, at: 13, peer: s0, n: 4, want: "p1/3 p1/4 p1/5 p1/6", start: "f",
-			ahead: 12 << 10, beyond: 2},
+			ahead: 12 << 10, later: true, moved: true},
 		{name: "a follower is asked for what it holds beyond them",
 			haves: map[peer.ID][]*p2p.Haves{f: {adds(1, 0, 1)}}, peer: f, n: 8, want: "p2/0 p2/1", start: "f", ahead: 12 << 10},
 		{name: "a whole path said in one flag",
@@ -105,9 +104,11 @@ func TestSchedulerSwarm(t *testing.T) {
 					}
 				}
 			}
-			if tc.beyond != 0 {
+			if tc.later {
 				s.deferred(s0, s.pending[0])
-				s.peers.get(s0).beyond = tc.beyond
+			}
+			if tc.moved {
+				s.peers.get(s0).beyond-- // the mark of the window one item back
 			}
 			batch := s.pick(s.peers.get(tc.peer), tc.n)
 			if got := strings.Join(chunksOf(batch), " "); got != tc.want {
