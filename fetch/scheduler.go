@@ -74,6 +74,15 @@ type scheduler struct {
 	// swarm says some peer holds part of a path (another follower): then
 	// batches are smaller (swarmBatch).
 	swarm bool
+	// capped says some connected peer is not followed (swarmFollow);
+	// followAll, that a chunk turned out to have nobody followed left to
+	// serve it while capped: every peer is then followed, and the
+	// transfer judged again once all have been asked what they hold
+	// (follow).
+	capped, followAll bool
+	// pointed are the peers Later answers said their chunks went to,
+	// newest last, for follow (takePointed).
+	pointed []peer.ID
 	// firstTake is when the first chunk request went (flightCap).
 	firstTake time.Time
 	intn      func(int) int // picks at random
@@ -392,11 +401,20 @@ func (s *scheduler) began(p peer.ID, now time.Time) (window int) {
 	return max(1, s.window/max(1, ps.streams))
 }
 
-// deferred notes that p answered w Later: it sent w's chunk to another
-// peer. p is not asked for it again while another peer can be (undefer).
-func (s *scheduler) deferred(p peer.ID, w *want) {
+// deferred notes that p answered w Later: it sent w's chunk to peer to.
+// p is not asked for it again while another peer can be (undefer); to is
+// followed, if the transfer does not follow it yet (follow). It says
+// whether to is new among those to follow.
+func (s *scheduler) deferred(p peer.ID, w *want, to peer.ID) (pointed bool) {
 	if w.done || w.abandoned() {
-		return
+		return false
+	}
+	if to != "" && !slices.Contains(s.pointed, to) {
+		if len(s.pointed) >= maxPointed {
+			s.pointed = slices.Delete(s.pointed, 0, 1)
+		}
+		s.pointed = append(s.pointed, to)
+		pointed = true
 	}
 	ps := s.peers.get(p)
 	if ps.later == nil {
@@ -404,6 +422,30 @@ func (s *scheduler) deferred(p peer.ID, w *want) {
 	}
 	ps.later[w] = true
 	ps.beyond = s.aheadFrom + 1
+	return pointed
+}
+
+// maxPointed bounds the peers a transfer remembers Later answers pointed
+// it to, until follow takes them.
+const maxPointed = 16
+
+// takePointed returns the peers Later answers pointed to since it was
+// last called, newest first.
+func (s *scheduler) takePointed() []peer.ID {
+	p := s.pointed
+	s.pointed = nil
+	slices.Reverse(p)
+	return p
+}
+
+// pointAgain gives back ps (newest first) that could not be followed
+// yet, behind any pointed to since.
+func (s *scheduler) pointAgain(ps []peer.ID) {
+	for _, p := range ps {
+		if len(s.pointed) < maxPointed && !slices.Contains(s.pointed, p) {
+			s.pointed = slices.Insert(s.pointed, 0, p)
+		}
+	}
 }
 
 // undefer lets p be asked again for those of ws that no other peer can
@@ -590,6 +632,12 @@ func (s *scheduler) checkProviders() {
 			s.unstream(st) // its worker gives up (ingest.go)
 			s.ready = append(s.ready, st)
 			continue
+		}
+		if s.capped {
+			// A peer not followed may hold what is missing: follow them
+			// all before giving up.
+			s.followAll = true
+			return
 		}
 		var why []string
 		for _, p := range st.it.providers {

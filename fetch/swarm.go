@@ -204,6 +204,12 @@ func bit(b []byte, i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
 // provides says whether p is a whole-path provider of it.
 func provides(it *item, p peer.ID) bool { return slices.Contains(it.providers, p) }
 
+// wholeHolder says whether p holds some path of the plan whole (a
+// provider of it, as far as the transfer knows).
+func (s *scheduler) wholeHolder(p peer.ID) bool {
+	return slices.ContainsFunc(s.plan.items, func(it *item) bool { return provides(it, p) })
+}
+
 // holders are the usable peers that said they hold the chunk at position
 // i of st's path, or provide the path whole. A peer dropped, or found to
 // lack the path, is not believed: it is told of the chunk.

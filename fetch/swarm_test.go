@@ -105,7 +105,7 @@ func TestSchedulerSwarm(t *testing.T) {
 				}
 			}
 			if tc.later {
-				s.deferred(s0, s.pending[0])
+				s.deferred(s0, s.pending[0], "")
 			}
 			if tc.moved {
 				s.peers.get(s0).beyond-- // the mark of the window one item back
@@ -437,7 +437,7 @@ func TestSchedulerLater(t *testing.T) {
 	s.meetProviders()
 	first, _ := s.take(s0, 4, time.Now())
 	for _, w := range first {
-		s.deferred(s0, w)
+		s.deferred(s0, w, "")
 	}
 	s.release(s0, first, 0)
 	if got, _ := s.take(s0, 4, time.Now()); strings.Join(chunksOf(got), " ") != "p1/4 p1/5 p1/6 p1/7" {

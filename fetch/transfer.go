@@ -122,7 +122,9 @@ type transfer struct {
 	asks  map[peer.ID]*sync.Cond
 	sched *scheduler
 	ended chan struct{} // closed once sched.err is set
-	spawn func(peer.ID) // starts one more worker for a peer the scheduler counted
+	// pointed wakes relocate to follow a peer a Later answer named.
+	pointed chan struct{}
+	spawn   func(peer.ID) // starts one more worker for a peer the scheduler counted
 }
 
 func newTransfer(fe *Fetcher, pl *plan, start time.Time) *transfer {
@@ -140,6 +142,7 @@ func (f *transfer) init(storeDir string) {
 	f.sched = newScheduler(f.pl, storeDir, f.opts.Window)
 	f.sched.streamOK = f.opts.Ingest >= 2
 	f.ended = make(chan struct{})
+	f.pointed = make(chan struct{}, 1)
 	f.hold = newHoldings()
 	for _, it := range f.pl.items[:min(len(f.pl.items), p2p.MaxHaveHashes)] {
 		f.subPaths = append(f.subPaths, it.info.Path.Hash)
@@ -509,8 +512,14 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (as
 				busy = max(busy, d)
 				return nil
 			}
-			f.lock().deferred(p, w) // sent to another peer
+			pointed := f.lock().deferred(p, w, le.To) // sent to another peer
 			f.unlockQuiet()
+			if pointed {
+				select { // follow it now, not at the next tick
+				case f.pointed <- struct{}{}:
+				default:
+				}
+			}
 			later, after = append(later, w), max(after, d)
 			return nil
 		}
@@ -582,8 +591,8 @@ func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 var relocateEvery = 500 * time.Millisecond
 
 // relocate keeps finding who holds what is still being fetched: it
-// subscribes to what every connected peer holds (partial.go), which then
-// pushes what it gains, chunk by chunk; and it asks peers that do not
+// subscribes to what the peers it follows hold (follow), which then
+// push what they gain, chunk by chunk; and it asks peers that do not
 // speak haves (and all peers, for paths beyond a subscription's cap)
 // every relocateEvery which unfinished paths they have. This is what lets
 // a room of followers serve each other instead of all pulling from the
@@ -591,9 +600,8 @@ var relocateEvery = 500 * time.Millisecond
 func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 	t := time.NewTicker(min(relocateEvery, watchEvery))
 	defer t.Stop()
-	var mu sync.Mutex
-	subs := map[peer.ID]bool{} // subscribed, or (false) does not speak haves
-	lastAsk := time.Now()      // the plan just asked
+	fw := &following{subs: map[peer.ID]*sub{}}
+	lastAsk := time.Now() // the plan just asked
 	for first := true; ; first = false {
 		if !first { // subscribe at once, poll from the next tick
 			select {
@@ -602,35 +610,12 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 			case <-f.ended:
 				return
 			case <-t.C:
+			case <-f.pointed:
 			}
 		}
 		var legacy []peer.ID
 		if f.haves != nil {
-			for _, p := range f.haves.ConnectedPeers() {
-				mu.Lock()
-				spoke, known := subs[p]
-				if !known {
-					subs[p] = true
-				}
-				mu.Unlock()
-				switch {
-				case !known && !f.dropped(p):
-					workers.Add(1)
-					go func() {
-						defer workers.Done()
-						spoke := f.subscribe(ctx, p)
-						mu.Lock()
-						if spoke {
-							delete(subs, p) // went away: subscribe again if it comes back
-						} else {
-							subs[p] = false
-						}
-						mu.Unlock()
-					}()
-				case known && !spoke:
-					legacy = append(legacy, p)
-				}
-			}
+			legacy = f.follow(ctx, workers, fw)
 		}
 		if time.Since(lastAsk) < relocateEvery {
 			continue

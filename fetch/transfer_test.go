@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -327,4 +328,237 @@ func TestRestartSaysHoldingsAgain(t *testing.T) {
 	if len(fs.gained) != 1 || fs.gained[0] != it.info.Path.Hash {
 		t.Errorf("after a restart subscribers were told of %v, want the path said whole again", fs.gained)
 	}
+}
+
+// roomSwarm is a room as a transfer's swarmPeers: every peer connected,
+// each answering a subscription with what it holds (held: whole, or a
+// bitfield per path; nothing, as a real peer, when it holds none), and
+// staying subscribed until the transfer ends.
+type roomSwarm struct {
+	fakeSwarm
+	peers []peer.ID
+	held  map[peer.ID]func(paths []nix.PathHash) *p2p.Haves
+
+	mu         sync.Mutex
+	subscribed []peer.ID
+	answered   int // subscriptions whose first answer was taken (or that had none)
+	active     map[peer.ID]bool
+}
+
+func (rs *roomSwarm) ConnectedPeers() []peer.ID { return slices.Clone(rs.peers) }
+
+func (rs *roomSwarm) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHash, got func(*p2p.Haves) error) error {
+	rs.mu.Lock()
+	rs.subscribed = append(rs.subscribed, p)
+	if rs.active == nil {
+		rs.active = map[peer.ID]bool{}
+	}
+	rs.active[p] = true
+	rs.mu.Unlock()
+	defer func() {
+		rs.mu.Lock()
+		delete(rs.active, p)
+		rs.mu.Unlock()
+	}()
+	if msg := rs.held[p](paths); msg != nil {
+		if err := got(msg); err != nil {
+			return err
+		}
+	}
+	rs.mu.Lock()
+	rs.answered++
+	rs.mu.Unlock()
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (rs *roomSwarm) following() []peer.ID {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	out := slices.Clone(rs.subscribed)
+	slices.Sort(out)
+	return out
+}
+
+// A fetch follows the peers that hold its paths whole and swarmFollow
+// others at random, not every peer of a room. When a chunk turns out to
+// have nobody followed left to serve it (here the seeder is dropped), it
+// follows every peer before it gives up, and gives up only if none of
+// them holds it.
+func TestFollow(t *testing.T) {
+	defer func(n int) { swarmFollow = n }(swarmFollow)
+	swarmFollow = 1
+	for _, tc := range []struct {
+		name    string
+		holders [][]int // the chunks each of the followers a, b, c holds
+		fails   bool
+	}{
+		{"the others hold what is missing", [][]int{{0, 1}, {2}, {3}}, false},
+		// c holds nothing, and so says nothing.
+		{"nobody holds chunk 3", [][]int{{0, 1}, {2}, nil}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(7, 8))
+			it, _, _ := nar(r, 1, 4, []peer.ID{"seed"})
+			pl := testPlan(it)
+			rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{
+				"seed": func(paths []nix.PathHash) *p2p.Haves {
+					return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, All: true}}}
+				},
+			}}
+			for i, p := range []peer.ID{"a", "b", "c"} {
+				bits := []byte{0}
+				for _, c := range tc.holders[i] {
+					bits[0] |= 1 << c
+				}
+				rs.held[p] = func([]nix.PathHash) *p2p.Haves {
+					if bits[0] == 0 {
+						return nil
+					}
+					return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bits}}}
+				}
+			}
+			f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
+				opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+				log:  slog.New(slog.DiscardHandler)}
+			f.init("/nix/store")
+			defer f.closeSpools()
+			if err := f.prepareAll(t.Context(), pl.items); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			var workers sync.WaitGroup
+			defer workers.Wait()
+			defer cancel()
+			f.spawn = func(peer.ID) {} // no workers: only whom it follows is looked at
+			fw := &following{subs: map[peer.ID]*sub{}}
+			// follow until the subscriptions it started have been answered
+			follow := func(want int) {
+				t.Helper()
+				f.follow(ctx, &workers, fw)
+				waitUntil(t, 5*time.Second, "subscriptions unanswered", func() bool {
+					rs.mu.Lock()
+					defer rs.mu.Unlock()
+					return rs.answered == want
+				})
+			}
+
+			follow(2)
+			got := rs.following()
+			if len(got) != 2 || got[1] != "seed" {
+				t.Fatalf("followed %v, want the seeder and one other", got)
+			}
+			s := f.lock()
+			capped := s.capped
+			s.dropPeer("seed", "gone for the test")
+			err, all := s.err, s.followAll
+			f.unlock()
+			if !capped || err != nil || !all {
+				t.Fatalf("capped %v; with the seeder dropped: err %v, follow all %v; want capped, no error yet, follow all", capped, err, all)
+			}
+
+			follow(4)
+			if got := rs.following(); !slices.Equal(got, []peer.ID{"a", "b", "c", "seed"}) {
+				t.Fatalf("followed %v after a chunk went missing, want every peer", got)
+			}
+			f.follow(ctx, &workers, fw) // a tick with nobody new to follow: judged again
+			s = f.lock()
+			capped, err = s.capped, s.err
+			f.unlockQuiet()
+			if capped {
+				t.Error("still capped with every peer followed")
+			}
+			if tc.fails != (err != nil) {
+				t.Fatalf("after following every peer: err %v, want failure %v", err, tc.fails)
+			}
+			if err != nil && !strings.Contains(err.Error(), "no peer left to fetch") {
+				t.Errorf("error %q does not say that no peer is left", err)
+			}
+		})
+	}
+}
+
+// A Later answer names the peer the chunk went to, and the fetch follows
+// it at once beyond swarmFollow (swarmPointed of them); a newer one takes
+// the place of the one pointed to longest ago once that one has been
+// followed pointedFor, and until then waits its turn. One not connected
+// here has a connected peer followed in its place.
+func TestFollowPointed(t *testing.T) {
+	defer func(n, m int, d time.Duration) { swarmFollow, swarmPointed, pointedFor = n, m, d }(swarmFollow, swarmPointed, pointedFor)
+	swarmFollow, swarmPointed = 1, 1
+	r := rand.New(rand.NewPCG(7, 8))
+	it, _, _ := nar(r, 1, 4, []peer.ID{"seed"})
+	pl := testPlan(it)
+	rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{
+		"seed": func([]nix.PathHash) *p2p.Haves { return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, All: true}}} },
+	}}
+	for _, p := range []peer.ID{"a", "b", "c"} {
+		rs.held[p] = func([]nix.PathHash) *p2p.Haves {
+			return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: []byte{1}}}}
+		}
+	}
+	f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
+		opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+		log:  slog.New(slog.DiscardHandler)}
+	f.init("/nix/store")
+	defer f.closeSpools()
+	if err := f.prepareAll(t.Context(), pl.items); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	defer cancel()
+	f.spawn = func(peer.ID) {}
+	fw := &following{subs: map[peer.ID]*sub{}}
+	active := func() []peer.ID {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		var out []peer.ID
+		for p := range rs.active {
+			out = append(out, p)
+		}
+		slices.Sort(out)
+		return out
+	}
+	f.follow(ctx, &workers, fw)
+	waitUntil(t, 5*time.Second, "first subscriptions", func() bool { return len(active()) == 2 })
+	var others []peer.ID // the two peers not followed
+	for _, p := range []peer.ID{"a", "b", "c"} {
+		if !slices.Contains(active(), p) {
+			others = append(others, p)
+		}
+	}
+	point := func(to peer.ID) {
+		t.Helper()
+		s := f.lock()
+		if !s.deferred("seed", s.pending[0], to) {
+			t.Fatalf("a Later naming %s, not followed, is not new", to)
+		}
+		f.unlockQuiet()
+		f.follow(ctx, &workers, fw)
+	}
+
+	point(others[0])
+	waitUntil(t, 5*time.Second, "the peer pointed to followed", func() bool {
+		return len(active()) == 3 && slices.Contains(active(), others[0])
+	})
+	pointedFor = time.Hour
+	point(others[1])
+	if got := active(); len(got) != 3 || slices.Contains(got, others[1]) {
+		t.Fatalf("following %v: a peer pointed to made way before it was followed pointedFor", got)
+	}
+	pointedFor = 0
+	f.follow(ctx, &workers, fw) // the next tick: the peer pointed to is remembered
+	waitUntil(t, 5*time.Second, "the newest pointed to followed in place of the older", func() bool {
+		got := active()
+		return len(got) == 3 && slices.Contains(got, others[1]) && !slices.Contains(got, others[0])
+	})
+	// A peer pointed to that is not connected here: another is followed
+	// in its place (others[0], the one connected peer not followed).
+	point("far")
+	waitUntil(t, 5*time.Second, "a stand-in followed for a peer not connected", func() bool {
+		got := active()
+		return len(got) == 3 && slices.Contains(got, others[0]) && !slices.Contains(got, others[1])
+	})
 }

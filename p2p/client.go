@@ -334,14 +334,15 @@ type ChunkWant struct {
 }
 
 // LaterError is the answer to a want that said Defer, from a peer that
-// sent that chunk to another peer: get it there, or ask this peer again
-// after After (as the peer said: the caller bounds how long it waits).
-// Busy says the peer is sending to as many peers as it will at once,
-// rather than that it sent this chunk to another: ask it for nothing
-// until After.
+// sent that chunk to another peer, To: get it there, or ask this peer
+// again after After (as the peer said: the caller bounds how long it
+// waits). Busy says the peer is sending to as many peers as it will at
+// once, rather than that it sent this chunk to another: ask it for
+// nothing until After.
 type LaterError struct {
 	After time.Duration
 	Busy  bool
+	To    peer.ID
 }
 
 func (e *LaterError) Error() string {
@@ -515,8 +516,16 @@ func (n *Node) FetchMore(ctx context.Context, p peer.ID, wants []ChunkWant, wind
 			if h.Err != "" || h.Length != 0 || !w.Defer || w.Range {
 				return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d says later, to a request that did not allow it or with data", i)}
 			}
+			var to peer.ID
+			var err error
+			if len(h.To) > 0 {
+				to, err = peer.IDFromBytes(h.To)
+			}
+			if h.Busy != (len(h.To) == 0) || err != nil || to == p {
+				return &BadDataError{Peer: p, Detail: fmt.Sprintf("answer %d says later without naming the peer the chunk went to, or busy naming one", i)}
+			}
 			after := time.Duration(h.Later) * time.Millisecond
-			if err := got(i, nil, &LaterError{After: after, Busy: h.Busy}); err != nil {
+			if err := got(i, nil, &LaterError{After: after, Busy: h.Busy, To: to}); err != nil {
 				return err
 			}
 			continue

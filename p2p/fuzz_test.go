@@ -304,8 +304,8 @@ func FuzzDecodeChunkRequest(f *testing.F) {
 		// out of range (fuzzContent fails the test if it is).
 		s := &server{content: fuzzContent{t: t, narSize: 5000}, node: &Node{}}
 		var buf bytes.Buffer
-		data, later, _, serr, err := s.chunkData(context.Background(), "", &slot{s: &s.node.slots}, req, &buf)
-		if later != 0 {
+		data, later, serr, err := s.chunkData(context.Background(), "", &slot{s: &s.node.slots}, req, &buf)
+		if later.after != 0 {
 			t.Fatalf("the first request for a chunk is told to come back later")
 		}
 		switch {
@@ -329,7 +329,9 @@ func FuzzDecodeChunkHeader(f *testing.F) {
 	addSeeds(f,
 		mustEnc(&ChunkHeader{Seq: 1, Length: 65536}),
 		mustEnc(&ChunkHeader{Seq: 2, Err: "path is not valid in the store"}),
-		mustEnc(&ChunkHeader{Seq: 3, Length: 1, Err: "both"}))
+		mustEnc(&ChunkHeader{Seq: 3, Length: 1, Err: "both"}),
+		mustEnc(&ChunkHeader{Seq: 4, Later: 500, To: []byte("12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo")}),
+		mustEnc(&ChunkHeader{Seq: 5, Later: 20, Busy: true}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeAs[ChunkHeader](t, b)
 	})

@@ -333,12 +333,11 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 	type answer struct {
 		seq   uint64
 		data  []byte
-		later time.Duration // for the peer: ask again after this (upload.go)
-		busy  bool          // ... because every upload slot is taken
-		zstd  bool          // the request asked for compressed answers (compress.go)
-		serr  error         // for the peer: we cannot serve this one
-		err   error         // ends the stream (io.EOF: the peer is done asking)
-		cost  int64         // of the read-ahead budget, returned once sent
+		later deferral // for the peer: ask again later (upload.go)
+		zstd  bool     // the request asked for compressed answers (compress.go)
+		serr  error    // for the peer: we cannot serve this one
+		err   error    // ends the stream (io.EOF: the peer is done asking)
+		cost  int64    // of the read-ahead budget, returned once sent
 		// isChunk: data came from Content.ReadChunk (not a range), id
 		isChunk bool
 		id      chunk.ID
@@ -402,7 +401,7 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 				}
 				var buf bytes.Buffer
 				a.seq = req.Seq
-				a.data, a.later, a.busy, a.serr, a.err = s.chunkData(ctx, from, sl, &req, &buf)
+				a.data, a.later, a.serr, a.err = s.chunkData(ctx, from, sl, &req, &buf)
 				if a.isChunk = len(req.Chunk) > 0; a.isChunk && len(req.Chunk) == len(a.id) {
 					a.id = chunk.ID(req.Chunk)
 				}
@@ -462,9 +461,9 @@ func (s *server) handleChunks(ctx context.Context, st network.Stream, r *bufio.R
 		}
 		st.SetWriteDeadline(time.Now().Add(s.write))
 		switch {
-		case a.later > 0:
-			ms := uint32(max(1, a.later.Milliseconds()))
-			if err := writeMsg(out, &ChunkHeader{Seq: a.seq, Later: ms, Busy: a.busy}); err != nil {
+		case a.later.after > 0:
+			ms := uint32(max(1, a.later.after.Milliseconds()))
+			if err := writeMsg(out, &ChunkHeader{Seq: a.seq, Later: ms, Busy: a.later.busy, To: []byte(a.later.to)}); err != nil {
 				return err
 			}
 		case a.serr != nil:
@@ -510,28 +509,28 @@ const (
 )
 
 // chunkData reads what req, from peer p on a stream holding or wanting
-// upload slot sl, asks for. later (a chunk sent to another peer; with
-// busy, every slot taken) and serr (we do not have it) are answers for
-// the peer; err is a protocol violation.
-func (s *server) chunkData(ctx context.Context, p peer.ID, sl *slot, req *ChunkRequest, buf *bytes.Buffer) (data []byte, later time.Duration, busy bool, serr, err error) {
+// upload slot sl, asks for. later (a chunk sent to another peer, or
+// every slot taken) and serr (we do not have it) are answers for the
+// peer; err is a protocol violation.
+func (s *server) chunkData(ctx context.Context, p peer.ID, sl *slot, req *ChunkRequest, buf *bytes.Buffer) (data []byte, later deferral, serr, err error) {
 	switch {
 	case len(req.Chunk) > 0 && len(req.Path) == 0:
 		if len(req.Chunk) != len(chunk.ID{}) || req.Size == 0 || req.Size > chunk.MaxSize {
-			return nil, 0, false, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
+			return nil, deferral{}, nil, fmt.Errorf("%w: bad chunk request", ErrProtocol)
 		}
 		id := chunk.ID(req.Chunk)
 		// A node that is fetching serves what it is asked, and remembers
 		// none of it (upload.go).
 		only := !s.node.fetching()
-		later, undo := s.node.serves.claim(p, id, req.Defer && only, only, time.Now(), s.node.connected)
-		if later > 0 {
-			return nil, later, false, nil, nil
+		after, to, undo := s.node.serves.claim(p, id, req.Defer && only, only, time.Now(), s.node.connected)
+		if after > 0 {
+			return nil, deferral{after: after, to: to}, nil, nil
 		}
 		// A request that may be deferred waits for a slot; one sent
 		// elsewhere (above) does not take one.
 		if req.Defer && !sl.take() {
 			undo()
-			return nil, s.node.slots.wait(s.node.stretch(busyAfter)), true, nil, nil
+			return nil, deferral{after: s.node.slots.wait(s.node.stretch(busyAfter)), busy: true}, nil, nil
 		}
 		data, serr := s.content.ReadChunk(ctx, id, req.Size)
 		if serr != nil && ctx.Err() == nil {
@@ -545,28 +544,28 @@ func (s *server) chunkData(ctx context.Context, p peer.ID, sl *slot, req *ChunkR
 			undo()
 		}
 		if serr != nil && ctx.Err() != nil {
-			return nil, 0, false, nil, ctx.Err() // shutting down, not "we lack it"
+			return nil, deferral{}, nil, ctx.Err() // shutting down, not "we lack it"
 		}
-		return data, 0, false, serr, nil
+		return data, deferral{}, serr, nil
 	case len(req.Path) > 0 && len(req.Chunk) == 0:
 		if len(req.Path) != nix.HashLen || req.Length == 0 || req.Length > MaxRangeLen || req.Defer {
-			return nil, 0, false, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
+			return nil, deferral{}, nil, fmt.Errorf("%w: bad range request", ErrProtocol)
 		}
 		pi, serr := s.content.PathInfo(nix.PathHash(req.Path))
 		if serr != nil {
-			return nil, 0, false, serr, nil
+			return nil, deferral{}, serr, nil
 		}
 		if req.Offset > pi.NarSize || uint64(req.Length) > pi.NarSize-req.Offset {
-			return nil, 0, false, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
+			return nil, deferral{}, fmt.Errorf("range %d+%d is outside the %d-byte NAR", req.Offset, req.Length, pi.NarSize), nil
 		}
 		buf.Reset()
 		buf.Grow(int(req.Length)) // one allocation, not a doubling series
 		if serr := s.content.WriteNAR(ctx, buf, pi.Path, int64(req.Offset), int64(req.Length)); serr != nil {
-			return nil, 0, false, serr, nil
+			return nil, deferral{}, serr, nil
 		}
-		return buf.Bytes(), 0, false, nil, nil
+		return buf.Bytes(), deferral{}, nil, nil
 	}
-	return nil, 0, false, nil, fmt.Errorf("%w: a chunk request names a chunk or a path range, not both or neither", ErrProtocol)
+	return nil, deferral{}, nil, fmt.Errorf("%w: a chunk request names a chunk or a path range, not both or neither", ErrProtocol)
 }
 
 // ToWire converts a PathInfo and its chunk index to their wire form.

@@ -56,6 +56,14 @@ const (
 	busyAfter   = 250 * time.Millisecond
 )
 
+// deferral is an answer Later: ask again after after, for the chunk went
+// to peer to (get it there), or every slot is taken (busy).
+type deferral struct {
+	after time.Duration
+	to    peer.ID
+	busy  bool
+}
+
 // slots are the peers being served now, and how long a peer held a slot
 // on average.
 type slots struct {
@@ -180,23 +188,23 @@ type served struct {
 }
 
 // claim decides whether p, asking for id at now, is answered with the
-// chunk (later 0) or told to ask again after later. Only a request that
-// may be deferred is, and only while the peer the chunk was sent to is
-// still connected (connected says). A chunk answered is recorded as sent
-// to p at now if record says so; call undo if it is not sent after all,
-// sent once it is.
-func (s *serves) claim(p peer.ID, id chunk.ID, mayDefer, record bool, now time.Time, connected func(peer.ID) bool) (later time.Duration, undo func()) {
+// chunk (later 0) or told to ask again after later, and to get it from
+// to, the peer it was sent to. Only a request that may be deferred is,
+// and only while that peer is still connected (connected says). A chunk
+// answered is recorded as sent to p at now if record says so; call undo
+// if it is not sent after all, sent once it is.
+func (s *serves) claim(p peer.ID, id chunk.ID, mayDefer, record bool, now time.Time, connected func(peer.ID) bool) (later time.Duration, to peer.ID, undo func()) {
 	s.mu.Lock()
 	e, ok := s.m[id]
 	window, after := s.stretch(serveWindow)+2*s.queue, s.stretch(laterAfter)+s.queue
 	s.mu.Unlock()
 	if ok && mayDefer && e.to != p {
 		if age := now.Sub(e.at); age < s.stretch(maxServeAge) && connected(e.to) {
-			return min(max(window-age, after), s.stretch(maxLater)), nil
+			return min(max(window-age, after), s.stretch(maxLater)), e.to, nil
 		}
 	}
 	if !record {
-		return 0, func() {}
+		return 0, "", func() {}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -212,11 +220,11 @@ func (s *serves) claim(p peer.ID, id chunk.ID, mayDefer, record bool, now time.T
 	}
 	prev, had := s.m[id]
 	if len(s.m) >= maxServes && !had {
-		return 0, func() {}
+		return 0, "", func() {}
 	}
 	rec := served{to: p, at: now}
 	s.m[id] = rec
-	return 0, func() { s.undo(id, rec, prev, had) }
+	return 0, "", func() { s.undo(id, rec, prev, had) }
 }
 
 // stretch scales d by Config.TimeScale.

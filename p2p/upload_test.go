@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -40,12 +41,16 @@ func TestServesClaim(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s serves
-			if later, _ := s.claim(a, x, true, true, t0, up); later != 0 {
+			if later, _, _ := s.claim(a, x, true, true, t0, up); later != 0 {
 				t.Fatalf("the first asker is deferred by %v", later)
 			}
-			later, _ := s.claim(tc.asker, x, tc.mayDefer, true, t0.Add(tc.at), tc.connected)
+			later, to, _ := s.claim(tc.asker, x, tc.mayDefer, true, t0.Add(tc.at), tc.connected)
 			if later != tc.later {
 				t.Errorf("later = %v, want %v", later, tc.later)
+			}
+			// A deferred asker is told where the chunk went.
+			if wantTo := peer.ID(""); later != 0 && to != a || later == 0 && to != wantTo {
+				t.Errorf("to = %q with later %v, want %q only when deferred", to, later, a)
 			}
 		})
 	}
@@ -53,15 +58,15 @@ func TestServesClaim(t *testing.T) {
 	t.Run("a node that is fetching remembers nothing", func(t *testing.T) {
 		var s serves
 		s.claim(a, x, true, false, t0, up)
-		if later, _ := s.claim(b, x, true, true, t0, up); later != 0 {
+		if later, _, _ := s.claim(b, x, true, true, t0, up); later != 0 {
 			t.Errorf("deferred by a chunk sent while fetching: %v", later)
 		}
 	})
 	t.Run("an unsent claim is undone", func(t *testing.T) {
 		var s serves
-		_, undo := s.claim(a, x, true, true, t0, up)
+		_, _, undo := s.claim(a, x, true, true, t0, up)
 		undo()
-		if later, _ := s.claim(b, x, true, true, t0, up); later != 0 {
+		if later, _, _ := s.claim(b, x, true, true, t0, up); later != 0 {
 			t.Errorf("deferred by a chunk never sent: %v", later)
 		}
 	})
@@ -72,17 +77,17 @@ func TestServesClaim(t *testing.T) {
 		// ... which also says answers wait here: the window grows by
 		// twice their average wait (5 s / 8 after one).
 		want := serveWindow + 2*(5*time.Second/8) - time.Second
-		if later, _ := s.claim(b, x, true, true, t0.Add(6*time.Second), up); later != want {
+		if later, _, _ := s.claim(b, x, true, true, t0.Add(6*time.Second), up); later != want {
 			t.Errorf("later = %v, want %v", later, want)
 		}
 	})
 	t.Run("stretched by the time scale", func(t *testing.T) {
 		s := serves{scale: 10}
 		s.claim(a, x, true, true, t0, up)
-		if later, _ := s.claim(b, x, true, true, t0.Add(time.Second), up); later != 10*serveWindow-time.Second {
+		if later, _, _ := s.claim(b, x, true, true, t0.Add(time.Second), up); later != 10*serveWindow-time.Second {
 			t.Errorf("later = %v, want %v", later, 10*serveWindow-time.Second)
 		}
-		if later, _ := s.claim(b, x, true, true, t0.Add(2*maxServeAge), up); later != 10*laterAfter {
+		if later, _, _ := s.claim(b, x, true, true, t0.Add(2*maxServeAge), up); later != 10*laterAfter {
 			t.Errorf("later = %v, want %v: what it sent is remembered 10 × as long", later, 10*laterAfter)
 		}
 	})
@@ -133,8 +138,8 @@ func TestChunkLater(t *testing.T) {
 		t.Fatalf("the first follower: %v", err)
 	}
 	var later *LaterError
-	if err := fetch(c, want); !errors.As(err, &later) || later.After <= 0 || later.After > serveWindow {
-		t.Fatalf("the second follower asking at once: %v, want to be told to come back within %v", err, serveWindow)
+	if err := fetch(c, want); !errors.As(err, &later) || later.After <= 0 || later.After > serveWindow || later.To != b.ID() {
+		t.Fatalf("the second follower asking at once: %v, want to be told to get it from %s or come back within %v", err, b.ID(), serveWindow)
 	}
 	noDefer := want
 	noDefer.Defer = false
@@ -149,17 +154,28 @@ func TestChunkLater(t *testing.T) {
 }
 
 // TestLaterRefused: a Later answer to a request that did not allow it,
-// or with data, is bad data.
+// with data, or not naming the peer the chunk went to, is bad data.
 func TestLaterRefused(t *testing.T) {
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		want ChunkWant
 		hdr  ChunkHeader
 	}{
-		{"to a request that did not allow it", ChunkWant{Size: 1}, ChunkHeader{Later: 100}},
-		{"with data", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Length: 1}},
-		{"with an error", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Err: "no"}},
+		{"to a request that did not allow it", ChunkWant{Size: 1}, ChunkHeader{Later: 100, To: []byte(other)}},
+		{"with data", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Length: 1, To: []byte(other)}},
+		{"with an error", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Err: "no", To: []byte(other)}},
 		{"busy without a time", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Busy: true}},
+		{"naming nobody", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100}},
+		{"naming no peer ID", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, To: []byte("not a peer ID")}},
+		{"busy naming a peer", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Busy: true, To: []byte(other)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, _ := connectedPair(t)

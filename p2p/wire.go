@@ -24,11 +24,12 @@ import (
 // chunks 2.0.0 let a request say it may be deferred (Defer) and a server
 // answer Later (upload.go); 3.0.0 compresses a whole stream of answers
 // when its first request asks (compress.go), where 2.0.0 compressed each
-// chunk on its own. Neither older version is served nor asked.
+// chunk on its own; 4.0.0 names, in a Later answer, the peer the chunk
+// went to (ChunkHeader.To). No older version is served nor asked.
 const (
 	ProtoHave   protocol.ID = "/trove/have/1.0.0"
 	ProtoInfo   protocol.ID = "/trove/info/2.0.0"
-	ProtoChunks protocol.ID = "/trove/chunks/3.0.0"
+	ProtoChunks protocol.ID = "/trove/chunks/4.0.0"
 	// ProtoHaves carries subscriptions to what a peer holds, chunk by
 	// chunk, of the paths of a sync (haves.go).
 	ProtoHaves protocol.ID = "/trove/haves/1.0.0"
@@ -121,16 +122,17 @@ type ChunkRequest struct {
 
 // ChunkHeader precedes Length raw bytes of data in a chunks stream. Err
 // set means the server cannot serve this request; Later set (to a request
-// that said Defer) means it sent this chunk to another peer and asks the
-// asker to get it there, or here again after Later milliseconds; Later
-// and Busy, that it is sending to as many peers as it will at once. No
-// data follows any of these.
+// that said Defer) means it sent this chunk to another peer, To, and
+// asks the asker to get it there, or here again after Later
+// milliseconds; Later and Busy, that it is sending to as many peers as
+// it will at once. No data follows any of these.
 type ChunkHeader struct {
 	Seq    uint64 `cbor:"1,keyasint"`
 	Length uint32 `cbor:"2,keyasint,omitempty"`
 	Err    string `cbor:"3,keyasint,omitempty"`
 	Later  uint32 `cbor:"4,keyasint,omitempty"`
 	Busy   bool   `cbor:"5,keyasint,omitempty"`
+	To     []byte `cbor:"6,keyasint,omitempty"`
 }
 
 // msgLimits bounds what decoding one message of wire bytes builds: items
