@@ -243,8 +243,10 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 	started := map[peer.ID]*sub{}
 	s := f.lock()
 	fw.mu.Lock()
-	// A peer followed that now holds every path it has whole is a seeder:
-	// its place goes to another.
+	// A peer followed that now holds a path of the plan whole (it
+	// committed one before this transfer did) counts as a seeder, and
+	// its place goes to another: a follower behind its room comes to
+	// follow more of it as the room commits paths.
 	counted := func(pointed bool) (n int, oldest peer.ID) {
 		for p, sb := range fw.subs {
 			if sb.legacy || !sb.partial || sb.pointed != pointed || s.peers.dropped(p) || s.wholeHolder(p) {
