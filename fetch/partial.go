@@ -239,9 +239,14 @@ type sub struct {
 func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *following) (legacy []peer.ID) {
 	conn := f.haves.ConnectedPeers()
 	rand.Shuffle(len(conn), func(i, j int) { conn[i], conn[j] = conn[j], conn[i] })
+	isConn := make(map[peer.ID]bool, len(conn))
+	for _, p := range conn {
+		isConn[p] = true
+	}
 	now := time.Now()
 	started := map[peer.ID]*sub{}
 	s := f.lock()
+	whole := s.wholeHolders()
 	fw.mu.Lock()
 	// A peer followed that now holds a path of the plan whole (it
 	// committed one before this transfer did) counts as a seeder, and
@@ -249,7 +254,7 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 	// follow more of it as the room commits paths.
 	counted := func(pointed bool) (n int, oldest peer.ID) {
 		for p, sb := range fw.subs {
-			if sb.legacy || !sb.partial || sb.pointed != pointed || s.peers.dropped(p) || s.wholeHolder(p) {
+			if sb.legacy || !sb.partial || sb.pointed != pointed || s.peers.dropped(p) || whole[p] {
 				continue
 			}
 			if n++; oldest == "" || sb.since.Before(fw.subs[oldest].since) {
@@ -258,46 +263,39 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 		}
 		return n, oldest
 	}
+	free := func(p peer.ID) bool {
+		_, known := fw.subs[p]
+		return !known && !s.peers.dropped(p) && !whole[p]
+	}
 	start := func(p peer.ID, partial, pointed bool) {
 		sb := &sub{partial: partial, pointed: pointed, since: now}
 		fw.subs[p] = sb
 		started[p] = sb
 	}
-	isConn := make(map[peer.ID]bool, len(conn))
-	for _, p := range conn {
-		isConn[p] = true
-	}
-	// A peer pointed to that is not connected here (a large room is not
-	// a complete graph) still says that the chunk is spreading elsewhere:
-	// another connected peer, at random, is followed in its place, so
+	// The peers pointed to, newest first. One not connected here (a large
+	// room is not a complete graph) still says that the chunk spreads
+	// elsewhere: a connected peer at random is followed in its place, so
 	// that the asker sees more of the room.
-	free := func(p peer.ID) bool {
-		_, known := fw.subs[p]
-		return !known && !s.peers.dropped(p) && !s.wholeHolder(p)
-	}
+	pointed := s.pointed
+	s.pointed = nil
 	instead := 0 // conn before it has been looked at for a stand-in
 	n, oldest := counted(true)
-	pointed := s.takePointed()
-	for i, p := range pointed {
-		if !isConn[p] {
-			for p = ""; p == "" && instead < len(conn); instead++ {
-				if free(conn[instead]) {
-					p = conn[instead]
-				}
+	for i := len(pointed) - 1; i >= 0; i-- {
+		p := pointed[i]
+		for ; !isConn[p] && instead < len(conn); instead++ {
+			if free(conn[instead]) {
+				p = conn[instead]
 			}
 		}
-		if p == "" || !free(p) {
+		if !isConn[p] || !free(p) {
 			continue
 		}
 		if n >= swarmPointed {
-			if oldest == "" || now.Sub(fw.subs[oldest].since) < pointedFor {
-				// Followed at the next tick, unless newer ones come first.
-				s.pointAgain(pointed[i:])
+			if oldest == "" || started[oldest] != nil || now.Sub(fw.subs[oldest].since) < pointedFor {
+				s.pointed = pointed[:i+1] // followed at the next tick
 				break
 			}
-			if c := fw.subs[oldest].cancel; c != nil {
-				c()
-			}
+			fw.subs[oldest].cancel()
 			delete(fw.subs, oldest)
 			n--
 		}
@@ -309,16 +307,15 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 	skipped := false
 	for _, p := range conn {
 		sb, known := fw.subs[p]
-		whole := s.wholeHolder(p)
 		switch {
 		case known && sb.legacy:
 			legacy = append(legacy, p)
 		case known, s.peers.dropped(p):
-		case !whole && !s.followAll && n >= swarmFollow:
+		case !whole[p] && !s.followAll && n >= swarmFollow:
 			skipped = true
 		default:
-			start(p, !whole, false)
-			if !whole {
+			start(p, !whole[p], false)
+			if !whole[p] {
 				n++
 			}
 		}

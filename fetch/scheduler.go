@@ -81,7 +81,7 @@ type scheduler struct {
 	// (follow).
 	capped, followAll bool
 	// pointed are the peers Later answers said their chunks went to,
-	// newest last, for follow (takePointed).
+	// newest last, for follow to take.
 	pointed []peer.ID
 	// firstTake is when the first chunk request went (flightCap).
 	firstTake time.Time
@@ -428,25 +428,6 @@ func (s *scheduler) deferred(p peer.ID, w *want, to peer.ID) (pointed bool) {
 // maxPointed bounds the peers a transfer remembers Later answers pointed
 // it to, until follow takes them.
 const maxPointed = 16
-
-// takePointed returns the peers Later answers pointed to since it was
-// last called, newest first.
-func (s *scheduler) takePointed() []peer.ID {
-	p := s.pointed
-	s.pointed = nil
-	slices.Reverse(p)
-	return p
-}
-
-// pointAgain gives back ps (newest first) that could not be followed
-// yet, behind any pointed to since.
-func (s *scheduler) pointAgain(ps []peer.ID) {
-	for _, p := range ps {
-		if len(s.pointed) < maxPointed && !slices.Contains(s.pointed, p) {
-			s.pointed = slices.Insert(s.pointed, 0, p)
-		}
-	}
-}
 
 // undefer lets p be asked again for those of ws that no other peer can
 // be asked for now, this time insisting (mayDefer says no), and returns

@@ -204,10 +204,16 @@ func bit(b []byte, i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
 // provides says whether p is a whole-path provider of it.
 func provides(it *item, p peer.ID) bool { return slices.Contains(it.providers, p) }
 
-// wholeHolder says whether p holds some path of the plan whole (a
-// provider of it, as far as the transfer knows).
-func (s *scheduler) wholeHolder(p peer.ID) bool {
-	return slices.ContainsFunc(s.plan.items, func(it *item) bool { return provides(it, p) })
+// wholeHolders are the peers that hold some path of the plan whole
+// (providers of it, as far as the transfer knows).
+func (s *scheduler) wholeHolders() map[peer.ID]bool {
+	m := map[peer.ID]bool{}
+	for _, it := range s.plan.items {
+		for _, p := range it.providers {
+			m[p] = true
+		}
+	}
+	return m
 }
 
 // holders are the usable peers that said they hold the chunk at position

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -341,8 +342,8 @@ type roomSwarm struct {
 
 	mu         sync.Mutex
 	subscribed []peer.ID
-	answered   int // subscriptions whose first answer was taken (or that had none)
-	active     map[peer.ID]bool
+	answered   int              // subscriptions whose first answer was taken (or that had none)
+	open       map[peer.ID]bool // subscriptions not ended
 }
 
 func (rs *roomSwarm) ConnectedPeers() []peer.ID { return slices.Clone(rs.peers) }
@@ -350,14 +351,14 @@ func (rs *roomSwarm) ConnectedPeers() []peer.ID { return slices.Clone(rs.peers) 
 func (rs *roomSwarm) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.PathHash, got func(*p2p.Haves) error) error {
 	rs.mu.Lock()
 	rs.subscribed = append(rs.subscribed, p)
-	if rs.active == nil {
-		rs.active = map[peer.ID]bool{}
+	if rs.open == nil {
+		rs.open = map[peer.ID]bool{}
 	}
-	rs.active[p] = true
+	rs.open[p] = true
 	rs.mu.Unlock()
 	defer func() {
 		rs.mu.Lock()
-		delete(rs.active, p)
+		delete(rs.open, p)
 		rs.mu.Unlock()
 	}()
 	if msg := rs.held[p](paths); msg != nil {
@@ -372,12 +373,49 @@ func (rs *roomSwarm) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.
 	return ctx.Err()
 }
 
+// following are the peers ever subscribed to; active, those subscribed
+// to now.
 func (rs *roomSwarm) following() []peer.ID {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	out := slices.Clone(rs.subscribed)
 	slices.Sort(out)
 	return out
+}
+
+func (rs *roomSwarm) active() []peer.ID {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	out := slices.Collect(maps.Keys(rs.open))
+	slices.Sort(out)
+	return out
+}
+
+// roomTransfer is a transfer of one path of four chunks, held whole by
+// "seed", among rs's peers; it starts no workers (only whom it follows is
+// looked at) and ends with the test.
+func roomTransfer(t *testing.T, rs *roomSwarm) (f *transfer, fw *following, follow func()) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(7, 8))
+	it, _, _ := nar(r, 1, 4, []peer.ID{"seed"})
+	pl := testPlan(it)
+	rs.held["seed"] = func([]nix.PathHash) *p2p.Haves { return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, All: true}}} }
+	f = &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
+		opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+		log:  slog.New(slog.DiscardHandler)}
+	f.init("/nix/store")
+	t.Cleanup(f.closeSpools)
+	if err := f.prepareAll(t.Context(), pl.items); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var workers sync.WaitGroup
+	t.Cleanup(workers.Wait)
+	t.Cleanup(cancel)
+	t.Cleanup(func() { f.fail(errors.New("test over")) }) // ends timers (undeferAfter)
+	f.spawn = func(peer.ID) {}
+	fw = &following{subs: map[peer.ID]*sub{}}
+	return f, fw, func() { f.follow(ctx, &workers, fw) }
 }
 
 // A fetch follows the peers that hold its paths whole and swarmFollow
@@ -398,14 +436,7 @@ func TestFollow(t *testing.T) {
 		{"nobody holds chunk 3", [][]int{{0, 1}, {2}, nil}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := rand.New(rand.NewPCG(7, 8))
-			it, _, _ := nar(r, 1, 4, []peer.ID{"seed"})
-			pl := testPlan(it)
-			rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{
-				"seed": func(paths []nix.PathHash) *p2p.Haves {
-					return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, All: true}}}
-				},
-			}}
+			rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{}}
 			for i, p := range []peer.ID{"a", "b", "c"} {
 				bits := []byte{0}
 				for _, c := range tc.holders[i] {
@@ -418,24 +449,11 @@ func TestFollow(t *testing.T) {
 					return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bits}}}
 				}
 			}
-			f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
-				opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
-				log:  slog.New(slog.DiscardHandler)}
-			f.init("/nix/store")
-			defer f.closeSpools()
-			if err := f.prepareAll(t.Context(), pl.items); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(t.Context())
-			var workers sync.WaitGroup
-			defer workers.Wait()
-			defer cancel()
-			f.spawn = func(peer.ID) {} // no workers: only whom it follows is looked at
-			fw := &following{subs: map[peer.ID]*sub{}}
+			f, _, tick := roomTransfer(t, rs)
 			// follow until the subscriptions it started have been answered
 			follow := func(want int) {
 				t.Helper()
-				f.follow(ctx, &workers, fw)
+				tick()
 				waitUntil(t, 5*time.Second, "subscriptions unanswered", func() bool {
 					rs.mu.Lock()
 					defer rs.mu.Unlock()
@@ -461,7 +479,7 @@ func TestFollow(t *testing.T) {
 			if got := rs.following(); !slices.Equal(got, []peer.ID{"a", "b", "c", "seed"}) {
 				t.Fatalf("followed %v after a chunk went missing, want every peer", got)
 			}
-			f.follow(ctx, &workers, fw) // a tick with nobody new to follow: judged again
+			tick() // a tick with nobody new to follow: judged again
 			s = f.lock()
 			capped, err = s.capped, s.err
 			f.unlockQuiet()
@@ -486,42 +504,15 @@ func TestFollow(t *testing.T) {
 func TestFollowPointed(t *testing.T) {
 	defer func(n, m int, d time.Duration) { swarmFollow, swarmPointed, pointedFor = n, m, d }(swarmFollow, swarmPointed, pointedFor)
 	swarmFollow, swarmPointed = 1, 1
-	r := rand.New(rand.NewPCG(7, 8))
-	it, _, _ := nar(r, 1, 4, []peer.ID{"seed"})
-	pl := testPlan(it)
-	rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{
-		"seed": func([]nix.PathHash) *p2p.Haves { return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, All: true}}} },
-	}}
+	rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{}}
 	for _, p := range []peer.ID{"a", "b", "c"} {
 		rs.held[p] = func([]nix.PathHash) *p2p.Haves {
 			return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: []byte{1}}}}
 		}
 	}
-	f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
-		opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
-		log:  slog.New(slog.DiscardHandler)}
-	f.init("/nix/store")
-	defer f.closeSpools()
-	if err := f.prepareAll(t.Context(), pl.items); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var workers sync.WaitGroup
-	defer workers.Wait()
-	defer cancel()
-	f.spawn = func(peer.ID) {}
-	fw := &following{subs: map[peer.ID]*sub{}}
-	active := func() []peer.ID {
-		rs.mu.Lock()
-		defer rs.mu.Unlock()
-		var out []peer.ID
-		for p := range rs.active {
-			out = append(out, p)
-		}
-		slices.Sort(out)
-		return out
-	}
-	f.follow(ctx, &workers, fw)
+	f, _, tick := roomTransfer(t, rs)
+	active := rs.active
+	tick()
 	waitUntil(t, 5*time.Second, "first subscriptions", func() bool { return len(active()) == 2 })
 	var others []peer.ID // the two peers not followed
 	for _, p := range []peer.ID{"a", "b", "c"} {
@@ -529,14 +520,29 @@ func TestFollowPointed(t *testing.T) {
 			others = append(others, p)
 		}
 	}
-	point := func(to peer.ID) {
+	// The seeder answers Later for the first chunk, naming to; relocate
+	// is woken to follow it (here: the tick it would run).
+	var to peer.ID
+	f.net = &fakePeers{serve: map[peer.ID]func(context.Context, []p2p.ChunkWant, func(int, []byte, error) error) error{
+		"seed": func(_ context.Context, _ []p2p.ChunkWant, got func(int, []byte, error) error) error {
+			return got(0, nil, &p2p.LaterError{After: time.Hour, To: to})
+		},
+	}}
+	point := func(p peer.ID) {
 		t.Helper()
+		to = p
 		s := f.lock()
-		if !s.deferred("seed", s.pending[0], to) {
-			t.Fatalf("a Later naming %s, not followed, is not new", to)
-		}
+		w := s.pending[0]
 		f.unlockQuiet()
-		f.follow(ctx, &workers, fw)
+		if _, _, _, err := f.fetchBatch(t.Context(), "seed", []*want{w}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-f.pointed:
+		default:
+			t.Fatalf("a Later naming %s, not followed, did not wake relocate", string(p))
+		}
+		tick()
 	}
 
 	point(others[0])
@@ -549,7 +555,7 @@ func TestFollowPointed(t *testing.T) {
 		t.Fatalf("following %v: a peer pointed to made way before it was followed pointedFor", got)
 	}
 	pointedFor = 0
-	f.follow(ctx, &workers, fw) // the next tick: the peer pointed to is remembered
+	tick() // the next tick: the peer pointed to is remembered
 	waitUntil(t, 5*time.Second, "the newest pointed to followed in place of the older", func() bool {
 		got := active()
 		return len(got) == 3 && slices.Contains(got, others[1]) && !slices.Contains(got, others[0])
@@ -561,4 +567,30 @@ func TestFollowPointed(t *testing.T) {
 		got := active()
 		return len(got) == 3 && slices.Contains(got, others[0]) && !slices.Contains(got, others[1])
 	})
+}
+
+// A peer followed that comes to hold a path of the plan whole counts as
+// a seeder, and its place under swarmFollow goes to another.
+func TestFollowSeederMakesRoom(t *testing.T) {
+	defer func(n int) { swarmFollow = n }(swarmFollow)
+	swarmFollow = 1
+	rs := &roomSwarm{peers: []peer.ID{"a", "b", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{}}
+	for _, p := range []peer.ID{"a", "b"} {
+		rs.held[p] = func([]nix.PathHash) *p2p.Haves {
+			return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: []byte{1}}}}
+		}
+	}
+	f, _, tick := roomTransfer(t, rs)
+	tick()
+	waitUntil(t, 5*time.Second, "first subscriptions", func() bool { return len(rs.active()) == 2 })
+	tick()
+	if got := rs.active(); len(got) != 2 {
+		t.Fatalf("following %v, want the seeder and one other", got)
+	}
+	first := slices.DeleteFunc(rs.active(), func(p peer.ID) bool { return p == "seed" })[0]
+	s := f.lock()
+	s.addProviders(f.pl.items[0], []peer.ID{first}) // it committed the path
+	f.unlockQuiet()
+	tick()
+	waitUntil(t, 5*time.Second, "the other follower followed", func() bool { return len(rs.active()) == 3 })
 }
