@@ -138,11 +138,9 @@ func (n *Node) watchSilence(ctx context.Context, p peer.ID, c network.Conn, in *
 		if time.Since(time.Unix(0, in.last.Load())) < silentSwitch {
 			return true
 		}
-		if n.closeSilent(p, c, c.Stat().Opened) {
-			closed.Store(true)
-			return false
-		}
-		return true
+		// closed is set before c is closed: the read that the close
+		// ends must find it set.
+		return !n.closeSilent(p, c, c.Stat().Opened, func() { closed.Store(true) })
 	})
 	return closed.Load
 }
@@ -165,10 +163,14 @@ func every(ctx context.Context, d time.Duration, f func() (more bool)) {
 
 // closeSilent closes c, on which a stream to p went silent, if another
 // connection to p opened after since is open, and says whether it did.
-func (n *Node) closeSilent(p peer.ID, c network.Conn, since time.Time) bool {
+// If it closes c, it calls closing (if not nil) first.
+func (n *Node) closeSilent(p peer.ID, c network.Conn, since time.Time, closing func()) bool {
 	for _, o := range n.host.Network().ConnsToPeer(p) {
 		if o != c && o.Stat().Opened.After(since) {
 			n.log.Info("closing a connection that went silent; another is open", "peer", p, "addr", c.RemoteMultiaddr())
+			if closing != nil {
+				closing()
+			}
 			c.Close()
 			return true
 		}
@@ -403,7 +405,7 @@ func (n *Node) FetchMore(ctx context.Context, p peer.ID, wants []ChunkWant, wind
 		case err == nil:
 		case silenced():
 			err = &SilentConnError{Peer: p, Err: err}
-		case errors.Is(context.Cause(ctx), ErrStalled) && n.closeSilent(p, st.Conn(), time.Time{}):
+		case errors.Is(context.Cause(ctx), ErrStalled) && n.closeSilent(p, st.Conn(), time.Time{}, nil):
 			err = &SilentConnError{Peer: p, Err: err}
 		}
 	}()
