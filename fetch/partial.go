@@ -225,8 +225,7 @@ type following struct {
 // sub is one peer followed.
 type sub struct {
 	legacy  bool // its subscription ended without a word: it does not speak haves
-	partial bool // it held no whole path when followed: counted against a cap
-	pointed bool // ... swarmPointed's, not swarmFollow's
+	pointed bool // counted against swarmPointed, not swarmFollow (while it holds no whole path)
 	since   time.Time
 	cancel  context.CancelFunc
 }
@@ -254,7 +253,7 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 	// follow more of it as the room commits paths.
 	counted := func(pointed bool) (n int, oldest peer.ID) {
 		for p, sb := range fw.subs {
-			if sb.legacy || !sb.partial || sb.pointed != pointed || s.peers.dropped(p) || whole[p] {
+			if sb.legacy || sb.pointed != pointed || s.peers.dropped(p) || whole[p] {
 				continue
 			}
 			if n++; oldest == "" || sb.since.Before(fw.subs[oldest].since) {
@@ -267,8 +266,8 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 		_, known := fw.subs[p]
 		return !known && !s.peers.dropped(p) && !whole[p]
 	}
-	start := func(p peer.ID, partial, pointed bool) {
-		sb := &sub{partial: partial, pointed: pointed, since: now}
+	start := func(p peer.ID, pointed bool) {
+		sb := &sub{pointed: pointed, since: now}
 		fw.subs[p] = sb
 		started[p] = sb
 	}
@@ -299,7 +298,7 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 			delete(fw.subs, oldest)
 			n--
 		}
-		start(p, true, true)
+		start(p, true)
 		n++
 		_, oldest = counted(true)
 	}
@@ -314,7 +313,7 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 		case !whole[p] && !s.followAll && n >= swarmFollow:
 			skipped = true
 		default:
-			start(p, !whole[p], false)
+			start(p, false)
 			if !whole[p] {
 				n++
 			}

@@ -418,6 +418,18 @@ func roomTransfer(t *testing.T, rs *roomSwarm) (f *transfer, fw *following, foll
 	return f, fw, func() { f.follow(ctx, &workers, fw) }
 }
 
+// followersOfChunk0 is a room of "seed" (roomTransfer's seeder) and
+// followers that each hold the first chunk of its path.
+func followersOfChunk0(followers ...peer.ID) *roomSwarm {
+	rs := &roomSwarm{peers: append(slices.Clone(followers), "seed"), held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{}}
+	for _, p := range followers {
+		rs.held[p] = func([]nix.PathHash) *p2p.Haves {
+			return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: []byte{1}}}}
+		}
+	}
+	return rs
+}
+
 // A fetch follows the peers that hold its paths whole and swarmFollow
 // others at random, not every peer of a room. When a chunk turns out to
 // have nobody followed left to serve it (here the seeder is dropped), it
@@ -504,12 +516,7 @@ func TestFollow(t *testing.T) {
 func TestFollowPointed(t *testing.T) {
 	defer func(n, m int, d time.Duration) { swarmFollow, swarmPointed, pointedFor = n, m, d }(swarmFollow, swarmPointed, pointedFor)
 	swarmFollow, swarmPointed = 1, 1
-	rs := &roomSwarm{peers: []peer.ID{"a", "b", "c", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{}}
-	for _, p := range []peer.ID{"a", "b", "c"} {
-		rs.held[p] = func([]nix.PathHash) *p2p.Haves {
-			return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: []byte{1}}}}
-		}
-	}
+	rs := followersOfChunk0("a", "b", "c")
 	f, _, tick := roomTransfer(t, rs)
 	active := rs.active
 	tick()
@@ -574,12 +581,7 @@ func TestFollowPointed(t *testing.T) {
 func TestFollowSeederMakesRoom(t *testing.T) {
 	defer func(n int) { swarmFollow = n }(swarmFollow)
 	swarmFollow = 1
-	rs := &roomSwarm{peers: []peer.ID{"a", "b", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{}}
-	for _, p := range []peer.ID{"a", "b"} {
-		rs.held[p] = func([]nix.PathHash) *p2p.Haves {
-			return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: []byte{1}}}}
-		}
-	}
+	rs := followersOfChunk0("a", "b")
 	f, _, tick := roomTransfer(t, rs)
 	tick()
 	waitUntil(t, 5*time.Second, "first subscriptions", func() bool { return len(rs.active()) == 2 })

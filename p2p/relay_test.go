@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,6 +170,49 @@ func TestSilentConnSwitched(t *testing.T) {
 	}
 	if k := b.ConnKind(a.ID()); !Direct(k) {
 		t.Fatalf("after the switch b reaches a %q", k)
+	}
+}
+
+// olderConn is a connection opened before every real one; Close only
+// reports, through closing, what the watcher's silenced said then.
+type olderConn struct {
+	network.Conn
+	closing func()
+}
+
+func (c *olderConn) Stat() network.ConnStats { return network.ConnStats{} }
+func (c *olderConn) Close() error            { c.closing(); return nil }
+
+// TestSilencedBeforeClose: a watcher that closes a silent connection
+// says so (silenced) before it closes it, so that the Fetch whose read
+// the close ends reports a SilentConnError and is asked again on the
+// newer connection, rather than blaming the peer. (It once said so only
+// after: TestSilentConnSwitched failed in about one run in six.)
+func TestSilencedBeforeClose(t *testing.T) {
+	silentSwitch = 40 * time.Millisecond
+	t.Cleanup(func() { silentSwitch = 3 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, b, _ := connectedPair(t)
+	if err := b.host.Connect(ctx, a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	var silenced atomic.Value // func() bool
+	atClose := make(chan bool, 1)
+	c := &olderConn{Conn: b.host.Network().ConnsToPeer(a.ID())[0], closing: func() {
+		for silenced.Load() == nil { // watchSilence has not returned yet
+			time.Sleep(time.Millisecond)
+		}
+		atClose <- silenced.Load().(func() bool)()
+	}}
+	silenced.Store(b.watchSilence(ctx, a.ID(), c, &progressReader{})) // silent since 1970
+	select {
+	case said := <-atClose:
+		if !said {
+			t.Fatal("the silent connection was closed before the watcher said it closed it")
+		}
+	case <-ctx.Done():
+		t.Fatal("the silent connection was not closed though a newer one is open")
 	}
 }
 

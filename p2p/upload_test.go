@@ -154,7 +154,8 @@ func TestChunkLater(t *testing.T) {
 }
 
 // TestLaterRefused: a Later answer to a request that did not allow it,
-// with data, or not naming the peer the chunk went to, is bad data.
+// with data, or not naming the peer the chunk went to (or naming the
+// answering peer itself), is bad data.
 func TestLaterRefused(t *testing.T) {
 	key, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
@@ -167,7 +168,7 @@ func TestLaterRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		want ChunkWant
-		hdr  ChunkHeader
+		hdr  ChunkHeader // To "self" names the answering peer
 	}{
 		{"to a request that did not allow it", ChunkWant{Size: 1}, ChunkHeader{Later: 100, To: []byte(other)}},
 		{"with data", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Length: 1, To: []byte(other)}},
@@ -176,9 +177,13 @@ func TestLaterRefused(t *testing.T) {
 		{"naming nobody", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100}},
 		{"naming no peer ID", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, To: []byte("not a peer ID")}},
 		{"busy naming a peer", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, Busy: true, To: []byte(other)}},
+		{"naming itself", ChunkWant{Size: 1, Defer: true}, ChunkHeader{Later: 100, To: []byte("self")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, _ := connectedPair(t)
+			if string(tc.hdr.To) == "self" {
+				tc.hdr.To = []byte(a.ID())
+			}
 			answerChunk(a, tc.hdr, make([]byte, tc.hdr.Length))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
