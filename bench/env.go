@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ type Env struct {
 	// size when set (Options).
 	SimRooms      []int
 	SimClosureMiB int
+	FanoutMbit    int // the fanout's links, when not 100 Mbit/s (Options)
 
 	nixKey, nixPub string
 	fixtures       map[string]*Fixture
@@ -281,4 +283,18 @@ func human(n int64) string {
 		f /= 1024
 	}
 	return ""
+}
+
+// fanoutRate is the fanout's links in bits per second: 100 Mbit/s unless
+// chosen (Options.FanoutMbit).
+func (e *Env) fanoutRate() int64 {
+	if e.FanoutMbit > 0 {
+		return int64(e.FanoutMbit) * 1_000_000
+	}
+	return mbit100
+}
+
+// mbits names a link rate of bits per second, as "100 Mbit/s".
+func mbits(rate int64) string {
+	return strconv.FormatFloat(float64(rate)/1e6, 'f', -1, 64) + " Mbit/s"
 }

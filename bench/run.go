@@ -57,13 +57,22 @@ type Options struct {
 	// how a room fares with more chunks.
 	SimRooms      []int
 	SimClosureMiB int
+	// FanoutMbit, when set, replaces the fanout's links of 100 Mbit/s: a
+	// machine whose cores cannot carry its room's 17 agents at 100 Mbit/s
+	// (each has a core of its own in a real room) measures the swarm's
+	// schedule on slower links, where they can.
+	FanoutMbit int
 }
 
 // Bounds of the sim's settings: a simulated machine takes about 22 MB of
-// memory besides its share of the closure.
+// memory besides its share of the closure. And of the fanout's links: at
+// 5 Mbit/s one follower alone takes about four minutes of the quick
+// fixture, and tc shapes no faster than the veths carry.
 const (
 	maxSimRoom       = 4096
 	maxSimClosureMiB = 1024
+	minFanoutMbit    = 5
+	maxFanoutMbit    = 10_000
 )
 
 // Table is the outcome of a run.
@@ -90,12 +99,16 @@ func Run(ctx context.Context, o Options) (*Table, error) {
 	if o.SimClosureMiB < 0 || o.SimClosureMiB > maxSimClosureMiB {
 		return nil, fmt.Errorf("the simulated closure is 1 to %d MiB, not %d", maxSimClosureMiB, o.SimClosureMiB)
 	}
+	if o.FanoutMbit != 0 && (o.FanoutMbit < minFanoutMbit || o.FanoutMbit > maxFanoutMbit) {
+		return nil, fmt.Errorf("the fanout's links are %d to %d Mbit/s, not %d", minFanoutMbit, maxFanoutMbit, o.FanoutMbit)
+	}
 	dir, err := os.MkdirTemp("", "trove-bench-")
 	if err != nil {
 		return nil, err
 	}
 	defer removeAll(dir)
-	e := &Env{Ctx: ctx, Dir: dir, Quick: o.Quick, Trove: o.Trove, Log: o.Log, SimRooms: o.SimRooms, SimClosureMiB: o.SimClosureMiB}
+	e := &Env{Ctx: ctx, Dir: dir, Quick: o.Quick, Trove: o.Trove, Log: o.Log, SimRooms: o.SimRooms, SimClosureMiB: o.SimClosureMiB,
+		FanoutMbit: o.FanoutMbit}
 	t := &Table{Machine: fmt.Sprintf("%s/%s, %d cores", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()), When: time.Now().UTC(), Quick: o.Quick}
 	e.logf("measuring hardware limits...")
 	t.Limits = MeasureLimits(dir, o.Quick)

@@ -654,8 +654,12 @@ func addSimAgent(ctx context.Context, mn mocknet.Mocknet, room *simRoom, trust *
 
 // cpuNote says how busy the machine's cores were during a run, and
 // whether that makes its times say more about the CPU than the network.
+// cpuBound is the share of the machine's cores busy beyond which a room's
+// times are taken to be the cores', not the network's.
+const cpuBound = 0.85
+
 func cpuNote(busy float64) string {
-	if busy > 0.85 {
+	if busy > cpuBound {
 		return fmt.Sprintf("CPU-bound (%.0f%% of %d cores busy): times overstate the network's", 100*busy, runtime.NumCPU())
 	}
 	return fmt.Sprintf("%.0f%% of %d cores busy", 100*busy, runtime.NumCPU())

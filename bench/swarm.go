@@ -142,7 +142,8 @@ func runSwarm(e *Env) ([]Result, error) {
 	})
 }
 
-// fanout: one seeder and F followers, every link shaped to 100 Mbit/s.
+// fanout: one seeder and F followers, every link shaped to 100 Mbit/s
+// (or Env.FanoutMbit).
 // In the same run, one follower syncs alone (the baseline; its closure is
 // then collected again), then all F at once. Reports when the first, the
 // median and the last follower was done, each over the one-follower
@@ -157,8 +158,12 @@ func runFanout(e *Env) ([]Result, error) {
 		if _, err := lan.Trove(0, "import-nix", f.Top); err != nil {
 			return nil, err
 		}
+		rate := e.fanoutRate()
+		if rate != mbit100 {
+			e.logf("fanout: links of %s instead of 100 Mbit/s", mbits(rate))
+		}
 		for i := 0; i <= followers; i++ {
-			if err := lan.Shape(i, testnet.Link{Rate: mbit100}); err != nil {
+			if err := lan.Shape(i, testnet.Link{Rate: rate}); err != nil {
 				return nil, err
 			}
 			if i > 0 {
@@ -245,9 +250,12 @@ func runFanout(e *Env) ([]Result, error) {
 			// All 17 agents share this machine's cores; the one follower
 			// alone had them to itself.
 			medianRow.Note = cpuNote(cpu.busy())
+			if cpu.busy() > cpuBound {
+				medianRow.Note += fmt.Sprintf(" (--fanout-mbit %d leaves the cores more room)", max(minFanoutMbit, int(rate/4/1_000_000)))
+			}
 		}
 		return append([]Result{
-			{Scenario: "fanout", Metric: fmt.Sprintf("one follower alone: %d paths, %s over 100 Mbit/s", len(f.Paths), human(f.NarBytes)),
+			{Scenario: "fanout", Metric: fmt.Sprintf("one follower alone: %d paths, %s over %s", len(f.Paths), human(f.NarBytes), mbits(rate)),
 				Unit: "s", Trove: one.Seconds(), Target: "(context)"},
 			row("first done", done[0], "(context)", 0),
 			medianRow,

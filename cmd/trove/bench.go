@@ -13,7 +13,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	var quick, asJSON bool
 	var plotDir string
 	var simRooms []int
-	var simMiB int
+	var simMiB, fanoutMbit int
 	c := &cobra.Command{
 		Use:   "bench [--quick] [--json] [--plot DIR] [SCENARIO...]",
 		Short: "Measure trove against Nix and the hardware, in one table",
@@ -32,7 +32,7 @@ RSS of that sync), incremental
 beside it, an incremental generation into it, first indexing, serving
 from it vs from trove's own store), swarm
 (1, 2, 4 seeders on 100 Mbit/s links), fanout (one seeder on 100 Mbit/s
-links: one follower alone, then 16 at once; when the first, median and
+links, or --fanout-mbit: one follower alone, then 16 at once; when the first, median and
 last is done over the one-follower time, the seeder's upload over the
 closure; and the room's floor: the same bytes relayed by a perfect
 schedule over libp2p TLS, hashed and written, which is the least the
@@ -52,6 +52,7 @@ times vary between runs and machines: read the ratios.`,
   sudo trove bench --plot ./plots swarm fanout
   sudo trove bench fanout sim --plot ./plots
   trove bench sim --sim-rooms 256 --sim-closure 16
+  sudo trove bench fanout --fanout-mbit 25
   trove bench --json > bench.json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			self, err := os.Executable()
@@ -63,7 +64,7 @@ times vary between runs and machines: read the ratios.`,
 				log = io.Discard
 			}
 			t, err := bench.Run(cmd.Context(), bench.Options{Quick: quick, Names: args, Trove: self, PlotDir: a.abs(plotDir), Log: log,
-				SimRooms: simRooms, SimClosureMiB: simMiB})
+				SimRooms: simRooms, SimClosureMiB: simMiB, FanoutMbit: fanoutMbit})
 			if err != nil {
 				return err
 			}
@@ -79,6 +80,7 @@ times vary between runs and machines: read the ratios.`,
 	c.Flags().StringVar(&plotDir, "plot", "", "write SVG charts to `DIR`")
 	c.Flags().IntSliceVar(&simRooms, "sim-rooms", nil, "sim: these rooms instead (followers each, e.g. 512 or 16,256)")
 	c.Flags().IntVar(&simMiB, "sim-closure", 0, "sim: a closure of `MIB` mebibytes instead (more chunks, more memory)")
+	c.Flags().IntVar(&fanoutMbit, "fanout-mbit", 0, "fanout: links of `MBIT` Mbit/s instead of 100 (where the cores cannot carry 17 agents at 100)")
 	c.AddCommand(&cobra.Command{
 		Use:    "room-floor-node INDEX ADDRS SIZE START DIR",
 		Short:  "One machine of the fanout's room floor (run by trove bench in a network namespace)",
