@@ -66,8 +66,9 @@ type Options struct {
 
 // Bounds of the sim's settings: a simulated machine takes about 22 MB of
 // memory besides its share of the closure. And of the fanout's links: at
-// 5 Mbit/s one follower alone takes about four minutes of the quick
-// fixture, and tc shapes no faster than the veths carry.
+// 5 Mbit/s one follower alone takes about four minutes of the 128 MiB
+// fixture (a minute of --quick's 32 MiB), and tc shapes no faster than
+// the veths carry.
 const (
 	maxSimRoom       = 4096
 	maxSimClosureMiB = 1024

@@ -250,8 +250,8 @@ func runFanout(e *Env) ([]Result, error) {
 			// All 17 agents share this machine's cores; the one follower
 			// alone had them to itself.
 			medianRow.Note = cpuNote(cpu.busy())
-			if cpu.busy() > cpuBound {
-				medianRow.Note += fmt.Sprintf(" (--fanout-mbit %d leaves the cores more room)", max(minFanoutMbit, int(rate/4/1_000_000)))
+			if slower := int(rate / 4 / 1_000_000); cpu.busy() > cpuBound && slower >= minFanoutMbit {
+				medianRow.Note += fmt.Sprintf(" (--fanout-mbit %d leaves the cores more room)", slower)
 			}
 		}
 		return append([]Result{

@@ -34,9 +34,9 @@ from it vs from trove's own store), swarm
 (1, 2, 4 seeders on 100 Mbit/s links), fanout (one seeder on 100 Mbit/s
 links, or --fanout-mbit: one follower alone, then 16 at once; when the first, median and
 last is done over the one-follower time, the seeder's upload over the
-closure; and the room's floor: the same bytes relayed by a perfect
-schedule over libp2p TLS, hashed and written, which is the least the
-machine allows the room) — those two run in network namespaces and need root and
+closure; and the room's floor: the same bytes relayed so that every
+link carries them once, over libp2p TLS, hashed and written, which is
+the least work the room can do) — those two run in network namespaces and need root and
 iproute2 — and sim (rooms of 16, 64, 256 and 512 followers simulated in
 this process: real stores, nodes and fetchers over go-libp2p's in-memory
 mocknet with each machine's link paced; the median, 99th percentile and
@@ -80,7 +80,7 @@ times vary between runs and machines: read the ratios.`,
 	c.Flags().StringVar(&plotDir, "plot", "", "write SVG charts to `DIR`")
 	c.Flags().IntSliceVar(&simRooms, "sim-rooms", nil, "sim: these rooms instead (followers each, e.g. 512 or 16,256)")
 	c.Flags().IntVar(&simMiB, "sim-closure", 0, "sim: a closure of `MIB` mebibytes instead (more chunks, more memory)")
-	c.Flags().IntVar(&fanoutMbit, "fanout-mbit", 0, "fanout: links of `MBIT` Mbit/s instead of 100 (where the cores cannot carry 17 agents at 100)")
+	c.Flags().IntVar(&fanoutMbit, "fanout-mbit", 0, "fanout: links of `MBIT` Mbit/s (5 to 10000) instead of 100, where the cores cannot carry 17 agents at 100")
 	c.AddCommand(&cobra.Command{
 		Use:    "room-floor-node INDEX ADDRS SIZE START DIR",
 		Short:  "One machine of the fanout's room floor (run by trove bench in a network namespace)",
