@@ -287,11 +287,19 @@ func (s simSpec) memoryBytes() int64 {
 // simScratch is where the sim's homes go: a tmpfs when there is one with
 // room for need bytes that are also at most half the memory available (a
 // room holds hundreds of Badger databases that sync every write), else
-// under dir, on disk.
+// under dir, on disk. Where dir is itself a tmpfs (TMPDIR=/dev/shm) and
+// need does not fit in memory so, it fails: the stores would take the
+// memory the room needs, and the kernel would kill the run.
 func simScratch(dir string, need int64) (string, func(), error) {
+	inMemory := func(d string) (fits, tmpfs bool) {
+		free, ok := tmpfsFree(d)
+		return ok && need <= free && need <= memAvailable()/2, ok
+	}
 	parent := dir
-	if free, ok := tmpfsFree("/dev/shm"); ok && need <= free && need <= memAvailable()/2 {
+	if fits, _ := inMemory("/dev/shm"); fits {
 		parent = "/dev/shm"
+	} else if fits, tmpfs := inMemory(dir); tmpfs && !fits {
+		return "", nil, fmt.Errorf("the simulated stores need about %s, more than fits in memory beside the room, and %s is a tmpfs: set TMPDIR to a directory on disk, or choose smaller rooms (--sim-rooms) or closure (--sim-closure)", human(need), dir)
 	}
 	d, err := os.MkdirTemp(parent, "trove-sim-")
 	if err != nil {

@@ -210,9 +210,14 @@ func TestSimSpecChosen(t *testing.T) {
 // TestSimScratch: the sim's stores go on the tmpfs when they fit in it and
 // in half the memory available, and on disk under the bench's directory
 // when they do not (a room of 512 on 16 MiB wrote more than this
-// machine's memory to /dev/shm and was killed).
+// machine's memory to /dev/shm and was killed); where the bench's
+// directory is a tmpfs too (TMPDIR=/dev/shm: a room of 512 on 32 MiB was
+// killed so), stores that do not fit are refused.
 func TestSimScratch(t *testing.T) {
 	dir := t.TempDir()
+	if _, ok := tmpfsFree(dir); ok {
+		t.Skip("the test's TMPDIR is a tmpfs: there is no disk to fall back on")
+	}
 	for _, tc := range []struct {
 		name   string
 		need   int64
@@ -246,6 +251,27 @@ func TestSimScratch(t *testing.T) {
 			}
 		})
 	}
+	t.Run("on a tmpfs, more than memory", func(t *testing.T) {
+		if _, ok := tmpfsFree("/dev/shm"); !ok {
+			t.Skip("no writable tmpfs at /dev/shm")
+		}
+		mem, err := os.MkdirTemp("/dev/shm", "trove-sim-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(mem)
+		d, cleanup, err := simScratch(mem, 1<<50)
+		if err == nil {
+			cleanup()
+			t.Fatalf("stores of 1 PiB went to %s, under a tmpfs", d)
+		}
+		if !strings.Contains(err.Error(), "set TMPDIR to a directory on disk") {
+			t.Errorf("the refusal does not say what to do: %v", err)
+		}
+		if left, _ := os.ReadDir(mem); len(left) != 0 {
+			t.Errorf("a refused scratch left %d entries behind", len(left))
+		}
+	})
 }
 
 // TestSimMemory: the estimate covers what rooms of 512 took (14.5 GB on
