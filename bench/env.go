@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -292,9 +291,4 @@ func (e *Env) fanoutRate() int64 {
 		return int64(e.FanoutMbit) * 1_000_000
 	}
 	return mbit100
-}
-
-// mbits names a link rate of bits per second, as "100 Mbit/s".
-func mbits(rate int64) string {
-	return strconv.FormatFloat(float64(rate)/1e6, 'f', -1, 64) + " Mbit/s"
 }

@@ -37,7 +37,7 @@ func (e *Env) writePlots(dir string) error {
 			pts = append(pts, [2]float64{d.Seconds(), float64(i + 1)})
 		}
 		one := e.fanoutOne.Seconds()
-		svg := chart{Title: fmt.Sprintf("Fan-out: %d followers done over time (%s links)", len(e.fanoutDone), mbits(e.fanoutRate())),
+		svg := chart{Title: fmt.Sprintf("Fan-out: %d followers done over time (%s links)", len(e.fanoutDone), rateString(float64(e.fanoutRate())/8)),
 			XLabel: "seconds", YLabel: "followers with the closure",
 			Series: []series{{Name: "the room", Points: pts},
 				{Name: "one follower alone", Points: [][2]float64{{one, 0}, {one, float64(len(e.fanoutDone))}}, Dashed: true}}}.svg()

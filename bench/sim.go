@@ -260,8 +260,11 @@ func simResults(spec simSpec, runs []simRun, narBytes int64) []Result {
 	return rs
 }
 
+// rateString names a link rate to three significant digits, as
+// "0.787 Mbit/s" or "1000 Mbit/s" (not "1e+03").
 func rateString(bytesPerSec float64) string {
-	return fmt.Sprintf("%.3g Mbit/s", bytesPerSec*8/1e6)
+	r, _ := strconv.ParseFloat(strconv.FormatFloat(bytesPerSec*8/1e6, 'g', 3, 64), 64)
+	return strconv.FormatFloat(r, 'f', -1, 64) + " Mbit/s"
 }
 
 // largest is the most followers of any room (1: the one-follower room).

@@ -160,7 +160,7 @@ func runFanout(e *Env) ([]Result, error) {
 		}
 		rate := e.fanoutRate()
 		if rate != mbit100 {
-			e.logf("fanout: links of %s instead of 100 Mbit/s", mbits(rate))
+			e.logf("fanout: links of %s instead of 100 Mbit/s", rateString(float64(rate)/8))
 		}
 		for i := 0; i <= followers; i++ {
 			if err := lan.Shape(i, testnet.Link{Rate: rate}); err != nil {
@@ -249,13 +249,10 @@ func runFanout(e *Env) ([]Result, error) {
 		if cpu.all > 0 {
 			// All 17 agents share this machine's cores; the one follower
 			// alone had them to itself.
-			medianRow.Note = cpuNote(cpu.busy())
-			if slower := int(rate / 4 / 1_000_000); cpu.busy() > cpuBound && slower >= minFanoutMbit {
-				medianRow.Note += fmt.Sprintf(" (--fanout-mbit %d leaves the cores more room)", slower)
-			}
+			medianRow.Note = fanoutCPUNote(cpu.busy(), rate)
 		}
 		return append([]Result{
-			{Scenario: "fanout", Metric: fmt.Sprintf("one follower alone: %d paths, %s over %s", len(f.Paths), human(f.NarBytes), mbits(rate)),
+			{Scenario: "fanout", Metric: fmt.Sprintf("one follower alone: %d paths, %s over %s", len(f.Paths), human(f.NarBytes), rateString(float64(rate)/8)),
 				Unit: "s", Trove: one.Seconds(), Target: "(context)"},
 			row("first done", done[0], "(context)", 0),
 			medianRow,
@@ -311,4 +308,15 @@ func (e *Env) fixtureSpec(spec FixtureSpec) (*Fixture, error) {
 	}
 	e.fixtures[key] = f
 	return f, nil
+}
+
+// fanoutCPUNote is cpuNote for the fanout's room on links of rate bits
+// per second, and where the room was CPU-bound, the slower links (a
+// quarter, within the flag's bounds) that would leave the cores room.
+func fanoutCPUNote(busy float64, rate int64) string {
+	note := cpuNote(busy)
+	if slower := int(rate / 4 / 1_000_000); busy > cpuBound && slower >= minFanoutMbit {
+		note += fmt.Sprintf(" (--fanout-mbit %d leaves the cores more room)", slower)
+	}
+	return note
 }

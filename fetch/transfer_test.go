@@ -394,7 +394,7 @@ func (rs *roomSwarm) active() []peer.ID {
 // roomTransfer is a transfer of one path of four chunks, held whole by
 // "seed", among rs's peers; it starts no workers (only whom it follows is
 // looked at) and ends with the test.
-func roomTransfer(t *testing.T, rs *roomSwarm) (f *transfer, fw *following, follow func()) {
+func roomTransfer(t *testing.T, rs *roomSwarm) (f *transfer, follow func()) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(7, 8))
 	it, _, _ := nar(r, 1, 4, []peer.ID{"seed"})
@@ -414,8 +414,8 @@ func roomTransfer(t *testing.T, rs *roomSwarm) (f *transfer, fw *following, foll
 	t.Cleanup(cancel)
 	t.Cleanup(func() { f.fail(errors.New("test over")) }) // ends timers (undeferAfter)
 	f.spawn = func(peer.ID) {}
-	fw = &following{subs: map[peer.ID]*sub{}}
-	return f, fw, func() { f.follow(ctx, &workers, fw) }
+	fw := &following{subs: map[peer.ID]*sub{}}
+	return f, func() { f.follow(ctx, &workers, fw) }
 }
 
 // followersOfChunk0 is a room of "seed" (roomTransfer's seeder) and
@@ -461,7 +461,7 @@ func TestFollow(t *testing.T) {
 					return &p2p.Haves{Entries: []p2p.HaveEntry{{Path: 0, Bits: bits}}}
 				}
 			}
-			f, _, tick := roomTransfer(t, rs)
+			f, tick := roomTransfer(t, rs)
 			// follow until the subscriptions it started have been answered
 			follow := func(want int) {
 				t.Helper()
@@ -517,7 +517,7 @@ func TestFollowPointed(t *testing.T) {
 	defer func(n, m int, d time.Duration) { swarmFollow, swarmPointed, pointedFor = n, m, d }(swarmFollow, swarmPointed, pointedFor)
 	swarmFollow, swarmPointed = 1, 1
 	rs := followersOfChunk0("a", "b", "c")
-	f, _, tick := roomTransfer(t, rs)
+	f, tick := roomTransfer(t, rs)
 	active := rs.active
 	tick()
 	waitUntil(t, 5*time.Second, "first subscriptions", func() bool { return len(active()) == 2 })
@@ -582,7 +582,7 @@ func TestFollowSeederMakesRoom(t *testing.T) {
 	defer func(n int) { swarmFollow = n }(swarmFollow)
 	swarmFollow = 1
 	rs := followersOfChunk0("a", "b")
-	f, _, tick := roomTransfer(t, rs)
+	f, tick := roomTransfer(t, rs)
 	tick()
 	waitUntil(t, 5*time.Second, "first subscriptions", func() bool { return len(rs.active()) == 2 })
 	tick()
