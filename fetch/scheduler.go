@@ -33,9 +33,13 @@ type scheduler struct {
 	storeDir string
 	window   int // chunk requests in flight per peer, shared by its streams
 
-	items   map[nix.PathHash]*itemState
-	pending []*want // not yet requested from anyone, in plan order
-	picks   uint64  // pick calls so far (itemState.pick)
+	items map[nix.PathHash]*itemState
+	// order is the items in the order they were first described (the
+	// fetch order: fetchOrder); pending counts their queued wants, those
+	// requested from nobody (itemState.queued).
+	order   []*itemState
+	pending int
+	picks   uint64 // pick calls so far (itemState.ahead)
 	// aheadFrom: the items of the plan before it are fetched (ahead).
 	aheadFrom int
 	err       error // set once, by fail; errFinished after success
@@ -110,10 +114,12 @@ type itemState struct {
 	// failed before its chunks were all in; it is unpacked the ordinary
 	// way once they are.
 	noStream bool
-	// picked caches what the peer of the pick numbered pick may be asked
-	// for of this item (scheduler.pick).
-	picked offer
-	pick   uint64
+	// queued is a bitfield over the item's chunk index of the wants
+	// requested from nobody (pick's candidates), nqueued how many; at is
+	// the want of each position of the index, nil for chunks not wanted.
+	queued  []uint64
+	nqueued int
+	at      []*want
 	// ahead is the number of the last pick that found the item among
 	// the first being fetched (scheduler.ahead).
 	ahead uint64
@@ -221,7 +227,12 @@ func (s *scheduler) fail(err error) {
 // the indexes of the chunks neither the spool nor the store holds.
 func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reused int64) {
 	it := st.it
-	*st = itemState{it: it, phase: fetching, spool: sp, desc: st.desc}
+	if s.items[it.info.Path.Hash] == nil {
+		s.order = append(s.order, st)
+	}
+	s.pending -= st.nqueued
+	*st = itemState{it: it, phase: fetching, spool: sp, desc: st.desc,
+		queued: make([]uint64, (len(it.index)+63)/64), at: make([]*want, len(it.index))}
 	s.items[it.info.Path.Hash] = st
 	s.bytesResumed += resumed
 	s.bytesReused += reused
@@ -233,9 +244,10 @@ func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reus
 	for _, i := range missing {
 		w := &want{st: st, desc: st.desc, ref: it.index[i], i: i, off: it.offs[i], inflight: map[peer.ID]bool{}}
 		st.wants = append(st.wants, w)
+		st.at[i] = w
 		st.left++
 		st.in[i] = false
-		s.pending = append(s.pending, w)
+		s.enqueue(w)
 	}
 	st.advance()
 	s.recount(st)
@@ -280,9 +292,8 @@ func (s *scheduler) canServe(ps *peerState, w *want) bool {
 // offer is what a peer may be asked for of one item: nothing (it is
 // dropped or lacks the path), every chunk (it provides the path whole),
 // or those its have messages set in bits. pick works it out once per
-// item rather than once per chunk: in a room it scans every pending
-// chunk for every batch, and the chunks that came back from batches
-// (release) are first, in no order.
+// item and matches it against the item's queued chunks 64 at a time
+// (candidates).
 type offer struct {
 	usable, whole bool
 	bits          []byte
@@ -313,7 +324,7 @@ func (s *scheduler) take(p peer.ID, n int, now time.Time) (batch []*want, stop b
 	// Share what is left among the peers still working, so one peer does
 	// not take a whole small remainder while others idle.
 	if live := s.peers.live(); live > 1 {
-		n = max(4, min(n, len(s.pending)/live))
+		n = max(4, min(n, s.pending/live))
 	}
 	if s.swarm {
 		n = min(n, swarmBatch)
@@ -339,7 +350,7 @@ func (s *scheduler) room(ps *peerState, now time.Time) int {
 // elsewhere) and counts them out to it.
 func (s *scheduler) handOut(ps *peerState, n int) []*want {
 	batch := s.pick(ps, n)
-	if len(batch) == 0 && len(s.pending) == 0 {
+	if len(batch) == 0 && s.pending == 0 {
 		batch = s.endgame(ps, n)
 	}
 	ps.inFlight += len(batch)
@@ -522,20 +533,43 @@ func (s *scheduler) writeFailed(w *want, err error) error {
 }
 
 // release takes p off the wants of a finished batch, extended times by
-// extend; those nobody else is fetching go back to the front of the queue.
+// extend; those nobody else is fetching are queued again.
 func (s *scheduler) release(p peer.ID, batch []*want, extended int) {
 	s.peers.get(p).inFlight -= len(batch) - extended
-	var back []*want
+	var checked *itemState
 	for _, w := range batch {
 		delete(w.inflight, p)
 		if !w.done && len(w.inflight) == 0 {
-			back = append(back, w)
+			s.enqueue(w)
+			// Someone must still be able to serve what came back.
+			if w.st != checked {
+				checked = w.st
+				s.checkProvided(w.st)
+			}
 		}
 	}
-	if len(back) > 0 {
-		s.pending = slices.Insert(s.pending, 0, back...) // in place: pick leaves room
-		s.checkProviders()
+}
+
+// enqueue makes w, requested from nobody, a candidate for pick again.
+func (s *scheduler) enqueue(w *want) {
+	st := w.st
+	if w.abandoned() || st.at[w.i] != w || st.queued[w.i/64]&(1<<(w.i%64)) != 0 {
+		return
 	}
+	st.queued[w.i/64] |= 1 << (w.i % 64)
+	st.nqueued++
+	s.pending++
+}
+
+// dequeue takes w off pick's candidates: it is requested, or given up.
+func (s *scheduler) dequeue(w *want) {
+	st := w.st
+	if w.abandoned() || st.queued[w.i/64]&(1<<(w.i%64)) == 0 {
+		return
+	}
+	st.queued[w.i/64] &^= 1 << (w.i % 64)
+	st.nqueued--
+	s.pending--
 }
 
 // batchFailed decides what a batch p failed with means: bad data and a
@@ -594,46 +628,55 @@ func (s *scheduler) dropPeer(p peer.ID, why string) bool {
 // checkProviders fails the transfer if some chunk has nobody left to
 // serve it, or marks its item stale when another peer can describe it.
 func (s *scheduler) checkProviders() {
-	if s.err != nil {
-		return
-	}
 	for _, st := range s.items {
-		if st.phase != fetching {
-			continue
-		}
-		h := st.it.info.Path.Hash
-		alive := slices.ContainsFunc(st.it.providers, func(p peer.ID) bool {
-			ps := s.peers[p]
-			return ps != nil && ps.usable(h)
-		})
-		if alive || s.heldElsewhere(st) {
-			continue
-		}
-		if s.redescribable(st) && st.orphaned() {
-			s.unstream(st) // its worker gives up (ingest.go)
-			s.ready = append(s.ready, st)
-			continue
-		}
-		if s.capped {
-			// A peer not followed may hold what is missing: follow them
-			// all before giving up.
-			s.followAll = true
+		if !s.checkProvided(st) {
 			return
 		}
-		var why []string
-		for _, p := range st.it.providers {
-			if ps := s.peers[p]; ps != nil {
-				r := ps.dropped
-				if r == "" && ps.lacks[h] {
-					r = "does not have it after all"
-				}
-				why = append(why, fmt.Sprintf("%s: %s", p, r))
-			}
-		}
-		s.fail(fmt.Errorf("no peer left to fetch %s from (%v); %s of %s are kept, so running the sync again when a peer that has it is back resumes",
-			st.it.info.Path.Abs(s.storeDir), why, humanBytes(s.bytesDone), humanBytes(s.bytesTotal)))
-		return
 	}
+}
+
+// checkProvided is checkProviders for st alone; it says whether to go on
+// checking others (false once the transfer failed, or every peer is to
+// be followed first).
+func (s *scheduler) checkProvided(st *itemState) bool {
+	if s.err != nil {
+		return false
+	}
+	if st.phase != fetching {
+		return true
+	}
+	h := st.it.info.Path.Hash
+	alive := slices.ContainsFunc(st.it.providers, func(p peer.ID) bool {
+		ps := s.peers[p]
+		return ps != nil && ps.usable(h)
+	})
+	if alive || s.heldElsewhere(st) {
+		return true
+	}
+	if s.redescribable(st) && st.orphaned() {
+		s.unstream(st) // its worker gives up (ingest.go)
+		s.ready = append(s.ready, st)
+		return true
+	}
+	if s.capped {
+		// A peer not followed may hold what is missing: follow them
+		// all before giving up.
+		s.followAll = true
+		return false
+	}
+	var why []string
+	for _, p := range st.it.providers {
+		if ps := s.peers[p]; ps != nil {
+			r := ps.dropped
+			if r == "" && ps.lacks[h] {
+				r = "does not have it after all"
+			}
+			why = append(why, fmt.Sprintf("%s: %s", p, r))
+		}
+	}
+	s.fail(fmt.Errorf("no peer left to fetch %s from (%v); %s of %s are kept, so running the sync again when a peer that has it is back resumes",
+		st.it.info.Path.Abs(s.storeDir), why, humanBytes(s.bytesDone), humanBytes(s.bytesTotal)))
+	return false
 }
 
 // redescribable says whether an item nobody can serve any more should be

@@ -56,6 +56,18 @@ func testScheduler(items ...*item) (*scheduler, []*itemState) {
 	return s, sts
 }
 
+// firstQueued is the first want pick could hand out, in fetch order.
+func firstQueued(s *scheduler) *want {
+	for _, st := range s.order {
+		for _, w := range st.wants {
+			if st.queued[w.i/64]&(1<<(w.i%64)) != 0 {
+				return w
+			}
+		}
+	}
+	return nil
+}
+
 func chunksOf(batch []*want) []string {
 	var out []string
 	for _, w := range batch {

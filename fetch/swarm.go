@@ -1,7 +1,9 @@
 package fetch
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -373,11 +375,11 @@ func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
 	return ""
 }
 
-// pick chooses up to n of the wants p can serve among pending, marks them
-// in flight on p and takes them off pending.
+// pick chooses up to n of the queued wants p can serve, marks them in
+// flight on p and takes them off the queue.
 //
 // Alone with its seeders (no peer holds part of a path) a transfer takes
-// them in pending order: the plan's, rotated, which keeps each spool
+// them in fetch order: the plan's, rotated, which keeps each spool
 // written in long runs. In a swarm it takes the rarest first (fewest
 // usable peers hold them): a seeder is asked for what nobody else has, a
 // follower for what it has that others lack. Among equally rare chunks it
@@ -390,43 +392,78 @@ func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
 // first paths in plan order first (ahead), so that paths complete, and
 // are unpacked, as the transfer goes.
 func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
-	cand := s.cand[:0]
 	s.picks++
-	for _, w := range s.pending {
-		if w.done {
-			continue
-		}
-		if st := w.st; st.pick != s.picks {
-			st.picked, st.pick = ps.offers(st), s.picks
-		}
-		if w.st.picked.has(w) && !ps.later[w] {
-			cand = append(cand, w)
-		}
+	if s.swarm {
+		batch = s.ahead(ps, n)
+	} else {
+		s.cand = s.candidates(s.cand[:0], ps, n, func(*itemState) bool { return true })
+		batch = slices.Clone(s.cand)
+		clear(s.cand)
 	}
-	switch {
-	case len(cand) <= n:
-		batch = append(batch, cand...)
-	case !s.swarm:
-		batch = append(batch, cand[:n]...)
-	default:
-		batch = s.ahead(ps, cand, n)
-	}
-	clear(cand)
-	s.cand = cand[:0]
 	for _, w := range batch {
 		w.inflight[ps.id] = true
+		s.dequeue(w)
 	}
-	// What is pending is in flight nowhere (release puts back only those),
-	// so the batch is what is now in flight.
-	rest := s.pending[:0]
-	for _, w := range s.pending {
-		if !w.done && len(w.inflight) == 0 {
-			rest = append(rest, w)
+	return batch
+}
+
+// pickScan is the most candidates one pick in a swarm weighs: rarest
+// first is over the first this many in fetch order (after the window's),
+// not over the whole closure. A pick looked at every chunk still
+// queued, and a follower in a swarm picks about once a chunk, so a
+// closure's picks took time in the square of its chunks: 28.5 µs a pick
+// at 2,040 chunks, 326 µs at 20,400 and 8.4 ms at 204,000 (13 GB), with
+// the transfer's lock held; now 5.7, 5.6 and 11.6 µs
+// (BenchmarkSwarmPick). 4,096 chunks is about 256 MiB: the fanout's and
+// the sim's closures are weighed whole, as before.
+const pickScan = 4096
+
+// candidates appends to dst the queued wants of the items that in
+// accepts which ps may be asked for, in fetch order, up to limit of them.
+// It looks at an item's chunks 64 at a time (its queued bitfield and
+// what ps said it holds), so a closure of many chunks few of which are
+// candidates costs a pass over its bitfields, not over its chunks.
+func (s *scheduler) candidates(dst []*want, ps *peerState, limit int, in func(*itemState) bool) []*want {
+	for _, st := range s.order {
+		if len(dst) >= limit {
+			break
+		}
+		if st.nqueued == 0 || !in(st) {
+			continue
+		}
+		o := ps.offers(st)
+		if !o.usable || !o.whole && len(o.bits) == 0 {
+			continue
+		}
+		for k, q := range st.queued {
+			if len(dst) >= limit {
+				break
+			}
+			if !o.whole {
+				q &= word(o.bits, k)
+			}
+			for ; q != 0 && len(dst) < limit; q &= q - 1 {
+				w := st.at[k*64+bits.TrailingZeros64(q)]
+				if !w.done && !ps.later[w] {
+					dst = append(dst, w)
+				}
+			}
 		}
 	}
-	clear(s.pending[len(rest):])
-	s.pending = rest
-	return batch
+	return dst
+}
+
+// word is the k-th 64 bits of the bitfield b (bit i of b is bit i%8 of
+// byte i/8), zeros past its end.
+func word(b []byte, k int) uint64 {
+	if 8*k+8 <= len(b) {
+		return binary.LittleEndian.Uint64(b[8*k:])
+	}
+	var w uint64
+	for j := 8 * k; j < len(b); j++ {
+		w |= uint64(b[j]) << (8 * (j - 8*k))
+	}
+	return w
 }
 
 // swarmAhead is how much of the closure a follower in a swarm asks for
@@ -442,11 +479,10 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 // 1.52–1.68× (7 runs).
 var swarmAhead uint64 = 32 << 20
 
-// ahead returns n of cand (more than n) for ps: rarest first (rarest)
-// among the chunks of the first paths still being fetched, up to
-// swarmAhead bytes of NAR (the window), and the rest rarest first among
-// the others. It stamps the window's items with this pick's number; it
-// filters cand in place.
+// ahead returns up to n wants for ps: rarest first (rarest) among the
+// chunks of the first paths still being fetched, up to swarmAhead bytes
+// of NAR (the window), and the rest rarest first among the others. It
+// stamps the window's items with this pick's number.
 //
 // A peer that answered Later since the window last moved (deferred) is
 // asked for the rarest chunks anywhere instead. Only a node that serves
@@ -459,7 +495,8 @@ var swarmAhead uint64 = 32 << 20
 // answers before its last chunk): its link, which carries every chunk
 // once and so sets the room's pace, averaged 9.0 MB/s of 12.5; asked
 // beyond, about 25, and 9.6 and 10.8 MB/s (DESIGN.md, Limits).
-func (s *scheduler) ahead(ps *peerState, cand []*want, n int) []*want {
+func (s *scheduler) ahead(ps *peerState, n int) []*want {
+	defer func() { clear(s.cand); s.cand = s.cand[:0] }()
 	// The cursor passes only committed items: one queued, unpacking or
 	// stale may be described again and fetched anew.
 	items := s.plan.items
@@ -469,7 +506,8 @@ func (s *scheduler) ahead(ps *peerState, cand []*want, n int) []*want {
 		}
 	}
 	if ps.beyond == s.aheadFrom+1 {
-		return s.rarest(cand, n)
+		s.cand = s.candidates(s.cand[:0], ps, pickScan, func(*itemState) bool { return true })
+		return s.rarest(s.cand, n)
 	}
 	var size uint64
 	for _, it := range items[s.aheadFrom:] {
@@ -481,29 +519,27 @@ func (s *scheduler) ahead(ps *peerState, cand []*want, n int) []*want {
 			size += it.info.NarSize
 		}
 	}
-	in, out := cand[:0], []*want(nil)
-	for _, w := range cand {
-		if w.st.ahead == s.picks {
-			in = append(in, w)
-		} else {
-			out = append(out, w)
-		}
+	window := func(st *itemState) bool { return st.ahead == s.picks }
+	all := s.candidates(s.cand[:0], ps, pickScan, window)
+	k := len(all)
+	if k < n {
+		all = s.candidates(all, ps, k+pickScan, func(st *itemState) bool { return !window(st) })
 	}
-	if len(in) > n {
-		return s.rarest(in, n)
+	s.cand = all
+	if k < n {
+		return append(slices.Clone(all[:k]), s.rarest(all[k:], n-k)...)
 	}
-	batch := append(make([]*want, 0, n), in...)
-	if rest := n - len(in); rest > 0 {
-		batch = append(batch, s.rarest(out, rest)...)
-	}
-	return batch
+	return s.rarest(all, n)
 }
 
-// rarest returns the n of cand (more than n) that the fewest peers hold:
-// all of those rarer than some availability, and a run of those at it
-// starting at a random one. Counting by availability takes two passes
-// over cand, without sorting.
+// rarest returns the n of cand that the fewest peers hold (all of cand,
+// in its order, if it has no more than n): all of those rarer than some
+// availability, and a run of those at it starting at a random one.
+// Counting by availability takes two passes over cand, without sorting.
 func (s *scheduler) rarest(cand []*want, n int) []*want {
+	if len(cand) <= n {
+		return slices.Clone(cand)
+	}
 	lo, hi := cand[0].avail, cand[0].avail
 	for _, w := range cand {
 		lo, hi = min(lo, w.avail), max(hi, w.avail)

@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -105,7 +106,7 @@ func TestSchedulerSwarm(t *testing.T) {
 				}
 			}
 			if tc.later {
-				s.deferred(s0, s.pending[0], "")
+				s.deferred(s0, firstQueued(s), "")
 			}
 			if tc.moved {
 				s.peers.get(s0).beyond-- // the mark of the window one item back
@@ -665,32 +666,97 @@ func TestHavesWakeOnlyTheirPeer(t *testing.T) {
 	}
 }
 
-// BenchmarkSwarmPick: picking a batch for a follower in a room, from the
-// chunks of a 30-path closure of 128 MiB (2048 chunks) of which it said it
-// holds every other one; the batch goes back after.
-func BenchmarkSwarmPick(b *testing.B) {
+// TestPickScan: rarest first weighs at most pickScan candidates, the
+// first in fetch order: on a closure of more, a pick's work does not grow
+// with it (BenchmarkSwarmPick). The seeder answered Later, so it is asked
+// beyond the window, where every chunk is as rare; intn puts the run's
+// start at the last candidate it weighs, and the run wraps to the first.
+func TestPickScan(t *testing.T) {
 	const s0, f = peer.ID("seeder"), peer.ID("f")
 	var items []*item
-	var paths []nix.PathHash
-	for i := range 30 {
-		items = append(items, testItem(byte(i+1), 68, []peer.ID{s0}))
-		paths = append(paths, nix.PathHash{byte(i + 1)})
+	for i := range 100 { // 6,800 chunks
+		it := testItem(byte(i), 68, []peer.ID{s0})
+		it.info.Path.Hash = nix.PathHash{byte(i), 1}
+		items = append(items, it)
 	}
 	s, _ := testScheduler(items...)
-	for k := range paths {
-		var every []uint32
-		for i := 0; i < 68; i += 2 {
-			every = append(every, uint32(i))
-		}
-		s.haves(f, paths, adds(uint32(k), every...))
+	s.addStream(s0)
+	s.intn = func(n int) int { return n - 1 }
+	if _, err := s.haves(f, []nix.PathHash{items[99].info.Path.Hash}, adds(0, 0)); err != nil {
+		t.Fatal(err)
 	}
-	ps := s.peers.get(f)
-	for b.Loop() {
-		batch := s.pick(ps, 2)
-		if len(batch) != 2 {
-			b.Fatalf("picked %d", len(batch))
+	s.deferred(s0, firstQueued(s), "")
+	pos := map[*want]int{}
+	for _, st := range s.order {
+		for _, w := range st.wants {
+			pos[w] = len(pos)
 		}
-		s.release(f, batch, 0)
+	}
+	batch := s.pick(s.peers.get(s0), 4)
+	var got []int
+	for _, w := range batch {
+		got = append(got, pos[w])
+	}
+	if want := []int{pickScan, 1, 2, 3}; !slices.Equal(got, want) {
+		t.Errorf("picked the chunks at %v in fetch order, want %v (p0/0 was deferred)", got, want)
+	}
+}
+
+// TestWord: a bitfield read 64 bits at a time, as bit(b, i) reads it.
+func TestWord(t *testing.T) {
+	b := bitsOf(70, 0, 7, 8, 63, 64, 69)
+	for i := range 128 {
+		if got, want := word(b, i/64)&(1<<(i%64)) != 0, bit(b, i); got != want {
+			t.Errorf("bit %d: word says %v, bit says %v", i, got, want)
+		}
+	}
+	if w := word(nil, 3); w != 0 {
+		t.Errorf("word of nothing = %#x", w)
+	}
+}
+
+// BenchmarkSwarmPick: picking a batch for a follower in a room, from
+// closures of 30, 300 and 3,000 paths of 68 chunks of 64 KiB (128 MiB,
+// 1.3 GB and 13 GB), of which it said it holds every other chunk; the
+// seeder provides them whole; the batch goes back after. A follower in a
+// swarm picks about once a chunk, so what a pick costs at a size, times
+// the chunks, is what the closure's picks cost.
+func BenchmarkSwarmPick(b *testing.B) {
+	for _, paths := range []int{30, 300, 3000} {
+		b.Run(fmt.Sprintf("chunks=%d", paths*68), func(b *testing.B) {
+			const s0, f = peer.ID("seeder"), peer.ID("f")
+			var items []*item
+			var hashes []nix.PathHash
+			for i := range paths {
+				it := testItem(byte(i), 68, []peer.ID{s0})
+				it.info.Path.Hash = nix.PathHash{byte(i), byte(i >> 8)}
+				for k := range it.index {
+					it.index[k].Size = 64 << 10
+				}
+				it.offs, it.info.NarSize = it.index.Offsets(), it.index.NarSize()
+				items = append(items, it)
+				hashes = append(hashes, it.info.Path.Hash)
+			}
+			s, _ := testScheduler(items...)
+			s.addStream(s0)
+			var every []uint32
+			for i := 0; i < 68; i += 2 {
+				every = append(every, uint32(i))
+			}
+			for k := range hashes {
+				if _, err := s.haves(f, hashes, adds(uint32(k), every...)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ps := s.peers.get(f)
+			for b.Loop() {
+				batch := s.pick(ps, 2)
+				if len(batch) != 2 {
+					b.Fatalf("picked %d", len(batch))
+				}
+				s.release(f, batch, 0)
+			}
+		})
 	}
 }
 

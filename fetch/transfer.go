@@ -108,6 +108,7 @@ type transfer struct {
 	ask      func(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID
 	hold     *holdings
 	subPaths []nix.PathHash
+	subbed   map[nix.PathHash]bool // subPaths, to look up
 
 	// mu guards sched, which is reached only through lock; unlock (and
 	// wait) publish what it decided: a failure closes ended, and every
@@ -144,8 +145,10 @@ func (f *transfer) init(storeDir string) {
 	f.ended = make(chan struct{})
 	f.pointed = make(chan struct{}, 1)
 	f.hold = newHoldings()
+	f.subbed = map[nix.PathHash]bool{}
 	for _, it := range f.pl.items[:min(len(f.pl.items), p2p.MaxHaveHashes)] {
 		f.subPaths = append(f.subPaths, it.info.Path.Hash)
+		f.subbed[it.info.Path.Hash] = true
 	}
 }
 
@@ -205,7 +208,7 @@ func (f *transfer) unlockUnpacking(asking bool) {
 // others nothing, unless it took the last pending chunks: what is in
 // flight is then theirs to ask for too (endgame).
 func (f *transfer) unlockTaken(had bool) {
-	if had && len(f.sched.pending) == 0 {
+	if had && f.sched.pending == 0 {
 		f.unlockAsking("")
 		return
 	}
@@ -363,7 +366,7 @@ func (f *transfer) drive(ctx context.Context) error {
 func (f *transfer) take(p peer.ID, n int) []*want {
 	s := f.lock()
 	for {
-		had := len(s.pending) > 0
+		had := s.pending > 0
 		batch, stop := s.take(p, n, time.Now())
 		if stop {
 			f.unlock()
@@ -481,7 +484,7 @@ func (f *transfer) fetchBatch(ctx context.Context, p peer.ID, batch []*want) (as
 	if s.swarm {
 		more = func() []p2p.ChunkWant {
 			s := f.lock()
-			had := len(s.pending) > 0
+			had := s.pending > 0
 			next := s.extend(p, len(batch), time.Now())
 			ws := make([]p2p.ChunkWant, len(next))
 			for i, w := range next {
@@ -632,7 +635,7 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 		var items []*item
 		for _, it := range open {
 			h := it.info.Path.Hash
-			if f.haves == nil || !slices.Contains(f.subPaths, h) {
+			if f.haves == nil || !f.subbed[h] {
 				all = append(all, h)
 				items = append(items, it)
 			}
@@ -643,7 +646,7 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 		}
 		if len(legacy) > 0 {
 			for _, it := range open {
-				if h := it.info.Path.Hash; slices.Contains(f.subPaths, h) {
+				if h := it.info.Path.Hash; f.subbed[h] {
 					hashes = append(hashes, h)
 					items = append(items, it)
 				}

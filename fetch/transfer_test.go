@@ -539,7 +539,7 @@ func TestFollowPointed(t *testing.T) {
 		t.Helper()
 		to = p
 		s := f.lock()
-		w := s.pending[0]
+		w := firstQueued(s)
 		f.unlockQuiet()
 		if _, _, _, err := f.fetchBatch(t.Context(), "seed", []*want{w}); err != nil {
 			t.Fatal(err)

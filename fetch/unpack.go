@@ -233,6 +233,7 @@ func (s *scheduler) addReferrer(st *itemState) {
 func (s *scheduler) abandon(st *itemState) {
 	s.leave(st, redescribing)
 	for _, w := range st.wants {
+		s.dequeue(w)
 		w.done = true
 	}
 	st.desc++ // its wants are abandoned
