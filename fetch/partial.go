@@ -66,7 +66,7 @@ func (ho *holdings) start(h nix.PathHash, sp *spool, index chunk.Index, offs []u
 			m++
 			continue
 		}
-		hd.bits[i/8] |= 1 << (i % 8)
+		setBit(hd.bits, i)
 		ho.chunks[index[i].ID] = spot{sp, offs[i]}
 	}
 	ho.paths[h] = hd
@@ -80,7 +80,7 @@ func (ho *holdings) add(h nix.PathHash, i int, id chunk.ID, off uint64) {
 	if hd == nil || i >= len(hd.ids) || hd.ids[i] != id {
 		return // h was described again meanwhile
 	}
-	hd.bits[i/8] |= 1 << (i % 8)
+	setBit(hd.bits, i)
 	ho.chunks[id] = spot{hd.sp, off}
 }
 
@@ -98,7 +98,7 @@ func (ho *holdings) forgetLocked(h nix.PathHash) {
 		return
 	}
 	for i, id := range hd.ids {
-		if hd.bits[i/8]&(1<<(i%8)) != 0 && ho.chunks[id].sp == hd.sp {
+		if bit(hd.bits, i) && ho.chunks[id].sp == hd.sp {
 			delete(ho.chunks, id)
 		}
 	}

@@ -114,10 +114,10 @@ type itemState struct {
 	// failed before its chunks were all in; it is unpacked the ordinary
 	// way once they are.
 	noStream bool
-	// queued is a bitfield over the item's chunk index of the wants
+	// queued is a bitfield (bit) over the item's chunk index of the wants
 	// requested from nobody (pick's candidates), nqueued how many; at is
 	// the want of each position of the index, nil for chunks not wanted.
-	queued  []uint64
+	queued  []byte
 	nqueued int
 	at      []*want
 	// ahead is the number of the last pick that found the item among
@@ -232,7 +232,7 @@ func (s *scheduler) reset(st *itemState, sp *spool, missing []int, resumed, reus
 	}
 	s.pending -= st.nqueued
 	*st = itemState{it: it, phase: fetching, spool: sp, desc: st.desc,
-		queued: make([]uint64, (len(it.index)+63)/64), at: make([]*want, len(it.index))}
+		queued: make([]byte, (len(it.index)+7)/8), at: make([]*want, len(it.index))}
 	s.items[it.info.Path.Hash] = st
 	s.bytesResumed += resumed
 	s.bytesReused += reused
@@ -553,10 +553,10 @@ func (s *scheduler) release(p peer.ID, batch []*want, extended int) {
 // enqueue makes w, requested from nobody, a candidate for pick again.
 func (s *scheduler) enqueue(w *want) {
 	st := w.st
-	if w.abandoned() || st.at[w.i] != w || st.queued[w.i/64]&(1<<(w.i%64)) != 0 {
+	if w.abandoned() || bit(st.queued, w.i) {
 		return
 	}
-	st.queued[w.i/64] |= 1 << (w.i % 64)
+	setBit(st.queued, w.i)
 	st.nqueued++
 	s.pending++
 }
@@ -564,10 +564,10 @@ func (s *scheduler) enqueue(w *want) {
 // dequeue takes w off pick's candidates: it is requested, or given up.
 func (s *scheduler) dequeue(w *want) {
 	st := w.st
-	if w.abandoned() || st.queued[w.i/64]&(1<<(w.i%64)) == 0 {
+	if w.abandoned() || !bit(st.queued, w.i) {
 		return
 	}
-	st.queued[w.i/64] &^= 1 << (w.i % 64)
+	clearBit(st.queued, w.i)
 	st.nqueued--
 	s.pending--
 }

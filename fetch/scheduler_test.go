@@ -60,7 +60,7 @@ func testScheduler(items ...*item) (*scheduler, []*itemState) {
 func firstQueued(s *scheduler) *want {
 	for _, st := range s.order {
 		for _, w := range st.wants {
-			if st.queued[w.i/64]&(1<<(w.i%64)) != 0 {
+			if bit(st.queued, w.i) {
 				return w
 			}
 		}

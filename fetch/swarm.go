@@ -200,8 +200,13 @@ const maxMisses = 8
 // holds says whether ps said it holds the chunk at position i of h.
 func (ps *peerState) holds(h nix.PathHash, i int) bool { return bit(ps.chunks[h], i) }
 
-// bit says whether bit i of the bitfield b is set.
+// bit says whether bit i of the bitfield b is set: bit i%8 of byte i/8,
+// as have messages carry them (p2p.HaveEntry.Bits).
 func bit(b []byte, i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
+
+// setBit sets bit i of the bitfield b; clearBit clears it.
+func setBit(b []byte, i int)   { b[i/8] |= 1 << (i % 8) }
+func clearBit(b []byte, i int) { b[i/8] &^= 1 << (i % 8) }
 
 // provides says whether p is a whole-path provider of it.
 func provides(it *item, p peer.ID) bool { return slices.Contains(it.providers, p) }
@@ -313,12 +318,12 @@ func (s *scheduler) haves(p peer.ID, paths []nix.PathHash, msg *p2p.Haves) (star
 				if int(i) >= n {
 					return start, s.lie(p, fmt.Sprintf("said it holds chunk %d of %s, which has %d", i, st.it.info.Path.Name, n))
 				}
-				if b[i/8]&(1<<(i%8)) != 0 {
+				if bit(b, int(i)) {
 					continue
 				}
-				b[i/8] |= 1 << (i % 8)
+				setBit(b, int(i))
 				if !whole && ps.usable(h) {
-					if w := st.wantAt(int(i)); w != nil {
+					if w := st.at[i]; w != nil {
 						w.avail++
 					}
 				}
@@ -341,16 +346,6 @@ func (s *scheduler) lie(p peer.ID, why string) error {
 	return fmt.Errorf("peer %s %s", p, why)
 }
 
-// wantAt is the want of st at position i of its index, nil if that chunk
-// is not wanted (it was in the spool or the store).
-func (st *itemState) wantAt(i int) *want {
-	k, ok := slices.BinarySearchFunc(st.wants, i, func(w *want, i int) int { return w.i - i })
-	if !ok {
-		return nil
-	}
-	return st.wants[k]
-}
-
 // missed records that p did not serve w although it said it holds it
 // (not as a whole path: that is lacks). Its bit goes; a peer that misses
 // too many is dropped.
@@ -358,7 +353,7 @@ func (s *scheduler) missed(p peer.ID, w *want) (droppedNow string) {
 	ps := s.peers.get(p)
 	h := w.st.it.info.Path.Hash
 	if b := ps.chunks[h]; bit(b, w.i) {
-		b[w.i/8] &^= 1 << (w.i % 8)
+		clearBit(b, w.i)
 		if ps.usable(h) && !provides(w.st.it, p) {
 			w.avail--
 		}
@@ -396,7 +391,7 @@ func (s *scheduler) pick(ps *peerState, n int) (batch []*want) {
 	if s.swarm {
 		batch = s.ahead(ps, n)
 	} else {
-		s.cand = s.candidates(s.cand[:0], ps, n, func(*itemState) bool { return true })
+		s.cand = s.candidates(s.cand[:0], ps, n, anyItem)
 		batch = slices.Clone(s.cand)
 		clear(s.cand)
 	}
@@ -435,10 +430,8 @@ func (s *scheduler) candidates(dst []*want, ps *peerState, limit int, in func(*i
 		if !o.usable || !o.whole && len(o.bits) == 0 {
 			continue
 		}
-		for k, q := range st.queued {
-			if len(dst) >= limit {
-				break
-			}
+		for k := 0; k*8 < len(st.queued) && len(dst) < limit; k++ {
+			q := word(st.queued, k)
 			if !o.whole {
 				q &= word(o.bits, k)
 			}
@@ -453,8 +446,10 @@ func (s *scheduler) candidates(dst []*want, ps *peerState, limit int, in func(*i
 	return dst
 }
 
-// word is the k-th 64 bits of the bitfield b (bit i of b is bit i%8 of
-// byte i/8), zeros past its end.
+// anyItem lets candidates look at every item.
+func anyItem(*itemState) bool { return true }
+
+// word is the k-th 64 bits of the bitfield b (bit), zeros past its end.
 func word(b []byte, k int) uint64 {
 	if 8*k+8 <= len(b) {
 		return binary.LittleEndian.Uint64(b[8*k:])
@@ -506,7 +501,7 @@ func (s *scheduler) ahead(ps *peerState, n int) []*want {
 		}
 	}
 	if ps.beyond == s.aheadFrom+1 {
-		s.cand = s.candidates(s.cand[:0], ps, pickScan, func(*itemState) bool { return true })
+		s.cand = s.candidates(s.cand[:0], ps, pickScan, anyItem)
 		return s.rarest(s.cand, n)
 	}
 	var size uint64

@@ -702,6 +702,28 @@ func TestPickScan(t *testing.T) {
 	}
 }
 
+// TestAbandonedNotQueued: the chunks of a description given up are no
+// longer queued, so the endgame starts once the rest are in flight. p1's
+// description is abandoned with its chunks still queued; a takes p2's,
+// and b, who can serve p2 too, is handed them in the endgame, not
+// nothing.
+func TestAbandonedNotQueued(t *testing.T) {
+	const a, b = peer.ID("a"), peer.ID("b")
+	s, sts := testScheduler(testItem(1, 4, []peer.ID{a}), testItem(2, 4, []peer.ID{a, b}))
+	s.addStream(a)
+	s.addStream(b)
+	s.abandon(sts[0])
+	if s.pending != 4 {
+		t.Fatalf("%d chunks queued after p1 was given up, want p2's 4", s.pending)
+	}
+	if got := strings.Join(chunksOf(s.handOut(s.peers.get(a), 4)), " "); got != "p2/0 p2/1 p2/2 p2/3" {
+		t.Fatalf("a took %q, want p2's chunks", got)
+	}
+	if got := strings.Join(chunksOf(s.handOut(s.peers.get(b), 4)), " "); got != "p2/0 p2/1 p2/2 p2/3" {
+		t.Errorf("b took %q, want p2's chunks in the endgame", got)
+	}
+}
+
 // TestWord: a bitfield read 64 bits at a time, as bit(b, i) reads it.
 func TestWord(t *testing.T) {
 	b := bitsOf(70, 0, 7, 8, 63, 64, 69)
