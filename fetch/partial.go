@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -169,10 +170,10 @@ func (f *transfer) heard(p peer.ID, paths []nix.PathHash, msg *p2p.Haves) error 
 // protocol (by path, with have) which unfinished paths they hold.
 var watchEvery = 500 * time.Millisecond
 
-// subscribe follows what p holds of the paths of the transfer until the
-// transfer ends or p goes; it reports whether p speaks the protocol.
-func (f *transfer) subscribe(ctx context.Context, p peer.ID) (spoke bool) {
-	paths := f.subPaths
+// subscribe follows what p holds of paths until ctx ends (the transfer
+// ends, p makes way for another, the paths followed move on) or p goes;
+// it reports whether p speaks the protocol.
+func (f *transfer) subscribe(ctx context.Context, p peer.ID, paths []nix.PathHash) (spoke bool) {
 	err := f.haves.SubscribeHaves(ctx, p, paths, func(msg *p2p.Haves) error {
 		spoke = true
 		return f.heard(p, paths, msg)
@@ -216,10 +217,68 @@ var (
 	pointedFor   = 250 * time.Millisecond
 )
 
+// watchMax is the most paths a transfer follows at once: what one
+// subscription carries (p2p.MaxHaveHashes).
+var watchMax = p2p.MaxHaveHashes
+
 // following is what relocate knows of its subscriptions.
 type following struct {
 	mu   sync.Mutex
 	subs map[peer.ID]*sub
+	// paths are the paths every subscription asks about (watched, to
+	// look up): the first watchMax of the fetch order still missing
+	// chunks when rewatch last moved them.
+	paths   []nix.PathHash
+	watched map[nix.PathHash]bool
+}
+
+// rewatch moves the paths followed on to the first watchMax still
+// missing chunks, in fetch order, once at most half of those followed
+// still miss any and some path that does is not followed; it reports
+// whether they moved. A pick takes chunks from the front of the fetch
+// order (at most pickScan candidates), so the paths followed are those
+// it asks for now and next, and a closure of any size is swarmed chunk
+// by chunk with subscriptions of a bounded size. Until they moved on
+// (before 2026-12-05) a transfer followed the plan's first watchMax paths
+// for its whole length, and the rest of a bigger closure (a desktop
+// NixOS system has 3,000 to 5,000) was fetched whole, the fetch order's
+// random start often among them, with every connected peer asked about
+// each of them twice a second.
+func (fw *following) rewatch(s *scheduler) bool {
+	if len(fw.paths) > 0 && len(fw.paths) == len(s.order) {
+		return false // the whole closure is followed
+	}
+	open := 0
+	for _, h := range fw.paths {
+		if st := s.items[h]; st != nil && st.left > 0 {
+			open++
+		}
+	}
+	if len(fw.paths) > 0 && open > len(fw.paths)/2 {
+		return false
+	}
+	var next []nix.PathHash
+	news := false
+	for _, st := range s.order {
+		if st.left == 0 {
+			continue
+		}
+		h := st.it.info.Path.Hash
+		next = append(next, h)
+		news = news || !fw.watched[h]
+		if len(next) == watchMax {
+			break
+		}
+	}
+	if !news {
+		return false
+	}
+	fw.paths = next
+	fw.watched = make(map[nix.PathHash]bool, len(next))
+	for _, h := range next {
+		fw.watched[h] = true
+	}
+	return true
 }
 
 // sub is one peer followed.
@@ -247,6 +306,21 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 	s := f.lock()
 	whole := s.wholeHolders()
 	fw.mu.Lock()
+	// Paths followed that moved on are asked about anew of every peer
+	// followed (a subscription's paths are fixed); they are not counted
+	// as started, which would make a capped transfer judge again.
+	restarted := map[peer.ID]*sub{}
+	if fw.rewatch(s) {
+		for p, sb := range fw.subs {
+			if sb.legacy || sb.cancel == nil {
+				continue
+			}
+			sb.cancel()
+			nsb := &sub{pointed: sb.pointed, since: sb.since}
+			fw.subs[p] = nsb
+			restarted[p] = nsb
+		}
+	}
 	// A peer followed that now holds a path of the plan whole (it
 	// committed one before this transfer did) counts as a seeder, and
 	// its place goes to another: a follower behind its room comes to
@@ -324,13 +398,15 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 	// holds none of the paths says nothing).
 	was := s.capped
 	s.capped = skipped || s.followAll && len(started) > 0
-	for p, sb := range started {
+	maps.Copy(restarted, started)
+	paths := fw.paths
+	for p, sb := range restarted {
 		var sctx context.Context
 		sctx, sb.cancel = context.WithCancel(ctx)
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			spoke := f.subscribe(sctx, p)
+			spoke := f.subscribe(sctx, p, paths)
 			sb.cancel()
 			fw.mu.Lock()
 			defer fw.mu.Unlock()

@@ -349,3 +349,34 @@ func TestWidenOnlyFastPeers(t *testing.T) {
 		}
 	}
 }
+
+// Two followers sync a closure of more paths than a transfer follows at
+// once from one seeder at the same time, through real nodes: the paths
+// each follows move on as it fetches (rewatch), each move a new haves
+// subscription to every peer it follows, and both end with the whole
+// closure, byte for byte.
+func TestSyncFollowsAClosureBiggerThanAWatch(t *testing.T) {
+	defer func(n int) { watchMax = n }(watchMax)
+	watchMax = 3
+	sk, kr := testKeys(t)
+	seed, paths := seeding(t, sk, 12, 256<<10, 3, func(s *store.Store) p2p.Content { return s })
+	a, b := newPeer(t, nil), newPeer(t, nil)
+	connect(t, seed, a, b)
+	connect(t, a, b)
+	root := paths[len(paths)-1].Path
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	da := fetchInBackground(ctx, a, Options{Keys: kr}, root)
+	db := fetchInBackground(ctx, b, Options{Keys: kr}, root)
+	for name, d := range map[string]<-chan fetched{"a": da, "b": db} {
+		got := <-d
+		if got.err != nil {
+			t.Fatalf("%s: %v", name, got.err)
+		}
+		for _, p := range got.rep.Peers {
+			t.Logf("%s fetched %d bytes from %s", name, p.BytesFetched, p.ID)
+		}
+	}
+	requireSameClosure(t, seed.store, a.store, paths)
+	requireSameClosure(t, seed.store, b.store, paths)
+}

@@ -102,13 +102,12 @@ type transfer struct {
 	believe func(ctx context.Context, p nix.Path, providers []peer.ID) (*item, error)
 	// haves, when set, makes the transfer swarm (partial.go): it serves
 	// what its spools hold (hold), pushes what it gains to subscribed
-	// peers, and subscribes to what connected peers hold of subPaths;
-	// ask asks the peers that do not speak haves which paths they have.
-	haves    swarmPeers
-	ask      func(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID
-	hold     *holdings
-	subPaths []nix.PathHash
-	subbed   map[nix.PathHash]bool // subPaths, to look up
+	// peers, and subscribes to what connected peers hold of the paths it
+	// fetches now and next (following.paths); ask asks the peers that do
+	// not speak haves which paths they have.
+	haves swarmPeers
+	ask   func(ctx context.Context, peers []peer.ID, hashes []nix.PathHash) [][]peer.ID
+	hold  *holdings
 
 	// mu guards sched, which is reached only through lock; unlock (and
 	// wait) publish what it decided: a failure closes ended, and every
@@ -145,11 +144,6 @@ func (f *transfer) init(storeDir string) {
 	f.ended = make(chan struct{})
 	f.pointed = make(chan struct{}, 1)
 	f.hold = newHoldings()
-	f.subbed = map[nix.PathHash]bool{}
-	for _, it := range f.pl.items[:min(len(f.pl.items), p2p.MaxHaveHashes)] {
-		f.subPaths = append(f.subPaths, it.info.Path.Hash)
-		f.subbed[it.info.Path.Hash] = true
-	}
 }
 
 // lock takes f.mu and returns the scheduler, which must not be used after
@@ -594,12 +588,14 @@ func (f *transfer) deliver(p peer.ID, w *want, data []byte) error {
 var relocateEvery = 500 * time.Millisecond
 
 // relocate keeps finding who holds what is still being fetched: it
-// subscribes to what the peers it follows hold (follow), which then
-// push what they gain, chunk by chunk; and it asks peers that do not
-// speak haves (and all peers, for paths beyond a subscription's cap)
-// every relocateEvery which unfinished paths they have. This is what lets
-// a room of followers serve each other instead of all pulling from the
-// one seeder.
+// subscribes to what the peers it follows hold of the paths it fetches
+// now and next (follow), which then push what they gain, chunk by chunk;
+// and it asks peers that do not speak haves every relocateEvery which of
+// those paths they have (without haves, every peer, of every unfinished
+// path). This is what lets a room of followers serve each other instead
+// of all pulling from the one seeder. Paths beyond those followed are
+// asked of nobody: no pick reaches them before the paths followed move
+// on to them (rewatch).
 func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 	t := time.NewTicker(min(relocateEvery, watchEvery))
 	defer t.Stop()
@@ -629,29 +625,21 @@ func (f *transfer) relocate(ctx context.Context, workers *sync.WaitGroup) {
 		if len(open) == 0 {
 			continue
 		}
-		// With haves, only paths beyond the subscriptions are asked of
-		// everyone, and the subscribed ones of peers without haves.
-		var hashes, all []nix.PathHash
+		var hashes []nix.PathHash
 		var items []*item
 		for _, it := range open {
-			h := it.info.Path.Hash
-			if f.haves == nil || !f.subbed[h] {
-				all = append(all, h)
+			if h := it.info.Path.Hash; f.haves == nil || fw.watched[h] {
+				hashes = append(hashes, h)
 				items = append(items, it)
 			}
 		}
-		found := [][]peer.ID{}
-		if len(all) > 0 {
-			found = f.locate(ctx, all)
-		}
-		if len(legacy) > 0 {
-			for _, it := range open {
-				if h := it.info.Path.Hash; f.subbed[h] {
-					hashes = append(hashes, h)
-					items = append(items, it)
-				}
-			}
-			found = append(found, f.ask(ctx, legacy, hashes)...)
+		var found [][]peer.ID
+		switch {
+		case len(hashes) == 0:
+		case f.haves == nil:
+			found = f.locate(ctx, hashes)
+		case len(legacy) > 0:
+			found = f.ask(ctx, legacy, hashes)
 		}
 		s := f.lock()
 		var start []peer.ID

@@ -342,8 +342,9 @@ type roomSwarm struct {
 
 	mu         sync.Mutex
 	subscribed []peer.ID
-	answered   int              // subscriptions whose first answer was taken (or that had none)
-	open       map[peer.ID]bool // subscriptions not ended
+	answered   int                        // subscriptions whose first answer was taken (or that had none)
+	open       map[peer.ID]int            // subscriptions not ended
+	paths      map[peer.ID][]nix.PathHash // asked about by the newest subscription
 }
 
 func (rs *roomSwarm) ConnectedPeers() []peer.ID { return slices.Clone(rs.peers) }
@@ -352,13 +353,16 @@ func (rs *roomSwarm) SubscribeHaves(ctx context.Context, p peer.ID, paths []nix.
 	rs.mu.Lock()
 	rs.subscribed = append(rs.subscribed, p)
 	if rs.open == nil {
-		rs.open = map[peer.ID]bool{}
+		rs.open, rs.paths = map[peer.ID]int{}, map[peer.ID][]nix.PathHash{}
 	}
-	rs.open[p] = true
+	rs.open[p]++
+	rs.paths[p] = paths
 	rs.mu.Unlock()
 	defer func() {
 		rs.mu.Lock()
-		delete(rs.open, p)
+		if rs.open[p]--; rs.open[p] == 0 {
+			delete(rs.open, p)
+		}
 		rs.mu.Unlock()
 	}()
 	if msg := rs.held[p](paths); msg != nil {
@@ -595,4 +599,131 @@ func TestFollowSeederMakesRoom(t *testing.T) {
 	f.unlockQuiet()
 	tick()
 	waitUntil(t, 5*time.Second, "the other follower followed", func() bool { return len(rs.active()) == 3 })
+}
+
+// A transfer follows at most watchMax paths at once: the first still
+// missing chunks in the fetch order (which starts anywhere in the plan),
+// and the next ones once at most half of those miss any, asked about
+// anew of every peer it follows. Before, it followed the plan's first
+// watchMax paths for the whole transfer, and fetched the rest whole.
+func TestFollowMovesOn(t *testing.T) {
+	defer func(n int) { watchMax = n }(watchMax)
+	watchMax = 4
+	r := rand.New(rand.NewPCG(9, 10))
+	var items []*item
+	data := map[chunk.ID][]byte{}
+	for i := range 8 {
+		it, _, chunks := nar(r, byte(i+1), 2, []peer.ID{"seed"})
+		items = append(items, it)
+		maps.Copy(data, chunks)
+	}
+	pl := testPlan(items...)
+	names := func(paths []nix.PathHash) []string {
+		var out []string
+		for _, h := range paths {
+			out = append(out, pl.byHash[h].info.Path.Name)
+		}
+		return out
+	}
+	rs := &roomSwarm{peers: []peer.ID{"a", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{
+		"seed": func(paths []nix.PathHash) *p2p.Haves {
+			msg := &p2p.Haves{}
+			for i := range paths {
+				msg.Entries = append(msg.Entries, p2p.HaveEntry{Path: uint32(i), All: true})
+			}
+			return msg
+		},
+		"a": func(paths []nix.PathHash) *p2p.Haves { // the first chunk of each
+			msg := &p2p.Haves{}
+			for i := range paths {
+				msg.Entries = append(msg.Entries, p2p.HaveEntry{Path: uint32(i), Bits: []byte{1}})
+			}
+			return msg
+		},
+	}}
+	f := &transfer{pl: pl, start: time.Now(), net: &fakePeers{}, store: &fakeStore{}, haves: rs,
+		opts: Options{Window: 4, Ingest: 2, StallTimeout: 15 * time.Second, SpoolDir: t.TempDir()},
+		log:  slog.New(slog.DiscardHandler)}
+	f.init("/nix/store")
+	t.Cleanup(f.closeSpools)
+	// The fetch order starts at the plan's sixth path.
+	if err := f.prepareAll(t.Context(), fetchOrder(items, false, func(int) int { return 5 })); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var workers sync.WaitGroup
+	t.Cleanup(workers.Wait)
+	t.Cleanup(cancel)
+	t.Cleanup(func() { f.fail(errors.New("test over")) })
+	f.spawn = func(peer.ID) {}
+	fw := &following{subs: map[peer.ID]*sub{}}
+	// tick follows, and waits until every peer's newest subscription
+	// asks about want and was answered.
+	subs := 0
+	tick := func(want ...string) {
+		t.Helper()
+		f.follow(ctx, &workers, fw)
+		state := func() (string, bool) {
+			rs.mu.Lock()
+			defer rs.mu.Unlock()
+			return fmt.Sprintf("%d subscriptions, %d answered, open %v; want %d", len(rs.subscribed), rs.answered, rs.open, subs+2),
+				len(rs.subscribed) == subs+2 && rs.answered == subs+2 && rs.open["a"] == 1 && rs.open["seed"] == 1
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			got, ok := state()
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("following %v: %s", want, got)
+			}
+		}
+		subs += 2
+		for _, p := range []peer.ID{"a", "seed"} {
+			rs.mu.Lock()
+			got := names(rs.paths[p])
+			rs.mu.Unlock()
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s asked about %v, want %v", p, got, want)
+			}
+		}
+	}
+	// done delivers the chunks of the plan's i-th path, as from the seeder.
+	done := func(i int) {
+		t.Helper()
+		s := f.lock()
+		ws := slices.Clone(s.items[items[i].info.Path.Hash].at)
+		f.unlockQuiet()
+		for _, w := range ws {
+			if err := f.deliver("seed", w, data[w.ref.ID]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	holds := func(p peer.ID, i int) bool {
+		defer f.unlockQuiet()
+		s := f.lock()
+		return s.peers.get(p).holds(items[i].info.Path.Hash, 0)
+	}
+
+	tick("p6", "p7", "p8", "p1")
+	if !holds("a", 5) || !holds("a", 0) || holds("a", 1) {
+		t.Fatal("a's first chunks not heard of p6 and p1, or heard of p2")
+	}
+	done(5)
+	f.follow(ctx, &workers, fw) // three of four still missing chunks: no move
+	rs.mu.Lock()
+	n := len(rs.subscribed)
+	rs.mu.Unlock()
+	if n != subs {
+		t.Fatalf("%d subscriptions after a tick with most paths followed still missing chunks, want %d", n, subs)
+	}
+	done(6)
+	tick("p8", "p1", "p2", "p3") // half of those followed are done: on to the next
+	done(7)
+	done(0)
+	tick("p2", "p3", "p4", "p5")
+	if !holds("a", 4) {
+		t.Fatal("a's first chunk of p5 not heard")
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -406,11 +407,18 @@ func (s *server) pushHaves(ctx context.Context, st network.Stream, sub *subscrip
 		size, adds = size+n, adds+len(e.Add)
 		return nil
 	}
-	for i, h := range sub.paths {
-		pos, hasAdd := add[i]
-		if !full[i] && !hasAdd {
-			continue
+	// Only the paths with something to say are looked at: a push carries
+	// a chunk position or two, many times a second, and a subscription
+	// may speak of thousands of paths.
+	pending := slices.Collect(maps.Keys(full))
+	for i := range add {
+		if !full[i] {
+			pending = append(pending, i)
 		}
+	}
+	slices.Sort(pending)
+	for _, i := range pending {
+		h, pos := sub.paths[i], add[i]
 		// Only an entry to be said whole looks at the store: a path that
 		// became valid is marked so (Gained, recheck),
 		// and chunks gained are pushed many times a second.
