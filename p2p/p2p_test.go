@@ -198,10 +198,14 @@ func TestFetchMore(t *testing.T) {
 				if i >= len(all) || chunk.Sum(data) != all[i].Chunk {
 					t.Errorf("answer %d is not chunk %d", i, i)
 				}
+				// The last answer is the exception: with nothing more to
+				// ask, the stream's write side closed when it was half in,
+				// and a may have ended the stream, its slot with it, before
+				// got sees it (seen under -race).
 				a.slots.mu.Lock()
 				h := a.slots.serving[b.ID()]
 				a.slots.mu.Unlock()
-				if h.streams != 1 {
+				if h.streams != 1 && i < len(all)-1 {
 					t.Errorf("answer %d: b holds %d streams at a, want 1", i, h.streams)
 				}
 				got.Write(data)
