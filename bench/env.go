@@ -27,10 +27,11 @@ type Env struct {
 	Quick bool      // reduced sizes, for CI
 	Trove string    // the trove binary to run as the syncing process
 	Log   io.Writer // progress notes for people
-	// SimRooms and SimClosureMiB replace the sim's rooms and closure
-	// size when set (Options).
+	// SimRooms, SimClosureMiB and SimPaths replace the sim's rooms,
+	// closure size and paths when set (Options).
 	SimRooms      []int
 	SimClosureMiB int
+	SimPaths      int
 	FanoutMbit    int // the fanout's links, when not 100 Mbit/s (Options)
 
 	nixKey, nixPub string

@@ -52,11 +52,13 @@ type Options struct {
 	Trove   string   // the trove binary
 	PlotDir string   // write SVG charts here when set
 	Log     io.Writer
-	// SimRooms and SimClosureMiB, when set, replace the sim's rooms (in
-	// followers) and its closure's size: to measure one room again, or
-	// how a room fares with more chunks.
+	// SimRooms, SimClosureMiB and SimPaths, when set, replace the sim's
+	// rooms (in followers), its closure's size and its number of paths:
+	// to measure one room again, or how a room fares with more chunks or
+	// more paths than one haves subscription names (p2p.MaxHaveHashes).
 	SimRooms      []int
 	SimClosureMiB int
+	SimPaths      int
 	// FanoutMbit, when set, replaces the fanout's links of 100 Mbit/s: a
 	// machine whose cores cannot carry its room's 17 agents at 100 Mbit/s
 	// (each has a core of its own in a real room) measures the swarm's
@@ -72,6 +74,7 @@ type Options struct {
 const (
 	maxSimRoom       = 4096
 	maxSimClosureMiB = 1024
+	maxSimPaths      = 65536
 	minFanoutMbit    = 5
 	maxFanoutMbit    = 10_000
 )
@@ -100,6 +103,9 @@ func Run(ctx context.Context, o Options) (*Table, error) {
 	if o.SimClosureMiB < 0 || o.SimClosureMiB > maxSimClosureMiB {
 		return nil, fmt.Errorf("the simulated closure is 1 to %d MiB, not %d", maxSimClosureMiB, o.SimClosureMiB)
 	}
+	if o.SimPaths < 0 || o.SimPaths > maxSimPaths {
+		return nil, fmt.Errorf("the simulated closure has 1 to %d paths, not %d", maxSimPaths, o.SimPaths)
+	}
 	if o.FanoutMbit != 0 && (o.FanoutMbit < minFanoutMbit || o.FanoutMbit > maxFanoutMbit) {
 		return nil, fmt.Errorf("the fanout's links are %d to %d Mbit/s, not %d", minFanoutMbit, maxFanoutMbit, o.FanoutMbit)
 	}
@@ -109,7 +115,7 @@ func Run(ctx context.Context, o Options) (*Table, error) {
 	}
 	defer removeAll(dir)
 	e := &Env{Ctx: ctx, Dir: dir, Quick: o.Quick, Trove: o.Trove, Log: o.Log, SimRooms: o.SimRooms, SimClosureMiB: o.SimClosureMiB,
-		FanoutMbit: o.FanoutMbit}
+		SimPaths: o.SimPaths, FanoutMbit: o.FanoutMbit}
 	t := &Table{Machine: fmt.Sprintf("%s/%s, %d cores", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()), When: time.Now().UTC(), Quick: o.Quick}
 	e.logf("measuring hardware limits...")
 	t.Limits = MeasureLimits(dir, o.Quick)

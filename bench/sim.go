@@ -52,6 +52,9 @@ func (e *Env) simSpec() simSpec {
 	if e.SimClosureMiB > 0 {
 		s.Closure.Bytes = int64(e.SimClosureMiB) << 20
 	}
+	if e.SimPaths > 0 {
+		s.Closure.Paths = e.SimPaths
+	}
 	return s
 }
 

@@ -187,9 +187,9 @@ func TestShapedStreamCountsBeforeHandingOver(t *testing.T) {
 	}
 }
 
-// The sim's rooms and closure size can be chosen (trove bench sim
-// --sim-rooms --sim-closure), within bounds, and only what is chosen
-// changes.
+// The sim's rooms, closure size and paths can be chosen (trove bench sim
+// --sim-rooms --sim-closure --sim-paths), within bounds, and only what is
+// chosen changes.
 func TestSimSpecChosen(t *testing.T) {
 	def := (&Env{}).simSpec()
 	got := (&Env{SimRooms: []int{256}, SimClosureMiB: 16}).simSpec()
@@ -199,10 +199,14 @@ func TestSimSpecChosen(t *testing.T) {
 	if got.Closure.Paths != def.Closure.Paths || got.Rate != def.Rate || got.Degree != def.Degree || got.Cap != def.Cap {
 		t.Errorf("choosing rooms and size changed the rest: %+v, default %+v", got, def)
 	}
-	for _, o := range []Options{{SimRooms: []int{0}}, {SimRooms: []int{16, maxSimRoom + 1}}, {SimClosureMiB: -1}, {SimClosureMiB: maxSimClosureMiB + 1}} {
+	if got := (&Env{SimPaths: 6000}).simSpec(); got.Closure.Paths != 6000 || got.Closure.Bytes != def.Closure.Bytes || !slices.Equal(got.Rooms, def.Rooms) {
+		t.Errorf("chose 6000 paths, got %+v", got)
+	}
+	for _, o := range []Options{{SimRooms: []int{0}}, {SimRooms: []int{16, maxSimRoom + 1}}, {SimClosureMiB: -1}, {SimClosureMiB: maxSimClosureMiB + 1},
+		{SimPaths: -1}, {SimPaths: maxSimPaths + 1}} {
 		o.Names = []string{"sim"}
 		if _, err := Run(t.Context(), o); err == nil {
-			t.Errorf("Run accepted rooms %v and %d MiB", o.SimRooms, o.SimClosureMiB)
+			t.Errorf("Run accepted rooms %v, %d MiB and %d paths", o.SimRooms, o.SimClosureMiB, o.SimPaths)
 		}
 	}
 }

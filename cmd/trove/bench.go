@@ -13,7 +13,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	var quick, asJSON bool
 	var plotDir string
 	var simRooms []int
-	var simMiB, fanoutMbit int
+	var simMiB, simPaths, fanoutMbit int
 	c := &cobra.Command{
 		Use:   "bench [--quick] [--json] [--plot DIR] [SCENARIO...]",
 		Short: "Measure trove against Nix and the hardware, in one table",
@@ -52,6 +52,7 @@ times vary between runs and machines: read the ratios.`,
   sudo trove bench --plot ./plots swarm fanout
   sudo trove bench fanout sim --plot ./plots
   trove bench sim --sim-rooms 256 --sim-closure 16
+  trove bench sim --sim-rooms 16 --sim-closure 8 --sim-paths 6000
   sudo trove bench fanout --fanout-mbit 25
   trove bench --json > bench.json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,7 +65,7 @@ times vary between runs and machines: read the ratios.`,
 				log = io.Discard
 			}
 			t, err := bench.Run(cmd.Context(), bench.Options{Quick: quick, Names: args, Trove: self, PlotDir: a.abs(plotDir), Log: log,
-				SimRooms: simRooms, SimClosureMiB: simMiB, FanoutMbit: fanoutMbit})
+				SimRooms: simRooms, SimClosureMiB: simMiB, SimPaths: simPaths, FanoutMbit: fanoutMbit})
 			if err != nil {
 				return err
 			}
@@ -80,6 +81,7 @@ times vary between runs and machines: read the ratios.`,
 	c.Flags().StringVar(&plotDir, "plot", "", "write SVG charts to `DIR`")
 	c.Flags().IntSliceVar(&simRooms, "sim-rooms", nil, "sim: these rooms instead (followers each, e.g. 512 or 16,256)")
 	c.Flags().IntVar(&simMiB, "sim-closure", 0, "sim: a closure of `MIB` mebibytes instead (more chunks, more memory)")
+	c.Flags().IntVar(&simPaths, "sim-paths", 0, "sim: a closure of `N` paths instead of 30 (1 to 65536; a desktop NixOS system has 3,000 to 5,000)")
 	c.Flags().IntVar(&fanoutMbit, "fanout-mbit", 0, "fanout: links of `MBIT` Mbit/s (5 to 10000) instead of 100, where the cores cannot carry 17 agents at 100")
 	c.AddCommand(&cobra.Command{
 		Use:    "room-floor-node INDEX ADDRS SIZE START DIR",
