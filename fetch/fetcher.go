@@ -317,20 +317,35 @@ func (fe *Fetcher) learn(ctx context.Context, want []nix.Path, desc map[nix.Path
 			ask[providers[i][0]] = append(ask[providers[i][0]], h)
 		}
 	}
+	// A request names at most p2p.MaxInfoHashes roots, and an answer
+	// holds at most p2p.MaxClosureInfos infos: what is still undescribed
+	// after one is asked for again, while answers bring new paths. (The
+	// rest are described one by one below.)
 	for p, hs := range ask {
-		ris, err := fe.node.InfoClosure(ctx, p, hs)
-		if err != nil {
-			fe.log.Debug("closure info failed", "peer", p, "err", err)
-			var bad *p2p.BadDataError
-			if errors.Is(err, p2p.ErrProtocol) || errors.As(err, &bad) {
-				broke[p] = true
+		for len(hs) > 0 {
+			ris, err := fe.node.InfoClosure(ctx, p, hs)
+			if err != nil {
+				fe.log.Debug("closure info failed", "peer", p, "err", err)
+				var bad *p2p.BadDataError
+				if errors.Is(err, p2p.ErrProtocol) || errors.As(err, &bad) {
+					broke[p] = true
+				}
+				break
 			}
-			continue
-		}
-		for _, ri := range ris {
-			if _, ok := desc[ri.Info.Path.Hash]; !ok {
-				desc[ri.Info.Path.Hash] = described{ri: ri, from: p}
+			news := false
+			for _, ri := range ris {
+				if _, ok := desc[ri.Info.Path.Hash]; !ok {
+					desc[ri.Info.Path.Hash] = described{ri: ri, from: p}
+					news = true
+				}
 			}
+			if !news {
+				break
+			}
+			hs = slices.DeleteFunc(hs, func(h nix.PathHash) bool {
+				_, ok := desc[h]
+				return ok
+			})
 		}
 	}
 	var out []*item
@@ -344,6 +359,7 @@ func (fe *Fetcher) learn(ctx context.Context, want []nix.Path, desc map[nix.Path
 			})
 			continue
 		}
+		fe.log.Debug("describing a path alone: no closure answer held it", "path", p)
 		it, err := fe.believe(ctx, p, provs)
 		if err != nil {
 			problems = append(problems, err)

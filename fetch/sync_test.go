@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,4 +383,139 @@ func TestSyncFollowsAClosureBiggerThanAWatch(t *testing.T) {
 	}
 	requireSameClosure(t, seed.store, a.store, paths)
 	requireSameClosure(t, seed.store, b.store, paths)
+}
+
+// countClosures counts the closure requests a store serves.
+type countClosures struct {
+	*store.Store
+	n atomic.Int64
+}
+
+func (c *countClosures) Closure(roots ...nix.Path) ([]*nix.PathInfo, error) {
+	c.n.Add(1)
+	return c.Store.Closure(roots...)
+}
+
+// A sync plans a closure of more paths than one info answer holds
+// (p2p.MaxClosureInfos) in a few requests, none for a path alone. The
+// seeder answers a closure request referrers first, so an answer cut
+// short holds the root and what is near it, and the request for the rest
+// brings only paths not seen yet; the sync asks for the closures of what
+// it still lacks MaxInfoHashes at a time, not path by path. Cut
+// references first (before 2026-12-05), every answer held the same bottom
+// 4,096 paths: the chain took 300 closure requests, each of 4,096 infos,
+// and 34 s where it now takes 6.
+func TestSyncPlansABigClosureInFewRequests(t *testing.T) {
+	n := p2p.MaxClosureInfos + 300
+	for _, tc := range []struct {
+		name     string
+		refs     func(i int) []int
+		closures int64 // closure requests at most
+	}{
+		// Each path refers to the one before it.
+		{"a chain", func(i int) []int {
+			if i == 0 {
+				return nil
+			}
+			return []int{i - 1}
+		}, 2},
+		// Two paths refer to half the leaves each, and the root to them:
+		// the first answer leaves about 300 leaves out, 5 requests' worth.
+		{"wide", func(i int) []int {
+			switch {
+			case i == n-1:
+				return []int{n - 3, n - 2}
+			case i == n-2:
+				return seq(0, (n-3)/2)
+			case i == n-3:
+				return seq((n-3)/2, n-3)
+			}
+			return nil
+		}, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sk, kr := testKeys(t)
+			var cc *countClosures
+			var paths []*nix.PathInfo
+			seed := newNode(t, nodeOpts{wrap: func(s *store.Store) p2p.Content {
+				paths = fileGraph(t, s, sk, n, tc.refs)
+				cc = &countClosures{Store: s}
+				return cc
+			}})
+			c := newPeer(t, nil)
+			connect(t, c, seed)
+			var alone countHandler
+			root := paths[len(paths)-1].Path
+			rep, err := New(c.store, c.node, Options{Keys: kr, Logger: slog.New(&alone)}).Fetch(context.Background(), []nix.Path{root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.PathsFetched != n {
+				t.Fatalf("fetched %d paths of %d", rep.PathsFetched, n)
+			}
+			if got := cc.n.Load(); got > tc.closures || alone.n.Load() > 0 {
+				t.Errorf("the seeder served %d closure requests (want at most %d), and %d paths were described alone (want none)", got, tc.closures, alone.n.Load())
+			}
+		})
+	}
+}
+
+func seq(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// countHandler counts the fetcher's "describing a path alone" lines.
+type countHandler struct{ n atomic.Int64 }
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "describing a path alone") {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+// fileGraph adds n paths to s, path i referring to refs(i) (each before
+// it), each one file naming its references, signed by key; references
+// first. It is closure without a tree on disk per path: a NAR of one
+// regular file.
+func fileGraph(t testing.TB, s *store.Store, key manifest.SecretKey, n int, refs func(i int) []int) []*nix.PathInfo {
+	t.Helper()
+	str := func(b []byte, v string) []byte {
+		b = binary.LittleEndian.AppendUint64(b, uint64(len(v)))
+		b = append(b, v...)
+		return append(b, make([]byte, (8-len(v)%8)%8)...)
+	}
+	var out []*nix.PathInfo
+	for i := range n {
+		contents := fmt.Sprint("file ", i, "\n")
+		var paths []nix.Path
+		for _, r := range refs(i) {
+			paths = append(paths, out[r].Path)
+			contents += out[r].Path.Abs(s.StoreDir()) + "\n"
+		}
+		slices.SortFunc(paths, func(a, b nix.Path) int { return strings.Compare(a.String(), b.String()) })
+		var nar []byte
+		for _, v := range []string{"nix-archive-1", "(", "type", "regular", "contents", contents, ")"} {
+			nar = str(nar, v)
+		}
+		p, err := nix.MakePath(s.StoreDir(), "output:out", nix.Hash(sha256.Sum256([]byte(fmt.Sprint("chain", i)))), fmt.Sprintf("file%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := &nix.PathInfo{Path: p, NarHash: nix.Hash(sha256.Sum256(nar)), NarSize: uint64(len(nar)), References: paths}
+		info.Sigs = []string{key.Sign(info.Fingerprint(s.StoreDir()))}
+		pi, err := s.AddNAR(context.Background(), info, bytes.NewReader(nar))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, pi)
+	}
+	return out
 }

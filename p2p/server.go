@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -287,7 +288,15 @@ func (s *server) wireInfo(h nix.PathHash) *WireInfo {
 }
 
 // infoClosure answers a Closure info request: the infos of everything in
-// the closures of the requested paths it holds, references first.
+// the closures of the requested paths it holds, referrers first (the
+// reverse of Content.Closure's order), so that an answer the caps cut
+// short holds every referrer of what it holds: the client's next request,
+// for the references it lacks, has none of it in its closure, and each
+// answer brings only paths the client has not seen. Cut references first,
+// as it was until 2026-12-05, an answer kept the bottom of the closure and
+// left out the requested roots; each request for the rest brought the
+// same 4,096 infos back and a path or two more, and planning a closure of
+// 6,000 paths took some 1,900 round trips and 2.6 GB of answers.
 func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []nix.PathHash) error {
 	var roots []nix.Path
 	for _, h := range hashes {
@@ -302,7 +311,7 @@ func (s *server) infoClosure(ctx context.Context, st network.Stream, hashes []ni
 		if err != nil {
 			return err
 		}
-		for _, pi := range infos {
+		for _, pi := range slices.Backward(infos) {
 			w := s.wireInfo(pi.Path.Hash)
 			if w == nil {
 				continue

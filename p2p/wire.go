@@ -90,7 +90,8 @@ type InfoRequest struct {
 
 // InfoResponse has one entry per requested hash, nil where the peer does not
 // hold the path. For a Closure request it lists the closure instead,
-// references first, and Truncated says the size cap cut it short.
+// referrers first (so an answer cut short holds every referrer of what it
+// holds), and Truncated says the size cap cut it short.
 type InfoResponse struct {
 	Infos     []*WireInfo `cbor:"1,keyasint"`
 	Truncated bool        `cbor:"2,keyasint,omitempty"`
