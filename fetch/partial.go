@@ -312,7 +312,7 @@ func (f *transfer) follow(ctx context.Context, workers *sync.WaitGroup, fw *foll
 	restarted := map[peer.ID]*sub{}
 	if fw.rewatch(s) {
 		for p, sb := range fw.subs {
-			if sb.legacy || sb.cancel == nil {
+			if sb.legacy {
 				continue
 			}
 			sb.cancel()

@@ -606,9 +606,12 @@ func TestFollowSeederMakesRoom(t *testing.T) {
 // and the next ones once at most half of those miss any, asked about
 // anew of every peer it follows. Before, it followed the plan's first
 // watchMax paths for the whole transfer, and fetched the rest whole.
-func TestFollowMovesOn(t *testing.T) {
-	defer func(n int) { watchMax = n }(watchMax)
-	watchMax = 4
+// eightPaths is a transfer of eight paths of two chunks each, whose
+// fetch order starts at the plan's sixth (p6), among "seed", which holds
+// them whole, and "a", which holds the first chunk of each; it returns
+// the chunks' bytes too.
+func eightPaths(t *testing.T) (*transfer, *roomSwarm, []*item, map[chunk.ID][]byte) {
+	t.Helper()
 	r := rand.New(rand.NewPCG(9, 10))
 	var items []*item
 	data := map[chunk.ID][]byte{}
@@ -618,13 +621,6 @@ func TestFollowMovesOn(t *testing.T) {
 		maps.Copy(data, chunks)
 	}
 	pl := testPlan(items...)
-	names := func(paths []nix.PathHash) []string {
-		var out []string
-		for _, h := range paths {
-			out = append(out, pl.byHash[h].info.Path.Name)
-		}
-		return out
-	}
 	rs := &roomSwarm{peers: []peer.ID{"a", "seed"}, held: map[peer.ID]func([]nix.PathHash) *p2p.Haves{
 		"seed": func(paths []nix.PathHash) *p2p.Haves {
 			msg := &p2p.Haves{}
@@ -633,7 +629,7 @@ func TestFollowMovesOn(t *testing.T) {
 			}
 			return msg
 		},
-		"a": func(paths []nix.PathHash) *p2p.Haves { // the first chunk of each
+		"a": func(paths []nix.PathHash) *p2p.Haves {
 			msg := &p2p.Haves{}
 			for i := range paths {
 				msg.Entries = append(msg.Entries, p2p.HaveEntry{Path: uint32(i), Bits: []byte{1}})
@@ -646,9 +642,22 @@ func TestFollowMovesOn(t *testing.T) {
 		log:  slog.New(slog.DiscardHandler)}
 	f.init("/nix/store")
 	t.Cleanup(f.closeSpools)
-	// The fetch order starts at the plan's sixth path.
 	if err := f.prepareAll(t.Context(), fetchOrder(items, false, func(int) int { return 5 })); err != nil {
 		t.Fatal(err)
+	}
+	return f, rs, items, data
+}
+
+func TestFollowMovesOn(t *testing.T) {
+	defer func(n int) { watchMax = n }(watchMax)
+	watchMax = 4
+	f, rs, items, data := eightPaths(t)
+	names := func(paths []nix.PathHash) []string {
+		var out []string
+		for _, h := range paths {
+			out = append(out, f.pl.byHash[h].info.Path.Name)
+		}
+		return out
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	var workers sync.WaitGroup
@@ -725,5 +734,52 @@ func TestFollowMovesOn(t *testing.T) {
 	tick("p2", "p3", "p4", "p5")
 	if !holds("a", 4) {
 		t.Fatal("a's first chunk of p5 not heard")
+	}
+}
+
+// Paths beyond those followed are asked of nobody: with the haves
+// protocol, relocate asks no peer which of them it holds (before, every
+// connected peer was asked about each twice a second), and without it,
+// every unfinished path is asked about.
+func TestRelocateAsksOnlyWithoutHaves(t *testing.T) {
+	defer func(n int, d time.Duration) { watchMax, relocateEvery = n, d }(watchMax, relocateEvery)
+	watchMax, relocateEvery = 4, time.Millisecond
+	for _, haves := range []bool{true, false} {
+		t.Run(fmt.Sprint("haves ", haves), func(t *testing.T) {
+			f, rs, _, _ := eightPaths(t)
+			if !haves {
+				f.haves = nil
+			}
+			var mu sync.Mutex
+			var asked []int
+			f.locate = func(_ context.Context, hashes []nix.PathHash) [][]peer.ID {
+				mu.Lock()
+				asked = append(asked, len(hashes))
+				mu.Unlock()
+				return make([][]peer.ID, len(hashes))
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			var workers sync.WaitGroup
+			f.spawn = func(peer.ID) {}
+			workers.Add(1)
+			go func() {
+				defer workers.Done()
+				f.relocate(ctx, &workers)
+			}()
+			if haves {
+				waitUntil(t, 5*time.Second, "subscriptions", func() bool { return len(rs.active()) == 2 })
+			}
+			time.Sleep(50 * time.Millisecond) // some 50 of relocate's ticks
+			cancel()
+			workers.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if haves && len(asked) > 0 {
+				t.Errorf("asked peers about %v paths, want none: the paths not followed wait their turn", asked)
+			}
+			if !haves && (len(asked) == 0 || asked[0] != 8) {
+				t.Errorf("asked peers about %v paths, want all 8 unfinished", asked)
+			}
+		})
 	}
 }
